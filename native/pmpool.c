@@ -1,0 +1,615 @@
+/*
+ * pmpool native layer: the few syscalls JavaScript lacks.
+ *
+ * Everything here is a thin, checked wrapper: no policy. Errors become a JS
+ * Error with .code = errno name ("ENOENT", "ELOOP", ...), .errno, .syscall
+ * and, where there is one, .path. Policy (what to refuse, and why) lives in
+ * src/region.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define PATH_BYTES 4096
+/* Node 20 refuses external ArrayBuffers above 4 GiB (kMaxByteLength). */
+#define MAX_WINDOW_BYTES ((uint64_t)4 << 30)
+
+/* ---------- error helpers ---------- */
+
+static const char *errno_name(int err) {
+  switch (err) {
+  case EPERM: return "EPERM";
+  case ENOENT: return "ENOENT";
+  case EIO: return "EIO";
+  case EBADF: return "EBADF";
+  case EAGAIN: return "EAGAIN";
+  case ENOMEM: return "ENOMEM";
+  case EACCES: return "EACCES";
+  case EFAULT: return "EFAULT";
+  case EBUSY: return "EBUSY";
+  case EEXIST: return "EEXIST";
+  case ENODEV: return "ENODEV";
+  case ENOTDIR: return "ENOTDIR";
+  case EISDIR: return "EISDIR";
+  case EINVAL: return "EINVAL";
+  case ENFILE: return "ENFILE";
+  case EMFILE: return "EMFILE";
+  case EFBIG: return "EFBIG";
+  case ENOSPC: return "ENOSPC";
+  case EROFS: return "EROFS";
+  case ENAMETOOLONG: return "ENAMETOOLONG";
+  case ELOOP: return "ELOOP";
+  case EOPNOTSUPP: return "EOPNOTSUPP";
+  case EOVERFLOW: return "EOVERFLOW";
+  case ETXTBSY: return "ETXTBSY";
+  case E2BIG: return "E2BIG";
+  case ENOEXEC: return "ENOEXEC";
+  case EINTR: return "EINTR";
+  case ENXIO: return "ENXIO";
+  default: return "EUNKNOWN";
+  }
+}
+
+static void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  char message[PATH_BYTES + 256];
+  if (path)
+    snprintf(message, sizeof message, "%s: %s, %s '%s'", errno_name(err), strerror(err), syscall, path);
+  else
+    snprintf(message, sizeof message, "%s: %s, %s", errno_name(err), strerror(err), syscall);
+  napi_value msg, error, code, num, sys;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_set_named_property(env, error, "code", code);
+  napi_create_int32(env, -err, &num);
+  napi_set_named_property(env, error, "errno", num);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, error, "syscall", sys);
+  if (path) {
+    napi_value p;
+    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
+    napi_set_named_property(env, error, "path", p);
+  }
+  napi_throw(env, error);
+}
+
+static void throw_type(napi_env env, const char *message) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG", message);
+}
+
+/* ---------- argument helpers: each returns 0 and has thrown on failure ---------- */
+
+static int arg_int64(napi_env env, napi_value v, int64_t *out, const char *what) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_number) {
+    double d;
+    napi_get_value_double(env, v, &d);
+    if (d != d || d < 0 || d > 9007199254740991.0 || d != (double)(int64_t)d) {
+      char m[128];
+      snprintf(m, sizeof m, "%s must be a non-negative safe integer", what);
+      throw_type(env, m);
+      return 0;
+    }
+    *out = (int64_t)d;
+    return 1;
+  }
+  if (t == napi_bigint) {
+    bool lossless;
+    napi_get_value_bigint_int64(env, v, out, &lossless);
+    if (!lossless || *out < 0) {
+      char m[128];
+      snprintf(m, sizeof m, "%s must fit a non-negative int64", what);
+      throw_type(env, m);
+      return 0;
+    }
+    return 1;
+  }
+  char m[128];
+  snprintf(m, sizeof m, "%s must be a number or bigint", what);
+  throw_type(env, m);
+  return 0;
+}
+
+static int arg_int32(napi_env env, napi_value v, int32_t *out, const char *what) {
+  int64_t x;
+  if (!arg_int64(env, v, &x, what)) return 0;
+  if (x > INT32_MAX) {
+    throw_type(env, "integer argument out of range");
+    return 0;
+  }
+  *out = (int32_t)x;
+  return 1;
+}
+
+static int arg_string(napi_env env, napi_value v, char *buf, size_t cap, const char *what) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_string) {
+    char m[128];
+    snprintf(m, sizeof m, "%s must be a string", what);
+    throw_type(env, m);
+    return 0;
+  }
+  size_t len;
+  napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  if (len + 1 > cap) {
+    throw_errno(env, ENAMETOOLONG, what, NULL);
+    return 0;
+  }
+  napi_get_value_string_utf8(env, v, buf, cap, &len);
+  if (strlen(buf) != len) {
+    char m[128];
+    snprintf(m, sizeof m, "%s must not contain NUL", what);
+    throw_type(env, m);
+    return 0;
+  }
+  return 1;
+}
+
+static int arg_bool(napi_env env, napi_value v) {
+  bool b = false;
+  if (napi_get_value_bool(env, v, &b) != napi_ok) return 0;
+  return b;
+}
+
+static napi_value make_int64(napi_env env, int64_t x) {
+  napi_value v;
+  napi_create_int64(env, x, &v);
+  return v;
+}
+
+static napi_value undefined(napi_env env) {
+  napi_value v;
+  napi_get_undefined(env, &v);
+  return v;
+}
+
+#define GET_ARGS(n)                                                 \
+  size_t argc = (n);                                                \
+  napi_value argv[(n) > 0 ? (n) : 1];                               \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);             \
+  if (argc < (n)) {                                                 \
+    throw_type(env, "missing arguments");                           \
+    return NULL;                                                    \
+  }
+
+/* ---------- files ---------- */
+
+/* open(path, create, exclusive, readOnly, mode) -> fd
+ * Always O_NOFOLLOW (a symlink is refused with ELOOP) and O_CLOEXEC (an fd
+ * must not leak into a program started by execve). */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  GET_ARGS(5);
+  char path[PATH_BYTES];
+  int32_t mode;
+  if (!arg_string(env, argv[0], path, sizeof path, "path")) return NULL;
+  int create = arg_bool(env, argv[1]);
+  int exclusive = arg_bool(env, argv[2]);
+  int read_only = arg_bool(env, argv[3]);
+  if (!arg_int32(env, argv[4], &mode, "mode")) return NULL;
+  int flags = O_NOFOLLOW | O_CLOEXEC | (read_only ? O_RDONLY : O_RDWR);
+  if (create) flags |= O_CREAT;
+  if (exclusive) flags |= O_EXCL;
+  int fd;
+  do fd = open(path, flags, (mode_t)mode);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    return NULL;
+  }
+  return make_int64(env, fd);
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  GET_ARGS(1);
+  int32_t fd;
+  if (!arg_int32(env, argv[0], &fd, "fd")) return NULL;
+  if (close(fd) < 0 && errno != EINTR) {
+    throw_errno(env, errno, "close", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+static const char *file_type(mode_t mode) {
+  if (S_ISREG(mode)) return "file";
+  if (S_ISCHR(mode)) return "char";
+  if (S_ISBLK(mode)) return "block";
+  if (S_ISDIR(mode)) return "directory";
+  if (S_ISLNK(mode)) return "symlink";
+  if (S_ISFIFO(mode)) return "fifo";
+  if (S_ISSOCK(mode)) return "socket";
+  return "unknown";
+}
+
+static void set_number(napi_env env, napi_value obj, const char *name, int64_t x) {
+  napi_set_named_property(env, obj, name, make_int64(env, x));
+}
+
+/* fstat(fd) -> { size, uid, gid, mode, type, blocks, blksize, rdevMajor, rdevMinor, dev, ino } */
+static napi_value js_fstat(napi_env env, napi_callback_info info) {
+  GET_ARGS(1);
+  int32_t fd;
+  if (!arg_int32(env, argv[0], &fd, "fd")) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    throw_errno(env, errno, "fstat", NULL);
+    return NULL;
+  }
+  napi_value obj, type;
+  napi_create_object(env, &obj);
+  set_number(env, obj, "size", (int64_t)st.st_size);
+  set_number(env, obj, "uid", (int64_t)st.st_uid);
+  set_number(env, obj, "gid", (int64_t)st.st_gid);
+  set_number(env, obj, "mode", (int64_t)(st.st_mode & 07777));
+  set_number(env, obj, "blocks", (int64_t)st.st_blocks);
+  set_number(env, obj, "blksize", (int64_t)st.st_blksize);
+  set_number(env, obj, "rdevMajor", (int64_t)major(st.st_rdev));
+  set_number(env, obj, "rdevMinor", (int64_t)minor(st.st_rdev));
+  set_number(env, obj, "dev", (int64_t)st.st_dev);
+  set_number(env, obj, "ino", (int64_t)st.st_ino);
+  napi_create_string_utf8(env, file_type(st.st_mode), NAPI_AUTO_LENGTH, &type);
+  napi_set_named_property(env, obj, "type", type);
+  return obj;
+}
+
+static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
+  GET_ARGS(2);
+  int32_t fd;
+  int64_t size;
+  if (!arg_int32(env, argv[0], &fd, "fd") || !arg_int64(env, argv[1], &size, "size")) return NULL;
+  int r;
+  do r = ftruncate(fd, (off_t)size);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    throw_errno(env, errno, "ftruncate", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* fallocate(fd, offset, length, keepSize) */
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  GET_ARGS(4);
+  int32_t fd;
+  int64_t offset, length;
+  if (!arg_int32(env, argv[0], &fd, "fd") || !arg_int64(env, argv[1], &offset, "offset") ||
+      !arg_int64(env, argv[2], &length, "length"))
+    return NULL;
+  int mode = arg_bool(env, argv[3]) ? FALLOC_FL_KEEP_SIZE : 0;
+  int r;
+  do r = fallocate(fd, mode, (off_t)offset, (off_t)length);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    throw_errno(env, errno, "fallocate", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* flock(fd, op, nonBlocking) -> true when taken, false when EWOULDBLOCK.
+ * op: 0 = unlock, 1 = shared, 2 = exclusive. */
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  int32_t fd, op;
+  if (!arg_int32(env, argv[0], &fd, "fd") || !arg_int32(env, argv[1], &op, "op")) return NULL;
+  int how = op == 0 ? LOCK_UN : op == 1 ? LOCK_SH : LOCK_EX;
+  if (arg_bool(env, argv[2])) how |= LOCK_NB;
+  int r;
+  do r = flock(fd, how);
+  while (r < 0 && errno == EINTR);
+  napi_value result;
+  if (r < 0) {
+    if (errno == EWOULDBLOCK) {
+      napi_get_boolean(env, false, &result);
+      return result;
+    }
+    throw_errno(env, errno, "flock", NULL);
+    return NULL;
+  }
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* ---------- mappings ----------
+ * Each window is one mmap and one external ArrayBuffer. V8 aborts if two
+ * ArrayBuffers share a backing address, so a mapping is handed to JS exactly
+ * once; JS hands out views of it. The finalizer unmaps a window that was not
+ * unmapped explicitly. A small list of live mappings lets munmap/msync find a
+ * mapping from its ArrayBuffer's data pointer and refuse anything else. */
+
+typedef struct mapping {
+  void *addr;
+  size_t length;
+  int unmapped;
+  struct mapping *next;
+} mapping;
+
+/* Worker threads load the addon too: the list is shared, so it is locked. */
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+static mapping *live_mappings = NULL;
+static int64_t live_count = 0;
+static int64_t live_bytes = 0;
+
+static mapping *find_mapping(void *addr) {
+  pthread_mutex_lock(&mappings_lock);
+  mapping *found = NULL;
+  for (mapping *m = live_mappings; m; m = m->next)
+    if (m->addr == addr && !m->unmapped) {
+      found = m;
+      break;
+    }
+  pthread_mutex_unlock(&mappings_lock);
+  return found;
+}
+
+static void forget_mapping(mapping *target) {
+  pthread_mutex_lock(&mappings_lock);
+  for (mapping **p = &live_mappings; *p; p = &(*p)->next)
+    if (*p == target) {
+      *p = target->next;
+      break;
+    }
+  pthread_mutex_unlock(&mappings_lock);
+}
+
+static void unmap_now(mapping *m) {
+  pthread_mutex_lock(&mappings_lock);
+  if (!m->unmapped) {
+    munmap(m->addr, m->length);
+    m->unmapped = 1;
+    live_count--;
+    live_bytes -= (int64_t)m->length;
+  }
+  pthread_mutex_unlock(&mappings_lock);
+}
+
+static void finalize_mapping(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  mapping *m = hint;
+  unmap_now(m);
+  forget_mapping(m);
+  free(m);
+}
+
+/* mmap(fd, offset, length, writable) -> ArrayBuffer */
+static napi_value js_mmap(napi_env env, napi_callback_info info) {
+  GET_ARGS(4);
+  int32_t fd;
+  int64_t offset, length;
+  if (!arg_int32(env, argv[0], &fd, "fd") || !arg_int64(env, argv[1], &offset, "offset") ||
+      !arg_int64(env, argv[2], &length, "length"))
+    return NULL;
+  int writable = arg_bool(env, argv[3]);
+  if (length == 0 || (uint64_t)length > MAX_WINDOW_BYTES) {
+    throw_errno(env, EINVAL, "mmap (window length must be 1 byte to 4 GiB)", NULL);
+    return NULL;
+  }
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void *addr = mmap(NULL, (size_t)length, prot, MAP_SHARED, fd, (off_t)offset);
+  if (addr == MAP_FAILED) {
+    throw_errno(env, errno, "mmap", NULL);
+    return NULL;
+  }
+  mapping *m = calloc(1, sizeof *m);
+  if (!m) {
+    munmap(addr, (size_t)length);
+    throw_errno(env, ENOMEM, "mmap", NULL);
+    return NULL;
+  }
+  m->addr = addr;
+  m->length = (size_t)length;
+  napi_value buffer;
+  napi_status s = napi_create_external_arraybuffer(env, addr, (size_t)length, finalize_mapping, m, &buffer);
+  if (s != napi_ok) {
+    munmap(addr, (size_t)length);
+    free(m);
+    throw_errno(env, ENOMEM, "mmap (external ArrayBuffer refused)", NULL);
+    return NULL;
+  }
+  pthread_mutex_lock(&mappings_lock);
+  m->next = live_mappings;
+  live_mappings = m;
+  live_count++;
+  live_bytes += length;
+  pthread_mutex_unlock(&mappings_lock);
+  return buffer;
+}
+
+static mapping *mapping_of(napi_env env, napi_value buffer, const char *syscall) {
+  bool is_ab = false;
+  napi_is_arraybuffer(env, buffer, &is_ab);
+  if (!is_ab) {
+    throw_type(env, "expected a mapped ArrayBuffer");
+    return NULL;
+  }
+  void *data = NULL;
+  size_t len = 0;
+  napi_get_arraybuffer_info(env, buffer, &data, &len);
+  mapping *m = data ? find_mapping(data) : NULL;
+  if (!m) {
+    throw_errno(env, EINVAL, syscall, "(not a live mapping)");
+    return NULL;
+  }
+  return m;
+}
+
+/* munmap(buffer): unmaps now and detaches the ArrayBuffer so that any later
+ * access sees a zero-length buffer instead of touching unmapped memory. */
+static napi_value js_munmap(napi_env env, napi_callback_info info) {
+  GET_ARGS(1);
+  mapping *m = mapping_of(env, argv[0], "munmap");
+  if (!m) return NULL;
+  if (napi_detach_arraybuffer(env, argv[0]) != napi_ok) {
+    throw_errno(env, EINVAL, "munmap (detach refused)", NULL);
+    return NULL;
+  }
+  unmap_now(m);
+  return undefined(env);
+}
+
+static int range_in(napi_env env, mapping *m, napi_value off_v, napi_value len_v, size_t *start, size_t *len) {
+  int64_t offset, length;
+  if (!arg_int64(env, off_v, &offset, "offset") || !arg_int64(env, len_v, &length, "length")) return 0;
+  if ((uint64_t)offset > m->length || (uint64_t)length > m->length - (uint64_t)offset) {
+    throw_errno(env, EINVAL, "range outside the mapping", NULL);
+    return 0;
+  }
+  long page = sysconf(_SC_PAGESIZE);
+  size_t aligned = (size_t)offset & ~((size_t)page - 1);
+  *start = aligned;
+  *len = (size_t)length + ((size_t)offset - aligned);
+  return 1;
+}
+
+/* msync(buffer, offset, length, synchronous) */
+static napi_value js_msync(napi_env env, napi_callback_info info) {
+  GET_ARGS(4);
+  mapping *m = mapping_of(env, argv[0], "msync");
+  size_t start, len;
+  if (!m || !range_in(env, m, argv[1], argv[2], &start, &len)) return NULL;
+  int flags = arg_bool(env, argv[3]) ? MS_SYNC : MS_ASYNC;
+  if (len && msync((char *)m->addr + start, len, flags) < 0) {
+    throw_errno(env, errno, "msync", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* madvise(buffer, offset, length, advice) advice: "hugepage" | "dontneed" |
+ * "willneed" | "populate" | "remove" | "normal" */
+static napi_value js_madvise(napi_env env, napi_callback_info info) {
+  GET_ARGS(4);
+  mapping *m = mapping_of(env, argv[0], "madvise");
+  size_t start, len;
+  char advice_name[32];
+  if (!m || !range_in(env, m, argv[1], argv[2], &start, &len) ||
+      !arg_string(env, argv[3], advice_name, sizeof advice_name, "advice"))
+    return NULL;
+  int advice;
+  if (!strcmp(advice_name, "hugepage")) advice = MADV_HUGEPAGE;
+  else if (!strcmp(advice_name, "dontneed")) advice = MADV_DONTNEED;
+  else if (!strcmp(advice_name, "willneed")) advice = MADV_WILLNEED;
+  else if (!strcmp(advice_name, "remove")) advice = MADV_REMOVE;
+  else if (!strcmp(advice_name, "normal")) advice = MADV_NORMAL;
+#ifdef MADV_POPULATE_WRITE
+  else if (!strcmp(advice_name, "populate")) advice = MADV_POPULATE_WRITE;
+#endif
+  else {
+    throw_type(env, "unknown madvise advice");
+    return NULL;
+  }
+  if (len && madvise((char *)m->addr + start, len, advice) < 0) {
+    throw_errno(env, errno, "madvise", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* mappings() -> { count, bytes }: live windows, for tests and `pmpool info`. */
+static napi_value js_mappings(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&mappings_lock);
+  int64_t count = live_count, bytes = live_bytes;
+  pthread_mutex_unlock(&mappings_lock);
+  napi_value obj;
+  napi_create_object(env, &obj);
+  set_number(env, obj, "count", count);
+  set_number(env, obj, "bytes", bytes);
+  return obj;
+}
+
+/* ---------- execve ---------- */
+
+static char **string_array(napi_env env, napi_value array, const char *what) {
+  bool is_array = false;
+  napi_is_array(env, array, &is_array);
+  if (!is_array) {
+    throw_type(env, "execve argv/envp must be arrays of strings");
+    return NULL;
+  }
+  uint32_t n;
+  napi_get_array_length(env, array, &n);
+  char **out = calloc((size_t)n + 1, sizeof *out);
+  if (!out) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    napi_get_element(env, array, i, &item);
+    size_t len;
+    if (napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok) {
+      throw_type(env, what);
+      goto fail;
+    }
+    out[i] = malloc(len + 1);
+    if (!out[i]) goto fail;
+    napi_get_value_string_utf8(env, item, out[i], len + 1, &len);
+  }
+  return out;
+fail:
+  for (uint32_t i = 0; i < n; i++) free(out[i]);
+  free(out);
+  return NULL;
+}
+
+static void free_strings(char **a) {
+  if (!a) return;
+  for (char **p = a; *p; p++) free(*p);
+  free(a);
+}
+
+/* execve(file, argv, envp): replaces the process image; returns only by
+ * throwing. The caller flushes stdio first (Node writes pipes asynchronously). */
+static napi_value js_execve(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  char file[PATH_BYTES];
+  if (!arg_string(env, argv[0], file, sizeof file, "file")) return NULL;
+  char **args = string_array(env, argv[1], "argv entries must be strings");
+  if (!args) return NULL;
+  char **envp = string_array(env, argv[2], "envp entries must be strings");
+  if (!envp) {
+    free_strings(args);
+    return NULL;
+  }
+  execve(file, args, envp);
+  int err = errno;
+  free_strings(args);
+  free_strings(envp);
+  throw_errno(env, err, "execve", file);
+  return NULL;
+}
+
+/* ---------- module ---------- */
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"fstat", NULL, js_fstat, NULL, NULL, NULL, napi_default, NULL},
+      {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_default, NULL},
+      {"fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL},
+      {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
+      {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_default, NULL},
+      {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_default, NULL},
+      {"msync", NULL, js_msync, NULL, NULL, NULL, napi_default, NULL},
+      {"madvise", NULL, js_madvise, NULL, NULL, NULL, napi_default, NULL},
+      {"mappings", NULL, js_mappings, NULL, NULL, NULL, napi_default, NULL},
+      {"execve", NULL, js_execve, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,288 @@
+/**
+ * A Region over a path: a /dev/shm (tmpfs) file, a regular file on disk, a
+ * file on hugetlbfs, or a DAX character device. Opened with O_NOFOLLOW, kept
+ * under flock (shared, or exclusive when asked), mapped MAP_SHARED in windows.
+ *
+ * Every refusal happens before anything is written: a file we did not create
+ * is never truncated, extended or unlinked by a failed open.
+ */
+import { readFileSync, statfsSync, unlinkSync } from 'node:fs';
+import {
+  FLOCK_EXCLUSIVE,
+  FLOCK_SHARED,
+  isNativeError,
+  native,
+  type MadviseAdvice,
+  type NativeStat,
+} from '../sys/native.js';
+import {
+  checkSize,
+  checkWindow,
+  RegionError,
+  SYSTEM_PAGE_SIZE,
+  type Region,
+  type RegionKind,
+  type RegionWindow,
+} from './region.js';
+
+/** statfs(2) f_type values (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+const HUGETLBFS_MAGIC = 0x958458f6;
+
+export interface RegionOpenOptions {
+  /** Take the region for this process alone (flock LOCK_EX); refuse if anyone holds it. Default: shared. */
+  exclusive?: boolean;
+  /** Map read-only. */
+  readOnly?: boolean;
+}
+
+export interface RegionCreateOptions extends RegionOpenOptions {
+  /** Size in bytes; a multiple of the backing page size. */
+  size: number;
+  /** File mode of a new file. Default 0600. */
+  mode?: number;
+  /** Reserve the blocks now (fallocate) instead of a sparse file. Default false. */
+  preallocate?: boolean;
+}
+
+function wrapSystemError(e: unknown, path: string): never {
+  if (!isNativeError(e)) throw e;
+  switch (e.code) {
+    case 'ELOOP':
+      throw new RegionError('SYMLINK', `${path} is a symbolic link; pmpool refuses to follow it`, path, { cause: e, errno: e.code });
+    case 'ENOENT':
+      throw new RegionError('NOT_FOUND', `${path} does not exist`, path, { cause: e, errno: e.code });
+    case 'EEXIST':
+      throw new RegionError('EXISTS', `${path} already exists`, path, { cause: e, errno: e.code });
+    default:
+      throw new RegionError('IO', `${e.syscall} ${path}: ${e.message}`, path, { cause: e, errno: e.code });
+  }
+}
+
+interface Backing {
+  kind: RegionKind;
+  pageSize: number;
+  /** Size of the file or device in bytes. */
+  capacity: number;
+}
+
+function daxDevice(stat: NativeStat): { size: number; align: number } | null {
+  const sys = `/sys/dev/char/${stat.rdevMajor}:${stat.rdevMinor}`;
+  try {
+    const subsystem = readFileSync(`${sys}/subsystem/uevent`, 'utf8');
+    if (!/dax/.test(subsystem) && !/dax/.test(readFileSync(`${sys}/uevent`, 'utf8'))) return null;
+    const size = Number(readFileSync(`${sys}/size`, 'utf8').trim());
+    let align = 2 * 1024 * 1024;
+    try {
+      align = Number(readFileSync(`${sys}/align`, 'utf8').trim()) || align;
+    } catch {
+      /* older kernels have no align attribute: devdax defaults to 2 MiB */
+    }
+    return { size, align };
+  } catch {
+    return null;
+  }
+}
+
+function identifyBacking(fd: number, stat: NativeStat, path: string): Backing {
+  if (stat.type === 'char') {
+    const dax = daxDevice(stat);
+    if (!dax) throw new RegionError('NOT_REGULAR', `${path} is a character device but not a DAX device`, path);
+    return { kind: 'devdax', pageSize: dax.align, capacity: dax.size };
+  }
+  if (stat.type !== 'file') {
+    throw new RegionError('NOT_REGULAR', `${path} is a ${stat.type}, not a regular file or DAX device`, path);
+  }
+  // statfs through the open fd, not the path: the path may have changed since open.
+  const fs = statfsSync(`/proc/self/fd/${fd}`);
+  if (fs.type === HUGETLBFS_MAGIC) return { kind: 'hugetlbfs', pageSize: fs.bsize, capacity: stat.size };
+  if (fs.type === TMPFS_MAGIC) return { kind: 'shm', pageSize: SYSTEM_PAGE_SIZE, capacity: stat.size };
+  return { kind: 'file', pageSize: SYSTEM_PAGE_SIZE, capacity: stat.size };
+}
+
+class FileWindow implements RegionWindow {
+  readonly byteOffset: number;
+  private live = true;
+  constructor(
+    readonly region: FileRegion,
+    readonly offset: number,
+    readonly length: number,
+    readonly buffer: ArrayBuffer,
+    mappedFrom: number,
+  ) {
+    this.byteOffset = offset - mappedFrom;
+  }
+  get mapped(): boolean {
+    return this.live;
+  }
+  bytes(): Uint8Array {
+    if (!this.live) throw new RegionError('CLOSED', 'window is unmapped', this.region.path);
+    return new Uint8Array(this.buffer, this.byteOffset, this.length);
+  }
+  flush(offset = 0, length = this.length - offset): void {
+    if (!this.live || !this.region.durable) return;
+    native.msync(this.buffer, this.byteOffset + offset, length, true);
+  }
+  advise(advice: MadviseAdvice, offset = 0, length = this.length - offset): void {
+    if (!this.live) return;
+    native.madvise(this.buffer, this.byteOffset + offset, length, advice);
+  }
+  unmap(): void {
+    if (!this.live) return;
+    this.live = false;
+    native.munmap(this.buffer);
+    this.region.forget(this);
+  }
+}
+
+export class FileRegion implements Region {
+  private fd: number;
+  /* Held weakly: a window the program drops is collected and its mapping
+     released by the addon's finalizer, as DESIGN.md §3 asks. */
+  private readonly live = new Set<WeakRef<FileWindow>>();
+  private readonly refs = new WeakMap<FileWindow, WeakRef<FileWindow>>();
+  private readonly collected = new FinalizationRegistry<WeakRef<FileWindow>>((ref) => this.live.delete(ref));
+  private constructor(
+    readonly path: string,
+    fd: number,
+    readonly kind: RegionKind,
+    readonly size: number,
+    readonly pageSize: number,
+    readonly readOnly: boolean,
+  ) {
+    this.fd = fd;
+  }
+
+  get durable(): boolean {
+    return this.kind === 'file' || this.kind === 'devdax';
+  }
+  get closed(): boolean {
+    return this.fd < 0;
+  }
+
+  /** Creates a new region file (O_EXCL, mode 0600) of `size` bytes, sparse unless `preallocate`. */
+  static create(path: string, options: RegionCreateOptions): FileRegion {
+    checkSize(options.size, SYSTEM_PAGE_SIZE, path);
+    let fd: number;
+    try {
+      fd = native.open(path, true, true, false, options.mode ?? 0o600);
+    } catch (e) {
+      wrapSystemError(e, path);
+    }
+    try {
+      const stat = native.fstat(fd);
+      const backing = identifyBacking(fd, stat, path);
+      if (backing.kind === 'devdax') throw new RegionError('NOT_REGULAR', `${path}: a DAX device cannot be created`, path);
+      checkSize(options.size, backing.pageSize, path);
+      takeFlock(fd, options.exclusive ?? false, path);
+      try {
+        native.ftruncate(fd, options.size);
+        if (options.preallocate) native.fallocate(fd, 0, options.size, false);
+      } catch (e) {
+        wrapSystemError(e, path);
+      }
+      return new FileRegion(path, fd, backing.kind, options.size, backing.pageSize, false);
+    } catch (e) {
+      native.close(fd);
+      // We created this file a moment ago: take it away again rather than leave a half-made region.
+      try {
+        unlinkSync(path);
+      } catch {
+        /* already gone */
+      }
+      throw e;
+    }
+  }
+
+  /** Opens an existing region. Refuses a symlink, another uid's file, a size that is not whole pages, a busy region. */
+  static open(path: string, options: RegionOpenOptions & { size?: number } = {}): FileRegion {
+    let fd: number;
+    try {
+      fd = native.open(path, false, false, options.readOnly ?? false, 0);
+    } catch (e) {
+      wrapSystemError(e, path);
+    }
+    try {
+      const stat = native.fstat(fd);
+      const uid = process.getuid?.();
+      if (uid !== undefined && stat.uid !== uid) {
+        throw new RegionError('NOT_OWNER', `${path} belongs to uid ${stat.uid}, not to this process's uid ${uid}`, path);
+      }
+      const backing = identifyBacking(fd, stat, path);
+      const size = options.size ?? backing.capacity;
+      checkSize(size, backing.pageSize, path);
+      if (size > backing.capacity) {
+        throw new RegionError('TOO_LARGE', `${path}: ${size} bytes asked but the ${backing.kind} holds ${backing.capacity}`, path);
+      }
+      takeFlock(fd, options.exclusive ?? false, path);
+      return new FileRegion(path, fd, backing.kind, size, backing.pageSize, options.readOnly ?? false);
+    } catch (e) {
+      native.close(fd);
+      throw e;
+    }
+  }
+
+  map(offset: number, length: number): RegionWindow {
+    checkWindow(this, offset, length);
+    // mmap offsets must be page aligned (huge-page aligned on hugetlbfs/devdax).
+    const mappedFrom = offset - (offset % this.pageSize);
+    const end = offset + length;
+    const mappedEnd = Math.min(this.size, Math.ceil(end / this.pageSize) * this.pageSize);
+    let buffer: ArrayBuffer;
+    try {
+      buffer = native.mmap(this.fd, mappedFrom, mappedEnd - mappedFrom, !this.readOnly);
+    } catch (e) {
+      wrapSystemError(e, this.path);
+    }
+    const window = new FileWindow(this, offset, length, buffer, mappedFrom);
+    const ref = new WeakRef(window);
+    this.live.add(ref);
+    this.refs.set(window, ref);
+    this.collected.register(window, ref, ref);
+    return window;
+  }
+
+  windows(): readonly RegionWindow[] {
+    const out: FileWindow[] = [];
+    for (const ref of this.live) {
+      const w = ref.deref();
+      if (w?.mapped) out.push(w);
+    }
+    return out;
+  }
+
+  /** @internal called by a window as it unmaps. */
+  forget(window: FileWindow): void {
+    const ref = this.refs.get(window);
+    if (!ref) return;
+    this.live.delete(ref);
+    this.collected.unregister(ref);
+  }
+
+  flush(): void {
+    for (const w of this.windows()) w.flush();
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    for (const w of this.windows()) w.unmap();
+    native.close(this.fd); // closing the last fd releases the flock
+    this.fd = -1;
+  }
+}
+
+function takeFlock(fd: number, exclusive: boolean, path: string): void {
+  let taken: boolean;
+  try {
+    taken = native.flock(fd, exclusive ? FLOCK_EXCLUSIVE : FLOCK_SHARED, true);
+  } catch (e) {
+    wrapSystemError(e, path);
+  }
+  if (!taken) {
+    throw new RegionError(
+      'BUSY',
+      exclusive ? `${path} is in use by another process; exclusive use refused` : `${path} is held exclusively by another process`,
+      path,
+    );
+  }
+}

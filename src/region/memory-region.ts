@@ -1,0 +1,88 @@
+/**
+ * An in-memory Region with the same interface as a file-backed one, over a
+ * SharedArrayBuffer (so worker threads can share it and Atomics work on it).
+ * Tests use it, and the crash simulation clones it to replay prefixes of a
+ * run's stores.
+ */
+import { checkSize, checkWindow, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow } from './region.js';
+
+class MemoryWindow implements RegionWindow {
+  private live = true;
+  constructor(
+    readonly region: MemoryRegion,
+    readonly offset: number,
+    readonly length: number,
+  ) {}
+  get buffer(): SharedArrayBuffer {
+    return this.region.buffer;
+  }
+  get byteOffset(): number {
+    return this.offset;
+  }
+  get mapped(): boolean {
+    return this.live && !this.region.closed;
+  }
+  bytes(): Uint8Array {
+    if (!this.mapped) throw new RegionError('CLOSED', 'window is unmapped', null);
+    return new Uint8Array(this.region.buffer, this.offset, this.length);
+  }
+  flush(): void {
+    /* memory is never durable */
+  }
+  unmap(): void {
+    this.live = false;
+  }
+}
+
+export class MemoryRegion implements Region {
+  readonly kind = 'memory' as const;
+  readonly path = null;
+  readonly durable = false;
+  readonly pageSize = SYSTEM_PAGE_SIZE;
+  readonly size: number;
+  readonly buffer: SharedArrayBuffer;
+  private isClosed = false;
+  private readonly live = new Set<MemoryWindow>();
+
+  /** A zeroed region of `size` bytes, or a region over an existing buffer (e.g. one shared with a worker). */
+  constructor(sizeOrBuffer: number | SharedArrayBuffer) {
+    if (typeof sizeOrBuffer === 'number') {
+      this.size = checkSize(sizeOrBuffer, SYSTEM_PAGE_SIZE, null);
+      this.buffer = new SharedArrayBuffer(this.size);
+    } else {
+      this.size = checkSize(sizeOrBuffer.byteLength, SYSTEM_PAGE_SIZE, null);
+      this.buffer = sizeOrBuffer;
+    }
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  map(offset: number, length: number): RegionWindow {
+    checkWindow(this, offset, length);
+    const w = new MemoryWindow(this, offset, length);
+    this.live.add(w);
+    return w;
+  }
+
+  windows(): readonly RegionWindow[] {
+    return [...this.live].filter((w) => w.mapped);
+  }
+
+  flush(): void {
+    /* nothing to make durable */
+  }
+
+  close(): void {
+    this.isClosed = true;
+    this.live.clear();
+  }
+
+  /** A new, independent region holding a copy of these bytes. */
+  clone(): MemoryRegion {
+    const copy = new MemoryRegion(this.size);
+    new Uint8Array(copy.buffer).set(new Uint8Array(this.buffer));
+    return copy;
+  }
+}

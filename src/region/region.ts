@@ -1,0 +1,113 @@
+/**
+ * A Region is the backing memory of a pool: a range of bytes that outlives
+ * the process, reached through windows (mappings of part of it). It knows
+ * nothing of pools, allocators or FDTs.
+ */
+import { PmpoolError } from '../errors.js';
+
+export type RegionKind = 'shm' | 'file' | 'hugetlbfs' | 'devdax' | 'memory';
+
+export type RegionErrorCode =
+  | 'SYMLINK' // the path is a symbolic link (O_NOFOLLOW refused it)
+  | 'NOT_OWNER' // the file belongs to another uid
+  | 'NOT_REGULAR' // neither a regular file nor a DAX character device
+  | 'BAD_SIZE' // zero, negative, not an integer, or not a multiple of the page size
+  | 'TOO_LARGE' // larger than the file or device behind it
+  | 'BUSY' // held exclusively by another process (or shared, when exclusive use is asked)
+  | 'EXISTS' // create: the path already exists
+  | 'NOT_FOUND' // open: nothing at the path
+  | 'BAD_RANGE' // a window outside the region, or longer than a window may be
+  | 'CLOSED' // the region (or window) was closed
+  | 'IO'; // any other failure of the system, errno in the message and .errno
+
+export class RegionError extends PmpoolError {
+  declare readonly code: RegionErrorCode;
+  readonly path: string | null;
+  readonly errno: string | undefined;
+  constructor(code: RegionErrorCode, message: string, path: string | null, options?: { cause?: unknown; errno?: string }) {
+    super(code, message, options);
+    this.path = path;
+    this.errno = options?.errno;
+  }
+}
+
+/**
+ * One mapped window of a region. Bytes `[offset, offset + length)` of the
+ * region are at `[byteOffset, byteOffset + length)` of `buffer`; build typed
+ * arrays over that range. A window is mapped once; hand out views of it
+ * (V8 aborts if two ArrayBuffers share a backing address).
+ */
+export interface RegionWindow {
+  readonly region: Region;
+  readonly offset: number;
+  readonly length: number;
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  readonly byteOffset: number;
+  readonly mapped: boolean;
+  /** A view of the whole window. */
+  bytes(): Uint8Array;
+  /** Makes stores in the window durable (msync on a file-backed region). `offset` is relative to the window. */
+  flush(offset?: number, length?: number): void;
+  /** Releases the window's memory; any view of it becomes empty. */
+  unmap(): void;
+}
+
+export interface Region {
+  readonly kind: RegionKind;
+  /** The path the region was opened at; null for an in-memory region. */
+  readonly path: string | null;
+  /** Size in bytes (a multiple of `pageSize`). */
+  readonly size: number;
+  /** Granularity of the backing memory: 4096, or the huge page size of hugetlbfs/devdax. */
+  readonly pageSize: number;
+  /** True when the bytes survive a reboot (a file on disk, a DAX device). */
+  readonly durable: boolean;
+  readonly closed: boolean;
+  /** Maps `[offset, offset + length)`. Windows are at most MAX_WINDOW_BYTES long. */
+  map(offset: number, length: number): RegionWindow;
+  /** Live windows of this region. */
+  windows(): readonly RegionWindow[];
+  /** Makes every store durable (no-op where `durable` is false). */
+  flush(): void;
+  /** Unmaps every window and releases the file. Idempotent. */
+  close(): void;
+}
+
+/** Node 20 refuses external ArrayBuffers larger than 4 GiB. */
+export const MAX_WINDOW_BYTES = 4 * 1024 ** 3;
+
+/** The size of a system page, the unit of mmap offsets. */
+export const SYSTEM_PAGE_SIZE = 4096;
+
+export function checkSize(size: unknown, pageSize: number, path: string | null): number {
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) {
+    throw new RegionError('BAD_SIZE', `region size must be a positive integer number of bytes, got ${String(size)}`, path);
+  }
+  if (size % pageSize !== 0) {
+    throw new RegionError('BAD_SIZE', `region size ${size} is not a multiple of the page size ${pageSize}`, path);
+  }
+  return size;
+}
+
+export function checkWindow(region: Region, offset: number, length: number): void {
+  if (region.closed) throw new RegionError('CLOSED', 'region is closed', region.path);
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+    throw new RegionError('BAD_RANGE', `bad window [${offset}, +${length})`, region.path);
+  }
+  if (offset + length > region.size) {
+    throw new RegionError('BAD_RANGE', `window [${offset}, +${length}) ends past the region's ${region.size} bytes`, region.path);
+  }
+  if (length > MAX_WINDOW_BYTES) {
+    throw new RegionError('BAD_RANGE', `window of ${length} bytes is over the ${MAX_WINDOW_BYTES}-byte limit`, region.path);
+  }
+}
+
+/** Parses sizes such as "64M", "1G", "1T", "4K", "2M" or a plain number of bytes. */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+)\s*([kmgtp]?)(i?b?)\s*$/i.exec(text);
+  if (!m) throw new RegionError('BAD_SIZE', `cannot read a size from "${text}" (examples: 4096, 64M, 1G, 1T)`, null);
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[m[2]!.toLowerCase()]!;
+  const value = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(value)) throw new RegionError('BAD_SIZE', `size "${text}" is too large`, null);
+  return value;
+}

@@ -1,0 +1,84 @@
+/**
+ * Loader and typed face of the native addon (native/pmpool.c).
+ *
+ * The addon is built by node-gyp when the package is installed. When it is
+ * missing, say exactly how to build it rather than failing with a bare
+ * "Cannot find module".
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeStat {
+  size: number;
+  uid: number;
+  gid: number;
+  mode: number;
+  type: 'file' | 'char' | 'block' | 'directory' | 'symlink' | 'fifo' | 'socket' | 'unknown';
+  blocks: number;
+  blksize: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  dev: number;
+  ino: number;
+}
+
+export type MadviseAdvice = 'hugepage' | 'dontneed' | 'willneed' | 'populate' | 'remove' | 'normal';
+
+export const FLOCK_UNLOCK = 0;
+export const FLOCK_SHARED = 1;
+export const FLOCK_EXCLUSIVE = 2;
+
+export interface NativeAddon {
+  open(path: string, create: boolean, exclusive: boolean, readOnly: boolean, mode: number): number;
+  close(fd: number): void;
+  fstat(fd: number): NativeStat;
+  ftruncate(fd: number, size: number): void;
+  fallocate(fd: number, offset: number, length: number, keepSize: boolean): void;
+  flock(fd: number, op: number, nonBlocking: boolean): boolean;
+  mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  munmap(buffer: ArrayBuffer): void;
+  msync(buffer: ArrayBuffer, offset: number, length: number, synchronous: boolean): void;
+  madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
+  mappings(): { count: number; bytes: number };
+  execve(file: string, argv: string[], envp: string[]): never;
+}
+
+/** An errno failure from the addon: `code` is the errno name. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+}
+
+export function isNativeError(e: unknown): e is NativeError {
+  return e instanceof Error && typeof (e as NativeError).code === 'string' && typeof (e as NativeError).syscall === 'string';
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('pmpool: cannot find the package root above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+  return dir;
+}
+
+function load(): NativeAddon {
+  const root = packageRoot();
+  const candidates = [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) {
+    throw new Error(
+      `pmpool: the native addon is not built (looked for ${candidates.join(', ')}). ` +
+        `Build it with \`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); ` +
+        'it needs python3, make and a C compiler.',
+    );
+  }
+  return createRequire(import.meta.url)(found) as NativeAddon;
+}
+
+export const native: NativeAddon = load();

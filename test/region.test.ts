@@ -1,0 +1,334 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { chownSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { FileRegion, MemoryRegion, RegionError, parseSize } from '../src/index.js';
+import { native } from '../src/sys/native.js';
+import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
+
+const PAGE = 4096;
+
+function assertRegionError(fn: () => unknown, code: string): RegionError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof RegionError, `expected RegionError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected RegionError ${code}, nothing thrown`);
+}
+
+describe('FileRegion over /dev/shm', () => {
+  test('create, map a window, write, reopen, read back', () => {
+    const { path, cleanup } = shmPath('basic');
+    try {
+      const region = FileRegion.create(path, { size: 16 * PAGE });
+      assert.equal(region.kind, 'shm');
+      assert.equal(region.size, 16 * PAGE);
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+      const w = region.map(3 * PAGE + 100, 200);
+      w.bytes().set([1, 2, 3], 0);
+      region.close();
+      assert.equal(region.closed, true);
+      const again = FileRegion.open(path);
+      const r = again.map(3 * PAGE, PAGE).bytes();
+      assert.deepEqual([...r.subarray(100, 103)], [1, 2, 3]);
+      again.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('the same file mapped by two processes shares its bytes, and CAS increments lose no update', async () => {
+    const { path, cleanup } = shmPath('cas');
+    const perProcess = 1_000_000;
+    try {
+      const region = FileRegion.create(path, { size: PAGE });
+      const counter = new Int32Array(region.map(0, PAGE).buffer, 0, 2);
+      const child = `
+        import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const region = FileRegion.open(process.argv[1]);
+        const w = region.map(0, ${PAGE});
+        const c = new Int32Array(w.buffer, w.byteOffset, 2);
+        Atomics.add(c, 1, 1);                       // announce: mapped
+        while (Atomics.load(c, 1) < 2) {}            // start together
+        for (let i = 0; i < ${perProcess}; i++) {
+          for (;;) { const v = Atomics.load(c, 0); if (Atomics.compareExchange(c, 0, v, v + 1) === v) break; }
+        }
+        region.close();
+      `;
+      const procs = [startModule(child, [path]), startModule(child, [path])];
+      const codes = await Promise.all(
+        procs.map(
+          (p) =>
+            new Promise<number | null>((resolve) => {
+              let err = '';
+              p.stderr.on('data', (d) => (err += d));
+              p.on('exit', (code) => {
+                if (code !== 0) console.error(err);
+                resolve(code);
+              });
+            }),
+        ),
+      );
+      assert.deepEqual(codes, [0, 0]);
+      assert.equal(Atomics.load(counter, 0), 2 * perProcess);
+      region.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a window unmapped explicitly is gone, and its buffer is detached', () => {
+    const { path, cleanup } = shmPath('unmap');
+    try {
+      const region = FileRegion.create(path, { size: 64 * PAGE });
+      const before = native.mappings();
+      const w = region.map(0, 64 * PAGE);
+      assert.equal(native.mappings().count, before.count + 1);
+      assert.equal(native.mappings().bytes, before.bytes + 64 * PAGE);
+      const view = w.bytes();
+      w.unmap();
+      assert.equal(w.mapped, false);
+      assert.equal(native.mappings().count, before.count);
+      assert.equal(w.buffer.byteLength, 0, 'detached buffer');
+      assert.equal(view.length, 0, 'views of a detached buffer are empty, never a dangling pointer');
+      assert.throws(() => w.bytes(), RegionError);
+      region.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a window that is collected is unmapped', () => {
+    const { path, cleanup } = shmPath('gc');
+    try {
+      FileRegion.create(path, { size: PAGE * 256 }).close();
+      const child = `
+        import { readFileSync } from 'node:fs';
+        import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+        import { native } from ${JSON.stringify(new URL('./sys/native.js', PMPOOL_ENTRY).href)};
+        const path = process.argv[1];
+        const mapsOf = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.endsWith(path)).length;
+        const region = FileRegion.open(path);
+        (() => { for (let i = 0; i < 8; i++) region.map(i * 4096, 4096).bytes()[0] = i; })();
+        const mapped = mapsOf();
+        for (let i = 0; i < 20 && native.mappings().count > 0; i++) {
+          globalThis.gc();
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        console.log(JSON.stringify({ mapped, after: mapsOf(), live: native.mappings().count, windows: region.windows().length }));
+        region.close();
+      `;
+      const r = runModule(child, [path], ['--expose-gc']);
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout) as { mapped: number; after: number; live: number; windows: number };
+      assert.equal(out.mapped, 8);
+      assert.equal(out.live, 0);
+      assert.equal(out.after, 0);
+      assert.equal(out.windows, 0);
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('FileRegion refusals leave the file untouched', () => {
+  function fingerprint(path: string): string {
+    const s = statSync(path);
+    return `${s.size}:${s.mtimeMs}:${s.uid}:${s.mode}:${readFileSync(path).toString('hex')}`;
+  }
+
+  test('a symlink is refused (O_NOFOLLOW)', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const target = join(dir, 'target');
+      writeFileSync(target, Buffer.alloc(PAGE, 7));
+      symlinkSync(target, join(dir, 'link'));
+      const before = fingerprint(target);
+      assertRegionError(() => FileRegion.open(join(dir, 'link')), 'SYMLINK');
+      assertRegionError(() => FileRegion.create(join(dir, 'link'), { size: PAGE }), 'EXISTS');
+      assert.equal(fingerprint(target), before);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test("another uid's file is refused", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const path = join(dir, 'theirs');
+      writeFileSync(path, Buffer.alloc(PAGE, 9));
+      chownSync(path, 4242, 4242);
+      const before = fingerprint(path);
+      const e = assertRegionError(() => FileRegion.open(path), 'NOT_OWNER');
+      assert.match(e.message, /uid 4242/);
+      assert.equal(fingerprint(path), before);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('sizes that are not whole pages, zero, or beyond the file are refused', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const odd = join(dir, 'odd');
+      writeFileSync(odd, Buffer.alloc(PAGE + 1, 1));
+      const before = fingerprint(odd);
+      assertRegionError(() => FileRegion.open(odd), 'BAD_SIZE');
+      assert.equal(fingerprint(odd), before);
+      const empty = join(dir, 'empty');
+      writeFileSync(empty, '');
+      assertRegionError(() => FileRegion.open(empty), 'BAD_SIZE');
+      const small = join(dir, 'small');
+      writeFileSync(small, Buffer.alloc(2 * PAGE, 3));
+      const smallBefore = fingerprint(small);
+      assertRegionError(() => FileRegion.open(small, { size: 4 * PAGE }), 'TOO_LARGE');
+      assert.equal(fingerprint(small), smallBefore);
+      for (const size of [0, -PAGE, PAGE + 1, 1.5, Number.NaN]) {
+        assertRegionError(() => FileRegion.create(join(dir, `new-${size}`), { size }), 'BAD_SIZE');
+        assert.equal(existsSync(join(dir, `new-${size}`)), false, 'nothing created');
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('an existing path is not overwritten by create; a missing one is NOT_FOUND on open', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const path = join(dir, 'exists');
+      writeFileSync(path, Buffer.alloc(PAGE, 5));
+      const before = fingerprint(path);
+      assertRegionError(() => FileRegion.create(path, { size: 2 * PAGE }), 'EXISTS');
+      assert.equal(fingerprint(path), before);
+      assertRegionError(() => FileRegion.open(join(dir, 'missing')), 'NOT_FOUND');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a device or fifo that is not DAX is refused', () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      assertRegionError(() => FileRegion.open('/dev/zero'), 'NOT_REGULAR');
+      const fifo = join(dir, 'fifo');
+      execFileSync('mkfifo', [fifo]);
+      assertRegionError(() => FileRegion.open(fifo), 'NOT_REGULAR');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('exclusive use is refused while another process holds the region, and vice versa', () => {
+    const { path, cleanup } = shmPath('busy');
+    try {
+      const mine = FileRegion.create(path, { size: PAGE, exclusive: true });
+      const probe = `
+        import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+        for (const exclusive of [false, true]) {
+          try { FileRegion.open(process.argv[1], { exclusive }).close(); console.log('opened'); }
+          catch (e) { console.log(e.code); }
+        }
+      `;
+      let r = runModule(probe, [path]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['BUSY', 'BUSY']);
+      mine.close();
+      const shared = FileRegion.open(path);
+      r = runModule(probe, [path]);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['opened', 'BUSY']);
+      shared.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('windows outside the region are refused', () => {
+    const region = new MemoryRegion(4 * PAGE);
+    assertRegionError(() => region.map(3 * PAGE, 2 * PAGE), 'BAD_RANGE');
+    assertRegionError(() => region.map(-1, 1), 'BAD_RANGE');
+    assertRegionError(() => region.map(0, 0), 'BAD_RANGE');
+    region.close();
+    assertRegionError(() => region.map(0, 1), 'CLOSED');
+  });
+
+  test('parseSize reads units and refuses nonsense', () => {
+    assert.equal(parseSize('4K'), 4096);
+    assert.equal(parseSize('64M'), 64 * 1024 ** 2);
+    assert.equal(parseSize('1TiB'), 1024 ** 4);
+    assert.equal(parseSize('123'), 123);
+    for (const bad of ['', 'x', '1.5G', '-4K', '1Q']) assertRegionError(() => parseSize(bad), 'BAD_SIZE');
+  });
+});
+
+describe('a 1 TiB sparse region on a 24 GiB machine', () => {
+  for (const where of ['shm', 'disk'] as const) {
+    test(`${where}: created, opened, one page written and read back; RSS grows by about one page`, () => {
+      const tmp = tempDir();
+      const shm = shmPath('tib');
+      const path = where === 'shm' ? shm.path : join(tmp.dir, 'tib');
+      try {
+        const child = `
+          import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+          import { readFileSync } from 'node:fs';
+          // Resident bytes of this file's mappings, from /proc/self/smaps: the JS heap,
+          // the JIT and the node binary's own pages move VmRSS on their own.
+          const rss = () => {
+            let total = 0, ours = false;
+            for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\\n')) {
+              if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) ours = line.endsWith(process.argv[1]);
+              else if (ours && line.startsWith('Rss:')) total += Number(line.split(/\\s+/)[1]) * 1024;
+            }
+            return total;
+          };
+          const TiB = 1024 ** 4;
+          FileRegion.create(process.argv[1], { size: TiB }).close();
+          const region = FileRegion.open(process.argv[1]);
+          const offset = TiB - 1024 ** 3 * 3 + 4096 * 7;     // somewhere far in
+          const w = region.map(offset - (offset % (1024 ** 3)), 1024 ** 3);
+          const view = w.bytes();
+          const at = offset % (1024 ** 3);
+          const before = rss();
+          for (let i = 0; i < 4096; i++) view[at + i] = (i * 7) & 255;
+          const after = rss();
+          region.close();
+          const again = FileRegion.open(process.argv[1]);
+          const back = again.map(offset, 4096).bytes();
+          let same = true;
+          for (let i = 0; i < 4096; i++) if (back[i] !== ((i * 7) & 255)) same = false;
+          again.close();
+          console.log(JSON.stringify({ size: again.size, grew: after - before, same }));
+        `;
+        const r = runModule(child, [path]);
+        assert.equal(r.status, 0, r.stderr);
+        const out = JSON.parse(r.stdout) as { size: number; grew: number; same: boolean };
+        assert.equal(out.size, 1024 ** 4);
+        assert.equal(out.same, true);
+        // One 4 KiB page touched: never the window's gigabyte, never megabytes.
+        assert.ok(out.grew >= 4096 && out.grew <= 16 * 1024, `RSS grew by ${out.grew} bytes`);
+        const blocks = Number(execFileSync('stat', ['-c', '%b', path], { encoding: 'utf8' }).trim());
+        assert.ok(blocks * 512 <= 64 * 1024, `file uses ${blocks * 512} bytes on disk`);
+      } finally {
+        shm.cleanup();
+        tmp.cleanup();
+      }
+    });
+  }
+});
+
+describe('MemoryRegion', () => {
+  test('windows of one range share bytes; clone copies', () => {
+    const region = new MemoryRegion(8 * PAGE);
+    const a = region.map(PAGE, PAGE).bytes();
+    const b = region.map(0, 2 * PAGE).bytes();
+    a[5] = 42;
+    assert.equal(b[PAGE + 5], 42);
+    const copy = region.clone();
+    a[5] = 43;
+    assert.equal(copy.map(PAGE, PAGE).bytes()[5], 42);
+    assertRegionError(() => new MemoryRegion(100), 'BAD_SIZE');
+  });
+});
