@@ -3,3 +3,4 @@ export type { Region, RegionKind, RegionWindow, RegionErrorCode } from './region
 export { FileRegion } from './file-region.js';
 export type { RegionOpenOptions, RegionCreateOptions } from './file-region.js';
 export { MemoryRegion } from './memory-region.js';
+export { SubRegion } from './sub-region.js';

@@ -1,0 +1,128 @@
+/**
+ * check(): every invariant of the region ABI, verified and named.
+ *
+ *  - the superblock and its backup carry good checksums and agree;
+ *  - no operation was left half done (intent record), no uncommitted record;
+ *  - every directory record is free (all zeros) or committed with a good
+ *    checksum, within the pool, clear of the metadata, on unit boundaries;
+ *  - every page is free or owned by exactly one record (or by the metadata):
+ *    the unit bitmap equals the one the directory implies;
+ *  - the allocators' summaries and counters agree with their bitmaps;
+ *  - the record-slot bitmap marks exactly the non-free records;
+ *  - each index holds each live record exactly once, reachable by lookup.
+ */
+import { BitmapAllocator, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
+import { RECORD_BYTES } from './layout.js';
+import { describeRecord, extentProblem, liveRecords, sameBytes } from './recovery.js';
+import { hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+
+export function checkParts(p: PoolParts): string[] {
+  const problems: string[] = [];
+  const g = p.geometry;
+  const d = p.directory;
+  const unitPages = 2 ** g.orderPerBit;
+
+  const intent = p.control.intent();
+  if (intent) problems.push(`an operation was interrupted (intent: op ${intent.op}, slot ${intent.slot}, pfn ${intent.pfn})`);
+
+  // Directory records, one by one.
+  for (let slot = 0; slot < d.capacity; slot++) {
+    if (d.state(slot) === 0 && p.slots.isFree(slot, 1)) {
+      // Fast path for the common free record: all-zero check only.
+      const status = d.status(slot);
+      if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
+      continue;
+    }
+    const status = d.status(slot);
+    if (status === 'corrupt') problems.push(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
+    if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
+    const slotUsed = p.slots.isUsed(slot, 1);
+    if (status === 'free' && slotUsed) problems.push(`record slot ${slot} is marked in use but the record is free`);
+    if (status !== 'free' && status !== 'uncommitted' && !slotUsed) problems.push(`record slot ${slot} is in use but marked free`);
+  }
+
+  // The unit bitmap the directory implies, built apart and compared.
+  const expectedWords = new Uint32Array(allocatorGeometry(g.unitCount).wordCount);
+  const expected = BitmapAllocator.format(new ArrayWordStore(expectedWords), g.unitCount);
+  expected.markUsed(0, g.reservedUnits);
+  const live = liveRecords(p).sort((a, b) => a.seq - b.seq);
+  const names = new Map<string, number>();
+  for (const r of live) {
+    const bad = extentProblem(p, r.pfn, r.pageCount);
+    if (bad !== null) {
+      problems.push(`${describeRecord(r)}: ${bad}`);
+      continue;
+    }
+    const start = r.pfn / unitPages;
+    const count = unitsOf(g, r.pageCount);
+    if (!expected.isFree(start, count)) {
+      problems.push(`${describeRecord(r)} overlaps pages owned by an older record or the metadata`);
+      continue;
+    }
+    expected.markUsed(start, count);
+    if (p.pfnIndex.find(hashPfn(r.pfn), (s) => s === r.slot) !== r.slot) problems.push(`${describeRecord(r)} is missing from the pfn index`);
+    if (r.name.length > 0) {
+      const key = Buffer.from(r.name).toString('latin1');
+      const first = names.get(key);
+      if (first !== undefined) {
+        problems.push(`${describeRecord(r)} reuses the name of record ${first}`);
+      } else {
+        names.set(key, r.slot);
+        const found = p.nameIndex.find(hashName(r.name), (s) => sameBytes(d.nameBytes(s), r.name));
+        if (found !== r.slot) problems.push(`${describeRecord(r)} is missing from the name index`);
+      }
+    }
+  }
+  compareBitmaps(p.units, expected, unitPages, problems);
+  for (const problem of p.units.checkSummaries()) problems.push(`unit bitmap: ${problem}`);
+  for (const problem of p.slots.checkSummaries()) problems.push(`record-slot bitmap: ${problem}`);
+
+  // No stray index entries: each entry points at a live record with that key's hash.
+  const liveSlots = new Set(live.map((r) => r.slot));
+  let pfnEntries = 0;
+  for (const e of p.pfnIndex.entries()) {
+    pfnEntries++;
+    if (!liveSlots.has(e.slot) || hashPfn(d.pfn(e.slot)) !== e.hash) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which it does not describe`);
+  }
+  for (const e of p.nameIndex.entries()) {
+    if (!liveSlots.has(e.slot) || d.nameBytes(e.slot).length === 0 || hashName(d.nameBytes(e.slot)) !== e.hash) {
+      problems.push(`name index entry ${e.position} points at record ${e.slot}, which it does not describe`);
+    }
+  }
+  if (pfnEntries > live.length) problems.push(`pfn index holds ${pfnEntries} entries for ${live.length} live records`);
+  return problems;
+}
+
+/** Reports each run where the stored bitmap and the implied one disagree, as pages. */
+function compareBitmaps(actual: BitmapAllocator, expected: BitmapAllocator, unitPages: number, problems: string[]): void {
+  if (sameRuns(actual, expected)) return; // O(words); the unit-by-unit walk below runs only to name a disagreement
+  const n = actual.unitCount;
+  let reported = 0;
+  for (let u = 0; u < n; ) {
+    const a = actual.isUsed(u, 1);
+    if (a === expected.isUsed(u, 1)) {
+      u++;
+      continue;
+    }
+    let end = u + 1;
+    while (end < n && actual.isUsed(end, 1) === a && expected.isUsed(end, 1) !== a) end++;
+    if (reported++ < 32) {
+      problems.push(
+        a
+          ? `pages [${u * unitPages}, +${(end - u) * unitPages}) are marked used but no record owns them (a leak)`
+          : `pages [${u * unitPages}, +${(end - u) * unitPages}) are owned by a record but marked free`,
+      );
+    }
+    u = end;
+  }
+  if (reported > 32) problems.push(`... and ${reported - 32} more bitmap disagreements`);
+}
+
+function sameRuns(a: BitmapAllocator, b: BitmapAllocator): boolean {
+  const ib = b.freeRuns()[Symbol.iterator]();
+  for (const ra of a.freeRuns()) {
+    const rb = ib.next();
+    if (rb.done || rb.value.start !== ra.start || rb.value.count !== ra.count) return false;
+  }
+  return ib.next().done === true;
+}

@@ -1,0 +1,217 @@
+/**
+ * The control page: the pool's robust lock and its intent record.
+ *
+ * The lock is one u32 word holding the run id of its holder (0 = free). Next
+ * to it the holder writes who it is (pid, start time, boot, thread) and then
+ * its run id again; a contender that finds the holder dead breaks the lock
+ * with one compare-and-swap and repairs the holder's half-done operation from
+ * the intent record — the userspace shape of a robust futex's EOWNERDEAD.
+ * Run ids are random per open, so a lock word left by any earlier open is
+ * never mistaken for ours.
+ */
+import { randomInt } from 'node:crypto';
+import { PoolError } from './errors.js';
+import { isAlive, selfIdentity, type ProcessIdentity } from './liveness.js';
+import type { MetaWriter } from './meta-writer.js';
+
+/* Control page layout, offsets from the start of the control area. */
+const LOCK_WORD = 0;
+const OWNER_RUN_ID = 4;
+const OWNER_PID = 8;
+const OWNER_BOOT = 12;
+const OWNER_START = 16; // u64
+const OWNER_THREAD = 24;
+const LOCK_BREAKS = 28;
+const NEXT_SEQ = 32; // u64
+const INTENT_OP = 64;
+const INTENT_SLOT = 68;
+const INTENT_PFN = 72; // u64
+const INTENT_PAGES = 80; // u64
+const INTENT_RUN_ID = 88;
+
+export const enum IntentOp {
+  None = 0,
+  Alloc = 1,
+  Release = 2,
+}
+
+export interface Intent {
+  op: IntentOp;
+  slot: number;
+  pfn: number;
+  pageCount: number;
+  runId: number;
+}
+
+export interface LockOptions {
+  /** Give up after this many milliseconds of a live holder. Default 30 s. */
+  timeoutMs?: number;
+  /** Liveness oracle (the crash simulation declares its crashed "processes" dead). */
+  isAlive?: (owner: ProcessIdentity) => boolean;
+}
+
+/** How long a lock word may stand without its holder's identity before the holder is deemed dead mid-acquire. */
+const IDENTITY_GRACE_MS = 200;
+/** How often a waiter looks at the holder's liveness. */
+const LIVENESS_PERIOD_MS = 5;
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function sleepMs(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+
+export function newRunId(): number {
+  return randomInt(1, 0x7fffffff);
+}
+
+export class Control {
+  private readonly base: number;
+  private readonly alive: (owner: ProcessIdentity) => boolean;
+  private readonly timeoutMs: number;
+  /** Set when this open broke a dead holder's lock: the caller must repair. */
+  brokeDeadHolder = false;
+
+  constructor(
+    private readonly w: MetaWriter,
+    controlOffset: number,
+    readonly runId: number,
+    options: LockOptions = {},
+  ) {
+    this.base = controlOffset;
+    this.alive = options.isAlive ?? isAlive;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  /** Takes the pool lock; returns true when a dead holder's lock was broken (repair needed). */
+  lock(): boolean {
+    const at = this.base + LOCK_WORD;
+    if (this.w.compareExchange(at, 0, this.runId) === 0) {
+      this.writeOwner();
+      return false;
+    }
+    return this.lockSlow();
+  }
+
+  private lockSlow(): boolean {
+    const at = this.base + LOCK_WORD;
+    const started = Date.now();
+    let lastCheck = started;
+    let watched = 0;
+    let watchedSince = started;
+    for (let attempt = 1; ; attempt++) {
+      const seen = this.w.atomicLoad(at);
+      if (seen === 0) {
+        if (this.w.compareExchange(at, 0, this.runId) === 0) {
+          this.writeOwner();
+          return false;
+        }
+        continue;
+      }
+      if (seen === this.runId) throw new PoolError('BAD_ARGUMENT', 'pool lock taken twice by the same open (re-entrant call)');
+      if (attempt > 64) sleepMs(Math.min(1, attempt / 4096));
+      const now = Date.now();
+      if (seen !== watched) {
+        watched = seen;
+        watchedSince = now;
+      }
+      if (now - lastCheck >= LIVENESS_PERIOD_MS) {
+        lastCheck = now;
+        if (this.holderIsDead(seen, now - watchedSince) && this.w.compareExchange(at, seen, this.runId) === seen) {
+          this.writeOwner();
+          this.w.store32(this.base + LOCK_BREAKS, this.w.u32[(this.base + LOCK_BREAKS) >>> 2]! + 1);
+          return true;
+        }
+        if (now - started > this.timeoutMs) {
+          const owner = this.owner();
+          throw new PoolError(
+            'LOCK_TIMEOUT',
+            `pool lock held for over ${this.timeoutMs} ms by pid ${owner.pid} (run ${seen}), which is alive`,
+          );
+        }
+      }
+    }
+  }
+
+  private holderIsDead(seen: number, watchedMs: number): boolean {
+    if (this.w.atomicLoad(this.base + OWNER_RUN_ID) !== seen) {
+      // The holder took the word but has not written its identity yet — or died in between.
+      return watchedMs > IDENTITY_GRACE_MS;
+    }
+    return !this.alive(this.owner());
+  }
+
+  unlock(): void {
+    this.w.atomicStore(this.base + LOCK_WORD, 0);
+  }
+
+  /** True when this open holds the lock. */
+  held(): boolean {
+    return this.w.atomicLoad(this.base + LOCK_WORD) === this.runId;
+  }
+
+  owner(): ProcessIdentity {
+    const u = this.w.u32;
+    return {
+      pid: u[(this.base + OWNER_PID) >>> 2]!,
+      bootHash: u[(this.base + OWNER_BOOT) >>> 2]!,
+      startTime: this.w.load64(this.base + OWNER_START),
+      threadId: u[(this.base + OWNER_THREAD) >>> 2]!,
+    };
+  }
+
+  lockWord(): number {
+    return this.w.atomicLoad(this.base + LOCK_WORD);
+  }
+
+  lockBreaks(): number {
+    return this.w.u32[(this.base + LOCK_BREAKS) >>> 2]!;
+  }
+
+  private writeOwner(): void {
+    const u = this.w.u32;
+    // Relocking by the last holder (the common case) finds its identity in place: no stores.
+    if (u[(this.base + OWNER_RUN_ID) >>> 2] === this.runId && u[(this.base + OWNER_PID) >>> 2] === process.pid) return;
+    const me = selfIdentity();
+    this.w.store32(this.base + OWNER_PID, me.pid);
+    this.w.store32(this.base + OWNER_BOOT, me.bootHash);
+    this.w.store64(this.base + OWNER_START, me.startTime);
+    this.w.store32(this.base + OWNER_THREAD, me.threadId);
+    this.w.atomicStore(this.base + OWNER_RUN_ID, this.runId);
+  }
+
+  /** Next commit sequence number (under the lock). */
+  nextSeq(): number {
+    const seq = this.w.load64(this.base + NEXT_SEQ) + 1;
+    this.w.store64(this.base + NEXT_SEQ, seq);
+    return seq;
+  }
+
+  /* The intent record: written before an operation touches anything, cleared
+     after its last store. Its op word is written last and cleared first, so a
+     crash leaves it either absent or whole. */
+
+  beginIntent(op: IntentOp, slot: number, pfn: number, pageCount: number): void {
+    this.w.store32(this.base + INTENT_SLOT, slot);
+    this.w.store64(this.base + INTENT_PFN, pfn);
+    this.w.store64(this.base + INTENT_PAGES, pageCount);
+    this.w.store32(this.base + INTENT_RUN_ID, this.runId);
+    this.w.store32(this.base + INTENT_OP, op);
+  }
+
+  endIntent(): void {
+    this.w.store32(this.base + INTENT_OP, IntentOp.None);
+  }
+
+  intent(): Intent | null {
+    const u = this.w.u32;
+    const op = u[(this.base + INTENT_OP) >>> 2]! as IntentOp;
+    if (op === IntentOp.None) return null;
+    return {
+      op,
+      slot: u[(this.base + INTENT_SLOT) >>> 2]!,
+      pfn: this.w.load64(this.base + INTENT_PFN),
+      pageCount: this.w.load64(this.base + INTENT_PAGES),
+      runId: u[(this.base + INTENT_RUN_ID) >>> 2]!,
+    };
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * The directory: one fixed-size record per allocation, the pool's source of
+ * truth. Everything else in the metadata (bitmaps, indices) is derived from
+ * it and can be rebuilt by repair.
+ *
+ * Record v1 (128 bytes, little-endian):
+ *   0 u32 state (0 = free, RECORD_LIVE = committed)   4 u32 crc32c
+ *   8 u64 pfn   16 u64 pageCount   24 u64 seq   32 u32 flags
+ *  36 u8 ownerLength   37 u8 nameLength   38 u16 zero
+ *  40 owner[24] (UTF-8)   64 name[64] (UTF-8)
+ * The CRC covers the LIVE state word, bytes [8, 40) and the owner and name
+ * bytes in use; the unused tails of owner and name must be zero, which
+ * status() verifies, so a flipped bit anywhere is caught. A record is written
+ * whole with state 0, then committed by one aligned u32 store of the state:
+ * a crash leaves it either committed and whole, or not committed. A free
+ * record is all zeros, so a stray bit anywhere is seen by check().
+ */
+import { crc32c, crc32cU32, crc32cWords } from '../util/crc32c.js';
+import { MAX_NAME_BYTES, MAX_OWNER_BYTES, RECORD_BYTES } from './layout.js';
+import type { MetaWriter } from './meta-writer.js';
+
+/** "LIVE" in ASCII: a single bit flip turns it into neither 0 nor LIVE. */
+export const RECORD_LIVE = 0x4556494c;
+export const RECORD_FLAG_SUBPOOL = 1;
+
+const STATE = 0;
+const CRC = 4;
+const PFN = 8;
+const PAGES = 16;
+const SEQ = 24;
+const FLAGS = 32;
+const LENGTHS = 36;
+const OWNER = 40;
+const NAME = 64;
+
+export interface RecordFields {
+  pfn: number;
+  pageCount: number;
+  seq: number;
+  flags: number;
+  owner: Uint8Array;
+  name: Uint8Array;
+}
+
+/**
+ * free: all zeros. live: committed, checksum good. uncommitted: state 0 with
+ * bytes written (an allocation that stopped before its commit). corrupt:
+ * anything else.
+ */
+export type RecordStatus = 'free' | 'live' | 'uncommitted' | 'corrupt';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: false });
+const EMPTY = new Uint8Array(0);
+
+export function encodeLabel(text: string | undefined): Uint8Array {
+  return text === undefined || text === '' ? EMPTY : encoder.encode(text);
+}
+export function decodeLabel(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+export class Directory {
+  constructor(
+    private readonly w: MetaWriter,
+    private readonly base: number,
+    readonly capacity: number,
+  ) {}
+
+  offsetOf(slot: number): number {
+    return this.base + slot * RECORD_BYTES;
+  }
+
+  state(slot: number): number {
+    return this.w.u32[this.offsetOf(slot) >>> 2]!;
+  }
+
+  /** Committed (state word only; status() also verifies the checksum). */
+  isCommitted(slot: number): boolean {
+    return this.w.u32[this.offsetOf(slot) >>> 2] === RECORD_LIVE;
+  }
+
+  status(slot: number): RecordStatus {
+    const at = this.offsetOf(slot);
+    const state = this.w.u32[at >>> 2]!;
+    if (state === RECORD_LIVE) {
+      return this.lengthsValid(at) && this.checksum(at) === this.w.u32[(at + CRC) >>> 2] && this.tailsZero(at) ? 'live' : 'corrupt';
+    }
+    if (state !== 0) return 'corrupt';
+    const words = this.w.u32;
+    for (let i = at >>> 2, end = (at + RECORD_BYTES) >>> 2; i < end; i++) if (words[i] !== 0) return 'uncommitted';
+    return 'free';
+  }
+
+  pfn(slot: number): number {
+    return this.w.load64(this.offsetOf(slot) + PFN);
+  }
+  pageCount(slot: number): number {
+    return this.w.load64(this.offsetOf(slot) + PAGES);
+  }
+  seq(slot: number): number {
+    return this.w.load64(this.offsetOf(slot) + SEQ);
+  }
+  flags(slot: number): number {
+    return this.w.u32[(this.offsetOf(slot) + FLAGS) >>> 2]!;
+  }
+  /** True when the record's owner is exactly `owner` (no copy: release checks it on every call). */
+  ownerIs(slot: number, owner: Uint8Array): boolean {
+    const at = this.offsetOf(slot);
+    const b = this.w.bytes;
+    if (b[at + LENGTHS] !== owner.length) return false;
+    for (let i = 0; i < owner.length; i++) if (b[at + OWNER + i] !== owner[i]) return false;
+    return true;
+  }
+  nameLength(slot: number): number {
+    return this.w.bytes[this.offsetOf(slot) + LENGTHS + 1]!;
+  }
+  ownerLength(slot: number): number {
+    return this.w.bytes[this.offsetOf(slot) + LENGTHS]!;
+  }
+  ownerBytes(slot: number): Uint8Array {
+    const at = this.offsetOf(slot);
+    return this.w.bytes.subarray(at + OWNER, at + OWNER + Math.min(this.w.bytes[at + LENGTHS]!, MAX_OWNER_BYTES));
+  }
+  nameBytes(slot: number): Uint8Array {
+    const at = this.offsetOf(slot);
+    return this.w.bytes.subarray(at + NAME, at + NAME + Math.min(this.w.bytes[at + LENGTHS + 1]!, MAX_NAME_BYTES));
+  }
+  owner(slot: number): string | undefined {
+    const b = this.ownerBytes(slot);
+    return b.length === 0 ? undefined : decodeLabel(b);
+  }
+  name(slot: number): string | undefined {
+    const b = this.nameBytes(slot);
+    return b.length === 0 ? undefined : decodeLabel(b);
+  }
+
+  /** Writes a whole record, uncommitted (state stays 0). The caller commits it after a barrier. */
+  write(slot: number, f: RecordFields): void {
+    const at = this.offsetOf(slot);
+    const w = this.w;
+    w.store64(at + PFN, f.pfn);
+    w.store64(at + PAGES, f.pageCount);
+    w.store64(at + SEQ, f.seq);
+    w.store32(at + FLAGS, f.flags);
+    w.store32(at + LENGTHS, f.owner.length | (f.name.length << 8));
+    if (f.owner.length > 0) w.storeBytes(at + OWNER, f.owner);
+    if (f.name.length > 0) w.storeBytes(at + NAME, f.name);
+    w.store32(at + CRC, this.checksum(at));
+  }
+
+  /** The commit point of an allocation: one aligned u32 store. */
+  commit(slot: number): void {
+    this.w.store32(this.offsetOf(slot), RECORD_LIVE);
+  }
+
+  /** The commit point of a release: the state word goes to 0 first; then the rest is zeroed. */
+  uncommit(slot: number): void {
+    this.w.store32(this.offsetOf(slot), 0);
+  }
+
+  /** Zeroes the whole body of a record whose contents are not to be trusted (recovery). */
+  wipeAll(slot: number): void {
+    this.w.fill(this.offsetOf(slot) + 4, RECORD_BYTES - 4);
+  }
+
+  /** Zeroes a record's body after uncommit: only the bytes a write() could have set. */
+  wipe(slot: number): void {
+    const at = this.offsetOf(slot);
+    const b = this.w.bytes;
+    const ownerLength = b[at + LENGTHS]!;
+    const nameLength = b[at + LENGTHS + 1]!;
+    // Lengths within bounds: zero only what a write() could have set. Otherwise the whole body.
+    if (ownerLength > MAX_OWNER_BYTES || nameLength > MAX_NAME_BYTES) {
+      this.w.fill(at + 4, RECORD_BYTES - 4);
+      return;
+    }
+    for (let off = 4; off < OWNER; off += 4) this.w.store32(at + off, 0);
+    if (ownerLength > 0) this.w.fill(at + OWNER, ownerLength);
+    if (nameLength > 0) this.w.fill(at + NAME, nameLength);
+  }
+
+  private lengthsValid(at: number): boolean {
+    return this.w.bytes[at + LENGTHS]! <= MAX_OWNER_BYTES && this.w.bytes[at + LENGTHS + 1]! <= MAX_NAME_BYTES && this.w.u32[(at + 36) >>> 2]! >>> 16 === 0;
+  }
+
+  /** CRC-32C of the LIVE state word, bytes [8, 40), and the owner and name bytes in use. */
+  private checksum(at: number): number {
+    const b = this.w.bytes;
+    // Bytes [8, 40) as eight words: the same CRC as byte by byte (little-endian), at a quarter of the steps.
+    let crc = crc32cWords(this.w.u32, (at + 8) >>> 2, (OWNER - 8) >>> 2, crc32cU32(RECORD_LIVE));
+    const ownerLength = b[at + LENGTHS]!;
+    const nameLength = b[at + LENGTHS + 1]!;
+    if (ownerLength > 0) crc = crc32c(b, at + OWNER, at + OWNER + ownerLength, crc);
+    if (nameLength > 0) crc = crc32c(b, at + NAME, at + NAME + nameLength, crc);
+    return crc;
+  }
+
+  /** The bytes past the owner's and the name's lengths are zero. */
+  private tailsZero(at: number): boolean {
+    const b = this.w.bytes;
+    for (let i = at + OWNER + b[at + LENGTHS]!; i < at + NAME; i++) if (b[i] !== 0) return false;
+    for (let i = at + NAME + b[at + LENGTHS + 1]!; i < at + RECORD_BYTES; i++) if (b[i] !== 0) return false;
+    return true;
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * The one narrow door through which every store to pool metadata passes.
+ *
+ * Keeping it narrow buys two things. A durable (file-backed) pool can order
+ * its stores with `barrier()` — msync of what was written since the last
+ * barrier — so that after a power cut the file holds a prefix of the
+ * operation. And a crash simulation can log every store and stop the world
+ * between any two of them (the TigerBeetle way: recovery proven, not hoped).
+ */
+import type { WordStore } from '../alloc/index.js';
+import type { RegionWindow } from '../region/index.js';
+
+/** One logged store: `bytes` written at byte `offset` of the metadata window; or a barrier. */
+export type StoreRecord = { offset: number; bytes: Uint8Array } | { barrier: true };
+
+export interface StoreLog {
+  records: StoreRecord[];
+}
+
+export class MetaWriter {
+  /** The metadata as u32 words; reads go straight to it. */
+  readonly u32: Uint32Array;
+  readonly i32: Int32Array;
+  readonly bytes: Uint8Array;
+  /** When set, every store and barrier is appended (crash simulation). */
+  log: StoreLog | null = null;
+  private dirtyFrom = Infinity;
+  private dirtyTo = 0;
+
+  constructor(
+    readonly window: RegionWindow,
+    private readonly durable: boolean,
+  ) {
+    this.bytes = window.bytes();
+    this.u32 = new Uint32Array(window.buffer, window.byteOffset, window.length >>> 2);
+    this.i32 = new Int32Array(window.buffer, window.byteOffset, window.length >>> 2);
+  }
+
+  /** Stores a u32 at a 4-aligned byte offset. A single aligned u32 store is atomic: commit points use it. */
+  store32(offset: number, value: number): void {
+    this.u32[offset >>> 2] = value;
+    if (this.log !== null) this.logStore(offset, 4);
+    if (this.durable) this.dirty(offset, 4);
+  }
+
+  /** Stores a u64 as two u32s (low word first). Not atomic: guard it with a commit word. */
+  store64(offset: number, value: number): void {
+    this.u32[offset >>> 2] = value >>> 0;
+    this.u32[(offset >>> 2) + 1] = Math.floor(value / 0x100000000);
+    if (this.log !== null) this.logStore(offset, 8);
+    if (this.durable) this.dirty(offset, 8);
+  }
+
+  load64(offset: number): number {
+    return this.u32[offset >>> 2]! + this.u32[(offset >>> 2) + 1]! * 0x100000000;
+  }
+
+  storeBytes(offset: number, data: Uint8Array): void {
+    this.bytes.set(data, offset);
+    if (this.log !== null) this.logStore(offset, data.length);
+    if (this.durable) this.dirty(offset, data.length);
+  }
+
+  fill(offset: number, length: number, value = 0): void {
+    this.bytes.fill(value, offset, offset + length);
+    if (this.log !== null) this.logStore(offset, length);
+    if (this.durable) this.dirty(offset, length);
+  }
+
+  /** Atomic compare-and-swap on a u32 word (the lock). Logged only when it succeeds. */
+  compareExchange(offset: number, expected: number, replacement: number): number {
+    const seen = Atomics.compareExchange(this.i32, offset >>> 2, expected | 0, replacement | 0) >>> 0;
+    if (seen === expected >>> 0 && this.log !== null) this.logStore(offset, 4);
+    return seen;
+  }
+
+  /** Atomic store with release semantics (the unlock). */
+  atomicStore(offset: number, value: number): void {
+    Atomics.store(this.i32, offset >>> 2, value | 0);
+    if (this.log !== null) this.logStore(offset, 4);
+    if (this.durable) this.dirty(offset, 4);
+  }
+
+  atomicLoad(offset: number): number {
+    return Atomics.load(this.i32, offset >>> 2) >>> 0;
+  }
+
+  /**
+   * Orders stores on a durable pool: everything written before the barrier
+   * reaches the file before anything written after it. A no-op in memory and
+   * on /dev/shm, where a process crash cannot reorder stores.
+   */
+  barrier(): void {
+    if (this.log !== null) this.log.records.push({ barrier: true });
+    if (!this.durable || this.dirtyFrom === Infinity) return;
+    this.window.flush(this.dirtyFrom, this.dirtyTo - this.dirtyFrom);
+    this.dirtyFrom = Infinity;
+    this.dirtyTo = 0;
+  }
+
+  /** A WordStore for the allocator layer over `words` u32s at `offset`; its stores pass through here. */
+  wordStore(offset: number, words: number): WordStore {
+    return new AreaWordStore(this, offset >>> 2, words);
+  }
+
+  private logStore(offset: number, length: number): void {
+    this.log!.records.push({ offset, bytes: this.bytes.slice(offset, offset + length) });
+  }
+
+  private dirty(offset: number, length: number): void {
+    if (offset < this.dirtyFrom) this.dirtyFrom = offset;
+    if (offset + length > this.dirtyTo) this.dirtyTo = offset + length;
+  }
+}
+
+class AreaWordStore implements WordStore {
+  constructor(
+    private readonly writer: MetaWriter,
+    private readonly base: number,
+    readonly wordCount: number,
+  ) {}
+  load(index: number): number {
+    return this.writer.u32[this.base + index]!;
+  }
+  store(index: number, value: number): void {
+    this.writer.store32((this.base + index) << 2, value);
+  }
+}
+
+/** Replays the first `count` logged stores onto a metadata byte array (crash simulation). */
+export function replayStores(target: Uint8Array, records: readonly StoreRecord[], count: number): void {
+  for (let i = 0; i < count; i++) {
+    const r = records[i]!;
+    if ('offset' in r) target.set(r.bytes, r.offset);
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The pieces of one open pool, as seen by recovery and check: the metadata
+ * writer and the structures laid over it. Pool owns one; recovery and check
+ * borrow it under the lock.
+ */
+import { BitmapAllocator } from '../alloc/index.js';
+import type { RegionWindow } from '../region/index.js';
+import { crc32c } from '../util/crc32c.js';
+import { Control, type LockOptions } from './control.js';
+import { Directory } from './directory.js';
+import type { Geometry, Superblock } from './layout.js';
+import { MetaWriter } from './meta-writer.js';
+import { hashPfn, RecordIndex } from './record-index.js';
+
+export interface PoolParts {
+  readonly geometry: Geometry;
+  readonly writer: MetaWriter;
+  readonly control: Control;
+  readonly units: BitmapAllocator;
+  readonly slots: BitmapAllocator;
+  readonly directory: Directory;
+  readonly pfnIndex: RecordIndex;
+  readonly nameIndex: RecordIndex;
+}
+
+export function attachParts(
+  sb: Superblock,
+  window: RegionWindow,
+  durable: boolean,
+  runId: number,
+  lockOptions: LockOptions,
+): PoolParts {
+  const g = sb.geometry;
+  const writer = new MetaWriter(window, durable);
+  const a = g.areas;
+  return {
+    geometry: g,
+    writer,
+    control: new Control(writer, a.control.offset, runId, lockOptions),
+    units: new BitmapAllocator(writer.wordStore(a.unitBitmap.offset, a.unitBitmap.length >>> 2), g.unitCount),
+    slots: new BitmapAllocator(writer.wordStore(a.recordBitmap.offset, a.recordBitmap.length >>> 2), g.maxRecords),
+    directory: new Directory(writer, a.records.offset, g.maxRecords),
+    pfnIndex: new RecordIndex(writer, a.pfnIndex.offset, g.indexSlots),
+    nameIndex: new RecordIndex(writer, a.nameIndex.offset, g.indexSlots),
+  };
+}
+
+export function hashName(name: Uint8Array): number {
+  return crc32c(name);
+}
+
+export { hashPfn };
+
+/** Units of a run of pages: rounded up to whole units of 2^orderPerBit pages. */
+export function unitsOf(g: Geometry, pageCount: number): number {
+  return Math.ceil(pageCount / 2 ** g.orderPerBit);
+}

@@ -1,0 +1,702 @@
+/**
+ * Pool: a contiguous page allocator whose whole state lives in its region —
+ * the kernel RFC's "CMA with its bitmap inside the reserved memory", with a
+ * versioned, checksummed superblock, a directory of named, owned
+ * allocations, a robust cross-process lock and crash recovery.
+ *
+ * Every metadata store goes through one MetaWriter; every operation runs
+ * under the pool lock and follows the intent protocol (docs/abi.md):
+ *   alloc:   intent → mark units and slot → write record → commit → index → end intent
+ *   release: intent → uncommit record → unindex → wipe → free units and slot → end intent
+ * A crash anywhere leaves an intent record, and the next locker rebuilds the
+ * derived state from the directory.
+ */
+import { randomBytes } from 'node:crypto';
+import { BitmapAllocator } from '../alloc/index.js';
+import { FileRegion, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
+import { checkParts } from './check.js';
+import { IntentOp, newRunId, type LockOptions } from './control.js';
+import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel } from './directory.js';
+import { PoolError } from './errors.js';
+import {
+  ABI_MAJOR,
+  ABI_MINOR,
+  AREA_ALIGN,
+  computeGeometry,
+  decodeSuperblock,
+  encodeSuperblock,
+  isPowerOfTwo,
+  isSuperblockProblem,
+  MAX_NAME_BYTES,
+  MAX_OWNER_BYTES,
+  SB_FLAG_SUBPOOL,
+  SUPERBLOCK_BACKUP_OFFSET,
+  SUPERBLOCK_BYTES,
+  uuidToString,
+  type Geometry,
+  type Superblock,
+} from './layout.js';
+import { attachParts, hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+import { liveRecords, rebuildDerived, sameBytes } from './recovery.js';
+
+export interface PoolCreateOptions {
+  /** Bytes, or a size text such as "64M", "1G", "1T". */
+  size: number | string;
+  /** 4096 (default) or a larger power of two, e.g. 2 MiB for hugetlbfs. */
+  pageSize?: number;
+  /** Allocation granularity: units of 2^orderPerBit pages (CMA's order_per_bit). Default 0. */
+  orderPerBit?: number;
+  /** Directory capacity. Default: one per unit, at most 2^20. */
+  maxAllocations?: number;
+  /** File mode of a new pool file. Default 0600. */
+  mode?: number;
+  lockTimeoutMs?: number;
+}
+
+export interface PoolOpenOptions {
+  lockTimeoutMs?: number;
+  /** Open a pool whose primary superblock is damaged, from its backup (for check/repair). */
+  allowDamagedSuperblock?: boolean;
+  /** @internal liveness oracle for the crash simulation. */
+  isAlive?: LockOptions['isAlive'];
+}
+
+export interface AllocOptions {
+  /** Start on a multiple of this many pages (a power of two). Default 1. */
+  align?: number;
+  /** A name to find the allocation by after any restart (unique in the pool, at most 64 UTF-8 bytes). */
+  name?: string;
+  /** The owning client (at most 24 UTF-8 bytes); release then requires the same owner. */
+  owner?: string;
+}
+
+export interface ReleaseOptions {
+  owner?: string;
+}
+
+export interface PoolStats {
+  pageSize: number;
+  orderPerBit: number;
+  pages: number;
+  free: number;
+  used: number;
+  /** Pages holding pool metadata (superblock, bitmaps, indices, directory). */
+  metadata: number;
+  /** Pages past the last whole unit, never allocated. */
+  tail: number;
+  largestFree: number;
+  /** 0 when all free pages form one run; towards 1 as they scatter. */
+  fragmentation: number;
+  allocations: number;
+  maxAllocations: number;
+  /** Pages and allocations per owner ("" for allocations without one). */
+  byOwner: Record<string, { allocations: number; pages: number }>;
+  generation: bigint;
+  lockBreaks: number;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  problems: string[];
+  repaired: string[];
+}
+
+/** One allocation: a run of pages. `bytes()` maps them. */
+export class Allocation {
+  constructor(
+    private readonly pool: Pool,
+    readonly pfn: number,
+    readonly count: number,
+    readonly name: string | undefined,
+    readonly owner: string | undefined,
+    readonly subpool = false,
+  ) {}
+  /** The allocation's bytes (or `[offset, offset + length)` of them) as a view of the pool's mapping. */
+  bytes(offset = 0, length = this.count * this.pool.pageSize - offset): Uint8Array {
+    const total = this.count * this.pool.pageSize;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > total) {
+      throw new PoolError('BAD_ARGUMENT', `bytes(${offset}, ${length}) is outside the allocation's ${total} bytes`);
+    }
+    return this.pool.view(this.pfn * this.pool.pageSize + offset, length);
+  }
+  toJSON(): { pfn: number; count: number; name?: string; owner?: string } {
+    return { pfn: this.pfn, count: this.count, ...(this.name ? { name: this.name } : {}), ...(this.owner ? { owner: this.owner } : {}) };
+  }
+}
+
+/** Data is mapped in aligned chunks of this size, on demand. */
+const CHUNK_BYTES = 1024 ** 3;
+const NO_BYTES = new Uint8Array(0);
+
+export type RestoreHook = (handover: unknown, name?: string) => Pool;
+let restoreHook: RestoreHook | null = null;
+/** @internal set by the kexec layer, which knows the handover binding. */
+export function setRestoreHook(hook: RestoreHook): void {
+  restoreHook = hook;
+}
+
+export class Pool {
+  private parts: PoolParts | null;
+  private readonly metaWindow: RegionWindow;
+  private readonly chunks = new Map<number, RegionWindow>();
+  private readonly children = new Set<Pool>();
+  private quiesced = false;
+  private sb: Superblock;
+  /** Lines describing what recovery did when this open found a crashed operation. */
+  readonly recovered: string[];
+
+  private constructor(
+    readonly region: Region,
+    sb: Superblock,
+    metaWindow: RegionWindow,
+    private readonly ownsRegion: boolean,
+    options: PoolOpenOptions,
+    readonly damagedSuperblock: boolean,
+  ) {
+    this.sb = sb;
+    this.metaWindow = metaWindow;
+    this.parts = attachParts(sb, metaWindow, region.durable, newRunId(), { timeoutMs: options.lockTimeoutMs, isAlive: options.isAlive });
+    this.recovered = [];
+    // Take the lock once: a dead holder is found and its operation repaired now, not at the first alloc.
+    this.withLock(() => undefined);
+  }
+
+  /* ---------------- creation and opening ---------------- */
+
+  /** Creates a pool: a new file at `path` (O_EXCL, 0600), or over a fresh `Region`. */
+  static create(target: string | Region, options: PoolCreateOptions): Pool {
+    const size = typeof options.size === 'string' ? parseSize(options.size) : options.size;
+    const pageSize = options.pageSize ?? 4096;
+    const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
+    if (typeof target !== 'string') {
+      if (target.size < size) throw new PoolError('BAD_ARGUMENT', `region of ${target.size} bytes is smaller than the pool's ${size}`);
+      return Pool.format(target, geometry, false, options, true);
+    }
+    const region = FileRegion.create(target, { size, mode: options.mode });
+    try {
+      return Pool.format(region, geometry, true, options, false);
+    } catch (e) {
+      region.close();
+      throw e;
+    }
+  }
+
+  private static format(region: Region, g: Geometry, ownsRegion: boolean, options: PoolCreateOptions, zeroFirst: boolean, flags = 0): Pool {
+    if (region.pageSize > g.pageSize) {
+      throw new PoolError('BAD_ARGUMENT', `the ${region.kind} region has ${region.pageSize}-byte pages; the pool's page size must be at least that`);
+    }
+    const window = region.map(0, metadataWindowBytes(g));
+    const bytes = window.bytes();
+    // A new file reads as zeros already; a region handed in may hold anything.
+    if (zeroFirst) bytes.fill(0);
+    const words = (area: { offset: number; length: number }) =>
+      new Uint32Array(window.buffer, window.byteOffset + area.offset, area.length >>> 2);
+    // The metadata reads as zeros here (a new file, or zeroed above): formatZeroed touches O(levels) words, not the bitmap.
+    const units = BitmapAllocator.formatZeroed(arrayStore(words(g.areas.unitBitmap)), g.unitCount);
+    units.markUsed(0, g.reservedUnits);
+    BitmapAllocator.formatZeroed(arrayStore(words(g.areas.recordBitmap)), g.maxRecords);
+    const sb: Superblock = {
+      abiMajor: ABI_MAJOR,
+      abiMinor: ABI_MINOR,
+      compat: 0,
+      incompat: 0,
+      roCompat: 0,
+      uuid: new Uint8Array(randomBytes(16)),
+      flags,
+      geometry: g,
+      generation: 0n,
+      createdAtMs: Date.now(),
+    };
+    // The superblock goes last: until its checksum is in place the region is not a pool.
+    window.flush();
+    encodeSuperblock(sb, bytes.subarray(SUPERBLOCK_BACKUP_OFFSET));
+    encodeSuperblock(sb, bytes);
+    window.flush();
+    return new Pool(region, sb, window, ownsRegion, { lockTimeoutMs: options.lockTimeoutMs }, false);
+  }
+
+  /** Opens an existing pool, recovering from a crash if one is found. */
+  static open(target: string | Region, options: PoolOpenOptions = {}): Pool {
+    const region = typeof target === 'string' ? FileRegion.open(target) : target;
+    try {
+      return Pool.attach(region, typeof target === 'string', options);
+    } catch (e) {
+      if (typeof target === 'string') region.close();
+      throw e;
+    }
+  }
+
+  /** Re-attaches a pool handed over by the previous program (see the kexec layer). */
+  static restore(handover: unknown, name?: string): Pool {
+    if (!restoreHook) throw new PoolError('BAD_ARGUMENT', 'Pool.restore needs the kexec layer: import it from "pmpool"');
+    return restoreHook(handover, name);
+  }
+
+  private static attach(region: Region, ownsRegion: boolean, options: PoolOpenOptions): Pool {
+    if (region.size < AREA_ALIGN) throw new PoolError('NOT_A_POOL', `${describe(region)} is too small to hold a pool`);
+    const probe = region.map(0, AREA_ALIGN);
+    const page0 = probe.bytes().slice(0, AREA_ALIGN);
+    probe.unmap();
+    let sb = decodeSuperblock(page0, region.size);
+    let damaged = false;
+    if (isSuperblockProblem(sb)) {
+      const backup = decodeSuperblock(page0.subarray(SUPERBLOCK_BACKUP_OFFSET), region.size);
+      if (sb.code === 'INCOMPATIBLE') throw new PoolError('INCOMPATIBLE', `${describe(region)}: ${sb.message}`);
+      if (isSuperblockProblem(backup)) throw new PoolError(sb.code, `${describe(region)}: ${sb.message}`);
+      if (!options.allowDamagedSuperblock) {
+        throw new PoolError('CORRUPT', `${describe(region)}: ${sb.message}; the backup superblock is intact — run \`pmpool check --repair\``);
+      }
+      sb = backup;
+      damaged = true;
+    }
+    if (region.pageSize > sb.geometry.pageSize) {
+      throw new PoolError('INCOMPATIBLE', `${describe(region)}: pool pages of ${sb.geometry.pageSize} bytes on a region of ${region.pageSize}-byte pages`);
+    }
+    const window = region.map(0, metadataWindowBytes(sb.geometry));
+    return new Pool(region, sb, window, ownsRegion, options, damaged);
+  }
+
+  /* ---------------- identity ---------------- */
+
+  get path(): string | null {
+    return this.region.path;
+  }
+  get uuid(): string {
+    return uuidToString(this.sb.uuid);
+  }
+  get uuidBytes(): Uint8Array {
+    return this.sb.uuid.slice();
+  }
+  get pageSize(): number {
+    return this.sb.geometry.pageSize;
+  }
+  get pageCount(): number {
+    return this.sb.geometry.pageCount;
+  }
+  get orderPerBit(): number {
+    return this.sb.geometry.orderPerBit;
+  }
+  get geometry(): Readonly<Geometry> {
+    return this.sb.geometry;
+  }
+  /** Handovers since the pool was created (the FDT's generation). */
+  get generation(): bigint {
+    return this.sb.generation;
+  }
+  get closed(): boolean {
+    return this.parts === null;
+  }
+  /** The superblock checksum as stored (the handover node records it). */
+  get superblockCrc(): number {
+    const b = this.metaWindow.bytes();
+    return new DataView(b.buffer, b.byteOffset).getUint32(SUPERBLOCK_BYTES - 4, true);
+  }
+
+  /* ---------------- allocation ---------------- */
+
+  /** Allocates `count` contiguous pages (rounded up to whole units), aligned to `align` pages. */
+  alloc(count: number, options: AllocOptions = {}): Allocation {
+    const p = this.mutable();
+    const g = p.geometry;
+    checkCount(count, g.pageCount);
+    const align = options.align ?? 1;
+    if (!isPowerOfTwo(align)) throw new PoolError('BAD_ARGUMENT', `align must be a power of two (in pages), got ${String(align)}`);
+    const name = encodeLabel(checkLabel(options.name, 'name', MAX_NAME_BYTES));
+    const owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
+    this.lockAndRecover(p);
+    try {
+      return this.allocLocked(p, count, align, name, owner, 0);
+    } finally {
+      p.control.unlock();
+    }
+  }
+
+  private allocLocked(p: PoolParts, count: number, align: number, name: Uint8Array, owner: Uint8Array, flags: number): Allocation {
+    const g = p.geometry;
+    const unitPages = 2 ** g.orderPerBit;
+    const units = unitsOf(g, count);
+    const alignUnits = Math.max(1, align / unitPages);
+    if (name.length > 0 && this.findSlot(p, name) >= 0) {
+      throw new PoolError('NAME_TAKEN', `an allocation named "${decodeLabel(name)}" exists`);
+    }
+    const start = units <= g.unitCount ? p.units.find(units, alignUnits) : -1;
+    if (start < 0) {
+      const largest = p.units.largestFreeRun() * unitPages;
+      throw new PoolError(
+        'NO_SPACE',
+        `no free run of ${units * unitPages} pages aligned to ${align}; the largest free run is ${largest} pages (${p.units.freeUnits() * unitPages} free in all)`,
+      );
+    }
+    const slot = p.slots.find(1, 1);
+    if (slot < 0) throw new PoolError('NO_RECORDS', `the directory is full (${g.maxRecords} allocations); release some or create the pool with a larger maxAllocations`);
+    const pfn = start * unitPages;
+    const pageCount = units * unitPages;
+    const w = p.writer;
+    p.control.beginIntent(IntentOp.Alloc, slot, pfn, pageCount);
+    w.barrier();
+    p.units.markUsed(start, units);
+    p.slots.markUsed(slot, 1);
+    p.directory.write(slot, { pfn, pageCount, seq: p.control.nextSeq(), flags, owner, name });
+    w.barrier();
+    p.directory.commit(slot);
+    w.barrier();
+    p.pfnIndex.insert(hashPfn(pfn), slot);
+    if (name.length > 0) p.nameIndex.insert(hashName(name), slot);
+    p.control.endIntent();
+    w.barrier();
+    return new Allocation(this, pfn, pageCount, name.length > 0 ? decodeLabel(name) : undefined, owner.length > 0 ? decodeLabel(owner) : undefined, (flags & RECORD_FLAG_SUBPOOL) !== 0);
+  }
+
+  /**
+   * Releases the allocation at `pfn`. `count` must be its page count (as
+   * asked or as rounded up to units); a run that is not exactly one
+   * allocation, or one tagged with another owner, is refused and nothing changes.
+   */
+  release(pfn: number, count: number, options: ReleaseOptions = {}): void {
+    const p = this.mutable();
+    const g = p.geometry;
+    if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn >= g.pageCount) {
+      throw new PoolError('BAD_ARGUMENT', `pfn must be an integer page number below ${g.pageCount}, got ${String(pfn)}`);
+    }
+    checkCount(count, g.pageCount);
+    const owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
+    // Lock and unlock by hand (not withLock): no closure on the hot path.
+    this.lockAndRecover(p);
+    try {
+      const slot = this.slotOfPfn(p, pfn);
+      if (slot < 0) throw new PoolError('NOT_ALLOCATED', `no allocation starts at pfn ${pfn}`);
+      const d = p.directory;
+      const pageCount = d.pageCount(slot);
+      if (unitsOf(g, count) * 2 ** g.orderPerBit !== pageCount) {
+        throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} has ${pageCount} pages, not ${count}; release it whole`);
+      }
+      if (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner)) {
+        throw new PoolError('WRONG_OWNER', `the allocation at pfn ${pfn} belongs to "${d.owner(slot)}", not "${decodeLabel(owner)}"`);
+      }
+      if ((d.flags(slot) & RECORD_FLAG_SUBPOOL) !== 0 && [...this.children].some((c) => c.basePfn() === pfn)) {
+        throw new PoolError('BAD_ARGUMENT', `the allocation at pfn ${pfn} is an open sub-pool; close it first`);
+      }
+      this.releaseLocked(p, slot, pfn, pageCount);
+    } finally {
+      p.control.unlock();
+    }
+  }
+
+  private releaseLocked(p: PoolParts, slot: number, pfn: number, pageCount: number): void {
+    const d = p.directory;
+    const w = p.writer;
+    const name = d.nameLength(slot) > 0 ? d.nameBytes(slot).slice() : NO_BYTES;
+    p.control.beginIntent(IntentOp.Release, slot, pfn, pageCount);
+    w.barrier();
+    d.uncommit(slot);
+    w.barrier();
+    p.pfnIndex.remove(hashPfn(pfn), slot);
+    if (name.length > 0) p.nameIndex.remove(hashName(name), slot);
+    d.wipe(slot);
+    p.units.markFree(pfn / 2 ** p.geometry.orderPerBit, unitsOf(p.geometry, pageCount));
+    p.slots.markFree(slot, 1);
+    w.barrier();
+    p.control.endIntent();
+    w.barrier();
+  }
+
+  /** The named allocation, or undefined. */
+  find(name: string): Allocation | undefined {
+    const p = this.live();
+    const key = encodeLabel(checkLabel(name, 'name', MAX_NAME_BYTES));
+    if (key.length === 0) throw new PoolError('BAD_ARGUMENT', 'find() needs a non-empty name');
+    return this.withLock(() => {
+      const slot = this.findSlot(p, key);
+      return slot < 0 ? undefined : this.allocationAt(p, slot);
+    });
+  }
+
+  /** Every allocation, in the order they were made. */
+  allocations(): Allocation[] {
+    const p = this.live();
+    return this.withLock(() => liveRecords(p).sort((a, b) => a.seq - b.seq).map((r) => this.allocationAt(p, r.slot)));
+  }
+
+  /* ---------------- sub-pools ---------------- */
+
+  /**
+   * The sub-pool `name`: a run of this pool that is itself a Pool (the RFC's
+   * subsystems that "set aside their region"). Created with `count` pages on
+   * first use; found again by name after any restart.
+   */
+  subpool(name: string, options: { count?: number; orderPerBit?: number; maxAllocations?: number } = {}): Pool {
+    const p = this.mutable();
+    const key = encodeLabel(checkLabel(name, 'name', MAX_NAME_BYTES));
+    if (key.length === 0) throw new PoolError('BAD_ARGUMENT', 'a sub-pool needs a name');
+    const found = this.withLock(() => {
+      const slot = this.findSlot(p, key);
+      if (slot < 0) return undefined;
+      if ((p.directory.flags(slot) & RECORD_FLAG_SUBPOOL) === 0) {
+        throw new PoolError('NAME_TAKEN', `"${name}" is an allocation, not a sub-pool`);
+      }
+      return this.allocationAt(p, slot);
+    });
+    let run = found;
+    if (!run) {
+      if (options.count === undefined) throw new PoolError('NOT_FOUND', `no sub-pool named "${name}" (give { count } to create it)`);
+      checkCount(options.count, p.geometry.pageCount);
+      run = this.withLock(() => this.allocLocked(p, options.count!, 1, key, encodeLabel('pmpool:subpool'), RECORD_FLAG_SUBPOOL));
+    }
+    const slice = new SubRegion(this.region, run.pfn * this.pageSize, run.count * this.pageSize);
+    let child: Pool;
+    try {
+      child = Pool.attach(slice, true, {});
+    } catch (e) {
+      // Created but never formatted (a crash between the two), or just created: format it now.
+      if (!(e instanceof PoolError) || e.code !== 'NOT_A_POOL') throw e;
+      const g = computeGeometry({ size: slice.size, pageSize: this.pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
+      child = Pool.format(slice, g, true, { size: slice.size }, true, SB_FLAG_SUBPOOL);
+    }
+    this.children.add(child);
+    child.parent = this;
+    return child;
+  }
+
+  private parent: Pool | null = null;
+  private basePfn(): number {
+    return this.region instanceof SubRegion ? this.region.base / (this.parent?.pageSize ?? this.pageSize) : 0;
+  }
+
+  /* ---------------- observability, check, repair ---------------- */
+
+  stats(): PoolStats {
+    const p = this.live();
+    const g = p.geometry;
+    const unitPages = 2 ** g.orderPerBit;
+    return this.withLock(() => {
+      const records = liveRecords(p);
+      const byOwner: PoolStats['byOwner'] = {};
+      for (const r of records) {
+        const key = decodeLabel(r.owner);
+        const entry = (byOwner[key] ??= { allocations: 0, pages: 0 });
+        entry.allocations++;
+        entry.pages += r.pageCount;
+      }
+      const free = p.units.freeUnits() * unitPages;
+      const largestFree = p.units.largestFreeRun() * unitPages;
+      const metadata = g.metadataPages;
+      const tail = g.pageCount - g.unitCount * unitPages;
+      return {
+        pageSize: g.pageSize,
+        orderPerBit: g.orderPerBit,
+        pages: g.pageCount,
+        free,
+        used: g.pageCount - free,
+        metadata,
+        tail,
+        largestFree,
+        fragmentation: free === 0 ? 0 : 1 - largestFree / free,
+        allocations: records.length,
+        maxAllocations: g.maxRecords,
+        byOwner,
+        generation: this.sb.generation,
+        lockBreaks: p.control.lockBreaks(),
+      };
+    });
+  }
+
+  /** Verifies every invariant; with `repair`, rebuilds what is derived and restores a damaged superblock. */
+  check(options: { repair?: boolean } = {}): CheckReport {
+    const p = this.live();
+    return this.withLock(
+      () => {
+        const before = [...this.superblockProblems(), ...checkParts(p)];
+        if (!options.repair || before.length === 0) return { ok: before.length === 0, problems: before, repaired: [] };
+        const changes = rebuildDerived(p);
+        if (this.superblockProblems().length > 0) this.writeSuperblock(p);
+        p.control.endIntent();
+        p.writer.barrier();
+        const after = [...this.superblockProblems(), ...checkParts(p)];
+        const repaired = [...before.filter((x) => !after.includes(x)), ...changes];
+        return { ok: after.length === 0, problems: after, repaired };
+      },
+      { skipRecovery: true },
+    );
+  }
+
+  private superblockProblems(): string[] {
+    const bytes = this.metaWindow.bytes();
+    const problems: string[] = [];
+    const primary = decodeSuperblock(bytes.subarray(0, SUPERBLOCK_BYTES), this.region.size);
+    const backup = decodeSuperblock(bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES), this.region.size);
+    if (isSuperblockProblem(primary)) problems.push(`primary superblock: ${primary.message}`);
+    if (isSuperblockProblem(backup)) problems.push(`backup superblock: ${backup.message}`);
+    if (!isSuperblockProblem(primary) && !isSuperblockProblem(backup) && !sameBytes(bytes.subarray(0, SUPERBLOCK_BYTES), bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES))) {
+      problems.push('primary and backup superblocks differ');
+    }
+    return problems;
+  }
+
+  /** Writes both superblock copies from `this.sb` (backup first: one good copy exists at every instant). */
+  private writeSuperblock(p: PoolParts): void {
+    const encoded = new Uint8Array(SUPERBLOCK_BYTES);
+    encodeSuperblock(this.sb, encoded);
+    p.writer.storeBytes(SUPERBLOCK_BACKUP_OFFSET, encoded);
+    p.writer.barrier();
+    p.writer.storeBytes(0, encoded);
+    p.writer.barrier();
+  }
+
+  /* ---------------- handover support (used by the kexec layer) ---------------- */
+
+  /** Sets the handover generation in the superblock (both copies, checksummed). */
+  setGeneration(generation: bigint): void {
+    const p = this.live();
+    this.withLock(() => {
+      this.sb = { ...this.sb, generation };
+      this.writeSuperblock(p);
+    });
+  }
+
+  /**
+   * Stops this program's allocations for a handover: alloc/release/subpool
+   * throw until `resume()`. (Other processes sharing the pool go on; they
+   * change allocations, never the geometry the handover describes.)
+   */
+  quiesce(): void {
+    this.live();
+    this.quiesced = true;
+  }
+  resume(): void {
+    this.quiesced = false;
+  }
+
+  /* ---------------- lifetime ---------------- */
+
+  /** Unmaps the pool; closes its file if the pool opened it. Sub-pools opened from it are closed first. */
+  close(): void {
+    if (this.parts === null) return;
+    for (const child of this.children) child.close();
+    this.children.clear();
+    this.parent?.children.delete(this);
+    this.region.flush();
+    for (const w of this.chunks.values()) w.unmap();
+    this.chunks.clear();
+    this.metaWindow.unmap();
+    this.parts = null;
+    if (this.ownsRegion) this.region.close();
+  }
+
+  /* ---------------- internals ---------------- */
+
+  /** @internal a view of `[byteOffset, +length)` of the region, through the chunk cache. */
+  view(byteOffset: number, length: number): Uint8Array {
+    this.live();
+    const chunk = Math.floor(byteOffset / CHUNK_BYTES);
+    if (length === 0) return new Uint8Array(0);
+    if (Math.floor((byteOffset + length - 1) / CHUNK_BYTES) !== chunk) {
+      // Spans chunks: a window of its own (held by the returned view's buffer).
+      return this.region.map(byteOffset, length).bytes();
+    }
+    let w = this.chunks.get(chunk);
+    if (!w || !w.mapped) {
+      const start = chunk * CHUNK_BYTES;
+      w = this.region.map(start, Math.min(CHUNK_BYTES, this.region.size - start));
+      this.chunks.set(chunk, w);
+    }
+    return new Uint8Array(w.buffer, w.byteOffset + (byteOffset - w.offset), length);
+  }
+
+  private live(): PoolParts {
+    if (this.parts === null) throw new PoolError('CLOSED', 'the pool is closed');
+    return this.parts;
+  }
+
+  private mutable(): PoolParts {
+    const p = this.live();
+    if (this.quiesced) throw new PoolError('QUIESCED', 'the pool is quiesced for a handover; allocations wait for the next program');
+    return p;
+  }
+
+  private withLock<T>(fn: () => T, options: { skipRecovery?: boolean } = {}): T {
+    const p = this.live();
+    if (options.skipRecovery) p.control.lock();
+    else this.lockAndRecover(p);
+    try {
+      return fn();
+    } finally {
+      p.control.unlock();
+    }
+  }
+
+  /** Takes the lock and, if the last holder died mid-operation, repairs before anything else. */
+  private lockAndRecover(p: PoolParts): void {
+    p.control.lock();
+    if (p.control.intent() !== null) {
+      try {
+        this.recover(p);
+      } catch (e) {
+        p.control.unlock();
+        throw e;
+      }
+    }
+  }
+
+  /** A holder died mid-operation: rebuild the derived state from the directory, then clear its intent. */
+  private recover(p: PoolParts): void {
+    const intent = p.control.intent()!;
+    const changes = rebuildDerived(p);
+    p.writer.barrier();
+    p.control.endIntent();
+    p.writer.barrier();
+    this.recovered.push(`repaired an interrupted ${intent.op === IntentOp.Alloc ? 'alloc' : 'release'} of pfn ${intent.pfn} (${intent.pageCount} pages)`, ...changes);
+  }
+
+  private probePfn = 0;
+  private readonly matchPfn = (slot: number): boolean => this.parts!.directory.pfn(slot) === this.probePfn && this.parts!.directory.isCommitted(slot);
+
+  private slotOfPfn(p: PoolParts, pfn: number): number {
+    this.probePfn = pfn;
+    return p.pfnIndex.find(hashPfn(pfn), this.matchPfn);
+  }
+
+  private findSlot(p: PoolParts, name: Uint8Array): number {
+    return p.nameIndex.find(hashName(name), (s) => sameBytes(p.directory.nameBytes(s), name) && p.directory.isCommitted(s));
+  }
+
+  private allocationAt(p: PoolParts, slot: number): Allocation {
+    const d = p.directory;
+    return new Allocation(this, d.pfn(slot), d.pageCount(slot), d.name(slot), d.owner(slot), (d.flags(slot) & RECORD_FLAG_SUBPOOL) !== 0);
+  }
+}
+
+/* ---------------- helpers ---------------- */
+
+function metadataWindowBytes(g: Geometry): number {
+  return Math.ceil(g.metadataBytes / AREA_ALIGN) * AREA_ALIGN;
+}
+
+function arrayStore(words: Uint32Array) {
+  return {
+    load: (i: number) => words[i]!,
+    store: (i: number, v: number) => {
+      words[i] = v;
+    },
+  };
+}
+
+function checkCount(count: unknown, pageCount: number): asserts count is number {
+  if (typeof count !== 'number' || !Number.isSafeInteger(count) || count <= 0) {
+    throw new PoolError('BAD_ARGUMENT', `count must be a positive whole number of pages, got ${String(count)}`);
+  }
+  if (count > pageCount) throw new PoolError('BAD_ARGUMENT', `count ${count} is larger than the pool's ${pageCount} pages`);
+}
+
+function checkLabel(value: unknown, what: string, maxBytes: number): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw new PoolError('BAD_ARGUMENT', `${what} must be a string`);
+  if (value.includes('\0')) throw new PoolError('BAD_ARGUMENT', `${what} must not contain NUL`);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > maxBytes) throw new PoolError('BAD_ARGUMENT', `${what} "${value.slice(0, 20)}..." is ${bytes} bytes; at most ${maxBytes}`);
+  return value;
+}
+
+function describe(region: Region): string {
+  return region.path ?? `${region.kind} region`;
+}
+

@@ -1,0 +1,108 @@
+/**
+ * A hash index from a key (a pfn, or a name) to a directory slot, stored in
+ * the region: open addressing with linear probing over `slots` entries of two
+ * u32s (slot + 1, key hash). Deletion shifts the following run back instead
+ * of leaving tombstones, so probe lengths never decay with churn.
+ *
+ * It is derived data: repair rebuilds it from the directory. With at most
+ * half of the slots used (slots >= 2 x records), probes stay short.
+ */
+import { INDEX_ENTRY_BYTES as ENTRY_BYTES } from './layout.js';
+import type { MetaWriter } from './meta-writer.js';
+
+export class RecordIndex {
+  private readonly mask: number;
+
+  constructor(
+    private readonly w: MetaWriter,
+    private readonly base: number,
+    readonly slots: number,
+  ) {
+    this.mask = slots - 1;
+  }
+
+  private slotAt(i: number): number {
+    return this.w.u32[(this.base + i * ENTRY_BYTES) >>> 2]!;
+  }
+  private hashAt(i: number): number {
+    return this.w.u32[(this.base + i * ENTRY_BYTES + 4) >>> 2]!;
+  }
+
+  /** The directory slot whose key has `hash` and for which `matches(slot)` holds, or -1. */
+  find(hash: number, matches: (slot: number) => boolean): number {
+    for (let i = hash & this.mask, probes = 0; probes < this.slots; i = (i + 1) & this.mask, probes++) {
+      const entry = this.slotAt(i);
+      if (entry === 0) return -1;
+      if (this.hashAt(i) === hash && matches(entry - 1)) return entry - 1;
+    }
+    return -1;
+  }
+
+  insert(hash: number, slot: number): void {
+    for (let i = hash & this.mask, probes = 0; probes < this.slots; i = (i + 1) & this.mask, probes++) {
+      if (this.slotAt(i) === 0) {
+        const at = this.base + i * ENTRY_BYTES;
+        this.w.store32(at + 4, hash);
+        this.w.store32(at, slot + 1);
+        return;
+      }
+    }
+    throw new RangeError('record index full: slots must be at least twice the directory capacity');
+  }
+
+  /** Removes the entry for directory `slot` (found by its hash) and closes the gap. False when absent. */
+  remove(hash: number, slot: number): boolean {
+    let hole = -1;
+    for (let i = hash & this.mask, probes = 0; probes < this.slots; i = (i + 1) & this.mask, probes++) {
+      const entry = this.slotAt(i);
+      if (entry === 0) return false;
+      if (entry === slot + 1) {
+        hole = i;
+        break;
+      }
+    }
+    if (hole < 0) return false;
+    // Backward shift: move later entries of the probe run into the hole when
+    // their home position does not lie cyclically in (hole, j].
+    for (let j = (hole + 1) & this.mask; ; j = (j + 1) & this.mask) {
+      const entry = this.slotAt(j);
+      if (entry === 0) break;
+      const h = this.hashAt(j);
+      const home = h & this.mask;
+      const stays = hole <= j ? hole < home && home <= j : hole < home || home <= j;
+      if (stays) continue;
+      this.put(hole, entry, h);
+      hole = j;
+    }
+    this.put(hole, 0, 0);
+    return true;
+  }
+
+  private put(i: number, entry: number, hash: number): void {
+    const at = this.base + i * ENTRY_BYTES;
+    this.w.store32(at, entry);
+    this.w.store32(at + 4, hash);
+  }
+
+  /** Every (directory slot, hash) pair, in table order. */
+  *entries(): Generator<{ slot: number; hash: number; position: number }> {
+    for (let i = 0; i < this.slots; i++) {
+      const entry = this.slotAt(i);
+      if (entry !== 0) yield { slot: entry - 1, hash: this.hashAt(i), position: i };
+    }
+  }
+
+  /** Zeroes the table (repair rebuilds it afterwards). */
+  clear(): void {
+    this.w.fill(this.base, this.slots * ENTRY_BYTES);
+  }
+}
+
+/** A 32-bit mix of a pfn (a number below 2^53). */
+export function hashPfn(pfn: number): number {
+  let h = Math.imul((pfn >>> 0) ^ Math.floor(pfn / 0x100000000), 0x9e3779b1);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}

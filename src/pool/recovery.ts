@@ -1,0 +1,123 @@
+/**
+ * Recovery: rebuild everything derived — the unit bitmap and its summaries,
+ * the record-slot bitmap, both hash indices — from the directory, the source
+ * of truth. Run after a crash (an intent record was left behind) and by
+ * repair. It is O(metadata), and only ever runs after something went wrong;
+ * a clean open never scans.
+ */
+import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
+import { hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+
+export interface LiveRecord {
+  slot: number;
+  pfn: number;
+  pageCount: number;
+  seq: number;
+  name: Uint8Array;
+  owner: Uint8Array;
+  subpool: boolean;
+}
+
+/** Why a committed record cannot be honoured as it stands, or null when it can. */
+export function extentProblem(p: PoolParts, pfn: number, pageCount: number): string | null {
+  const g = p.geometry;
+  const unitPages = 2 ** g.orderPerBit;
+  if (!Number.isSafeInteger(pageCount) || pageCount <= 0) return `page count ${pageCount} is not positive`;
+  if (pfn % unitPages !== 0) return `pfn ${pfn} is not on a unit boundary (${unitPages} pages)`;
+  if (pfn < g.reservedUnits * unitPages) return `pfn ${pfn} lies in the metadata (first ${g.reservedUnits * unitPages} pages)`;
+  if (pfn + unitsOf(g, pageCount) * unitPages > g.unitCount * unitPages) return `run [${pfn}, +${pageCount}) ends past the pool`;
+  return null;
+}
+
+/** Every committed record with a good checksum, in slot order. */
+export function liveRecords(p: PoolParts): LiveRecord[] {
+  const out: LiveRecord[] = [];
+  const d = p.directory;
+  for (let slot = 0; slot < d.capacity; slot++) {
+    if (d.state(slot) === 0 || d.status(slot) !== 'live') continue;
+    out.push({
+      slot,
+      pfn: d.pfn(slot),
+      pageCount: d.pageCount(slot),
+      seq: d.seq(slot),
+      name: d.nameBytes(slot).slice(),
+      owner: d.ownerBytes(slot).slice(),
+      subpool: (d.flags(slot) & RECORD_FLAG_SUBPOOL) !== 0,
+    });
+  }
+  return out;
+}
+
+/**
+ * Rebuilds the derived metadata from the directory. Uncommitted records
+ * (allocations cut short before their commit) are wiped. A record that
+ * cannot be honoured — corrupt, out of bounds, overlapping an older record,
+ * or reusing an older record's name — is left in place for check() to
+ * report, and its slot is kept out of reuse; where its extent is plausible
+ * its pages stay marked used, so nothing that may be someone's is handed out.
+ * Returns a line per change of the source of truth (wiped records).
+ */
+export function rebuildDerived(p: PoolParts): string[] {
+  const changes: string[] = [];
+  const d = p.directory;
+  const g = p.geometry;
+  p.units.reset();
+  p.units.markUsed(0, g.reservedUnits);
+  p.slots.reset();
+  p.pfnIndex.clear();
+  p.nameIndex.clear();
+
+  const live: LiveRecord[] = [];
+  for (let slot = 0; slot < d.capacity; slot++) {
+    const status = d.status(slot);
+    if (status === 'free') continue;
+    if (status === 'uncommitted') {
+      changes.push(`wiped the uncommitted record in slot ${slot} (an allocation of pfn ${d.pfn(slot)} cut short before its commit)`);
+      d.wipeAll(slot);
+      continue;
+    }
+    p.slots.markUsed(slot, 1);
+    if (status === 'corrupt') {
+      markPlausibleExtent(p, d.pfn(slot), d.pageCount(slot));
+      continue;
+    }
+    live.push({ slot, pfn: d.pfn(slot), pageCount: d.pageCount(slot), seq: d.seq(slot), name: d.nameBytes(slot), owner: d.ownerBytes(slot), subpool: false });
+  }
+
+  // Oldest first: when two records claim one page, the older claim stands.
+  live.sort((a, b) => a.seq - b.seq);
+  const unitPages = 2 ** g.orderPerBit;
+  for (const r of live) {
+    if (extentProblem(p, r.pfn, r.pageCount) !== null) continue;
+    const start = r.pfn / unitPages;
+    const count = unitsOf(g, r.pageCount);
+    if (!p.units.isFree(start, count)) continue;
+    p.units.markUsed(start, count);
+    p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
+    if (r.name.length > 0) {
+      const h = hashName(r.name);
+      if (p.nameIndex.find(h, (s) => sameBytes(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
+    }
+  }
+  return changes;
+}
+
+/** Keeps a damaged record's pages out of reuse where its fields still look like an extent. */
+function markPlausibleExtent(p: PoolParts, pfn: number, pageCount: number): void {
+  if (extentProblem(p, pfn, pageCount) !== null) return;
+  const unitPages = 2 ** p.geometry.orderPerBit;
+  const start = pfn / unitPages;
+  const count = unitsOf(p.geometry, pageCount);
+  for (let u = start; u < start + count; u++) if (p.units.isFree(u, 1)) p.units.markUsed(u, 1);
+}
+
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export function describeRecord(r: { slot: number; pfn: number; pageCount: number; name: Uint8Array }): string {
+  const name = r.name.length > 0 ? ` "${decodeLabel(r.name)}"` : '';
+  return `record ${r.slot}${name} [pfn ${r.pfn}, ${r.pageCount} pages]`;
+}

@@ -1,0 +1,92 @@
+/**
+ * A Region that is a slice of another: how a sub-pool lives inside a run of
+ * its parent pool (the kernel RFC's subsystems that "set aside their
+ * region"). Windows map through to the parent; closing the slice leaves the
+ * parent open.
+ */
+import { checkSize, checkWindow, RegionError, type Region, type RegionKind, type RegionWindow } from './region.js';
+
+class SubWindow implements RegionWindow {
+  constructor(
+    readonly region: SubRegion,
+    private readonly inner: RegionWindow,
+    readonly offset: number,
+  ) {}
+  get length(): number {
+    return this.inner.length;
+  }
+  get buffer(): ArrayBuffer | SharedArrayBuffer {
+    return this.inner.buffer;
+  }
+  get byteOffset(): number {
+    return this.inner.byteOffset;
+  }
+  get mapped(): boolean {
+    return this.inner.mapped && !this.region.closed;
+  }
+  bytes(): Uint8Array {
+    if (!this.mapped) throw new RegionError('CLOSED', 'window is unmapped', this.region.path);
+    return this.inner.bytes();
+  }
+  flush(offset?: number, length?: number): void {
+    this.inner.flush(offset, length);
+  }
+  unmap(): void {
+    this.inner.unmap();
+  }
+}
+
+export class SubRegion implements Region {
+  private isClosed = false;
+  private readonly live: SubWindow[] = [];
+
+  /** Bytes `[base, base + size)` of `parent`; `base` a multiple of the parent's page size. */
+  constructor(
+    readonly parent: Region,
+    readonly base: number,
+    readonly size: number,
+  ) {
+    checkSize(size, parent.pageSize, parent.path);
+    if (!Number.isSafeInteger(base) || base < 0 || base % parent.pageSize !== 0 || base + size > parent.size) {
+      throw new RegionError('BAD_RANGE', `slice [${base}, +${size}) does not fit the parent region`, parent.path);
+    }
+  }
+
+  get kind(): RegionKind {
+    return this.parent.kind;
+  }
+  get path(): string | null {
+    return this.parent.path;
+  }
+  get pageSize(): number {
+    return this.parent.pageSize;
+  }
+  get durable(): boolean {
+    return this.parent.durable;
+  }
+  get closed(): boolean {
+    return this.isClosed || this.parent.closed;
+  }
+
+  map(offset: number, length: number): RegionWindow {
+    checkWindow(this, offset, length);
+    const w = new SubWindow(this, this.parent.map(this.base + offset, length), offset);
+    this.live.push(w);
+    return w;
+  }
+
+  windows(): readonly RegionWindow[] {
+    return this.live.filter((w) => w.mapped);
+  }
+
+  flush(): void {
+    for (const w of this.windows()) w.flush();
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    for (const w of this.live) w.unmap();
+    this.live.length = 0;
+    this.isClosed = true;
+  }
+}
