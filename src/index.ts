@@ -8,3 +8,7 @@ export type { Region, RegionKind, RegionWindow, RegionErrorCode, RegionOpenOptio
 export { SubRegion } from './region/index.js';
 export { Pool, Allocation, PoolError, ABI_MAJOR, ABI_MINOR } from './pool/index.js';
 export type { PoolCreateOptions, PoolOpenOptions, AllocOptions, ReleaseOptions, PoolStats, CheckReport, PoolErrorCode, Geometry } from './pool/index.js';
+export { Fdt, FdtError, FDT_ERR_NUMBERS, fdtStrerror, checkFdt, checkFdtHeader, fdtRwProbe } from './fdt/index.js';
+export type { FdtErrorCode, FdtHeader, FdtCheckResult, MemReservation, FdtValue, FdtWriteOptions, FdtLintFinding, FdtRegEntry } from './fdt/index.js';
+export { kexec, HandoverError, DEFAULT_POOL_NAME, ROOT_COMPATIBLE, POOL_COMPATIBLE } from './kexec/index.js';
+export type { Handover, HandoverCallback, HandoverErrorCode, ReplaceOptions, SpawnOptions, SpawnResult, PreparedHandover } from './kexec/index.js';

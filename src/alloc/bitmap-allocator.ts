@@ -147,7 +147,7 @@ export class BitmapAllocator {
     const bad = this.firstLeafBit(start, start + count, false);
     if (bad >= 0) throw new Error(`markUsed(${start}, ${count}): unit ${bad} is already used`);
     this.writeRange(start, start + count, true);
-    this.store.store(HEADER_USED_UNITS, this.store.load(HEADER_USED_UNITS) + count);
+    this.store.store(HEADER_USED_UNITS, (this.store.load(HEADER_USED_UNITS) + count) >>> 0);
   }
 
   /** Marks `[start, start + count)` free. Precondition (asserted, nothing written when it fails): all used. */
@@ -156,7 +156,7 @@ export class BitmapAllocator {
     const bad = this.firstLeafBit(start, start + count, true);
     if (bad >= 0) throw new Error(`markFree(${start}, ${count}): unit ${bad} is already free`);
     this.writeRange(start, start + count, false);
-    this.store.store(HEADER_USED_UNITS, this.store.load(HEADER_USED_UNITS) - count);
+    this.store.store(HEADER_USED_UNITS, (this.store.load(HEADER_USED_UNITS) - count) >>> 0);
   }
 
   /** True when every unit of `[start, start + count)` is free (read from the leaf bitmap). */
@@ -229,7 +229,9 @@ export class BitmapAllocator {
     if (!Number.isInteger(count) || count < 1 || count > this.unitCount) {
       throw new RangeError(`${op}: count must be an integer in 1 .. ${this.unitCount}, got ${count}`);
     }
-    if (!isPowerOfTwo(align) || align > MAX_ALIGN) {
+    // Small powers of two pass the int32 test; the rest take the exact one.
+    const smallPowerOfTwo = (align | 0) === align && align > 0 && (align & (align - 1)) === 0;
+    if (!smallPowerOfTwo && (!isPowerOfTwo(align) || align > MAX_ALIGN)) {
       throw new RangeError(`${op}: align must be a power of two in 1 .. 2^32, got ${align}`);
     }
   }

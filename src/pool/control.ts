@@ -33,6 +33,24 @@ export const enum IntentOp {
   None = 0,
   Alloc = 1,
   Release = 2,
+  /** Rewriting the superblock copies (a handover's generation): backup first, then primary. */
+  Superblock = 3,
+  /** check({ repair }) rebuilding the derived state (and the superblock copies). */
+  Repair = 4,
+}
+
+/** The name of an intent's operation, for messages. */
+export function intentName(op: IntentOp): string {
+  return ['none', 'alloc', 'release', 'superblock write', 'repair'][op] ?? `op ${op}`;
+}
+
+/**
+ * The intent op word of a control area (`bytes` starts at the area), read
+ * without the lock: open peeks at it to tell a superblock write under way
+ * or interrupted from a damaged superblock.
+ */
+export function peekIntentOp(bytes: Uint8Array): IntentOp {
+  return new DataView(bytes.buffer, bytes.byteOffset + INTENT_OP, 4).getUint32(0, true) as IntentOp;
 }
 
 export interface Intent {
@@ -48,6 +66,14 @@ export interface LockOptions {
   timeoutMs?: number;
   /** Liveness oracle (the crash simulation declares its crashed "processes" dead). */
   isAlive?: (owner: ProcessIdentity) => boolean;
+  /**
+   * @internal Timing knobs for the crash simulation, which reopens thousands
+   * of crash images and has its oracle answer at once: how long a lock word
+   * may stand without its holder's identity, and how often a waiter asks
+   * the oracle. Defaults: IDENTITY_GRACE_MS and LIVENESS_PERIOD_MS.
+   */
+  identityGraceMs?: number;
+  livenessPeriodMs?: number;
 }
 
 /** How long a lock word may stand without its holder's identity before the holder is deemed dead mid-acquire. */
@@ -68,6 +94,8 @@ export class Control {
   private readonly base: number;
   private readonly alive: (owner: ProcessIdentity) => boolean;
   private readonly timeoutMs: number;
+  private readonly identityGraceMs: number;
+  private readonly livenessPeriodMs: number;
   /** Set when this open broke a dead holder's lock: the caller must repair. */
   brokeDeadHolder = false;
 
@@ -80,6 +108,8 @@ export class Control {
     this.base = controlOffset;
     this.alive = options.isAlive ?? isAlive;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
+    this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;
   }
 
   /** Takes the pool lock; returns true when a dead holder's lock was broken (repair needed). */
@@ -114,7 +144,7 @@ export class Control {
         watched = seen;
         watchedSince = now;
       }
-      if (now - lastCheck >= LIVENESS_PERIOD_MS) {
+      if (now - lastCheck >= this.livenessPeriodMs) {
         lastCheck = now;
         if (this.holderIsDead(seen, now - watchedSince) && this.w.compareExchange(at, seen, this.runId) === seen) {
           this.writeOwner();
@@ -135,7 +165,7 @@ export class Control {
   private holderIsDead(seen: number, watchedMs: number): boolean {
     if (this.w.atomicLoad(this.base + OWNER_RUN_ID) !== seen) {
       // The holder took the word but has not written its identity yet — or died in between.
-      return watchedMs > IDENTITY_GRACE_MS;
+      return watchedMs > this.identityGraceMs;
     }
     return !this.alive(this.owner());
   }

@@ -10,8 +10,11 @@
 import type { WordStore } from '../alloc/index.js';
 import type { RegionWindow } from '../region/index.js';
 
-/** One logged store: `bytes` written at byte `offset` of the metadata window; or a barrier. */
-export type StoreRecord = { offset: number; bytes: Uint8Array } | { barrier: true };
+/**
+ * One logged store: `bytes` written at byte `offset` of the metadata window,
+ * over `before` (what was there: a simulation tears a store with it); or a barrier.
+ */
+export type StoreRecord = { offset: number; bytes: Uint8Array; before: Uint8Array } | { barrier: true };
 
 export interface StoreLog {
   records: StoreRecord[];
@@ -38,16 +41,18 @@ export class MetaWriter {
 
   /** Stores a u32 at a 4-aligned byte offset. A single aligned u32 store is atomic: commit points use it. */
   store32(offset: number, value: number): void {
+    const before = this.log !== null ? this.bytes.slice(offset, offset + 4) : null;
     this.u32[offset >>> 2] = value;
-    if (this.log !== null) this.logStore(offset, 4);
+    if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, 4);
   }
 
   /** Stores a u64 as two u32s (low word first). Not atomic: guard it with a commit word. */
   store64(offset: number, value: number): void {
+    const before = this.log !== null ? this.bytes.slice(offset, offset + 8) : null;
     this.u32[offset >>> 2] = value >>> 0;
     this.u32[(offset >>> 2) + 1] = Math.floor(value / 0x100000000);
-    if (this.log !== null) this.logStore(offset, 8);
+    if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, 8);
   }
 
@@ -56,28 +61,31 @@ export class MetaWriter {
   }
 
   storeBytes(offset: number, data: Uint8Array): void {
+    const before = this.log !== null ? this.bytes.slice(offset, offset + data.length) : null;
     this.bytes.set(data, offset);
-    if (this.log !== null) this.logStore(offset, data.length);
+    if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, data.length);
   }
 
   fill(offset: number, length: number, value = 0): void {
+    const before = this.log !== null ? this.bytes.slice(offset, offset + length) : null;
     this.bytes.fill(value, offset, offset + length);
-    if (this.log !== null) this.logStore(offset, length);
+    if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, length);
   }
 
   /** Atomic compare-and-swap on a u32 word (the lock). Logged only when it succeeds. */
   compareExchange(offset: number, expected: number, replacement: number): number {
     const seen = Atomics.compareExchange(this.i32, offset >>> 2, expected | 0, replacement | 0) >>> 0;
-    if (seen === expected >>> 0 && this.log !== null) this.logStore(offset, 4);
+    if (seen === expected >>> 0 && this.log !== null) this.logStore(offset, u32Bytes(expected));
     return seen;
   }
 
   /** Atomic store with release semantics (the unlock). */
   atomicStore(offset: number, value: number): void {
+    const before = this.log !== null ? this.bytes.slice(offset, offset + 4) : null;
     Atomics.store(this.i32, offset >>> 2, value | 0);
-    if (this.log !== null) this.logStore(offset, 4);
+    if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, 4);
   }
 
@@ -103,8 +111,8 @@ export class MetaWriter {
     return new AreaWordStore(this, offset >>> 2, words);
   }
 
-  private logStore(offset: number, length: number): void {
-    this.log!.records.push({ offset, bytes: this.bytes.slice(offset, offset + length) });
+  private logStore(offset: number, before: Uint8Array): void {
+    this.log!.records.push({ offset, bytes: this.bytes.slice(offset, offset + before.length), before });
   }
 
   private dirty(offset: number, length: number): void {
@@ -125,6 +133,12 @@ class AreaWordStore implements WordStore {
   store(index: number, value: number): void {
     this.writer.store32((this.base + index) << 2, value);
   }
+}
+
+function u32Bytes(value: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value >>> 0, true);
+  return out;
 }
 
 /** Replays the first `count` logged stores onto a metadata byte array (crash simulation). */

@@ -33,7 +33,7 @@ export function attachParts(
   const g = sb.geometry;
   const writer = new MetaWriter(window, durable);
   const a = g.areas;
-  return {
+  const parts: PoolParts = {
     geometry: g,
     writer,
     control: new Control(writer, a.control.offset, runId, lockOptions),
@@ -43,6 +43,19 @@ export function attachParts(
     pfnIndex: new RecordIndex(writer, a.pfnIndex.offset, g.indexSlots),
     nameIndex: new RecordIndex(writer, a.nameIndex.offset, g.indexSlots),
   };
+  attachHook?.(parts);
+  return parts;
+}
+
+let attachHook: ((parts: PoolParts) => void) | null = null;
+
+/**
+ * @internal Called with the parts of every pool attached from now on, before
+ * its first store (the crash simulation logs every writer, sub-pools' and
+ * recovering openers' included). Null to stop.
+ */
+export function setAttachHook(hook: ((parts: PoolParts) => void) | null): void {
+  attachHook = hook;
 }
 
 export function hashName(name: Uint8Array): number {

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { BitmapAllocator } from '../alloc/index.js';
 import { FileRegion, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
 import { checkParts } from './check.js';
-import { IntentOp, newRunId, type LockOptions } from './control.js';
+import { intentName, IntentOp, newRunId, peekIntentOp, type LockOptions } from './control.js';
 import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel } from './directory.js';
 import { PoolError } from './errors.js';
 import {
@@ -59,6 +59,9 @@ export interface PoolOpenOptions {
   allowDamagedSuperblock?: boolean;
   /** @internal liveness oracle for the crash simulation. */
   isAlive?: LockOptions['isAlive'];
+  /** @internal lock timing knobs for the crash simulation (see LockOptions). */
+  identityGraceMs?: number;
+  livenessPeriodMs?: number;
 }
 
 export interface AllocOptions {
@@ -124,6 +127,9 @@ export class Allocation {
   }
 }
 
+/** The owner of every sub-pool's run in its parent. */
+const SUBPOOL_OWNER = 'pmpool:subpool';
+
 /** Data is mapped in aligned chunks of this size, on demand. */
 const CHUNK_BYTES = 1024 ** 3;
 const NO_BYTES = new Uint8Array(0);
@@ -142,6 +148,8 @@ export class Pool {
   private readonly children = new Set<Pool>();
   private quiesced = false;
   private sb: Superblock;
+  /** How this open locks; its sub-pools lock the same way. */
+  private readonly lockOptions: PoolOpenOptions;
   /** Lines describing what recovery did when this open found a crashed operation. */
   readonly recovered: string[];
 
@@ -155,7 +163,13 @@ export class Pool {
   ) {
     this.sb = sb;
     this.metaWindow = metaWindow;
-    this.parts = attachParts(sb, metaWindow, region.durable, newRunId(), { timeoutMs: options.lockTimeoutMs, isAlive: options.isAlive });
+    this.lockOptions = lockOptionsOf(options);
+    this.parts = attachParts(sb, metaWindow, region.durable, newRunId(), {
+      timeoutMs: options.lockTimeoutMs,
+      isAlive: options.isAlive,
+      identityGraceMs: options.identityGraceMs,
+      livenessPeriodMs: options.livenessPeriodMs,
+    });
     this.recovered = [];
     // Take the lock once: a dead holder is found and its operation repaired now, not at the first alloc.
     this.withLock(() => undefined);
@@ -170,18 +184,18 @@ export class Pool {
     const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
     if (typeof target !== 'string') {
       if (target.size < size) throw new PoolError('BAD_ARGUMENT', `region of ${target.size} bytes is smaller than the pool's ${size}`);
-      return Pool.format(target, geometry, false, options, true);
+      return Pool.format(target, geometry, false, { lockTimeoutMs: options.lockTimeoutMs }, true);
     }
     const region = FileRegion.create(target, { size, mode: options.mode });
     try {
-      return Pool.format(region, geometry, true, options, false);
+      return Pool.format(region, geometry, true, { lockTimeoutMs: options.lockTimeoutMs }, false);
     } catch (e) {
       region.close();
       throw e;
     }
   }
 
-  private static format(region: Region, g: Geometry, ownsRegion: boolean, options: PoolCreateOptions, zeroFirst: boolean, flags = 0): Pool {
+  private static format(region: Region, g: Geometry, ownsRegion: boolean, options: PoolOpenOptions, zeroFirst: boolean, flags = 0): Pool {
     if (region.pageSize > g.pageSize) {
       throw new PoolError('BAD_ARGUMENT', `the ${region.kind} region has ${region.pageSize}-byte pages; the pool's page size must be at least that`);
     }
@@ -212,7 +226,7 @@ export class Pool {
     encodeSuperblock(sb, bytes.subarray(SUPERBLOCK_BACKUP_OFFSET));
     encodeSuperblock(sb, bytes);
     window.flush();
-    return new Pool(region, sb, window, ownsRegion, { lockTimeoutMs: options.lockTimeoutMs }, false);
+    return new Pool(region, sb, window, ownsRegion, lockOptionsOf(options), false);
   }
 
   /** Opens an existing pool, recovering from a crash if one is found. */
@@ -243,6 +257,12 @@ export class Pool {
       const backup = decodeSuperblock(page0.subarray(SUPERBLOCK_BACKUP_OFFSET), region.size);
       if (sb.code === 'INCOMPATIBLE') throw new PoolError('INCOMPATIBLE', `${describe(region)}: ${sb.message}`);
       if (isSuperblockProblem(backup)) throw new PoolError(sb.code, `${describe(region)}: ${sb.message}`);
+      if (superblockWriteUnderWay(region, backup.geometry)) {
+        // Not damage: a superblock write (backup first, then primary) is under way or was
+        // interrupted. The backup is the newer copy; the lock's recovery rewrites the primary.
+        const window = region.map(0, metadataWindowBytes(backup.geometry));
+        return new Pool(region, backup, window, ownsRegion, options, false);
+      }
       if (!options.allowDamagedSuperblock) {
         throw new PoolError('CORRUPT', `${describe(region)}: ${sb.message}; the backup superblock is intact — run \`pmpool check --repair\``);
       }
@@ -311,7 +331,16 @@ export class Pool {
     }
   }
 
-  private allocLocked(p: PoolParts, count: number, align: number, name: Uint8Array, owner: Uint8Array, flags: number): Allocation {
+  /** `prepare`, when given, runs after the record is written and before it commits (a sub-pool formats its run there). */
+  private allocLocked(
+    p: PoolParts,
+    count: number,
+    align: number,
+    name: Uint8Array,
+    owner: Uint8Array,
+    flags: number,
+    prepare?: (pfn: number, pageCount: number) => void,
+  ): Allocation {
     const g = p.geometry;
     const unitPages = 2 ** g.orderPerBit;
     const units = unitsOf(g, count);
@@ -329,6 +358,11 @@ export class Pool {
     }
     const slot = p.slots.find(1, 1);
     if (slot < 0) throw new PoolError('NO_RECORDS', `the directory is full (${g.maxRecords} allocations); release some or create the pool with a larger maxAllocations`);
+    // The slot bitmap is derived; the record is the truth. A record that is not all zeros would be
+    // overwritten (a live one lost) or keep stray bits that corrupt the new record: refuse.
+    if (p.directory.status(slot) !== 'free') {
+      throw new PoolError('CORRUPT', `directory record ${slot} is marked free but is not empty (damaged metadata); run \`pmpool check --repair\``);
+    }
     const pfn = start * unitPages;
     const pageCount = units * unitPages;
     const w = p.writer;
@@ -338,6 +372,15 @@ export class Pool {
     p.slots.markUsed(slot, 1);
     p.directory.write(slot, { pfn, pageCount, seq: p.control.nextSeq(), flags, owner, name });
     w.barrier();
+    if (prepare) {
+      try {
+        prepare(pfn, pageCount);
+      } catch (e) {
+        this.recover(p); // undo now: the uncommitted record is wiped, its units and slot freed
+        throw e;
+      }
+      w.barrier();
+    }
     p.directory.commit(slot);
     w.barrier();
     p.pfnIndex.insert(hashPfn(pfn), slot);
@@ -411,6 +454,18 @@ export class Pool {
     });
   }
 
+  /** The allocation that starts at `pfn` (a pfn printed by `pmpool alloc`, passed on a command line), or undefined. */
+  at(pfn: number): Allocation | undefined {
+    const p = this.live();
+    if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn >= p.geometry.pageCount) {
+      throw new PoolError('BAD_ARGUMENT', `pfn must be an integer page number below ${p.geometry.pageCount}, got ${String(pfn)}`);
+    }
+    return this.withLock(() => {
+      const slot = this.slotOfPfn(p, pfn);
+      return slot < 0 ? undefined : this.allocationAt(p, slot);
+    });
+  }
+
   /** Every allocation, in the order they were made. */
   allocations(): Allocation[] {
     const p = this.live();
@@ -428,29 +483,38 @@ export class Pool {
     const p = this.mutable();
     const key = encodeLabel(checkLabel(name, 'name', MAX_NAME_BYTES));
     if (key.length === 0) throw new PoolError('BAD_ARGUMENT', 'a sub-pool needs a name');
-    const found = this.withLock(() => {
+    const made: { child: Pool | null } = { child: null };
+    // Find or create under one hold of the lock: two programs asking for the same sub-pool get the same one.
+    const run = this.withLock(() => {
       const slot = this.findSlot(p, key);
-      if (slot < 0) return undefined;
-      if ((p.directory.flags(slot) & RECORD_FLAG_SUBPOOL) === 0) {
-        throw new PoolError('NAME_TAKEN', `"${name}" is an allocation, not a sub-pool`);
+      if (slot >= 0) {
+        if ((p.directory.flags(slot) & RECORD_FLAG_SUBPOOL) === 0) {
+          throw new PoolError('NAME_TAKEN', `"${name}" is an allocation, not a sub-pool`);
+        }
+        return this.allocationAt(p, slot);
       }
-      return this.allocationAt(p, slot);
-    });
-    let run = found;
-    if (!run) {
       if (options.count === undefined) throw new PoolError('NOT_FOUND', `no sub-pool named "${name}" (give { count } to create it)`);
       checkCount(options.count, p.geometry.pageCount);
-      run = this.withLock(() => this.allocLocked(p, options.count!, 1, key, encodeLabel('pmpool:subpool'), RECORD_FLAG_SUBPOOL));
-    }
-    const slice = new SubRegion(this.region, run.pfn * this.pageSize, run.count * this.pageSize);
-    let child: Pool;
-    try {
-      child = Pool.attach(slice, true, {});
-    } catch (e) {
-      // Created but never formatted (a crash between the two), or just created: format it now.
-      if (!(e instanceof PoolError) || e.code !== 'NOT_A_POOL') throw e;
-      const g = computeGeometry({ size: slice.size, pageSize: this.pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
-      child = Pool.format(slice, g, true, { size: slice.size }, true, SB_FLAG_SUBPOOL);
+      const pages = unitsOf(p.geometry, options.count) * 2 ** p.geometry.orderPerBit;
+      // Validated before anything is written: a sub-pool too small for its own metadata is refused here.
+      const g = computeGeometry({ size: pages * this.pageSize, pageSize: this.pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
+      // The sub-pool is formatted before its record commits, so a committed sub-pool record always
+      // holds a pool — never nothing, never the stale superblock of a sub-pool released from those pages.
+      return this.allocLocked(p, options.count, 1, key, encodeLabel(SUBPOOL_OWNER), RECORD_FLAG_SUBPOOL, (pfn, pageCount) => {
+        made.child = Pool.format(new SubRegion(this.region, pfn * this.pageSize, pageCount * this.pageSize), g, true, this.lockOptions, true, SB_FLAG_SUBPOOL);
+      });
+    });
+    let child = made.child;
+    if (child === null) {
+      const slice = new SubRegion(this.region, run.pfn * this.pageSize, run.count * this.pageSize);
+      try {
+        child = Pool.attach(slice, true, this.lockOptions);
+      } catch (e) {
+        if (e instanceof PoolError && e.code === 'NOT_A_POOL') {
+          throw new PoolError('CORRUPT', `sub-pool "${name}" at pfn ${run.pfn} holds no pool: ${e.message}`, { cause: e });
+        }
+        throw e;
+      }
     }
     this.children.add(child);
     child.parent = this;
@@ -507,8 +571,12 @@ export class Pool {
       () => {
         const before = [...this.superblockProblems(), ...checkParts(p)];
         if (!options.repair || before.length === 0) return { ok: before.length === 0, problems: before, repaired: [] };
+        // Under an intent, like any operation: rebuildDerived() first clears the bitmaps, and a
+        // crash before it re-marks every record must not leave owned pages free for the next locker.
+        p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
+        p.writer.barrier();
         const changes = rebuildDerived(p);
-        if (this.superblockProblems().length > 0) this.writeSuperblock(p);
+        this.reconcileSuperblocks(p);
         p.control.endIntent();
         p.writer.barrier();
         const after = [...this.superblockProblems(), ...checkParts(p)];
@@ -532,6 +600,35 @@ export class Pool {
     return problems;
   }
 
+  /**
+   * Makes the two superblock copies one again, after an interrupted write or
+   * damage: a valid copy is copied over an invalid one; when both are valid
+   * and differ, the backup wins — it is written first, so it is the newer.
+   * Returns a line describing the change, or null when they agreed.
+   */
+  private reconcileSuperblocks(p: PoolParts): string | null {
+    const bytes = this.metaWindow.bytes();
+    const primaryBytes = bytes.subarray(0, SUPERBLOCK_BYTES);
+    const backupBytes = bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES);
+    const primary = decodeSuperblock(primaryBytes, this.region.size);
+    const backup = decodeSuperblock(backupBytes, this.region.size);
+    if (!isSuperblockProblem(backup)) {
+      if (!isSuperblockProblem(primary) && sameBytes(primaryBytes, backupBytes)) return null;
+      this.sb = backup;
+      p.writer.storeBytes(0, backupBytes.slice());
+      p.writer.barrier();
+      return 'rewrote the primary superblock from the backup';
+    }
+    if (!isSuperblockProblem(primary)) {
+      this.sb = primary;
+      p.writer.storeBytes(SUPERBLOCK_BACKUP_OFFSET, primaryBytes.slice());
+      p.writer.barrier();
+      return 'rewrote the backup superblock from the primary';
+    }
+    this.writeSuperblock(p);
+    return 'rewrote both superblock copies from the one this open read';
+  }
+
   /** Writes both superblock copies from `this.sb` (backup first: one good copy exists at every instant). */
   private writeSuperblock(p: PoolParts): void {
     const encoded = new Uint8Array(SUPERBLOCK_BYTES);
@@ -548,8 +645,13 @@ export class Pool {
   setGeneration(generation: bigint): void {
     const p = this.live();
     this.withLock(() => {
+      // Under an intent: a crash between (or inside) the two copies' writes is finished by the next locker.
+      p.control.beginIntent(IntentOp.Superblock, 0, 0, 0);
+      p.writer.barrier();
       this.sb = { ...this.sb, generation };
       this.writeSuperblock(p);
+      p.control.endIntent();
+      p.writer.barrier();
     });
   }
 
@@ -641,10 +743,15 @@ export class Pool {
   private recover(p: PoolParts): void {
     const intent = p.control.intent()!;
     const changes = rebuildDerived(p);
+    if (intent.op === IntentOp.Superblock || intent.op === IntentOp.Repair) {
+      const change = this.reconcileSuperblocks(p);
+      if (change !== null) changes.push(change);
+    }
     p.writer.barrier();
     p.control.endIntent();
     p.writer.barrier();
-    this.recovered.push(`repaired an interrupted ${intent.op === IntentOp.Alloc ? 'alloc' : 'release'} of pfn ${intent.pfn} (${intent.pageCount} pages)`, ...changes);
+    const what = intent.op === IntentOp.Alloc || intent.op === IntentOp.Release ? ` of pfn ${intent.pfn} (${intent.pageCount} pages)` : '';
+    this.recovered.push(`repaired an interrupted ${intentName(intent.op)}${what}`, ...changes);
   }
 
   private probePfn = 0;
@@ -666,6 +773,24 @@ export class Pool {
 }
 
 /* ---------------- helpers ---------------- */
+
+/** True when the control area `g` describes records a superblock write (or a repair) under way or interrupted. */
+function superblockWriteUnderWay(region: Region, g: Geometry): boolean {
+  const area = g.areas.control;
+  if (area.offset + area.length > region.size) return false;
+  const w = region.map(area.offset, area.length);
+  try {
+    const op = peekIntentOp(w.bytes());
+    return op === IntentOp.Superblock || op === IntentOp.Repair;
+  } finally {
+    w.unmap();
+  }
+}
+
+/** The locking part of open options (what a sub-pool inherits from its parent). */
+function lockOptionsOf(o: PoolOpenOptions): PoolOpenOptions {
+  return { lockTimeoutMs: o.lockTimeoutMs, isAlive: o.isAlive, identityGraceMs: o.identityGraceMs, livenessPeriodMs: o.livenessPeriodMs };
+}
 
 function metadataWindowBytes(g: Geometry): number {
   return Math.ceil(g.metadataBytes / AREA_ALIGN) * AREA_ALIGN;

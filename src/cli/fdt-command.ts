@@ -1,0 +1,162 @@
+/**
+ * `pmpool fdt dump | check | pack` (DESIGN.md §6): a blob as DTS text, a
+ * blob judged as libfdt judges it, and a blob re-encoded as dtc encodes
+ * it. Exit 0 on success, 1 on a refused blob or file, 2 on bad usage.
+ *
+ * `out` and `err` take one line (or block of lines) per call, without the
+ * trailing newline, as console.log does.
+ */
+import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
+import type { FdtLintFinding } from '../fdt/index.js';
+
+const USAGE = [
+  'usage: pmpool fdt dump FILE.dtb',
+  '       pmpool fdt check FILE.dtb [--json] [--lint]',
+  '       pmpool fdt pack IN.dtb OUT.dtb [--free-space BYTES]',
+].join('\n');
+
+/** libfdt reads no blob larger than INT_MAX bytes, so no more is ever read. */
+const MAX_BLOB = 0x7fffffff;
+
+type Out = (s: string) => void;
+
+class UsageError extends Error {}
+
+export function fdtCommand(args: string[], out: Out, err: Out): number {
+  try {
+    const [sub, ...rest] = args;
+    switch (sub) {
+      case 'dump':
+        return dump(positional(rest, 1, []), out, err);
+      case 'check':
+        return check(positional(rest, 1, ['--json', '--lint']), flags(rest), out, err);
+      case 'pack':
+        return pack(rest, err);
+      default:
+        throw new UsageError(sub === undefined ? 'missing subcommand' : `unknown subcommand "${sub}"`);
+    }
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    err(`pmpool fdt: ${e.message}`);
+    err(USAGE);
+    return 2;
+  }
+}
+
+function dump([file]: string[], out: Out, err: Out): number {
+  const fdt = parseFile(file, 'dump', err);
+  if (fdt === undefined) return 1;
+  out(fdt.toDts().replace(/\n$/, ''));
+  return 0;
+}
+
+function check([file]: string[], opts: Set<string>, out: Out, err: Out): number {
+  const json = opts.has('--json');
+  const bytes = readBlob(file, 'check', err);
+  if (bytes === undefined) return 1;
+  let findings: FdtLintFinding[];
+  let summary: { version: number; totalSize: number; reservations: number; rw: string | null };
+  try {
+    const { header, reservations } = checkFdt(bytes);
+    findings = Fdt.parse(bytes).lint();
+    summary = { version: header.version, totalSize: header.totalSize, reservations: reservations.length, rw: fdtRwProbe(header) };
+  } catch (e) {
+    if (!(e instanceof FdtError)) throw e;
+    if (json) out(JSON.stringify({ ok: false, code: e.code, offset: e.offset, message: e.message }));
+    else out(`${file}: ${e.code}${e.offset === undefined ? '' : ` at offset ${e.offset}`}: ${e.message}`);
+    return 1;
+  }
+  const failed = opts.has('--lint') && findings.some((f) => f.severity === 'error');
+  if (json) {
+    out(JSON.stringify({ ok: !failed, ...summary, lint: findings }));
+    return failed ? 1 : 0;
+  }
+  out(`${file}: ok (version ${summary.version}, ${summary.totalSize} bytes, ${summary.reservations} reservations)`);
+  if (summary.rw !== null) out(`note: libfdt's read-write functions refuse it in place (${summary.rw}) until fdt_open_into repacks it`);
+  for (const f of findings) {
+    out(`${f.severity} (${f.check}): ${f.path}${f.property === undefined ? '' : `:${f.property}`}: ${f.message}`);
+  }
+  return failed ? 1 : 0;
+}
+
+function pack(rest: string[], err: Out): number {
+  const free = optionValue(rest, '--free-space');
+  const [input, output] = positional(rest, 2, ['--free-space']);
+  const fdt = parseFile(input, 'pack', err);
+  if (fdt === undefined) return 1;
+  try {
+    writeFileSync(output, fdt.toBytes(free === undefined ? {} : { freeSpace: free }));
+  } catch (e) {
+    if (e instanceof FdtError) {
+      err(`pmpool fdt pack: ${e.message}`);
+      return 1;
+    }
+    return ioFailure('pack', output, e, err);
+  }
+  return 0;
+}
+
+/** The operands, once the known flags (and a flag's value) are taken out. */
+function positional(rest: string[], count: number, known: string[]): string[] {
+  const operands: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i];
+    if (!a.startsWith('--')) operands.push(a);
+    else if (!known.includes(a)) throw new UsageError(`unknown option ${a}`);
+    else if (a === '--free-space') i++;
+  }
+  if (operands.length !== count) throw new UsageError(`expected ${count} file${count > 1 ? 's' : ''}, got ${operands.length}`);
+  return operands;
+}
+
+function flags(rest: string[]): Set<string> {
+  return new Set(rest.filter((a) => a.startsWith('--')));
+}
+
+function optionValue(rest: string[], name: string): number | undefined {
+  const i = rest.indexOf(name);
+  if (i < 0) return undefined;
+  const v = rest[i + 1];
+  if (v === undefined || !/^\d+$/.test(v)) throw new UsageError(`${name} needs a whole number of bytes`);
+  return Number(v);
+}
+
+function parseFile(file: string, sub: string, err: Out): Fdt | undefined {
+  const bytes = readBlob(file, sub, err);
+  if (bytes === undefined) return undefined;
+  try {
+    return Fdt.parse(bytes);
+  } catch (e) {
+    if (!(e instanceof FdtError)) throw e;
+    err(`pmpool fdt ${sub}: ${file}: ${e.code}${e.offset === undefined ? '' : ` at offset ${e.offset}`}: ${e.message}`);
+    return undefined;
+  }
+}
+
+/** The file's bytes, at most MAX_BLOB of them (enough for any blob libfdt reads). */
+function readBlob(file: string, sub: string, err: Out): Uint8Array | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const size = Math.min(fstatSync(fd).size, MAX_BLOB);
+    const bytes = new Uint8Array(size);
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, bytes, got, size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return bytes.subarray(0, got);
+  } catch (e) {
+    ioFailure(sub, file, e, err);
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function ioFailure(sub: string, file: string, e: unknown, err: Out): number {
+  err(`pmpool fdt ${sub}: ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  return 1;
+}

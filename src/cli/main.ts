@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+/**
+ * The `pmpool` command (DESIGN.md §6). Exit 0 on success, 1 on a finding or
+ * a refused operation, 2 on bad usage.
+ */
+import { fdtCommand } from './fdt-command.js';
+import {
+  allocCommand,
+  checkCommand,
+  createCommand,
+  describeError,
+  infoCommand,
+  mapCommand,
+  POOL_USAGE,
+  releaseCommand,
+  UsageError,
+  type Out,
+} from './pool-commands.js';
+import { runCommand } from './run-command.js';
+
+const USAGE = `pmpool — a persistent memory pool for Node.js
+
+${POOL_USAGE}
+       pmpool fdt dump FILE.dtb | fdt check FILE.dtb [--json] | fdt pack IN.dtb OUT.dtb
+       pmpool log dump PATH NAME [--json]
+       pmpool run [--pool PATH:SIZE] -- CMD ARGS...
+       pmpool demo [--keep] [--entries N]
+
+SIZE takes K, M, G, T suffixes (powers of 1024).`;
+
+type Command = (args: string[], out: Out, err: Out) => number | Promise<number>;
+
+async function lazy(module: string, name: string): Promise<Command> {
+  const m = (await import(module)) as Record<string, Command>;
+  return m[name]!;
+}
+
+const commands: Record<string, () => Command | Promise<Command>> = {
+  create: () => createCommand,
+  info: () => infoCommand,
+  map: () => mapCommand,
+  check: () => checkCommand,
+  alloc: () => allocCommand,
+  release: () => releaseCommand,
+  fdt: () => fdtCommand,
+  run: () => runCommand,
+  log: () => lazy('./log-command.js', 'logCommand'),
+  demo: () => lazy('./demo.js', 'demoCommand'),
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const out: Out = (s) => process.stdout.write(s + '\n');
+  const err: Out = (s) => process.stderr.write(s + '\n');
+  const [name, ...args] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    (name === undefined ? err : out)(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  const factory = commands[name];
+  if (!factory) {
+    err(`pmpool: unknown command "${name}"\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await (await factory())(args, out, err);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`pmpool ${name}: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    const known = describeError(e);
+    if (known !== null) {
+      err(`pmpool ${name}: ${known}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`pmpool: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exitCode = 70;
+  },
+);

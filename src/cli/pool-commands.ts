@@ -1,0 +1,206 @@
+/**
+ * `pmpool create | info | map | check | alloc | release` (DESIGN.md §6).
+ * Exit 0 on success, 1 on a finding or a refused operation, 2 on bad usage.
+ * Everything here goes through the public API.
+ */
+import { parseArgs } from 'node:util';
+import { ABI_MAJOR, ABI_MINOR, Pool, PmpoolError, parseSize, type PoolStats } from '../index.js';
+
+export type Out = (s: string) => void;
+
+export class UsageError extends Error {}
+
+export const POOL_USAGE = [
+  'usage: pmpool create PATH --size SIZE [--page-size 4K|2M] [--order-per-bit N] [--max-allocations N]',
+  '       pmpool info PATH [--json]',
+  '       pmpool map PATH [--width N]',
+  '       pmpool check PATH [--repair] [--json]',
+  '       pmpool alloc PATH COUNT [--align N] [--name NAME] [--owner OWNER] [--json]',
+  '       pmpool release PATH PFN COUNT [--owner OWNER]',
+].join('\n');
+
+function parse(args: string[], options: NonNullable<Parameters<typeof parseArgs>[0]>['options'], positionals: number) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (parsed.positionals.length !== positionals) {
+    throw new UsageError(`expected ${positionals} argument${positionals === 1 ? '' : 's'}, got ${parsed.positionals.length}`);
+  }
+  return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
+}
+
+function integer(text: string | boolean | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (typeof text !== 'string' || !/^\d+$/.test(text)) throw new UsageError(`${what} must be a whole number, got "${String(text)}"`);
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${what} is too large`);
+  return n;
+}
+
+function sizeOption(text: string | boolean | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (typeof text !== 'string') throw new UsageError(`${what} needs a value`);
+  try {
+    return parseSize(text);
+  } catch (e) {
+    throw new UsageError(`${what}: ${(e as Error).message}`);
+  }
+}
+
+function json(value: unknown): string {
+  return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
+}
+
+function withPool<T>(path: string, fn: (pool: Pool) => T, options: { allowDamagedSuperblock?: boolean } = {}): T {
+  const pool = Pool.open(path, options);
+  try {
+    return fn(pool);
+  } finally {
+    pool.close();
+  }
+}
+
+function human(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  let v = bytes;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+export function createCommand(args: string[], out: Out): number {
+  const { values, positionals } = parse(
+    args,
+    { size: { type: 'string' }, 'page-size': { type: 'string' }, 'order-per-bit': { type: 'string' }, 'max-allocations': { type: 'string' }, json: { type: 'boolean' } },
+    1,
+  );
+  const size = sizeOption(values.size, '--size');
+  if (size === undefined) throw new UsageError('create needs --size SIZE (e.g. --size 1G)');
+  const pool = Pool.create(positionals[0]!, {
+    size,
+    pageSize: sizeOption(values['page-size'], '--page-size'),
+    orderPerBit: integer(values['order-per-bit'], '--order-per-bit'),
+    maxAllocations: integer(values['max-allocations'], '--max-allocations'),
+  });
+  try {
+    const s = pool.stats();
+    if (values.json) out(json({ path: pool.path, uuid: pool.uuid, ...s }));
+    else out(`created ${pool.path}: ${human(s.pages * s.pageSize)} in ${s.pages} pages of ${human(s.pageSize)}, ${s.free} free (uuid ${pool.uuid})`);
+  } finally {
+    pool.close();
+  }
+  return 0;
+}
+
+export function infoCommand(args: string[], out: Out): number {
+  const { values, positionals } = parse(args, { json: { type: 'boolean' } }, 1);
+  return withPool(positionals[0]!, (pool) => {
+    const s = pool.stats();
+    const g = pool.geometry;
+    if (values.json) {
+      out(json({ path: pool.path, uuid: pool.uuid, kind: pool.region.kind, abi: `${ABI_MAJOR}.${ABI_MINOR}`, metadataBytes: g.metadataBytes, ...s }));
+      return 0;
+    }
+    const lines = [
+      `pool        ${pool.path} (${pool.region.kind})`,
+      `uuid        ${pool.uuid}`,
+      `abi         ${ABI_MAJOR}.${ABI_MINOR}, generation ${s.generation}`,
+      `geometry    ${s.pages} pages of ${human(s.pageSize)} = ${human(s.pages * s.pageSize)}, order-per-bit ${s.orderPerBit}`,
+      `metadata    ${s.metadata} pages${s.tail ? `, tail ${s.tail} pages unusable` : ''}`,
+      `free        ${s.free} pages (${human(s.free * s.pageSize)}), largest run ${s.largestFree} pages, fragmentation ${(s.fragmentation * 100).toFixed(1)}%`,
+      `used        ${s.used} pages in ${s.allocations} allocations (directory holds ${s.maxAllocations})`,
+      `lock        ${s.lockBreaks} dead holder(s) recovered from`,
+    ];
+    for (const [owner, o] of Object.entries(s.byOwner)) lines.push(`  owner ${owner || '(none)'}: ${o.allocations} allocations, ${o.pages} pages`);
+    out(lines.join('\n'));
+    return 0;
+  });
+}
+
+/** One character per cell of pages: '.' free, '#' used, 'M' metadata, '+' partly used. */
+export function mapCommand(args: string[], out: Out): number {
+  const { values, positionals } = parse(args, { width: { type: 'string' }, rows: { type: 'string' } }, 1);
+  const width = integer(values.width, '--width') ?? 64;
+  const rows = integer(values.rows, '--rows') ?? 16;
+  if (width < 8 || width > 512 || rows < 1 || rows > 256) throw new UsageError('--width must be 8..512 and --rows 1..256');
+  return withPool(positionals[0]!, (pool) => {
+    const s: PoolStats = pool.stats();
+    const cells = width * rows;
+    const perCell = Math.max(1, Math.ceil(s.pages / cells));
+    const used = new Float64Array(Math.ceil(s.pages / perCell));
+    const mark = (from: number, count: number) => {
+      for (let p = from; p < from + count; ) {
+        const cell = Math.floor(p / perCell);
+        const end = Math.min(from + count, (cell + 1) * perCell);
+        used[cell]! += end - p;
+        p = end;
+      }
+    };
+    mark(0, s.metadata);
+    for (const a of pool.allocations()) mark(a.pfn, a.count);
+    let picture = '';
+    for (let c = 0; c < used.length; c++) {
+      const share = used[c]! / Math.min(perCell, s.pages - c * perCell);
+      picture += (c + 1) * perCell <= s.metadata ? 'M' : share === 0 ? '.' : share >= 1 ? '#' : '+';
+      if ((c + 1) % width === 0) picture += '\n';
+    }
+    out(`${pool.path}: ${s.pages} pages, ${perCell} page${perCell === 1 ? '' : 's'} per cell; M metadata, # used, + partly used, . free`);
+    out(picture.trimEnd());
+    out(`free ${s.free} pages, largest run ${s.largestFree}, fragmentation ${(s.fragmentation * 100).toFixed(1)}%`);
+    return 0;
+  });
+}
+
+export function checkCommand(args: string[], out: Out): number {
+  const { values, positionals } = parse(args, { repair: { type: 'boolean' }, json: { type: 'boolean' } }, 1);
+  return withPool(
+    positionals[0]!,
+    (pool) => {
+      const report = pool.check({ repair: values.repair === true });
+      if (values.json) out(json(report));
+      else {
+        for (const line of report.repaired) out(`repaired: ${line}`);
+        for (const line of report.problems) out(`problem: ${line}`);
+        out(report.ok ? `${pool.path}: clean` : `${pool.path}: ${report.problems.length} problem(s)${values.repair ? '' : '; pmpool check --repair rebuilds what is derived'}`);
+      }
+      return report.ok ? 0 : 1;
+    },
+    { allowDamagedSuperblock: true },
+  );
+}
+
+export function allocCommand(args: string[], out: Out): number {
+  const { values, positionals } = parse(args, { align: { type: 'string' }, name: { type: 'string' }, owner: { type: 'string' }, json: { type: 'boolean' } }, 2);
+  const count = integer(positionals[1], 'COUNT')!;
+  return withPool(positionals[0]!, (pool) => {
+    const a = pool.alloc(count, {
+      align: integer(values.align, '--align'),
+      name: values.name as string | undefined,
+      owner: values.owner as string | undefined,
+    });
+    out(values.json ? json(a.toJSON()) : String(a.pfn));
+    return 0;
+  });
+}
+
+export function releaseCommand(args: string[], out: Out): number {
+  const { values, positionals } = parse(args, { owner: { type: 'string' } }, 3);
+  const pfn = integer(positionals[1], 'PFN')!;
+  const count = integer(positionals[2], 'COUNT')!;
+  return withPool(positionals[0]!, (pool) => {
+    pool.release(pfn, count, { owner: values.owner as string | undefined });
+    out(`released ${count} pages at pfn ${pfn}`);
+    return 0;
+  });
+}
+
+export function describeError(e: unknown): string | null {
+  if (e instanceof PmpoolError) return `${e.code}: ${e.message}`;
+  return null;
+}

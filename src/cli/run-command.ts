@@ -1,0 +1,89 @@
+/**
+ * `pmpool run [--pool PATH:SIZE] -- CMD ARGS...`: a supervisor for a program
+ * that keeps its state in a pool.
+ *
+ *  - the program gets `--pmpool=PATH,SIZE` (the pool is created on first run);
+ *  - SIGHUP is a live upgrade: it is forwarded, and the program (with
+ *    kexec.upgradeOnSignal) hands over and execs its new version in place —
+ *    same PID, so the supervisor keeps watching the same process;
+ *  - a crash (a signal, or a non-zero exit) restarts the program after a
+ *    short back-off: the next Pool.open repairs whatever it was doing;
+ *  - SIGINT/SIGTERM are forwarded, and the supervisor exits with the program.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { Pool, parseSize } from '../index.js';
+import { UsageError, type Out } from './pool-commands.js';
+
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 60_000;
+
+export function parseRunArgs(args: string[]): { pool?: { path: string; size: number }; command: string[] } {
+  const dashdash = args.indexOf('--');
+  if (dashdash < 0 || dashdash === args.length - 1) throw new UsageError('usage: pmpool run [--pool PATH:SIZE] -- CMD ARGS...');
+  const own = args.slice(0, dashdash);
+  const command = args.slice(dashdash + 1);
+  let pool: { path: string; size: number } | undefined;
+  for (let i = 0; i < own.length; i++) {
+    const a = own[i]!;
+    const value = a === '--pool' ? own[++i] : a.startsWith('--pool=') ? a.slice(7) : undefined;
+    if (value === undefined) throw new UsageError(`pmpool run: unknown option ${a}`);
+    const colon = value.lastIndexOf(':');
+    if (colon <= 0) throw new UsageError(`--pool needs PATH:SIZE, got "${value}"`);
+    try {
+      pool = { path: value.slice(0, colon), size: parseSize(value.slice(colon + 1)) };
+    } catch (e) {
+      throw new UsageError(`--pool: ${(e as Error).message}`);
+    }
+  }
+  return { pool, command };
+}
+
+export function runCommand(args: string[], out: Out, err: Out): Promise<number> {
+  const { pool, command } = parseRunArgs(args);
+  if (pool && !existsSync(pool.path)) Pool.create(pool.path, { size: pool.size }).close();
+  const argv = pool ? [...command.slice(1), `--pmpool=${pool.path},${pool.size}`] : command.slice(1);
+  const restarts: number[] = [];
+
+  return new Promise((resolve) => {
+    let stopping = false;
+    let child = start();
+    function start() {
+      const c = spawn(command[0]!, argv, { stdio: 'inherit' });
+      out(`pmpool run: started ${command[0]} as pid ${c.pid}`);
+      c.on('error', (e) => {
+        err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
+        cleanup();
+        resolve(1);
+      });
+      c.on('exit', (code, signal) => {
+        if (stopping || code === 0) {
+          cleanup();
+          resolve(code ?? 1);
+          return;
+        }
+        const now = Date.now();
+        restarts.push(now);
+        while (restarts.length && now - restarts[0]! > RESTART_WINDOW_MS) restarts.shift();
+        if (restarts.length > MAX_RESTARTS) {
+          err(`pmpool run: ${command[0]} failed ${restarts.length} times in a minute; giving up`);
+          cleanup();
+          resolve(1);
+          return;
+        }
+        err(`pmpool run: pid ${c.pid} ended (${signal ?? `exit ${code}`}); restarting — the pool recovers on open`);
+        setTimeout(() => (child = start()), 100 * restarts.length);
+      });
+      return c;
+    }
+    const forward = (signal: NodeJS.Signals) => () => {
+      if (signal !== 'SIGHUP') stopping = true;
+      child.kill(signal);
+    };
+    const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGHUP', 'SIGINT', 'SIGTERM'] as const).map((s) => [s, forward(s)]);
+    for (const [s, h] of handlers) process.on(s, h);
+    function cleanup() {
+      for (const [s, h] of handlers) process.off(s, h);
+    }
+  });
+}

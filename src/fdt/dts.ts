@@ -1,0 +1,124 @@
+/**
+ * Device tree source text for a tree, in the layout of dtc's treesource.c:
+ * `/dts-v1/;`, the /memreserve/ lines, then the nodes with tab indents.
+ * `dtc -I dts -O dtb` of this text gives back the same tree.
+ *
+ * A value's form is guessed as dtc guesses it (guess_value_type): a
+ * string list if it is printable text ending in NUL with no more NULs
+ * than other bytes, else cells if its length is a multiple of 4, else
+ * bytes. Unlike dtc we print a string list as "a", "b" rather than "a\0b";
+ * both compile to the same bytes.
+ *
+ * What DTS cannot say: boot_cpuid_phys (dtc takes it from the first cpu's
+ * `reg`, or `-b`; we leave a comment when that guess would be wrong), and
+ * names outside dtc's lexer alphabet [a-zA-Z0-9,._+*#?@-], which we print
+ * as they are (lint() reports them; dtc cannot read them back).
+ */
+import { readBe32 } from './bytes.js';
+import type { MemReservation } from './check.js';
+import { findExactChildIndex, findProp, walkTree, type FdtNode } from './tree.js';
+
+export interface DtsSource {
+  readonly root: FdtNode;
+  readonly reservations: readonly MemReservation[];
+  readonly bootCpuidPhys: number;
+}
+
+export function formatDts(tree: DtsSource): string {
+  const lines: string[] = ['/dts-v1/;'];
+  const guessed = guessBootCpuid(tree.root);
+  if (tree.bootCpuidPhys !== guessed) {
+    lines.push(`// boot_cpuid_phys is 0x${tree.bootCpuidPhys.toString(16)}; DTS cannot carry it: compile with dtc -b ${tree.bootCpuidPhys}`);
+  }
+  lines.push('');
+  for (const r of tree.reservations) {
+    lines.push(`/memreserve/\t0x${r.address.toString(16).padStart(16, '0')} 0x${r.size.toString(16).padStart(16, '0')};`);
+  }
+  walkTree(tree.root, {
+    enter(node, depth) {
+      if (depth > 0) lines.push('');
+      const indent = '\t'.repeat(depth);
+      lines.push(`${indent}${depth === 0 ? '/' : node.name} {`);
+      for (const p of node.props) lines.push(`${indent}\t${p.name}${formatValue(p.value)};`);
+    },
+    leave(_node, depth) {
+      lines.push(`${'\t'.repeat(depth)}};`);
+    },
+  });
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * livetree.c guess_boot_cpuid: what `dtc -I dts` puts in boot_cpuid_phys
+ * when not told: the one-cell `reg` of the first child of /cpus, else 0.
+ */
+export function guessBootCpuid(root: FdtNode): number {
+  const cpus = findExactChildIndex(root, 'cpus');
+  if (cpus < 0) return 0;
+  const first = root.children[cpus].children[0];
+  if (first === undefined) return 0;
+  const reg = findProp(first, 'reg');
+  return reg !== undefined && reg.value.length === 4 ? readBe32(reg.value, 0) : 0;
+}
+
+/** " = <value>" or "" for an empty (boolean) property. */
+export function formatValue(v: Uint8Array): string {
+  if (v.length === 0) return '';
+  if (looksLikeStrings(v)) return ' = ' + formatStrings(v);
+  if (v.length % 4 === 0) return ' = ' + formatCells(v);
+  return ' = ' + formatBytes(v);
+}
+
+/** treesource.c isstring: printable ASCII, NUL, or a C escape character. */
+function isStringByte(b: number): boolean {
+  return (b >= 0x20 && b < 0x7f) || b === 0 || (b >= 0x07 && b <= 0x0d);
+}
+
+function looksLikeStrings(v: Uint8Array): boolean {
+  if (v[v.length - 1] !== 0) return false;
+  let nuls = 0;
+  for (let i = 0; i < v.length; i++) {
+    if (!isStringByte(v[i])) return false;
+    if (v[i] === 0) nuls++;
+  }
+  return nuls <= v.length - nuls;
+}
+
+const ESCAPES: Record<number, string> = {
+  0x07: '\\a',
+  0x08: '\\b',
+  0x09: '\\t',
+  0x0a: '\\n',
+  0x0b: '\\v',
+  0x0c: '\\f',
+  0x0d: '\\r',
+  0x22: '\\"',
+  0x5c: '\\\\',
+};
+
+function formatStrings(v: Uint8Array): string {
+  const parts: string[] = [];
+  let s = '';
+  for (let i = 0; i < v.length; i++) {
+    const b = v[i];
+    if (b === 0) {
+      parts.push(`"${s}"`);
+      s = '';
+    } else {
+      s += ESCAPES[b] ?? String.fromCharCode(b);
+    }
+  }
+  return parts.join(', ');
+}
+
+function formatCells(v: Uint8Array): string {
+  const cells: string[] = [];
+  for (let i = 0; i < v.length; i += 4) cells.push('0x' + readBe32(v, i).toString(16).padStart(2, '0'));
+  return `<${cells.join(' ')}>`;
+}
+
+function formatBytes(v: Uint8Array): string {
+  const bytes: string[] = [];
+  for (let i = 0; i < v.length; i++) bytes.push(v[i].toString(16).padStart(2, '0'));
+  return `[${bytes.join(' ')}]`;
+}

@@ -1,0 +1,156 @@
+/**
+ * Replacing the program. exec(): in place, same PID, through the addon's
+ * execve (process.execve does not exist before Node 22.15). spawn(): a new
+ * process receives the handover; this one stays in charge until the new one
+ * reports ready, and takes everything back if it does not.
+ */
+import { spawn as spawnChild, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { closeSync, writeSync } from 'node:fs';
+import { native } from '../sys/native.js';
+import { writeBlob, removeBlob } from './blob.js';
+import { HandoverError } from './errors.js';
+import { FDT_ENV, type HandoverRegistry, type PreparedHandover } from './handover.js';
+
+export const READY_FD_ENV = 'PMPOOL_READY_FD';
+
+export interface ReplaceOptions {
+  /** Environment of the next program (default: this one's). PMPOOL_FDT is added. */
+  env?: NodeJS.ProcessEnv;
+  /** Where the blob is written. Default /dev/shm. */
+  blobDir?: string;
+  /** Recorded as /pmpool,from. */
+  from?: string;
+  /** Append --pmpool-fdt=PATH to the arguments (default true; PMPOOL_FDT is always set). */
+  passFlag?: boolean;
+}
+
+export interface SpawnOptions extends ReplaceOptions {
+  /** How long the new program has to call kexec.ready(). Default 10 s. */
+  readyTimeoutMs?: number;
+  /** stdio of the new program (fd 3 is taken by the ready pipe). Default inherit. */
+  stdio?: 'inherit' | 'ignore' | 'pipe';
+}
+
+/** Resolves once everything written to stdout and stderr so far has reached the kernel. */
+async function flushStdio(): Promise<void> {
+  const drain = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+  await Promise.all([drain(process.stdout), drain(process.stderr)]);
+}
+
+function envStrings(env: NodeJS.ProcessEnv): string[] {
+  return Object.entries(env)
+    .filter((e): e is [string, string] => typeof e[1] === 'string')
+    .map(([k, v]) => `${k}=${v}`);
+}
+
+function handoverArgs(file: string, args: readonly string[], blob: string, options: ReplaceOptions) {
+  return {
+    args: options.passFlag === false ? [...args] : [...args, `--pmpool-fdt=${blob}`],
+    env: { ...(options.env ?? process.env), [FDT_ENV]: blob },
+    file,
+  };
+}
+
+function checkArgs(file: unknown, args: unknown): asserts args is string[] {
+  if (typeof file !== 'string' || file.length === 0) throw new HandoverError('BAD_ARGUMENT', 'the next program must be a path');
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw new HandoverError('BAD_ARGUMENT', 'arguments must be an array of strings');
+}
+
+/** Hands over and replaces this process image with `file` (same PID). Returns only by throwing. */
+export async function execInPlace(registry: HandoverRegistry, file: string, args: string[] = [], options: ReplaceOptions = {}): Promise<never> {
+  checkArgs(file, args);
+  const prepared = registry.prepare({ from: options.from });
+  let blob: string | undefined;
+  try {
+    blob = writeBlob(prepared.bytes, options.blobDir);
+    const next = handoverArgs(file, args, blob, options);
+    await flushStdio();
+    // Pools need no closing: their mappings vanish with the image, their fds
+    // are O_CLOEXEC, and a quiesced pool holds no lock.
+    native.execve(file, [file, ...next.args], envStrings(next.env));
+  } catch (e) {
+    if (blob) removeBlob(blob);
+    const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `exec of ${file} failed: ${(e as Error).message}; this program keeps running`, { cause: e });
+    prepared.abort(error);
+    throw error;
+  }
+  throw new HandoverError('EXEC_FAILED', 'execve returned');
+}
+
+export interface SpawnResult {
+  child: ChildProcess;
+  generation: bigint;
+}
+
+/**
+ * Hands over to a new process. Resolves once it has called kexec.ready():
+ * this program's registered pools are closed then, and the caller should
+ * exit. If the new program exits or stays silent past the timeout, it is
+ * killed, the handover is rolled back, and NOT_READY is thrown: this
+ * program is still in charge, its pools usable.
+ */
+export async function spawnNext(registry: HandoverRegistry, file: string, args: string[] = [], options: SpawnOptions = {}): Promise<SpawnResult> {
+  checkArgs(file, args);
+  const prepared = registry.prepare({ from: options.from });
+  let blob: string | undefined;
+  let child: ChildProcess | undefined;
+  try {
+    blob = writeBlob(prepared.bytes, options.blobDir);
+    const next = handoverArgs(file, args, blob, options);
+    const io = options.stdio ?? 'inherit';
+    const stdio: StdioOptions = [io, io, io, 'pipe'];
+    child = spawnChild(file, next.args, { env: { ...next.env, [READY_FD_ENV]: '3' }, stdio });
+    await waitReady(child, options.readyTimeoutMs ?? 10_000);
+  } catch (e) {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (blob) removeBlob(blob);
+    const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `spawn of ${file} failed: ${(e as Error).message}`, { cause: e });
+    rollbackAfterSpawn(prepared, error);
+    throw error;
+  }
+  for (const pool of registry.registeredPools().values()) pool.close();
+  return { child, generation: prepared.generation };
+}
+
+function rollbackAfterSpawn(prepared: PreparedHandover, error: Error): void {
+  prepared.abort(error);
+}
+
+function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const pipe = child.stdio[3] as NodeJS.ReadableStream | null;
+    let text = '';
+    const timer = setTimeout(() => finish(new HandoverError('NOT_READY', `the new program did not report ready within ${timeoutMs} ms; rolled back`)), timeoutMs);
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      finish(new HandoverError('NOT_READY', `the new program exited (${signal ?? `code ${code}`}) before reporting ready; rolled back`));
+    const onError = (e: Error) => finish(new HandoverError('EXEC_FAILED', `could not start the new program: ${e.message}`, { cause: e }));
+    function finish(error?: Error): void {
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      child.off('error', onError);
+      pipe?.removeAllListeners('data');
+      if (error) reject(error);
+      else resolve();
+    }
+    child.on('exit', onExit);
+    child.on('error', onError);
+    pipe?.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (text.includes('READY\n')) finish();
+    });
+  });
+}
+
+/** Called by the new program once it has restored its state: tells a spawn()ing predecessor to step down. */
+export function reportReady(): boolean {
+  const fd = Number(process.env[READY_FD_ENV]);
+  if (!Number.isInteger(fd) || fd < 3) return false;
+  delete process.env[READY_FD_ENV];
+  try {
+    writeSync(fd, 'READY\n');
+    closeSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Re-attaching what was handed over. Pool.restore checks the pool at the
+ * node's path against everything the node says — uuid, geometry,
+ * generation, superblock checksum — and refuses, leaving the pool untouched
+ * (still openable by Pool.open's crash-recovery path), on any difference.
+ */
+import { Fdt } from '../fdt/index.js';
+import { Pool, PoolError, setRestoreHook } from '../pool/index.js';
+import { parseSize, RegionError } from '../region/index.js';
+import { DEFAULT_POOL_NAME, readPoolNode, poolNames } from './binding.js';
+import { HandoverError } from './errors.js';
+import type { Handover, HandoverRegistry } from './handover.js';
+
+function asHandover(value: unknown): Handover {
+  const h = value as Partial<Handover> | null;
+  if (!h || !(h.fdt instanceof Fdt) || typeof h.generation !== 'bigint') {
+    throw new HandoverError('BAD_ARGUMENT', 'Pool.restore needs the handover from kexec.incoming()');
+  }
+  return h as Handover;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export function restorePool(registry: HandoverRegistry, handover: unknown, name = DEFAULT_POOL_NAME): Pool {
+  const h = asHandover(handover);
+  const node = readPoolNode(h.fdt, name);
+  if (node.generation !== h.generation) {
+    throw new HandoverError('STALE', `pool node ${name} is at generation ${node.generation}, the handover at ${h.generation}`);
+  }
+  let pool: Pool;
+  try {
+    pool = Pool.open(node.path);
+  } catch (e) {
+    if (e instanceof RegionError || e instanceof PoolError) {
+      throw new HandoverError('MISMATCH', `pool node ${name} names ${node.path}, which cannot be opened as that pool: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+  const mismatch = (what: string, mine: unknown, theirs: unknown) =>
+    new HandoverError('MISMATCH', `pool ${node.path} has ${what} ${String(mine)} but the handover says ${String(theirs)}; refused, the pool is untouched`);
+  try {
+    if (!sameBytes(pool.uuidBytes, node.uuid)) throw mismatch('uuid', pool.uuid, Buffer.from(node.uuid).toString('hex'));
+    if (pool.pageSize !== node.pageSize) throw mismatch('page size', pool.pageSize, node.pageSize);
+    if (pool.pageCount !== node.pageCount) throw mismatch('page count', pool.pageCount, node.pageCount);
+    if (pool.orderPerBit !== node.orderPerBit) throw mismatch('order-per-bit', pool.orderPerBit, node.orderPerBit);
+    if (pool.generation !== node.generation) {
+      throw new HandoverError(
+        'STALE',
+        `pool ${node.path} is at generation ${pool.generation} but the handover is for generation ${node.generation}: a replayed or out-of-order blob; refused`,
+      );
+    }
+    if (pool.superblockCrc !== node.superblockCrc) throw mismatch('superblock checksum', pool.superblockCrc, node.superblockCrc);
+    registry.addPool(pool, name);
+  } catch (e) {
+    pool.close();
+    throw e;
+  }
+  return pool;
+}
+
+/** Every pool node of a handover, restored. */
+export function restoreAll(registry: HandoverRegistry, handover: Handover): Map<string, Pool> {
+  const out = new Map<string, Pool>();
+  try {
+    for (const name of poolNames(handover.fdt)) out.set(name, restorePool(registry, handover, name));
+  } catch (e) {
+    for (const pool of out.values()) pool.close();
+    throw e;
+  }
+  return out;
+}
+
+export interface PoolFlag {
+  path: string;
+  size: number;
+}
+
+/** Parses `--pmpool=PATH,SIZE` (the kernel's `pmpool=<base>,<size>`), or undefined when absent. */
+export function parsePoolFlag(argv: readonly string[] = process.argv): PoolFlag | undefined {
+  const flag = argv.find((a) => a.startsWith('--pmpool='));
+  if (!flag) return undefined;
+  const value = flag.slice('--pmpool='.length);
+  const comma = value.lastIndexOf(',');
+  if (comma <= 0) throw new HandoverError('BAD_ARGUMENT', `--pmpool=${value}: expected --pmpool=PATH,SIZE (e.g. --pmpool=/dev/shm/pmpool-app,1G)`);
+  const path = value.slice(0, comma);
+  if (!path.startsWith('/')) throw new HandoverError('BAD_ARGUMENT', `--pmpool path must be absolute, got "${path}"`);
+  try {
+    return { path, size: parseSize(value.slice(comma + 1)) };
+  } catch (e) {
+    throw new HandoverError('BAD_ARGUMENT', `--pmpool=${value}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * The pool named on the command line: restored from the handover when the
+ * previous program passed it on, else opened (recovering from a crash), else
+ * created. Registered for the next handover under `name`.
+ */
+export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly string[] = process.argv, name = DEFAULT_POOL_NAME): Pool | undefined {
+  const flag = parsePoolFlag(argv);
+  if (!flag) return undefined;
+  const incoming = registry.incoming(argv);
+  if (incoming && poolNames(incoming.fdt).includes(name) && readPoolNode(incoming.fdt, name).path === flag.path) {
+    return restorePool(registry, incoming, name);
+  }
+  let pool: Pool;
+  try {
+    pool = Pool.open(flag.path);
+  } catch (e) {
+    if (!(e instanceof RegionError) || e.code !== 'NOT_FOUND') throw e;
+    pool = Pool.create(flag.path, { size: flag.size });
+  }
+  if (pool.pageCount * pool.pageSize !== flag.size) {
+    const actual = pool.pageCount * pool.pageSize;
+    pool.close();
+    throw new HandoverError('BAD_ARGUMENT', `--pmpool=${flag.path},${flag.size}: the pool there is ${actual} bytes`);
+  }
+  registry.addPool(pool, name);
+  return pool;
+}
+
+export function installRestoreHook(registry: HandoverRegistry): void {
+  setRestoreHook((handover, name) => restorePool(registry, handover, name));
+}

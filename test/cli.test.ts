@@ -1,0 +1,86 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { Pool } from '../src/index.js';
+import { CLI_PATH, shmPath } from './support/child.js';
+
+function pmpool(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI_PATH, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('pmpool CLI', () => {
+  test('create, alloc (prints the pfn), info, map, check, release; --json', () => {
+    const { path, cleanup } = shmPath('cli');
+    try {
+      let r = pmpool('create', path, '--size', '16M', '--order-per-bit', '1');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /created .*16 MiB in 4096 pages/);
+      r = pmpool('alloc', path, '10', '--name', 'cfg', '--align', '8');
+      assert.equal(r.code, 0, r.stderr);
+      const pfn = Number(r.stdout.trim());
+      assert.ok(Number.isInteger(pfn) && pfn % 8 === 0);
+      r = pmpool('alloc', path, '3', '--json');
+      const second = JSON.parse(r.stdout) as { pfn: number; count: number };
+      assert.equal(second.count, 4, 'rounded up to 2-page units');
+      r = pmpool('info', path, '--json');
+      assert.equal(r.code, 0, r.stderr);
+      const info = JSON.parse(r.stdout) as { allocations: number; pages: number; free: number; orderPerBit: number; uuid: string };
+      assert.equal(info.allocations, 2);
+      assert.equal(info.pages, 4096);
+      assert.equal(info.orderPerBit, 1);
+      r = pmpool('info', path);
+      assert.match(r.stdout, /2 allocations/);
+      r = pmpool('map', path, '--width', '32', '--rows', '4');
+      assert.equal(r.code, 0, r.stderr);
+      const rows = r.stdout.split('\n').filter((l) => /^[M#+.]+$/.test(l));
+      assert.equal(rows.length, 4);
+      assert.ok(rows.every((l) => l.length === 32));
+      assert.match(rows[0]!, /^[M+#]/, 'the metadata comes first');
+      assert.match(r.stdout, new RegExp(`free ${info.free} pages`));
+      r = pmpool('check', path, '--json');
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), { ok: true, problems: [], repaired: [] });
+      // The pfn printed names the allocation for any later program.
+      const pool = Pool.open(path);
+      assert.equal(pool.at(pfn)?.name, 'cfg');
+      pool.close();
+      r = pmpool('release', path, String(pfn), '10');
+      assert.equal(r.code, 0, r.stderr);
+      r = pmpool('release', path, String(pfn), '10');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /NOT_ALLOCATED/);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('bad usage exits 2; refused operations exit 1 with the error code', () => {
+    const { path, cleanup } = shmPath('cli-bad');
+    try {
+      assert.equal(pmpool().code, 2);
+      assert.equal(pmpool('frobnicate').code, 2);
+      assert.equal(pmpool('create', path).code, 2, 'no --size');
+      assert.equal(pmpool('create', path, '--size', 'lots').code, 2);
+      assert.equal(pmpool('alloc', path).code, 2);
+      assert.equal(pmpool('alloc', path, '-3').code, 2);
+      assert.equal(pmpool('info', path, '--bogus').code, 2);
+      let r = pmpool('info', path);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /NOT_FOUND/);
+      assert.equal(pmpool('create', path, '--size', '4M').code, 0);
+      r = pmpool('create', path, '--size', '4M');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /EXISTS/);
+      r = pmpool('alloc', path, '100000');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /BAD_ARGUMENT|NO_SPACE/);
+      r = pmpool('create', '/dev/shm/pmpool-test-odd', '--size', '12345');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /BAD_SIZE|BAD_ARGUMENT/);
+      assert.equal(pmpool('--help').code, 0);
+    } finally {
+      cleanup();
+    }
+  });
+});

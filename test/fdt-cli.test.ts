@@ -1,0 +1,152 @@
+/**
+ * `pmpool fdt dump | check | pack` through fdtCommand: output, exit codes
+ * (0 ok, 1 refused, 2 usage), and the files it writes, checked with dtc.
+ */
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fdtCommand } from '../src/cli/fdt-command.js';
+
+const VECTORS = new URL('../../test/fixtures/fdt-vectors/', import.meta.url);
+const vector = (name: string): string => fileURLToPath(new URL(name, VECTORS));
+const dir = mkdtempSync(join(tmpdir(), 'pmpool-fdt-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function run(...args: string[]): { code: number; out: string[]; err: string[] } {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = fdtCommand(args, (s) => out.push(s), (s) => err.push(s));
+  return { code, out, err };
+}
+
+function dtcToBlob(args: string[], input: string): Buffer {
+  const out = join(dir, `dtc-${Math.random().toString(36).slice(2)}.dtb`);
+  execFileSync('/usr/bin/dtc', ['-q', ...args, '-o', out, input]);
+  return readFileSync(out);
+}
+
+describe('pmpool fdt dump', () => {
+  test('prints DTS that dtc compiles back to the same blob', () => {
+    const r = run('dump', vector('valid/test_tree1.dtb'));
+    assert.equal(r.code, 0);
+    assert.equal(r.out.length, 1);
+    assert.match(r.out[0], /^\/dts-v1\/;/);
+    const dts = join(dir, 'dump.dts');
+    writeFileSync(dts, r.out[0] + '\n');
+    assert.deepEqual(dtcToBlob(['-I', 'dts', '-O', 'dtb'], dts), readFileSync(vector('valid/test_tree1.dtb')));
+  });
+
+  test('a malformed blob: exit 1 and libfdt\'s error', () => {
+    const r = run('dump', vector('malformed/two_roots.dtb'));
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.out, []);
+    assert.match(r.err[0], /BADSTRUCTURE at offset 68/);
+  });
+});
+
+describe('pmpool fdt check', () => {
+  test('a valid blob: exit 0, a summary line', () => {
+    const r = run('check', vector('valid/test_tree1.dtb'));
+    assert.equal(r.code, 0);
+    assert.match(r.out[0], /ok \(version 17, 749 bytes, 2 reservations\)/);
+    assert.equal(r.out.length, 1);
+  });
+
+  test('a refused blob: exit 1, the error name and offset', () => {
+    const cases: [string, RegExp][] = [
+      ['malformed/truncated_property.dtb', /: BADSTRUCTURE at offset 64: /],
+      ['malformed/truncated_string.dtb', /: TRUNCATED at offset 84: /],
+      ['malformed/ovf_size_strings.dtb', /: TRUNCATED at offset 32: /],
+      ['derived/test_tree1.rsvmap_misaligned.dtb', /: ALIGNMENT at offset 16: /],
+    ];
+    for (const [f, expected] of cases) {
+      const r = run('check', vector(f));
+      assert.equal(r.code, 1, f);
+      assert.match(r.out[0], expected, f);
+    }
+  });
+
+  test('--json', () => {
+    const bad = run('check', vector('malformed/named_root.dtb'), '--json');
+    assert.equal(bad.code, 1);
+    const b = JSON.parse(bad.out[0]);
+    assert.deepEqual([b.ok, b.code, b.offset], [false, 'BADSTRUCTURE', 56]);
+    assert.equal(typeof b.message, 'string');
+    const good = run('check', '--json', vector('derived/test_tree1.layout_smt.dtb'));
+    assert.equal(good.code, 0);
+    const g = JSON.parse(good.out[0]);
+    assert.deepEqual([g.ok, g.version, g.rw, g.lint], [true, 17, 'BADLAYOUT', []]);
+  });
+
+  test('lint findings are reported; with --lint an error finding fails the check', () => {
+    const plain = run('check', vector('malformed/bad_prop_char.dtb'));
+    assert.equal(plain.code, 0);
+    assert.match(plain.out[1], /^error \(property_name_chars\): \/:prop\$erty: /);
+    const strict = run('check', '--lint', vector('malformed/bad_prop_char.dtb'));
+    assert.equal(strict.code, 1);
+    const json = run('check', '--lint', '--json', vector('malformed/bad_node_char.dtb'));
+    assert.equal(json.code, 1);
+    assert.equal(JSON.parse(json.out[0]).lint[0].check, 'node_name_chars');
+  });
+
+  test('the read-write layout note', () => {
+    const r = run('check', vector('derived/test_tree1.layout_smt.dtb'));
+    assert.equal(r.code, 0);
+    assert.match(r.out[1], /BADLAYOUT/);
+  });
+});
+
+describe('pmpool fdt pack', () => {
+  test('writes what dtc -I dtb -O dtb writes', () => {
+    for (const f of ['valid/test_tree1.asm.dtb', 'derived/test_tree1.nops.dtb', 'derived/test_tree1.v16.dtb']) {
+      const out = join(dir, 'packed.dtb');
+      const r = run('pack', vector(f), out);
+      assert.equal(r.code, 0, r.err.join('\n'));
+      assert.deepEqual(readFileSync(out), dtcToBlob(['-I', 'dtb', '-O', 'dtb'], vector(f)), f);
+    }
+  });
+
+  test('--free-space BYTES is dtc -p', () => {
+    const out = join(dir, 'padded.dtb');
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), out, '--free-space', '256').code, 0);
+    assert.deepEqual(readFileSync(out), readFileSync(vector('derived/test_tree1.padded.dtb')));
+  });
+
+  test('a refused input writes nothing and exits 1', () => {
+    const out = join(dir, 'never.dtb');
+    const r = run('pack', vector('malformed/two_roots.dtb'), out);
+    assert.equal(r.code, 1);
+    assert.throws(() => readFileSync(out));
+  });
+});
+
+describe('usage and files', () => {
+  const usage: string[][] = [
+    [],
+    ['frobnicate'],
+    ['dump'],
+    ['dump', 'a', 'b'],
+    ['check'],
+    ['check', 'x.dtb', '--yaml'],
+    ['pack', 'in.dtb'],
+    ['pack', 'in.dtb', 'out.dtb', '--free-space'],
+    ['pack', 'in.dtb', 'out.dtb', '--free-space', '-3'],
+  ];
+  for (const args of usage) {
+    test(`bad usage [${args.join(' ')}]: exit 2 and the usage text`, () => {
+      const r = run(...args);
+      assert.equal(r.code, 2);
+      assert.ok(r.err.some((l) => l.startsWith('usage: pmpool fdt')));
+    });
+  }
+
+  test('a missing file: exit 1 with the reason', () => {
+    const r = run('check', join(dir, 'absent.dtb'));
+    assert.equal(r.code, 1);
+    assert.match(r.err[0], /ENOENT/);
+  });
+});

@@ -1,0 +1,64 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { shmPath, tempDir } from './support/child.js';
+
+const APP = fileURLToPath(new URL('./support/chain-app.js', import.meta.url));
+
+function runChain(extra: string[]): { entries: Record<string, unknown>[]; status: number | null; stderr: string } {
+  const { path, cleanup } = shmPath('chain');
+  const tmp = tempDir();
+  try {
+    const log = join(tmp.dir, 'log.jsonl');
+    const r = spawnSync(process.execPath, [APP, `--pmpool=${path},8M`, `--log=${log}`, ...extra], { encoding: 'utf8', timeout: 60_000 });
+    const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    return { entries, status: r.status, stderr: r.stderr };
+  } finally {
+    cleanup();
+    tmp.cleanup();
+  }
+}
+
+function blobsLeft(): string[] {
+  return readdirSync('/dev/shm').filter((f) => f.startsWith(`pmpool-handover-`));
+}
+
+describe('kexec chains of real programs', () => {
+  test('A → B → C in place: same PID, generations 0, 1, 2; data and a carried client node intact', () => {
+    const before = blobsLeft();
+    const { entries, status, stderr } = runChain(['--hops=2', '--mode=exec']);
+    assert.equal(status, 0, stderr);
+    assert.equal(entries.length, 3, JSON.stringify(entries));
+    const [a, b, c] = entries as Array<Record<string, any>>;
+    assert.equal(a.pid, b.pid);
+    assert.equal(b.pid, c.pid, 'execve keeps the PID');
+    assert.deepEqual([a.generation, b.generation, c.generation], ['0', '1', '2']);
+    assert.deepEqual([a.incomingGeneration, b.incomingGeneration, c.incomingGeneration], [null, '1', '2']);
+    assert.equal(a.digest, c.digest, 'data written in A is read back in C byte for byte');
+    assert.equal(a.pfn, c.pfn);
+    assert.equal(b.client.pfn, String(a.pfn));
+    assert.deepEqual(c.client, b.client, 'the client node written in A passes through B untouched');
+    assert.ok(entries.every((e) => e.check === true));
+    assert.deepEqual(blobsLeft(), before, 'every blob was consumed');
+  });
+
+  test('spawn mode: a new process takes over; a version that fails to start is rolled back', () => {
+    const ok = runChain(['--hops=2', '--mode=spawn']);
+    assert.equal(ok.status, 0, ok.stderr);
+    const stages = ok.entries.filter((e) => 'digest' in e) as Array<Record<string, any>>;
+    assert.deepEqual(stages.map((e) => e.generation), ['0', '1', '2']);
+    assert.notEqual(stages[0]!.pid, stages[1]!.pid, 'spawn starts a new process');
+    assert.equal(stages[0]!.digest, stages[2]!.digest);
+
+    const failing = runChain(['--hops=2', '--mode=spawn', '--fail-at=1']);
+    assert.equal(failing.status, 0, failing.stderr);
+    const rollback = failing.entries.find((e) => 'rollback' in e) as Record<string, any>;
+    assert.ok(rollback, JSON.stringify(failing.entries));
+    assert.equal(rollback.rollback, 'NOT_READY');
+    assert.equal(rollback.stillServing, true, 'the old program still allocates from its pool');
+    assert.equal(rollback.generation, '0', 'the generation bump was undone');
+  });
+});
