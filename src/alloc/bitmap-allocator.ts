@@ -395,8 +395,8 @@ export class BitmapAllocator {
   // -------------------------------------------------------- leaf searches
 
   /**
-   * The first unit of [start, end) whose bit is set (`set` true) or clear
-   * (`set` false), or -1. Reads only leaf words: this is what the
+   * The first unit of [start, end) that is free (`wantClear`) or used
+   * (otherwise), or -1. Reads only leaf words: this is what the
    * preconditions of markUsed/markFree trust. O((end - start) / 32).
    */
   private firstLeafBit(start: number, end: number, wantClear: boolean): number {
