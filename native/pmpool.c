@@ -583,8 +583,18 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
     free_strings(args);
     return NULL;
   }
+  /* libuv marks the stdio fds close-on-exec; the next program must inherit
+     them (Node 22's process.execve clears the flag the same way). */
+  int saved_fd_flags[3];
+  for (int fd = 0; fd < 3; fd++) {
+    saved_fd_flags[fd] = fcntl(fd, F_GETFD);
+    if (saved_fd_flags[fd] >= 0 && (saved_fd_flags[fd] & FD_CLOEXEC))
+      fcntl(fd, F_SETFD, saved_fd_flags[fd] & ~FD_CLOEXEC);
+  }
   execve(file, args, envp);
   int err = errno;
+  for (int fd = 0; fd < 3; fd++)
+    if (saved_fd_flags[fd] >= 0) fcntl(fd, F_SETFD, saved_fd_flags[fd]);
   free_strings(args);
   free_strings(envp);
   throw_errno(env, err, "execve", file);

@@ -8,14 +8,14 @@ import { shmPath, tempDir } from './support/child.js';
 
 const APP = fileURLToPath(new URL('./support/chain-app.js', import.meta.url));
 
-function runChain(extra: string[]): { entries: Record<string, unknown>[]; status: number | null; stderr: string } {
+function runChain(extra: string[]): { entries: Record<string, unknown>[]; status: number | null; stderr: string; stdout: string } {
   const { path, cleanup } = shmPath('chain');
   const tmp = tempDir();
   try {
     const log = join(tmp.dir, 'log.jsonl');
     const r = spawnSync(process.execPath, [APP, `--pmpool=${path},8M`, `--log=${log}`, ...extra], { encoding: 'utf8', timeout: 60_000 });
     const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    return { entries, status: r.status, stderr: r.stderr };
+    return { entries, status: r.status, stderr: r.stderr, stdout: r.stdout };
   } finally {
     cleanup();
     tmp.cleanup();
@@ -29,8 +29,9 @@ function blobsLeft(): string[] {
 describe('kexec chains of real programs', () => {
   test('A → B → C in place: same PID, generations 0, 1, 2; data and a carried client node intact', () => {
     const before = blobsLeft();
-    const { entries, status, stderr } = runChain(['--hops=2', '--mode=exec']);
+    const { entries, status, stderr, stdout } = runChain(['--hops=2', '--mode=exec']);
     assert.equal(status, 0, stderr);
+    assert.equal(stdout, 'stdout of stage 0\nstdout of stage 1\nstdout of stage 2\n', 'stdout is flushed before exec and inherited by each image');
     assert.equal(entries.length, 3, JSON.stringify(entries));
     const [a, b, c] = entries as Array<Record<string, any>>;
     assert.equal(a.pid, b.pid);

@@ -64,6 +64,8 @@ const entry = {
   check: pool.check().ok,
 };
 appendFileSync(log, JSON.stringify(entry) + '\n');
+// Written before the exec, and by every later image: stdio must survive execve.
+process.stdout.write(`stdout of stage ${stage}\n`);
 kexec.ready();
 
 if (stage < hops) {
