@@ -2,7 +2,7 @@
  * The control page: the pool's robust lock and its intent record.
  *
  * The lock is one u32 word holding the run id of its holder (0 = free). Next
- * to it the holder writes who it is (pid, start time, boot, thread) and then
+ * to it the holder writes who it is (pid, start time, boot, thread and task) and then
  * its run id again; a contender that finds the holder dead breaks the lock
  * with one compare-and-swap and repairs the holder's half-done operation from
  * the intent record — the userspace shape of a robust futex's EOWNERDEAD.
@@ -23,6 +23,8 @@ const OWNER_START = 16; // u64
 const OWNER_THREAD = 24;
 const LOCK_BREAKS = 28;
 const NEXT_SEQ = 32; // u64
+const OWNER_TID = 40;
+const OWNER_TID_START = 48; // u64
 const INTENT_OP = 64;
 const INTENT_SLOT = 68;
 const INTENT_PFN = 72; // u64
@@ -155,7 +157,7 @@ export class Control {
           const owner = this.owner();
           throw new PoolError(
             'LOCK_TIMEOUT',
-            `pool lock held for over ${this.timeoutMs} ms by pid ${owner.pid} (run ${seen}), which is alive`,
+            `pool lock held for over ${this.timeoutMs} ms by pid ${owner.pid} (task ${owner.tid}, run ${seen}), which is alive`,
           );
         }
       }
@@ -186,6 +188,8 @@ export class Control {
       bootHash: u[(this.base + OWNER_BOOT) >>> 2]!,
       startTime: this.w.load64(this.base + OWNER_START),
       threadId: u[(this.base + OWNER_THREAD) >>> 2]!,
+      tid: u[(this.base + OWNER_TID) >>> 2]!,
+      tidStartTime: this.w.load64(this.base + OWNER_TID_START),
     };
   }
 
@@ -206,6 +210,8 @@ export class Control {
     this.w.store32(this.base + OWNER_BOOT, me.bootHash);
     this.w.store64(this.base + OWNER_START, me.startTime);
     this.w.store32(this.base + OWNER_THREAD, me.threadId);
+    this.w.store32(this.base + OWNER_TID, me.tid);
+    this.w.store64(this.base + OWNER_TID_START, me.tidStartTime);
     this.w.atomicStore(this.base + OWNER_RUN_ID, this.runId);
   }
 

@@ -7,9 +7,11 @@
  * Every metadata store goes through one MetaWriter; every operation runs
  * under the pool lock and follows the intent protocol (docs/abi.md):
  *   alloc:   intent → mark units and slot → write record → commit → index → end intent
+ *            (a sub-pool's run is formatted between writing its record and the commit)
  *   release: intent → uncommit record → unindex → wipe → free units and slot → end intent
+ *   generation, repair: intent → backup superblock, primary / rebuild → end intent
  * A crash anywhere leaves an intent record, and the next locker rebuilds the
- * derived state from the directory.
+ * derived state from the directory (and makes the superblock copies one).
  */
 import { randomBytes } from 'node:crypto';
 import { BitmapAllocator } from '../alloc/index.js';
@@ -385,6 +387,9 @@ export class Pool {
     w.barrier();
     p.pfnIndex.insert(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.insert(hashName(name), slot);
+    // The index entries reach the file before the intent is cleared: a power cut in between must
+    // leave the intent (and so a rebuild), never a cleared intent over an index missing its entries.
+    w.barrier();
     p.control.endIntent();
     w.barrier();
     return new Allocation(this, pfn, pageCount, name.length > 0 ? decodeLabel(name) : undefined, owner.length > 0 ? decodeLabel(owner) : undefined, (flags & RECORD_FLAG_SUBPOOL) !== 0);
@@ -577,6 +582,7 @@ export class Pool {
         p.writer.barrier();
         const changes = rebuildDerived(p);
         this.reconcileSuperblocks(p);
+        p.writer.barrier(); // the rebuilt state on the file before the intent is cleared
         p.control.endIntent();
         p.writer.barrier();
         const after = [...this.superblockProblems(), ...checkParts(p)];
@@ -612,19 +618,23 @@ export class Pool {
     const backupBytes = bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES);
     const primary = decodeSuperblock(primaryBytes, this.region.size);
     const backup = decodeSuperblock(backupBytes, this.region.size);
-    if (!isSuperblockProblem(backup)) {
+    // A superblock write changes the generation, never the pool's identity or layout. A valid copy
+    // that describes another pool than the one this open mapped is not taken; check() reports it.
+    const ours = (sb: Superblock) => sameBytes(sb.uuid, this.sb.uuid) && sameGeometry(sb.geometry, this.sb.geometry);
+    if (!isSuperblockProblem(backup) && ours(backup)) {
       if (!isSuperblockProblem(primary) && sameBytes(primaryBytes, backupBytes)) return null;
       this.sb = backup;
       p.writer.storeBytes(0, backupBytes.slice());
       p.writer.barrier();
       return 'rewrote the primary superblock from the backup';
     }
-    if (!isSuperblockProblem(primary)) {
+    if (!isSuperblockProblem(primary) && ours(primary)) {
       this.sb = primary;
       p.writer.storeBytes(SUPERBLOCK_BACKUP_OFFSET, primaryBytes.slice());
       p.writer.barrier();
       return 'rewrote the backup superblock from the primary';
     }
+    if (!isSuperblockProblem(primary) || !isSuperblockProblem(backup)) return null;
     this.writeSuperblock(p);
     return 'rewrote both superblock copies from the one this open read';
   }
@@ -785,6 +795,10 @@ function superblockWriteUnderWay(region: Region, g: Geometry): boolean {
   } finally {
     w.unmap();
   }
+}
+
+function sameGeometry(a: Geometry, b: Geometry): boolean {
+  return a.pageSize === b.pageSize && a.pageCount === b.pageCount && a.orderPerBit === b.orderPerBit && a.maxRecords === b.maxRecords;
 }
 
 /** The locking part of open options (what a sub-pool inherits from its parent). */
