@@ -104,10 +104,14 @@ describe('handover refusals leave the pool untouched and openable', () => {
     try {
       const bytes = h.prepared.bytes.slice();
       bytes[0] = 0; // magic
-      const e = expectHandoverError(() => h.incoming(h.blob(bytes)), 'BAD_BLOB');
+      const badMagic = h.blob(bytes);
+      const e = expectHandoverError(() => h.incoming(badMagic), 'BAD_BLOB');
       assert.match(e.message, /BADMAGIC/);
-      const truncated = h.prepared.bytes.slice(0, h.prepared.bytes.length - 9);
-      expectHandoverError(() => h.incoming(h.blob(truncated)), 'BAD_BLOB');
+      assert.ok(existsSync(badMagic), 'a refused blob is left for inspection');
+      unlinkSync(badMagic);
+      const truncated = h.blob(h.prepared.bytes.slice(0, h.prepared.bytes.length - 9));
+      expectHandoverError(() => h.incoming(truncated), 'BAD_BLOB');
+      unlinkSync(truncated);
       assertPoolUntouched(h.path);
     } finally {
       h.cleanup();

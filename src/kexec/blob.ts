@@ -5,7 +5,7 @@
  * applied to a path that arrives on the command line.
  */
 import { closeSync, constants, fstatSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../util/random.js';
 import { join } from 'node:path';
 import { Fdt, FdtError } from '../fdt/index.js';
 import { HandoverError } from './errors.js';
@@ -15,7 +15,7 @@ export const MAX_BLOB_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_BLOB_DIR = '/dev/shm';
 
 export function writeBlob(bytes: Uint8Array, dir = DEFAULT_BLOB_DIR): string {
-  const path = join(dir, `pmpool-handover-${process.pid}-${randomBytes(6).toString('hex')}.dtb`);
+  const path = join(dir, `pmpool-handover-${process.pid}-${Buffer.from(randomBytes(6)).toString('hex')}.dtb`);
   const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     let at = 0;

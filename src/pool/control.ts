@@ -9,7 +9,7 @@
  * Run ids are random per open, so a lock word left by any earlier open is
  * never mistaken for ours.
  */
-import { randomInt } from 'node:crypto';
+import { randomNonZeroU31 } from '../util/random.js';
 import { PoolError } from './errors.js';
 import { isAlive, selfIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
@@ -89,7 +89,7 @@ function sleepMs(ms: number): void {
 }
 
 export function newRunId(): number {
-  return randomInt(1, 0x7fffffff);
+  return randomNonZeroU31();
 }
 
 export class Control {

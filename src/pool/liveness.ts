@@ -11,7 +11,7 @@
  * place: the holder is dead either way, though its pid lives on.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
-import { threadId } from 'node:worker_threads';
+import { createRequire } from 'node:module';
 import { crc32c } from '../util/crc32c.js';
 
 export interface ProcessIdentity {
@@ -87,7 +87,8 @@ export function selfIdentity(): ProcessIdentity {
       pid: process.pid,
       startTime: processStartTime(process.pid) ?? 0,
       bootHash: bootHash(),
-      threadId,
+      // node:worker_threads is loaded here, not at import: it costs start-up time a restore should not pay.
+      threadId: (createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads')).threadId,
       tid: tidStartTime === 0 ? 0 : tid,
       tidStartTime,
     };

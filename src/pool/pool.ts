@@ -13,7 +13,7 @@
  * A crash anywhere leaves an intent record, and the next locker rebuilds the
  * derived state from the directory (and makes the superblock copies one).
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../util/random.js';
 import { BitmapAllocator } from '../alloc/index.js';
 import { FileRegion, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
 import { checkParts } from './check.js';
@@ -217,7 +217,7 @@ export class Pool {
       compat: 0,
       incompat: 0,
       roCompat: 0,
-      uuid: new Uint8Array(randomBytes(16)),
+      uuid: uuidV4(randomBytes(16)),
       flags,
       geometry: g,
       generation: 0n,
@@ -783,6 +783,13 @@ export class Pool {
 }
 
 /* ---------------- helpers ---------------- */
+
+/** RFC 9562 version 4 (random) UUID from 16 random bytes. */
+function uuidV4(bytes: Uint8Array): Uint8Array {
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  return bytes;
+}
 
 /** True when the control area `g` describes records a superblock write (or a repair) under way or interrupted. */
 function superblockWriteUnderWay(region: Region, g: Geometry): boolean {
