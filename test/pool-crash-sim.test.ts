@@ -23,6 +23,7 @@ import { MemoryRegion } from '../src/region/index.js';
 import { Prng, testSeed } from './support/prng.js';
 import { crashPoints, traced, type CrashPoint } from './support/crash-sim.js';
 import { poolInternals } from '../src/pool/internals.js';
+import { CONTROL_LAYOUT } from '../src/pool/control.js';
 
 const PAGE = 4096;
 const POOL_BYTES = 1024 * 1024;
@@ -416,10 +417,10 @@ function describePoint(p: CrashPoint): string {
   return `crash ${p.torn ? 'in the middle of' : 'after'} store`;
 }
 
-/** The control area: lock word at offset 0, intent op word at 64 (src/pool/control.ts). */
+/** The control area's intent op word (src/pool/control.ts). */
 const CONTROL = computeGeometry({ size: POOL_BYTES, pageSize: PAGE, orderPerBit: 0 }).areas.control.offset;
 function hasIntent(image: MemoryRegion): boolean {
-  return new Uint32Array(image.buffer, CONTROL + 64, 1)[0] !== 0;
+  return new Uint32Array(image.buffer, CONTROL + CONTROL_LAYOUT.INTENT_OP, 1)[0] !== 0;
 }
 
 /** The stores the open of `image` makes (recovery of the crashed run, and its own lock). */
@@ -574,12 +575,15 @@ describe('sub-pools and the pages they leave behind', () => {
   test('a sub-pool created in the pages of a released one starts empty (never the stale pool)', () => {
     for (const [first, second] of [[40, 40], [40, 36], [32, 48]] as const) {
       const region = new MemoryRegion(POOL_BYTES);
-      const pool = Pool.create(region, { size: POOL_BYTES, maxAllocations: 24 });
-      const a = pool.subpool('a', { count: first, maxAllocations: 8 });
+      const creator = Pool.create(region, { size: POOL_BYTES, maxAllocations: 24 });
+      const a = creator.subpool('a', { count: first, maxAllocations: 8 });
       a.alloc(2, { name: 'stale' });
-      const run = pool.find('a')!;
+      const run = creator.find('a')!;
       a.close();
-      pool.release(run.pfn, run.count, { owner: SUBPOOL_OWNER });
+      creator.release(run.pfn, run.count, { owner: SUBPOOL_OWNER });
+      creator.close();
+      // A new open searches from the start (the next-fit rotor is per open), so 'b' lands on a's pages.
+      const pool = Pool.open(region);
       const b = pool.subpool('b', { count: second, maxAllocations: 8 });
       assert.equal(pool.find('b')!.pfn, run.pfn, 'the new sub-pool reuses the pages');
       assert.deepEqual(b.allocations(), [], `${first} then ${second} pages`);

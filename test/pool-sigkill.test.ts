@@ -18,6 +18,7 @@ import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { poolInternals } from '../src/pool/internals.js';
+import { CONTROL_LAYOUT } from '../src/pool/control.js';
 import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
 import { sealState } from './support/pool-churn.js';
 import { Prng, testSeed } from './support/prng.js';
@@ -275,7 +276,9 @@ describe('SIGKILL', () => {
       const { parts } = poolInternals(pool);
       const control = pool.geometry.areas.control.offset;
       // The identity slot names this open (this process, alive) under its run id.
-      const ourRun = parts.writer.atomicLoad(control + 4);
+      pool.stats(); // a locked operation: this open writes its identity beside the lock word
+      const ourRun = parts.writer.atomicLoad(control + CONTROL_LAYOUT.OWNER_RUN_ID);
+      assert.notEqual(ourRun, 0);
       // A live holder — the identity matches the lock word — is waited for, not broken.
       parts.writer.atomicStore(control, ourRun);
       assert.throws(() => Pool.open(path, { lockTimeoutMs: 100 }), (e: unknown) => e instanceof PoolError && e.code === 'LOCK_TIMEOUT');

@@ -135,9 +135,6 @@ export class BitmapAllocator {
     const start = this.find(count, align);
     if (start < 0) return -1;
     this.markUsed(start, count);
-    const lastWord = (start + count - 1) >>> WORD_SHIFT;
-    if (count < 32) this.smallHint = lastWord;
-    else this.largeHint = lastWord + 1 < this.leafWords ? lastWord + 1 : 0;
     return start;
   }
 
@@ -148,6 +145,12 @@ export class BitmapAllocator {
     if (bad >= 0) throw new Error(`markUsed(${start}, ${count}): unit ${bad} is already used`);
     this.writeRange(start, start + count, true);
     this.store.store(HEADER_USED_UNITS, (this.store.load(HEADER_USED_UNITS) + count) >>> 0);
+    // Next fit: the following search starts past this run. Here, not in alloc(),
+    // so that callers who find() then markUsed() (the pool, which logs its
+    // intent in between) move the rotor too.
+    const lastWord = (start + count - 1) >>> WORD_SHIFT;
+    if (count < 32) this.smallHint = lastWord;
+    else this.largeHint = lastWord + 1 < this.leafWords ? lastWord + 1 : 0;
   }
 
   /** Marks `[start, start + count)` free. Precondition (asserted, nothing written when it fails): all used. */

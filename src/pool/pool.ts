@@ -173,8 +173,11 @@ export class Pool {
       livenessPeriodMs: options.livenessPeriodMs,
     });
     this.recovered = [];
-    // Take the lock once: a dead holder is found and its operation repaired now, not at the first alloc.
-    this.withLock(() => undefined);
+    // A held lock or an operation left half done is dealt with now, not at the first alloc: take
+    // the lock, which waits for a live holder, or breaks a dead one and repairs its operation. A
+    // free lock and no intent — the usual case — cost two word reads, and no lock at all.
+    const control = this.parts.control;
+    if (control.lockWord() !== 0 || control.intent() !== null) this.withLock(() => undefined);
   }
 
   /* ---------------- creation and opening ---------------- */
