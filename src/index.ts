@@ -12,3 +12,5 @@ export { Fdt, FdtError, FDT_ERR_NUMBERS, fdtStrerror, checkFdt, checkFdtHeader, 
 export type { FdtErrorCode, FdtHeader, FdtCheckResult, MemReservation, FdtValue, FdtWriteOptions, FdtLintFinding, FdtRegEntry } from './fdt/index.js';
 export { kexec, HandoverError, DEFAULT_POOL_NAME, ROOT_COMPATIBLE, POOL_COMPATIBLE } from './kexec/index.js';
 export type { Handover, HandoverCallback, HandoverErrorCode, ReplaceOptions, SpawnOptions, SpawnResult, PreparedHandover } from './kexec/index.js';
+export { PersistentMap, LogRing, ClientError, MAX_KEY_BYTES, MAX_VALUE_BYTES, MAP_COMPATIBLE } from './clients/index.js';
+export type { MapKey, MapValue, PersistentMapOptions, PersistentMapStats, MapCheckReport, LogRingOptions, LogRecord, LogRingStats, ClientErrorCode, MapHandoverInfo } from './clients/index.js';

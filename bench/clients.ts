@@ -1,0 +1,279 @@
+/**
+ * Bench of the PersistentMap next to its peers, measured in the same run:
+ * a JS `Map` (the heap, no persistence) and lmdb-js (npm `lmdb`: a memory-
+ * mapped B+tree; here on /dev/shm with noSync, each putSync its own
+ * transaction — crash-atomic per operation like a PersistentMap set — and,
+ * for reference, its asynchronous puts, which it batches into transactions).
+ *
+ *   node --expose-gc dist/bench/clients.js      human table, then one JSON line
+ *
+ * Workload: 1,000,000 entries, 16-byte ASCII keys, 100-byte ASCII values,
+ * inserted in one random order and read in another; then every entry
+ * rewritten in a third. Keys and values are flat strings allocated in the
+ * order they are used, so what is timed is the maps, not cache misses on a
+ * scattered JS heap. Memory per entry: the pool pages the map holds (header,
+ * table, segments) / entries; the heap growth of a Map built from fresh
+ * strings / entries (needs --expose-gc); lmdb's pages in use / entries.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { PersistentMap, Pool } from '../src/index.js';
+
+const KEY_BYTES = 16;
+const VALUE_BYTES = 100;
+
+/** Deterministic PRNG (mulberry32), so every side sees the same data. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
+
+function permutation(n: number, rnd: () => number): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  for (let i = n - 1; i > 0; i--) {
+    const j = rnd() % (i + 1);
+    const t = p[i]!;
+    p[i] = p[j]!;
+    p[j] = t;
+  }
+  return p;
+}
+
+/** A flat (not concatenated) string: what a key read from a socket or a file looks like. */
+function flat(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
+}
+
+interface Data {
+  n: number;
+  insertKeys: string[];
+  insertValues: string[];
+  getKeys: string[];
+  updateKeys: string[];
+  updateValues: string[];
+}
+
+function makeData(n: number): Data {
+  const rnd = prng(0x5eed);
+  const salt = new Uint32Array(n);
+  for (let i = 0; i < n; i++) salt[i] = rnd();
+  const key = (i: number) => flat((i.toString(36).padStart(8, '0') + salt[i]!.toString(16).padStart(8, '0')).slice(0, KEY_BYTES));
+  const value = (i: number, round: number) => flat(`${round}:${i}:`.padEnd(VALUE_BYTES, 'abcdefghijklmnopqrstuvwxyz'));
+  const data: Data = { n, insertKeys: [], insertValues: [], getKeys: [], updateKeys: [], updateValues: [] };
+  for (const i of permutation(n, rnd)) {
+    data.insertKeys.push(key(i));
+    data.insertValues.push(value(i, 0));
+  }
+  for (const i of permutation(n, rnd)) data.getKeys.push(key(i));
+  for (const i of permutation(n, rnd)) {
+    data.updateKeys.push(key(i));
+    data.updateValues.push(value(i, 1));
+  }
+  return data;
+}
+
+function opsPerSec(n: number, fn: () => void): number {
+  const t = process.hrtime.bigint();
+  fn();
+  return n / (Number(process.hrtime.bigint() - t) / 1e9);
+}
+
+const gc = (globalThis as { gc?: () => void }).gc;
+
+interface Side {
+  insert: number;
+  get: number;
+  update: number;
+  getAfterUpdate: number;
+  bytesPerEntry: number;
+  bytesPerEntryAfterUpdate: number;
+  batchedInsert?: number;
+}
+
+function benchPersistentMap(d: Data): Side {
+  const path = `/dev/shm/pmpool-bench-clients-${process.pid}`;
+  rmSync(path, { force: true });
+  const pool = Pool.create(path, { size: '2G' });
+  try {
+    const map = PersistentMap.open(pool, 'bench');
+    const { insertKeys, insertValues, getKeys, updateKeys, updateValues, n } = d;
+    const insert = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
+    });
+    const bytesPerEntry = map.stats().bytesPerEntry;
+    let sink = 0;
+    const get = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) sink += (map.get(getKeys[i]!) as string).length;
+    });
+    const update = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) map.set(updateKeys[i]!, updateValues[i]!);
+    });
+    const getAfterUpdate = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) sink += (map.get(getKeys[i]!) as string).length;
+    });
+    if (sink !== 2 * n * VALUE_BYTES || map.size !== n) throw new Error('PersistentMap bench: wrong results');
+    const bytesPerEntryAfterUpdate = map.stats().bytesPerEntry;
+    map.close();
+    return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate };
+  } finally {
+    pool.close();
+    rmSync(path, { force: true });
+  }
+}
+
+function benchJsMap(d: Data): Side {
+  const { insertKeys, insertValues, getKeys, updateKeys, updateValues, n } = d;
+  const map = new Map<string, string>();
+  const insert = opsPerSec(n, () => {
+    for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
+  });
+  let sink = 0;
+  const get = opsPerSec(n, () => {
+    for (let i = 0; i < n; i++) sink += map.get(getKeys[i]!)!.length;
+  });
+  const update = opsPerSec(n, () => {
+    for (let i = 0; i < n; i++) map.set(updateKeys[i]!, updateValues[i]!);
+  });
+  const getAfterUpdate = opsPerSec(n, () => {
+    for (let i = 0; i < n; i++) sink += map.get(getKeys[i]!)!.length;
+  });
+  if (sink !== 2 * n * VALUE_BYTES) throw new Error('Map bench: wrong results');
+  map.clear();
+  // Memory: a Map that owns its strings (fresh copies), measured as heap growth.
+  let bytesPerEntry = Number.NaN;
+  if (gc) {
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const owned = new Map<string, string>();
+    for (let i = 0; i < n; i++) owned.set(flat(insertKeys[i]!), flat(insertValues[i]!));
+    gc();
+    bytesPerEntry = (process.memoryUsage().heapUsed - before) / n;
+    if (owned.size !== n) throw new Error('Map bench: wrong size');
+  }
+  return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate: bytesPerEntry };
+}
+
+interface LmdbDatabase {
+  putSync(key: string, value: string): boolean;
+  put(key: string, value: string): Promise<boolean>;
+  get(key: string): string | undefined;
+  getStats(): Record<string, number>;
+  close(): Promise<void>;
+}
+
+async function benchLmdb(d: Data): Promise<Side | string> {
+  let open: (options: Record<string, unknown>) => LmdbDatabase;
+  try {
+    ({ open } = (await import('lmdb')) as unknown as { open: typeof open });
+  } catch (e) {
+    return `lmdb did not load: ${(e as Error).message}`;
+  }
+  const dir = mkdtempSync('/dev/shm/pmpool-bench-lmdb-');
+  try {
+    const { insertKeys, insertValues, getKeys, updateKeys, updateValues, n } = d;
+    const db = open({ path: join(dir, 'db'), encoding: 'string', noSync: true, mapSize: 4 * 1024 ** 3, compression: false, cache: false });
+    const insert = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) db.putSync(insertKeys[i]!, insertValues[i]!);
+    });
+    const stats = db.getStats();
+    const pages = (stats.treeBranchPageCount ?? 0) + (stats.treeLeafPageCount ?? 0) + (stats.overflowPages ?? 0);
+    const bytesPerEntry = (pages * (stats.pageSize ?? 4096)) / n;
+    let sink = 0;
+    const get = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) sink += db.get(getKeys[i]!)!.length;
+    });
+    const update = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) db.putSync(updateKeys[i]!, updateValues[i]!);
+    });
+    const getAfterUpdate = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) sink += db.get(getKeys[i]!)!.length;
+    });
+    if (sink !== 2 * n * VALUE_BYTES) throw new Error('lmdb bench: wrong results');
+    await db.close();
+    // For reference: lmdb-js's own fast path, asynchronous puts that it batches into transactions
+    // (atomic per batch, not per operation), timed until the last one is committed.
+    const batchedDb = open({ path: join(dir, 'batched'), encoding: 'string', noSync: true, mapSize: 4 * 1024 ** 3, compression: false, cache: false });
+    const t = process.hrtime.bigint();
+    let last: Promise<boolean> | undefined;
+    for (let i = 0; i < n; i++) last = batchedDb.put(insertKeys[i]!, insertValues[i]!);
+    await last;
+    const batchedInsert = n / (Number(process.hrtime.bigint() - t) / 1e9);
+    await batchedDb.close();
+    return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate: bytesPerEntry, batchedInsert };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function benchClients(options: { entries?: number; print?: boolean } = {}): Promise<Record<string, number>> {
+  const n = options.entries ?? 1_000_000;
+  const print = options.print ?? false;
+  const data = makeData(n);
+  gc?.();
+  const ours = benchPersistentMap(data);
+  gc?.();
+  const js = benchJsMap(data);
+  gc?.();
+  const lmdb = await benchLmdb(data);
+  const result: Record<string, number> = {
+    entries: n,
+    key_bytes: KEY_BYTES,
+    value_bytes: VALUE_BYTES,
+    pmap_set_ops_per_s: Math.round(ours.insert),
+    pmap_get_ops_per_s: Math.round(ours.get),
+    pmap_update_ops_per_s: Math.round(ours.update),
+    pmap_get_after_update_ops_per_s: Math.round(ours.getAfterUpdate),
+    pmap_bytes_per_entry: Math.round(ours.bytesPerEntry),
+    pmap_overhead_bytes_per_entry: Math.round(ours.bytesPerEntry - KEY_BYTES - VALUE_BYTES),
+    pmap_bytes_per_entry_after_update: Math.round(ours.bytesPerEntryAfterUpdate),
+    map_set_ops_per_s: Math.round(js.insert),
+    map_get_ops_per_s: Math.round(js.get),
+    map_update_ops_per_s: Math.round(js.update),
+    map_get_after_update_ops_per_s: Math.round(js.getAfterUpdate),
+    map_bytes_per_entry: Math.round(js.bytesPerEntry),
+    map_overhead_bytes_per_entry: Math.round(js.bytesPerEntry - KEY_BYTES - VALUE_BYTES),
+  };
+  if (typeof lmdb !== 'string') {
+    Object.assign(result, {
+      lmdb_set_ops_per_s: Math.round(lmdb.insert),
+      lmdb_set_batched_ops_per_s: Math.round(lmdb.batchedInsert!),
+      lmdb_get_ops_per_s: Math.round(lmdb.get),
+      lmdb_update_ops_per_s: Math.round(lmdb.update),
+      lmdb_get_after_update_ops_per_s: Math.round(lmdb.getAfterUpdate),
+      lmdb_bytes_per_entry: Math.round(lmdb.bytesPerEntry),
+      lmdb_overhead_bytes_per_entry: Math.round(lmdb.bytesPerEntry - KEY_BYTES - VALUE_BYTES),
+    });
+  }
+  if (print) {
+    const m = (x: number) => (Number.isFinite(x) ? (x / 1e6).toFixed(2) + ' M/s' : 'n/a');
+    const b = (x: number) => (Number.isFinite(x) ? `${Math.round(x)} (+${Math.round(x - KEY_BYTES - VALUE_BYTES)})` : 'n/a (run with --expose-gc)');
+    const l = typeof lmdb === 'string' ? null : lmdb;
+    const rows = [
+      ['', 'PersistentMap', 'JS Map', 'lmdb-js (noSync)'],
+      ['set, insert', m(ours.insert), m(js.insert), l ? `${m(l.insert)} (async batched: ${m(l.batchedInsert!)})` : lmdb as string],
+      ['get', m(ours.get), m(js.get), l ? m(l.get) : '-'],
+      ['set, update', m(ours.update), m(js.update), l ? m(l.update) : '-'],
+      ['get, after update', m(ours.getAfterUpdate), m(js.getAfterUpdate), l ? m(l.getAfterUpdate) : '-'],
+      ['bytes/entry (+overhead)', b(ours.bytesPerEntry), b(js.bytesPerEntry), l ? b(l.bytesPerEntry) : '-'],
+      ['bytes/entry after update', b(ours.bytesPerEntryAfterUpdate), b(js.bytesPerEntryAfterUpdate), l ? b(l.bytesPerEntryAfterUpdate) : '-'],
+    ];
+    const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+    console.log(`clients: ${n.toLocaleString('en')} entries, ${KEY_BYTES}-byte keys, ${VALUE_BYTES}-byte values, random order; one process`);
+    for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+    console.log('(PersistentMap: pool on /dev/shm, every set crash-atomic; bytes/entry: pool pages held, incl. table and garbage not yet compacted)');
+    console.log(JSON.stringify(result));
+  }
+  return result;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await benchClients({ print: true });
+}

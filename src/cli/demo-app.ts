@@ -1,0 +1,126 @@
+/**
+ * The program `pmpool demo` runs: a small service that keeps its state — a
+ * PersistentMap of visit counters and a LogRing of events — in a pool, and
+ * so survives being replaced (kexec in place) and being killed (SIGKILL).
+ *
+ * One program, three lives, told apart by what it finds at start:
+ *   v1  cold start, empty pool: fill the map, then exec itself (the upgrade);
+ *   v2  a handover arrived: restore, verify, then serve writes until killed;
+ *   v3  cold start, the map already there: a crash happened; verify it.
+ * Every step is reported as one JSON line on the report file.
+ */
+import { appendFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { kexec, LogRing, PersistentMap, type Pool } from '../index.js';
+import { crc32c } from '../util/crc32c.js';
+
+const MAP = 'visits';
+const LOG = 'events';
+
+type Report = Record<string, unknown>;
+
+const encoder = new TextEncoder();
+
+/** A value that names its key and round and carries its own checksum: garbage cannot pass for it. */
+function valueFor(key: string, round: number): string {
+  const body = `${key}|round=${round}`;
+  return `${body}|${crc32c(encoder.encode(body)).toString(16)}`;
+}
+
+function parseValue(key: string, value: string): number | null {
+  const last = value.lastIndexOf('|');
+  const body = value.slice(0, last);
+  if (last < 0 || crc32c(encoder.encode(body)).toString(16) !== value.slice(last + 1)) return null;
+  const m = /^(.*)\|round=(\d+)$/.exec(body);
+  return m && m[1] === key ? Number(m[2]) : null;
+}
+
+function keyOf(i: number): string {
+  return `user:${i.toString().padStart(7, '0')}`;
+}
+
+function elapsedMs(since: number): number {
+  return performance.now() - since;
+}
+
+export async function demoApp(args: string[]): Promise<number> {
+  const arg = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const reportFile = arg('report');
+  const entries = Number(arg('entries') ?? '100000');
+  if (!reportFile || !Number.isSafeInteger(entries) || entries < 1) throw new Error('demo-app needs --report=FILE and --entries=N');
+  const report = (r: Report) => appendFileSync(reportFile, JSON.stringify({ pid: process.pid, ...r }) + '\n');
+
+  const t0 = performance.now();
+  const incoming = kexec.incoming();
+  const pool: Pool = kexec.poolFromCommandLine(args)!;
+  const restoreMs = elapsedMs(t0);
+  const t1 = performance.now();
+  const map = PersistentMap.open(pool, MAP, incoming ? { handover: incoming.fdt } : {});
+  const log = LogRing.open(pool, LOG, { bytes: 256 * 1024 });
+  const openMs = elapsedMs(t1);
+  PersistentMap.registerHandover(map, kexec.onHandover);
+
+  if (incoming) {
+    // v2: the upgrade landed. Everything v1 wrote is here, mapped, not copied.
+    let intact = 0;
+    for (let i = 0; i < entries; i++) if (parseValue(keyOf(i), String(map.get(keyOf(i)) ?? '')) === 0) intact++;
+    log.append(`v2 (pid ${process.pid}) restored generation ${incoming.generation}: ${intact}/${entries} entries intact`);
+    report({ stage: 'v2', generation: String(incoming.generation), restoreMs, openMs, intact, size: map.size, from: incoming.from });
+    // Serve: rewrite every entry, round after round, until someone pulls the plug.
+    let updates = 0;
+    for (let round = 1; ; round++) {
+      for (let i = 0; i < entries; i++) {
+        map.set(keyOf(i), valueFor(keyOf(i), round));
+        if (++updates % 5000 === 0) {
+          log.append(`v2 update ${updates}`);
+          report({ stage: 'v2-serving', updates });
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+    }
+  }
+
+  if (map.size === 0) {
+    // v1: a cold start on an empty pool.
+    const t = performance.now();
+    for (let i = 0; i < entries; i++) map.set(keyOf(i), valueFor(keyOf(i), 0));
+    log.append(`v1 (pid ${process.pid}) wrote ${entries} entries`);
+    report({ stage: 'v1', entries: map.size, writeMs: elapsedMs(t), poolPath: pool.path, uuid: pool.uuid });
+    const self = fileURLToPath(new URL('./main.js', import.meta.url));
+    await kexec.exec(process.execPath, [self, 'demo-app', ...args.filter((a) => !a.startsWith('--pmpool-fdt='))], { from: 'pmpool demo v1' });
+    return 1; // exec returns only by throwing
+  }
+
+  // v3: a cold start on a pool that has the map: the previous program crashed.
+  let valid = 0;
+  let newer = 0;
+  let garbage = 0;
+  for (let i = 0; i < entries; i++) {
+    const round = parseValue(keyOf(i), String(map.get(keyOf(i)) ?? ''));
+    if (round === null) garbage++;
+    else {
+      valid++;
+      if (round > 0) newer++;
+    }
+  }
+  const records = [...log.records()];
+  const check = pool.check();
+  report({
+    stage: 'v3',
+    restoreMs,
+    openMs,
+    recovered: pool.recovered.length,
+    size: map.size,
+    valid,
+    newer,
+    garbage,
+    logRecords: records.length,
+    lastLog: records.length > 0 ? String(records[records.length - 1]!.text ?? '') : null,
+    mapCheck: map.check().ok,
+    poolCheck: check.ok,
+    problems: check.problems,
+  });
+  map.close();
+  pool.close();
+  return garbage === 0 && valid === entries && check.ok ? 0 : 1;
+}

@@ -1,0 +1,101 @@
+/**
+ * `pmpool demo`: the main job, told in four steps — a pool surviving a real
+ * process replacement (execve in place, same PID) and then a real SIGKILL.
+ * It runs demo-app.ts as a child and narrates what the child reports.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { UsageError, type Out } from './pool-commands.js';
+
+type Line = Record<string, unknown> & { stage: string; pid: number };
+
+const POOL_SIZE = '256M';
+
+function readReport(file: string): Line[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Line);
+}
+
+function ms(x: unknown): string {
+  return `${Number(x).toFixed(2)} ms`;
+}
+
+function n(x: unknown): string {
+  return Number(x).toLocaleString('en-US');
+}
+
+export async function demoCommand(args: string[], out: Out, err: Out): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { keep: { type: 'boolean' }, entries: { type: 'string' } }, strict: true }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const entries = Number(values.entries ?? '100000');
+  if (!Number.isSafeInteger(entries) || entries < 1 || entries > 2_000_000) throw new UsageError('--entries must be 1..2000000');
+
+  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  const pool = `/dev/shm/pmpool-demo-${process.pid}`;
+  const dir = mkdtempSync(join(tmpdir(), 'pmpool-demo-'));
+  const report = join(dir, 'report.jsonl');
+  const appArgs = [main, 'demo-app', `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`];
+
+  out('pmpool demo — a pool that outlives the program that made it');
+  out(`  pool: ${pool}, ${POOL_SIZE} (a sparse /dev/shm file; only touched pages cost memory)`);
+  try {
+    // Lives 1 and 2: v1 fills the map and execs itself; v2 restores and serves until killed.
+    const child = spawn(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let v1: Line | undefined;
+    let v2: Line | undefined;
+    let serving: Line | undefined;
+    const deadline = Date.now() + 120_000;
+    while (!serving && Date.now() < deadline && child.exitCode === null) {
+      await new Promise((r) => setTimeout(r, 20));
+      const lines = readReport(report);
+      v1 ??= lines.find((l) => l.stage === 'v1');
+      v2 ??= lines.find((l) => l.stage === 'v2');
+      serving = lines.filter((l) => l.stage === 'v2-serving')[1];
+    }
+    if (!v1 || !v2 || !serving) {
+      child.kill('SIGKILL');
+      err(`pmpool demo: the service did not get through its upgrade (exit ${await exited}); report: ${JSON.stringify(readReport(report))}`);
+      return 1;
+    }
+    out(`[1] pid ${v1.pid}, cold start: created the pool; PersistentMap "visits" filled with ${n(v1.entries)} entries in ${ms(v1.writeMs)}`);
+    out(`[2] pid ${v2.pid} replaced itself in place (execve — ${v1.pid === v2.pid ? 'same PID' : 'NEW PID?!'}), handing over generation ${v2.generation} as an FDT blob`);
+    out(`    Pool.restore ${ms(v2.restoreMs)}, PersistentMap + LogRing open ${ms(v2.openMs)}: ${n(v2.intact)} of ${n(entries)} entries intact, not a byte copied`);
+
+    // The crash: SIGKILL in the middle of a stream of writes.
+    child.kill('SIGKILL');
+    await exited;
+    const last = readReport(report).filter((l) => l.stage === 'v2-serving').pop()!;
+    out(`[3] SIGKILL to pid ${v2.pid} while it was rewriting entries (${n(last.updates)}+ updates done, more in flight)`);
+
+    // Life 3: a cold start on what the crash left.
+    const r = spawnSync(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'], timeout: 120_000 });
+    const v3 = readReport(report).find((l) => l.stage === 'v3');
+    if (!v3) {
+      err(`pmpool demo: the restarted service reported nothing (exit ${r.status})`);
+      return 1;
+    }
+    out(`[4] pid ${v3.pid}, cold start after the crash: Pool.open ${ms(v3.restoreMs)}${Number(v3.recovered) > 0 ? ' (repaired an interrupted operation)' : ''}`);
+    out(`    ${n(v3.valid)} of ${n(entries)} entries valid — each the old or the new value, ${n(v3.garbage)} garbage; ${n(v3.newer)} carry v2's updates`);
+    out(`    LogRing "events": ${n(v3.logRecords)} records survived in order; last: "${String(v3.lastLog)}"`);
+    out(`    map check: ${v3.mapCheck ? 'clean' : 'PROBLEMS'}; pool check: ${v3.poolCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.problems)}`}`);
+    const ok = r.status === 0 && v1.pid === v2.pid && v2.intact === entries && v3.garbage === 0 && v3.poolCheck === true;
+    out(ok ? 'pmpool demo: ok' : 'pmpool demo: FAILED');
+    if (values.keep) out(`  kept ${pool}: try \`pmpool info ${pool}\`, \`pmpool map ${pool}\`, \`pmpool check ${pool}\``);
+    return ok ? 0 : 1;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    if (!values.keep) rmSync(pool, { force: true });
+  }
+}

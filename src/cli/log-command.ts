@@ -1,0 +1,74 @@
+/**
+ * `pmpool log dump PATH NAME [--json]`: the records a LogRing holds, oldest
+ * first — what a program left behind before it crashed, read by the next
+ * one's operator. Opens the pool and the ring read-only: a running writer
+ * goes on appending. Exit 0 on success, 1 when the pool or the ring cannot
+ * be read (not found, not a ring, corrupt), 2 on bad usage.
+ *
+ * Text output: a summary line starting with "#", then one line per record,
+ * "<seq> <text>" for a text record (newlines escaped as \n) and
+ * "<seq> 0x<hex>" for bytes. JSON: { name, capacity, used, skipped,
+ * records: [{ seq, text } | { seq, base64 }] }.
+ */
+import { LogRing, PmpoolError, Pool } from '../index.js';
+
+const USAGE = 'usage: pmpool log dump PATH NAME [--json]';
+
+type Out = (s: string) => void;
+
+export function logCommand(args: string[], out: Out, err: Out): number {
+  const [sub, ...rest] = args;
+  const flags = rest.filter((a) => a.startsWith('--'));
+  const positional = rest.filter((a) => !a.startsWith('--'));
+  const unknown = flags.filter((f) => f !== '--json');
+  if (sub !== 'dump' || positional.length !== 2 || unknown.length > 0) {
+    const why = sub === undefined ? 'missing subcommand' : sub !== 'dump' ? `unknown subcommand "${sub}"` : unknown.length > 0 ? `unknown option ${unknown[0]}` : 'dump needs PATH and NAME';
+    err(`pmpool log: ${why}`);
+    err(USAGE);
+    return 2;
+  }
+  const [path, name] = positional as [string, string];
+  const json = flags.includes('--json');
+  let pool: Pool;
+  try {
+    pool = Pool.open(path);
+  } catch (e) {
+    err(`pmpool log: ${path}: ${describeError(e)}`);
+    return 1;
+  }
+  try {
+    const ring = LogRing.open(pool, name, { readOnly: true });
+    const stats = ring.stats();
+    const records = ring.records();
+    ring.close();
+    if (json) {
+      out(
+        JSON.stringify({
+          name,
+          capacity: stats.capacity,
+          used: stats.used,
+          skipped: stats.skipped,
+          records: records.map((r) => (r.text !== undefined ? { seq: r.seq, text: r.text } : { seq: r.seq, base64: Buffer.from(r.bytes).toString('base64') })),
+        }),
+      );
+    } else {
+      const span = records.length === 0 ? 'no records' : `${records.length} records, seq ${records[0]!.seq}..${records[records.length - 1]!.seq}`;
+      out(`# log ring "${name}": ${span}; ${stats.used} of ${stats.capacity} bytes${stats.skipped > 0 ? `; ${stats.skipped} damaged record(s) skipped` : ''}`);
+      for (const r of records) {
+        out(r.text !== undefined ? `${r.seq} ${r.text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r')}` : `${r.seq} 0x${Buffer.from(r.bytes).toString('hex')}`);
+      }
+    }
+    return 0;
+  } catch (e) {
+    err(`pmpool log: ${describeError(e)}`);
+    return 1;
+  } finally {
+    pool.close();
+  }
+}
+
+function describeError(e: unknown): string {
+  if (e instanceof PmpoolError) return `${e.message} (${e.code})`;
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') return `${e.message}`;
+  throw e;
+}

@@ -1,0 +1,419 @@
+/**
+ * LogRing: the pstore/ramoops idea for programs — a ring of records in one
+ * pool run that the next program (after a crash, an exec, a handover) reads
+ * back in order. docs/clients.md has the layout and the atomicity argument.
+ *
+ *   header (4 KiB)   client header, writer lock, head and tail (u64 byte
+ *                    positions that only grow; the ring offset is pos % capacity)
+ *   data             records, 16-byte aligned, never straddling the end:
+ *                    [info u32][seq u64][crc32c u32][payload][pad]
+ *                    info = payload length | TEXT bit | PAD bit
+ *
+ * append: move the tail past the records the new one will overwrite (one
+ * store), write the record beyond the head, then publish it by one 64-bit
+ * store of the head. Readers take [tail, head) and validate every record by
+ * its CRC (seeded with the ring's id) and the continuity of its seq; a record
+ * that fails is skipped, never returned.
+ */
+import { PmpoolError } from '../errors.js';
+import type { Allocation, Pool } from '../index.js';
+import { crc32c, crc32cWords } from '../util/crc32c.js';
+import { checkClientName, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_LOG, writeFixedHeader } from './client-header.js';
+import { describe, isWellFormed, LENGTH_MASK, readUtf8, writeUtf8 } from './codec.js';
+import { ClientError } from './errors.js';
+import { LOCK_WORDS, WriterLock } from './writer-lock.js';
+
+export interface LogRingOptions {
+  /** Data capacity in bytes when the ring is created (rounded up to whole pages). An existing ring keeps its size. */
+  bytes?: number;
+  /** Open as a reader (e.g. a dump tool) while the writer, in any process, goes on appending. */
+  readOnly?: boolean;
+  /** Create the ring when there is none (writers only). Default true. */
+  create?: boolean;
+}
+
+export interface LogRecord {
+  /** 1 for the first record ever appended, then consecutive. */
+  seq: number;
+  /** The record's bytes (UTF-8 for a text record). */
+  bytes: Uint8Array;
+  /** The record as appended, when it was a string. */
+  text?: string;
+}
+
+export interface LogRingStats {
+  capacity: number;
+  /** Bytes between tail and head (records and wrap padding). */
+  used: number;
+  records: number;
+  firstSeq: number | null;
+  lastSeq: number | null;
+  /** Records that failed their CRC or seq continuity and were skipped. */
+  skipped: number;
+  /** Largest payload one record may carry. */
+  maxRecordBytes: number;
+}
+
+/* ---------------- layout ---------------- */
+
+const HEADER_BYTES = 4096;
+const HEAD = MUTABLE / 8; // u64 index: next record's position
+const TAIL = HEAD + 1; // u64 index: oldest record's position
+const NEXT_SEQ = HEAD + 2; // u64 index: a hint, never ahead of the truth
+const REC_HEADER = 16;
+const INFO_TEXT = 0x40000000;
+const INFO_PAD = 0x80000000;
+const MIN_CAPACITY = 1024;
+const MAX_CAPACITY = 2 ** 31;
+
+function align16(n: number): number {
+  return (n + 15) & ~15;
+}
+
+let faultHook: ((point: string) => void) | null = null;
+/** @internal the crash simulation stops the world between two stores by throwing from here. */
+export function setLogFaultHook(hook: ((point: string) => void) | null): void {
+  faultHook = hook;
+}
+function fault(point: string): void {
+  if (faultHook !== null) faultHook(point);
+}
+
+export class LogRing {
+  readonly pool: Pool;
+  readonly name: string;
+  readonly readOnly: boolean;
+  /** Bytes of record space. */
+  readonly capacity: number;
+  /** Largest payload of one record: a quarter of the ring, less its header. */
+  readonly maxRecordBytes: number;
+  private readonly owner: string;
+  private readonly what: string;
+  private readonly root: Allocation;
+  private readonly words: Uint32Array;
+  private readonly big: BigUint64Array;
+  private readonly data: Uint8Array;
+  private readonly dataWords: Uint32Array;
+  private readonly dataBuf: Buffer;
+  private readonly lock: WriterLock;
+  private ringId = 0;
+  private closedFlag = false;
+  /* writer state */
+  private head = 0;
+  private tail = 0;
+  private nextSeq = 1;
+
+  private constructor(pool: Pool, name: string, root: Allocation, readOnly: boolean) {
+    this.pool = pool;
+    this.name = name;
+    this.readOnly = readOnly;
+    this.owner = `plog:${name}`;
+    this.what = `log ring "${name}"`;
+    this.root = root;
+    const bytes = root.bytes();
+    if (bytes.length < HEADER_BYTES + MIN_CAPACITY) throw new ClientError('CORRUPT', `${this.what}: its run of ${root.count} pages is too small for a ring`);
+    this.words = new Uint32Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 4);
+    this.big = new BigUint64Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 8);
+    this.capacity = Math.min(MAX_CAPACITY, (bytes.length - HEADER_BYTES) & ~15);
+    this.maxRecordBytes = Math.floor(this.capacity / 4) - REC_HEADER;
+    this.data = bytes.subarray(HEADER_BYTES, HEADER_BYTES + this.capacity);
+    this.dataWords = new Uint32Array(bytes.buffer, bytes.byteOffset + HEADER_BYTES, this.capacity / 4);
+    this.dataBuf = Buffer.from(bytes.buffer, bytes.byteOffset + HEADER_BYTES, this.capacity);
+    this.lock = new WriterLock(this.words, LOCK_INDEX);
+  }
+
+  /**
+   * Opens the ring `name` in `pool`, creating it with `{ bytes }` of record
+   * space if there is none. One writer at a time (a dead writer's lock is
+   * broken); readers with `{ readOnly: true }`.
+   */
+  static open(pool: Pool, name: string, options: LogRingOptions = {}): LogRing {
+    checkClientName(name);
+    const readOnly = options.readOnly === true;
+    const what = `log ring "${name}"`;
+    const owner = `plog:${name}`;
+    let root = findRoot(pool, name, owner, what);
+    let created = false;
+    if (root === undefined) {
+      if (readOnly || options.create === false) throw new ClientError('NOT_FOUND', `there is no ${what} in the pool`);
+      const bytes = options.bytes;
+      if (bytes === undefined) throw new ClientError('BAD_ARGUMENT', `${what} does not exist; give { bytes } to create it`);
+      if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < MIN_CAPACITY || bytes > MAX_CAPACITY) {
+        throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a whole number from ${MIN_CAPACITY} to ${MAX_CAPACITY}, got ${String(bytes)}`);
+      }
+      try {
+        root = poolCall(() => pool.alloc(Math.ceil((HEADER_BYTES + bytes) / pool.pageSize), { name, owner }), what);
+        created = true;
+      } catch (e) {
+        if (!(e instanceof PmpoolError && e.code === 'NAME_TAKEN')) throw e;
+        root = findRoot(pool, name, owner, what);
+        if (root === undefined) throw e;
+      }
+    }
+    const ring = new LogRing(pool, name, root, readOnly);
+    try {
+      ring.attach(created);
+    } catch (e) {
+      ring.lock.release();
+      ring.closedFlag = true;
+      throw e;
+    }
+    return ring;
+  }
+
+  private attach(created: boolean): void {
+    if (this.readOnly) {
+      const header = readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
+      if (header === null) throw new ClientError('NOT_FOUND', `${this.what} is still being created`);
+      this.loadFixed(header.clientId, header.fixed);
+      return;
+    }
+    if (created) this.words.fill(0, LOCK_INDEX, LOCK_INDEX + LOCK_WORDS);
+    // Not a ring: refuse before touching its lock words.
+    else readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
+    this.lock.acquire(this.what);
+    const header = readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
+    if (header === null) this.initialize();
+    else this.loadFixed(header.clientId, header.fixed);
+    // Recovery: the head and tail are published words; the next seq follows the last valid record.
+    const { head, tail } = this.cursors();
+    const scan = this.scan(tail, head, this.data, this.dataWords, false);
+    this.head = head;
+    this.tail = tail;
+    const hint = Number(this.big[NEXT_SEQ]!);
+    this.nextSeq = Math.max(scan.lastSeq + 1, Number.isSafeInteger(hint) ? hint : 1, 1);
+  }
+
+  private initialize(): void {
+    const bytes = this.root.bytes(0, HEADER_BYTES);
+    bytes.fill(0, 0, LOCK_INDEX * 4);
+    bytes.fill(0, MUTABLE);
+    this.ringId = newClientId();
+    writeFixedHeader(bytes, {
+      type: TYPE_LOG,
+      headerBytes: HEADER_BYTES,
+      clientId: this.ringId,
+      fixed: [this.capacity, HEADER_BYTES, 0],
+      poolUuid: this.pool.uuidBytes,
+      createdAtMs: Date.now(),
+      name: this.name,
+    });
+  }
+
+  private loadFixed(clientId: number, fixed: [number, number, number]): void {
+    if (fixed[0] !== this.capacity || fixed[1] !== HEADER_BYTES) {
+      throw new ClientError('CORRUPT', `${this.what}: its header says ${fixed[0]} bytes of records, its run holds ${this.capacity}`);
+    }
+    this.ringId = clientId;
+  }
+
+  /** The published head and tail, checked. */
+  private cursors(): { head: number; tail: number } {
+    for (let tries = 0; ; tries++) {
+      const head = Number(Atomics.load(this.big, HEAD));
+      const tail = Number(Atomics.load(this.big, TAIL));
+      const ok = Number.isSafeInteger(head) && tail <= head && head - tail <= this.capacity && head % 16 === 0 && tail % 16 === 0;
+      if (ok) return { head, tail };
+      // A reader may see a head and tail from two different appends; a writer sees its own.
+      if (this.readOnly && tries < 100) continue;
+      throw new ClientError('CORRUPT', `${this.what}: head ${head} and tail ${tail} do not describe a ring of ${this.capacity} bytes`);
+    }
+  }
+
+  /* ---------------- appending ---------------- */
+
+  /** Appends one record (a string or bytes); returns its seq. Crash-atomic: after a kill it is there whole or not at all. */
+  append(record: string | Uint8Array): number {
+    this.writable();
+    let n: number;
+    let text = false;
+    if (typeof record === 'string') {
+      if (!isWellFormed(record)) throw new ClientError('BAD_VALUE', 'the record string holds a lone surrogate; it would not read back as the same string');
+      n = Buffer.byteLength(record, 'utf8');
+      text = true;
+    } else if (record instanceof Uint8Array) {
+      n = record.length;
+    } else {
+      throw new ClientError('BAD_VALUE', `a record must be a string or a Uint8Array, got ${describe(record)}`);
+    }
+    if (n > this.maxRecordBytes) throw new ClientError('TOO_LARGE', `the record is ${n} bytes; a ring of ${this.capacity} bytes takes at most ${this.maxRecordBytes}`);
+    const cap = this.capacity;
+    const length = align16(REC_HEADER + n);
+    const pos = this.head;
+    const phys = pos % cap;
+    const pad = phys + length > cap ? cap - phys : 0;
+    const end = pos + pad + length;
+    // 1. Drop the oldest records the new one will overwrite: one store of the tail.
+    if (end - this.tail > cap) {
+      let t = this.tail;
+      const minTail = end - cap;
+      while (t < minTail) {
+        const next = this.nextPosition(t);
+        t = next > t && next <= this.head ? next : minTail;
+      }
+      Atomics.store(this.big, TAIL, BigInt(t));
+      this.tail = t;
+      fault('log:tail-moved');
+    }
+    // 2. Write beyond the head, where no reader looks.
+    const seq = this.nextSeq;
+    if (pad > 0) this.writeHeader(phys, INFO_PAD, seq, 0);
+    const at = (pos + pad) % cap;
+    if (text) writeUtf8(this.dataBuf, record as string, at + REC_HEADER, n);
+    else this.data.set(record as Uint8Array, at + REC_HEADER);
+    this.writeHeader(at, (n | (text ? INFO_TEXT : 0)) >>> 0, seq, n);
+    fault('log:written');
+    // 3. Publish: one 64-bit store.
+    Atomics.store(this.big, HEAD, BigInt(end));
+    this.head = end;
+    this.nextSeq = seq + 1;
+    fault('log:published');
+    this.big[NEXT_SEQ] = BigInt(this.nextSeq);
+    return seq;
+  }
+
+  private writeHeader(at: number, info: number, seq: number, n: number): void {
+    const w = this.dataWords;
+    const i = at >>> 2;
+    w[i] = info;
+    w[i + 1] = seq >>> 0;
+    w[i + 2] = Math.floor(seq / 2 ** 32);
+    w[i + 3] = this.recordCrc(at, n);
+  }
+
+  private recordCrc(at: number, n: number): number {
+    return crc32c(this.data, at + REC_HEADER, at + REC_HEADER + n, crc32cWords(this.dataWords, at >>> 2, 3, this.ringId));
+  }
+
+  /** The position after the record at `pos` (trusted: the writer's own records), or `pos` when it is unreadable. */
+  private nextPosition(pos: number): number {
+    const cap = this.capacity;
+    const phys = pos % cap;
+    const info = this.dataWords[phys >>> 2]!;
+    if ((info & INFO_PAD) !== 0) return pos + (cap - phys);
+    const n = info & LENGTH_MASK;
+    if (n > this.maxRecordBytes) return pos;
+    return pos + align16(REC_HEADER + n);
+  }
+
+  /* ---------------- reading ---------------- */
+
+  /** The surviving records, oldest first: every one intact (CRC) and in order (seq). */
+  records(): LogRecord[] {
+    this.live();
+    if (!this.readOnly) {
+      const { head, tail } = this.cursors();
+      return this.scan(tail, head, this.data, this.dataWords, true).records;
+    }
+    for (;;) {
+      // A reader copies the ring, then keeps what the writer had not begun to overwrite when the copy ended.
+      const { head, tail } = this.cursors();
+      const copy = this.data.slice();
+      const nowTail = Number(Atomics.load(this.big, TAIL));
+      if (nowTail >= head) continue;
+      const scan = this.scan(Math.max(tail, nowTail), head, copy, new Uint32Array(copy.buffer), true);
+      return scan.records;
+    }
+  }
+
+  stats(): LogRingStats {
+    this.live();
+    const { head, tail } = this.cursors();
+    const scan = this.scan(tail, head, this.data, this.dataWords, false);
+    return {
+      capacity: this.capacity,
+      used: head - tail,
+      records: scan.count,
+      firstSeq: scan.firstSeq,
+      lastSeq: scan.count === 0 ? null : scan.lastSeq,
+      skipped: scan.skipped,
+      maxRecordBytes: this.maxRecordBytes,
+    };
+  }
+
+  /**
+   * Walks [tail, head) of `data`: a record counts when its header is sane,
+   * its CRC matches and its seq follows the last one's; anything else is
+   * skipped by resynchronising on the next 16-byte boundary that holds a
+   * valid record with a larger seq.
+   */
+  private scan(tail: number, head: number, data: Uint8Array, words: Uint32Array, collect: boolean) {
+    const cap = this.capacity;
+    const records: LogRecord[] = [];
+    let lastSeq = 0;
+    let firstSeq: number | null = null;
+    let count = 0;
+    let skipped = 0;
+    let resyncing = false;
+    for (let pos = tail; pos < head; ) {
+      const phys = pos % cap;
+      const i = phys >>> 2;
+      const info = words[i]!;
+      const seq = words[i + 1]! + words[i + 2]! * 2 ** 32;
+      const n = info & LENGTH_MASK;
+      const isPad = (info & INFO_PAD) !== 0;
+      const length = isPad ? cap - phys : align16(REC_HEADER + n);
+      const fits = isPad ? n === 0 && (info & INFO_TEXT) === 0 : n <= this.maxRecordBytes && phys + length <= cap;
+      const next = lastSeq + 1;
+      const ordered = lastSeq === 0 ? seq >= 1 : resyncing ? seq >= next && seq - lastSeq < 2 ** 40 : seq === next;
+      if (!(fits && pos + length <= head && ordered && words[i + 3] === crc32c(data, phys + REC_HEADER, phys + REC_HEADER + n, crc32cWords(words, i, 3, this.ringId)))) {
+        if (!resyncing) skipped++;
+        resyncing = true;
+        pos += 16;
+        continue;
+      }
+      resyncing = false;
+      pos += length;
+      if (isPad) continue;
+      if (collect) {
+        const bytes = data.slice(phys + REC_HEADER, phys + REC_HEADER + n);
+        const record: LogRecord = { seq, bytes };
+        if ((info & INFO_TEXT) !== 0) record.text = readUtf8(Buffer.from(bytes.buffer, bytes.byteOffset, n), 0, n);
+        records.push(record);
+      }
+      if (firstSeq === null) firstSeq = seq;
+      lastSeq = seq;
+      count++;
+    }
+    return { records, lastSeq, firstSeq, count, skipped };
+  }
+
+  /* ---------------- lifetime ---------------- */
+
+  private live(): void {
+    if (this.closedFlag) throw new ClientError('CLOSED', `${this.what} is closed`);
+    if (this.pool.closed) throw new ClientError('CLOSED', `${this.what}: its pool is closed`);
+  }
+
+  private writable(): void {
+    this.live();
+    if (this.readOnly) throw new ClientError('READ_ONLY', `${this.what} was opened read-only`);
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /** Releases the writer lock and detaches. Idempotent. */
+  close(): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    if (this.readOnly) return;
+    if (this.pool.closed) this.lock.abandon();
+    else this.lock.release();
+  }
+
+  /** Removes the ring from the pool: its run goes back (the writer only). */
+  destroy(): void {
+    this.writable();
+    this.closedFlag = true;
+    this.lock.abandon();
+    poolCall(() => this.pool.release(this.root.pfn, this.root.count, { owner: this.owner }), this.what);
+  }
+
+  /** @internal crash simulation: drop the ring as a killed process would (its lock still held). */
+  abandon(): void {
+    this.closedFlag = true;
+    this.lock.abandon();
+  }
+}

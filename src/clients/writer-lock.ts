@@ -1,0 +1,236 @@
+/**
+ * The single-writer lock of a client (PersistentMap, LogRing): a few words in
+ * the client's header run, held for as long as the writer keeps the client
+ * open. A robust lock in the pool's own style (docs/abi.md): the lock word
+ * holds a random token, the holder then writes who it is and confirms with the
+ * token again, and a contender that finds the holder dead breaks the lock with
+ * one compare-and-swap.
+ *
+ * "Who" is pid + process start time (/proc/PID/stat field 22) + boot id, as for
+ * the pool lock, plus two things a client lock needs because it is held for a
+ * long time: an image id (execve keeps the pid and start time but replaces the
+ * address space, so a program that exec'd in place without closing its clients
+ * must not find itself locked out) and the worker thread id.
+ */
+import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { threadId } from 'node:worker_threads';
+import { crc32c } from '../util/crc32c.js';
+import { ClientError } from './errors.js';
+
+/* Word offsets from the lock's base (u32 index). */
+const TOKEN = 0;
+const CONFIRM = 1;
+const PID = 2;
+const THREAD = 3;
+const START_LO = 4;
+const START_HI = 5;
+const BOOT = 6;
+const IMAGE = 7;
+const BREAKS = 8;
+/** Words the lock occupies. */
+export const LOCK_WORDS = 9;
+
+/** How long a lock word may stand without its holder's identity before that holder is deemed dead mid-acquire. */
+const IDENTITY_GRACE_MS = 200;
+
+export interface LockHolder {
+  pid: number;
+  threadId: number;
+  startTime: number;
+  bootHash: number;
+  imageId: number;
+}
+
+/** Tokens of the locks this JavaScript realm holds (a second open in the same thread is BUSY, not "dead"). */
+const heldTokens = new Set<number>();
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function sleepMs(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+
+/** Start time (clock ticks after boot) of a live process, or null when it is gone or a zombie. */
+export function processStartTime(pid: number): number | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  // Field 2 (comm) may hold spaces and parentheses: split after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  if (state === 'Z' || state === 'X' || state === 'x') return null;
+  const start = Number(fields[19]);
+  return Number.isFinite(start) ? start : null;
+}
+
+let selfCache: LockHolder | undefined;
+/** This thread of this program image. */
+export function selfHolder(): LockHolder {
+  if (selfCache === undefined || selfCache.pid !== process.pid) {
+    selfCache = { pid: process.pid, threadId, startTime: processStartTime(process.pid) ?? 0, bootHash: bootHash(), imageId: imageId() };
+  }
+  return selfCache;
+}
+
+function bootHash(): number {
+  let id = 'unknown-boot';
+  try {
+    id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    /* no procfs: pid + start time still apply */
+  }
+  return crc32c(Buffer.from(id));
+}
+
+/**
+ * A number that changes at every execve of this process: the addresses of the
+ * stack and vDSO mappings, which ASLR randomises per image. Without ASLR it is
+ * constant, and a stale lock of the same pid is recognised by thread and token.
+ */
+function imageId(): number {
+  try {
+    const maps = readFileSync('/proc/self/maps', 'latin1');
+    const lines = maps.split('\n').filter((l) => l.endsWith('[stack]') || l.endsWith('[vdso]'));
+    return crc32c(Buffer.from(lines.map((l) => l.slice(0, l.indexOf(' '))).join(','))) >>> 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Whether the holder may still be running (a thread of a live process counts as alive). */
+export function holderAlive(h: LockHolder): boolean {
+  if (h.pid <= 0) return false;
+  const me = selfHolder();
+  if (h.bootHash !== me.bootHash) return false;
+  if (h.pid === me.pid && h.startTime === me.startTime) {
+    // This process. Another image (exec in place) is gone; another thread is alive.
+    if (h.imageId !== me.imageId) return false;
+    return h.threadId !== me.threadId;
+  }
+  const start = processStartTime(h.pid);
+  return start !== null && start === h.startTime;
+}
+
+export class WriterLock {
+  private token = 0;
+
+  constructor(
+    private readonly words: Uint32Array,
+    private readonly base: number,
+  ) {}
+
+  get held(): boolean {
+    return this.token !== 0 && Atomics.load(this.words, this.base + TOKEN) === this.token;
+  }
+
+  /** How many times a dead holder's lock was broken (kept across opens). */
+  get breaks(): number {
+    return Atomics.load(this.words, this.base + BREAKS);
+  }
+
+  /** The current holder, or null when the lock is free or its holder has not yet written who it is. */
+  holder(): LockHolder | null {
+    const w = this.words;
+    const b = this.base;
+    const token = Atomics.load(w, b + TOKEN);
+    if (token === 0 || Atomics.load(w, b + CONFIRM) !== token) return null;
+    return {
+      pid: w[b + PID]!,
+      threadId: w[b + THREAD]!,
+      startTime: w[b + START_LO]! + w[b + START_HI]! * 2 ** 32,
+      bootHash: w[b + BOOT]!,
+      imageId: w[b + IMAGE]!,
+    };
+  }
+
+  /** True when the lock is held and its holder may be alive. */
+  writerAlive(): boolean {
+    const token = Atomics.load(this.words, this.base + TOKEN);
+    if (token === 0) return false;
+    if (heldTokens.has(token)) return true;
+    const h = this.holder();
+    return h === null ? true : holderAlive(h);
+  }
+
+  /**
+   * Takes the lock, or throws BUSY naming the live holder. Returns whether a
+   * dead holder's lock was broken (its last operation may be half done).
+   */
+  acquire(what: string): { broke: boolean } {
+    const w = this.words;
+    const b = this.base;
+    const token = randomInt(1, 0x7fffffff);
+    let unconfirmedSince = 0;
+    for (;;) {
+      const seen = Atomics.compareExchange(w, b + TOKEN, 0, token);
+      if (seen === 0) {
+        this.publish(token);
+        return { broke: false };
+      }
+      let dead: boolean;
+      if (heldTokens.has(seen)) {
+        throw new ClientError('BUSY', `${what} is already open for writing in this thread; close it first`);
+      } else if (Atomics.load(w, b + CONFIRM) !== seen) {
+        // The holder has not said who it is yet: give it a moment, then deem it dead mid-acquire.
+        const now = Date.now();
+        if (unconfirmedSince === 0) unconfirmedSince = now;
+        dead = now - unconfirmedSince > IDENTITY_GRACE_MS;
+        if (!dead) {
+          sleepMs(2);
+          continue;
+        }
+      } else {
+        const h = this.holder();
+        dead = h === null ? false : !holderAlive(h);
+        if (!dead && h !== null) {
+          const who = h.pid === process.pid ? `thread ${h.threadId} of this process` : `process ${h.pid}`;
+          throw new ClientError('BUSY', `${what} is open for writing by ${who}; a client has one writer at a time (readers may open it with { readOnly: true })`);
+        }
+        if (!dead) continue; // released meanwhile: try again
+      }
+      if (Atomics.compareExchange(w, b + TOKEN, seen, token) === seen) {
+        Atomics.add(w, b + BREAKS, 1);
+        this.publish(token);
+        return { broke: true };
+      }
+    }
+  }
+
+  private publish(token: number): void {
+    const w = this.words;
+    const b = this.base;
+    const me = selfHolder();
+    Atomics.store(w, b + CONFIRM, 0);
+    w[b + PID] = me.pid;
+    w[b + THREAD] = me.threadId;
+    w[b + START_LO] = me.startTime >>> 0;
+    w[b + START_HI] = Math.floor(me.startTime / 2 ** 32);
+    w[b + BOOT] = me.bootHash;
+    w[b + IMAGE] = me.imageId;
+    Atomics.store(w, b + CONFIRM, token);
+    this.token = token;
+    heldTokens.add(token);
+  }
+
+  /** Releases the lock if this opener holds it. */
+  release(): void {
+    const w = this.words;
+    const b = this.base;
+    if (this.token === 0) return;
+    if (Atomics.load(w, b + TOKEN) === this.token) {
+      Atomics.store(w, b + CONFIRM, 0);
+      Atomics.store(w, b + TOKEN, 0);
+    }
+    heldTokens.delete(this.token);
+    this.token = 0;
+  }
+
+  /** @internal crash simulation: forget the lock as a killed process would, leaving it held. */
+  abandon(): void {
+    heldTokens.delete(this.token);
+    this.token = 0;
+  }
+}

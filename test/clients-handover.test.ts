@@ -1,0 +1,145 @@
+/**
+ * The PersistentMap's handover node (/clients/<name>, "pmpool,persistent-map-v1"):
+ * written from a kexec.onHandover callback, read back untrusted, verified
+ * against the map found by name; a disagreeing node is refused and the map
+ * stays openable by the crash-recovery path.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { Fdt, kexec, Pool } from '../src/index.js';
+import { MemoryRegion } from '../src/region/index.js';
+import { ClientError, MAP_COMPATIBLE, PersistentMap, readMapNode, setIncomingHandoverSource, verifyMapNode, writeMapNode } from '../src/clients/index.js';
+
+const MiB = 1024 * 1024;
+
+function expectClientError(fn: () => unknown, code: string, pattern?: RegExp): ClientError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ClientError, `expected ClientError ${code}, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    if (pattern) assert.match(e.message, pattern);
+    return e;
+  }
+  assert.fail(`expected ClientError ${code}`);
+}
+
+function withMap(fn: (pool: Pool, map: PersistentMap) => void): void {
+  const pool = Pool.create(new MemoryRegion(16 * MiB), { size: 16 * MiB });
+  const map = PersistentMap.open(pool, 'kv');
+  try {
+    fn(pool, map);
+  } finally {
+    pool.close();
+  }
+}
+
+describe('PersistentMap handover node', () => {
+  test('written into a tree, read back, printed as DTS', () => {
+    withMap((pool, map) => {
+      map.set('a', '1').set('b', '2');
+      const fdt = new Fdt();
+      map.handoverNode(fdt);
+      const parsed = Fdt.parse(fdt.toBytes());
+      assert.equal(parsed.getString('/clients/kv', 'compatible'), MAP_COMPATIBLE);
+      const info = map.handoverInfo();
+      assert.equal(parsed.getU64('/clients/kv', 'root'), BigInt(info.rootPfn));
+      assert.deepEqual(parsed.get('/clients/kv', 'pool-uuid'), pool.uuidBytes);
+      assert.equal(parsed.getU64('/clients/kv', 'entries'), 2n);
+      const node = readMapNode(parsed, 'kv')!;
+      assert.deepEqual(node, { ...info, poolUuid: pool.uuidBytes });
+      verifyMapNode(node, info);
+      assert.equal(readMapNode(parsed, 'other'), undefined);
+      // A blob carries no types: dtc prints the u64 as two cells, as does our printer.
+      assert.match(parsed.toDts(), /kv \{[^}]*compatible = "pmpool,persistent-map-v1";[^}]*root = <0x0+ 0x[0-9a-f]+>;/s);
+    });
+  });
+
+  test('open verifies the incoming node; a disagreeing one is refused and the map stays openable', () => {
+    withMap((pool, map) => {
+      map.set('k', 'v');
+      const fdt = new Fdt();
+      map.handoverNode(fdt);
+      map.close();
+      PersistentMap.open(pool, 'kv', { handover: fdt }).close();
+      const info = readMapNode(fdt, 'kv')!;
+      const variants: Array<[string, (f: Fdt) => void, RegExp]> = [
+        ['pool', (f) => f.set('/clients/kv', 'pool-uuid', new Uint8Array(16).fill(1)), /names pool/],
+        ['root', (f) => f.set('/clients/kv', 'root', BigInt(info.rootPfn + 1)), /root pfn/],
+        ['id', (f) => f.set('/clients/kv', 'map-id', (info.mapId + 1) >>> 0), /map-id/],
+        ['entries', (f) => f.set('/clients/kv', 'entries', 5n), /5 entries, the map holds 1/],
+        ['v2', (f) => f.set('/clients/kv', 'compatible', 'pmpool,persistent-map-v2'), /this code reads/],
+        ['other', (f) => f.set('/clients/kv', 'compatible', 'acme,thing'), /not a persistent map/],
+        ['uuid-size', (f) => f.set('/clients/kv', 'pool-uuid', new Uint8Array(15)), /15 bytes/],
+        ['root-type', (f) => f.set('/clients/kv', 'root', 'text'), /malformed/],
+        ['missing', (f) => f.remove('/clients/kv', 'entries'), /lacks/],
+      ];
+      for (const [label, edit, pattern] of variants) {
+        const bad = fdt.clone();
+        edit(bad);
+        expectClientError(() => PersistentMap.open(pool, 'kv', { handover: bad }), 'HANDOVER_MISMATCH', pattern);
+        // Refused, and nothing held: the crash-recovery path opens it as found.
+        const found = PersistentMap.open(pool, 'kv', { handover: null });
+        assert.equal(found.get('k'), 'v', label);
+        found.close();
+      }
+      // A node written, then the map changed: the next program would refuse it.
+      const w = PersistentMap.open(pool, 'kv', { handover: null });
+      w.set('late', 'write');
+      w.close();
+      expectClientError(() => PersistentMap.open(pool, 'kv', { handover: fdt }), 'HANDOVER_MISMATCH', /written after its handover callback/);
+    });
+  });
+
+  test('the incoming tree comes from the kexec layer by default, or from a source set for it', () => {
+    withMap((pool, map) => {
+      map.set('x', 'y');
+      const fdt = new Fdt();
+      map.handoverNode(fdt);
+      map.close();
+      const wrong = fdt.clone();
+      wrong.set('/clients/kv', 'entries', 9n);
+      setIncomingHandoverSource(() => wrong);
+      try {
+        expectClientError(() => PersistentMap.open(pool, 'kv'), 'HANDOVER_MISMATCH');
+        setIncomingHandoverSource(() => fdt);
+        PersistentMap.open(pool, 'kv').close();
+      } finally {
+        setIncomingHandoverSource(null);
+      }
+      // No source set and no blob on the command line: a cold start, nothing to verify.
+      assert.equal(kexec.incoming(), null);
+      PersistentMap.open(pool, 'kv').close();
+    });
+  });
+
+  test('registerHandover: the kexec callback writes the node into the outgoing tree', () => {
+    withMap((_pool, map) => {
+      for (let i = 0; i < 100; i++) map.set(`k${i}`, `v${i}`);
+      const unregister = PersistentMap.registerHandover(map, kexec.onHandover);
+      try {
+        const prepared = kexec.prepare({ from: 'clients test' });
+        try {
+          assert.equal(prepared.fdt.getString('/clients/kv', 'compatible'), MAP_COMPATIBLE);
+          assert.equal(prepared.fdt.getU64('/clients/kv', 'entries'), 100n);
+          verifyMapNode(readMapNode(Fdt.parse(prepared.bytes), 'kv')!, map.handoverInfo());
+        } finally {
+          prepared.abort(new Error('test: not going anywhere'));
+        }
+      } finally {
+        unregister();
+      }
+      // The map goes on after an aborted handover.
+      map.set('after', 'abort');
+      assert.equal(map.get('after'), 'abort');
+    });
+  });
+
+  test('writeMapNode rewrites a carried-forward node rather than merging into it', () => {
+    const fdt = new Fdt();
+    fdt.addNode('/clients/kv');
+    fdt.set('/clients/kv', 'stale', 'from an older program');
+    writeMapNode(fdt, { name: 'kv', rootPfn: 10, poolUuid: new Uint8Array(16), mapId: 7, entries: 0 });
+    assert.deepEqual(fdt.props('/clients/kv').sort(), ['compatible', 'entries', 'map-id', 'pool-uuid', 'root']);
+  });
+});

@@ -1,0 +1,330 @@
+/**
+ * LogRing: records in order across wraparound and reopen, bad input, a crash
+ * simulation at every store boundary of appends, torn and corrupt records
+ * skipped (never returned), hundreds of real SIGKILLs mid-append, and the
+ * `pmpool log dump` command.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { Pool } from '../src/index.js';
+import { MemoryRegion } from '../src/region/index.js';
+import { ClientError, LogRing, PersistentMap, type LogRecord } from '../src/clients/index.js';
+import { setLogFaultHook } from '../src/clients/log-ring.js';
+import { logCommand } from '../src/cli/log-command.js';
+import { crc32c } from '../src/util/crc32c.js';
+import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
+import { Prng, testSeed } from './support/prng.js';
+
+const MiB = 1024 * 1024;
+const HEADER = 4096; // the ring's header page; records follow
+const HEAD_OFFSET = 192; // u64 byte offsets in the header
+const TAIL_OFFSET = 200;
+
+function memoryPool(size = 16 * MiB): Pool {
+  return Pool.create(new MemoryRegion(size), { size });
+}
+
+function expectClientError(fn: () => unknown, code: string): ClientError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ClientError, `expected ClientError ${code}, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected ClientError ${code}`);
+}
+
+function assertInOrder(records: LogRecord[]): void {
+  for (let i = 1; i < records.length; i++) assert.equal(records[i]!.seq, records[i - 1]!.seq + 1, `seq ${records[i]!.seq} follows ${records[i - 1]!.seq}`);
+}
+
+/** A record that checks itself: "<tag>:<n>:<filler>:<crc>". */
+function selfChecking(tag: string, n: number, size: number): string {
+  const body = `${tag}:${n}:${'0123456789abcdef'.repeat(Math.ceil(size / 16)).slice(0, size)}`;
+  return `${body}:${crc32c(Buffer.from(body)).toString(16)}`;
+}
+function isIntact(text: string | undefined): boolean {
+  if (text === undefined) return false;
+  const i = text.lastIndexOf(':');
+  return crc32c(Buffer.from(text.slice(0, i))).toString(16) === text.slice(i + 1);
+}
+
+describe('LogRing basics', () => {
+  test('records come back in order through wraparound, reopen and readers; text and bytes as appended', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'events', { bytes: 16 * 1024 });
+    assert.equal(ring.capacity, 16 * 1024);
+    assert.deepEqual(ring.records(), []);
+    const rng = new Prng(3);
+    const appended: Array<string | Uint8Array> = [];
+    for (let i = 0; i < 2000; i++) {
+      const r = rng.chance(0.3) ? new Uint8Array(rng.range(0, 300)).map(() => rng.int(256)) : `event ${i} ` + 'é'.repeat(rng.range(0, 100));
+      assert.equal(ring.append(r), i + 1);
+      appended.push(r);
+    }
+    const records = ring.records();
+    assert.ok(records.length > 20 && records.length < 2000);
+    assertInOrder(records);
+    assert.equal(records[records.length - 1]!.seq, 2000);
+    for (const r of records) {
+      const original = appended[r.seq - 1]!;
+      if (typeof original === 'string') {
+        assert.equal(r.text, original);
+        assert.deepEqual(r.bytes, new TextEncoder().encode(original));
+      } else {
+        assert.equal(r.text, undefined);
+        assert.deepEqual(r.bytes, original);
+      }
+    }
+    const stats = ring.stats();
+    assert.equal(stats.records, records.length);
+    assert.equal(stats.skipped, 0);
+    assert.ok(stats.used <= stats.capacity && stats.used > stats.capacity - 2 * (stats.maxRecordBytes + 16));
+    // A reader sees the same; a reopened writer goes on from seq 2001.
+    const reader = LogRing.open(pool, 'events', { readOnly: true });
+    assert.deepEqual(reader.records(), records);
+    ring.close();
+    const again = LogRing.open(pool, 'events', { bytes: 999_999 });
+    assert.equal(again.capacity, 16 * 1024, 'an existing ring keeps its size');
+    assert.equal(again.append(''), 2001);
+    const last = again.records().at(-1)!;
+    assert.equal(last.text, '');
+    assert.deepEqual(reader.records().at(-1), last);
+    again.close();
+    reader.close();
+    pool.close();
+  });
+
+  test('bad input and bad use: typed errors, and the ring unchanged', () => {
+    const pool = memoryPool();
+    expectClientError(() => LogRing.open(pool, 'log'), 'BAD_ARGUMENT');
+    for (const bytes of [0, -1, 1.5, 100, 2 ** 40, '1M']) expectClientError(() => LogRing.open(pool, 'log', { bytes: bytes as number }), 'BAD_ARGUMENT');
+    expectClientError(() => LogRing.open(pool, 'a/b', { bytes: 8192 }), 'BAD_ARGUMENT');
+    const ring = LogRing.open(pool, 'log', { bytes: 8192 });
+    ring.append('first');
+    for (const r of [1, null, undefined, {}, [1], new Uint32Array(2)]) expectClientError(() => ring.append(r as unknown as string), 'BAD_VALUE');
+    expectClientError(() => ring.append('\udfff'), 'BAD_VALUE');
+    expectClientError(() => ring.append(new Uint8Array(ring.maxRecordBytes + 1)), 'TOO_LARGE');
+    expectClientError(() => ring.append('x'.repeat(ring.maxRecordBytes + 1)), 'TOO_LARGE');
+    ring.append(new Uint8Array(ring.maxRecordBytes));
+    expectClientError(() => LogRing.open(pool, 'log', { bytes: 8192 }), 'BUSY');
+    const reader = LogRing.open(pool, 'log', { readOnly: true });
+    expectClientError(() => reader.append('x'), 'READ_ONLY');
+    expectClientError(() => LogRing.open(pool, 'nothing', { readOnly: true }), 'NOT_FOUND');
+    PersistentMap.open(pool, 'kv').close();
+    expectClientError(() => LogRing.open(pool, 'kv', { bytes: 8192 }), 'WRONG_TYPE');
+    pool.alloc(4, { name: 'plain' });
+    expectClientError(() => LogRing.open(pool, 'plain', { readOnly: true }), 'WRONG_TYPE');
+    assert.deepEqual(ring.records().map((r) => r.seq), [1, 2]);
+    assert.equal(ring.records()[0]!.text, 'first');
+    ring.close();
+    expectClientError(() => ring.append('x'), 'CLOSED');
+    reader.close();
+    const used = pool.stats().used;
+    const doomed = LogRing.open(pool, 'doomed', { bytes: 64 * 1024 });
+    doomed.append('bye');
+    doomed.destroy();
+    assert.equal(pool.stats().used, used);
+    expectClientError(() => LogRing.open(pool, 'doomed', { readOnly: true }), 'NOT_FOUND');
+    pool.close();
+  });
+});
+
+describe('LogRing crash safety', () => {
+  test('a crash at every store boundary of every append: the ring holds a prefix of what was appended, whole records only', () => {
+    const seed = testSeed('PLOG_CRASH_SEED');
+    const rng = new Prng(seed);
+    const pool = memoryPool();
+    let ring = LogRing.open(pool, 'sim', { bytes: 4096 });
+    const committed: string[] = []; // by seq - 1
+    let crashes = 0;
+    for (let i = 0; i < 400; i++) {
+      const text = selfChecking('sim', i, rng.range(0, 600));
+      for (let target = 0; ; target++) {
+        let n = 0;
+        setLogFaultHook((point) => {
+          if (n++ === target) throw new Error(`crash at ${point}`);
+        });
+        let crashed = false;
+        try {
+          ring.append(text);
+        } catch (e) {
+          if (!(e as Error).message.startsWith('crash at')) throw e;
+          crashed = true;
+        } finally {
+          setLogFaultHook(null);
+        }
+        if (!crashed) {
+          committed.push(text);
+          break;
+        }
+        crashes++;
+        ring.abandon();
+        ring = LogRing.open(pool, 'sim');
+        const records = ring.records();
+        assertInOrder(records);
+        assert.equal(ring.stats().skipped, 0);
+        const last = records.at(-1);
+        if (last !== undefined && last.seq === committed.length + 1) {
+          // The crash came after the publish: the record is there, whole.
+          assert.equal(last.text, text);
+          committed.push(text);
+          break;
+        }
+        for (const r of records) assert.equal(r.text, committed[r.seq - 1], `seed ${seed}: record ${r.seq}`);
+        if (records.length > 0) assert.equal(records.at(-1)!.seq, committed.length, `seed ${seed}: the newest committed record survives`);
+      }
+    }
+    assert.ok(crashes >= 800, `${crashes} crashes`);
+    ring.close();
+    pool.close();
+  });
+
+  test('torn and corrupt records are detected by their CRC and skipped, never returned', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'torn', { bytes: 64 * 1024 });
+    for (let i = 0; i < 40; i++) ring.append(selfChecking('t', i, 100 + i));
+    const run = pool.find('torn')!;
+    const bytes = run.bytes();
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const before = ring.records();
+    assert.equal(before.length, 40);
+    const positionOf = (seq: number) => {
+      let pos = 0;
+      for (let s = 1; s < seq; s++) pos += (16 + before[s - 1]!.bytes.length + 15) & ~15;
+      return HEADER + pos;
+    };
+    // A flipped payload byte in record 10, a flipped length in record 20.
+    bytes[positionOf(10) + 16 + 5]! ^= 0x40;
+    view.setUint32(positionOf(20), view.getUint32(positionOf(20), true) + 32, true);
+    const after = ring.records();
+    assert.deepEqual(after.map((r) => r.seq), before.map((r) => r.seq).filter((s) => s !== 10 && s !== 20));
+    assert.ok(after.every((r) => isIntact(r.text)));
+    assert.equal(ring.stats().skipped, 2);
+    // A record written past the head but never published (the writer died before the head moved) is not there.
+    const head = Number(view.getBigUint64(HEAD_OFFSET, true));
+    const fake = new TextEncoder().encode(selfChecking('t', 99, 50));
+    bytes.set(fake, HEADER + head + 16);
+    view.setUint32(HEADER + head, fake.length, true);
+    assert.equal(ring.records().length, after.length);
+    // Published, but torn (the CRC was never written): skipped, and the ring stays readable.
+    view.setBigUint64(HEAD_OFFSET, BigInt(head + ((16 + fake.length + 15) & ~15)), true);
+    assert.deepEqual(ring.records().map((r) => r.seq), after.map((r) => r.seq));
+    // A head and tail that cannot describe the ring: CORRUPT.
+    view.setBigUint64(TAIL_OFFSET, BigInt(head + 4096), true);
+    expectClientError(() => ring.records(), 'CORRUPT');
+    pool.close();
+  });
+
+  test('a writer SIGKILLed mid-append 200 times: every surviving record intact and in order, no seq ever reused', async () => {
+    const { path, cleanup } = shmPath('log-kill');
+    const child = `
+      import { Pool, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
+      import { crc32c } from ${JSON.stringify(new URL('./util/crc32c.js', PMPOOL_ENTRY).href)};
+      import { writeSync } from 'node:fs';
+      const [path, run] = [process.argv[1], process.argv[2]];
+      const pool = Pool.open(path);
+      const ring = LogRing.open(pool, 'crashlog');
+      writeSync(1, 'ready\\n');
+      let s = Number(run) * 7919 + 1;
+      for (let n = 0; ; n++) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        const size = s % 3000;
+        const body = 'run' + run + ':' + n + ':' + '0123456789abcdef'.repeat(Math.ceil(size / 16)).slice(0, size);
+        ring.append(body + ':' + crc32c(Buffer.from(body)).toString(16));
+      }
+    `;
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      LogRing.open(pool, 'crashlog', { bytes: 64 * 1024 }).close();
+      const reader = LogRing.open(pool, 'crashlog', { readOnly: true });
+      const seen = new Map<number, string>();
+      let total = 0;
+      for (let run = 0; run < 200; run++) {
+        const proc = startModule(child, [path, String(run)]);
+        let stderr = '';
+        proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        await new Promise<void>((resolve, reject) => {
+          proc.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+          proc.on('exit', (code) => reject(new Error(`run ${run}: the writer exited (${code}) before it was ready: ${stderr}`)));
+        });
+        await new Promise((r) => setTimeout(r, Math.random() * 15));
+        proc.kill('SIGKILL');
+        await once(proc, 'exit');
+        const records = reader.records();
+        assert.ok(records.length > 0, `run ${run}`);
+        assertInOrder(records);
+        let prev: { run: number; n: number } | null = null;
+        for (const r of records) {
+          assert.ok(isIntact(r.text), `run ${run}: record ${r.seq} is not intact`);
+          const [tag, n] = r.text!.split(':') as [string, string];
+          const cur = { run: Number(tag.slice(3)), n: Number(n) };
+          if (prev !== null) assert.ok(cur.run > prev.run || (cur.run === prev.run && cur.n === prev.n + 1), `run ${run}: record ${r.seq} out of order`);
+          prev = cur;
+          const was = seen.get(r.seq);
+          assert.ok(was === undefined || was === r.text, `run ${run}: seq ${r.seq} was reused`);
+          seen.set(r.seq, r.text!);
+        }
+        assert.equal(reader.stats().skipped, 0);
+        total = records.at(-1)!.seq;
+      }
+      assert.ok(total > 200, `${total} records appended in all`);
+      reader.close();
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('pmpool log dump', () => {
+  test('prints the records (text and JSON); 1 for a missing or wrong ring, 2 for bad usage', () => {
+    const { path, cleanup } = shmPath('log-cli');
+    try {
+      const pool = Pool.create(path, { size: '8M' });
+      const ring = LogRing.open(pool, 'app', { bytes: 8192 });
+      ring.append('started');
+      ring.append('two\nlines');
+      ring.append(new Uint8Array([0xde, 0xad, 0xbe, 0xef]));
+      PersistentMap.open(pool, 'kv').close();
+      const run = (args: string[]) => {
+        const out: string[] = [];
+        const err: string[] = [];
+        const code = logCommand(args, (s) => out.push(s), (s) => err.push(s));
+        return { code, out, err };
+      };
+      const text = run(['dump', path, 'app']);
+      assert.equal(text.code, 0, text.err.join('\n'));
+      assert.match(text.out[0]!, /^# log ring "app": 3 records, seq 1\.\.3/);
+      assert.deepEqual(text.out.slice(1), ['1 started', '2 two\\nlines', '3 0xdeadbeef']);
+      const json = run(['dump', path, 'app', '--json']);
+      assert.equal(json.code, 0);
+      const doc = JSON.parse(json.out.join('')) as { records: unknown[]; capacity: number };
+      assert.equal(doc.capacity, 8192);
+      assert.deepEqual(doc.records, [
+        { seq: 1, text: 'started' },
+        { seq: 2, text: 'two\nlines' },
+        { seq: 3, base64: Buffer.from([0xde, 0xad, 0xbe, 0xef]).toString('base64') },
+      ]);
+      // The writer still holds the ring: a dump reads alongside it.
+      ring.append('later');
+      assert.equal(run(['dump', path, 'app']).out.at(-1), '4 later');
+      const missing = run(['dump', path, 'nope']);
+      assert.equal(missing.code, 1);
+      assert.match(missing.err.join('\n'), /NOT_FOUND/);
+      assert.equal(run(['dump', path, 'kv']).code, 1);
+      assert.equal(run(['dump', `${path}-absent`, 'app']).code, 1);
+      for (const bad of [[], ['dump'], ['dump', path], ['show', path, 'app'], ['dump', path, 'app', '--yaml'], ['dump', path, 'app', 'extra']]) {
+        const r = run(bad);
+        assert.equal(r.code, 2, JSON.stringify(bad));
+        assert.match(r.err.join('\n'), /usage: pmpool log dump/);
+      }
+      ring.close();
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+});

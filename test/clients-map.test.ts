@@ -1,0 +1,424 @@
+/**
+ * PersistentMap in one process: the Map API, bad input, a full pool, grow
+ * and shrink cycles without leaks, readers, and a deterministic crash
+ * simulation that stops the map at every store boundary of every operation
+ * (setMapFaultHook), reopens it as the next writer would, and proves each
+ * entry old or new and no pool page leaked.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { Pool, PoolError } from '../src/index.js';
+import { MemoryRegion } from '../src/region/index.js';
+import { ClientError, LogRing, PersistentMap, MAX_KEY_BYTES, MAX_VALUE_BYTES, type MapKey, type MapValue } from '../src/clients/index.js';
+import { setMapFaultHook } from '../src/clients/persistent-map.js';
+import { Prng, testSeed } from './support/prng.js';
+
+const MiB = 1024 * 1024;
+
+function memoryPool(size = 32 * MiB): Pool {
+  return Pool.create(new MemoryRegion(size), { size });
+}
+
+function expectClientError(fn: () => unknown, code: string): ClientError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ClientError, `expected ClientError ${code}, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected ClientError ${code}`);
+}
+
+/** Pool pages held by the map's owner, as the pool's directory sees them. */
+function ownedPages(pool: Pool, name: string): number {
+  return pool.stats().byOwner[`pmap:${name}`]?.pages ?? 0;
+}
+
+function same(a: MapValue | MapKey | undefined, b: MapValue | MapKey | undefined): boolean {
+  if (typeof a === 'string' || typeof b === 'string' || a === undefined || b === undefined) return a === b;
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+describe('PersistentMap basics', () => {
+  test('get/set/delete/has/size, iteration, string and byte keys kept apart', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'kv');
+    assert.equal(map.size, 0);
+    assert.equal(map.get('a'), undefined);
+    map.set('a', 'alpha').set(new Uint8Array([0x61]), new Uint8Array([1, 2, 3])).set('ü🙂', 'ünïcødé 🙂');
+    assert.equal(map.size, 3);
+    assert.equal(map.get('a'), 'alpha');
+    assert.deepEqual(map.get(new Uint8Array([0x61])), new Uint8Array([1, 2, 3]));
+    assert.equal(map.get('ü🙂'), 'ünïcødé 🙂');
+    assert.equal(map.has('a'), true);
+    assert.equal(map.has(new Uint8Array([0x62])), false);
+    map.set('a', 'ALPHA');
+    assert.equal(map.get('a'), 'ALPHA');
+    assert.equal(map.size, 3);
+    const entries = [...map.entries()].map(([k, v]) => [typeof k === 'string' ? k : [...k], typeof v === 'string' ? v : [...v]]);
+    assert.deepEqual(
+      entries.sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))),
+      [
+        ['a', 'ALPHA'],
+        ['ü🙂', 'ünïcødé 🙂'],
+        [[0x61], [1, 2, 3]],
+      ].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))),
+    );
+    assert.equal([...map.keys()].length, 3);
+    assert.equal([...map.values()].length, 3);
+    let seen = 0;
+    map.forEach(() => seen++);
+    assert.equal(seen, 3);
+    assert.equal(map.delete('a'), true);
+    assert.equal(map.delete('a'), false);
+    assert.equal(map.get('a'), undefined);
+    assert.equal(map.size, 2);
+    assert.deepEqual(map.check(), { ok: true, problems: [] });
+    map.close();
+    // Reopen: everything is where it was.
+    const again = PersistentMap.open(pool, 'kv');
+    assert.equal(again.size, 2);
+    assert.equal(again.get('ü🙂'), 'ünïcødé 🙂');
+    assert.deepEqual(again.check(), { ok: true, problems: [] });
+    again.close();
+    pool.close();
+  });
+
+  test('keys and values of 0 bytes and of 1 MiB; the limits are exact', () => {
+    const pool = memoryPool(64 * MiB);
+    const map = PersistentMap.open(pool, 'big');
+    const mib = new Uint8Array(MiB).map((_, i) => (i * 31) & 0xff);
+    const mibText = 'x'.repeat(MiB);
+    map.set('', '');
+    map.set(new Uint8Array(0), new Uint8Array(0));
+    map.set(mib, mib);
+    map.set(mibText, mibText);
+    map.set('max-value', new Uint8Array(MAX_VALUE_BYTES).fill(7));
+    map.set(new Uint8Array(MAX_KEY_BYTES).fill(9), 'max-key');
+    assert.equal(map.get(''), '');
+    assert.deepEqual(map.get(new Uint8Array(0)), new Uint8Array(0));
+    assert.deepEqual(map.get(mib), mib);
+    assert.equal(map.get(mibText), mibText);
+    assert.equal((map.get('max-value') as Uint8Array).length, MAX_VALUE_BYTES);
+    assert.equal(map.get(new Uint8Array(MAX_KEY_BYTES).fill(9)), 'max-key');
+    assert.equal(map.size, 6);
+    expectClientError(() => map.set(new Uint8Array(MAX_KEY_BYTES + 1), 'v'), 'TOO_LARGE');
+    expectClientError(() => map.set('k', new Uint8Array(MAX_VALUE_BYTES + 1)), 'TOO_LARGE');
+    expectClientError(() => map.set('k', 'é'.repeat(MAX_VALUE_BYTES / 2 + 1)), 'TOO_LARGE');
+    expectClientError(() => map.get('k'.repeat(MAX_KEY_BYTES + 1)), 'TOO_LARGE');
+    assert.equal(map.size, 6);
+    assert.ok(map.check().ok);
+    // Big records live in segments of their own and go back to the pool when superseded.
+    const before = ownedPages(pool, 'big');
+    map.set(mib, 'small now');
+    assert.ok(ownedPages(pool, 'big') < before, 'the 1 MiB record\'s segment was released');
+    map.close();
+    const again = PersistentMap.open(pool, 'big');
+    assert.equal(again.get(mibText), mibText);
+    assert.equal(again.get(mib), 'small now');
+    assert.ok(again.check().ok);
+    again.close();
+    pool.close();
+  });
+
+  test('bad input is refused with typed errors and changes nothing', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'kv');
+    map.set('keep', 'me');
+    for (const key of [1, null, undefined, {}, [], true, 10n, Symbol('s'), new Uint16Array(2)]) {
+      expectClientError(() => map.set(key as unknown as string, 'v'), 'BAD_KEY');
+      expectClientError(() => map.get(key as unknown as string), 'BAD_KEY');
+      expectClientError(() => map.delete(key as unknown as string), 'BAD_KEY');
+    }
+    for (const value of [1, null, undefined, {}, new Float64Array(1), false]) {
+      expectClientError(() => map.set('k', value as unknown as string), 'BAD_VALUE');
+    }
+    expectClientError(() => map.set('\ud800', 'v'), 'BAD_KEY');
+    expectClientError(() => map.set('k', 'lone \udc00 surrogate'), 'BAD_VALUE');
+    assert.equal(map.size, 1);
+    assert.equal(map.get('keep'), 'me');
+    assert.equal(map.has('k'), false);
+    for (const name of ['', 'a/b', 'x'.repeat(20), 'sp ace', 'nul\0', 7]) {
+      expectClientError(() => PersistentMap.open(pool, name as string), 'BAD_ARGUMENT');
+    }
+    // One writer at a time; readers are read-only.
+    expectClientError(() => PersistentMap.open(pool, 'kv'), 'BUSY');
+    const reader = PersistentMap.open(pool, 'kv', { readOnly: true });
+    assert.equal(reader.get('keep'), 'me');
+    expectClientError(() => reader.set('k', 'v'), 'READ_ONLY');
+    expectClientError(() => reader.clear(), 'READ_ONLY');
+    expectClientError(() => PersistentMap.open(pool, 'absent', { readOnly: true }), 'NOT_FOUND');
+    expectClientError(() => PersistentMap.open(pool, 'absent', { create: false }), 'NOT_FOUND');
+    map.close();
+    expectClientError(() => map.get('keep'), 'CLOSED');
+    expectClientError(() => map.set('keep', 'x'), 'CLOSED');
+    reader.close();
+    pool.close();
+  });
+
+  test('another client\'s name, another type: WRONG_TYPE, and both stay intact', () => {
+    const pool = memoryPool();
+    const log = LogRing.open(pool, 'events', { bytes: 8192 });
+    log.append('hello');
+    const map = PersistentMap.open(pool, 'kv');
+    map.set('a', 'b');
+    const plain = pool.alloc(20, { name: 'plain' });
+    plain.bytes().fill(0xab);
+    const mine = pool.alloc(20, { name: 'fake', owner: 'pmap:fake' });
+    mine.bytes().fill(0x11);
+    expectClientError(() => PersistentMap.open(pool, 'events'), 'WRONG_TYPE');
+    expectClientError(() => PersistentMap.open(pool, 'events', { readOnly: true }), 'WRONG_TYPE');
+    expectClientError(() => LogRing.open(pool, 'kv', { bytes: 8192 }), 'WRONG_TYPE');
+    expectClientError(() => PersistentMap.open(pool, 'plain'), 'WRONG_TYPE');
+    expectClientError(() => PersistentMap.open(pool, 'fake'), 'WRONG_TYPE');
+    assert.deepEqual(log.records().map((r) => r.text), ['hello']);
+    assert.equal(map.get('a'), 'b');
+    assert.ok(plain.bytes().every((b) => b === 0xab));
+    assert.ok(mine.bytes().every((b) => b === 0x11));
+    pool.close();
+  });
+
+  test('a full pool: NO_SPACE, the map unchanged and usable', () => {
+    const pool = memoryPool(4 * MiB);
+    const map = PersistentMap.open(pool, 'kv');
+    const value = 'v'.repeat(3000);
+    let n = 0;
+    let error: unknown;
+    try {
+      for (; n < 100_000; n++) map.set(`key-${n}`, value);
+    } catch (e) {
+      error = e;
+    }
+    assert.ok(error instanceof ClientError && error.code === 'NO_SPACE', String(error));
+    assert.ok((error as ClientError).cause instanceof PoolError);
+    assert.equal(map.size, n);
+    assert.equal(map.has(`key-${n}`), false);
+    expectClientError(() => map.set(`key-${n}`, value), 'NO_SPACE');
+    expectClientError(() => map.set(`key-0`, 'x'.repeat(300_000)), 'NO_SPACE');
+    assert.equal(map.get('key-0'), value);
+    assert.equal(map.get(`key-${n - 1}`), value);
+    assert.ok(map.check().ok);
+    // Space comes back: segments emptied by deletes go back to the pool and take new entries.
+    for (let i = 0; i < n / 2; i++) map.delete(`key-${i}`);
+    for (let i = 0; i < n / 4; i++) map.set(`again-${i}`, value);
+    assert.equal(map.size, n - Math.ceil(n / 2) + Math.ceil(n / 4));
+    assert.ok(map.check().ok);
+    assert.ok(pool.check().ok);
+    map.clear();
+    map.close();
+    pool.close();
+  });
+
+  test('grow and shrink cycles leak no pool page; clear and delete-all return to baseline', () => {
+    const pool = memoryPool(64 * MiB);
+    const baselinePool = pool.stats().used;
+    const map = PersistentMap.open(pool, 'cycles');
+    const baseline = pool.stats().used;
+    assert.equal(baseline - baselinePool, map.stats().pages, 'an empty map holds its header run only');
+    const rng = new Prng(7);
+    for (let cycle = 0; cycle < 4; cycle++) {
+      const n = 20_000 + cycle * 10_000;
+      for (let i = 0; i < n; i++) map.set(`c${cycle}-${i}`, 'x'.repeat(rng.range(0, 400)));
+      for (let i = 0; i < n; i += 3) map.set(`c${cycle}-${i}`, 'updated');
+      for (let i = 0; i < n; i += 2) map.delete(`c${cycle}-${i}`);
+      assert.equal(map.size, n - Math.ceil(n / 2));
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+      assert.equal(ownedPages(pool, 'cycles'), map.stats().pages, 'the map holds exactly the pages it uses');
+      map.compact();
+      const s = map.stats();
+      assert.equal(s.garbageBytes, 0, 'compact leaves no garbage');
+      assert.equal(s.tombstones, 0);
+      assert.ok(map.check().ok);
+      if (cycle % 2 === 0) {
+        map.clear();
+      } else {
+        for (const key of [...map.keys()]) map.delete(key);
+      }
+      assert.equal(map.size, 0);
+      assert.equal(pool.stats().used, baseline, `cycle ${cycle}: usage back to baseline`);
+      assert.ok(pool.check().ok);
+    }
+    map.close();
+    assert.equal(pool.stats().used, baseline);
+    // destroy() gives the header back too: the pool as it was before the map.
+    const again = PersistentMap.open(pool, 'cycles');
+    again.set('x', 'y');
+    again.destroy();
+    assert.equal(pool.stats().used, baselinePool);
+    assert.equal(pool.find('cycles'), undefined);
+    expectClientError(() => again.get('x'), 'CLOSED');
+    pool.close();
+  });
+
+  test('deleting while iterating visits every entry once; a resize while iterating throws CHANGED', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'iter');
+    for (let i = 0; i < 5000; i++) map.set(`k${i}`, `v${i}`);
+    let seen = 0;
+    for (const [k] of map) {
+      map.delete(k);
+      seen++;
+    }
+    assert.equal(seen, 5000);
+    assert.equal(map.size, 0);
+    for (let i = 0; i < 600; i++) map.set(`k${i}`, `v${i}`);
+    assert.throws(
+      () => {
+        let i = 0;
+        for (const _ of map.keys()) map.set(`new${i++}`, 'x');
+      },
+      (e: unknown) => e instanceof ClientError && e.code === 'CHANGED',
+    );
+    assert.ok(map.check().ok);
+    pool.close();
+  });
+
+  test('a reader sees a consistent map while the writer grows, compacts and clears it', () => {
+    const pool = memoryPool(64 * MiB);
+    const map = PersistentMap.open(pool, 'shared');
+    const reader = PersistentMap.open(pool, 'shared', { readOnly: true });
+    const valueOf = (i: number, round: number) => `${i}:${round}:` + '.'.repeat((i * 7 + round) % 300);
+    for (let round = 0; round < 6; round++) {
+      for (let i = 0; i < 3000; i++) {
+        map.set(`k${i}`, valueOf(i, round));
+        if (i % 97 === 0) {
+          const j = (i * 13) % 3000;
+          const got = reader.get(`k${j}`);
+          assert.ok(got === undefined || got === valueOf(j, round) || got === valueOf(j, round - 1), `k${j}: ${String(got)}`);
+        }
+      }
+      assert.equal(reader.size, map.size);
+      assert.equal([...reader.keys()].length, map.size);
+      if (round === 3) {
+        map.clear();
+        assert.equal(reader.get('k1'), undefined);
+        assert.equal(reader.size, 0);
+      }
+    }
+    assert.deepEqual(reader.check(), { ok: true, problems: [] });
+    reader.close();
+    map.close();
+    pool.close();
+  });
+});
+
+/* ---------------- deterministic crash simulation ---------------- */
+
+class Crash extends Error {}
+
+type Op = { kind: 'set'; key: MapKey; value: MapValue } | { kind: 'delete'; key: MapKey } | { kind: 'clear' } | { kind: 'compact' };
+
+function modelKey(key: MapKey): string {
+  return typeof key === 'string' ? `s:${key}` : `b:${Buffer.from(key).toString('hex')}`;
+}
+
+function applyOp(map: PersistentMap, op: Op): void {
+  if (op.kind === 'set') map.set(op.key, op.value);
+  else if (op.kind === 'delete') map.delete(op.key);
+  else if (op.kind === 'clear') map.clear();
+  else map.compact();
+}
+
+function scenario(rng: Prng): Op[] {
+  const ops: Op[] = [];
+  const keys: MapKey[] = [];
+  for (let i = 0; i < 120; i++) keys.push(i % 5 === 0 ? new Uint8Array([i, i >> 8, 0xfe]) : `key-${i}`);
+  const value = (i: number): MapValue => {
+    const size = rng.chance(0.08) ? rng.range(8_000, 30_000) : rng.chance(0.01) ? 300_000 : rng.range(0, 200);
+    const body = `v${i}:` + 'abcdefgh'.repeat(Math.ceil(size / 8)).slice(0, size);
+    return rng.chance(0.3) ? new TextEncoder().encode(body) : body;
+  };
+  let n = 0;
+  const phase = (count: number, deletes: number) => {
+    for (let i = 0; i < count; i++) {
+      if (rng.chance(deletes)) ops.push({ kind: 'delete', key: rng.pick(keys) });
+      else ops.push({ kind: 'set', key: rng.pick(keys), value: value(n++) });
+    }
+  };
+  phase(250, 0.1);
+  ops.push({ kind: 'compact' });
+  phase(150, 0.5);
+  ops.push({ kind: 'clear' });
+  // Past 768 entries the table grows; then deletes shrink the live set and a set shrinks the table.
+  for (let i = 0; i < 900; i++) ops.push({ kind: 'set', key: `grow-${i}`, value: `g${i}` });
+  for (let i = 0; i < 890; i++) ops.push({ kind: 'delete', key: `grow-${i}` });
+  phase(60, 0.2);
+  for (let i = 890; i < 900; i++) ops.push({ kind: 'delete', key: `grow-${i}` });
+  phase(40, 0.9);
+  return ops;
+}
+
+describe('PersistentMap crash simulation', () => {
+  test('a crash at every store boundary of every operation leaves each entry old or new, and no page leaked', () => {
+    const seed = testSeed('PMAP_CRASH_SEED');
+    const ops = scenario(new Prng(seed));
+    const pool = memoryPool(64 * MiB);
+    const name = 'sim';
+    let map = PersistentMap.open(pool, name);
+    const baseline = pool.stats().used;
+    const model = new Map<string, { key: MapKey; value: MapValue }>();
+    const points = new Map<string, number>();
+    let crashes = 0;
+    try {
+      for (let o = 0; o < ops.length; o++) {
+        const op = ops[o]!;
+        for (let target = 0; ; target++) {
+          let n = 0;
+          setMapFaultHook((point) => {
+            if (n++ === target) {
+              points.set(point, (points.get(point) ?? 0) + 1);
+              throw new Crash(point);
+            }
+          });
+          let crashedAt: string | null = null;
+          try {
+            applyOp(map, op);
+          } catch (e) {
+            if (!(e instanceof Crash)) throw e;
+            crashedAt = e.message;
+          } finally {
+            setMapFaultHook(null);
+          }
+          if (crashedAt === null) {
+            if (op.kind === 'set') model.set(modelKey(op.key), { key: op.key, value: op.value });
+            else if (op.kind === 'delete') model.delete(modelKey(op.key));
+            else if (op.kind === 'clear') model.clear();
+            break;
+          }
+          // The process is gone: the next writer opens the map and repairs.
+          crashes++;
+          map.abandon();
+          map = PersistentMap.open(pool, name, { handover: null });
+          const where = `seed ${seed}, op ${o} (${op.kind}), crash at ${crashedAt}`;
+          if (op.kind === 'clear' && map.size === 0) model.clear();
+          if (op.kind === 'set' || op.kind === 'delete') {
+            const mk = modelKey(op.key);
+            const got = map.get(op.key);
+            const old = model.get(mk)?.value;
+            const now = op.kind === 'set' ? op.value : undefined;
+            assert.ok(same(got, old) || same(got, now), `${where}: the key holds neither its old nor its new value`);
+            if (got === undefined) model.delete(mk);
+            else model.set(mk, { key: op.key, value: got });
+          }
+          assert.equal(map.size, model.size, `${where}: size`);
+          for (const { key, value } of model.values()) assert.ok(same(map.get(key), value), `${where}: ${modelKey(key)}`);
+          const report = map.check();
+          assert.deepEqual(report.problems, [], where);
+          assert.equal(ownedPages(pool, name), map.stats().pages, `${where}: pages of the map's owner vs pages the map uses`);
+        }
+      }
+      assert.equal(map.size, model.size);
+      assert.ok(crashes > 1500, `only ${crashes} crash points`);
+      for (const point of ['set:record-written', 'set:bumped', 'set:committed', 'delete:committed', 'segment:allocated', 'segment:published', 'segment:unpublished', 'resize:allocated', 'resize:built', 'resize:switched', 'clear:switched', 'compact:copied', 'compact:moved']) {
+        assert.ok((points.get(point) ?? 0) > 0, `crash point ${point} was never hit: ${JSON.stringify([...points])}`);
+      }
+      map.clear();
+      assert.equal(pool.stats().used, baseline, 'after clear the pool is back to the empty map');
+      assert.ok(pool.check().ok);
+    } finally {
+      setMapFaultHook(null);
+      pool.close();
+    }
+  });
+});

@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { CLI_PATH, shmPath } from './support/child.js';
+
+const APP = fileURLToPath(new URL('./support/counter-app.js', import.meta.url));
+
+test('pmpool run: SIGHUP upgrades in place with the handover; a SIGKILLed program is restarted and recovers', async () => {
+  const { path, cleanup } = shmPath('run');
+  const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--pool', `${path}:16M`, '--', process.execPath, APP], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  supervisor.stdout.on('data', (d) => (stdout += d));
+  supervisor.stderr.on('data', (d) => (stderr += d));
+  const starts = () => [...stdout.matchAll(/started pid=(\d+) count=(\d+) generation=(\d+)/g)].map((m) => ({ pid: Number(m[1]), count: Number(m[2]), generation: Number(m[3]) }));
+  const waitFor = async (n: number) => {
+    for (let i = 0; i < 600 && starts().length < n; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(starts().length, n, `expected ${n} starts; stdout:\n${stdout}\nstderr:\n${stderr}`);
+  };
+  try {
+    await waitFor(1);
+    supervisor.kill('SIGHUP'); // live upgrade
+    await waitFor(2);
+    const [first, upgraded] = starts();
+    assert.equal(upgraded!.pid, first!.pid, 'the upgrade keeps the PID (execve in place)');
+    assert.equal(upgraded!.generation, 1);
+    assert.equal(upgraded!.count, first!.count + 1, 'the map carried its count across the upgrade');
+    process.kill(upgraded!.pid, 'SIGKILL'); // a crash
+    await waitFor(3);
+    const restarted = starts()[2]!;
+    assert.notEqual(restarted.pid, upgraded!.pid);
+    assert.equal(restarted.generation, 0, 'a cold start: no handover after a crash');
+    assert.equal(restarted.count, upgraded!.count + 1, 'the map survived the SIGKILL');
+    assert.match(stderr, /restarting/);
+    supervisor.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => supervisor.on('exit', (c) => resolve(c)));
+    assert.equal(code, 0);
+  } finally {
+    if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
+    for (const s of starts()) {
+      try {
+        process.kill(s.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    cleanup();
+  }
+});
