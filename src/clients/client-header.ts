@@ -11,7 +11,7 @@
  *  12  header bytes                                 124 CRC-32C of bytes [0, 124)
  * 128  writer lock (9 words)                        192 the client's mutable words
  */
-import { randomInt } from 'node:crypto';
+import { randomNonZeroU31 } from '../util/random.js';
 import { PoolError, type Allocation, type Pool } from '../index.js';
 import { crc32c } from '../util/crc32c.js';
 import { ClientError } from './errors.js';
@@ -71,7 +71,7 @@ export interface FixedHeader {
 }
 
 export function newClientId(): number {
-  return randomInt(1, 0x7fffffff);
+  return randomNonZeroU31();
 }
 
 /** Writes the fixed header; the magic last, after everything it vouches for. */

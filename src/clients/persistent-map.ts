@@ -19,7 +19,7 @@
  * run, a stale counter) is found by name and owner and recomputed at the
  * next writer's open.
  */
-import { randomInt } from 'node:crypto';
+import { randomNonZeroU31 } from '../util/random.js';
 import { PmpoolError } from '../errors.js';
 import type { Allocation, Fdt, Pool } from '../index.js';
 import { crc32cWords } from '../util/crc32c.js';
@@ -1014,7 +1014,7 @@ export class PersistentMap {
     bytes.fill(0, 0, LOCK_INDEX * 4);
     bytes.fill(0, MUTABLE);
     this.mapId = newClientId();
-    this.seed = randomInt(0, 0x7fffffff);
+    this.seed = randomNonZeroU31();
     this.writeDescriptor(0, 0, 0, 0);
     this.hdr[HDR_ACTIVE] = 0;
     this.hdr[HDR_CLEAN] = 1;

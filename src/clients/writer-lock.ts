@@ -12,10 +12,11 @@
  * address space, so a program that exec'd in place without closing its clients
  * must not find itself locked out) and the worker thread id.
  */
-import { randomInt } from 'node:crypto';
+import { randomNonZeroU31 } from '../util/random.js';
 import { readFileSync } from 'node:fs';
-import { threadId } from 'node:worker_threads';
+import { createRequire } from 'node:module';
 import { crc32c } from '../util/crc32c.js';
+import { bootHash, processStartTime } from '../util/proc.js';
 import { ClientError } from './errors.js';
 
 /* Word offsets from the lock's base (u32 index). */
@@ -50,39 +51,15 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
 
-/** Start time (clock ticks after boot) of a live process, or null when it is gone or a zombie. */
-export function processStartTime(pid: number): number | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return null;
-  }
-  // Field 2 (comm) may hold spaces and parentheses: split after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const state = fields[0];
-  if (state === 'Z' || state === 'X' || state === 'x') return null;
-  const start = Number(fields[19]);
-  return Number.isFinite(start) ? start : null;
-}
-
 let selfCache: LockHolder | undefined;
 /** This thread of this program image. */
 export function selfHolder(): LockHolder {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
+    // node:worker_threads is loaded here, not at import: start-up after a handover should not pay for it.
+    const { threadId } = createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
     selfCache = { pid: process.pid, threadId, startTime: processStartTime(process.pid) ?? 0, bootHash: bootHash(), imageId: imageId() };
   }
   return selfCache;
-}
-
-function bootHash(): number {
-  let id = 'unknown-boot';
-  try {
-    id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    /* no procfs: pid + start time still apply */
-  }
-  return crc32c(Buffer.from(id));
 }
 
 /**
@@ -162,7 +139,7 @@ export class WriterLock {
   acquire(what: string): { broke: boolean } {
     const w = this.words;
     const b = this.base;
-    const token = randomInt(1, 0x7fffffff);
+    const token = randomNonZeroU31();
     let unconfirmedSince = 0;
     for (;;) {
       const seen = Atomics.compareExchange(w, b + TOKEN, 0, token);

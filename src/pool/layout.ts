@@ -35,10 +35,12 @@ export const MAX_NAME_BYTES = 64;
 
 /**
  * Default directory capacity: one record per 8 units (so the directory costs
- * under 0.5% of a 4 KiB-page pool), at least 256 and at most 2^20. A pool
- * meant for many tiny allocations sets maxAllocations.
+ * under 0.5% of a 4 KiB-page pool), at least 256 and at most 2^17. The cap
+ * keeps a big pool's metadata window near 20 MiB: V8 collects garbage when
+ * external ArrayBuffer memory grows by 64 MiB, and an open must not cost a
+ * GC. A pool meant for more allocations sets maxAllocations (up to 2^24).
  */
-export const DEFAULT_MAX_RECORDS = 1 << 20;
+export const DEFAULT_MAX_RECORDS = 1 << 17;
 export const MIN_DEFAULT_RECORDS = 256;
 export function defaultMaxRecords(unitCount: number): number {
   return Math.min(unitCount, DEFAULT_MAX_RECORDS, Math.max(MIN_DEFAULT_RECORDS, Math.ceil(unitCount / 8)));

@@ -10,9 +10,11 @@
  * gone, and so does every thread but the caller when a process execve()s in
  * place: the holder is dead either way, though its pid lives on.
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { crc32c } from '../util/crc32c.js';
+import { bootHash, processStartTime, taskStartTime } from '../util/proc.js';
+
+export { bootHash, processStartTime, taskStartTime };
 
 export interface ProcessIdentity {
   pid: number;
@@ -26,45 +28,6 @@ export interface ProcessIdentity {
   tid: number;
   /** Clock ticks after boot at which that task started. */
   tidStartTime: number;
-}
-
-/** Start time of a process, or null when it is gone (or a zombie: killed, not yet reaped). */
-export function processStartTime(pid: number): number | null {
-  return startTimeOf(`/proc/${pid}/stat`);
-}
-
-/** Start time of task `tid` of process `pid`, or null when that thread is gone. */
-export function taskStartTime(pid: number, tid: number): number | null {
-  return startTimeOf(`/proc/${pid}/task/${tid}/stat`);
-}
-
-function startTimeOf(statPath: string): number | null {
-  let stat: string;
-  try {
-    stat = readFileSync(statPath, 'latin1');
-  } catch {
-    return null;
-  }
-  // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const state = fields[0];
-  if (state === 'Z' || state === 'X' || state === 'x') return null;
-  const start = Number(fields[19]); // field 22 overall; fields[0] is field 3
-  return Number.isFinite(start) ? start : null;
-}
-
-let bootHashCache: number | undefined;
-export function bootHash(): number {
-  if (bootHashCache === undefined) {
-    let id = 'unknown-boot';
-    try {
-      id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    } catch {
-      /* no procfs: every boot looks the same, pid + start time still apply */
-    }
-    bootHashCache = crc32c(Buffer.from(id));
-  }
-  return bootHashCache;
 }
 
 /** This thread's kernel task id: /proc/thread-self links to "PID/task/TID". 0 when unknown. */

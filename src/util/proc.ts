@@ -1,0 +1,49 @@
+/**
+ * What /proc says about a process: the pieces of a robust lock holder's
+ * identity, shared by the pool lock (src/pool/control.ts) and the clients'
+ * writer locks. A pid alone is no identity (pids are reused), so a holder is
+ * named by pid + the kernel's start time + the boot it ran in.
+ */
+import { readFileSync } from 'node:fs';
+import { crc32c } from './crc32c.js';
+
+/** Start time (clock ticks after boot, /proc/PID/stat field 22) of a live process; null when gone or a zombie. */
+export function processStartTime(pid: number): number | null {
+  return startTimeOf(`/proc/${pid}/stat`);
+}
+
+/** Start time of task `tid` of process `pid`, or null when that thread is gone. */
+export function taskStartTime(pid: number, tid: number): number | null {
+  return startTimeOf(`/proc/${pid}/task/${tid}/stat`);
+}
+
+function startTimeOf(statPath: string): number | null {
+  let stat: string;
+  try {
+    stat = readFileSync(statPath, 'latin1');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  // A killed process stays a zombie until reaped: it is dead all the same.
+  if (state === 'Z' || state === 'X' || state === 'x') return null;
+  const start = Number(fields[19]); // field 22 overall; fields[0] is field 3
+  return Number.isFinite(start) ? start : null;
+}
+
+let bootHashCache: number | undefined;
+/** CRC-32C of /proc/sys/kernel/random/boot_id: a file-backed pool outlives reboots, and pids restart with them. */
+export function bootHash(): number {
+  if (bootHashCache === undefined) {
+    let id = 'unknown-boot';
+    try {
+      id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    } catch {
+      /* no procfs: every boot looks the same; pid + start time still apply */
+    }
+    bootHashCache = crc32c(Buffer.from(id));
+  }
+  return bootHashCache;
+}
