@@ -8,20 +8,15 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fdt, kexec, Pool } from '../src/index.js';
 import { MemoryRegion } from '../src/region/index.js';
+import { expectError } from './support/expect.js';
 import { ClientError, MAP_COMPATIBLE, PersistentMap, readMapNode, setIncomingHandoverSource, verifyMapNode, writeMapNode } from '../src/clients/index.js';
 
 const MiB = 1024 * 1024;
 
 function expectClientError(fn: () => unknown, code: string, pattern?: RegExp): ClientError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof ClientError, `expected ClientError ${code}, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (pattern) assert.match(e.message, pattern);
-    return e;
-  }
-  assert.fail(`expected ClientError ${code}`);
+  const e = expectError(fn, ClientError, code);
+  if (pattern) assert.match(e.message, pattern);
+  return e;
 }
 
 function withMap(fn: (pool: Pool, map: PersistentMap) => void): void {

@@ -15,26 +15,16 @@ import { logCommand } from '../src/cli/log-command.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
+import { expectError, memoryPool as poolInMemory } from './support/expect.js';
 
 const MiB = 1024 * 1024;
 const HEADER = 4096; // the ring's header page; records follow
 const HEAD_OFFSET = 192; // u64 byte offsets in the header
 const TAIL_OFFSET = 200;
 
-function memoryPool(size = 16 * MiB): Pool {
-  return Pool.create(new MemoryRegion(size), { size });
-}
+const memoryPool = (size = 16 * MiB): Pool => poolInMemory(size);
 
-function expectClientError(fn: () => unknown, code: string): ClientError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof ClientError, `expected ClientError ${code}, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected ClientError ${code}`);
-}
+const expectClientError = (fn: () => unknown, code: string): ClientError => expectError(fn, ClientError, code);
 
 function assertInOrder(records: LogRecord[]): void {
   for (let i = 1; i < records.length; i++) assert.equal(records[i]!.seq, records[i - 1]!.seq + 1, `seq ${records[i]!.seq} follows ${records[i - 1]!.seq}`);

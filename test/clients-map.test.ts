@@ -12,23 +12,13 @@ import { MemoryRegion } from '../src/region/index.js';
 import { ClientError, LogRing, PersistentMap, MAX_KEY_BYTES, MAX_VALUE_BYTES, type MapKey, type MapValue } from '../src/clients/index.js';
 import { setMapFaultHook } from '../src/clients/persistent-map.js';
 import { Prng, testSeed } from './support/prng.js';
+import { expectError, memoryPool as poolInMemory } from './support/expect.js';
 
 const MiB = 1024 * 1024;
 
-function memoryPool(size = 32 * MiB): Pool {
-  return Pool.create(new MemoryRegion(size), { size });
-}
+const memoryPool = (size = 32 * MiB): Pool => poolInMemory(size);
 
-function expectClientError(fn: () => unknown, code: string): ClientError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof ClientError, `expected ClientError ${code}, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected ClientError ${code}`);
-}
+const expectClientError = (fn: () => unknown, code: string): ClientError => expectError(fn, ClientError, code);
 
 /** Pool pages held by the map's owner, as the pool's directory sees them. */
 function ownedPages(pool: Pool, name: string): number {

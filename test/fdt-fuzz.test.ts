@@ -12,15 +12,11 @@ import { readFileSync, readdirSync } from 'node:fs';
 import fc from 'fast-check';
 import { Fdt, FdtError, checkFdt } from '../src/fdt/index.js';
 import type { FdtValue } from '../src/fdt/index.js';
+import { fdtArbitrary } from './support/fdt-arbitrary.js';
 
 const VECTORS = new URL('../../test/fixtures/fdt-vectors/', import.meta.url);
 
 // ---- random trees: any byte-string names (but '/', NUL), any values, duplicates of nothing.
-
-interface TreeSpec {
-  props: [string, FdtValue][];
-  children: [string, TreeSpec][];
-}
 
 const byteChar = (min: number): fc.Arbitrary<string> => fc.integer({ min, max: 0xff }).map((c) => String.fromCharCode(c));
 /** Node names: any bytes except NUL, '/' and '@' (so each name only matches itself in a path). */
@@ -33,34 +29,7 @@ const value: fc.Arbitrary<FdtValue> = fc.oneof(
   fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
 );
 
-function nodeSpec(depth: number): fc.Arbitrary<TreeSpec> {
-  return fc.record({
-    props: fc.uniqueArray(fc.tuple(propName, value), { maxLength: 5, selector: (p) => p[0] }),
-    children: depth === 0 ? fc.constant([]) : fc.uniqueArray(fc.tuple(nodeName, nodeSpec(depth - 1)), { maxLength: 3, selector: (c) => c[0] }),
-  });
-}
-
-const treeArb: fc.Arbitrary<Fdt> = fc
-  .record({
-    root: nodeSpec(3),
-    reservations: fc.array(fc.tuple(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 1n, max: (1n << 64n) - 1n })), { maxLength: 3 }),
-    boot: fc.integer({ min: 0, max: 0xffffffff }),
-  })
-  .map(({ root, reservations, boot }) => {
-    const fdt = new Fdt();
-    build(fdt, '', root);
-    for (const [a, s] of reservations) fdt.addReservation(a, s);
-    fdt.bootCpuidPhys = boot;
-    return fdt;
-  });
-
-function build(fdt: Fdt, path: string, spec: TreeSpec): void {
-  for (const [name, v] of spec.props) fdt.set(path || '/', name, v);
-  for (const [name, child] of spec.children) {
-    fdt.addNode(`${path}/${name}`);
-    build(fdt, `${path}/${name}`, child);
-  }
-}
+const treeArb: fc.Arbitrary<Fdt> = fdtArbitrary({ nodeName, propName, value });
 
 describe('round trips', () => {
   test('parse(toBytes(tree)) equals the tree; encoding is a fixpoint', () => {

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { Fdt } from '../src/fdt/index.js';
 import type { FdtValue } from '../src/fdt/index.js';
+import { fdtArbitrary } from './support/fdt-arbitrary.js';
 
 const DTC = '/usr/bin/dtc';
 const FDTDUMP = '/usr/bin/fdtdump';
@@ -45,11 +46,6 @@ function repack(blob: Uint8Array, extra: string[] = []): Uint8Array {
 
 // ---- generated trees that dtc accepts without -f: valid, unique names; no phandle or name properties.
 
-interface TreeSpec {
-  props: [string, FdtValue][];
-  children: [string, TreeSpec][];
-}
-
 const nodeName = fc
   .tuple(fc.stringMatching(/^[a-zA-Z][a-zA-Z0-9,._+-]{0,10}$/), fc.option(fc.integer({ min: 0, max: 0xfffff }), { nil: undefined }))
   .map(([base, addr]) => (addr === undefined ? base : `${base}@${addr.toString(16)}`));
@@ -65,37 +61,8 @@ const value: fc.Arbitrary<FdtValue> = fc.oneof(
   fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
 );
 
-function nodeSpec(depth: number): fc.Arbitrary<TreeSpec> {
-  return fc.record({
-    props: fc.uniqueArray(fc.tuple(propName, value), { maxLength: 5, selector: (p) => p[0] }),
-    children:
-      depth === 0
-        ? fc.constant([])
-        : fc.uniqueArray(fc.tuple(nodeName, nodeSpec(depth - 1)), { maxLength: 3, selector: (c) => c[0].split('@')[0] }),
-  });
-}
-
-const treeArb = fc
-  .record({
-    root: nodeSpec(3),
-    reservations: fc.array(fc.tuple(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 1n, max: (1n << 64n) - 1n })), { maxLength: 3 }),
-    boot: fc.integer({ min: 0, max: 0xffffffff }),
-  })
-  .map(({ root, reservations, boot }) => {
-    const fdt = new Fdt();
-    build(fdt, '', root);
-    for (const [a, s] of reservations) fdt.addReservation(a, s);
-    fdt.bootCpuidPhys = boot;
-    return fdt;
-  });
-
-function build(fdt: Fdt, path: string, spec: TreeSpec): void {
-  for (const [name, v] of spec.props) fdt.set(path || '/', name, v);
-  for (const [name, child] of spec.children) {
-    fdt.addNode(`${path}/${name}`);
-    build(fdt, `${path}/${name}`, child);
-  }
-}
+// Sibling names must differ before the '@': dtc matches `name` to `name@addr`.
+const treeArb = fdtArbitrary({ nodeName, propName, value, nodeKey: (name) => name.split('@')[0]! });
 
 describe('generated trees against dtc', () => {
   test('our bytes equal dtc\'s, dtc reads our DTS back, dtc -I dtb -O dtb is a fixpoint', { timeout: 60_000 }, () => {

@@ -7,17 +7,9 @@ import { HandoverRegistry } from '../src/kexec/handover.js';
 import { restorePool } from '../src/kexec/restore.js';
 import { writeBlob } from '../src/kexec/blob.js';
 import { shmPath, tempDir } from './support/child.js';
+import { expectError } from './support/expect.js';
 
-function expectHandoverError(fn: () => unknown, code: string): HandoverError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HandoverError, `expected HandoverError ${code}, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected HandoverError ${code}`);
-}
+const expectHandoverError = (fn: () => unknown, code: string): HandoverError => expectError(fn, HandoverError, code);
 
 /** A pool handed over once: returns the blob's path and what the next program would see. */
 function handedOver(label: string) {

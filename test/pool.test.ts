@@ -5,24 +5,13 @@ import { MemoryRegion } from '../src/region/index.js';
 import { computeGeometry } from '../src/pool/layout.js';
 import { HEADER_WORDS } from '../src/alloc/index.js';
 import { shmPath } from './support/child.js';
+import { expectError, memoryPool as poolInMemory } from './support/expect.js';
 
 const MiB = 1024 * 1024;
 
-function memoryPool(size = 16 * MiB, options: { orderPerBit?: number; maxAllocations?: number } = {}): Pool {
-  const region = new MemoryRegion(size);
-  return Pool.create(region, { size, ...options });
-}
+const memoryPool = (size = 16 * MiB, options: { orderPerBit?: number; maxAllocations?: number } = {}): Pool => poolInMemory(size, options);
 
-function expectPoolError(fn: () => unknown, code: string): PoolError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof PoolError, `expected PoolError ${code}, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected PoolError ${code}`);
-}
+const expectPoolError = (fn: () => unknown, code: string): PoolError => expectError(fn, PoolError, code);
 
 describe('Pool basics', () => {
   test('alloc, find, release, reopen: allocations and their bytes survive', () => {

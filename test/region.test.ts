@@ -6,19 +6,11 @@ import { join } from 'node:path';
 import { FileRegion, MemoryRegion, RegionError, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
+import { expectError } from './support/expect.js';
 
 const PAGE = 4096;
 
-function assertRegionError(fn: () => unknown, code: string): RegionError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof RegionError, `expected RegionError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected RegionError ${code}, nothing thrown`);
-}
+const assertRegionError = (fn: () => unknown, code: string): RegionError => expectError(fn, RegionError, code);
 
 describe('FileRegion over /dev/shm', () => {
   test('create, map a window, write, reopen, read back', () => {
