@@ -13,6 +13,7 @@
  * A crash anywhere leaves an intent record, and the next locker rebuilds the
  * derived state from the directory (and makes the superblock copies one).
  */
+import { rmSync } from 'node:fs';
 import { randomBytes } from '../util/random.js';
 import { BitmapAllocator } from '../alloc/index.js';
 import { FileRegion, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
@@ -196,6 +197,8 @@ export class Pool {
       return Pool.format(region, geometry, true, { lockTimeoutMs: options.lockTimeoutMs }, false);
     } catch (e) {
       region.close();
+      // The file is ours (created O_EXCL a moment ago) and holds no pool: do not leave it in the way.
+      rmSync(target, { force: true });
       throw e;
     }
   }
