@@ -19,20 +19,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PersistentMap, Pool } from '../src/index.js';
+import { prng as unitPrng } from './alloc.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 
-/** Deterministic PRNG (mulberry32), so every side sees the same data. */
+/** The same mulberry32 as bench/alloc.ts, as u32s: every side sees the same data. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const next = unitPrng(seed);
+  return () => (next() * 4294967296) >>> 0;
 }
 
 function permutation(n: number, rnd: () => number): Uint32Array {

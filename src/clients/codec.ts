@@ -137,30 +137,15 @@ export class Scratch {
           u8[i] = c;
           word |= c << ((i & 3) << 3);
           if ((i & 3) === 3) {
-            let k = Math.imul(word, 0xcc9e2d51);
-            k = (k << 15) | (k >>> 17);
-            k = Math.imul(k, 0x1b873593);
-            h ^= k;
-            h = (h << 13) | (h >>> 19);
-            h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+            h = murmurRound(h, word);
             word = 0;
           }
         }
         if (i === n) {
           this.length = n;
           this.kind = KIND_ASCII;
-          if ((n & 3) !== 0) {
-            let k = Math.imul(word, 0xcc9e2d51);
-            k = (k << 15) | (k >>> 17);
-            k = Math.imul(k, 0x1b873593);
-            h ^= k;
-          }
-          h ^= h >>> 16;
-          h = Math.imul(h, 0x85ebca6b);
-          h ^= h >>> 13;
-          h = Math.imul(h, 0xc2b2ae35);
-          h ^= h >>> 16;
-          return h >>> 0;
+          if ((n & 3) !== 0) h ^= murmurScramble(word);
+          return murmurFinish(h);
         }
       }
     }
@@ -188,22 +173,26 @@ export function hashWords(words: Uint32Array, start: number, length: number, kin
   const full = length >>> 2;
   let i = start;
   const end = start + full;
-  for (; i < end; i++) {
-    let k = Math.imul(words[i]!, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
+  for (; i < end; i++) h = murmurRound(h, words[i]!);
   const rest = length & 3;
-  if (rest !== 0) {
-    let k = words[i]! & ((1 << (rest * 8)) - 1);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-  }
+  if (rest !== 0) h ^= murmurScramble(words[i]! & ((1 << (rest * 8)) - 1));
+  return murmurFinish(h);
+}
+
+/* murmur3_x86_32's three steps, shared by hashWords and the one-pass key path (small: V8 inlines them). */
+function murmurScramble(k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  return Math.imul(k, 0x1b873593);
+}
+
+function murmurRound(h: number, word: number): number {
+  h ^= murmurScramble(word);
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function murmurFinish(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
