@@ -39,6 +39,7 @@ import {
   type Geometry,
   type Superblock,
 } from './layout.js';
+import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
 import { liveRecords, rebuildDerived, sameBytes } from './recovery.js';
 
@@ -211,12 +212,14 @@ export class Pool {
     const bytes = window.bytes();
     // A new file reads as zeros already; a region handed in may hold anything.
     if (zeroFirst) bytes.fill(0);
-    const words = (area: { offset: number; length: number }) =>
-      new Uint32Array(window.buffer, window.byteOffset + area.offset, area.length >>> 2);
+    // Through the same writer (and so the same WordStore class) as every later store: the
+    // allocator's word accesses stay monomorphic in a process that creates pools.
+    const writer = new MetaWriter(window, false);
+    const store = (area: { offset: number; length: number }) => writer.wordStore(area.offset, area.length >>> 2);
     // The metadata reads as zeros here (a new file, or zeroed above): formatZeroed touches O(levels) words, not the bitmap.
-    const units = BitmapAllocator.formatZeroed(arrayStore(words(g.areas.unitBitmap)), g.unitCount);
+    const units = BitmapAllocator.formatZeroed(store(g.areas.unitBitmap), g.unitCount);
     units.markUsed(0, g.reservedUnits);
-    BitmapAllocator.formatZeroed(arrayStore(words(g.areas.recordBitmap)), g.maxRecords);
+    BitmapAllocator.formatZeroed(store(g.areas.recordBitmap), g.maxRecords);
     const sb: Superblock = {
       abiMajor: ABI_MAJOR,
       abiMinor: ABI_MINOR,
@@ -821,15 +824,6 @@ function lockOptionsOf(o: PoolOpenOptions): PoolOpenOptions {
 
 function metadataWindowBytes(g: Geometry): number {
   return Math.ceil(g.metadataBytes / AREA_ALIGN) * AREA_ALIGN;
-}
-
-function arrayStore(words: Uint32Array) {
-  return {
-    load: (i: number) => words[i]!,
-    store: (i: number, v: number) => {
-      words[i] = v;
-    },
-  };
 }
 
 function checkCount(count: unknown, pageCount: number): asserts count is number {
