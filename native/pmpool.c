@@ -461,17 +461,28 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static int range_in(napi_env env, mapping *m, napi_value off_v, napi_value len_v, size_t *start, size_t *len) {
+/* The page-aligned range for [offset, offset + length) of a mapping. `inward`
+   keeps only whole pages inside the range — for advice that destroys
+   contents (remove, dontneed), which must never reach the bytes around it;
+   otherwise the range grows outward to whole pages (msync, willneed). */
+static int range_in(napi_env env, mapping *m, napi_value off_v, napi_value len_v, int inward, size_t *start, size_t *len) {
   int64_t offset, length;
   if (!arg_int64(env, off_v, &offset, "offset") || !arg_int64(env, len_v, &length, "length")) return 0;
   if ((uint64_t)offset > m->length || (uint64_t)length > m->length - (uint64_t)offset) {
     throw_errno(env, EINVAL, "range outside the mapping", NULL);
     return 0;
   }
-  long page = sysconf(_SC_PAGESIZE);
-  size_t aligned = (size_t)offset & ~((size_t)page - 1);
-  *start = aligned;
-  *len = (size_t)length + ((size_t)offset - aligned);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t from = (size_t)offset, to = (size_t)offset + (size_t)length;
+  if (inward) {
+    from = (from + page - 1) & ~(page - 1);
+    to &= ~(page - 1);
+    if (to < from) to = from;
+  } else {
+    from &= ~(page - 1);
+  }
+  *start = from;
+  *len = to - from;
   return 1;
 }
 
@@ -480,7 +491,7 @@ static napi_value js_msync(napi_env env, napi_callback_info info) {
   GET_ARGS(4);
   mapping *m = mapping_of(env, argv[0], "msync");
   size_t start, len;
-  if (!m || !range_in(env, m, argv[1], argv[2], &start, &len)) return NULL;
+  if (!m || !range_in(env, m, argv[1], argv[2], 0, &start, &len)) return NULL;
   int flags = arg_bool(env, argv[3]) ? MS_SYNC : MS_ASYNC;
   if (len && msync((char *)m->addr + start, len, flags) < 0) {
     throw_errno(env, errno, "msync", NULL);
@@ -494,11 +505,8 @@ static napi_value js_msync(napi_env env, napi_callback_info info) {
 static napi_value js_madvise(napi_env env, napi_callback_info info) {
   GET_ARGS(4);
   mapping *m = mapping_of(env, argv[0], "madvise");
-  size_t start, len;
   char advice_name[32];
-  if (!m || !range_in(env, m, argv[1], argv[2], &start, &len) ||
-      !arg_string(env, argv[3], advice_name, sizeof advice_name, "advice"))
-    return NULL;
+  if (!m || !arg_string(env, argv[3], advice_name, sizeof advice_name, "advice")) return NULL;
   int advice;
   if (!strcmp(advice_name, "hugepage")) advice = MADV_HUGEPAGE;
   else if (!strcmp(advice_name, "dontneed")) advice = MADV_DONTNEED;
@@ -512,6 +520,9 @@ static napi_value js_madvise(napi_env env, napi_callback_info info) {
     throw_type(env, "unknown madvise advice");
     return NULL;
   }
+  size_t start, len;
+  int destructive = advice == MADV_DONTNEED || advice == MADV_REMOVE;
+  if (!range_in(env, m, argv[1], argv[2], destructive, &start, &len)) return NULL;
   if (len && madvise((char *)m->addr + start, len, advice) < 0) {
     throw_errno(env, errno, "madvise", NULL);
     return NULL;
@@ -544,7 +555,10 @@ static char **string_array(napi_env env, napi_value array, const char *what) {
   uint32_t n;
   napi_get_array_length(env, array, &n);
   char **out = calloc((size_t)n + 1, sizeof *out);
-  if (!out) return NULL;
+  if (!out) {
+    throw_errno(env, ENOMEM, "execve", NULL);
+    return NULL;
+  }
   for (uint32_t i = 0; i < n; i++) {
     napi_value item;
     napi_get_element(env, array, i, &item);
@@ -554,7 +568,10 @@ static char **string_array(napi_env env, napi_value array, const char *what) {
       goto fail;
     }
     out[i] = malloc(len + 1);
-    if (!out[i]) goto fail;
+    if (!out[i]) {
+      throw_errno(env, ENOMEM, "execve", NULL);
+      goto fail;
+    }
     napi_get_value_string_utf8(env, item, out[i], len + 1, &len);
   }
   return out;

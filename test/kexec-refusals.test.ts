@@ -6,6 +6,7 @@ import { Fdt, Pool, HandoverError } from '../src/index.js';
 import { HandoverRegistry } from '../src/kexec/handover.js';
 import { restorePool } from '../src/kexec/restore.js';
 import { writeBlob } from '../src/kexec/blob.js';
+import { poolInternals } from '../src/pool/internals.js';
 import { shmPath, tempDir } from './support/child.js';
 import { expectError } from './support/expect.js';
 
@@ -187,7 +188,7 @@ describe('handover callbacks', () => {
       assert.match(e.message, /"broken".*disk on fire/);
       assert.deepEqual(order, ['first', 'broken']);
       assert.deepEqual(aborted, ['first', 'third'], 'every other callback is told');
-      assert.equal(pool.generation, 0n, 'the generation bump is undone');
+      assert.equal(pool.generation, 2n, 'the aborted generation 1 is burned (N+2): no blob of that attempt can ever match');
       const a = pool.alloc(3);
       pool.release(a.pfn, a.count);
       assert.equal(pool.check().ok, true);
@@ -199,10 +200,127 @@ describe('handover callbacks', () => {
       });
       unregister();
       const prepared = registry2.prepare();
-      assert.equal(prepared.generation, 1n);
+      assert.equal(prepared.generation, 3n, 'the next handover moves past the burned generation');
       assert.throws(() => pool.alloc(1), /quiesced/);
       prepared.abort(new Error('test'));
       assert.equal(pool.alloc(1).count, 1);
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('handover edge cases', () => {
+  test('a pool node carried in but not restored is dropped, so the next program can still restore', () => {
+    const a = shmPath('keep');
+    const b = shmPath('drop');
+    try {
+      const poolA = Pool.create(a.path, { size: '4M' });
+      const poolB = Pool.create(b.path, { size: '4M' });
+      const v1 = new HandoverRegistry();
+      v1.addPool(poolA, 'a');
+      v1.addPool(poolB, 'b');
+      const first = writeBlob(v1.prepare().bytes);
+      poolA.close();
+      poolB.close();
+      // v2 restores only "a" and hands over again.
+      const v2 = new HandoverRegistry();
+      const restoredA = restorePool(v2, v2.incoming(['node', `--pmpool-fdt=${first}`])!, 'a');
+      const second = v2.prepare();
+      assert.equal(second.fdt.has('/pools/a'), true);
+      assert.equal(second.fdt.has('/pools/b'), false, 'b was not restored: its node would be stale');
+      restoredA.close();
+      // v3 accepts the handover and restores "a"; "b" is still openable the cold way.
+      const v3 = new HandoverRegistry();
+      const incoming = v3.incoming(['node', `--pmpool-fdt=${writeBlob(second.bytes)}`])!;
+      restorePool(v3, incoming, 'a').close();
+      Pool.open(b.path).close();
+    } finally {
+      a.cleanup();
+      b.cleanup();
+    }
+  });
+
+  test('one handover at a time; after an abort, its blob is never accepted, even after the next handover', () => {
+    const { path, cleanup } = shmPath('burn');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const attempt = registry.prepare();
+      expectHandoverError(() => registry.prepare(), 'BUSY');
+      const abandoned = attempt.bytes;
+      attempt.abort(new Error('upgrade cancelled'));
+      const next = registry.prepare();
+      assert.equal(next.generation, 3n);
+      next.abort(new Error('test'));
+      pool.close();
+      const e = expectHandoverError(() => {
+        const r = new HandoverRegistry();
+        restorePool(r, r.incoming(['node', `--pmpool-fdt=${writeBlob(abandoned)}`])!).close();
+      }, 'STALE');
+      assert.match(e.message, /generation/);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a refused incoming blob does not block this program\'s own handovers', () => {
+    const h = handedOver('refused-then-cold');
+    try {
+      const bytes = h.prepared.bytes.slice();
+      bytes[0] = 0;
+      const bad = h.blob(bytes);
+      const registry = new HandoverRegistry();
+      const argv = ['node', `--pmpool-fdt=${bad}`];
+      expectHandoverError(() => registry.incoming(argv), 'BAD_BLOB');
+      assert.equal(registry.incoming(argv), null, 'refused once: a cold start from then on');
+      const pool = Pool.open(h.path);
+      registry.addPool(pool);
+      const prepared = registry.prepare();
+      assert.equal(prepared.generation, 2n);
+      prepared.abort(new Error('test'));
+      pool.close();
+      unlinkSync(bad);
+    } finally {
+      h.cleanup();
+    }
+  });
+
+  test('a rollback resumes every pool even when restoring its generation fails', () => {
+    const { path, cleanup } = shmPath('rollback-lock');
+    try {
+      Pool.create(path, { size: '4M' }).close();
+      const pool = Pool.open(path, { lockTimeoutMs: 100 });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      registry.onHandover('fails', () => {
+        throw new Error('no');
+      });
+      // Another open holds the pool lock while the rollback wants it.
+      const holder = Pool.open(path);
+      registry.onHandover('grab', () => undefined, {
+        onAbort: () => poolInternals(holder).parts.control.lock(),
+      });
+      expectHandoverError(() => registry.prepare(), 'CALLBACK_FAILED');
+      poolInternals(holder).parts.control.unlock();
+      const a = pool.alloc(1);
+      pool.release(a.pfn, a.count);
+      assert.equal(pool.check().ok, true);
+      holder.close();
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a sub-pool is refused for handover: its parent is what is handed over', () => {
+    const { path, cleanup } = shmPath('subpool-handover');
+    try {
+      const pool = Pool.create(path, { size: '8M' });
+      const sub = pool.subpool('cache', { count: 256 });
+      expectHandoverError(() => new HandoverRegistry().addPool(sub, 'cache'), 'BAD_ARGUMENT');
       pool.close();
     } finally {
       cleanup();

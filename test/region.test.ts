@@ -94,6 +94,27 @@ describe('FileRegion over /dev/shm', () => {
     }
   });
 
+  test("advice that discards contents never reaches the bytes around an unaligned window", () => {
+    const { path, cleanup } = shmPath('advise');
+    try {
+      const region = FileRegion.create(path, { size: 4 * PAGE });
+      const all = region.map(0, 4 * PAGE);
+      all.bytes().fill(0xaa);
+      // A window from byte 100 to byte PAGE + 50: it holds no whole page.
+      region.map(100, PAGE - 50).advise('remove');
+      assert.ok(all.bytes().every((b) => b === 0xaa), 'nothing was punched out');
+      // From byte 100 to the end of page 2: only page 1, the whole page inside it, is removed.
+      region.map(100, 3 * PAGE - 100).advise('remove');
+      const bytes = all.bytes();
+      assert.ok(bytes.subarray(0, PAGE).every((b) => b === 0xaa), 'page 0 (partly in the window) intact');
+      assert.ok(bytes.subarray(PAGE, 3 * PAGE).every((b) => b === 0), 'pages 1 and 2, wholly inside, removed');
+      assert.ok(bytes.subarray(3 * PAGE).every((b) => b === 0xaa), 'page 3 intact');
+      region.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a window that is collected is unmapped', () => {
     const { path, cleanup } = shmPath('gc');
     try {

@@ -30,6 +30,8 @@ export function parseRunArgs(args: string[]): { pool?: { path: string; size: num
     if (value === undefined) throw new UsageError(`pmpool run: unknown option ${a}`);
     const colon = value.lastIndexOf(':');
     if (colon <= 0) throw new UsageError(`--pool needs PATH:SIZE, got "${value}"`);
+    // The program is handed --pmpool=PATH,SIZE, which takes absolute paths only.
+    if (!value.startsWith('/')) throw new UsageError(`--pool needs an absolute PATH, got "${value.slice(0, colon)}"`);
     try {
       pool = { path: value.slice(0, colon), size: parseSize(value.slice(colon + 1)) };
     } catch (e) {
@@ -47,6 +49,8 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
 
   return new Promise((resolve) => {
     let stopping = false;
+    /** Set while a restart waits out its back-off: no child is running then. */
+    let restartTimer: NodeJS.Timeout | undefined;
     let child = start();
     function start() {
       const c = spawn(command[0]!, argv, { stdio: 'inherit' });
@@ -72,11 +76,24 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
           return;
         }
         err(`pmpool run: pid ${c.pid} ended (${signal ?? `exit ${code}`}); restarting — the pool recovers on open`);
-        setTimeout(() => (child = start()), 100 * restarts.length);
+        restartTimer = setTimeout(() => {
+          restartTimer = undefined;
+          child = start();
+        }, 100 * restarts.length);
       });
       return c;
     }
     const forward = (signal: NodeJS.Signals) => () => {
+      if (restartTimer !== undefined) {
+        // Between a crash and its restart there is no program to tell: a stop stops here,
+        // and an upgrade needs nothing — the restart runs the code on disk anyway.
+        if (signal === 'SIGHUP') return;
+        clearTimeout(restartTimer);
+        restartTimer = undefined;
+        cleanup();
+        resolve(1);
+        return;
+      }
       if (signal !== 'SIGHUP') stopping = true;
       child.kill(signal);
     };

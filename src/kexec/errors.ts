@@ -10,6 +10,7 @@ export type HandoverErrorCode =
   | 'CALLBACK_FAILED' // a handover callback threw; the handover was aborted
   | 'EXEC_FAILED' // execve (or spawn) of the next program failed; this program keeps running
   | 'NOT_READY' // the spawned program exited or timed out before reporting ready; rolled back
+  | 'BUSY' // a handover is already under way in this program
   | 'BAD_ARGUMENT'; // a bad --pmpool= flag or option
 
 export class HandoverError extends PmpoolError {

@@ -45,8 +45,10 @@ function envStrings(env: NodeJS.ProcessEnv): string[] {
 }
 
 function handoverArgs(file: string, args: readonly string[], blob: string, options: ReplaceOptions) {
+  // A flag from this program's own start names a blob consumed long ago; the reader takes the first.
+  const own = args.filter((a) => !a.startsWith('--pmpool-fdt='));
   return {
-    args: options.passFlag === false ? [...args] : [...args, `--pmpool-fdt=${blob}`],
+    args: options.passFlag === false ? own : [...own, `--pmpool-fdt=${blob}`],
     env: { ...(options.env ?? process.env), [FDT_ENV]: blob },
     file,
   };
@@ -69,13 +71,13 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
     native.execve(file, [file, ...next.args], envStrings(next.env));
+    throw new HandoverError('EXEC_FAILED', `execve of ${file} returned without replacing the program`);
   } catch (e) {
     if (blob) removeBlob(blob);
     const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `exec of ${file} failed: ${(e as Error).message}; this program keeps running`, { cause: e });
     prepared.abort(error);
     throw error;
   }
-  throw new HandoverError('EXEC_FAILED', 'execve returned');
 }
 
 export interface SpawnResult {
@@ -112,6 +114,7 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     throw error;
   }
   for (const pool of registry.registeredPools().values()) pool.close();
+  prepared.complete();
   return { child, generation: prepared.generation };
 }
 

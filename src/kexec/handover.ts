@@ -9,6 +9,7 @@
  */
 import { Fdt } from '../fdt/index.js';
 import type { Pool } from '../pool/index.js';
+import { SubRegion } from '../region/index.js';
 import { readRoot, readPoolNode, poolNames, writePoolNode, writeRoot, poolNodePath, DEFAULT_POOL_NAME } from './binding.js';
 import { readBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
@@ -33,6 +34,8 @@ export interface PreparedHandover {
   /** Names of incoming top-level /clients nodes passed on untouched (carry-forward). */
   carried: string[];
   abort(reason: Error): void;
+  /** The handover went through (the next program is running): another may be prepared. */
+  complete(): void;
 }
 
 interface CallbackEntry {
@@ -54,6 +57,8 @@ export class HandoverRegistry {
   private readonly callbacks: CallbackEntry[] = [];
   private readonly pools = new Map<string, Pool>();
   private incomingCache: Handover | null | undefined;
+  /** A handover is prepared and neither aborted nor complete. */
+  private inFlight = false;
 
   /** Registers a callback that edits the outgoing tree; callbacks run in registration order. */
   onHandover(name: string, callback: HandoverCallback, options: { onAbort?: AbortHook } = {}): () => void {
@@ -70,6 +75,8 @@ export class HandoverRegistry {
   addPool(pool: Pool, name = DEFAULT_POOL_NAME): () => void {
     poolNodePath(name); // validates the name now, not at handover time
     if (pool.path === null) throw new HandoverError('BAD_ARGUMENT', 'only a pool with a path can be handed over (an in-memory region dies with its process)');
+    // A sub-pool has no file of its own: its parent is handed over, and the sub-pool found in it by name.
+    if (pool.region instanceof SubRegion) throw new HandoverError('BAD_ARGUMENT', 'a sub-pool is handed over with its parent pool; register the parent');
     const existing = this.pools.get(name);
     if (existing && existing !== pool && !existing.closed) throw new HandoverError('BAD_ARGUMENT', `a pool is already registered as "${name}"`);
     this.pools.set(name, pool);
@@ -94,18 +101,26 @@ export class HandoverRegistry {
       this.incomingCache = null;
       return null;
     }
-    const { fdt } = readBlob(path);
-    const { generation, from } = readRoot(fdt);
-    for (const name of poolNames(fdt)) {
-      const node = readPoolNode(fdt, name);
-      if (node.generation !== generation) {
-        throw new HandoverError('STALE', `pool node ${name} is at generation ${node.generation} but the handover is ${generation}`);
+    try {
+      const { fdt } = readBlob(path);
+      const { generation, from } = readRoot(fdt);
+      for (const name of poolNames(fdt)) {
+        const node = readPoolNode(fdt, name);
+        if (node.generation !== generation) {
+          throw new HandoverError('STALE', `pool node ${name} is at generation ${node.generation} but the handover is ${generation}`);
+        }
       }
+      removeBlob(path);
+      this.incomingCache = { fdt, generation, path, from };
+      return this.incomingCache;
+    } catch (e) {
+      // Refused once, refused for good: the program falls back to a cold start (Pool.open), and its
+      // own next handover must not trip over this blob again. The blob stays on disk for inspection.
+      this.incomingCache = null;
+      throw e;
+    } finally {
+      if (process.env[FDT_ENV] === path) delete process.env[FDT_ENV];
     }
-    removeBlob(path);
-    if (process.env[FDT_ENV] === path) delete process.env[FDT_ENV];
-    this.incomingCache = { fdt, generation, path, from };
-    return this.incomingCache;
   }
 
   /** @internal for tests: forget the cached incoming handover. */
@@ -120,15 +135,23 @@ export class HandoverRegistry {
    * resumed at their old generation, and a CALLBACK_FAILED error is thrown.
    */
   prepare(options: { from?: string } = {}): PreparedHandover {
+    // One handover at a time: a second one (SIGHUP twice) would bump the generation under the first.
+    if (this.inFlight) throw new HandoverError('BUSY', 'a handover is already under way in this program');
     const incoming = this.incoming();
     const fdt = incoming ? incoming.fdt.clone() : new Fdt();
     const pools = [...this.pools.entries()].filter(([, pool]) => !pool.closed);
+    // A pool node carried in but not restored by this program describes a generation its pool will
+    // never be at: passed on, it would make the next program refuse the whole handover as stale.
+    for (const name of poolNames(fdt)) if (!pools.some(([registered]) => registered === name)) fdt.remove(poolNodePath(name));
     let generation = incoming?.generation ?? 0n;
     for (const [, pool] of pools) if (pool.generation > generation) generation = pool.generation;
     generation += 1n;
 
-    const previous = new Map<Pool, bigint>();
+    this.inFlight = true;
+    const quiesced: Pool[] = [];
+    const bumped = new Set<Pool>();
     const rollback = (reason: Error, failed?: CallbackEntry): void => {
+      this.inFlight = false;
       for (const entry of this.callbacks) {
         if (entry === failed || !entry.onAbort) continue;
         try {
@@ -137,19 +160,26 @@ export class HandoverRegistry {
           /* an abort hook must not stop the others from hearing */
         }
       }
-      for (const [pool, gen] of previous) {
-        if (pool.closed) continue;
-        pool.setGeneration(gen);
-        pool.resume();
+      for (const pool of quiesced) {
+        try {
+          // Burn the aborted generation: the pool moves to N+2, a generation no blob carries, so
+          // a blob of this attempt can never be restored later (not even after the next handover).
+          if (bumped.has(pool) && !pool.closed) pool.setGeneration(generation + 1n);
+        } catch {
+          /* the pool stays at N+1: still no blob will match once the next handover moves past it */
+        } finally {
+          pool.resume();
+        }
       }
     };
 
     try {
       writeRoot(fdt, generation, options.from ?? defaultFrom());
       for (const [name, pool] of pools) {
-        previous.set(pool, pool.generation);
         pool.quiesce();
+        quiesced.push(pool);
         pool.setGeneration(generation);
+        bumped.add(pool);
         writePoolNode(fdt, {
           name,
           path: pool.path!,
@@ -179,7 +209,16 @@ export class HandoverRegistry {
     const carried = incoming && fdt.has('/clients') && incoming.fdt.has('/clients')
       ? incoming.fdt.children('/clients').filter((c) => fdt.nodeEquals(`/clients/${c}`, incoming.fdt))
       : [];
-    return { fdt, generation, bytes: fdt.toBytes(), carried, abort: (reason) => rollback(reason) };
+    return {
+      fdt,
+      generation,
+      bytes: fdt.toBytes(),
+      carried,
+      abort: (reason) => rollback(reason),
+      complete: () => {
+        this.inFlight = false;
+      },
+    };
   }
 }
 

@@ -221,6 +221,9 @@ export class Control {
     // Relocking by the last holder (the common case) finds its identity in place: no stores.
     if (u[(this.base + OWNER_RUN_ID) >>> 2] === this.runId && u[(this.base + OWNER_PID) >>> 2] === process.pid) return;
     const me = selfIdentity();
+    // Unconfirm first: a holder that dies half-way through these stores (a thread of this very
+    // process, say) must leave an identity that confirms no run id — least of all the previous one.
+    this.w.atomicStore(this.base + OWNER_RUN_ID, 0);
     this.w.store32(this.base + OWNER_PID, me.pid);
     this.w.store32(this.base + OWNER_BOOT, me.bootHash);
     this.w.store64(this.base + OWNER_START, me.startTime);

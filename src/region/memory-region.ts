@@ -29,6 +29,9 @@ class MemoryWindow implements RegionWindow {
   flush(): void {
     /* memory is never durable */
   }
+  advise(): void {
+    /* a SharedArrayBuffer takes no advice */
+  }
   unmap(): void {
     this.live = false;
   }

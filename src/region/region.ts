@@ -7,6 +7,8 @@ import { PmpoolError } from '../errors.js';
 
 export type RegionKind = 'shm' | 'file' | 'hugetlbfs' | 'devdax' | 'memory';
 
+export type WindowAdvice = 'hugepage' | 'dontneed' | 'willneed' | 'populate' | 'remove' | 'normal';
+
 export type RegionErrorCode =
   | 'SYMLINK' // the path is a symbolic link (O_NOFOLLOW refused it)
   | 'NOT_OWNER' // the file belongs to another uid
@@ -48,6 +50,12 @@ export interface RegionWindow {
   bytes(): Uint8Array;
   /** Makes stores in the window durable (msync on a file-backed region). `offset` is relative to the window. */
   flush(offset?: number, length?: number): void;
+  /**
+   * madvise over part of the window. Advice that discards contents
+   * ('remove', 'dontneed') acts only on whole pages inside the range, never
+   * on bytes around it; the rest acts on the pages the range touches.
+   */
+  advise(advice: WindowAdvice, offset?: number, length?: number): void;
   /** Releases the window's memory; any view of it becomes empty. */
   unmap(): void;
 }

@@ -4,7 +4,7 @@
  * region"). Windows map through to the parent; closing the slice leaves the
  * parent open.
  */
-import { checkSize, checkWindow, RegionError, type Region, type RegionKind, type RegionWindow } from './region.js';
+import { checkSize, checkWindow, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
 
 class SubWindow implements RegionWindow {
   constructor(
@@ -30,6 +30,9 @@ class SubWindow implements RegionWindow {
   }
   flush(offset?: number, length?: number): void {
     this.inner.flush(offset, length);
+  }
+  advise(advice: WindowAdvice, offset?: number, length?: number): void {
+    this.inner.advise(advice, offset, length);
   }
   unmap(): void {
     this.inner.unmap();
