@@ -1,5 +1,7 @@
-export { Pool, Allocation, setRestoreHook } from './pool.js';
-export type { PoolCreateOptions, PoolOpenOptions, AllocOptions, ReleaseOptions, PoolStats, CheckReport, RestoreHook } from './pool.js';
+export { Pool, setRestoreHook } from './pool.js';
+export type { RestoreHook } from './pool.js';
+export { Allocation } from './allocation.js';
+export type { PoolCreateOptions, PoolOpenOptions, AllocOptions, ReleaseOptions, PoolStats, CheckReport } from './options.js';
 export { PoolError } from './errors.js';
 export type { PoolErrorCode } from './errors.js';
 export { ABI_MAJOR, ABI_MINOR, computeGeometry, uuidToString } from './layout.js';

@@ -18,7 +18,7 @@ import { randomBytes } from '../util/random.js';
 import { BitmapAllocator } from '../alloc/index.js';
 import { FileRegion, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
 import { checkParts } from './check.js';
-import { intentName, IntentOp, newRunId, peekIntentOp, type LockOptions } from './control.js';
+import { intentName, IntentOp, newRunId, peekIntentOp } from './control.js';
 import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel } from './directory.js';
 import { PoolError } from './errors.js';
 import {
@@ -42,94 +42,9 @@ import {
 import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
 import { liveRecords, rebuildDerived, sameBytes } from './recovery.js';
-
-export interface PoolCreateOptions {
-  /** Bytes, or a size text such as "64M", "1G", "1T". */
-  size: number | string;
-  /** 4096 (default) or a larger power of two, e.g. 2 MiB for hugetlbfs. */
-  pageSize?: number;
-  /** Allocation granularity: units of 2^orderPerBit pages (CMA's order_per_bit). Default 0. */
-  orderPerBit?: number;
-  /** Directory capacity. Default: one per unit, at most 2^20. */
-  maxAllocations?: number;
-  /** File mode of a new pool file. Default 0600. */
-  mode?: number;
-  lockTimeoutMs?: number;
-}
-
-export interface PoolOpenOptions {
-  lockTimeoutMs?: number;
-  /** Open a pool whose primary superblock is damaged, from its backup (for check/repair). */
-  allowDamagedSuperblock?: boolean;
-  /** @internal liveness oracle for the crash simulation. */
-  isAlive?: LockOptions['isAlive'];
-  /** @internal lock timing knobs for the crash simulation (see LockOptions). */
-  identityGraceMs?: number;
-  livenessPeriodMs?: number;
-}
-
-export interface AllocOptions {
-  /** Start on a multiple of this many pages (a power of two). Default 1. */
-  align?: number;
-  /** A name to find the allocation by after any restart (unique in the pool, at most 64 UTF-8 bytes). */
-  name?: string;
-  /** The owning client (at most 24 UTF-8 bytes); release then requires the same owner. */
-  owner?: string;
-}
-
-export interface ReleaseOptions {
-  owner?: string;
-}
-
-export interface PoolStats {
-  pageSize: number;
-  orderPerBit: number;
-  pages: number;
-  free: number;
-  used: number;
-  /** Pages holding pool metadata (superblock, bitmaps, indices, directory). */
-  metadata: number;
-  /** Pages past the last whole unit, never allocated. */
-  tail: number;
-  largestFree: number;
-  /** 0 when all free pages form one run; towards 1 as they scatter. */
-  fragmentation: number;
-  allocations: number;
-  maxAllocations: number;
-  /** Pages and allocations per owner ("" for allocations without one). */
-  byOwner: Record<string, { allocations: number; pages: number }>;
-  generation: bigint;
-  lockBreaks: number;
-}
-
-export interface CheckReport {
-  ok: boolean;
-  problems: string[];
-  repaired: string[];
-}
-
-/** One allocation: a run of pages. `bytes()` maps them. */
-export class Allocation {
-  constructor(
-    private readonly pool: Pool,
-    readonly pfn: number,
-    readonly count: number,
-    readonly name: string | undefined,
-    readonly owner: string | undefined,
-    readonly subpool = false,
-  ) {}
-  /** The allocation's bytes (or `[offset, offset + length)` of them) as a view of the pool's mapping. */
-  bytes(offset = 0, length = this.count * this.pool.pageSize - offset): Uint8Array {
-    const total = this.count * this.pool.pageSize;
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > total) {
-      throw new PoolError('BAD_ARGUMENT', `bytes(${offset}, ${length}) is outside the allocation's ${total} bytes`);
-    }
-    return this.pool.view(this.pfn * this.pool.pageSize + offset, length);
-  }
-  toJSON(): { pfn: number; count: number; name?: string; owner?: string } {
-    return { pfn: this.pfn, count: this.count, ...(this.name ? { name: this.name } : {}), ...(this.owner ? { owner: this.owner } : {}) };
-  }
-}
+import { Allocation } from './allocation.js';
+import { checkCount, checkLabel } from './arguments.js';
+import type { AllocOptions, CheckReport, PoolCreateOptions, PoolOpenOptions, PoolStats, ReleaseOptions } from './options.js';
 
 /** The owner of every sub-pool's run in its parent. */
 const SUBPOOL_OWNER = 'pmpool:subpool';
@@ -824,22 +739,6 @@ function lockOptionsOf(o: PoolOpenOptions): PoolOpenOptions {
 
 function metadataWindowBytes(g: Geometry): number {
   return Math.ceil(g.metadataBytes / AREA_ALIGN) * AREA_ALIGN;
-}
-
-function checkCount(count: unknown, pageCount: number): asserts count is number {
-  if (typeof count !== 'number' || !Number.isSafeInteger(count) || count <= 0) {
-    throw new PoolError('BAD_ARGUMENT', `count must be a positive whole number of pages, got ${String(count)}`);
-  }
-  if (count > pageCount) throw new PoolError('BAD_ARGUMENT', `count ${count} is larger than the pool's ${pageCount} pages`);
-}
-
-function checkLabel(value: unknown, what: string, maxBytes: number): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string') throw new PoolError('BAD_ARGUMENT', `${what} must be a string`);
-  if (value.includes('\0')) throw new PoolError('BAD_ARGUMENT', `${what} must not contain NUL`);
-  const bytes = Buffer.byteLength(value, 'utf8');
-  if (bytes > maxBytes) throw new PoolError('BAD_ARGUMENT', `${what} "${value.slice(0, 20)}..." is ${bytes} bytes; at most ${maxBytes}`);
-  return value;
 }
 
 function describe(region: Region): string {

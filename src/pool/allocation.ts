@@ -1,0 +1,35 @@
+/**
+ * An allocation as the API hands it out: where its pages are, whose they
+ * are, and a view of their bytes through the pool's mapping.
+ */
+import { PoolError } from './errors.js';
+
+/** What an Allocation needs of its pool. */
+export interface AllocationHost {
+  readonly pageSize: number;
+  /** A view of `[byteOffset, +length)` of the pool's region. */
+  view(byteOffset: number, length: number): Uint8Array;
+}
+
+/** One allocation: a run of pages. `bytes()` maps them. */
+export class Allocation {
+  constructor(
+    private readonly pool: AllocationHost,
+    readonly pfn: number,
+    readonly count: number,
+    readonly name: string | undefined,
+    readonly owner: string | undefined,
+    readonly subpool = false,
+  ) {}
+  /** The allocation's bytes (or `[offset, offset + length)` of them) as a view of the pool's mapping. */
+  bytes(offset = 0, length = this.count * this.pool.pageSize - offset): Uint8Array {
+    const total = this.count * this.pool.pageSize;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > total) {
+      throw new PoolError('BAD_ARGUMENT', `bytes(${offset}, ${length}) is outside the allocation's ${total} bytes`);
+    }
+    return this.pool.view(this.pfn * this.pool.pageSize + offset, length);
+  }
+  toJSON(): { pfn: number; count: number; name?: string; owner?: string } {
+    return { pfn: this.pfn, count: this.count, ...(this.name ? { name: this.name } : {}), ...(this.owner ? { owner: this.owner } : {}) };
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The options and reports of the Pool API (DESIGN.md §6).
+ */
+import type { LockOptions } from './control.js';
+
+export interface PoolCreateOptions {
+  /** Bytes, or a size text such as "64M", "1G", "1T". */
+  size: number | string;
+  /** 4096 (default) or a larger power of two, e.g. 2 MiB for hugetlbfs. */
+  pageSize?: number;
+  /** Allocation granularity: units of 2^orderPerBit pages (CMA's order_per_bit). Default 0. */
+  orderPerBit?: number;
+  /** Directory capacity. Default: one record per 8 units, at least 256, at most 2^17 (docs/abi.md). */
+  maxAllocations?: number;
+  /** File mode of a new pool file. Default 0600. */
+  mode?: number;
+  lockTimeoutMs?: number;
+}
+
+export interface PoolOpenOptions {
+  lockTimeoutMs?: number;
+  /** Open a pool whose primary superblock is damaged, from its backup (for check/repair). */
+  allowDamagedSuperblock?: boolean;
+  /** @internal liveness oracle for the crash simulation. */
+  isAlive?: LockOptions['isAlive'];
+  /** @internal lock timing knobs for the crash simulation (see LockOptions). */
+  identityGraceMs?: number;
+  livenessPeriodMs?: number;
+}
+
+export interface AllocOptions {
+  /** Start on a multiple of this many pages (a power of two). Default 1. */
+  align?: number;
+  /** A name to find the allocation by after any restart (unique in the pool, at most 64 UTF-8 bytes). */
+  name?: string;
+  /** The owning client (at most 24 UTF-8 bytes); release then requires the same owner. */
+  owner?: string;
+}
+
+export interface ReleaseOptions {
+  owner?: string;
+}
+
+export interface PoolStats {
+  pageSize: number;
+  orderPerBit: number;
+  pages: number;
+  free: number;
+  used: number;
+  /** Pages holding pool metadata (superblock, bitmaps, indices, directory). */
+  metadata: number;
+  /** Pages past the last whole unit, never allocated. */
+  tail: number;
+  largestFree: number;
+  /** 0 when all free pages form one run; towards 1 as they scatter. */
+  fragmentation: number;
+  allocations: number;
+  maxAllocations: number;
+  /** Pages and allocations per owner ("" for allocations without one). */
+  byOwner: Record<string, { allocations: number; pages: number }>;
+  generation: bigint;
+  lockBreaks: number;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  problems: string[];
+  repaired: string[];
+}
