@@ -18,24 +18,65 @@
  * stores leaves each entry old or new; what it may leave behind (an unused
  * run, a stale counter) is found by name and owner and recomputed at the
  * next writer's open.
+ *
+ * This file holds the public API (the PersistentMap class and its types)
+ * and the map's state: lookups, writes, segment management and compaction,
+ * the reader's seqlock, open, handover, stats and check. The on-pool layout
+ * is in map-layout.ts; word-level table and segment work in map-table.ts and
+ * map-segments.ts; what recovery works out at open in map-recovery.ts; the
+ * fault hook, key scratch and copy slab in map-runtime.ts.
  */
 import { randomNonZeroU31 } from '../util/random.js';
 import { PmpoolError } from '../errors.js';
 import type { Allocation, Fdt, Pool } from '../index.js';
-import { crc32cWords } from '../util/crc32c.js';
 import { checkClientName, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, sameBytes, TYPE_MAP, writeFixedHeader } from './client-header.js';
-import { describe, hashWords, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, Scratch, tooLarge, writeUtf8 } from './codec.js';
+import { describe, hashWords, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
+import {
+  align8,
+  COMPACT_BELOW,
+  DEDICATED_MIN,
+  EMPTY,
+  HDR_ACTIVE,
+  HDR_CLEAN,
+  HDR_COUNT,
+  HDR_SEQ,
+  HDR_TOMBS,
+  HEADER_RUN_BYTES,
+  MAX_KEY_BYTES,
+  MAX_SEGMENTS,
+  MAX_TABLE_LOG2,
+  MAX_VALUE_BYTES,
+  MIN_TABLE_LOG2,
+  NO_BUF,
+  NO_U32,
+  NO_U8,
+  REC_HEADER,
+  recordBytes,
+  SEG_FLAG_DEDICATED,
+  SEG_HEADER,
+  SEG_MAX_BYTES,
+  SEG_W_FLAGS,
+  SEG_W_LIVE,
+  SEG_W_USED,
+  SEGTAB,
+  SEGTAB_BYTES,
+  targetLog2,
+  TOMB,
+  u32View,
+} from './map-layout.js';
+import { pickActive, recountTable, sortOwnedRuns } from './map-recovery.js';
+import { copyOut, fault, scratch, Torn } from './map-runtime.js';
+import { initSegmentHeader, recordStarts, segmentHeaderFault, segmentSize } from './map-segments.js';
+import { readDescriptor, rehash, slotOf, writeDescriptor, type TableDescriptor } from './map-table.js';
 import { LOCK_WORDS, WriterLock } from './writer-lock.js';
+
+export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from './map-layout.js';
+export { setMapFaultHook } from './map-runtime.js';
 
 export type MapKey = string | Uint8Array;
 export type MapValue = string | Uint8Array;
-
-/** Largest key, in bytes (UTF-8 for a string). */
-export const MAX_KEY_BYTES = 1024 * 1024;
-/** Largest value, in bytes (UTF-8 for a string). */
-export const MAX_VALUE_BYTES = 2 * 1024 * 1024;
 
 export interface PersistentMapOptions {
   /** Open as a reader: no lock, consistent reads while one writer (in any process) writes. */
@@ -68,102 +109,6 @@ export interface PersistentMapStats {
 export interface MapCheckReport {
   ok: boolean;
   problems: string[];
-}
-
-/* ---------------- layout (u32 indices unless said) ---------------- */
-
-const HDR_SEQ = MUTABLE / 4; // seqlock: odd while memory readers may hold is being released
-const HDR_CLEAN = HDR_SEQ + 1; // 1 when COUNT, TOMBS and the segments' LIVE words are exact
-const HDR_COUNT = HDR_SEQ + 2;
-const HDR_TOMBS = HDR_SEQ + 3;
-const HDR_ACTIVE = HDR_SEQ + 4; // which descriptor is live: 0 or 1
-const HDR_DESC = 256 / 4; // two descriptors of 4 words: table pfn, log2 slots, table seq, crc
-const SEGTAB_BYTES = 4096;
-const SEGTAB = SEGTAB_BYTES / 4; // per segment index: pfn, pages
-const MAX_SEGMENTS = 8192;
-const HEADER_RUN_BYTES = SEGTAB_BYTES + MAX_SEGMENTS * 8;
-
-const SEG_MAGIC = 0x47455350; // "PSEG"
-const SEG_W_MAGIC = 0;
-const SEG_W_MAP = 1;
-const SEG_W_INDEX = 2;
-const SEG_W_PAGES = 3;
-const SEG_W_USED = 4; // bump pointer: [SEG_HEADER, used) is a walkable run of complete records
-const SEG_W_FLAGS = 5;
-const SEG_W_LIVE = 6; // exact only when the header's CLEAN is 1
-/** Segment header; 128 bytes, so that records of 128 bytes (16-byte keys, 100-byte values) fill two cache lines the prefetcher fetches as a pair. */
-const SEG_HEADER = 128;
-const SEG_FLAG_DEDICATED = 1;
-/** A ref holds a segment index (13 bits) and an offset in 8-byte units (19 bits): 4 MiB per segment. */
-const SEG_MAX_BYTES = 4 * 1024 * 1024;
-const SEG_MIN_BYTES = 64 * 1024;
-/** Records larger than this get a segment of their own. */
-const DEDICATED_MIN = 256 * 1024;
-/** Compact a segment once less than 1/COMPACT_BELOW of it is live: at most COMPACT_BELOW× the live bytes held, under 1/(COMPACT_BELOW-1) byte copied per byte of garbage. */
-const COMPACT_BELOW = 2;
-
-const EMPTY = 0;
-const TOMB = 1;
-/** Record: [hash u32][key length | kind][value length | kind][key][value], padded to 8 bytes. */
-const REC_HEADER = 12;
-const MIN_TABLE_LOG2 = 10;
-const MAX_TABLE_LOG2 = 28;
-
-const NO_U8 = new Uint8Array(0);
-const NO_U32 = new Uint32Array(0);
-const NO_BUF = Buffer.alloc(0);
-
-/** Keys are encoded here (the module is single-threaded per realm and no operation re-enters another). */
-const scratch = new Scratch();
-
-/* ---------------- crash simulation ---------------- */
-
-let faultHook: ((point: string) => void) | null = null;
-/** @internal the crash simulation stops the world between two stores by throwing from here. */
-export function setMapFaultHook(hook: ((point: string) => void) | null): void {
-  faultHook = hook;
-}
-function fault(point: string): void {
-  if (faultHook !== null) faultHook(point);
-}
-
-/** Thrown inside a reader's lookup when what it reads is inconsistent (a writer is freeing memory): retry. */
-class Torn extends Error {}
-
-/* ---------------- small helpers ---------------- */
-
-function align8(n: number): number {
-  return (n + 7) & ~7;
-}
-function nextPow2(n: number): number {
-  return n <= 1 ? 1 : 2 ** Math.ceil(Math.log2(n));
-}
-function targetLog2(entries: number): number {
-  return Math.max(MIN_TABLE_LOG2, Math.ceil(Math.log2(Math.max(2, entries * 2))));
-}
-/** Bytes of the record whose key and value info words are given. */
-function recordBytes(kinfo: number, vinfo: number): number {
-  return align8(REC_HEADER + (kinfo & LENGTH_MASK) + (vinfo & LENGTH_MASK));
-}
-function u32View(bytes: Uint8Array): Uint32Array {
-  return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-}
-
-const SLAB_BYTES = 64 * 1024;
-let slab = new Uint8Array(SLAB_BYTES);
-let slabAt = 0;
-/** A copy of `length` bytes of `from` at `start`; small copies share a slab, as Buffer.allocUnsafe does. */
-function copyOut(from: Uint8Array, start: number, length: number): Uint8Array {
-  if (length === 0) return new Uint8Array(0);
-  if (length > 4096) return from.slice(start, start + length);
-  if (slabAt + length > SLAB_BYTES) {
-    slab = new Uint8Array(SLAB_BYTES);
-    slabAt = 0;
-  }
-  const out = slab.subarray(slabAt, slabAt + length);
-  out.set(from.subarray(start, start + length));
-  slabAt = (slabAt + length + 7) & ~7;
-  return out;
 }
 
 const enum State {
@@ -609,13 +554,7 @@ export class PersistentMap {
       }
     }
     if (k < 0) throw new ClientError('NO_SPACE', `${this.what} has all its ${MAX_SEGMENTS} segments in use; nothing changed`);
-    let size: number;
-    if (dedicated) {
-      size = SEG_HEADER + bytes;
-    } else {
-      const grow = Math.min(SEG_MAX_BYTES, Math.max(SEG_MIN_BYTES, nextPow2(this.smallSegmentBytes / 4)));
-      size = Math.min(SEG_MAX_BYTES, Math.max(grow, nextPow2(SEG_HEADER + bytes)));
-    }
+    const size = segmentSize(bytes, dedicated, this.smallSegmentBytes);
     const least = Math.ceil((SEG_HEADER + bytes) / this.pageSize);
     let pages = Math.ceil(size / this.pageSize);
     let run: Allocation;
@@ -632,13 +571,7 @@ export class PersistentMap {
     fault('segment:allocated');
     if (run.pfn >= 2 ** 32) throw new ClientError('NO_SPACE', `${this.what}: a segment at pfn ${run.pfn} is beyond what a map can address`);
     const u32 = u32View(run.bytes(0, Math.min(run.count * this.pageSize, SEG_MAX_BYTES)));
-    u32[SEG_W_MAP] = this.mapId;
-    u32[SEG_W_INDEX] = k;
-    u32[SEG_W_PAGES] = run.count;
-    u32[SEG_W_USED] = SEG_HEADER;
-    u32[SEG_W_FLAGS] = dedicated ? SEG_FLAG_DEDICATED : 0;
-    u32[SEG_W_LIVE] = 0;
-    Atomics.store(u32, SEG_W_MAGIC, SEG_MAGIC);
+    initSegmentHeader(u32, this.mapId, k, run.count, dedicated);
     this.hdr[SEGTAB + 2 * k + 1] = run.count;
     Atomics.store(this.hdr, SEGTAB + 2 * k, run.pfn);
     fault('segment:published');
@@ -754,7 +687,7 @@ export class PersistentMap {
         throw new ClientError('CORRUPT', `${this.what}: segment ${k} has a malformed record at ${off}`);
       }
       const ref = ((k << 19) | (off >>> 3)) >>> 0;
-      const slot = this.slotOf(from[w]!, ref);
+      const slot = slotOf(this.slots, this.cap, this.mask, from[w]!, ref);
       if (slot >= 0) {
         const a = this.reserve(total);
         const noff = this.segUsed[a]!;
@@ -773,39 +706,14 @@ export class PersistentMap {
     this.freeSegment(k);
   }
 
-  /** The slot whose ref is `ref` (probing from its hash), or -1. */
-  private slotOf(h: number, ref: number): number {
-    const slots = this.slots;
-    const mask = this.mask;
-    let i = h & mask;
-    for (let n = 0; n < this.cap; n++) {
-      const r = slots[2 * i]!;
-      if (r === EMPTY) return -1;
-      if (r === ref) return i;
-      i = (i + 1) & mask;
-    }
-    return -1;
-  }
-
   /* ---------------- the table ---------------- */
 
-  private descriptor(d: number): { pfn: number; log2: number; seq: number; ok: boolean } {
-    const b = HDR_DESC + 4 * d;
-    const h = this.hdr;
-    const pfn = h[b]!;
-    const log2 = h[b + 1]!;
-    const seq = h[b + 2]!;
-    const ok = crc32cWords(h, b, 3, this.mapId) === h[b + 3] && log2 <= MAX_TABLE_LOG2 && (pfn === 0 || log2 >= MIN_TABLE_LOG2);
-    return { pfn, log2, seq, ok };
+  private descriptor(d: number): TableDescriptor {
+    return readDescriptor(this.hdr, d, this.mapId);
   }
 
   private writeDescriptor(d: number, pfn: number, log2: number, seq: number): void {
-    const b = HDR_DESC + 4 * d;
-    const h = this.hdr;
-    h[b] = pfn;
-    h[b + 1] = log2;
-    h[b + 2] = seq;
-    h[b + 3] = crc32cWords(h, b, 3, this.mapId);
+    writeDescriptor(this.hdr, d, pfn, log2, seq, this.mapId);
   }
 
   /** Rebuilds the table with 2^log2 slots in a fresh run and switches to it with one store. */
@@ -822,17 +730,7 @@ export class PersistentMap {
       if (run.pfn >= 2 ** 32) throw new ClientError('NO_SPACE', `${this.what}: a table at pfn ${run.pfn} is beyond what a map can address`);
       slots = u32View(run.bytes(0, cap * 8));
       slots.fill(0);
-      const mask = cap - 1;
-      const old = this.slots;
-      for (let i = 0; i < this.cap; i++) {
-        const ref = old[2 * i]!;
-        if (ref === EMPTY || ref === TOMB) continue;
-        const h = old[2 * i + 1]!;
-        let j = h & mask;
-        while (slots[2 * j] !== EMPTY) j = (j + 1) & mask;
-        slots[2 * j] = ref;
-        slots[2 * j + 1] = h;
-      }
+      rehash(this.slots, this.cap, slots, cap - 1);
       this.writeDescriptor(d, run.pfn, log2, seq);
       fault('resize:built');
     } catch (e) {
@@ -965,11 +863,8 @@ export class PersistentMap {
     const run = poolCall(() => this.pool.find(`${this.name}/s${k}`), this.what);
     if (run === undefined || run.pfn !== pfn || run.count !== pages || run.owner !== this.owner) return fail(`(pfn ${pfn}) is not the pool allocation "${this.name}/s${k}"`);
     const u32 = u32View(run.bytes(0, Math.min(run.count * this.pageSize, SEG_MAX_BYTES)));
-    const used = u32[SEG_W_USED]!;
-    if (u32[SEG_W_MAGIC] !== SEG_MAGIC || u32[SEG_W_MAP] !== this.mapId || u32[SEG_W_INDEX] !== k || u32[SEG_W_PAGES] !== pages) {
-      return fail('has a header that is not this map segment');
-    }
-    if (used < SEG_HEADER || used > u32.byteLength || (used & 7) !== 0) return fail(`has a bump pointer of ${used}`);
+    const why = segmentHeaderFault(u32, this.mapId, k, pages);
+    if (why !== null) return fail(why);
     this.adopt(k, run, (u32[SEG_W_FLAGS]! & SEG_FLAG_DEDICATED) !== 0);
   }
 
@@ -1047,22 +942,10 @@ export class PersistentMap {
     const desc = this.descriptor(d);
     if (!desc.ok) throw new ClientError('CORRUPT', `${this.what}: its table descriptor does not verify`);
     this.activeDesc = d;
-    const owned = this.ownedRuns();
     const tableName = `${this.name}/t${desc.seq}`;
-    let table: Allocation | undefined;
-    for (const run of owned) {
-      if (run.name === this.name) continue;
-      const segName = run.name?.startsWith(`${this.name}/s`) ? run.name.slice(this.name.length + 2) : '';
-      const seg = /^[0-9]{1,4}$/.test(segName) ? Number(segName) : NaN;
-      const keep =
-        (desc.pfn !== 0 && run.name === tableName && run.pfn === desc.pfn) ||
-        (Number.isInteger(seg) && seg >= 0 && seg < MAX_SEGMENTS && h[SEGTAB + 2 * seg] === run.pfn && h[SEGTAB + 2 * seg + 1] === run.count);
-      if (run.name === tableName && keep) table = run;
-      if (!keep && (run.name?.startsWith(`${this.name}/t`) || Number.isInteger(seg))) {
-        // Allocated but never published, or unpublished but never released.
-        poolCall(() => this.pool.release(run.pfn, run.count, { owner: this.owner }), this.what);
-      }
-    }
+    const { table, stale } = sortOwnedRuns(this.ownedRuns(), this.name, desc, h);
+    // Allocated but never published, or unpublished but never released.
+    for (const run of stale) poolCall(() => this.pool.release(run.pfn, run.count, { owner: this.owner }), this.what);
     if (desc.pfn !== 0) {
       const bytes = 2 ** desc.log2 * 8;
       if (table === undefined || table.count * this.pageSize < bytes) {
@@ -1082,12 +965,8 @@ export class PersistentMap {
     }
     if (this.count + this.tombs > this.cap) throw new ClientError('CORRUPT', `${this.what}: ${this.count} entries and ${this.tombs} tombstones in ${this.cap} slots`);
     // Pick the roomiest small segment to go on appending to; queue the sparse ones.
-    let best = -1;
-    for (const k of this.loaded) {
-      if (this.segDedicated[k]) continue;
-      if (best < 0 || this.segCap[k]! - this.segUsed[k]! > this.segCap[best]! - this.segUsed[best]!) best = k;
-    }
-    if (best >= 0 && this.segCap[best]! - this.segUsed[best]! >= this.segCap[best]! / 8) this.active = best;
+    const best = pickActive(this.loaded, this.segDedicated, this.segCap, this.segUsed);
+    if (best >= 0) this.active = best;
     const sparse = (k: number) => k !== this.active && (this.segLive[k] === 0 || this.sparse(k));
     const tidy = this.count === 0 ? this.loaded.size > 0 || this.tableRun !== null : [...this.loaded].some(sparse);
     if (tidy) {
@@ -1107,28 +986,7 @@ export class PersistentMap {
 
   /** Counts entries, tombstones and live bytes per segment from the table (after a crash). */
   private recount(): void {
-    let count = 0;
-    let tombs = 0;
-    for (const k of this.loaded) this.segLive[k] = 0;
-    const slots = this.slots;
-    for (let i = 0; i < this.cap; i++) {
-      const ref = slots[2 * i]!;
-      if (ref === EMPTY) continue;
-      if (ref === TOMB) {
-        tombs++;
-        continue;
-      }
-      const k = ref >>> 19;
-      const off = (ref & 0x7ffff) << 3;
-      const u32 = this.segU32[k]!;
-      if (u32.length === 0 || off < SEG_HEADER || off + REC_HEADER > this.segUsed[k]!) {
-        throw new ClientError('CORRUPT', `${this.what}: slot ${i} points to offset ${off} of segment ${k}, outside its records`);
-      }
-      const total = recordBytes(u32[(off >>> 2) + 1]!, u32[(off >>> 2) + 2]!);
-      if (off + total > this.segUsed[k]!) throw new ClientError('CORRUPT', `${this.what}: the record at ${off} of segment ${k} is malformed`);
-      this.segLive[k] += total;
-      count++;
-    }
+    const { count, tombs } = recountTable(this.slots, this.cap, this.segU32, this.segUsed, this.segLive, this.loaded, this.what);
     this.count = count;
     this.tombs = tombs;
     Atomics.store(this.hdr, HDR_COUNT, count);
@@ -1312,22 +1170,7 @@ export class PersistentMap {
         problems.push(`segment ${k} (pfn ${h[SEGTAB + 2 * k]}) is not a valid segment allocation`);
         continue;
       }
-      const u32 = this.segU32[k]!;
-      const used = u32[SEG_W_USED]!;
-      const starts = new Set<number>();
-      let off = SEG_HEADER;
-      while (off < used) {
-        const kl = u32[(off >>> 2) + 1]! & LENGTH_MASK;
-        const vl = u32[(off >>> 2) + 2]! & LENGTH_MASK;
-        const total = recordBytes(kl, vl);
-        if (kl > MAX_KEY_BYTES || vl > MAX_VALUE_BYTES || off + total > used) {
-          problems.push(`segment ${k}: malformed record at ${off}`);
-          break;
-        }
-        starts.add(off);
-        off += total;
-      }
-      records.set(k, starts);
+      records.set(k, recordStarts(this.segU32[k]!, k, problems));
     }
     let count = 0;
     const seen = new Set<number>();

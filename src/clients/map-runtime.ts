@@ -1,0 +1,42 @@
+/**
+ * What the PersistentMap's operations share at run time, outside any one
+ * map: the crash-simulation fault hook, the reader's torn-read signal, the
+ * scratch keys are encoded in and the slab small values are copied out to.
+ */
+import { Scratch } from './codec.js';
+
+/** Keys are encoded here (the module is single-threaded per realm and no operation re-enters another). */
+export const scratch = new Scratch();
+
+/* ---------------- crash simulation ---------------- */
+
+let faultHook: ((point: string) => void) | null = null;
+/** @internal the crash simulation stops the world between two stores by throwing from here. */
+export function setMapFaultHook(hook: ((point: string) => void) | null): void {
+  faultHook = hook;
+}
+export function fault(point: string): void {
+  if (faultHook !== null) faultHook(point);
+}
+
+/** Thrown inside a reader's lookup when what it reads is inconsistent (a writer is freeing memory): retry. */
+export class Torn extends Error {}
+
+/* ---------------- copying values out ---------------- */
+
+const SLAB_BYTES = 64 * 1024;
+let slab = new Uint8Array(SLAB_BYTES);
+let slabAt = 0;
+/** A copy of `length` bytes of `from` at `start`; small copies share a slab, as Buffer.allocUnsafe does. */
+export function copyOut(from: Uint8Array, start: number, length: number): Uint8Array {
+  if (length === 0) return new Uint8Array(0);
+  if (length > 4096) return from.slice(start, start + length);
+  if (slabAt + length > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabAt = 0;
+  }
+  const out = slab.subarray(slabAt, slabAt + length);
+  out.set(from.subarray(start, start + length));
+  slabAt = (slabAt + length + 7) & ~7;
+  return out;
+}
