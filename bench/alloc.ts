@@ -240,38 +240,59 @@ export function fragment90(side: Side, freeBlocks: number, seed: number): void {
   }
 }
 
+/** What the frag90 workload needs of a side: the allocator layer, the CMA peer, a Pool. */
+export interface BlockSide {
+  alloc(count: number, align: number): number;
+  release(start: number, count: number): void;
+}
+
+/**
+ * The frag90 workload, shared by bench/alloc and bench/pool: alloc(64, 64)
+ * with 32 blocks kept outstanding, oldest released first.
+ */
+export class Frag90Ring {
+  private readonly ring = new Float64Array(64);
+  private head = 0;
+  private outstanding = 0;
+  constructor(private readonly side: BlockSide) {
+    for (let i = 0; i < 32; i++) this.step();
+  }
+  /** Release the oldest block, allocate a new one. */
+  readonly step = (): void => {
+    this.releaseOldest();
+    this.push(this.side.alloc(64, 64));
+  };
+  /** step(), returning the nanoseconds of the alloc alone. */
+  timedStep(): number {
+    this.releaseOldest();
+    const a = process.hrtime.bigint();
+    const s = this.side.alloc(64, 64);
+    const ns = Number(process.hrtime.bigint() - a);
+    this.push(s);
+    return ns;
+  }
+  private releaseOldest(): void {
+    if (this.outstanding < 32) return;
+    this.side.release(this.ring[this.head]!, 64);
+    this.head = (this.head + 1) & 63;
+    this.outstanding--;
+  }
+  private push(start: number): void {
+    if (start < 0) throw new Error('frag90: no block found, the setup guarantees one');
+    this.ring[(this.head + this.outstanding) & 63] = start;
+    this.outstanding++;
+  }
+}
+
 /** alloc(64, 64) with 32 blocks kept outstanding (FIFO); the figures are the alloc alone. */
 function frag90(side: Side, seconds: number): Figures {
   fragment90(side, 64, 90);
-  const ring = new Float64Array(64);
-  let head = 0;
-  let outstanding = 0;
-  const step = (): void => {
-    if (outstanding === 32) {
-      side.release(ring[head], 64);
-      head = (head + 1) & 63;
-      outstanding--;
-    }
-    const s = side.alloc(64, 64);
-    if (s < 0) throw new Error('frag90: no block found, the setup guarantees one');
-    ring[(head + outstanding) & 63] = s;
-    outstanding++;
-  };
-  for (let i = 0; i < 32; i++) step();
+  const ring = new Frag90Ring(side);
   // Throughput of step (release + alloc); latency of the alloc alone.
-  const throughput = measure(step, seconds, 1);
+  const throughput = measure(ring.step, seconds, 1);
   const samples = 200_000;
   const lat = new Float64Array(samples);
-  for (let i = 0; i < samples; i++) {
-    side.release(ring[head], 64);
-    head = (head + 1) & 63;
-    outstanding--;
-    const a = process.hrtime.bigint();
-    const s = side.alloc(64, 64);
-    lat[i] = Number(process.hrtime.bigint() - a);
-    ring[(head + outstanding) & 63] = s;
-    outstanding++;
-  }
+  for (let i = 0; i < samples; i++) lat[i] = ring.timedStep();
   lat.sort();
   return { opsPerSec: throughput.opsPerSec, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99) };
 }

@@ -63,7 +63,7 @@ import { ArrayWordStore, BitmapAllocator, allocatorGeometry } from '../src/alloc
 import { AREA_ALIGN } from '../src/pool/layout.js';
 import { Pool } from '../src/pool/index.js';
 import { FileRegion, MemoryRegion } from '../src/region/index.js';
-import { CmaFirstFit, fragment90, prng } from './alloc.js';
+import { CmaFirstFit, Frag90Ring, fragment90, prng } from './alloc.js';
 import { epochMs, type ClientOptions, type ClientResult, type StartMessage } from './pool-client.js';
 
 const GiB = 1024 ** 3;
@@ -466,39 +466,17 @@ interface S2Figures {
 
 /** alloc(64, 64) with 32 blocks kept outstanding (FIFO); latency of the alloc alone. */
 function runFrag90(side: RunSide, maxLatSeconds: number): S2Figures {
-  const ring = new Float64Array(64);
-  let head = 0;
-  let outstanding = 0;
-  const step = (): void => {
-    if (outstanding === 32) {
-      side.release(ring[head]!, 64);
-      head = (head + 1) & 63;
-      outstanding--;
-    }
-    const s = side.alloc(64, 64);
-    if (s < 0) throw new Error('frag90: no block found, the setup guarantees one');
-    ring[(head + outstanding) & 63] = s;
-    outstanding++;
-  };
-  for (let i = 0; i < 32; i++) step();
-  for (let i = 0; i < 2000; i++) step(); // warm-up
+  const ring = new Frag90Ring(side);
+  for (let i = 0; i < 2000; i++) ring.step(); // warm-up
   // The CMA peer is slow here: fewer, shorter rounds are enough to see it.
-  const t = throughput(step, 0.25, 3);
+  const t = throughput(ring.step, 0.25, 3);
   const samples = 100_000;
   const lat = new Float64Array(samples);
   const deadline = process.hrtime.bigint() + BigInt(Math.round(maxLatSeconds * 1e9));
   let n = 0;
   for (; n < samples; n++) {
-    side.release(ring[head]!, 64);
-    head = (head + 1) & 63;
-    outstanding--;
-    const a = process.hrtime.bigint();
-    const s = side.alloc(64, 64);
-    const b = process.hrtime.bigint();
-    lat[n] = Number(b - a);
-    ring[(head + outstanding) & 63] = s;
-    outstanding++;
-    if ((n & 127) === 127 && b > deadline) {
+    lat[n] = ring.timedStep();
+    if ((n & 127) === 127 && process.hrtime.bigint() > deadline) {
       n++;
       break;
     }
