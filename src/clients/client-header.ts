@@ -166,8 +166,3 @@ export function poolCall<T>(fn: () => T, what: string): T {
   }
 }
 
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}

@@ -29,7 +29,7 @@
 import { randomNonZeroU31 } from '../util/random.js';
 import { PmpoolError } from '../errors.js';
 import type { Allocation, Fdt, Pool } from '../index.js';
-import { checkClientName, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, sameBytes, TYPE_MAP, writeFixedHeader } from './client-header.js';
+import { checkClientName, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_MAP, writeFixedHeader } from './client-header.js';
 import { describe, hashWords, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
@@ -71,6 +71,7 @@ import { copyOut, fault, scratch, Torn } from './map-runtime.js';
 import { initSegmentHeader, recordStarts, segmentHeaderFault, segmentSize } from './map-segments.js';
 import { readDescriptor, rehash, slotOf, writeDescriptor, type TableDescriptor } from './map-table.js';
 import { LOCK_WORDS, WriterLock } from './writer-lock.js';
+import { bytesEqual } from '../util/bytes.js';
 
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from './map-layout.js';
 export { setMapFaultHook } from './map-runtime.js';
@@ -1201,7 +1202,7 @@ export class PersistentMap {
           [...this.loaded].some((k) => this.segRun[k]!.pfn === run.pfn);
         if (!ok) problems.push(`pool allocation "${run.name ?? ''}" (pfn ${run.pfn}) of owner ${this.owner} is not part of the map`);
       }
-      if (!sameBytes(this.pool.uuidBytes, this.root.bytes(32, 16))) problems.push('the header names another pool uuid');
+      if (!bytesEqual(this.pool.uuidBytes, this.root.bytes(32, 16))) problems.push('the header names another pool uuid');
     }
     return { ok: problems.length === 0, problems };
   }

@@ -34,13 +34,7 @@ export function writeLatin1(out: Uint8Array, offset: number, s: string): number 
   return offset;
 }
 
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a === b) return true;
-  const n = a.length;
-  if (n !== b.length) return false;
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+export { bytesEqual } from '../util/bytes.js';
 
 /** Reads a big-endian u32; the caller has checked `offset + 4 <= bytes.length`. */
 export function readBe32(bytes: Uint8Array, offset: number): number {

@@ -10,6 +10,7 @@ import { parseSize, RegionError } from '../region/index.js';
 import { DEFAULT_POOL_NAME, readPoolNode, poolNames } from './binding.js';
 import { HandoverError } from './errors.js';
 import type { Handover, HandoverRegistry } from './handover.js';
+import { bytesEqual } from '../util/bytes.js';
 
 function asHandover(value: unknown): Handover {
   const h = value as Partial<Handover> | null;
@@ -19,9 +20,6 @@ function asHandover(value: unknown): Handover {
   return h as Handover;
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
 
 export function restorePool(registry: HandoverRegistry, handover: unknown, name = DEFAULT_POOL_NAME): Pool {
   const h = asHandover(handover);
@@ -41,7 +39,7 @@ export function restorePool(registry: HandoverRegistry, handover: unknown, name 
   const mismatch = (what: string, mine: unknown, theirs: unknown) =>
     new HandoverError('MISMATCH', `pool ${node.path} has ${what} ${String(mine)} but the handover says ${String(theirs)}; refused, the pool is untouched`);
   try {
-    if (!sameBytes(pool.uuidBytes, node.uuid)) throw mismatch('uuid', pool.uuid, Buffer.from(node.uuid).toString('hex'));
+    if (!bytesEqual(pool.uuidBytes, node.uuid)) throw mismatch('uuid', pool.uuid, Buffer.from(node.uuid).toString('hex'));
     if (pool.pageSize !== node.pageSize) throw mismatch('page size', pool.pageSize, node.pageSize);
     if (pool.pageCount !== node.pageCount) throw mismatch('page count', pool.pageCount, node.pageCount);
     if (pool.orderPerBit !== node.orderPerBit) throw mismatch('order-per-bit', pool.orderPerBit, node.orderPerBit);

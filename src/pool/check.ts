@@ -13,7 +13,8 @@
  */
 import { BitmapAllocator, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { RECORD_BYTES } from './layout.js';
-import { describeRecord, extentProblem, liveRecords, sameBytes } from './recovery.js';
+import { describeRecord, extentProblem, liveRecords } from './recovery.js';
+import { bytesEqual } from '../util/bytes.js';
 import { hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
 
 export function checkParts(p: PoolParts): string[] {
@@ -68,7 +69,7 @@ export function checkParts(p: PoolParts): string[] {
         problems.push(`${describeRecord(r)} reuses the name of record ${first}`);
       } else {
         names.set(key, r.slot);
-        const found = p.nameIndex.find(hashName(r.name), (s) => sameBytes(d.nameBytes(s), r.name));
+        const found = p.nameIndex.find(hashName(r.name), (s) => bytesEqual(d.nameBytes(s), r.name));
         if (found !== r.slot) problems.push(`${describeRecord(r)} is missing from the name index`);
       }
     }

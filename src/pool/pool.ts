@@ -41,7 +41,8 @@ import {
 } from './layout.js';
 import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
-import { liveRecords, rebuildDerived, sameBytes } from './recovery.js';
+import { liveRecords, rebuildDerived } from './recovery.js';
+import { bytesEqual } from '../util/bytes.js';
 import { Allocation } from './allocation.js';
 import { checkCount, checkLabel } from './arguments.js';
 import type { AllocOptions, CheckReport, PoolCreateOptions, PoolOpenOptions, PoolStats, ReleaseOptions } from './options.js';
@@ -524,7 +525,7 @@ export class Pool {
     const backup = decodeSuperblock(bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES), this.region.size);
     if (isSuperblockProblem(primary)) problems.push(`primary superblock: ${primary.message}`);
     if (isSuperblockProblem(backup)) problems.push(`backup superblock: ${backup.message}`);
-    if (!isSuperblockProblem(primary) && !isSuperblockProblem(backup) && !sameBytes(bytes.subarray(0, SUPERBLOCK_BYTES), bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES))) {
+    if (!isSuperblockProblem(primary) && !isSuperblockProblem(backup) && !bytesEqual(bytes.subarray(0, SUPERBLOCK_BYTES), bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES))) {
       problems.push('primary and backup superblocks differ');
     }
     return problems;
@@ -544,9 +545,9 @@ export class Pool {
     const backup = decodeSuperblock(backupBytes, this.region.size);
     // A superblock write changes the generation, never the pool's identity or layout. A valid copy
     // that describes another pool than the one this open mapped is not taken; check() reports it.
-    const ours = (sb: Superblock) => sameBytes(sb.uuid, this.sb.uuid) && sameGeometry(sb.geometry, this.sb.geometry);
+    const ours = (sb: Superblock) => bytesEqual(sb.uuid, this.sb.uuid) && sameGeometry(sb.geometry, this.sb.geometry);
     if (!isSuperblockProblem(backup) && ours(backup)) {
-      if (!isSuperblockProblem(primary) && sameBytes(primaryBytes, backupBytes)) return null;
+      if (!isSuperblockProblem(primary) && bytesEqual(primaryBytes, backupBytes)) return null;
       this.sb = backup;
       p.writer.storeBytes(0, backupBytes.slice());
       p.writer.barrier();
@@ -697,7 +698,7 @@ export class Pool {
   }
 
   private findSlot(p: PoolParts, name: Uint8Array): number {
-    return p.nameIndex.find(hashName(name), (s) => sameBytes(p.directory.nameBytes(s), name) && p.directory.isCommitted(s));
+    return p.nameIndex.find(hashName(name), (s) => bytesEqual(p.directory.nameBytes(s), name) && p.directory.isCommitted(s));
   }
 
   private allocationAt(p: PoolParts, slot: number): Allocation {

@@ -7,6 +7,7 @@
  */
 import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
 import { hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+import { bytesEqual } from '../util/bytes.js';
 
 export interface LiveRecord {
   slot: number;
@@ -96,7 +97,7 @@ export function rebuildDerived(p: PoolParts): string[] {
     p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
     if (r.name.length > 0) {
       const h = hashName(r.name);
-      if (p.nameIndex.find(h, (s) => sameBytes(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
+      if (p.nameIndex.find(h, (s) => bytesEqual(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
     }
   }
   return changes;
@@ -109,12 +110,6 @@ function markPlausibleExtent(p: PoolParts, pfn: number, pageCount: number): void
   const start = pfn / unitPages;
   const count = unitsOf(p.geometry, pageCount);
   for (let u = start; u < start + count; u++) if (p.units.isFree(u, 1)) p.units.markUsed(u, 1);
-}
-
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 export function describeRecord(r: { slot: number; pfn: number; pageCount: number; name: Uint8Array }): string {
