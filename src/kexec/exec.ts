@@ -10,7 +10,7 @@ import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
-import { FDT_ENV, type HandoverRegistry, type PreparedHandover } from './handover.js';
+import { FDT_ENV, type HandoverRegistry } from './handover.js';
 
 export const READY_FD_ENV = 'PMPOOL_READY_FD';
 
@@ -110,16 +110,12 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     if (blob) removeBlob(blob);
     const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `spawn of ${file} failed: ${(e as Error).message}`, { cause: e });
-    rollbackAfterSpawn(prepared, error);
+    prepared.abort(error);
     throw error;
   }
   for (const pool of registry.registeredPools().values()) pool.close();
   prepared.complete();
   return { child, generation: prepared.generation };
-}
-
-function rollbackAfterSpawn(prepared: PreparedHandover, error: Error): void {
-  prepared.abort(error);
 }
 
 function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {

@@ -107,8 +107,6 @@ export class Control {
   private readonly timeoutMs: number;
   private readonly identityGraceMs: number;
   private readonly livenessPeriodMs: number;
-  /** Set when this open broke a dead holder's lock: the caller must repair. */
-  brokeDeadHolder = false;
 
   constructor(
     private readonly w: MetaWriter,
