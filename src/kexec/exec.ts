@@ -32,9 +32,16 @@ export interface SpawnOptions extends ReplaceOptions {
   stdio?: 'inherit' | 'ignore' | 'pipe';
 }
 
-/** Resolves once everything written to stdout and stderr so far has reached the kernel. */
+/**
+ * Resolves once everything written to stdout and stderr so far has reached
+ * the kernel: an execve drops whatever Node still holds in user space. A
+ * write to a full pipe stays queued (writableLength > 0); a stream with an
+ * empty queue has nothing to wait for, and skipping the round trip through
+ * the event loop keeps it out of the handover's downtime.
+ */
 async function flushStdio(): Promise<void> {
-  const drain = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+  const drain = (stream: NodeJS.WriteStream) =>
+    stream.writableLength === 0 ? undefined : new Promise<void>((resolve) => stream.write('', () => resolve()));
   await Promise.all([drain(process.stdout), drain(process.stderr)]);
 }
 

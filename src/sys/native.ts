@@ -5,7 +5,6 @@
  * missing, say exactly how to build it rather than failing with a bare
  * "Cannot find module".
  */
-import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,7 +77,10 @@ function load(): NativeAddon {
         'it needs python3, make and a C compiler.',
     );
   }
-  return createRequire(import.meta.url)(found) as NativeAddon;
+  // process.dlopen, not require(): the addon is all this needs of the CommonJS loader.
+  const module = { exports: {} as NativeAddon };
+  process.dlopen(module, found);
+  return module.exports;
 }
 
 export const native: NativeAddon = load();

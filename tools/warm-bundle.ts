@@ -1,0 +1,44 @@
+/**
+ * The warm run behind the bundle's code cache (tools/bundle.ts runs it twice):
+ *
+ *   --phase=hand-over  create the pool (--pmpool=PATH,SIZE) and write a handover blob to --blob
+ *   --phase=record     be the next program: receive the handover, restore, allocate, hand over
+ *                      again (to a program that does not exist, so the exec fails and rolls back,
+ *                      which runs every step but the execve), then write the code cache to --cache
+ *
+ * The cache holds what these calls compiled: what a program that receives a
+ * handover runs first, and what it runs to hand over in turn.
+ */
+import { writeFileSync } from 'node:fs';
+import { loadBundle } from '../src/entry/bundle-loader.js';
+import type * as Pmpool from '../src/index.js';
+
+const arg = (name: string): string => {
+  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
+  if (found === undefined) throw new Error(`--${name}= is required`);
+  return found.slice(name.length + 3);
+};
+
+const loaded = loadBundle(arg('bundle'));
+const { kexec } = loaded.exports as unknown as typeof Pmpool;
+const phase = arg('phase');
+
+if (phase === 'hand-over') {
+  const pool = kexec.poolFromCommandLine()!;
+  pool.alloc(16, { name: 'warm' });
+  writeFileSync(arg('blob'), kexec.prepare({ from: 'tools/warm-bundle' }).bytes, { mode: 0o600 });
+} else if (phase === 'record') {
+  if (kexec.incoming() === null) throw new Error('the record phase must receive a handover');
+  const pool = kexec.poolFromCommandLine()!;
+  if (pool.find('warm') === undefined) throw new Error('the restored pool lost its allocation');
+  const a = pool.alloc(1);
+  a.bytes()[0] = 1;
+  pool.release(a.pfn, a.count);
+  pool.stats();
+  const refused = await kexec.exec('/nonexistent/pmpool-warm-up', []).catch((e: Error) => e);
+  if (!(refused instanceof Error)) throw new Error('exec of a missing program did not fail');
+  pool.close();
+  writeFileSync(arg('cache'), loaded.script.createCachedData());
+} else {
+  throw new Error(`unknown phase ${phase}`);
+}
