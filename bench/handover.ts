@@ -1,27 +1,39 @@
 /**
  * Handover downtime: from the kexec.exec() call to the next program's
  * Pool.restore done, next to a bare `node -e 0` start measured in the same
- * run, for a 1 GiB and a 64 GiB (sparse) pool.
+ * run (the issue's baseline), for a 1 GiB and a 64 GiB (sparse) pool.
+ *
+ * Two next programs are measured: an ES module (handover-app.ts) and a
+ * CommonJS one (handover-app-cjs.cts), each loading pmpool through the
+ * package's entry. An empty ES module main is timed too: it shows what
+ * Node's ESM start costs any program, with or without pmpool.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const APP = fileURLToPath(new URL('./handover-app.js', import.meta.url));
+const APPS = {
+  esm: fileURLToPath(new URL('./handover-app.js', import.meta.url)),
+  cjs: fileURLToPath(new URL('./handover-app-cjs.cjs', import.meta.url)),
+};
+type AppKind = keyof typeof APPS;
+const TARGET_MS = 5;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 }
 
-function bareNodeStartMs(runs: number): number {
+/** Median wall time of `node ARGS` run to its exit, as a parent sees it. */
+function bareStartMs(args: string[], runs: number): number {
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const t = performance.now();
-    spawnSync(process.execPath, ['-e', '0']);
+    const r = spawnSync(process.execPath, args);
     times.push(performance.now() - t);
+    if (r.status !== 0) throw new Error(`node ${args.join(' ')} failed`);
   }
   return median(times);
 }
@@ -31,20 +43,21 @@ interface Downtime {
   start: number;
   /** → its main module runs (Node's bootstrap). */
   running: number;
-  /** → pmpool imported (module loading). */
+  /** → pmpool loaded (the package entry). */
   imported: number;
   /** → kexec.incoming() and Pool.restore done: the whole downtime. */
   restored: number;
 }
 
-function downtime(size: string, hops: number): Downtime {
+function downtime(app: AppKind, size: string, hops: number): Downtime {
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
-  const pool = `/dev/shm/pmpool-bench-handover-${process.pid}-${size}`;
+  const pool = `/dev/shm/pmpool-bench-handover-${process.pid}-${app}-${size}`;
   try {
     const out = join(dir, 'times');
-    const r = spawnSync(process.execPath, [APP, `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`handover app failed: ${r.stderr}`);
+    const r = spawnSync(process.execPath, [APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`handover app (${app}) failed: ${r.stderr}`);
     const rows = readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
+    if (rows.length !== hops) throw new Error(`handover app (${app}) recorded ${rows.length} hops of ${hops}`);
     const column = (i: number) => median(rows.map((row) => row[i]!));
     return { start: column(0), running: column(1), imported: column(2), restored: column(3) };
   } finally {
@@ -55,39 +68,56 @@ function downtime(size: string, hops: number): Downtime {
 
 export async function benchHandover(): Promise<Record<string, number>> {
   const hops = 15;
-  bareNodeStartMs(3); // warm the page cache
-  const bare = bareNodeStartMs(15);
-  const small = downtime('1G', hops);
-  const large = downtime('64G', hops);
-  const bare2 = bareNodeStartMs(15);
-  const baseline = Math.min(bare, bare2);
-  return {
-    bareNodeStartMs: baseline,
-    handover1GiBMs: small.restored,
-    handover64GiBMs: large.restored,
-    overhead1GiBMs: small.restored - baseline,
-    overhead64GiBMs: large.restored - baseline,
-    ratio64to1: large.restored / small.restored,
-    // Where the downtime goes (1 GiB): up to the new process's start, loading pmpool, pmpool's own restore.
-    execToStartMs: small.start,
-    nodeBootstrapMs: small.running - small.start,
-    importMs: small.imported - small.running,
-    incomingAndRestore1GiBMs: small.restored - small.imported,
-    incomingAndRestore64GiBMs: large.restored - large.imported,
-  };
+  const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
+  const emptyModule = join(dir, 'empty.mjs');
+  writeFileSync(emptyModule, '');
+  try {
+    bareStartMs(['-e', '0'], 3); // warm the page cache
+    const bare = bareStartMs(['-e', '0'], 15);
+    const bareEsm = bareStartMs([emptyModule], 15);
+    const r: Record<string, number> = {};
+    for (const app of ['esm', 'cjs'] as const) {
+      const small = downtime(app, '1G', hops);
+      const large = downtime(app, '64G', hops);
+      Object.assign(r, {
+        [`${app}_handover1GiBMs`]: small.restored,
+        [`${app}_handover64GiBMs`]: large.restored,
+        [`${app}_ratio64to1`]: large.restored / small.restored,
+        // Where the downtime goes (1 GiB): up to the new process's start, Node's start, loading pmpool, pmpool's restore.
+        [`${app}_execToStartMs`]: small.start,
+        [`${app}_nodeBootstrapMs`]: small.running - small.start,
+        [`${app}_importMs`]: small.imported - small.running,
+        [`${app}_incomingAndRestore1GiBMs`]: small.restored - small.imported,
+        [`${app}_incomingAndRestore64GiBMs`]: large.restored - large.imported,
+      });
+    }
+    // The baseline is the lower of two measurements, before and after: the one least disturbed.
+    const baseline = Math.min(bare, bareStartMs(['-e', '0'], 15));
+    for (const app of ['esm', 'cjs'] as const) {
+      r[`${app}_overhead1GiBMs`] = r[`${app}_handover1GiBMs`]! - baseline;
+      r[`${app}_overhead64GiBMs`] = r[`${app}_handover64GiBMs`]! - baseline;
+      r[`${app}_target_met`] = Number(Math.max(r[`${app}_overhead1GiBMs`]!, r[`${app}_overhead64GiBMs`]!) <= TARGET_MS && Math.abs(r[`${app}_ratio64to1`]! - 1) <= 0.1);
+    }
+    return { bareNodeStartMs: baseline, bareEsmMainStartMs: bareEsm, ...r };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const r = await benchHandover();
+  const f = (x: number | undefined) => x!.toFixed(2);
   console.log('handover downtime (exec() call → Pool.restore done), median of 15 hops, next to a bare node start');
-  console.log(`  bare \`node -e 0\` start     ${r.bareNodeStartMs!.toFixed(2)} ms`);
-  console.log(`  1 GiB pool                  ${r.handover1GiBMs!.toFixed(2)} ms  (+${r.overhead1GiBMs!.toFixed(2)} ms over bare node)`);
-  console.log(`  64 GiB pool                 ${r.handover64GiBMs!.toFixed(2)} ms  (+${r.overhead64GiBMs!.toFixed(2)} ms over bare node)`);
-  console.log(`  64 GiB / 1 GiB              ${r.ratio64to1!.toFixed(3)}`);
-  console.log('where it goes (1 GiB, median):');
-  console.log(`  exec() → new process starts ${r.execToStartMs!.toFixed(2)} ms (handover built, blob written, execve)`);
-  console.log(`  Node's bootstrap            ${r.nodeBootstrapMs!.toFixed(2)} ms (until the main module runs)`);
-  console.log(`  loading pmpool's modules    ${r.importMs!.toFixed(2)} ms`);
-  console.log(`  kexec.incoming + restore    ${r.incomingAndRestore1GiBMs!.toFixed(2)} ms (64 GiB: ${r.incomingAndRestore64GiBMs!.toFixed(2)} ms)`);
+  console.log(`  bare \`node -e 0\` start        ${f(r.bareNodeStartMs)} ms   (the baseline)`);
+  console.log(`  bare \`node empty.mjs\` start   ${f(r.bareEsmMainStartMs)} ms   (what an ES module main costs any program)`);
+  for (const [app, title] of [['cjs', 'CommonJS program (require)'], ['esm', 'ES module program (import)']] as const) {
+    const k = (name: string) => r[`${app}_${name}`];
+    console.log(`${title}:`);
+    console.log(`  1 GiB pool                    ${f(k('handover1GiBMs'))} ms  (+${f(k('overhead1GiBMs'))} ms over bare node)`);
+    console.log(`  64 GiB pool                   ${f(k('handover64GiBMs'))} ms  (+${f(k('overhead64GiBMs'))} ms over bare node)`);
+    console.log(`  64 GiB / 1 GiB                ${k('ratio64to1')!.toFixed(3)}`);
+    console.log(`  where it goes (1 GiB): exec() → new process ${f(k('execToStartMs'))} ms, Node's start ${f(k('nodeBootstrapMs'))} ms, loading pmpool ${f(k('importMs'))} ms, incoming + restore ${f(k('incomingAndRestore1GiBMs'))} ms (64 GiB: ${f(k('incomingAndRestore64GiBMs'))} ms)`);
+    console.log(`  target (within ${TARGET_MS} ms of bare node, 64 GiB within 10% of 1 GiB): ${k('target_met') ? 'MET' : 'MISSED'}`);
+  }
   console.log(JSON.stringify({ bench: 'handover', ...r }));
 }

@@ -20,6 +20,8 @@ import { cachePathOf } from '../src/entry/bundle-loader.js';
 
 const BUNDLE = fileURLToPath(new URL('../pmpool.bundle.cjs', import.meta.url));
 const LOADER = fileURLToPath(new URL('../src/entry/bundle-loader.js', import.meta.url));
+/** The package root: `import('pmpool')` in a child's -e script resolves from its cwd. */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
  * Loads the bundle in a fresh `node` (no flags: V8 refuses a cache recorded
@@ -48,6 +50,18 @@ test('the entry exports exactly the names of src/index.ts, bound to working code
   const pool = entry.Pool.create(new entry.MemoryRegion(1 << 20), { size: 1 << 20 });
   assert.equal(pool.alloc(2).count, 2);
   assert.throws(() => pool.alloc(0), (e: unknown) => e instanceof entry.PoolError && e.code === 'BAD_ARGUMENT');
+});
+
+test('require("pmpool") gives the same instance as import: one handover registry per program', () => {
+  const script = `
+    const { createRequire } = await import('node:module');
+    const required = createRequire(${JSON.stringify(LOADER)})('pmpool');
+    const imported = await import('pmpool');
+    const same = Object.keys(imported).every((k) => imported[k] === required[k]);
+    console.log(JSON.stringify({ same, names: Object.keys(required).length, pool: typeof required.Pool.create }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: ROOT });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { same: true, names: Object.keys(source).length, pool: 'function' });
 });
 
 test('the shipped code cache is accepted by this Node', () => {

@@ -52,8 +52,19 @@ export function cachePathOf(bundlePath: string): string {
   return `${bundlePath}.cache`;
 }
 
+/**
+ * Bundles already loaded in this thread, by path: `import 'pmpool'` and
+ * `require('pmpool')` in one program get one instance. Two would mean two
+ * handover registries, each preparing its own handover of the same pools.
+ */
+const LOADED = Symbol.for('pmpool.loadedBundles');
+type Registry = Map<string, LoadedBundle>;
+const loaded: Registry = ((globalThis as Record<symbol, Registry | undefined>)[LOADED] ??= new Map());
+
 export function loadBundle(bundle: string | URL, cachePath?: string): LoadedBundle {
   const bundlePath = typeof bundle === 'string' ? bundle : fileURLToPath(bundle);
+  const existing = loaded.get(bundlePath);
+  if (existing !== undefined) return existing;
   cachePath ??= cachePathOf(bundlePath);
   const source = readFileSync(bundlePath, 'utf8');
   let cachedData: Buffer | undefined;
@@ -69,7 +80,9 @@ export function loadBundle(bundle: string | URL, cachePath?: string): LoadedBund
   const module = { exports: {} as Record<string, unknown> };
   run.call(module.exports, module.exports, requireBuiltin, module, bundlePath, bundlePath.slice(0, bundlePath.lastIndexOf('/')), pathToFileURL(bundlePath).href);
   const cache: CacheOutcome = cachedData === undefined ? 'absent' : script.cachedDataRejected ? 'rejected' : 'accepted';
-  return { exports: module.exports, script, cache };
+  const result: LoadedBundle = { exports: module.exports, script, cache };
+  loaded.set(bundlePath, result);
+  return result;
 }
 
 /** The bundle's require(): it only ever asks for Node's built-ins (tools/bundle.ts checks). */
