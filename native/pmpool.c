@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -608,8 +609,20 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
     if (saved_fd_flags[fd] >= 0 && (saved_fd_flags[fd] & FD_CLOEXEC))
       fcntl(fd, F_SETFD, saved_fd_flags[fd] & ~FD_CLOEXEC);
   }
+  /* A profiled program (node --cpu-prof) is sent SIGPROF by V8's sampler
+     thread. One sent while execve runs stays pending into the new image,
+     which has no handler yet: its default action kills the program the
+     handover was for ("Profiling timer expired"). An ignored signal is
+     discarded, not queued; the new Node resets every disposition as it
+     starts, so its own profiler works. Put back if execve fails. */
+  struct sigaction ignore, saved_prof;
+  memset(&ignore, 0, sizeof ignore);
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  int prof_saved = sigaction(SIGPROF, &ignore, &saved_prof) == 0;
   execve(file, args, envp);
   int err = errno;
+  if (prof_saved) sigaction(SIGPROF, &saved_prof, NULL);
   for (int fd = 0; fd < 3; fd++)
     if (saved_fd_flags[fd] >= 0) fcntl(fd, F_SETFD, saved_fd_flags[fd]);
   free_strings(args);
