@@ -613,8 +613,11 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
      thread. One sent while execve runs stays pending into the new image,
      which has no handler yet: its default action kills the program the
      handover was for ("Profiling timer expired"). An ignored signal is
-     discarded, not queued; the new Node resets every disposition as it
-     starts, so its own profiler works. Put back if execve fails. */
+     discarded, not queued. Node resets an inherited SIG_IGN to the default
+     as it starts (src/node.cc, ResetSignalHandlers), so the next Node's own
+     profiler works; a next program that is not Node inherits SIGPROF
+     ignored, as it would from any parent that ignores it. Put back if
+     execve fails. */
   struct sigaction ignore, saved_prof;
   memset(&ignore, 0, sizeof ignore);
   ignore.sa_handler = SIG_IGN;

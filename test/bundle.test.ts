@@ -1,45 +1,68 @@
 /**
- * The package entry (dist/pmpool.js, built by tools/bundle.ts): one bundled
- * script loaded with V8's code cache. It must export exactly the API of
- * src/index.ts; the cache must be accepted by the Node that built it (else
- * it buys nothing); and a cache that does not match — garbage, cut short,
- * recorded for another script, absent — must only cost speed, never
- * correctness.
+ * The package entries (dist/pmpool.js for import, dist/pmpool.cjs for
+ * require, built by tools/bundle.ts): one bundled script loaded with V8's
+ * code cache. They must export exactly the API of src/index.ts, as one
+ * instance; the cache must be used where it was recorded (else it buys
+ * nothing); and a cache that does not belong to the bundle beside it —
+ * garbage, cut short, damaged, recorded elsewhere, recorded before the
+ * bundle was edited, unreadable — must cost speed only: refused with a
+ * reason, never run, never a crash.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
-import { cachePathOf } from '../src/entry/bundle-loader.js';
+import { cachePathOf, checkCache } from '../src/entry/bundle-loader.js';
+import { recordCache } from '../tools/record-cache.js';
 
-const BUNDLE = fileURLToPath(new URL('../pmpool.bundle.cjs', import.meta.url));
-const LOADER = fileURLToPath(new URL('../src/entry/bundle-loader.js', import.meta.url));
+const DIST = fileURLToPath(new URL('../', import.meta.url));
+const BUNDLE = join(DIST, 'pmpool.bundle.cjs');
+const LOADER = join(DIST, 'src', 'entry', 'bundle-loader.js');
 /** The package root: `import('pmpool')` in a child's -e script resolves from its cwd. */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
+interface ChildLoad {
+  cache: string;
+  problem: string | null;
+  used: string;
+  stack: string;
+}
+
 /**
- * Loads the bundle in a fresh `node` (no flags: V8 refuses a cache recorded
+ * Loads a bundle in a fresh `node` (no flags: V8 refuses a cache recorded
  * under other flags, and the test runner's own are not the ones programs run
- * with), then uses it: an in-memory pool, an allocation, an FDT round trip.
+ * with), then uses it: an in-memory pool, an allocation, an FDT round trip,
+ * and an error from inside the bundle (whose stack must name the file loaded).
  */
-function loadInChild(cachePath: string): { cache: string; used: string } {
+function loadInChild(bundle: string, cachePath?: string, nodeFlags: string[] = []): ChildLoad {
   const script = `
     const { loadBundle } = await import(${JSON.stringify(LOADER)});
-    const { exports: m, cache } = loadBundle(${JSON.stringify(BUNDLE)}, ${JSON.stringify(cachePath)});
+    const b = loadBundle(${JSON.stringify(bundle)}${cachePath === undefined ? '' : `, ${JSON.stringify(cachePath)}`});
+    const m = b.exports;
     const pool = m.Pool.create(new m.MemoryRegion(1 << 20), { size: 1 << 20 });
     const a = pool.alloc(3, { name: 'x' });
     const fdt = new m.Fdt();
     fdt.set('/', 'n', a.count);
-    console.log(JSON.stringify({ cache, used: pool.find('x').count + ':' + m.Fdt.parse(fdt.toBytes()).getU32('/', 'n') }));`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    let stack = '';
+    try { pool.alloc(0); } catch (e) { stack = e.stack; }
+    console.log(JSON.stringify({ cache: b.cache, problem: b.cacheProblem ?? null, used: pool.find('x').count + ':' + m.Fdt.parse(fdt.toBytes()).getU32('/', 'n'), stack }));`;
+  const r = spawnSync(process.execPath, [...nodeFlags, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as { cache: string; used: string };
+  return JSON.parse(r.stdout) as ChildLoad;
+}
+
+/** A copy of the bundle in a directory of its own inside the package (its addon is found from there). */
+function bundleCopy(): { bundle: string; cleanup: () => void } {
+  mkdirSync(join(DIST, 'test-tmp'), { recursive: true });
+  const dir = mkdtempSync(join(DIST, 'test-tmp', 'bundle-'));
+  const bundle = join(dir, 'pmpool.bundle.cjs');
+  copyFileSync(BUNDLE, bundle);
+  return { bundle, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 test('the entry exports exactly the names of src/index.ts, bound to working code', () => {
@@ -64,27 +87,71 @@ test('require("pmpool") gives the same instance as import: one handover registry
   assert.deepEqual(JSON.parse(r.stdout), { same: true, names: Object.keys(source).length, pool: 'function' });
 });
 
-test('the shipped code cache is accepted by this Node', () => {
-  assert.deepEqual(loadInChild(cachePathOf(BUNDLE)), { cache: 'accepted', used: '3:3' });
+test('the recorded code cache is used by this Node, and stack traces name the bundle', () => {
+  const r = loadInChild(BUNDLE);
+  assert.deepEqual([r.cache, r.problem, r.used], ['accepted', null, '3:3']);
+  assert.match(r.stack, new RegExp(`at .*\\(${BUNDLE.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:\\d+:\\d+\\)`));
 });
 
-test('a cache that does not match is refused and the bundle compiles as usual', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pmpool-cache-'));
+test('with --enable-source-maps the bundle is loaded by require() and traces name the TypeScript', () => {
+  const r = loadInChild(BUNDLE, undefined, ['--enable-source-maps']);
+  assert.deepEqual([r.cache, r.used], ['bypassed', '3:3']);
+  assert.match(r.stack, /src\/pool\/pool\.ts:\d+:\d+/);
+});
+
+test('a cache that does not belong to its bundle is refused, with the reason, and never run', () => {
+  const copy = bundleCopy();
   try {
-    const shipped = readFileSync(cachePathOf(BUNDLE));
-    const cases: Record<string, Uint8Array> = {
-      garbage: new Uint8Array(shipped.length).map((_, i) => (i * 131 + 7) & 0xff),
-      'cut short': shipped.subarray(0, shipped.length >>> 1),
-      empty: new Uint8Array(0),
-      'of another script': new Script('globalThis.x = 1 + 1').createCachedData(),
+    // Recorded for the copy: used there.
+    recordCache(copy.bundle);
+    const cache = cachePathOf(copy.bundle);
+    const accepted = loadInChild(copy.bundle);
+    assert.deepEqual([accepted.cache, accepted.used], ['accepted', '3:3']);
+    assert.ok(accepted.stack.includes(copy.bundle), 'a trace names the file loaded, not where it was built');
+    const recorded = readFileSync(cache);
+
+    const refused = (what: string, cachePath: string, problem: RegExp) => {
+      const r = loadInChild(copy.bundle, cachePath);
+      assert.equal(r.cache, 'rejected', what);
+      assert.match(r.problem ?? '', problem, what);
+      assert.equal(r.used, '3:3', what);
     };
-    for (const [what, bytes] of Object.entries(cases)) {
-      const path = join(dir, what.replace(/ /g, '-'));
+    const variant = (name: string, bytes: Uint8Array) => {
+      const path = join(copy.bundle, '..', name);
       writeFileSync(path, bytes);
-      assert.deepEqual(loadInChild(path), { cache: 'rejected', used: '3:3' }, what);
-    }
-    assert.deepEqual(loadInChild(join(dir, 'absent')), { cache: 'absent', used: '3:3' });
+      return path;
+    };
+    // A damaged payload would crash V8, which checks only lengths: each of these must be caught first.
+    const damaged = Buffer.from(recorded);
+    for (const at of [damaged.length - 1, damaged.length >>> 1, damaged.length - 4096]) damaged[at]! ^= 0x5a;
+    refused('damaged payload', variant('damaged', damaged), /payload is damaged/);
+    refused('cut short', variant('short', recorded.subarray(0, recorded.length >>> 1)), /payload is damaged/);
+    refused('garbage', variant('garbage', new Uint8Array(4096).map((_, i) => (i * 131 + 7) & 0xff)), /not a pmpool code cache/);
+    refused('empty', variant('empty', new Uint8Array(0)), /not a pmpool code cache/);
+    refused('bare V8 cache of another script', variant('other', new Script('globalThis.x = 1 + 1').createCachedData()), /not a pmpool code cache/);
+    refused('recorded for another path', cachePathOf(BUNDLE), /recorded for /);
+    refused('unreadable', join(copy.bundle, '..'), /cannot be read/);
+
+    // The bundle edited after the recording, to the same length: V8 alone would run the old bytecode.
+    const text = readFileSync(copy.bundle, 'utf8');
+    const edited = text.replace('pages, got ${String(count)}', 'pages, GOT ${String(count)}');
+    assert.notEqual(edited, text);
+    assert.equal(edited.length, text.length);
+    writeFileSync(copy.bundle, edited);
+    refused('bundle edited to the same length', cache, /bundle has changed/);
+    const r = loadInChild(copy.bundle);
+    assert.match(r.stack, /GOT 0/, 'the edited code is what runs');
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    copy.cleanup();
   }
+});
+
+test('checkCache: the header binds path, bundle bytes and payload', () => {
+  const file = readFileSync(cachePathOf(BUNDLE));
+  const bytes = readFileSync(BUNDLE);
+  assert.ok('payload' in checkCache(file, BUNDLE, bytes));
+  const edited = Buffer.from(bytes);
+  edited[100] = edited[100] === 0x20 ? 0x0a : 0x20;
+  assert.deepEqual(checkCache(file, BUNDLE, edited), { problem: 'the bundle has changed since it was recorded' });
+  assert.match((checkCache(file, '/elsewhere/pmpool.bundle.cjs', bytes) as { problem: string }).problem, /recorded for \/work|recorded for \//);
 });

@@ -1,10 +1,10 @@
 /**
- * The warm run behind the bundle's code cache (tools/bundle.ts runs it twice):
+ * The warm run behind the bundle's code cache (tools/record-cache.ts runs it twice):
  *
  *   --phase=hand-over  create the pool (--pmpool=PATH,SIZE) and write a handover blob to --blob
  *   --phase=record     be the next program: receive the handover, restore, allocate, hand over
  *                      again (to a program that does not exist, so the exec fails and rolls back,
- *                      which runs every step but the execve), then write the code cache to --cache
+ *                      which runs every step but the execve), then write V8's payload to --cache
  *
  * The cache holds what these calls compiled: what a program that receives a
  * handover runs first, and what it runs to hand over in turn.
@@ -20,6 +20,7 @@ const arg = (name: string): string => {
 };
 
 const loaded = loadBundle(arg('bundle'));
+if (loaded.script === null) throw new Error('the warm-up must compile the bundle itself (run it without --enable-source-maps)');
 const { kexec } = loaded.exports as unknown as typeof Pmpool;
 const phase = arg('phase');
 

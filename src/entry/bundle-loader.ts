@@ -4,18 +4,27 @@
  *
  * Why: a handover's downtime is mostly the next program's cold start, and
  * on Node 20 two costs dominate what pmpool adds to it. The ESM loader
- * spends about 0.4 ms per module (pmpool is ~90 of them), and every
+ * spends about 0.4 ms per module (pmpool is ~70 of them), and every
  * function runs its first call through V8's lazy compiler. One bundle
  * removes the first; a code cache recorded after a warm handover (parse,
  * restore, prepare) removes the second: V8 deserializes the bytecode of
  * those functions instead of compiling them. Node 22 does the same with
  * module.enableCompileCache(), which Node 20 does not have.
  *
- * The cache is an optimisation only. V8 checks it against its own version,
- * its flags and the source, and refuses one that does not match (another
- * Node, a rebuilt bundle, a truncated file); the bundle is then compiled as
- * usual. It is part of the package, with the same trust as the code beside it.
+ * The cache is an optimisation, and it is not trusted. V8 itself checks only
+ * a header (its version, its flags, the payload's and the source's lengths):
+ * a same-length edit of the bundle would run the old bytecode, and a damaged
+ * payload crashes the process. So the cache file carries its own header
+ * (CACHE_MAGIC, then one JSON line) binding it to the bundle's path and
+ * SHA-256 and to its payload's SHA-256; anything that does not match is
+ * refused, and the bundle is compiled as usual: slower, never wrong. The
+ * cache is recorded where the package is installed, by the Node that runs it
+ * (tools/record-cache.ts, run by `npm install` and by the build).
+ *
+ * With --enable-source-maps the bundle is loaded through require() instead,
+ * without the cache: Node maps stack traces only for modules it loads itself.
  */
+import type * as Crypto from 'node:crypto';
 import type * as Fs from 'node:fs';
 import type * as Url from 'node:url';
 import type * as Vm from 'node:vm';
@@ -25,31 +34,64 @@ import type * as Vm from 'node:vm';
 // 3 ms on the machines we measure on, more than the rest of the loading.
 const { readFileSync } = process.getBuiltinModule('node:fs') as typeof Fs;
 const { Script } = process.getBuiltinModule('node:vm') as typeof Vm;
-const { fileURLToPath, pathToFileURL } = process.getBuiltinModule('node:url') as typeof Url;
+const { fileURLToPath } = process.getBuiltinModule('node:url') as typeof Url;
 
-/** The name under which the bundle sees its own module URL (tools/bundle.ts defines import.meta.url as it). */
-export const MODULE_URL_PARAMETER = '__pmpool_module_url';
+/** The first line of a cache file; the second is a JSON CacheHeader, the rest V8's payload. */
+export const CACHE_MAGIC = 'pmpool-code-cache v1';
 
-export type CacheOutcome = 'accepted' | 'rejected' | 'absent';
+export interface CacheHeader {
+  /** The absolute path of the bundle the cache was recorded for: V8 keeps it in stack traces. */
+  bundle: string;
+  bundleSha256: string;
+  payloadSha256: string;
+  /** For people reading the file: V8 checks its own version. */
+  node: string;
+}
+
+/** accepted / rejected (and why) / absent / bypassed (source maps on: loaded through require()). */
+export type CacheOutcome = 'accepted' | 'rejected' | 'absent' | 'bypassed';
 
 export interface LoadedBundle {
   exports: Record<string, unknown>;
-  /** The compiled bundle: tools/bundle.ts records its code cache from it after a warm run. */
-  script: Vm.Script;
+  /** The compiled bundle (null when bypassed): tools/warm-bundle.ts records the cache from it. */
+  script: Vm.Script | null;
   cache: CacheOutcome;
+  /** Why a cache was refused. */
+  cacheProblem?: string;
 }
 
-type BundleFunction = (
-  exports: Record<string, unknown>,
-  require: (id: string) => unknown,
-  module: { exports: Record<string, unknown> },
-  filename: string,
-  dirname: string,
-  moduleUrl: string,
-) => void;
+type BundleFunction = (exports: Record<string, unknown>, require: (id: string) => unknown, module: { exports: Record<string, unknown> }, filename: string, dirname: string) => void;
 
 export function cachePathOf(bundlePath: string): string {
   return `${bundlePath}.cache`;
+}
+
+export function sha256(bytes: Uint8Array): string {
+  return (process.getBuiltinModule('node:crypto') as typeof Crypto).createHash('sha256').update(bytes).digest('hex');
+}
+
+/** A cache file: the header and V8's payload after it. */
+export function encodeCache(header: CacheHeader, payload: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from(`${CACHE_MAGIC}\n${JSON.stringify(header)}\n`), payload]);
+}
+
+/** The payload of a cache file that belongs to this bundle, or why it does not. */
+export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8Array): { payload: Buffer } | { problem: string } {
+  const magicEnd = file.indexOf(10);
+  if (magicEnd < 0 || file.toString('latin1', 0, magicEnd) !== CACHE_MAGIC) return { problem: 'not a pmpool code cache' };
+  const headerEnd = file.indexOf(10, magicEnd + 1);
+  if (headerEnd < 0) return { problem: 'its header is cut short' };
+  let header: Partial<CacheHeader>;
+  try {
+    header = JSON.parse(file.toString('utf8', magicEnd + 1, headerEnd)) as Partial<CacheHeader>;
+  } catch {
+    return { problem: 'its header is not JSON' };
+  }
+  if (header.bundle !== bundlePath) return { problem: `it was recorded for ${String(header.bundle)}` };
+  const payload = file.subarray(headerEnd + 1);
+  if (header.payloadSha256 !== sha256(payload)) return { problem: 'its payload is damaged' };
+  if (header.bundleSha256 !== sha256(bundleBytes)) return { problem: 'the bundle has changed since it was recorded' };
+  return { payload };
 }
 
 /**
@@ -65,24 +107,41 @@ export function loadBundle(bundle: string | URL, cachePath?: string): LoadedBund
   const bundlePath = typeof bundle === 'string' ? bundle : fileURLToPath(bundle);
   const existing = loaded.get(bundlePath);
   if (existing !== undefined) return existing;
-  cachePath ??= cachePathOf(bundlePath);
-  const source = readFileSync(bundlePath, 'utf8');
-  let cachedData: Buffer | undefined;
-  try {
-    cachedData = readFileSync(cachePath);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  // The wrapper is all on the bundle's first line, so line numbers in stack traces are the file's own.
-  const wrapped = `(function (exports, require, module, __filename, __dirname, ${MODULE_URL_PARAMETER}) {${source}\n})`;
-  const script = new Script(wrapped, { filename: bundlePath, cachedData });
-  const run = script.runInThisContext() as BundleFunction;
-  const module = { exports: {} as Record<string, unknown> };
-  run.call(module.exports, module.exports, requireBuiltin, module, bundlePath, bundlePath.slice(0, bundlePath.lastIndexOf('/')), pathToFileURL(bundlePath).href);
-  const cache: CacheOutcome = cachedData === undefined ? 'absent' : script.cachedDataRejected ? 'rejected' : 'accepted';
-  const result: LoadedBundle = { exports: module.exports, script, cache };
+  const result = process.sourceMapsEnabled ? loadThroughRequire(bundlePath) : loadWithCache(bundlePath, cachePath ?? cachePathOf(bundlePath));
   loaded.set(bundlePath, result);
   return result;
+}
+
+function loadThroughRequire(bundlePath: string): LoadedBundle {
+  const { createRequire } = process.getBuiltinModule('node:module') as { createRequire: (path: string) => NodeJS.Require };
+  return { exports: createRequire(bundlePath)(bundlePath) as Record<string, unknown>, script: null, cache: 'bypassed' };
+}
+
+function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
+  const bytes = readFileSync(bundlePath);
+  let cachedData: Buffer | undefined;
+  let cacheProblem: string | undefined;
+  let file: Buffer | undefined;
+  try {
+    file = readFileSync(cachePath);
+  } catch (e) {
+    // Absent is the usual case before the first recording; unreadable costs speed, not the import.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
+  }
+  if (file !== undefined) {
+    const checked = checkCache(file, bundlePath, bytes);
+    if ('payload' in checked) cachedData = checked.payload;
+    else cacheProblem = checked.problem;
+  }
+  // The wrapper is all on the bundle's first line, so line numbers in stack traces are the file's own.
+  const wrapped = `(function (exports, require, module, __filename, __dirname) {${bytes.toString('utf8')}\n})`;
+  const script = new Script(wrapped, { filename: bundlePath, cachedData });
+  if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = 'V8 refused it (another Node, or other V8 flags)';
+  const run = script.runInThisContext() as BundleFunction;
+  const module = { exports: {} as Record<string, unknown> };
+  run.call(module.exports, module.exports, requireBuiltin, module, bundlePath, bundlePath.slice(0, bundlePath.lastIndexOf('/')));
+  const cache: CacheOutcome = cacheProblem !== undefined ? 'rejected' : cachedData === undefined ? 'absent' : 'accepted';
+  return { exports: module.exports, script, cache, ...(cacheProblem !== undefined && { cacheProblem }) };
 }
 
 /** The bundle's require(): it only ever asks for Node's built-ins (tools/bundle.ts checks). */
@@ -91,4 +150,3 @@ function requireBuiltin(id: string): unknown {
   if (found === undefined) throw new Error(`pmpool bundle: require(${JSON.stringify(id)}) is not a Node built-in`);
   return found;
 }
-

@@ -1,0 +1,75 @@
+/**
+ * Records V8's code cache of the bundle (src/entry/bundle-loader.ts says why
+ * and what guards it), where the package is installed and with the Node that
+ * will run it: by the build (tools/bundle.ts) and at `npm install`
+ * (scripts/record-code-cache.mjs).
+ *
+ * One child process creates a pool and hands it over; a second receives it,
+ * restores, allocates and hands over again, then writes the cache
+ * (tools/warm-bundle.ts). The children run without NODE_OPTIONS: V8 refuses
+ * a cache recorded under other flags. A third loads the bundle as a program
+ * would and must report the cache accepted.
+ *
+ *   node dist/tools/record-cache.js [--at-install]
+ * At install a failure is a warning: the bundle works without a cache.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cachePathOf, encodeCache, sha256 } from '../src/entry/bundle-loader.js';
+
+const dist = fileURLToPath(new URL('..', import.meta.url));
+export const BUNDLE = join(dist, 'pmpool.bundle.cjs');
+const WARM = join(dist, 'tools', 'warm-bundle.js');
+const LOADER = join(dist, 'src', 'entry', 'bundle-loader.js');
+
+function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  delete env.PMPOOL_FDT;
+  return env;
+}
+
+function run(args: string[], what: string): string {
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', env: childEnv() });
+  if (r.status !== 0) throw new Error(`${what} failed (${r.signal ?? `exit ${r.status}`}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+export function recordCache(bundlePath: string = BUNDLE): void {
+  const cachePath = cachePathOf(bundlePath);
+  rmSync(cachePath, { force: true }); // the warm run compiles from source
+  const scratch = mkdtempSync(join(tmpdir(), 'pmpool-warm-'));
+  try {
+    const pool = `--pmpool=${join(scratch, 'pool')},64M`;
+    const blob = join(scratch, 'handover.dtb');
+    const payload = join(scratch, 'payload');
+    run([WARM, `--bundle=${bundlePath}`, '--phase=hand-over', pool, `--blob=${blob}`], 'the warm-up hand-over');
+    run([WARM, `--bundle=${bundlePath}`, '--phase=record', pool, `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
+    const bytes = readFileSync(payload);
+    const file = encodeCache({ bundle: bundlePath, bundleSha256: sha256(readFileSync(bundlePath)), payloadSha256: sha256(bytes), node: process.version }, bytes);
+    const temporary = `${cachePath}.${process.pid}`;
+    writeFileSync(temporary, file);
+    renameSync(temporary, cachePath); // a reader sees the old file or the new, whole
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  const check = `const { loadBundle } = await import(${JSON.stringify(LOADER)}); const b = loadBundle(${JSON.stringify(bundlePath)}); console.log(b.cache, b.cacheProblem ?? '');`;
+  const outcome = run(['--input-type=module', '-e', check], 'loading the bundle with its cache').trim();
+  if (outcome !== 'accepted') {
+    rmSync(cachePath, { force: true });
+    throw new Error(`the recorded cache is not used: ${outcome}`);
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const atInstall = process.argv.includes('--at-install');
+  try {
+    recordCache();
+  } catch (e) {
+    process.stderr.write(`pmpool: no code cache recorded (${(e as Error).message}); pmpool works without it, only its start is slower\n`);
+    process.exit(atInstall ? 0 : 1);
+  }
+}
