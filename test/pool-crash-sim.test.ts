@@ -497,7 +497,7 @@ describe('crash simulation of check({ repair: true })', () => {
     const unitPages = 2 ** parts.geometry.orderPerBit;
     parts.units.markFree(victim.pfn / unitPages, Math.ceil(victim.count / unitPages));
     parts.nameIndex.clear();
-    const someSlot = [...parts.pfnIndex.entries()][0]!.slot;
+    const someSlot = [...Array(parts.directory.capacity).keys()].find((slot) => parts.directory.status(slot) === 'live')!;
     parts.slots.markFree(someSlot, 1);
     pool.close();
     const damage = problemsOf(region.clone());

@@ -4,6 +4,8 @@ import { Pool, PoolError } from '../src/pool/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { computeGeometry } from '../src/pool/layout.js';
 import { HEADER_WORDS } from '../src/alloc/index.js';
+import { poolInternals } from '../src/pool/internals.js';
+import { hashPfn, homeSlot } from '../src/pool/parts.js';
 import { shmPath } from './support/child.js';
 import { expectError, memoryPool as poolInMemory } from './support/expect.js';
 
@@ -142,6 +144,38 @@ describe('Pool basics', () => {
     assert.equal(pool.find('temp')?.pfn, temp.pfn);
     // The page is owned again: the next allocation does not get it.
     assert.notEqual(pool.alloc(1).pfn, temp.pfn);
+    assert.equal(pool.check().ok, true);
+    pool.close();
+  });
+
+  test('home slots: a record takes the slot of its first unit when free; only the others are in the pfn index', () => {
+    const region = new MemoryRegion(1 * MiB);
+    // 16 records for 256 units: units u and u + 16 share a home slot.
+    const pool = Pool.create(region, { size: region.size, maxAllocations: 16 });
+    const { parts } = poolInternals(pool);
+    const a = pool.alloc(1);
+    assert.equal(parts.directory.pfn(homeSlot(pool.geometry, a.pfn)), a.pfn, 'the first allocation is in its home slot');
+    assert.equal([...parts.pfnIndex.entries()].length, 0, 'and has no pfn index entry');
+    const spacer = pool.alloc(15);
+    const b = pool.alloc(1);
+    assert.equal(homeSlot(pool.geometry, b.pfn), homeSlot(pool.geometry, a.pfn));
+    const entries = [...parts.pfnIndex.entries()];
+    assert.equal(entries.length, 1, 'the second one, whose home slot is taken, is indexed');
+    assert.equal(parts.directory.pfn(entries[0]!.slot), b.pfn);
+    assert.equal(pool.at(b.pfn)?.pfn, b.pfn);
+    assert.equal(pool.check().ok, true);
+    // An index entry for a record in its home slot is a stray entry: reported, and removed by repair.
+    parts.pfnIndex.insert(hashPfn(a.pfn), homeSlot(pool.geometry, a.pfn));
+    const report = pool.check();
+    assert.ok(report.problems.some((p) => /in its home slot/.test(p)), report.problems.join('\n'));
+    assert.equal(pool.check({ repair: true }).ok, true);
+    assert.equal([...parts.pfnIndex.entries()].length, 1);
+    // Released, each is found where it is: at home, and through the index.
+    pool.release(a.pfn, 1);
+    pool.release(b.pfn, 1);
+    pool.release(spacer.pfn, 15);
+    assert.equal([...parts.pfnIndex.entries()].length, 0);
+    assert.deepEqual(pool.allocations(), []);
     assert.equal(pool.check().ok, true);
     pool.close();
   });

@@ -140,6 +140,10 @@ export class BitmapAllocator {
 
   /** Marks `[start, start + count)` used. Precondition (asserted, nothing written when it fails): all free. */
   markUsed(start: number, count: number): void {
+    if (count === 1 && start >>> 0 === start && start < this.unitCount) {
+      this.markOneUsed(start);
+      return;
+    }
     this.checkRange(start, count, 'markUsed');
     const bad = this.firstLeafBit(start, start + count, false);
     if (bad >= 0) throw new Error(`markUsed(${start}, ${count}): unit ${bad} is already used`);
@@ -155,6 +159,10 @@ export class BitmapAllocator {
 
   /** Marks `[start, start + count)` free. Precondition (asserted, nothing written when it fails): all used. */
   markFree(start: number, count: number): void {
+    if (count === 1 && start >>> 0 === start && start < this.unitCount) {
+      this.markOneFree(start);
+      return;
+    }
     this.checkRange(start, count, 'markFree');
     const bad = this.firstLeafBit(start, start + count, true);
     if (bad >= 0) throw new Error(`markFree(${start}, ${count}): unit ${bad} is already free`);
@@ -164,6 +172,9 @@ export class BitmapAllocator {
 
   /** True when every unit of `[start, start + count)` is free (read from the leaf bitmap). */
   isFree(start: number, count: number): boolean {
+    if (count === 1 && start >>> 0 === start && start < this.unitCount) {
+      return (this.store.load(this.leafOff + (start >>> WORD_SHIFT)) & (1 << (start & 31))) === 0;
+    }
     this.checkRange(start, count, 'isFree');
     return this.firstLeafBit(start, start + count, false) < 0;
   }
@@ -219,6 +230,17 @@ export class BitmapAllocator {
     rebuildState(this.store, this.geometry);
   }
 
+  /**
+   * Moves both next-fit rotors to the word of `unit`. Only a hint: searches
+   * stay exact (they wrap around). Users sharing one state place their rotors
+   * apart, so that each changes its own words.
+   */
+  setRotor(unit: number): void {
+    const w = Math.min(this.leafWords - 1, Math.max(0, Math.floor(unit / 32)));
+    this.smallHint = w;
+    this.largeHint = w;
+  }
+
   /** Clears everything to all-free (pool recovery then re-marks from its directory). O(words). */
   reset(): void {
     formatState(this.store, this.geometry, false);
@@ -246,6 +268,41 @@ export class BitmapAllocator {
     if (!Number.isInteger(count) || count < 1 || count > this.unitCount - start) {
       throw new RangeError(`${op}: count must be an integer in 1 .. ${this.unitCount - start} at start ${start}, got ${count}`);
     }
+  }
+
+  /**
+   * markUsed(u, 1), the pool's most common store: the same stores in the same
+   * order as writeRange() makes for one unit (leaf word, summaries, counter),
+   * without the range bookkeeping.
+   */
+  private markOneUsed(u: number): void {
+    const store = this.store;
+    const w = u >>> WORD_SHIFT;
+    const i = this.leafOff + w;
+    const old = store.load(i);
+    const bit = 1 << (u & 31);
+    if ((old & bit) !== 0) throw new Error(`markUsed(${u}, 1): unit ${u} is already used`);
+    const value = (old | bit) >>> 0;
+    store.store(i, value);
+    if (value === FULL_WORD) this.setUp(this.fullOff, w);
+    if (old === 0) this.setUp(this.partOff, w);
+    store.store(HEADER_USED_UNITS, (store.load(HEADER_USED_UNITS) + 1) >>> 0);
+    this.smallHint = w;
+  }
+
+  /** markFree(u, 1): as markOneUsed(), the other way. */
+  private markOneFree(u: number): void {
+    const store = this.store;
+    const w = u >>> WORD_SHIFT;
+    const i = this.leafOff + w;
+    const old = store.load(i);
+    const bit = 1 << (u & 31);
+    if ((old & bit) === 0) throw new Error(`markFree(${u}, 1): unit ${u} is already free`);
+    const value = (old & ~bit) >>> 0;
+    store.store(i, value);
+    if (old === FULL_WORD) this.clearUp(this.fullOff, w);
+    if (value === 0) this.clearUp(this.partOff, w);
+    store.store(HEADER_USED_UNITS, (store.load(HEADER_USED_UNITS) - 1) >>> 0);
   }
 
   // ------------------------------------------------------------ tree walks

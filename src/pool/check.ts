@@ -9,13 +9,14 @@
  *    the unit bitmap equals the one the directory implies;
  *  - the allocators' summaries and counters agree with their bitmaps;
  *  - the record-slot bitmap marks exactly the non-free records;
- *  - each index holds each live record exactly once, reachable by lookup.
+ *  - each index holds each live record exactly once, reachable by lookup
+ *    (the pfn index: each live record away from its home slot, no other).
  */
 import { BitmapAllocator, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { RECORD_BYTES } from './layout.js';
 import { describeRecord, extentProblem, liveRecords } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
-import { hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
 
 export function checkParts(p: PoolParts): string[] {
   const problems: string[] = [];
@@ -48,6 +49,8 @@ export function checkParts(p: PoolParts): string[] {
   expected.markUsed(0, g.reservedUnits);
   const live = liveRecords(p).sort((a, b) => a.seq - b.seq);
   const names = new Map<string, number>();
+  // Live records in their home slot (docs/abi.md): the pfn index must have no entry for them.
+  const home = new Set(live.filter((r) => r.slot === homeSlot(g, r.pfn)).map((r) => r.slot));
   for (const r of live) {
     const bad = extentProblem(p, r.pfn, r.pageCount);
     if (bad !== null) {
@@ -61,7 +64,8 @@ export function checkParts(p: PoolParts): string[] {
       continue;
     }
     expected.markUsed(start, count);
-    if (p.pfnIndex.find(hashPfn(r.pfn), (s) => s === r.slot) !== r.slot) problems.push(`${describeRecord(r)} is missing from the pfn index`);
+    // A record in its home slot is found there, and has no pfn index entry; any other is in the index.
+    if (!home.has(r.slot) && p.pfnIndex.find(hashPfn(r.pfn), (s) => s === r.slot) !== r.slot) problems.push(`${describeRecord(r)} is missing from the pfn index`);
     if (r.name.length > 0) {
       const key = Buffer.from(r.name).toString('latin1');
       const first = names.get(key);
@@ -84,13 +88,14 @@ export function checkParts(p: PoolParts): string[] {
   for (const e of p.pfnIndex.entries()) {
     pfnEntries++;
     if (!liveSlots.has(e.slot) || hashPfn(d.pfn(e.slot)) !== e.hash) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which it does not describe`);
+    else if (home.has(e.slot)) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which is in its home slot`);
   }
   for (const e of p.nameIndex.entries()) {
     if (!liveSlots.has(e.slot) || d.nameBytes(e.slot).length === 0 || hashName(d.nameBytes(e.slot)) !== e.hash) {
       problems.push(`name index entry ${e.position} points at record ${e.slot}, which it does not describe`);
     }
   }
-  if (pfnEntries > live.length) problems.push(`pfn index holds ${pfnEntries} entries for ${live.length} live records`);
+  if (pfnEntries > live.length - home.size) problems.push(`pfn index holds ${pfnEntries} entries for ${live.length - home.size} live records away from their home slot`);
   return problems;
 }
 

@@ -17,7 +17,10 @@ import type { MetaWriter } from './meta-writer.js';
 /*
  * Control page layout, offsets from the start of the control area. The lock
  * word has a cache line to itself: waiters poll it, and must not pull away
- * the lines the holder writes on every operation (sequence, intent).
+ * the lines the holder writes on every operation. The holder's identity has
+ * the next line (written when the lock changes hands); the sequence number
+ * and the intent, written by every operation, share the third, so that a
+ * lock handed from one process to another moves as few lines as it can.
  */
 const LOCK_WORD = 0;
 const OWNER_RUN_ID = 64;
@@ -29,11 +32,11 @@ const OWNER_TID = 88;
 const OWNER_TID_START = 96; // u64
 const LOCK_BREAKS = 104;
 const NEXT_SEQ = 128; // u64
-const INTENT_OP = 192;
-const INTENT_SLOT = 196;
-const INTENT_PFN = 200; // u64
-const INTENT_PAGES = 208; // u64
-const INTENT_RUN_ID = 216;
+const INTENT_OP = 136;
+const INTENT_SLOT = 140;
+const INTENT_PFN = 144; // u64
+const INTENT_PAGES = 152; // u64
+const INTENT_RUN_ID = 160;
 
 /** Offsets within the control area that tests and tools read directly (docs/abi.md). */
 export const CONTROL_LAYOUT = { LOCK_WORD, OWNER_RUN_ID, OWNER_PID, LOCK_BREAKS, NEXT_SEQ, INTENT_OP } as const;
@@ -87,8 +90,25 @@ export interface LockOptions {
 
 /** How long a lock word may stand without its holder's identity before the holder is deemed dead mid-acquire. */
 const IDENTITY_GRACE_MS = 200;
-/** Attempts a waiter spins (tens of microseconds) before it starts to sleep. */
-const SPIN_ATTEMPTS = 4096;
+/**
+ * The polite part of a wait: for its first POLITE_POLLS looks at the lock
+ * word (some tens of microseconds) a waiter looks only every POLL_PAUSE spins
+ * (about 0.7 µs), and when it finds the lock free it waits GRACE_PAUSE spins
+ * more (about 0.5 µs) and takes it only if it is still free. A holder that
+ * goes straight on to its next operation — its unlock and its next lock tens
+ * of nanoseconds apart — so keeps the lock, and with it the lines it writes:
+ * the lock word, the control page's sequence and intent, the allocators'
+ * counters. Handing the lock over at every operation moves all of them from
+ * core to core each time, which costs more than the operation itself; two
+ * busy processes then get less done together than one alone. Past the polite
+ * part the waiter takes the lock at the first chance, so a wait stays bounded
+ * and the processes take turns.
+ */
+const POLITE_POLLS = 64;
+const POLL_PAUSE = 100;
+const GRACE_PAUSE = 70;
+/** Attempts a waiter spins (the polite part, then some microseconds of eager spinning) before it starts to sleep. */
+const SPIN_ATTEMPTS = 2048;
 /** How often a waiter looks at the holder's liveness. */
 const LIVENESS_PERIOD_MS = 5;
 
@@ -96,6 +116,13 @@ const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 function sleepMs(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
+/** Spins `n` times on a word of this process's own (an atomic load: the loop is not optimized away). */
+function pause(n: number): void {
+  for (let i = 0; i < n; i++) Atomics.load(sleepCell, 0);
+}
+
+/** This process's id, read once: `process.pid` is an accessor, and lock() compares it on every call. */
+const PID = process.pid;
 
 export function newRunId(): number {
   return randomNonZeroU31();
@@ -107,6 +134,8 @@ export class Control {
   private readonly timeoutMs: number;
   private readonly identityGraceMs: number;
   private readonly livenessPeriodMs: number;
+  /** Set once lock() has found the lock held by another open: the pool is shared by busy processes. */
+  contended = false;
 
   constructor(
     private readonly w: MetaWriter,
@@ -133,13 +162,21 @@ export class Control {
 
   private lockSlow(): boolean {
     const at = this.base + LOCK_WORD;
+    this.contended = true;
     const started = Date.now();
     let lastCheck = started;
     let watched = 0;
     let watchedSince = started;
     for (let attempt = 1; ; attempt++) {
+      const polite = attempt <= POLITE_POLLS;
+      if (polite) pause(POLL_PAUSE);
       const seen = this.w.atomicLoad(at);
       if (seen === 0) {
+        if (polite) {
+          // Free: leave it to a holder that comes straight back (see POLITE_POLLS).
+          pause(GRACE_PAUSE);
+          if (this.w.atomicLoad(at) !== 0) continue;
+        }
         if (this.w.compareExchange(at, 0, this.runId) === 0) {
           this.writeOwner();
           return false;
@@ -147,8 +184,8 @@ export class Control {
         continue;
       }
       if (seen === this.runId) throw new PoolError('BAD_ARGUMENT', 'pool lock taken twice by the same open (re-entrant call)');
-      // Spin first: an operation holds the lock for about a microsecond, far
-      // less than the ~60 µs a sleep really takes. Read the clock sparingly.
+      // Spin first: an operation holds the lock for well under a microsecond,
+      // far less than the ~60 µs a sleep really takes. Read the clock sparingly.
       if (attempt < SPIN_ATTEMPTS) {
         if ((attempt & 127) !== 0) continue;
       } else {
@@ -217,7 +254,7 @@ export class Control {
   private writeOwner(): void {
     const u = this.w.u32;
     // Relocking by the last holder (the common case) finds its identity in place: no stores.
-    if (u[(this.base + OWNER_RUN_ID) >>> 2] === this.runId && u[(this.base + OWNER_PID) >>> 2] === process.pid) return;
+    if (u[(this.base + OWNER_RUN_ID) >>> 2] === this.runId && u[(this.base + OWNER_PID) >>> 2] === PID) return;
     const me = selfIdentity();
     // Unconfirm first: a holder that dies half-way through these stores (a thread of this very
     // process, say) must leave an identity that confirms no run id — least of all the previous one.

@@ -22,6 +22,8 @@ import type { MetaWriter } from './meta-writer.js';
 /** "LIVE" in ASCII: a single bit flip turns it into neither 0 nor LIVE. */
 export const RECORD_LIVE = 0x4556494c;
 export const RECORD_FLAG_SUBPOOL = 1;
+/** The CRC-32C of the LIVE state word: where every record checksum starts. */
+const LIVE_CRC = crc32cU32(RECORD_LIVE);
 
 const STATE = 0;
 const CRC = 4;
@@ -32,15 +34,6 @@ const FLAGS = 32;
 const LENGTHS = 36;
 const OWNER = 40;
 const NAME = 64;
-
-export interface RecordFields {
-  pfn: number;
-  pageCount: number;
-  seq: number;
-  flags: number;
-  owner: Uint8Array;
-  name: Uint8Array;
-}
 
 /**
  * free: all zeros. live: committed, checksum good. uncommitted: state 0 with
@@ -92,6 +85,17 @@ export class Directory {
     return 'free';
   }
 
+  /** All zeros (status() === 'free'), without classifying what is not. */
+  isFree(slot: number): boolean {
+    const w = this.w.i32;
+    let any = 0;
+    // Eight words a step: alloc checks a whole record on every call.
+    for (let i = this.offsetOf(slot) >>> 2, end = i + (RECORD_BYTES >>> 2); i < end; i += 8) {
+      any |= w[i]! | w[i + 1]! | w[i + 2]! | w[i + 3]! | w[i + 4]! | w[i + 5]! | w[i + 6]! | w[i + 7]!;
+    }
+    return any === 0;
+  }
+
   pfn(slot: number): number {
     return this.w.load64(this.offsetOf(slot) + PFN);
   }
@@ -136,16 +140,16 @@ export class Directory {
   }
 
   /** Writes a whole record, uncommitted (state stays 0). The caller commits it after a barrier. */
-  write(slot: number, f: RecordFields): void {
+  write(slot: number, pfn: number, pageCount: number, seq: number, flags: number, owner: Uint8Array, name: Uint8Array): void {
     const at = this.offsetOf(slot);
     const w = this.w;
-    w.store64(at + PFN, f.pfn);
-    w.store64(at + PAGES, f.pageCount);
-    w.store64(at + SEQ, f.seq);
-    w.store32(at + FLAGS, f.flags);
-    w.store32(at + LENGTHS, f.owner.length | (f.name.length << 8));
-    if (f.owner.length > 0) w.storeBytes(at + OWNER, f.owner);
-    if (f.name.length > 0) w.storeBytes(at + NAME, f.name);
+    w.store64(at + PFN, pfn);
+    w.store64(at + PAGES, pageCount);
+    w.store64(at + SEQ, seq);
+    w.store32(at + FLAGS, flags);
+    w.store32(at + LENGTHS, owner.length | (name.length << 8));
+    if (owner.length > 0) w.storeBytes(at + OWNER, owner);
+    if (name.length > 0) w.storeBytes(at + NAME, name);
     w.store32(at + CRC, this.checksum(at));
   }
 
@@ -188,7 +192,7 @@ export class Directory {
   private checksum(at: number): number {
     const b = this.w.bytes;
     // Bytes [8, 40) as eight words: the same CRC as byte by byte (little-endian), at a quarter of the steps.
-    let crc = crc32cWords(this.w.u32, (at + 8) >>> 2, (OWNER - 8) >>> 2, crc32cU32(RECORD_LIVE));
+    let crc = crc32cWords(this.w.u32, (at + 8) >>> 2, (OWNER - 8) >>> 2, LIVE_CRC);
     const ownerLength = b[at + LENGTHS]!;
     const nameLength = b[at + LENGTHS + 1]!;
     if (ownerLength > 0) crc = crc32c(b, at + OWNER, at + OWNER + ownerLength, crc);

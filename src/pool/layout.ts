@@ -1,5 +1,5 @@
 /**
- * The region ABI, version 1.0: where everything lives and how the superblock
+ * The region ABI, version 2.0: where everything lives and how the superblock
  * is encoded. docs/abi.md is the prose twin of this file; change both or
  * neither. All integers are little-endian (the region is host memory and
  * pmpool refuses big-endian hosts).
@@ -8,10 +8,10 @@ import { allocatorGeometry } from '../alloc/index.js';
 import { crc32c } from '../util/crc32c.js';
 import { PoolError } from './errors.js';
 
-export const ABI_MAJOR = 1;
+export const ABI_MAJOR = 2;
 export const ABI_MINOR = 0;
-/** "PMPOOLv1" — the first eight bytes of every pool. */
-export const MAGIC = Uint8Array.from([0x50, 0x4d, 0x50, 0x4f, 0x4f, 0x4c, 0x76, 0x31]);
+/** "PMPOOLv2" — the first eight bytes of every pool (the suffix is the ABI major). */
+export const MAGIC = Uint8Array.from([0x50, 0x4d, 0x50, 0x4f, 0x4f, 0x4c, 0x76, 0x32]);
 
 /** Incompatible features this code understands (a reader refuses any other incompat bit). */
 export const INCOMPAT_SUPPORTED = 0;
@@ -172,7 +172,7 @@ export interface Superblock {
 }
 
 /*
- * Superblock v1 byte layout (256 bytes, little-endian):
+ * Superblock byte layout (256 bytes, little-endian):
  *   0 magic[8]   8 u16 abiMajor  10 u16 abiMinor  12 u32 compat  16 u32 incompat
  *  20 u32 roCompat  24 uuid[16]  40 u32 pageSize  44 u32 orderPerBit
  *  48 u64 pageCount  56 u64 unitCount  64 u64 metadataPages  72 u32 maxRecords

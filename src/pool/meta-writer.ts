@@ -25,8 +25,14 @@ export class MetaWriter {
   readonly u32: Uint32Array;
   readonly i32: Int32Array;
   readonly bytes: Uint8Array;
-  /** When set, every store and barrier is appended (crash simulation). */
-  log: StoreLog | null = null;
+  private storeLog: StoreLog | null = null;
+  /**
+   * True when a store has more to do than the store itself: log it, or note
+   * the dirty range of a durable pool. The plain case (a pool on /dev/shm or
+   * in memory, not traced) then costs one test per store, and the store
+   * methods stay small enough for the compiler to inline into their callers.
+   */
+  private watched: boolean;
   private dirtyFrom = Infinity;
   private dirtyTo = 0;
 
@@ -37,23 +43,34 @@ export class MetaWriter {
     this.bytes = window.bytes();
     this.u32 = new Uint32Array(window.buffer, window.byteOffset, window.length >>> 2);
     this.i32 = new Int32Array(window.buffer, window.byteOffset, window.length >>> 2);
+    this.watched = durable;
+  }
+
+  /** When set, every store and barrier is appended (crash simulation). */
+  get log(): StoreLog | null {
+    return this.storeLog;
+  }
+  set log(log: StoreLog | null) {
+    this.storeLog = log;
+    this.watched = log !== null || this.durable;
   }
 
   /** Stores a u32 at a 4-aligned byte offset. A single aligned u32 store is atomic: commit points use it. */
   store32(offset: number, value: number): void {
-    const before = this.log !== null ? this.bytes.slice(offset, offset + 4) : null;
-    this.u32[offset >>> 2] = value;
-    if (before !== null) this.logStore(offset, before);
-    if (this.durable) this.dirty(offset, 4);
+    if (this.watched) this.storeWatched(offset, 4, value, 0);
+    else this.u32[offset >>> 2] = value;
   }
 
   /** Stores a u64 as two u32s (low word first). Not atomic: guard it with a commit word. */
   store64(offset: number, value: number): void {
-    const before = this.log !== null ? this.bytes.slice(offset, offset + 8) : null;
-    this.u32[offset >>> 2] = value >>> 0;
-    this.u32[(offset >>> 2) + 1] = Math.floor(value / 0x100000000);
-    if (before !== null) this.logStore(offset, before);
-    if (this.durable) this.dirty(offset, 8);
+    const lo = value >>> 0;
+    const hi = Math.floor(value / 0x100000000);
+    if (this.watched) {
+      this.storeWatched(offset, 8, lo, hi);
+      return;
+    }
+    this.u32[offset >>> 2] = lo;
+    this.u32[(offset >>> 2) + 1] = hi;
   }
 
   load64(offset: number): number {
@@ -61,14 +78,14 @@ export class MetaWriter {
   }
 
   storeBytes(offset: number, data: Uint8Array): void {
-    const before = this.log !== null ? this.bytes.slice(offset, offset + data.length) : null;
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + data.length) : null;
     this.bytes.set(data, offset);
     if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, data.length);
   }
 
   fill(offset: number, length: number, value = 0): void {
-    const before = this.log !== null ? this.bytes.slice(offset, offset + length) : null;
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + length) : null;
     this.bytes.fill(value, offset, offset + length);
     if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, length);
@@ -77,16 +94,17 @@ export class MetaWriter {
   /** Atomic compare-and-swap on a u32 word (the lock). Logged only when it succeeds. */
   compareExchange(offset: number, expected: number, replacement: number): number {
     const seen = Atomics.compareExchange(this.i32, offset >>> 2, expected | 0, replacement | 0) >>> 0;
-    if (seen === expected >>> 0 && this.log !== null) this.logStore(offset, u32Bytes(expected));
+    if (this.storeLog !== null && seen === expected >>> 0) this.logStore(offset, u32Bytes(expected));
     return seen;
   }
 
   /** Atomic store with release semantics (the unlock). */
   atomicStore(offset: number, value: number): void {
-    const before = this.log !== null ? this.bytes.slice(offset, offset + 4) : null;
+    if (this.watched) {
+      this.atomicStoreWatched(offset, value);
+      return;
+    }
     Atomics.store(this.i32, offset >>> 2, value | 0);
-    if (before !== null) this.logStore(offset, before);
-    if (this.durable) this.dirty(offset, 4);
   }
 
   atomicLoad(offset: number): number {
@@ -99,7 +117,8 @@ export class MetaWriter {
    * on /dev/shm, where a process crash cannot reorder stores.
    */
   barrier(): void {
-    if (this.log !== null) this.log.records.push({ barrier: true });
+    if (!this.watched) return;
+    if (this.storeLog !== null) this.storeLog.records.push({ barrier: true });
     if (!this.durable || this.dirtyFrom === Infinity) return;
     this.window.flush(this.dirtyFrom, this.dirtyTo - this.dirtyFrom);
     this.dirtyFrom = Infinity;
@@ -111,8 +130,24 @@ export class MetaWriter {
     return new AreaWordStore(this, offset >>> 2, words);
   }
 
+  /** store32 / store64 when logging or on a durable pool: one or two words, logged as one store. */
+  private storeWatched(offset: number, length: 4 | 8, lo: number, hi: number): void {
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + length) : null;
+    this.u32[offset >>> 2] = lo;
+    if (length === 8) this.u32[(offset >>> 2) + 1] = hi;
+    if (before !== null) this.logStore(offset, before);
+    if (this.durable) this.dirty(offset, length);
+  }
+
+  private atomicStoreWatched(offset: number, value: number): void {
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + 4) : null;
+    Atomics.store(this.i32, offset >>> 2, value | 0);
+    if (before !== null) this.logStore(offset, before);
+    if (this.durable) this.dirty(offset, 4);
+  }
+
   private logStore(offset: number, before: Uint8Array): void {
-    this.log!.records.push({ offset, bytes: this.bytes.slice(offset, offset + before.length), before });
+    this.storeLog!.records.push({ offset, bytes: this.bytes.slice(offset, offset + before.length), before });
   }
 
   private dirty(offset: number, length: number): void {

@@ -14,6 +14,8 @@ import { hashPfn, RecordIndex } from './record-index.js';
 
 export interface PoolParts {
   readonly geometry: Geometry;
+  /** 2^orderPerBit: pages per unit. */
+  readonly unitPages: number;
   readonly writer: MetaWriter;
   readonly control: Control;
   readonly units: BitmapAllocator;
@@ -35,6 +37,7 @@ export function attachParts(
   const a = g.areas;
   const parts: PoolParts = {
     geometry: g,
+    unitPages: 2 ** g.orderPerBit,
     writer,
     control: new Control(writer, a.control.offset, runId, lockOptions),
     units: new BitmapAllocator(writer.wordStore(a.unitBitmap.offset, a.unitBitmap.length >>> 2), g.unitCount),
@@ -63,6 +66,22 @@ export function hashName(name: Uint8Array): number {
 }
 
 export { hashPfn };
+
+/**
+ * The home slot of an allocation starting at `pfn`: its unit modulo the
+ * directory capacity (docs/abi.md). An allocation takes its home slot when
+ * that slot is free; only the records that could not are entered in the pfn
+ * index. A release then reaches the record directly, and with one-page
+ * allocations made one after another the records written are neighbours.
+ */
+export function homeSlot(g: Geometry, pfn: number): number {
+  return homeSlotOfUnit(g, Math.floor(pfn / 2 ** g.orderPerBit));
+}
+
+/** homeSlot() of the allocation whose first unit is `unit` (the hot paths know the unit). */
+export function homeSlotOfUnit(g: Geometry, unit: number): number {
+  return unit % g.maxRecords;
+}
 
 /** Units of a run of pages: rounded up to whole units of 2^orderPerBit pages. */
 export function unitsOf(g: Geometry, pageCount: number): number {

@@ -12,6 +12,9 @@
  *   generation, repair: intent → backup superblock, primary / rebuild → end intent
  * A crash anywhere leaves an intent record, and the next locker rebuilds the
  * derived state from the directory (and makes the superblock copies one).
+ * An allocation's record goes in its home slot (first unit modulo the
+ * directory capacity) when that is free; only records elsewhere are entered
+ * in the pfn index (docs/abi.md, "Home slots").
  */
 import { rmSync } from 'node:fs';
 import { randomBytes } from '../util/random.js';
@@ -40,7 +43,7 @@ import {
   type Superblock,
 } from './layout.js';
 import { MetaWriter } from './meta-writer.js';
-import { attachParts, hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+import { attachParts, hashName, hashPfn, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 import { liveRecords, rebuildDerived } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { Allocation } from './allocation.js';
@@ -251,14 +254,21 @@ export class Pool {
     const name = encodeLabel(checkLabel(options.name, 'name', MAX_NAME_BYTES));
     const owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
     this.lockAndRecover(p);
+    let pfn: number;
     try {
-      return this.allocLocked(p, count, align, name, owner, 0);
+      pfn = this.allocLocked(p, count, align, name, owner, 0);
     } finally {
       p.control.unlock();
     }
+    // Built after the unlock: the lock is held for the metadata alone.
+    const pageCount = (count <= p.unitPages ? 1 : unitsOf(g, count)) * p.unitPages;
+    return new Allocation(this, pfn, pageCount, name.length > 0 ? decodeLabel(name) : undefined, owner.length > 0 ? decodeLabel(owner) : undefined, false);
   }
 
-  /** `prepare`, when given, runs after the record is written and before it commits (a sub-pool formats its run there). */
+  /**
+   * Allocates under the lock; returns the pfn. `prepare`, when given, runs after the record is
+   * written and before it commits (a sub-pool formats its run there).
+   */
   private allocLocked(
     p: PoolParts,
     count: number,
@@ -267,11 +277,11 @@ export class Pool {
     owner: Uint8Array,
     flags: number,
     prepare?: (pfn: number, pageCount: number) => void,
-  ): Allocation {
+  ): number {
     const g = p.geometry;
-    const unitPages = 2 ** g.orderPerBit;
-    const units = unitsOf(g, count);
-    const alignUnits = Math.max(1, align / unitPages);
+    const unitPages = p.unitPages;
+    const units = count <= unitPages ? 1 : unitsOf(g, count);
+    const alignUnits = align <= unitPages ? 1 : align / unitPages;
     if (name.length > 0 && this.findSlot(p, name) >= 0) {
       throw new PoolError('NAME_TAKEN', `an allocation named "${decodeLabel(name)}" exists`);
     }
@@ -283,11 +293,14 @@ export class Pool {
         `no free run of ${units * unitPages} pages aligned to ${align}; the largest free run is ${largest} pages (${p.units.freeUnits() * unitPages} free in all)`,
       );
     }
-    const slot = p.slots.find(1, 1);
+    // The home slot when it is free (no pfn index entry then); else any free slot.
+    const home = homeSlotOfUnit(g, start);
+    const slot = p.slots.isFree(home, 1) ? home : p.slots.find(1, 1);
     if (slot < 0) throw new PoolError('NO_RECORDS', `the directory is full (${g.maxRecords} allocations); release some or create the pool with a larger maxAllocations`);
+    const d = p.directory;
     // The slot bitmap is derived; the record is the truth. A record that is not all zeros would be
     // overwritten (a live one lost) or keep stray bits that corrupt the new record: refuse.
-    if (p.directory.status(slot) !== 'free') {
+    if (!d.isFree(slot)) {
       throw new PoolError('CORRUPT', `directory record ${slot} is marked free but is not empty (damaged metadata); run \`pmpool check --repair\``);
     }
     const pfn = start * unitPages;
@@ -297,7 +310,7 @@ export class Pool {
     w.barrier();
     p.units.markUsed(start, units);
     p.slots.markUsed(slot, 1);
-    p.directory.write(slot, { pfn, pageCount, seq: p.control.nextSeq(), flags, owner, name });
+    d.write(slot, pfn, pageCount, p.control.nextSeq(), flags, owner, name);
     w.barrier();
     if (prepare) {
       try {
@@ -308,16 +321,16 @@ export class Pool {
       }
       w.barrier();
     }
-    p.directory.commit(slot);
+    d.commit(slot);
     w.barrier();
-    p.pfnIndex.insert(hashPfn(pfn), slot);
+    if (slot !== home) p.pfnIndex.insert(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.insert(hashName(name), slot);
     // The index entries reach the file before the intent is cleared: a power cut in between must
     // leave the intent (and so a rebuild), never a cleared intent over an index missing its entries.
     w.barrier();
     p.control.endIntent();
     w.barrier();
-    return new Allocation(this, pfn, pageCount, name.length > 0 ? decodeLabel(name) : undefined, owner.length > 0 ? decodeLabel(owner) : undefined, (flags & RECORD_FLAG_SUBPOOL) !== 0);
+    return pfn;
   }
 
   /**
@@ -340,7 +353,7 @@ export class Pool {
       if (slot < 0) throw new PoolError('NOT_ALLOCATED', `no allocation starts at pfn ${pfn}`);
       const d = p.directory;
       const pageCount = d.pageCount(slot);
-      if (unitsOf(g, count) * 2 ** g.orderPerBit !== pageCount) {
+      if ((count <= p.unitPages ? p.unitPages : unitsOf(g, count) * p.unitPages) !== pageCount) {
         throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} has ${pageCount} pages, not ${count}; release it whole`);
       }
       if (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner)) {
@@ -359,14 +372,15 @@ export class Pool {
     const d = p.directory;
     const w = p.writer;
     const name = d.nameLength(slot) > 0 ? d.nameBytes(slot).slice() : NO_BYTES;
+    const start = pfn / p.unitPages;
     p.control.beginIntent(IntentOp.Release, slot, pfn, pageCount);
     w.barrier();
     d.uncommit(slot);
     w.barrier();
-    p.pfnIndex.remove(hashPfn(pfn), slot);
+    if (slot !== homeSlotOfUnit(p.geometry, start)) p.pfnIndex.remove(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.remove(hashName(name), slot);
     d.wipe(slot);
-    p.units.markFree(pfn / 2 ** p.geometry.orderPerBit, unitsOf(p.geometry, pageCount));
+    p.units.markFree(start, pageCount <= p.unitPages ? 1 : unitsOf(p.geometry, pageCount));
     p.slots.markFree(slot, 1);
     w.barrier();
     p.control.endIntent();
@@ -430,9 +444,10 @@ export class Pool {
       const g = computeGeometry({ size: pages * this.pageSize, pageSize: this.pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
       // The sub-pool is formatted before its record commits, so a committed sub-pool record always
       // holds a pool — never nothing, never the stale superblock of a sub-pool released from those pages.
-      return this.allocLocked(p, options.count, 1, key, encodeLabel(SUBPOOL_OWNER), RECORD_FLAG_SUBPOOL, (pfn, pageCount) => {
+      const pfn = this.allocLocked(p, options.count, 1, key, encodeLabel(SUBPOOL_OWNER), RECORD_FLAG_SUBPOOL, (pfn, pageCount) => {
         made.child = Pool.format(new SubRegion(this.region, pfn * this.pageSize, pageCount * this.pageSize), g, true, this.lockOptions, true, SB_FLAG_SUBPOOL);
       });
+      return new Allocation(this, pfn, pages, decodeLabel(key), SUBPOOL_OWNER, true);
     });
     let child = made.child;
     if (child === null) {
@@ -664,6 +679,7 @@ export class Pool {
   /** Takes the lock and, if the last holder died mid-operation, repairs before anything else. */
   private lockAndRecover(p: PoolParts): void {
     p.control.lock();
+    if (p.control.contended && !this.spread) this.spreadRotor(p);
     if (p.control.intent() !== null) {
       try {
         this.recover(p);
@@ -672,6 +688,22 @@ export class Pool {
         throw e;
       }
     }
+  }
+
+  private spread = false;
+
+  /**
+   * The first time this open waits for the lock, another process (or thread) is allocating from
+   * the pool too. Each open's next-fit rotor starts at the pool's start; left there, busy openers
+   * allocate side by side, and every operation pulls the other's bitmap words, slot bitmap words
+   * and records (home slots follow units) across cores. From here on this open allocates from a
+   * point of the pool of its own, drawn from its run id. (Only a hint: the search stays exact.)
+   */
+  private spreadRotor(p: PoolParts): void {
+    this.spread = true;
+    const g = p.geometry;
+    const span = g.unitCount - g.reservedUnits;
+    p.units.setRotor(g.reservedUnits + (Math.imul(p.control.runId, 0x9e3779b1) >>> 0) % span);
   }
 
   /** A holder died mid-operation: rebuild the derived state from the directory, then clear its intent. */
@@ -693,6 +725,9 @@ export class Pool {
   private readonly matchPfn = (slot: number): boolean => this.parts!.directory.pfn(slot) === this.probePfn && this.parts!.directory.isCommitted(slot);
 
   private slotOfPfn(p: PoolParts, pfn: number): number {
+    // The home slot first: there is the record of every allocation that found it free.
+    const home = homeSlotOfUnit(p.geometry, Math.floor(pfn / p.unitPages));
+    if (p.directory.isCommitted(home) && p.directory.pfn(home) === pfn) return home;
     this.probePfn = pfn;
     return p.pfnIndex.find(hashPfn(pfn), this.matchPfn);
   }

@@ -4,6 +4,9 @@
  * u32s (slot + 1, key hash). Deletion shifts the following run back instead
  * of leaving tombstones, so probe lengths never decay with churn.
  *
+ * The pfn index holds only the records that are not in their home slot
+ * (docs/abi.md); the name index every named record.
+ *
  * It is derived data: repair rebuilds it from the directory. With at most
  * half of the slots used (slots >= 2 x records), probes stay short.
  */

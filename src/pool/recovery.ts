@@ -1,12 +1,13 @@
 /**
  * Recovery: rebuild everything derived — the unit bitmap and its summaries,
  * the record-slot bitmap, both hash indices — from the directory, the source
- * of truth. Run after a crash (an intent record was left behind) and by
- * repair. It is O(metadata), and only ever runs after something went wrong;
- * a clean open never scans.
+ * of truth (the pfn index gets only the records away from their home slot).
+ * Run after a crash (an intent record was left behind) and by repair. It is
+ * O(metadata), and only ever runs after something went wrong; a clean open
+ * never scans.
  */
 import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
-import { hashName, hashPfn, unitsOf, type PoolParts } from './parts.js';
+import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
 import { bytesEqual } from '../util/bytes.js';
 
 export interface LiveRecord {
@@ -94,7 +95,7 @@ export function rebuildDerived(p: PoolParts): string[] {
     const count = unitsOf(g, r.pageCount);
     if (!p.units.isFree(start, count)) continue;
     p.units.markUsed(start, count);
-    p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
+    if (r.slot !== homeSlot(g, r.pfn)) p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
     if (r.name.length > 0) {
       const h = hashName(r.name);
       if (p.nameIndex.find(h, (s) => bytesEqual(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
