@@ -400,7 +400,7 @@ describe('PersistentMap crash simulation', () => {
       }
       assert.equal(map.size, model.size);
       assert.ok(crashes > 1500, `only ${crashes} crash points`);
-      for (const point of ['set:record-written', 'set:bumped', 'set:committed', 'delete:committed', 'segment:allocated', 'segment:published', 'segment:unpublished', 'resize:allocated', 'resize:built', 'resize:switched', 'clear:switched', 'compact:copied', 'compact:moved']) {
+      for (const point of ['set:record-written', 'set:bumped', 'set:committed', 'delete:committed', 'segment:allocated', 'segment:published', 'segment:unpublished', 'resize:allocated', 'resize:built', 'resize:switched', 'clear:switched', 'compact:copied', 'compact:moved', 'segment:recycled']) {
         assert.ok((points.get(point) ?? 0) > 0, `crash point ${point} was never hit: ${JSON.stringify([...points])}`);
       }
       map.clear();

@@ -127,25 +127,39 @@ export class Scratch {
     if (typeof item === 'string') {
       const n = item.length;
       if (n <= 32 && n <= maxBytes) {
-        const u8 = this.u8;
+        // Four characters at a time: one word stored and hashed per four.
+        const u32 = this.u32;
         let h = (seed ^ KIND_ASCII ^ Math.imul(n, 0x9e3779b1)) | 0;
-        let word = 0;
-        let i = 0;
-        for (; i < n; i++) {
-          const c = item.charCodeAt(i);
-          if (c >= 0x80) break;
-          u8[i] = c;
-          word |= c << ((i & 3) << 3);
-          if ((i & 3) === 3) {
-            h = murmurRound(h, word);
-            word = 0;
-          }
+        const full = n >>> 2;
+        let w = 0;
+        for (let i = 0; w < full; w++, i += 4) {
+          const a = item.charCodeAt(i);
+          const b = item.charCodeAt(i + 1);
+          const c = item.charCodeAt(i + 2);
+          const d = item.charCodeAt(i + 3);
+          if ((a | b | c | d) >= 0x80) break;
+          const word = a | (b << 8) | (c << 16) | (d << 24);
+          u32[w] = word;
+          h = murmurRound(h, word);
         }
-        if (i === n) {
-          this.length = n;
-          this.kind = KIND_ASCII;
-          if ((n & 3) !== 0) h ^= murmurScramble(word);
-          return murmurFinish(h);
+        if (w === full) {
+          const rest = n & 3;
+          let word = 0;
+          let high = 0;
+          for (let j = 0, i = full << 2; j < rest; j++, i++) {
+            const c = item.charCodeAt(i);
+            high |= c;
+            word |= c << (j << 3);
+          }
+          if (high < 0x80) {
+            if (rest !== 0) {
+              u32[w] = word;
+              h ^= murmurScramble(word);
+            }
+            this.length = n;
+            this.kind = KIND_ASCII;
+            return murmurFinish(h);
+          }
         }
       }
     }

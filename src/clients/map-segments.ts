@@ -1,10 +1,11 @@
 /**
  * The PersistentMap's segments, as words: how large a new segment is, its
  * header (written before the segment is published, verified when a segment
- * is mapped), and the walk of the records between its header and its bump
- * pointer. Which segments the map holds, and compaction, stay with the map.
+ * is mapped), the walk of the records between its header and its bump
+ * pointer, the dead mark of a superseded record, and the copy of a record.
+ * Which segments the map holds, and compaction, stay with the map.
  */
-import { LENGTH_MASK } from './codec.js';
+import { hashWords, KIND_ASCII, KIND_BYTES, LENGTH_MASK } from './codec.js';
 import {
   MAX_KEY_BYTES,
   MAX_VALUE_BYTES,
@@ -73,4 +74,39 @@ export function recordStarts(u32: Uint32Array, k: number, problems: string[]): S
     off += total;
   }
   return starts;
+}
+
+/*
+ * Dead records. Once a record is superseded or deleted no slot points at it
+ * again, and the writer inverts its hash word (the line is in cache: the
+ * lookup just compared its key). Compaction then tells it dead without a
+ * probe of the table: its stored hash is the complement of its key's hash.
+ * The mark is a hint: a record without it (a crash came first, or a key too
+ * long to rehash cheaply) is probed as before. Readers never read the word.
+ */
+
+/** Keys up to this many bytes are rehashed to recognise the mark; longer ones are probed. */
+const MARK_KEY_BYTES = 64;
+
+/** Marks the record at word `w` dead. */
+export function markDead(u32: Uint32Array, w: number): void {
+  u32[w] = ~u32[w]! >>> 0;
+}
+
+/** True when the record at word `w` carries the dead mark (its hash word is its key's hash, inverted). */
+export function markedDead(u32: Uint32Array, w: number, seed: number): boolean {
+  const kinfo = u32[w + 1]!;
+  const kl = kinfo & LENGTH_MASK;
+  if (kl > MARK_KEY_BYTES) return false;
+  return u32[w] === ~hashWords(u32, w + 3, kl, kinfo & (KIND_BYTES | KIND_ASCII), seed) >>> 0;
+}
+
+const COPY_LOOP_BYTES = 512;
+/** Copies the `bytes` (a multiple of 8) of a record from `off` to `to` at `toOff`: small ones word by word, without a view. */
+export function copyRecord(fromU8: Uint8Array, fromU32: Uint32Array, off: number, toU8: Uint8Array, toU32: Uint32Array, toOff: number, bytes: number): void {
+  if (bytes > COPY_LOOP_BYTES) {
+    toU8.set(fromU8.subarray(off, off + bytes), toOff);
+    return;
+  }
+  for (let i = off >>> 2, j = toOff >>> 2, end = (off + bytes) >>> 2; i < end; i++, j++) toU32[j] = fromU32[i]!;
 }

@@ -9,7 +9,8 @@
  *                             ref word (0 empty, 1 tombstone, else a record)
  *                             and the key's 32-bit hash
  *   segments    "<name>/s<K>" append-only slabs of records
- *                             [total u32][hash u32][key len|kind][value len|kind][key][value]
+ *                             [hash u32][key len|kind][value len|kind][key][value]
+ *                             (the hash inverted once the record is dead)
  *
  * Every change is written where nothing points yet (the free tail of a
  * segment, a fresh run) and then published by one aligned 32-bit store: a
@@ -23,7 +24,8 @@
  * and the map's state: lookups, writes, segment management and compaction,
  * the reader's seqlock, open, handover, stats and check. The on-pool layout
  * is in map-layout.ts; word-level table and segment work in map-table.ts and
- * map-segments.ts; what recovery works out at open in map-recovery.ts; the
+ * map-segments.ts; what compaction gathers before it moves records in
+ * map-compaction.ts; what recovery works out at open in map-recovery.ts; the
  * fault hook, key scratch and copy slab in map-runtime.ts.
  */
 import { randomNonZeroU31 } from '../util/random.js';
@@ -66,10 +68,11 @@ import {
   TOMB,
   u32View,
 } from './map-layout.js';
+import { gatherLive, gathered } from './map-compaction.js';
 import { pickActive, recountTable, sortOwnedRuns } from './map-recovery.js';
 import { copyOut, fault, scratch, Torn } from './map-runtime.js';
-import { initSegmentHeader, recordStarts, segmentHeaderFault, segmentSize } from './map-segments.js';
-import { readDescriptor, rehash, slotOf, writeDescriptor, type TableDescriptor } from './map-table.js';
+import { copyRecord, initSegmentHeader, markDead, recordStarts, segmentHeaderFault, segmentSize } from './map-segments.js';
+import { readDescriptor, rehash, writeDescriptor, type TableDescriptor } from './map-table.js';
 import { LOCK_WORDS, WriterLock } from './writer-lock.js';
 import { bytesEqual } from '../util/bytes.js';
 
@@ -112,6 +115,9 @@ export interface MapCheckReport {
   problems: string[];
 }
 
+/** Emptied segments a writer keeps for reuse. */
+const MAX_SPARES = 1;
+
 const enum State {
   Open,
   Closed,
@@ -150,6 +156,8 @@ export class PersistentMap {
   private readonly segLive: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
   private readonly segDedicated: boolean[] = new Array<boolean>(MAX_SEGMENTS).fill(false);
   private readonly segQueued: boolean[] = new Array<boolean>(MAX_SEGMENTS).fill(false);
+  /** Writer: emptied small segments kept to become the next active ones (at most MAX_SPARES). */
+  private readonly spares: number[] = [];
   private readonly loaded: Set<number> = new Set();
   private smallSegmentBytes = 0;
   private active = -1;
@@ -281,6 +289,8 @@ export class PersistentMap {
     let u32 = this.segU32[k]!;
     if (u32.length === 0) u32 = this.segment(k);
     const w = (ref & 0x7ffff) << 1;
+    // Touch the record's second cache line now, so that its miss overlaps the first one's.
+    if (w + 16 < u32.length) touched = u32[w + 16]!;
     const s = scratch;
     const n = s.length;
     if (u32[w + 1] !== ((n | s.kind) >>> 0)) return false;
@@ -427,13 +437,19 @@ export class PersistentMap {
     } else {
       throw new ClientError('BAD_VALUE', `a value must be a string or a Uint8Array, got ${describe(value)}`);
     }
-    let pos = this.cap === 0 ? -1 : this.probe(h);
-    if (pos < 0) {
-      const n = this.count + 1;
-      if ((n + this.tombs) * 4 > this.cap * 3 || (this.cap > 2 ** MIN_TABLE_LOG2 && n * 16 < this.cap)) {
+    // Whether an insert would resize the table; if not, the record is written before the probe,
+    // while the key's slot is on its way from memory (a resize must come first: it may refuse).
+    const n = this.count + 1;
+    const mayResize = (n + this.tombs) * 4 > this.cap * 3 || (this.cap > 2 ** MIN_TABLE_LOG2 && n * 16 < this.cap);
+    let pos = 0;
+    if (mayResize) {
+      pos = this.cap === 0 ? -1 : this.probe(h);
+      if (pos < 0) {
         this.resize(targetLog2(n));
         pos = this.probe(h);
       }
+    } else {
+      touched = this.slots[2 * (h & this.mask)]!;
     }
     // Write the record where nothing points yet.
     const k = this.reserve(align8(REC_HEADER + klen + vmax));
@@ -461,6 +477,7 @@ export class PersistentMap {
     Atomics.store(u32, SEG_W_USED, off + total);
     this.segUsed[k] = off + total;
     fault('set:bumped');
+    if (!mayResize) pos = this.probe(h);
     // Publish: one aligned store.
     const ref = ((k << 19) | (off >>> 3)) >>> 0;
     const slots = this.slots;
@@ -524,6 +541,7 @@ export class PersistentMap {
     if (this.active >= 0) this.queue(this.active);
     this.active = -1;
     this.compactPending(true);
+    while (this.spares.length > 0) this.freeSegment(this.spares[this.spares.length - 1]!);
     if (this.cap > 2 ** targetLog2(this.count) || this.tombs > 0) this.resize(targetLog2(this.count));
   }
 
@@ -534,7 +552,8 @@ export class PersistentMap {
     if (bytes > DEDICATED_MIN) return this.newSegment(bytes, true);
     const a = this.active;
     if (a >= 0 && this.segUsed[a]! + bytes <= this.segCap[a]!) return a;
-    const k = this.newSegment(bytes, false);
+    const s = this.spares.length > 0 ? this.spares[this.spares.length - 1]! : -1;
+    const k = s >= 0 && SEG_HEADER + bytes <= this.segCap[s]! ? this.recycle(s) : this.newSegment(bytes, false);
     this.active = k;
     if (a >= 0) this.retire(a);
     return k;
@@ -542,8 +561,42 @@ export class PersistentMap {
 
   /** The active segment is full: it becomes a compaction candidate like any other. */
   private retire(k: number): void {
-    if (this.segLive[k] === 0) this.freeSegment(k);
+    if (this.segLive[k] === 0) this.emptied(k);
     else if (this.sparse(k)) this.queue(k);
+  }
+
+  /**
+   * Segment k holds no live record. A small one as large as the active
+   * segment is kept as the spare (at most one): the next segment the map
+   * needs reuses its pages, already mapped and touched, instead of taking
+   * fresh ones from the pool. Any other is freed.
+   */
+  private emptied(k: number): void {
+    if (this.spares.length < MAX_SPARES && this.canKeep(k)) this.spares.push(k);
+    else this.freeSegment(k);
+  }
+
+  private canKeep(k: number): boolean {
+    const a = this.active;
+    return k !== a && !this.segDedicated[k] && (a < 0 || this.segCap[k]! >= this.segCap[a]!);
+  }
+
+  /**
+   * Empties the spare for appending: its bump pointer goes back to the
+   * header (one store, inside a seqlock write section: a reader may still be
+   * reading a record there that it found before the record moved).
+   */
+  private recycle(k: number): number {
+    this.spares.pop();
+    this.seqBegin();
+    try {
+      Atomics.store(this.segU32[k]!, SEG_W_USED, SEG_HEADER);
+      fault('segment:recycled');
+      this.segUsed[k] = SEG_HEADER;
+    } finally {
+      this.seqEnd();
+    }
+    return k;
   }
 
   private newSegment(bytes: number, dedicated: boolean): number {
@@ -564,8 +617,14 @@ export class PersistentMap {
         run = poolCall(() => this.pool.alloc(pages, { name: `${this.name}/s${k}`, owner: this.owner }), `${this.what}: a new segment of ${pages} pages`);
         break;
       } catch (e) {
+        if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+        // The pool is full: the spare goes back first.
+        if (this.spares.length > 0) {
+          this.freeSegment(this.spares[this.spares.length - 1]!);
+          continue;
+        }
         // A full or fragmented pool may still have room for a smaller segment: that is how compaction gets going again.
-        if (!(e instanceof ClientError && e.code === 'NO_SPACE') || pages <= least) throw e;
+        if (pages <= least) throw e;
         pages = Math.max(least, Math.floor(pages / 2));
       }
     }
@@ -607,6 +666,8 @@ export class PersistentMap {
     this.segQueued[k] = false;
     this.loaded.delete(k);
     if (this.active === k) this.active = -1;
+    const spare = this.spares.indexOf(k);
+    if (spare >= 0) this.spares.splice(spare, 1);
   }
 
   /** Unpublishes segment k and gives its run back (inside a seqlock write section). */
@@ -635,8 +696,9 @@ export class PersistentMap {
     const w = (ref & 0x7ffff) << 1;
     const total = recordBytes(u32[w + 1]!, u32[w + 2]!);
     this.segLive[k] -= total;
+    markDead(u32, w);
     if (k === this.active) return;
-    if (this.segLive[k] === 0) this.freeSegment(k);
+    if (this.segLive[k] === 0) this.emptied(k);
     else if (this.sparse(k)) this.queue(k);
   }
 
@@ -659,8 +721,12 @@ export class PersistentMap {
         const k = this.pending.pop()!;
         this.segQueued[k] = false;
         if (this.segRun[k] === null || k === this.active) continue;
-        if (this.segLive[k] === 0) this.freeSegment(k);
-        else if (all || this.sparse(k)) this.compactSegment(k);
+        if (this.segLive[k] === 0) {
+          if (all) this.freeSegment(k);
+          else this.emptied(k);
+        } else if (all || this.sparse(k)) {
+          this.compactSegment(k);
+        }
       }
     } catch (e) {
       // Compaction runs after the operation committed: a full pool only postpones it.
@@ -681,30 +747,47 @@ export class PersistentMap {
     const from = this.segU32[k]!;
     const fromU8 = this.segU8[k]!;
     const used = this.segUsed[k]!;
-    for (let off = SEG_HEADER; off < used; ) {
-      const w = off >>> 2;
-      const total = recordBytes(from[w + 1]!, from[w + 2]!);
-      if (off + total > used) {
-        throw new ClientError('CORRUPT', `${this.what}: segment ${k} has a malformed record at ${off}`);
+    const slots = this.slots;
+    const g = gathered;
+    const group = g.offsets;
+    const groupSlots = g.slots;
+    for (let off = SEG_HEADER; off < used; off = g.next) {
+      if (!gatherLive(from, k, off, used, slots, this.cap, this.mask, this.seed)) {
+        throw new ClientError('CORRUPT', `${this.what}: segment ${k} has a malformed record at ${g.next}`);
       }
-      const ref = ((k << 19) | (off >>> 3)) >>> 0;
-      const slot = slotOf(this.slots, this.cap, this.mask, from[w]!, ref);
-      if (slot >= 0) {
-        const a = this.reserve(total);
-        const noff = this.segUsed[a]!;
-        this.segU8[a]!.set(fromU8.subarray(off, off + total), noff);
+      const live = g.live;
+      // Copy them past the active segment's bump pointer, move it over them with one store, then
+      // publish each with one store of its slot (as many as fit; the rest in the next segment).
+      for (let c = 0; c < live; ) {
+        const a = this.reserve(recordBytes(from[(group[c]! >>> 2) + 1]!, from[(group[c]! >>> 2) + 2]!));
+        const toU8 = this.segU8[a]!;
+        const toU32 = this.segU32[a]!;
+        const start = this.segUsed[a]!;
+        const room = this.segCap[a]!;
+        let end = start;
+        let last = c;
+        for (; last < live; last++) {
+          const at = group[last]!;
+          const total = recordBytes(from[(at >>> 2) + 1]!, from[(at >>> 2) + 2]!);
+          if (end + total > room) break;
+          copyRecord(fromU8, from, at, toU8, toU32, end, total);
+          end += total;
+        }
         fault('compact:copied');
-        Atomics.store(this.segU32[a]!, SEG_W_USED, noff + total);
-        this.segUsed[a] = noff + total;
-        Atomics.store(this.slots, 2 * slot, ((a << 19) | (noff >>> 3)) >>> 0);
-        fault('compact:moved');
-        this.segLive[a] += total;
-        this.segLive[k] -= total;
+        Atomics.store(toU32, SEG_W_USED, end);
+        this.segUsed[a] = end;
+        for (let to = start; c < last; c++) {
+          Atomics.store(slots, 2 * groupSlots[c]!, ((a << 19) | (to >>> 3)) >>> 0);
+          fault('compact:moved');
+          const total = recordBytes(toU32[(to >>> 2) + 1]!, toU32[(to >>> 2) + 2]!);
+          this.segLive[a] += total;
+          this.segLive[k] -= total;
+          to += total;
+        }
       }
-      off += total;
     }
     if (this.segLive[k] !== 0) throw new ClientError('CORRUPT', `${this.what}: segment ${k} still counts ${this.segLive[k]} live bytes after compaction`);
-    this.freeSegment(k);
+    this.emptied(k);
   }
 
   /* ---------------- the table ---------------- */
@@ -968,7 +1051,12 @@ export class PersistentMap {
     // Pick the roomiest small segment to go on appending to; queue the sparse ones.
     const best = pickActive(this.loaded, this.segDedicated, this.segCap, this.segUsed);
     if (best >= 0) this.active = best;
-    const sparse = (k: number) => k !== this.active && (this.segLive[k] === 0 || this.sparse(k));
+    // An empty segment the size of the active one stays the spare, as it was before the crash or close.
+    if (this.count > 0) {
+      const spare = [...this.loaded].find((k) => this.segLive[k] === 0 && this.canKeep(k));
+      if (spare !== undefined) this.spares.push(spare);
+    }
+    const sparse = (k: number) => k !== this.active && !this.spares.includes(k) && (this.segLive[k] === 0 || this.sparse(k));
     const tidy = this.count === 0 ? this.loaded.size > 0 || this.tableRun !== null : [...this.loaded].some(sparse);
     if (tidy) {
       this.markDirty();
@@ -976,7 +1064,7 @@ export class PersistentMap {
         this.resetToEmpty();
       } else {
         for (const k of [...this.loaded]) {
-          if (k === this.active) continue;
+          if (k === this.active || this.spares.includes(k)) continue;
           if (this.segLive[k] === 0) this.freeSegment(k);
           else if (this.sparse(k)) this.queue(k);
         }
@@ -1191,7 +1279,11 @@ export class PersistentMap {
       const w = off >>> 2;
       const kl = u32[w + 1]! & LENGTH_MASK;
       const hash = hashWords(u32, w + 3, kl, u32[w + 1]! & (KIND_BYTES | KIND_ASCII), this.seed);
-      if (hash !== u32[w] || hash !== this.slots[2 * i + 1]) problems.push(`slot ${i}: the key at ${k}:${off} does not hash to the slot's hash`);
+      if (hash !== u32[w] || hash !== this.slots[2 * i + 1]) {
+        // A reader may race the writer, which marks a record it superseded (inverts its hash word): the slot has moved on.
+        if (Atomics.load(this.slots, 2 * i) !== ref) continue;
+        problems.push(`slot ${i}: the key at ${k}:${off} does not hash to the slot's hash`);
+      }
     }
     if (count !== this.size) problems.push(`the table holds ${count} entries, the map counts ${this.size}`);
     if (!this.readOnly) {
@@ -1208,6 +1300,8 @@ export class PersistentMap {
   }
 }
 
+/** Where loads that only warm the cache put their result (so that the compiler keeps them). */
+let touched = 0;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 /** How long a reader waits for a live writer to finish releasing memory. */
 const READER_WAIT_MS = 10_000;
