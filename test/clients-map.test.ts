@@ -169,6 +169,28 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('a map and a ring created on pages a released client left dirty start empty', () => {
+    const pool = memoryPool();
+    const free = pool.stats().free;
+    const old = pool.alloc(free);
+    old.bytes().fill(0x01); // what a previous client left: not a header, not zeros
+    pool.release(old.pfn, old.count);
+    const map = PersistentMap.open(pool, 'kv');
+    assert.equal(map.size, 0);
+    map.set('a', 'b');
+    const log = LogRing.open(pool, 'events', { bytes: 8192 });
+    assert.deepEqual(log.records(), []);
+    log.append('first');
+    assert.deepEqual(log.records().map((r) => r.text), ['first']);
+    map.close();
+    log.close();
+    const again = PersistentMap.open(pool, 'kv');
+    assert.equal(again.get('a'), 'b');
+    again.close();
+    assert.equal(pool.check().ok, true);
+    pool.close();
+  });
+
   test('a full pool: NO_SPACE, the map unchanged and usable', () => {
     const pool = memoryPool(4 * MiB);
     const map = PersistentMap.open(pool, 'kv');

@@ -89,6 +89,26 @@ describe('Pool basics', () => {
     expectPoolError(() => pool.stats(), 'CLOSED');
   });
 
+  test('alloc { zero }: a run that held data is handed out zeroed; without it, as it was left', () => {
+    const pool = memoryPool(4 * MiB);
+    const pages = pool.stats().free;
+    const first = pool.alloc(pages);
+    first.bytes().fill(0xa5);
+    pool.release(first.pfn, first.count);
+    const stale = pool.alloc(pages);
+    assert.equal(stale.pfn, first.pfn);
+    assert.ok(stale.bytes().every((b) => b === 0xa5), 'the pool does not clear what a release gives back');
+    pool.release(stale.pfn, stale.count);
+    const zeroed = pool.alloc(pages, { zero: true, name: 'z' });
+    assert.equal(zeroed.pfn, first.pfn);
+    assert.ok(zeroed.bytes().every((b) => b === 0));
+    const before = pool.stats();
+    for (const zero of ['yes', 1, null]) expectPoolError(() => pool.alloc(1, { zero: zero as unknown as boolean }), 'BAD_ARGUMENT');
+    assert.deepEqual(pool.stats(), before);
+    assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+    pool.close();
+  });
+
   test('NO_SPACE names the largest free run', () => {
     const pool = memoryPool(4 * MiB);
     const free = pool.stats().free;

@@ -142,7 +142,8 @@ export class LogRing {
         throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a whole number from ${MIN_CAPACITY} to ${MAX_CAPACITY}, got ${String(bytes)}`);
       }
       try {
-        root = poolCall(() => pool.alloc(Math.ceil((HEADER_BYTES + bytes) / pool.pageSize), { name, owner }), what);
+        // Zeroed before it commits: the run may hold what a released client left (see PersistentMap.open).
+        root = poolCall(() => pool.alloc(Math.ceil((HEADER_BYTES + bytes) / pool.pageSize), { name, owner, zero: true }), what);
         created = true;
       } catch (e) {
         if (!(e instanceof PmpoolError && e.code === 'NAME_TAKEN')) throw e;

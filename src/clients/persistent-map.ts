@@ -203,7 +203,9 @@ export class PersistentMap {
     if (root === undefined) {
       if (readOnly || options.create === false) throw new ClientError('NOT_FOUND', `there is no ${what} in the pool`);
       try {
-        root = poolCall(() => pool.alloc(Math.ceil(HEADER_RUN_BYTES / pool.pageSize), { name, owner }), what);
+        // Zeroed before it commits: the run may hold what a released client left, and a header
+        // read as garbage would be refused (or, after a crash mid-creation, never initialized).
+        root = poolCall(() => pool.alloc(Math.ceil(HEADER_RUN_BYTES / pool.pageSize), { name, owner, zero: true }), what);
         created = true;
       } catch (e) {
         // Another process created it first.

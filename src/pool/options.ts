@@ -35,6 +35,15 @@ export interface AllocOptions {
   name?: string;
   /** The owning client (at most 24 UTF-8 bytes); release then requires the same owner. */
   owner?: string;
+  /**
+   * Zero the run before the allocation commits (the kernel's __GFP_ZERO). The
+   * pool never clears what a release gives back, so a new run holds what its
+   * last owner left; with `zero`, a crash leaves either no allocation or a
+   * zeroed one — what a client that formats its run at creation needs. A
+   * pass over the run's bytes under the pool lock: meant for headers, not
+   * for gigabytes.
+   */
+  zero?: boolean;
 }
 
 export interface ReleaseOptions {

@@ -64,6 +64,9 @@ export function setRestoreHook(hook: RestoreHook): void {
   restoreHook = hook;
 }
 
+/** Zeroing (alloc with `zero`) maps at most this much at a time. */
+const ZERO_WINDOW_BYTES = 64 * 1024 * 1024;
+
 export class Pool {
   private parts: PoolParts | null;
   private readonly metaWindow: RegionWindow;
@@ -253,10 +256,11 @@ export class Pool {
     if (!isPowerOfTwo(align)) throw new PoolError('BAD_ARGUMENT', `align must be a power of two (in pages), got ${String(align)}`);
     const name = encodeLabel(checkLabel(options.name, 'name', MAX_NAME_BYTES));
     const owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
+    if (options.zero !== undefined && typeof options.zero !== 'boolean') throw new PoolError('BAD_ARGUMENT', `zero must be a boolean, got ${String(options.zero)}`);
     this.lockAndRecover(p);
     let pfn: number;
     try {
-      pfn = this.allocLocked(p, count, align, name, owner, 0);
+      pfn = this.allocLocked(p, count, align, name, owner, 0, options.zero === true ? (at, pages) => this.zeroRun(at, pages) : undefined);
     } finally {
       p.control.unlock();
     }
@@ -635,6 +639,20 @@ export class Pool {
   }
 
   /* ---------------- internals ---------------- */
+
+  /** Zeroes pages [pfn, pfn + pageCount) through windows of their own, made durable before the commit. */
+  private zeroRun(pfn: number, pageCount: number): void {
+    const end = (pfn + pageCount) * this.pageSize;
+    for (let at = pfn * this.pageSize; at < end; at += ZERO_WINDOW_BYTES) {
+      const w = this.region.map(at, Math.min(ZERO_WINDOW_BYTES, end - at));
+      try {
+        w.bytes().fill(0);
+        if (this.region.durable) w.flush();
+      } finally {
+        w.unmap();
+      }
+    }
+  }
 
   /** @internal a view of `[byteOffset, +length)` of the region, through the chunk cache. */
   view(byteOffset: number, length: number): Uint8Array {
