@@ -11,13 +11,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
-import { cachePathOf, checkCache } from '../src/entry/bundle-loader.js';
+import { cachePathOf, checkCache, fileIdentity } from '../src/entry/bundle-loader.js';
+import { checksum64, checksumReference } from '../src/entry/checksum.js';
+import { Prng } from './support/prng.js';
 import { recordCache } from '../tools/record-cache.js';
 
 const DIST = fileURLToPath(new URL('../', import.meta.url));
@@ -146,12 +148,32 @@ test('a cache that does not belong to its bundle is refused, with the reason, an
   }
 });
 
-test('checkCache: the header binds path, bundle bytes and payload', () => {
+test('checksum64: the WebAssembly sum equals its JavaScript reference, and any change to one word changes it', () => {
+  const rng = new Prng(0x5eed);
+  for (const n of [0, 1, 7, 8, 9, 63, 64, 65, 4095, 65536, 200_003]) {
+    const bytes = new Uint8Array(n).map(() => rng.int(256));
+    const sum = checksum64(bytes);
+    assert.equal(sum, checksumReference(bytes), `${n} bytes`);
+    assert.match(sum, /^[0-9a-f]{16}$/);
+    if (n === 0) continue;
+    for (let k = 0; k < 16; k++) {
+      const flipped = Uint8Array.from(bytes);
+      flipped[rng.int(n)]! ^= 1 << rng.int(8);
+      assert.notEqual(checksum64(flipped), sum, `a flipped bit in ${n} bytes`);
+    }
+    assert.notEqual(checksum64(bytes.subarray(0, n - 1)), sum, 'one byte shorter');
+  }
+});
+
+test('checkCache: the header binds the bundle path, the bundle file and the payload', () => {
   const file = readFileSync(cachePathOf(BUNDLE));
-  const bytes = readFileSync(BUNDLE);
-  assert.ok('payload' in checkCache(file, BUNDLE, bytes));
-  const edited = Buffer.from(bytes);
-  edited[100] = edited[100] === 0x20 ? 0x0a : 0x20;
-  assert.deepEqual(checkCache(file, BUNDLE, edited), { problem: 'the bundle has changed since it was recorded' });
-  assert.match((checkCache(file, '/elsewhere/pmpool.bundle.cjs', bytes) as { problem: string }).problem, /recorded for \/work|recorded for \//);
+  const fd = openSync(BUNDLE, 'r');
+  const identity = fileIdentity(fd);
+  closeSync(fd);
+  assert.ok('payload' in checkCache(file, BUNDLE, identity));
+  const [size, mtime, ino, dev] = identity.split(':');
+  for (const other of [`${size}:${BigInt(mtime!) + 1n}:${ino}:${dev}`, `${Number(size) + 1}:${mtime}:${ino}:${dev}`, `${size}:${mtime}:${BigInt(ino!) + 1n}:${dev}`]) {
+    assert.deepEqual(checkCache(file, BUNDLE, other), { problem: 'the bundle has changed since it was recorded' });
+  }
+  assert.deepEqual(checkCache(file, '/elsewhere/pmpool.bundle.cjs', identity), { problem: `it was recorded for ${BUNDLE}` });
 });

@@ -14,11 +14,12 @@
  * At install a failure is a warning: the bundle works without a cache.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cachePathOf, encodeCache, sha256 } from '../src/entry/bundle-loader.js';
+import { cachePathOf, encodeCache, fileIdentity } from '../src/entry/bundle-loader.js';
+import { checksum64 } from '../src/entry/checksum.js';
 
 const dist = fileURLToPath(new URL('..', import.meta.url));
 export const BUNDLE = join(dist, 'pmpool.bundle.cjs');
@@ -49,7 +50,14 @@ export function recordCache(bundlePath: string = BUNDLE): void {
     run([WARM, `--bundle=${bundlePath}`, '--phase=hand-over', pool, `--blob=${blob}`], 'the warm-up hand-over');
     run([WARM, `--bundle=${bundlePath}`, '--phase=record', pool, `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
     const bytes = readFileSync(payload);
-    const file = encodeCache({ bundle: bundlePath, bundleSha256: sha256(readFileSync(bundlePath)), payloadSha256: sha256(bytes), node: process.version }, bytes);
+    const fd = openSync(bundlePath, 'r');
+    let bundleFile: string;
+    try {
+      bundleFile = fileIdentity(fd);
+    } finally {
+      closeSync(fd);
+    }
+    const file = encodeCache({ bundle: bundlePath, bundleFile, payloadChecksum: checksum64(bytes), node: process.version }, bytes);
     const temporary = `${cachePath}.${process.pid}`;
     writeFileSync(temporary, file);
     renameSync(temporary, cachePath); // a reader sees the old file or the new, whole

@@ -15,24 +15,26 @@
  * a header (its version, its flags, the payload's and the source's lengths):
  * a same-length edit of the bundle would run the old bytecode, and a damaged
  * payload crashes the process. So the cache file carries its own header
- * (CACHE_MAGIC, then one JSON line) binding it to the bundle's path and
- * SHA-256 and to its payload's SHA-256; anything that does not match is
- * refused, and the bundle is compiled as usual: slower, never wrong. The
- * cache is recorded where the package is installed, by the Node that runs it
+ * (CACHE_MAGIC, then one JSON line) binding it to the bundle — its path, and
+ * its size, modification time and inode, as Python binds a .pyc to its
+ * source: hashing the 270 KB source would cost more than the cache saves —
+ * and to a checksum of its payload (checksum.ts). Anything that does not match is refused, and
+ * the bundle is compiled as usual: slower, never wrong. The cache is recorded
+ * where the package is installed, by the Node that runs it
  * (tools/record-cache.ts, run by `npm install` and by the build).
  *
  * With --enable-source-maps the bundle is loaded through require() instead,
  * without the cache: Node maps stack traces only for modules it loads itself.
  */
-import type * as Crypto from 'node:crypto';
 import type * as Fs from 'node:fs';
+import { checksum64 } from './checksum.js';
 import type * as Url from 'node:url';
 import type * as Vm from 'node:vm';
 
 // Node's built-ins come through process.getBuiltinModule (Node >= 20.16), not ESM imports: the first
 // `import ... from 'node:fs'` of a process builds an ESM facade of the whole module, which costs about
 // 3 ms on the machines we measure on, more than the rest of the loading.
-const { readFileSync } = process.getBuiltinModule('node:fs') as typeof Fs;
+const { closeSync, fstatSync, openSync, readFileSync } = process.getBuiltinModule('node:fs') as typeof Fs;
 const { Script } = process.getBuiltinModule('node:vm') as typeof Vm;
 const { fileURLToPath } = process.getBuiltinModule('node:url') as typeof Url;
 
@@ -42,8 +44,10 @@ export const CACHE_MAGIC = 'pmpool-code-cache v1';
 export interface CacheHeader {
   /** The absolute path of the bundle the cache was recorded for: V8 keeps it in stack traces. */
   bundle: string;
-  bundleSha256: string;
-  payloadSha256: string;
+  /** The bundle file's identity when the cache was recorded (fileIdentity). */
+  bundleFile: string;
+  /** checksum64 of V8's payload. */
+  payloadChecksum: string;
   /** For people reading the file: V8 checks its own version. */
   node: string;
 }
@@ -66,8 +70,10 @@ export function cachePathOf(bundlePath: string): string {
   return `${bundlePath}.cache`;
 }
 
-export function sha256(bytes: Uint8Array): string {
-  return (process.getBuiltinModule('node:crypto') as typeof Crypto).createHash('sha256').update(bytes).digest('hex');
+/** Size, modification time (ns), inode and device of an open file: any edit or replacement changes it. */
+export function fileIdentity(fd: number): string {
+  const st = fstatSync(fd, { bigint: true });
+  return `${st.size}:${st.mtimeNs}:${st.ino}:${st.dev}`;
 }
 
 /** A cache file: the header and V8's payload after it. */
@@ -76,7 +82,7 @@ export function encodeCache(header: CacheHeader, payload: Uint8Array): Buffer {
 }
 
 /** The payload of a cache file that belongs to this bundle, or why it does not. */
-export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8Array): { payload: Buffer } | { problem: string } {
+export function checkCache(file: Buffer, bundlePath: string, bundleFile: string): { payload: Buffer } | { problem: string } {
   const magicEnd = file.indexOf(10);
   if (magicEnd < 0 || file.toString('latin1', 0, magicEnd) !== CACHE_MAGIC) return { problem: 'not a pmpool code cache' };
   const headerEnd = file.indexOf(10, magicEnd + 1);
@@ -88,9 +94,9 @@ export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8A
     return { problem: 'its header is not JSON' };
   }
   if (header.bundle !== bundlePath) return { problem: `it was recorded for ${String(header.bundle)}` };
+  if (header.bundleFile !== bundleFile) return { problem: 'the bundle has changed since it was recorded' };
   const payload = file.subarray(headerEnd + 1);
-  if (header.payloadSha256 !== sha256(payload)) return { problem: 'its payload is damaged' };
-  if (header.bundleSha256 !== sha256(bundleBytes)) return { problem: 'the bundle has changed since it was recorded' };
+  if (header.payloadChecksum !== checksum64(payload)) return { problem: 'its payload is damaged' };
   return { payload };
 }
 
@@ -118,7 +124,16 @@ function loadThroughRequire(bundlePath: string): LoadedBundle {
 }
 
 function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
-  const bytes = readFileSync(bundlePath);
+  // The identity and the bytes from one open file: a bundle replaced meanwhile is never paired with the old identity.
+  const fd = openSync(bundlePath, 'r');
+  let bytes: Buffer;
+  let identity: string;
+  try {
+    identity = fileIdentity(fd);
+    bytes = readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   let cachedData: Buffer | undefined;
   let cacheProblem: string | undefined;
   let file: Buffer | undefined;
@@ -129,7 +144,7 @@ function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
   }
   if (file !== undefined) {
-    const checked = checkCache(file, bundlePath, bytes);
+    const checked = checkCache(file, bundlePath, identity);
     if ('payload' in checked) cachedData = checked.payload;
     else cacheProblem = checked.problem;
   }
