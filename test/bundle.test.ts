@@ -11,13 +11,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
-import { cachePathOf, checkCache, fileIdentity } from '../src/entry/bundle-loader.js';
+import { cachePathOf, checkCache } from '../src/entry/bundle-loader.js';
 import { checksum64, checksumReference } from '../src/entry/checksum.js';
 import { Prng } from './support/prng.js';
 import { recordCache } from '../tools/record-cache.js';
@@ -95,6 +95,12 @@ test('the recorded code cache is used by this Node, and stack traces name the bu
   assert.match(r.stack, new RegExp(`at .*\\(${BUNDLE.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:\\d+:\\d+\\)`));
 });
 
+test('without WebAssembly (--jitless) the cache cannot be verified: refused, and the bundle works', () => {
+  const r = loadInChild(BUNDLE, undefined, ['--jitless']);
+  assert.deepEqual([r.cache, r.used], ['rejected', '3:3']);
+  assert.match(r.problem ?? '', /cannot be verified/);
+});
+
 test('with --enable-source-maps the bundle is loaded by require() and traces name the TypeScript', () => {
   const r = loadInChild(BUNDLE, undefined, ['--enable-source-maps']);
   assert.deepEqual([r.cache, r.used], ['bypassed', '3:3']);
@@ -165,15 +171,14 @@ test('checksum64: the WebAssembly sum equals its JavaScript reference, and any c
   }
 });
 
-test('checkCache: the header binds the bundle path, the bundle file and the payload', () => {
+test('checkCache: the header binds the bundle path, the bundle bytes and the payload', () => {
   const file = readFileSync(cachePathOf(BUNDLE));
-  const fd = openSync(BUNDLE, 'r');
-  const identity = fileIdentity(fd);
-  closeSync(fd);
-  assert.ok('payload' in checkCache(file, BUNDLE, identity));
-  const [size, mtime, ino, dev] = identity.split(':');
-  for (const other of [`${size}:${BigInt(mtime!) + 1n}:${ino}:${dev}`, `${Number(size) + 1}:${mtime}:${ino}:${dev}`, `${size}:${mtime}:${BigInt(ino!) + 1n}:${dev}`]) {
-    assert.deepEqual(checkCache(file, BUNDLE, other), { problem: 'the bundle has changed since it was recorded' });
+  const bytes = readFileSync(BUNDLE);
+  assert.ok('payload' in checkCache(file, BUNDLE, bytes));
+  for (const at of [0, bytes.length >>> 1, bytes.length - 1]) {
+    const edited = Buffer.from(bytes);
+    edited[at]! ^= 0x20;
+    assert.deepEqual(checkCache(file, BUNDLE, edited), { problem: 'the bundle has changed since it was recorded' });
   }
-  assert.deepEqual(checkCache(file, '/elsewhere/pmpool.bundle.cjs', identity), { problem: `it was recorded for ${BUNDLE}` });
+  assert.deepEqual(checkCache(file, '/elsewhere/pmpool.bundle.cjs', bytes), { problem: `it was recorded for ${BUNDLE}` });
 });

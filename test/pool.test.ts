@@ -199,4 +199,93 @@ describe('Pool basics', () => {
     assert.equal(pool.check().ok, true);
     pool.close();
   });
+
+  test('a record recovery does not honour is never reached through its home slot (INDEX_ALL)', () => {
+    // docs/abi.md: a directory record's page count is the u64 at +16.
+    const PAGES = 16;
+    const setup = () => {
+      const pool = Pool.create(new MemoryRegion(1 * MiB), { size: 1 * MiB, maxAllocations: 16 });
+      return { pool, parts: poolInternals(pool).parts };
+    };
+
+    // 1. A damaged home record (its page count grown over its neighbour's page): check and repair
+    //    report and keep it, and from then on neither at() nor release() reaches it.
+    {
+      const { pool, parts } = setup();
+      const a = pool.alloc(1);
+      const b = pool.alloc(1, { name: 'b' });
+      b.bytes().fill(7);
+      assert.equal(b.pfn, a.pfn + 1);
+      const slotA = homeSlot(pool.geometry, a.pfn);
+      assert.equal(parts.directory.pfn(slotA), a.pfn);
+      parts.writer.store64(parts.directory.offsetOf(slotA) + PAGES, 2);
+      const report = pool.check({ repair: true });
+      assert.ok(report.problems.some((p) => /corrupt/.test(p)), report.problems.join('\n'));
+      assert.equal(parts.control.indexAll(), true);
+      assert.equal(pool.at(a.pfn), undefined);
+      expectPoolError(() => pool.release(a.pfn, 2), 'NOT_ALLOCATED');
+      expectPoolError(() => pool.release(a.pfn, 1), 'NOT_ALLOCATED');
+      // The damaged record's plausible extent covers b's page: recovery keeps both out of reuse
+      // (docs/abi.md), so b's page is never handed out, and its bytes stay as they were.
+      const handedOut: number[] = [];
+      for (;;) {
+        try {
+          handedOut.push(pool.alloc(1).pfn);
+        } catch {
+          break;
+        }
+      }
+      assert.ok(handedOut.length > 0);
+      assert.ok(!handedOut.includes(a.pfn) && !handedOut.includes(b.pfn), 'neither page is handed out');
+      assert.ok(b.bytes().every((x) => x === 7));
+      // New allocations are indexed too, and found by pfn and released.
+      for (const pfn of handedOut) assert.equal(pool.at(pfn)?.pfn, pfn);
+      for (const pfn of handedOut) pool.release(pfn, 1);
+      assert.equal(pool.at(handedOut[0]!), undefined);
+      assert.equal([...parts.pfnIndex.entries()].length, 0, 'released records leave the index');
+      // A flipped INDEX_ALL word is reported and repaired.
+      parts.control.setIndexAll(false);
+      assert.ok(pool.check().problems.some((p) => /INDEX_ALL/.test(p)));
+      pool.check({ repair: true });
+      assert.equal(parts.control.indexAll(), true);
+      pool.close();
+    }
+
+    // 2. A committed record for pfn 0 (the superblock's page) in slot 0, its home: never released.
+    {
+      const { pool, parts } = setup();
+      assert.equal(homeSlot(pool.geometry, 0), 0);
+      assert.equal(parts.directory.isFree(0), true);
+      parts.slots.markUsed(0, 1);
+      parts.directory.write(0, 0, 1, parts.control.nextSeq(), 0, new Uint8Array(0), new Uint8Array(0));
+      parts.directory.commit(0);
+      assert.equal(pool.at(0), undefined, 'not even before a repair: no record may own the metadata');
+      expectPoolError(() => pool.release(0, 1), 'NOT_ALLOCATED');
+      pool.check({ repair: true });
+      assert.equal(parts.control.indexAll(), true);
+      expectPoolError(() => pool.release(0, 1), 'NOT_ALLOCATED');
+      for (let i = 0; i < 8; i++) assert.ok(pool.alloc(1).pfn >= pool.geometry.reservedUnits);
+      pool.close();
+    }
+
+    // 3. Two records for one pfn, the older away from home, the newer at home: the older stands.
+    {
+      const { pool, parts } = setup();
+      const g = pool.geometry;
+      const older = pool.alloc(1, { name: 'older' });
+      const home = homeSlot(g, older.pfn);
+      // Move the older record out of its home slot, as if that slot had been taken when it was made.
+      const spare = parts.slots.find(1, 1);
+      parts.slots.markUsed(spare, 1);
+      parts.directory.write(spare, older.pfn, 1, parts.directory.seq(home), 0, new Uint8Array(0), new TextEncoder().encode('older'));
+      parts.directory.commit(spare);
+      parts.directory.write(home, older.pfn, 1, parts.control.nextSeq(), 0, new Uint8Array(0), new TextEncoder().encode('newer'));
+      parts.directory.commit(home);
+      const report = pool.check({ repair: true });
+      assert.ok(report.problems.some((p) => /overlaps/.test(p)), report.problems.join('\n'));
+      assert.equal(parts.control.indexAll(), true);
+      assert.equal(pool.at(older.pfn)?.name, 'older', 'the lookup reaches the honoured record, not the one at home');
+      pool.close();
+    }
+  });
 });

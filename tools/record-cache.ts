@@ -14,11 +14,11 @@
  * At install a failure is a warning: the bundle works without a cache.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cachePathOf, encodeCache, fileIdentity } from '../src/entry/bundle-loader.js';
+import { cachePathOf, encodeCache } from '../src/entry/bundle-loader.js';
 import { checksum64 } from '../src/entry/checksum.js';
 
 const dist = fileURLToPath(new URL('..', import.meta.url));
@@ -42,6 +42,7 @@ function run(args: string[], what: string): string {
 export function recordCache(bundlePath: string = BUNDLE): void {
   const cachePath = cachePathOf(bundlePath);
   rmSync(cachePath, { force: true }); // the warm run compiles from source
+  const bundleChecksum = checksum64(readFileSync(bundlePath));
   const scratch = mkdtempSync(join(tmpdir(), 'pmpool-warm-'));
   try {
     const pool = `--pmpool=${join(scratch, 'pool')},64M`;
@@ -50,14 +51,9 @@ export function recordCache(bundlePath: string = BUNDLE): void {
     run([WARM, `--bundle=${bundlePath}`, '--phase=hand-over', pool, `--blob=${blob}`], 'the warm-up hand-over');
     run([WARM, `--bundle=${bundlePath}`, '--phase=record', pool, `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
     const bytes = readFileSync(payload);
-    const fd = openSync(bundlePath, 'r');
-    let bundleFile: string;
-    try {
-      bundleFile = fileIdentity(fd);
-    } finally {
-      closeSync(fd);
-    }
-    const file = encodeCache({ bundle: bundlePath, bundleFile, payloadChecksum: checksum64(bytes), node: process.version }, bytes);
+    // The bytes the warm-up compiled: read before it, and unchanged after it.
+    if (checksum64(readFileSync(bundlePath)) !== bundleChecksum) throw new Error(`${bundlePath} changed while its cache was recorded`);
+    const file = encodeCache({ bundle: bundlePath, bundleChecksum, payloadChecksum: checksum64(bytes), node: process.version }, bytes);
     const temporary = `${cachePath}.${process.pid}`;
     writeFileSync(temporary, file);
     renameSync(temporary, cachePath); // a reader sees the old file or the new, whole

@@ -15,13 +15,14 @@
  * a header (its version, its flags, the payload's and the source's lengths):
  * a same-length edit of the bundle would run the old bytecode, and a damaged
  * payload crashes the process. So the cache file carries its own header
- * (CACHE_MAGIC, then one JSON line) binding it to the bundle — its path, and
- * its size, modification time and inode, as Python binds a .pyc to its
- * source: hashing the 270 KB source would cost more than the cache saves —
- * and to a checksum of its payload (checksum.ts). Anything that does not match is refused, and
- * the bundle is compiled as usual: slower, never wrong. The cache is recorded
- * where the package is installed, by the Node that runs it
- * (tools/record-cache.ts, run by `npm install` and by the build).
+ * (CACHE_MAGIC, then one JSON line) binding it to the bundle — its path and a
+ * checksum of its bytes — and to a checksum of its payload (checksum.ts: a few
+ * lines of WebAssembly, a fraction of a millisecond for both, where loading
+ * node:crypto for a hash would cost more than the cache saves). Anything that
+ * does not match is refused, and the bundle is compiled as usual: slower,
+ * never wrong. The cache is recorded where the package is installed, by the
+ * Node that runs it (tools/record-cache.ts, run by `npm install` and by the
+ * build).
  *
  * With --enable-source-maps the bundle is loaded through require() instead,
  * without the cache: Node maps stack traces only for modules it loads itself.
@@ -34,7 +35,7 @@ import type * as Vm from 'node:vm';
 // Node's built-ins come through process.getBuiltinModule (Node >= 20.16), not ESM imports: the first
 // `import ... from 'node:fs'` of a process builds an ESM facade of the whole module, which costs about
 // 3 ms on the machines we measure on, more than the rest of the loading.
-const { closeSync, fstatSync, openSync, readFileSync } = process.getBuiltinModule('node:fs') as typeof Fs;
+const { readFileSync } = process.getBuiltinModule('node:fs') as typeof Fs;
 const { Script } = process.getBuiltinModule('node:vm') as typeof Vm;
 const { fileURLToPath } = process.getBuiltinModule('node:url') as typeof Url;
 
@@ -44,8 +45,8 @@ export const CACHE_MAGIC = 'pmpool-code-cache v1';
 export interface CacheHeader {
   /** The absolute path of the bundle the cache was recorded for: V8 keeps it in stack traces. */
   bundle: string;
-  /** The bundle file's identity when the cache was recorded (fileIdentity). */
-  bundleFile: string;
+  /** checksum64 of the bundle's bytes the cache was recorded from. */
+  bundleChecksum: string;
   /** checksum64 of V8's payload. */
   payloadChecksum: string;
   /** For people reading the file: V8 checks its own version. */
@@ -70,19 +71,13 @@ export function cachePathOf(bundlePath: string): string {
   return `${bundlePath}.cache`;
 }
 
-/** Size, modification time (ns), inode and device of an open file: any edit or replacement changes it. */
-export function fileIdentity(fd: number): string {
-  const st = fstatSync(fd, { bigint: true });
-  return `${st.size}:${st.mtimeNs}:${st.ino}:${st.dev}`;
-}
-
 /** A cache file: the header and V8's payload after it. */
 export function encodeCache(header: CacheHeader, payload: Uint8Array): Buffer {
   return Buffer.concat([Buffer.from(`${CACHE_MAGIC}\n${JSON.stringify(header)}\n`), payload]);
 }
 
 /** The payload of a cache file that belongs to this bundle, or why it does not. */
-export function checkCache(file: Buffer, bundlePath: string, bundleFile: string): { payload: Buffer } | { problem: string } {
+export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8Array): { payload: Buffer } | { problem: string } {
   const magicEnd = file.indexOf(10);
   if (magicEnd < 0 || file.toString('latin1', 0, magicEnd) !== CACHE_MAGIC) return { problem: 'not a pmpool code cache' };
   const headerEnd = file.indexOf(10, magicEnd + 1);
@@ -94,9 +89,16 @@ export function checkCache(file: Buffer, bundlePath: string, bundleFile: string)
     return { problem: 'its header is not JSON' };
   }
   if (header.bundle !== bundlePath) return { problem: `it was recorded for ${String(header.bundle)}` };
-  if (header.bundleFile !== bundleFile) return { problem: 'the bundle has changed since it was recorded' };
   const payload = file.subarray(headerEnd + 1);
-  if (header.payloadChecksum !== checksum64(payload)) return { problem: 'its payload is damaged' };
+  let sums: [string, string];
+  try {
+    sums = [checksum64(bundleBytes), checksum64(payload)];
+  } catch (e) {
+    // No WebAssembly (node --jitless, --noexpose-wasm): the cache cannot be verified, so it is not used.
+    return { problem: `it cannot be verified here (${(e as Error).message})` };
+  }
+  if (header.bundleChecksum !== sums[0]) return { problem: 'the bundle has changed since it was recorded' };
+  if (header.payloadChecksum !== sums[1]) return { problem: 'its payload is damaged' };
   return { payload };
 }
 
@@ -124,16 +126,7 @@ function loadThroughRequire(bundlePath: string): LoadedBundle {
 }
 
 function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
-  // The identity and the bytes from one open file: a bundle replaced meanwhile is never paired with the old identity.
-  const fd = openSync(bundlePath, 'r');
-  let bytes: Buffer;
-  let identity: string;
-  try {
-    identity = fileIdentity(fd);
-    bytes = readFileSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  const bytes = readFileSync(bundlePath);
   let cachedData: Buffer | undefined;
   let cacheProblem: string | undefined;
   let file: Buffer | undefined;
@@ -144,7 +137,7 @@ function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
   }
   if (file !== undefined) {
-    const checked = checkCache(file, bundlePath, identity);
+    const checked = checkCache(file, bundlePath, bytes);
     if ('payload' in checked) cachedData = checked.payload;
     else cacheProblem = checked.problem;
   }

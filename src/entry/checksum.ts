@@ -79,12 +79,13 @@ interface WasmApi {
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object) => { exports: unknown };
 }
-const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+const wasm = (globalThis as unknown as { WebAssembly: WasmApi | undefined }).WebAssembly;
 
 let instance: ChecksumExports | undefined;
 
 /** The checksum of `bytes`, as 16 hex digits. */
 export function checksum64(bytes: Uint8Array): string {
+  if (wasm === undefined) throw new Error('WebAssembly is not available in this process');
   instance ??= new wasm.Instance(new wasm.Module(moduleBytes())).exports as ChecksumExports;
   const { memory } = instance;
   const needed = Math.ceil((bytes.length + 8) / 65536);

@@ -10,7 +10,9 @@
  *  - the allocators' summaries and counters agree with their bitmaps;
  *  - the record-slot bitmap marks exactly the non-free records;
  *  - each index holds each live record exactly once, reachable by lookup
- *    (the pfn index: each live record away from its home slot, no other).
+ *    (the pfn index: each live record away from its home slot, no other;
+ *    every honoured record while INDEX_ALL is set, which it is exactly when
+ *    some committed record is not honoured).
  */
 import { BitmapAllocator, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { RECORD_BYTES } from './layout.js';
@@ -28,6 +30,7 @@ export function checkParts(p: PoolParts): string[] {
   if (intent) problems.push(`an operation was interrupted (intent: op ${intent.op}, slot ${intent.slot}, pfn ${intent.pfn})`);
 
   // Directory records, one by one.
+  let dishonoured = 0;
   for (let slot = 0; slot < d.capacity; slot++) {
     if (d.state(slot) === 0 && p.slots.isFree(slot, 1)) {
       // Fast path for the common free record: all-zero check only.
@@ -36,6 +39,7 @@ export function checkParts(p: PoolParts): string[] {
       continue;
     }
     const status = d.status(slot);
+    if (status === 'corrupt') dishonoured++;
     if (status === 'corrupt') problems.push(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
     if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
     const slotUsed = p.slots.isUsed(slot, 1);
@@ -49,23 +53,32 @@ export function checkParts(p: PoolParts): string[] {
   expected.markUsed(0, g.reservedUnits);
   const live = liveRecords(p).sort((a, b) => a.seq - b.seq);
   const names = new Map<string, number>();
-  // Live records in their home slot (docs/abi.md): the pfn index must have no entry for them.
-  const home = new Set(live.filter((r) => r.slot === homeSlot(g, r.pfn)).map((r) => r.slot));
+  const honoured: typeof live = [];
   for (const r of live) {
     const bad = extentProblem(p, r.pfn, r.pageCount);
     if (bad !== null) {
       problems.push(`${describeRecord(r)}: ${bad}`);
+      dishonoured++;
       continue;
     }
     const start = r.pfn / unitPages;
     const count = unitsOf(g, r.pageCount);
     if (!expected.isFree(start, count)) {
       problems.push(`${describeRecord(r)} overlaps pages owned by an older record or the metadata`);
+      dishonoured++;
       continue;
     }
     expected.markUsed(start, count);
-    // A record in its home slot is found there, and has no pfn index entry; any other is in the index.
-    if (!home.has(r.slot) && p.pfnIndex.find(hashPfn(r.pfn), (s) => s === r.slot) !== r.slot) problems.push(`${describeRecord(r)} is missing from the pfn index`);
+    honoured.push(r);
+  }
+  // INDEX_ALL (docs/abi.md): set exactly when some committed record is not honoured; then every
+  // honoured record is in the pfn index, else only those away from their home slot.
+  const indexAll = dishonoured > 0;
+  const flag = p.control.indexAllWord();
+  if (flag !== (indexAll ? 1 : 0)) problems.push(`the control page's INDEX_ALL word is ${flag}, but the directory implies ${indexAll ? 1 : 0}`);
+  const indexed = new Set(honoured.filter((r) => indexAll || r.slot !== homeSlot(g, r.pfn)).map((r) => r.slot));
+  for (const r of honoured) {
+    if (indexed.has(r.slot) && p.pfnIndex.find(hashPfn(r.pfn), (s) => s === r.slot) !== r.slot) problems.push(`${describeRecord(r)} is missing from the pfn index`);
     if (r.name.length > 0) {
       const key = Buffer.from(r.name).toString('latin1');
       const first = names.get(key);
@@ -88,14 +101,14 @@ export function checkParts(p: PoolParts): string[] {
   for (const e of p.pfnIndex.entries()) {
     pfnEntries++;
     if (!liveSlots.has(e.slot) || hashPfn(d.pfn(e.slot)) !== e.hash) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which it does not describe`);
-    else if (home.has(e.slot)) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which is in its home slot`);
+    else if (!indexed.has(e.slot)) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which ${indexAll ? 'is not honoured' : 'is in its home slot'}`);
   }
   for (const e of p.nameIndex.entries()) {
     if (!liveSlots.has(e.slot) || d.nameBytes(e.slot).length === 0 || hashName(d.nameBytes(e.slot)) !== e.hash) {
       problems.push(`name index entry ${e.position} points at record ${e.slot}, which it does not describe`);
     }
   }
-  if (pfnEntries > live.length - home.size) problems.push(`pfn index holds ${pfnEntries} entries for ${live.length - home.size} live records away from their home slot`);
+  if (pfnEntries > indexed.size) problems.push(`pfn index holds ${pfnEntries} entries for ${indexed.size} records that belong there`);
   return problems;
 }
 

@@ -37,9 +37,17 @@ const INTENT_SLOT = 140;
 const INTENT_PFN = 144; // u64
 const INTENT_PAGES = 152; // u64
 const INTENT_RUN_ID = 160;
+/**
+ * Derived, rebuilt by recovery and repair: 1 when the directory holds a
+ * committed record that recovery did not honour (a bad checksum, an extent
+ * outside the pool, pages an older record owns). A lookup by pfn must not
+ * trust such a record just because it sits in its home slot, so while this
+ * is set every honoured record is in the pfn index and lookups go there.
+ */
+const INDEX_ALL = 164;
 
 /** Offsets within the control area that tests and tools read directly (docs/abi.md). */
-export const CONTROL_LAYOUT = { LOCK_WORD, OWNER_RUN_ID, OWNER_PID, LOCK_BREAKS, NEXT_SEQ, INTENT_OP } as const;
+export const CONTROL_LAYOUT = { LOCK_WORD, OWNER_RUN_ID, OWNER_PID, LOCK_BREAKS, NEXT_SEQ, INTENT_OP, INDEX_ALL } as const;
 
 export const enum IntentOp {
   None = 0,
@@ -101,8 +109,9 @@ const IDENTITY_GRACE_MS = 200;
  * counters. Handing the lock over at every operation moves all of them from
  * core to core each time, which costs more than the operation itself; two
  * busy processes then get less done together than one alone. Past the polite
- * part the waiter takes the lock at the first chance, so a wait stays bounded
- * and the processes take turns.
+ * part the waiter takes the lock at the first chance it sees: turns are
+ * likely, not guaranteed (no queue; a waiter that keeps losing the race to
+ * short holds reaches LOCK_TIMEOUT, whose message says so).
  */
 const POLITE_POLLS = 64;
 const POLL_PAUSE = 100;
@@ -207,7 +216,7 @@ export class Control {
           const owner = this.owner();
           throw new PoolError(
             'LOCK_TIMEOUT',
-            `pool lock held for over ${this.timeoutMs} ms by pid ${owner.pid} (task ${owner.tid}, run ${seen}), which is alive`,
+            `waited over ${this.timeoutMs} ms for the pool lock, held last by pid ${owner.pid} (task ${owner.tid}, run ${seen}), which is alive: one long hold, or many short ones that kept winning the lock`,
           );
         }
       }
@@ -269,6 +278,20 @@ export class Control {
   }
 
   /** Next commit sequence number (under the lock). */
+  /** True while every honoured record must be in the pfn index (INDEX_ALL). */
+  indexAll(): boolean {
+    return this.w.u32[(this.base + INDEX_ALL) >>> 2] !== 0;
+  }
+
+  setIndexAll(on: boolean): void {
+    if (this.indexAll() !== on) this.w.store32(this.base + INDEX_ALL, on ? 1 : 0);
+  }
+
+  /** The raw word, for check(): anything but 0 or 1 is damage. */
+  indexAllWord(): number {
+    return this.w.u32[(this.base + INDEX_ALL) >>> 2]!;
+  }
+
   nextSeq(): number {
     const seq = this.w.load64(this.base + NEXT_SEQ) + 1;
     this.w.store64(this.base + NEXT_SEQ, seq);

@@ -44,7 +44,7 @@ import {
 } from './layout.js';
 import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
-import { liveRecords, rebuildDerived } from './recovery.js';
+import { extentProblem, liveRecords, rebuildDerived } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { Allocation } from './allocation.js';
 import { checkCount, checkLabel } from './arguments.js';
@@ -327,7 +327,7 @@ export class Pool {
     }
     d.commit(slot);
     w.barrier();
-    if (slot !== home) p.pfnIndex.insert(hashPfn(pfn), slot);
+    if (slot !== home || p.control.indexAll()) p.pfnIndex.insert(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.insert(hashName(name), slot);
     // The index entries reach the file before the intent is cleared: a power cut in between must
     // leave the intent (and so a rebuild), never a cleared intent over an index missing its entries.
@@ -381,7 +381,7 @@ export class Pool {
     w.barrier();
     d.uncommit(slot);
     w.barrier();
-    if (slot !== homeSlotOfUnit(p.geometry, start)) p.pfnIndex.remove(hashPfn(pfn), slot);
+    if (slot !== homeSlotOfUnit(p.geometry, start) || p.control.indexAll()) p.pfnIndex.remove(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.remove(hashName(name), slot);
     d.wipe(slot);
     p.units.markFree(start, pageCount <= p.unitPages ? 1 : unitsOf(p.geometry, pageCount));
@@ -743,9 +743,16 @@ export class Pool {
   private readonly matchPfn = (slot: number): boolean => this.parts!.directory.pfn(slot) === this.probePfn && this.parts!.directory.isCommitted(slot);
 
   private slotOfPfn(p: PoolParts, pfn: number): number {
-    // The home slot first: there is the record of every allocation that found it free.
-    const home = homeSlotOfUnit(p.geometry, Math.floor(pfn / p.unitPages));
-    if (p.directory.isCommitted(home) && p.directory.pfn(home) === pfn) return home;
+    // The home slot first: there is the record of every allocation that found it free — unless
+    // recovery left a record it did not honour, which may sit in a home slot (INDEX_ALL).
+    // Like an index entry, a committed home record is trusted as it stands (its checksum is
+    // check()'s to verify), but never with an extent no record may have: in the metadata, past
+    // the pool.
+    if (!p.control.indexAll()) {
+      const home = homeSlotOfUnit(p.geometry, Math.floor(pfn / p.unitPages));
+      const d = p.directory;
+      if (d.isCommitted(home) && d.pfn(home) === pfn && extentProblem(p, pfn, d.pageCount(home)) === null) return home;
+    }
     this.probePfn = pfn;
     return p.pfnIndex.find(hashPfn(pfn), this.matchPfn);
   }

@@ -70,6 +70,7 @@ export function rebuildDerived(p: PoolParts): string[] {
   p.nameIndex.clear();
 
   const live: LiveRecord[] = [];
+  let dishonoured = 0;
   for (let slot = 0; slot < d.capacity; slot++) {
     const status = d.status(slot);
     if (status === 'free') continue;
@@ -81,6 +82,7 @@ export function rebuildDerived(p: PoolParts): string[] {
     p.slots.markUsed(slot, 1);
     if (status === 'corrupt') {
       markPlausibleExtent(p, d.pfn(slot), d.pageCount(slot));
+      dishonoured++;
       continue;
     }
     live.push({ slot, pfn: d.pfn(slot), pageCount: d.pageCount(slot), seq: d.seq(slot), name: d.nameBytes(slot), owner: d.ownerBytes(slot), subpool: false });
@@ -89,18 +91,28 @@ export function rebuildDerived(p: PoolParts): string[] {
   // Oldest first: when two records claim one page, the older claim stands.
   live.sort((a, b) => a.seq - b.seq);
   const unitPages = 2 ** g.orderPerBit;
+  const honoured: LiveRecord[] = [];
   for (const r of live) {
-    if (extentProblem(p, r.pfn, r.pageCount) !== null) continue;
     const start = r.pfn / unitPages;
-    const count = unitsOf(g, r.pageCount);
-    if (!p.units.isFree(start, count)) continue;
-    p.units.markUsed(start, count);
-    if (r.slot !== homeSlot(g, r.pfn)) p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
+    if (extentProblem(p, r.pfn, r.pageCount) !== null || !p.units.isFree(start, unitsOf(g, r.pageCount))) {
+      dishonoured++;
+      continue;
+    }
+    p.units.markUsed(start, unitsOf(g, r.pageCount));
+    honoured.push(r);
     if (r.name.length > 0) {
       const h = hashName(r.name);
       if (p.nameIndex.find(h, (s) => bytesEqual(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
     }
   }
+  // A record recovery did not honour may sit in the home slot of a pfn: then a lookup must not
+  // take the home slot on trust, and every honoured record goes in the pfn index (INDEX_ALL).
+  const indexAll = dishonoured > 0;
+  for (const r of honoured) if (indexAll || r.slot !== homeSlot(g, r.pfn)) p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
+  if (indexAll !== p.control.indexAll()) {
+    changes.push(indexAll ? `${dishonoured} record(s) not honoured: lookups by pfn go through the index for every record` : 'every record honoured: lookups by pfn use home slots again');
+  }
+  p.control.setIndexAll(indexAll);
   return changes;
 }
 
