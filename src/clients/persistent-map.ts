@@ -248,11 +248,16 @@ export class PersistentMap {
   }
 
   private getFound(h: number): MapValue | undefined {
-    const i = this.find(h);
-    return i < 0 ? undefined : this.readValue(this.slots[2 * i]!);
+    // The value of the record find() matched, not of whatever the slot holds now: a reader's
+    // writer may delete the key in between (the slot becomes TOMB, with no seqlock change),
+    // and the slot read again would send readValue to segment 0, offset 8.
+    return this.find(h) < 0 ? undefined : this.readValue(this.foundRef);
   }
 
-  /** The slot holding the key in the scratch, or -1. */
+  /** The record find() last matched: a slot is read once per lookup. */
+  private foundRef = EMPTY;
+
+  /** The slot holding the key in the scratch, or -1 (its record's ref is left in foundRef). */
   private find(h: number): number {
     const slots = this.slots;
     const mask = this.mask;
@@ -261,7 +266,10 @@ export class PersistentMap {
     for (let n = 0; n < this.cap; n++) {
       const ref = slots[2 * i]!;
       if (ref === EMPTY) return -1;
-      if (ref !== TOMB && slots[2 * i + 1] === h && this.keyEquals(ref)) return i;
+      if (ref !== TOMB && slots[2 * i + 1] === h && this.keyEquals(ref)) {
+        this.foundRef = ref;
+        return i;
+      }
       i = (i + 1) & mask;
     }
     return this.bad('the table has no empty slot');
