@@ -286,6 +286,33 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('a reader whose key is deleted between its match and its read gets the value as it was', () => {
+    // The interleaving of two processes, forced in one: the writer deletes the key (one atomic
+    // store of TOMB in its slot, no seqlock change) right after the reader's lookup matched it.
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'shared');
+    map.set('gone', 'the old value');
+    map.set('kept', 'another value');
+    const reader = PersistentMap.open(pool, 'shared', { readOnly: true });
+    const internals = reader as unknown as { keyEquals(ref: number): boolean };
+    const keyEquals = internals.keyEquals.bind(reader);
+    let deleted = false;
+    internals.keyEquals = (ref: number) => {
+      const matched = keyEquals(ref);
+      if (matched && !deleted) {
+        deleted = map.delete('gone');
+      }
+      return matched;
+    };
+    assert.equal(reader.get('gone'), 'the old value');
+    assert.equal(deleted, true, 'the delete ran between the match and the read');
+    assert.equal(reader.get('gone'), undefined);
+    assert.equal(reader.get('kept'), 'another value');
+    reader.close();
+    map.close();
+    pool.close();
+  });
+
   test('a reader sees a consistent map while the writer grows, compacts and clears it', () => {
     const pool = memoryPool(64 * MiB);
     const map = PersistentMap.open(pool, 'shared');

@@ -28,9 +28,9 @@
  * without the cache: Node maps stack traces only for modules it loads itself.
  */
 import type * as Fs from 'node:fs';
-import { checksum64 } from './checksum.js';
 import type * as Url from 'node:url';
 import type * as Vm from 'node:vm';
+import { checksum64 } from './checksum.js';
 
 // Node's built-ins come through process.getBuiltinModule (Node >= 20.16), not ESM imports: the first
 // `import ... from 'node:fs'` of a process builds an ESM facade of the whole module, which costs about
