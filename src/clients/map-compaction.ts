@@ -13,9 +13,10 @@ import { slotOf } from './map-table.js';
 /** Records looked at per group. */
 const GROUP = 16;
 
-/** The group gatherLive found: `offsets[i]` is a live record, `slots[i]` the slot pointing at it. */
+/** The group gatherLive found: `offsets[i]` is a live record of `sizes[i]` bytes, `slots[i]` the slot pointing at it. */
 export const gathered = {
   offsets: new Uint32Array(GROUP),
+  sizes: new Uint32Array(GROUP),
   slots: new Uint32Array(GROUP),
   /** How many of them are live. */
   live: 0,
@@ -34,6 +35,7 @@ export const gathered = {
 export function gatherLive(from: Uint32Array, k: number, off: number, used: number, slots: Uint32Array, cap: number, mask: number, seed: number): boolean {
   const g = gathered;
   const offsets = g.offsets;
+  const sizes = g.sizes;
   let n = 0;
   while (n < GROUP && off < used) {
     const w = off >>> 2;
@@ -43,7 +45,10 @@ export function gatherLive(from: Uint32Array, k: number, off: number, used: numb
       g.next = off;
       return false;
     }
-    if (!markedDead(from, w, seed)) offsets[n++] = off;
+    if (!markedDead(from, w, seed)) {
+      offsets[n] = off;
+      sizes[n++] = total;
+    }
     off += total;
   }
   let touch = 0;
@@ -55,6 +60,7 @@ export function gatherLive(from: Uint32Array, k: number, off: number, used: numb
     const slot = slotOf(slots, cap, mask, from[at >>> 2]!, ((k << 19) | (at >>> 3)) >>> 0);
     if (slot < 0) continue;
     offsets[live] = at;
+    sizes[live] = sizes[c]!;
     g.slots[live++] = slot;
   }
   g.live = live;

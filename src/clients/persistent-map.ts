@@ -760,6 +760,7 @@ export class PersistentMap {
     const slots = this.slots;
     const g = gathered;
     const group = g.offsets;
+    const groupSizes = g.sizes;
     const groupSlots = g.slots;
     for (let off = SEG_HEADER; off < used; off = g.next) {
       if (!gatherLive(from, k, off, used, slots, this.cap, this.mask, this.seed)) {
@@ -769,7 +770,7 @@ export class PersistentMap {
       // Copy them past the active segment's bump pointer, move it over them with one store, then
       // publish each with one store of its slot (as many as fit; the rest in the next segment).
       for (let c = 0; c < live; ) {
-        const a = this.reserve(recordBytes(from[(group[c]! >>> 2) + 1]!, from[(group[c]! >>> 2) + 2]!));
+        const a = this.reserve(groupSizes[c]!);
         const toU8 = this.segU8[a]!;
         const toU32 = this.segU32[a]!;
         const start = this.segUsed[a]!;
@@ -777,10 +778,9 @@ export class PersistentMap {
         let end = start;
         let last = c;
         for (; last < live; last++) {
-          const at = group[last]!;
-          const total = recordBytes(from[(at >>> 2) + 1]!, from[(at >>> 2) + 2]!);
+          const total = groupSizes[last]!;
           if (end + total > room) break;
-          copyRecord(fromU8, from, at, toU8, toU32, end, total);
+          copyRecord(fromU8, from, group[last]!, toU8, toU32, end, total);
           end += total;
         }
         fault('compact:copied');
@@ -789,7 +789,7 @@ export class PersistentMap {
         for (let to = start; c < last; c++) {
           Atomics.store(slots, 2 * groupSlots[c]!, ((a << 19) | (to >>> 3)) >>> 0);
           fault('compact:moved');
-          const total = recordBytes(toU32[(to >>> 2) + 1]!, toU32[(to >>> 2) + 2]!);
+          const total = groupSizes[c]!;
           this.segLive[a] += total;
           this.segLive[k] -= total;
           to += total;

@@ -94,11 +94,12 @@ export function rebuildDerived(p: PoolParts): string[] {
   const honoured: LiveRecord[] = [];
   for (const r of live) {
     const start = r.pfn / unitPages;
-    if (extentProblem(p, r.pfn, r.pageCount) !== null || !p.units.isFree(start, unitsOf(g, r.pageCount))) {
+    const count = extentProblem(p, r.pfn, r.pageCount) === null ? unitsOf(g, r.pageCount) : 0;
+    if (count === 0 || !p.units.isFree(start, count)) {
       dishonoured++;
       continue;
     }
-    p.units.markUsed(start, unitsOf(g, r.pageCount));
+    p.units.markUsed(start, count);
     honoured.push(r);
     if (r.name.length > 0) {
       const h = hashName(r.name);
