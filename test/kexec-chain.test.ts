@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { shmPath, tempDir } from './support/child.js';
+import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
 
 const APP = fileURLToPath(new URL('./support/chain-app.js', import.meta.url));
 
@@ -61,5 +61,38 @@ describe('kexec chains of real programs', () => {
     assert.equal(rollback.rollback, 'NOT_READY');
     assert.equal(rollback.stillServing, true, 'the old program still allocates from its pool');
     assert.equal(rollback.generation, '2', 'the aborted generation 1 is burned: no blob of that attempt can match again');
+  });
+  test('output still queued for a full pipe at exec() reaches the reader whole; streams never created stay uncreated', () => {
+    const { path, cleanup } = shmPath('flush');
+    try {
+      // 512 KiB to a pipe whose buffer is 64 KiB: most of it waits in the stream's queue when exec() is called.
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         process.stdout.write('x'.repeat(1 << 19) + '\\n');
+         process.stderr.write('queued ' + (process.stdout.writableLength > 0) + '\\n');
+         await kexec.exec(process.execPath, ['-e', 'process.stdout.write("after\\\\n")', '--']);`,
+        ['--', `--pmpool=${path},1M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /^queued true$/m, 'the test did queue output in the stream');
+      assert.equal(r.stdout.length, (1 << 19) + 1 + 'after\n'.length);
+      assert.ok(r.stdout.endsWith('x\nafter\n') && /^x+$/.test(r.stdout.slice(0, 1 << 19)), 'every byte, in order');
+
+      // A program that never touched process.stdout: exec() leaves it uncreated (no stream, no handle).
+      const quiet = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         const before = process._getActiveHandles().length;
+         await kexec.exec('/nonexistent/pmpool-next', []).catch(() => {});
+         const after = process._getActiveHandles().length;
+         process.stderr.write('handles ' + before + ' ' + after + '\\n');`,
+        ['--', `--pmpool=${path},1M`],
+      );
+      assert.equal(quiet.status, 0, quiet.stderr);
+      assert.match(quiet.stderr, /^handles (\d+) \1$/m, 'no stdio stream was created by exec()');
+    } finally {
+      cleanup();
+    }
   });
 });

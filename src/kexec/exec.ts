@@ -38,11 +38,30 @@ export interface SpawnOptions extends ReplaceOptions {
  * write to a full pipe stays queued (writableLength > 0); a stream with an
  * empty queue has nothing to wait for, and skipping the round trip through
  * the event loop keeps it out of the handover's downtime.
+ *
+ * Only streams the program has created are looked at. process.stdout is a
+ * lazy getter: the first read builds the stream (for a pipe, a net.Socket,
+ * loading Node's net module), ~2.5 ms of downtime in a program that never
+ * wrote there, and such a stream has nothing to flush. A created TTY, pipe
+ * or socket stream is one of the process's active handles, marked
+ * `_isStdio`; a stream on a file writes synchronously and never queues. A
+ * Node without `_getActiveHandles` gets the plain getters.
  */
 async function flushStdio(): Promise<void> {
-  const drain = (stream: NodeJS.WriteStream) =>
+  const drain = (stream: NodeJS.WritableStream & { writableLength: number }) =>
     stream.writableLength === 0 ? undefined : new Promise<void>((resolve) => stream.write('', () => resolve()));
-  await Promise.all([drain(process.stdout), drain(process.stderr)]);
+  await Promise.all(createdStdioStreams().map(drain));
+}
+
+type StdioStream = NodeJS.WritableStream & { writableLength: number; _isStdio?: boolean };
+
+function createdStdioStreams(): StdioStream[] {
+  const activeHandles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles;
+  if (typeof activeHandles !== 'function') return [process.stdout, process.stderr];
+  return activeHandles.call(process).filter((h): h is StdioStream => {
+    const s = h as Partial<StdioStream> | null;
+    return s !== null && s._isStdio === true && typeof s.write === 'function' && typeof s.writableLength === 'number';
+  });
 }
 
 function envStrings(env: NodeJS.ProcessEnv): string[] {
