@@ -6,6 +6,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { Pool } from '../src/index.js';
 import { MemoryRegion } from '../src/region/index.js';
@@ -85,6 +86,32 @@ describe('LogRing basics', () => {
     again.close();
     reader.close();
     pool.close();
+  });
+
+  test('a reader of an empty ring gets no records, at once (also behind a writer killed before its first append)', () => {
+    // In a child with a deadline: the reader used to wait for the tail to differ from the head, for ever.
+    const { path, cleanup } = shmPath('log-empty');
+    try {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { Pool, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
+           const pool = Pool.create(process.argv[1], { size: '4M' });
+           LogRing.open(pool, 'empty', { bytes: 64 * 1024 }).close();
+           const reader = LogRing.open(pool, 'empty', { readOnly: true });
+           process.stdout.write(JSON.stringify([reader.records().length, reader.stats().records]));`,
+          path,
+        ],
+        { encoding: 'utf8', timeout: 20_000 },
+      );
+      assert.equal(r.signal, null, 'the reader returned (it was not killed at the deadline)');
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, '[0,0]');
+    } finally {
+      cleanup();
+    }
   });
 
   test('bad input and bad use: typed errors, and the ring unchanged', () => {

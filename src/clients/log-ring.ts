@@ -311,7 +311,10 @@ export class LogRing {
       const { head, tail } = this.cursors();
       const copy = this.data.slice();
       const nowTail = Number(Atomics.load(this.big, TAIL));
-      if (nowTail >= head) continue;
+      // Past the head read: the writer dropped everything copied here; read again. At the head: no
+      // record survives (an empty ring, or one a writer emptied and may have died on), so none is
+      // returned. Waiting for it to differ would spin for ever behind a writer killed there.
+      if (nowTail > head) continue;
       const scan = this.scan(Math.max(tail, nowTail), head, copy, new Uint32Array(copy.buffer), true);
       return scan.records;
     }
