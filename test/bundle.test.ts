@@ -18,7 +18,7 @@ import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
 import { cachePathOf, checkCache } from '../src/entry/bundle-loader.js';
-import { checksum64, checksumReference } from '../src/entry/checksum.js';
+import { assembleModule, checksum64, checksumReference, MODULE_BASE64 } from '../src/entry/checksum.js';
 import { Prng } from './support/prng.js';
 import { recordCache } from '../tools/record-cache.js';
 
@@ -152,6 +152,10 @@ test('a cache that does not belong to its bundle is refused, with the reason, an
   } finally {
     copy.cleanup();
   }
+});
+
+test('checksum64: the module it runs is the one the listing assembles', () => {
+  assert.equal(Buffer.from(assembleModule()).toString('base64'), MODULE_BASE64);
 });
 
 test('checksum64: the WebAssembly sum equals its JavaScript reference, and any change to one word changes it', () => {

@@ -14,7 +14,6 @@
  */
 import { randomNonZeroU31 } from '../util/random.js';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { crc32c } from '../util/crc32c.js';
 import { bootHash, processStartTime } from '../util/proc.js';
 import { ClientError } from './errors.js';
@@ -56,7 +55,7 @@ let selfCache: LockHolder | undefined;
 export function selfHolder(): LockHolder {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
     // node:worker_threads is loaded here, not at import: start-up after a handover should not pay for it.
-    const { threadId } = createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
+    const { threadId } = process.getBuiltinModule('node:worker_threads');
     selfCache = { pid: process.pid, threadId, startTime: processStartTime(process.pid) ?? 0, bootHash: bootHash(), imageId: imageId() };
   }
   return selfCache;

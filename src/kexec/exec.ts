@@ -5,7 +5,6 @@
  * reports ready, and takes everything back if it does not.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
 import { writeBlob, removeBlob } from './blob.js';
@@ -129,7 +128,7 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     const io = options.stdio ?? 'inherit';
     const stdio: StdioOptions = [io, io, io, 'pipe'];
     // node:child_process is loaded on first spawn: exec() and restore never need it.
-    const { spawn: spawnChild } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+    const { spawn: spawnChild } = process.getBuiltinModule('node:child_process');
     child = spawnChild(file, next.args, { env: { ...next.env, [READY_FD_ENV]: '3' }, stdio });
     await waitReady(child, options.readyTimeoutMs ?? 10_000);
   } catch (e) {

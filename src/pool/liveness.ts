@@ -11,7 +11,6 @@
  * place: the holder is dead either way, though its pid lives on.
  */
 import { readlinkSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { bootHash, processStartTime, taskStartTime } from '../util/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
@@ -38,7 +37,7 @@ export interface ProcessIdentity {
  */
 function nodeThreadId(tid: number): number {
   if (tid === process.pid) return 0;
-  return (createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads')).threadId;
+  return process.getBuiltinModule('node:worker_threads').threadId;
 }
 
 /** This thread's kernel task id: /proc/thread-self links to "PID/task/TID". 0 when unknown. */

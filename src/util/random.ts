@@ -5,7 +5,6 @@
  * /dev/urandom cannot be read.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import { createRequire } from 'node:module';
 
 export function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -19,7 +18,7 @@ export function randomBytes(n: number): Uint8Array {
     }
     return out;
   } catch {
-    const crypto = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+    const crypto = process.getBuiltinModule('node:crypto');
     return new Uint8Array(crypto.randomBytes(n));
   }
 }
