@@ -388,6 +388,68 @@ function scenario(rng: Prng): Op[] {
   return ops;
 }
 
+describe('PersistentMap open in a busy pool', () => {
+  /** Counts the sweeps of the pool's allocations a map makes (a pass over the whole directory). */
+  function countSweeps(pool: Pool): { readonly sweeps: number } {
+    const counter = { sweeps: 0 };
+    const all = pool.allocations.bind(pool);
+    pool.allocations = () => {
+      counter.sweeps++;
+      return all();
+    };
+    return counter;
+  }
+
+  test('a map closed or handed over cleanly reopens without sweeping the pool; after a crash the sweep gives back what was in flight', () => {
+    const pool = Pool.create(new MemoryRegion(64 * MiB), { size: 64 * MiB, maxAllocations: 20_000 });
+    try {
+      let map = PersistentMap.open(pool, 'busy');
+      for (let i = 0; i < 3000; i++) map.set(`key ${i}`, `value ${i}`.repeat(4));
+      map.close();
+      for (let i = 0; i < 5000; i++) pool.alloc(1, { owner: 'someone else' });
+      const counter = countSweeps(pool);
+
+      map = PersistentMap.open(pool, 'busy');
+      assert.equal(counter.sweeps, 0, 'a clean open finds its runs by name');
+      assert.equal(map.size, 3000);
+      assert.equal(map.get('key 2999'), 'value 2999'.repeat(4));
+
+      // A writer dies after allocating a segment and before publishing it: the map is dirty.
+      let segmentsAllocated = 0;
+      setMapFaultHook((point) => {
+        if (point === 'segment:allocated' && ++segmentsAllocated === 1) throw new Error('crash');
+      });
+      try {
+        assert.throws(() => {
+          for (let i = 0; ; i++) map.set(`more ${i}`, 'x'.repeat(200));
+        }, /crash/);
+      } finally {
+        setMapFaultHook(null);
+      }
+      map.abandon();
+      const leftover = ownedPages(pool, 'busy');
+
+      map = PersistentMap.open(pool, 'busy', { handover: null });
+      assert.equal(counter.sweeps, 1, 'after a crash the open sweeps once');
+      assert.ok(ownedPages(pool, 'busy') < leftover, 'the unpublished segment was given back');
+      assert.equal(ownedPages(pool, 'busy'), map.stats().pages);
+      assert.deepEqual(map.check().problems, []);
+      map.close();
+
+      // Closed cleanly again: the next open does not sweep.
+      const before = counter.sweeps;
+      map = PersistentMap.open(pool, 'busy');
+      assert.equal(counter.sweeps, before);
+      assert.equal(map.get('key 0'), 'value 0'.repeat(4));
+      map.close();
+      assert.ok(pool.check().ok);
+    } finally {
+      setMapFaultHook(null);
+      pool.close();
+    }
+  });
+});
+
 describe('PersistentMap crash simulation', () => {
   test('a crash at every store boundary of every operation leaves each entry old or new, and no page leaked', () => {
     const seed = testSeed('PMAP_CRASH_SEED');

@@ -1037,7 +1037,11 @@ export class PersistentMap {
     if (!desc.ok) throw new ClientError('CORRUPT', `${this.what}: its table descriptor does not verify`);
     this.activeDesc = d;
     const tableName = `${this.name}/t${desc.seq}`;
-    const { table, stale } = sortOwnedRuns(this.ownedRuns(), this.name, desc, h);
+    // A map closed or handed over cleanly had no run in flight (a writer marks it dirty before its
+    // first change, and clean again only after its last): its table is found by name, its segments
+    // by the segment table, in O(1) whatever the pool holds. Only a crash leaves leftovers to give
+    // back, and finding them takes a pass over the pool's allocations.
+    const { table, stale } = h[HDR_CLEAN] === 1 ? { table: this.tableByName(tableName, desc), stale: [] } : sortOwnedRuns(this.ownedRuns(), this.name, desc, h);
     // Allocated but never published, or unpublished but never released.
     for (const run of stale) poolCall(() => this.pool.release(run.pfn, run.count, { owner: this.owner }), this.what);
     if (desc.pfn !== 0) {
@@ -1055,7 +1059,10 @@ export class PersistentMap {
       this.tombs = h[HDR_TOMBS]!;
       for (const k of this.loaded) this.segLive[k] = this.segU32[k]![SEG_W_LIVE]!;
     } else {
+      // After a crash: exact again once recounted, and marked so at close or handover, so that
+      // the next open neither recounts nor sweeps the pool.
       this.recount();
+      this.markDirty();
     }
     if (this.count + this.tombs > this.cap) throw new ClientError('CORRUPT', `${this.what}: ${this.count} entries and ${this.tombs} tombstones in ${this.cap} slots`);
     // Pick the roomiest small segment to go on appending to; queue the sparse ones.
@@ -1081,6 +1088,13 @@ export class PersistentMap {
         this.compactPending();
       }
     }
+  }
+
+  /** The run the descriptor names, when the pool holds it under the table's name, at its pfn, for this owner. */
+  private tableByName(tableName: string, desc: TableDescriptor): Allocation | undefined {
+    if (desc.pfn === 0) return undefined;
+    const run = poolCall(() => this.pool.find(tableName), this.what);
+    return run !== undefined && run.pfn === desc.pfn && run.owner === this.owner ? run : undefined;
   }
 
   /** Counts entries, tombstones and live bytes per segment from the table (after a crash). */
