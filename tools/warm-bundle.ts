@@ -21,7 +21,7 @@ const arg = (name: string): string => {
 
 const loaded = loadBundle(arg('bundle'));
 if (loaded.script === null) throw new Error('the warm-up must compile the bundle itself (run it without --enable-source-maps)');
-const { kexec } = loaded.exports as unknown as typeof Pmpool;
+const { kexec, PersistentMap, LogRing } = loaded.exports as unknown as typeof Pmpool;
 const phase = arg('phase');
 
 if (phase === 'hand-over') {
@@ -36,6 +36,16 @@ if (phase === 'hand-over') {
   a.bytes()[0] = 1;
   pool.release(a.pfn, a.count);
   pool.stats();
+  // The clients a program reopens after a handover: their open, reads and writes.
+  const map = PersistentMap.open(pool, 'warm-map');
+  for (let i = 0; i < 64; i++) map.set(`key ${i}`, `value ${i}`);
+  map.get('key 1');
+  map.delete('key 2');
+  map.close();
+  const ring = LogRing.open(pool, 'warm-ring', { bytes: 64 * 1024 });
+  ring.append('warm');
+  ring.records();
+  ring.close();
   const refused = await kexec.exec('/nonexistent/pmpool-warm-up', []).catch((e: Error) => e);
   if (!(refused instanceof Error)) throw new Error('exec of a missing program did not fail');
   pool.close();

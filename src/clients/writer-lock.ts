@@ -15,7 +15,7 @@
 import { randomNonZeroU31 } from '../util/random.js';
 import { readFileSync } from 'node:fs';
 import { crc32c } from '../util/crc32c.js';
-import { bootHash, processStartTime } from '../util/proc.js';
+import { bootHash, ownStartTime, ownThreadId, processStartTime } from '../util/proc.js';
 import { ClientError } from './errors.js';
 
 /* Word offsets from the lock's base (u32 index). */
@@ -54,23 +54,24 @@ let selfCache: LockHolder | undefined;
 /** This thread of this program image. */
 export function selfHolder(): LockHolder {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
-    // node:worker_threads is loaded here, not at import: start-up after a handover should not pay for it.
-    const { threadId } = process.getBuiltinModule('node:worker_threads');
-    selfCache = { pid: process.pid, threadId, startTime: processStartTime(process.pid) ?? 0, bootHash: bootHash(), imageId: imageId() };
+    // The main thread's id is known without node:worker_threads, and the start time is the one
+    // the pool's lock already read: reopening a client after a handover reads little of /proc.
+    selfCache = { pid: process.pid, threadId: ownThreadId(), startTime: ownStartTime() ?? 0, bootHash: bootHash(), imageId: imageId() };
   }
   return selfCache;
 }
 
 /**
- * A number that changes at every execve of this process: the addresses of the
- * stack and vDSO mappings, which ASLR randomises per image. Without ASLR it is
- * constant, and a stale lock of the same pid is recognised by thread and token.
+ * A number that changes at every execve of this process and is the same in
+ * all its threads: a hash of its ELF auxiliary vector, which holds the
+ * addresses of the vDSO and of the kernel's random bytes on the new stack,
+ * both randomised per image by ASLR (a few hundred bytes to read, where
+ * /proc/self/maps is tens of KB). Without ASLR it is constant, and a stale
+ * lock of the same pid is recognised by thread and token.
  */
 function imageId(): number {
   try {
-    const maps = readFileSync('/proc/self/maps', 'latin1');
-    const lines = maps.split('\n').filter((l) => l.endsWith('[stack]') || l.endsWith('[vdso]'));
-    return crc32c(Buffer.from(lines.map((l) => l.slice(0, l.indexOf(' '))).join(','))) >>> 0;
+    return crc32c(readFileSync('/proc/self/auxv')) >>> 0;
   } catch {
     return 0;
   }

@@ -10,8 +10,7 @@
  * gone, and so does every thread but the caller when a process execve()s in
  * place: the holder is dead either way, though its pid lives on.
  */
-import { readlinkSync } from 'node:fs';
-import { bootHash, processStartTime, taskStartTime } from '../util/proc.js';
+import { bootHash, ownStartTime, ownThreadId, ownTid, processStartTime, taskStartTime } from '../util/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
 
@@ -29,38 +28,17 @@ export interface ProcessIdentity {
   tidStartTime: number;
 }
 
-/**
- * Node's threadId. The main thread is the process's first task (tid == pid)
- * and has threadId 0: it is known without loading node:worker_threads, which
- * costs about 1.5 ms of a restore's start-up. A worker loads it at its own
- * start, so asking there costs nothing.
- */
-function nodeThreadId(tid: number): number {
-  if (tid === process.pid) return 0;
-  return process.getBuiltinModule('node:worker_threads').threadId;
-}
-
-/** This thread's kernel task id: /proc/thread-self links to "PID/task/TID". 0 when unknown. */
-function selfTid(): number {
-  try {
-    const m = /^(\d+)\/task\/(\d+)$/.exec(readlinkSync('/proc/thread-self'));
-    return m && Number(m[1]) === process.pid ? Number(m[2]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
 // Module state is per isolate, so this cache is per thread: a worker computes its own identity.
 let selfCache: ProcessIdentity | undefined;
 export function selfIdentity(): ProcessIdentity {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
-    const tid = selfTid();
+    const tid = ownTid();
     const tidStartTime = tid === 0 ? 0 : (taskStartTime(process.pid, tid) ?? 0);
     selfCache = {
       pid: process.pid,
-      startTime: processStartTime(process.pid) ?? 0,
+      startTime: ownStartTime() ?? 0,
       bootHash: bootHash(),
-      threadId: nodeThreadId(tid),
+      threadId: ownThreadId(tid),
       tid: tidStartTime === 0 ? 0 : tid,
       tidStartTime,
     };

@@ -4,7 +4,7 @@
  * writer locks. A pid alone is no identity (pids are reused), so a holder is
  * named by pid + the kernel's start time + the boot it ran in.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { crc32c } from './crc32c.js';
 
 /** Start time (clock ticks after boot, /proc/PID/stat field 22) of a live process; null when gone or a zombie. */
@@ -31,6 +31,38 @@ function startTimeOf(statPath: string): number | null {
   if (state === 'Z' || state === 'X' || state === 'x') return null;
   const start = Number(fields[19]); // field 22 overall; fields[0] is field 3
   return Number.isFinite(start) ? start : null;
+}
+
+let ownStart: { pid: number; startTime: number | null } | undefined;
+/**
+ * This process's start time, read once per process (an execve in place keeps
+ * the pid and the start time alike). The pool lock and a client's writer lock
+ * both name their holder by it.
+ */
+export function ownStartTime(): number | null {
+  if (ownStart === undefined || ownStart.pid !== process.pid) ownStart = { pid: process.pid, startTime: processStartTime(process.pid) };
+  return ownStart.startTime;
+}
+
+/** This thread's kernel task id: /proc/thread-self links to "PID/task/TID". 0 when unknown. */
+export function ownTid(): number {
+  try {
+    const m = /^(\d+)\/task\/(\d+)$/.exec(readlinkSync('/proc/thread-self'));
+    return m && Number(m[1]) === process.pid ? Number(m[2]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Node's threadId of the thread whose task id is `tid`. The main thread is the
+ * process's first task (tid == pid) and has threadId 0: it is known without
+ * loading node:worker_threads, which costs 0.5-1.5 ms of the start-up after a
+ * handover. A worker loads it at its own start, so asking there costs nothing.
+ */
+export function ownThreadId(tid: number = ownTid()): number {
+  if (tid === process.pid) return 0;
+  return process.getBuiltinModule('node:worker_threads').threadId;
 }
 
 let bootHashCache: number | undefined;
