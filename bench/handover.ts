@@ -20,6 +20,7 @@ const APPS = {
 };
 type AppKind = keyof typeof APPS;
 const TARGET_MS = 5;
+const CLIENT_ENTRIES = 100_000;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -47,19 +48,22 @@ interface Downtime {
   imported: number;
   /** → kexec.incoming() and Pool.restore done: the whole downtime. */
   restored: number;
+  /** → the program's PersistentMap and LogRing open again (with --clients; else NaN). */
+  clientsOpened: number;
 }
 
-function downtime(app: AppKind, size: string, hops: number): Downtime {
+function downtime(app: AppKind, size: string, hops: number, clients = 0): Downtime {
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
   const pool = `/dev/shm/pmpool-bench-handover-${process.pid}-${app}-${size}`;
   try {
     const out = join(dir, 'times');
-    const r = spawnSync(process.execPath, [APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`], { encoding: 'utf8' });
+    const args = [APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`, ...(clients > 0 ? [`--clients=${clients}`] : [])];
+    const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`handover app (${app}) failed: ${r.stderr}`);
     const rows = readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
     if (rows.length !== hops) throw new Error(`handover app (${app}) recorded ${rows.length} hops of ${hops}`);
     const column = (i: number) => median(rows.map((row) => row[i]!));
-    return { start: column(0), running: column(1), imported: column(2), restored: column(3) };
+    return { start: column(0), running: column(1), imported: column(2), restored: column(3), clientsOpened: clients > 0 ? column(4) : Number.NaN };
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(pool, { force: true });
@@ -91,6 +95,13 @@ export async function benchHandover(): Promise<Record<string, number>> {
         [`${app}_incomingAndRestore64GiBMs`]: large.restored - large.imported,
       });
     }
+    // A program that keeps its state in clients: downtime until its map (100,000 entries) and ring are open again.
+    const withClients = downtime('cjs', '1G', hops, CLIENT_ENTRIES);
+    Object.assign(r, {
+      cjs_clients_restoredMs: withClients.restored,
+      cjs_clients_openedMs: withClients.clientsOpened,
+      cjs_clients_reopenMs: withClients.clientsOpened - withClients.restored,
+    });
     // The baseline is the lower of two measurements, before and after: the one least disturbed.
     const baseline = Math.min(bare, bareStartMs(['-e', '0'], 15));
     for (const app of ['esm', 'cjs'] as const) {
@@ -119,5 +130,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     console.log(`  where it goes (1 GiB): exec() → new process ${f(k('execToStartMs'))} ms, Node's start ${f(k('nodeBootstrapMs'))} ms, loading pmpool ${f(k('importMs'))} ms, incoming + restore ${f(k('incomingAndRestore1GiBMs'))} ms (64 GiB: ${f(k('incomingAndRestore64GiBMs'))} ms)`);
     console.log(`  target (within ${TARGET_MS} ms of bare node, 64 GiB within 10% of 1 GiB): ${k('target_met') ? 'MET' : 'MISSED'}`);
   }
+  console.log(`CommonJS program that reopens a PersistentMap (${CLIENT_ENTRIES.toLocaleString('en')} entries) and a LogRing after the restore (1 GiB pool):`);
+  console.log(`  exec() → Pool.restore done      ${f(r.cjs_clients_restoredMs)} ms`);
+  console.log(`  exec() → map and ring open      ${f(r.cjs_clients_openedMs)} ms  (+${f(r.cjs_clients_reopenMs)} ms to reopen them; +${f(r.cjs_clients_openedMs! - r.bareNodeStartMs!)} ms over bare node)`);
   console.log(JSON.stringify({ bench: 'handover', ...r }));
 }
