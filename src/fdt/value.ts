@@ -90,13 +90,30 @@ export function decodeStrings(value: Uint8Array, what: string): string[] {
   const list: string[] = [];
   for (let start = 0; start < value.length; ) {
     const nul = value.indexOf(0, start);
-    try {
-      utf8Strict ??= new TextDecoder('utf-8', { fatal: true });
-      list.push(utf8Strict.decode(value.subarray(start, nul)));
-    } catch {
-      fail('BADVALUE', `${what} is not valid UTF-8`);
-    }
+    list.push(decodeUtf8(value, start, nul, what));
     start = nul + 1;
   }
   return list;
+}
+
+/**
+ * `value[start, end)` as strict UTF-8. ASCII, what a handover's paths, names
+ * and compatibles are, is read directly: a restore then never builds a
+ * TextDecoder (~0.1 ms the first time).
+ */
+function decodeUtf8(value: Uint8Array, start: number, end: number, what: string): string {
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    if (value[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return Buffer.from(value.buffer, value.byteOffset + start, end - start).toString('latin1');
+  try {
+    utf8Strict ??= new TextDecoder('utf-8', { fatal: true });
+    return utf8Strict.decode(value.subarray(start, end));
+  } catch {
+    return fail('BADVALUE', `${what} is not valid UTF-8`);
+  }
 }
