@@ -11,6 +11,8 @@ import { Pool, PoolError } from '../src/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { ClientError, LogRing, PersistentMap, MAX_KEY_BYTES, MAX_VALUE_BYTES, type MapKey, type MapValue } from '../src/clients/index.js';
 import { setMapFaultHook } from '../src/clients/persistent-map.js';
+import { HDR_COUNT, HDR_SEQ, SEG_HEADER } from '../src/clients/map-layout.js';
+import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
 import { expectError, memoryPool as poolInMemory } from './support/expect.js';
 
@@ -447,6 +449,82 @@ describe('PersistentMap open in a busy pool', () => {
       setMapFaultHook(null);
       pool.close();
     }
+  });
+});
+
+/** The map's header run as words (the layout of docs/clients.md). */
+function headerWords(pool: Pool, name: string): Uint32Array {
+  const bytes = pool.find(name)!.bytes();
+  return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2);
+}
+
+describe('PersistentMap over damage and a dead writer: every loop ends', () => {
+  test('an entry count damaged below what the table holds: a shrink refuses (CORRUPT) instead of rehashing for ever', () => {
+    const { path, cleanup } = shmPath('map-count');
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      const map = PersistentMap.open(pool, 'kv');
+      for (let i = 0; i < 3000; i++) map.set(`key ${i}`, `value ${i}`);
+      map.close();
+      headerWords(pool, 'kv')[HDR_COUNT] = 1; // closed cleanly: the count is trusted at the next open
+      pool.close();
+      // In a child with a deadline: the next set shrank the table to fit one entry and rehashed 3000 into it.
+      const r = runModule(
+        `import { Pool, PersistentMap } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.open(process.argv[1]);
+         const map = PersistentMap.open(pool, 'kv');
+         let code = 'none';
+         try { map.set('one more', 'x'); } catch (e) { code = e.code; }
+         process.stdout.write(JSON.stringify([code, map.get('key 2999'), pool.check().ok]));`,
+        [path],
+        [],
+        20_000,
+      );
+      assert.equal(r.signal, null, 'the set returned (it was not killed at the deadline)');
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), ['CORRUPT', 'value 2999', true]);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a reader behind a writer that died inside a write section waits for it once, not at every step', () => {
+    // In a child with a deadline: each lookup and each slot of an iteration waited ~0.2 s again.
+    const r = runModule(
+      `import { Pool, PersistentMap, MemoryRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+       const pool = Pool.create(new MemoryRegion(${32 * MiB}), { size: ${32 * MiB} });
+       const map = PersistentMap.open(pool, 'kv');
+       for (let i = 0; i < 100; i++) map.set('key ' + i, 'value ' + i);
+       map.abandon(); // killed, its lock held
+       const bytes = pool.find('kv').bytes();
+       Atomics.add(new Uint32Array(bytes.buffer, bytes.byteOffset, ${HDR_SEQ + 1}), ${HDR_SEQ}, 1); // ... inside a write section
+       const reader = PersistentMap.open(pool, 'kv', { readOnly: true });
+       const values = [];
+       for (let i = 0; i < 100; i++) values.push(reader.get('key ' + i));
+       process.stdout.write(JSON.stringify([[...reader.keys()].length, values.every((v, i) => v === 'value ' + i)]));`,
+      [],
+      [],
+      20_000,
+    );
+    assert.equal(r.signal, null, 'the reader returned (it was not killed at the deadline)');
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), [100, true]);
+  });
+
+  test('a record whose lengths add up past 2^31 is reported where it is, not after a walk backwards', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'kv');
+    for (let i = 0; i < 100; i++) map.set(`key ${i}`, `value ${i}`);
+    map.set('key 0', 'again'); // the first record of segment 0 is garbage now
+    map.close();
+    const seg = headerWords(pool, 'kv/s0');
+    seg[SEG_HEADER / 4 + 1] = 0xffffffff; // its key and value lengths: 2^30 - 1 each
+    seg[SEG_HEADER / 4 + 2] = 0xffffffff;
+    const again = PersistentMap.open(pool, 'kv');
+    const e = expectClientError(() => again.compact(), 'CORRUPT');
+    assert.match(e.message, new RegExp(`malformed record at ${SEG_HEADER}$`));
+    assert.equal(again.get('key 99'), 'value 99');
+    pool.close();
   });
 });
 

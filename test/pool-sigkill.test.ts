@@ -19,7 +19,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { CONTROL_LAYOUT } from '../src/pool/control.js';
-import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
+import { PersistentMap } from '../src/clients/index.js';
+import { LOCK_INDEX } from '../src/clients/client-header.js';
+import { PMPOOL_ENTRY, runModule, shmPath, startModule } from './support/child.js';
 import { sealState } from './support/pool-churn.js';
 import { Prng, testSeed } from './support/prng.js';
 
@@ -293,6 +295,38 @@ describe('SIGKILL', () => {
       } finally {
         again.close();
       }
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a wall clock set back while a holder is dead does not hold off the break (pool lock and map writer lock)', () => {
+    const { path, cleanup } = shmPath('clock-back');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      PersistentMap.open(pool, 'kv').set('key', 'value').close();
+      // Both locks taken by holders that died before writing who they are.
+      const bytes = pool.find('kv')!.bytes();
+      new Uint32Array(bytes.buffer, bytes.byteOffset, LOCK_INDEX + 1)[LOCK_INDEX] = 12345;
+      const { parts } = poolInternals(pool);
+      parts.writer.atomicStore(pool.geometry.areas.control.offset + CONTROL_LAYOUT.LOCK_WORD, 12345);
+      pool.close();
+      // In a child with a deadline, its wall clock set back an hour every 100 ms: waits timed by it never ended.
+      const r = runModule(
+        `const wall = Date.now;
+         const first = wall();
+         Date.now = () => wall() - 3_600_000 * Math.floor((wall() - first) / 100);
+         const { Pool, PersistentMap } = await import(${JSON.stringify(PMPOOL_ENTRY)});
+         const pool = Pool.open(process.argv[1]);
+         const map = PersistentMap.open(pool, 'kv');
+         process.stdout.write(JSON.stringify([pool.stats().lockBreaks, map.get('key')]));`,
+        [path],
+        [],
+        20_000,
+      );
+      assert.equal(r.signal, null, 'the opens returned (they were not killed at the deadline)');
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), [1, 'value']);
     } finally {
       cleanup();
     }

@@ -6,7 +6,7 @@ import { computeGeometry } from '../src/pool/layout.js';
 import { HEADER_WORDS } from '../src/alloc/index.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { hashPfn, homeSlot } from '../src/pool/parts.js';
-import { shmPath } from './support/child.js';
+import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
 import { expectError, memoryPool as poolInMemory } from './support/expect.js';
 
 const MiB = 1024 * 1024;
@@ -286,6 +286,44 @@ describe('Pool basics', () => {
       assert.equal(parts.control.indexAll(), true);
       assert.equal(pool.at(older.pfn)?.name, 'older', 'the lookup reaches the honoured record, not the one at home');
       pool.close();
+    }
+  });
+
+  test('a release over a name index damaged to have no empty entry returns, and repair rebuilds the index', () => {
+    const { path, cleanup } = shmPath('index-full');
+    try {
+      const pool = Pool.create(path, { size: '4M', maxAllocations: 8 });
+      const victim = pool.alloc(1, { name: 'victim' });
+      // Every empty entry of the name index made non-empty: no empty entry ends a probe run.
+      const { parts } = poolInternals(pool);
+      const area = pool.geometry.areas.nameIndex;
+      for (let at = area.offset; at < area.offset + area.length; at += 8) {
+        if (parts.writer.u32[at >>> 2] === 0) parts.writer.store64(at, 0x12345 * 2 ** 32 + 0xdeadbeef);
+      }
+      pool.close();
+      // In a child with a deadline: the release's backward shift used to go round the table for ever.
+      const r = runModule(
+        `import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.open(process.argv[1]);
+         pool.release(${victim.pfn}, ${victim.count});
+         process.stdout.write(String(pool.find('victim') === undefined));`,
+        [path],
+        [],
+        20_000,
+      );
+      assert.equal(r.signal, null, 'the release returned (it was not killed at the deadline)');
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'true');
+      const again = Pool.open(path);
+      try {
+        assert.ok(again.check().problems.some((p) => /name index/.test(p)));
+        again.check({ repair: true });
+        assert.deepEqual(again.check().problems, []);
+      } finally {
+        again.close();
+      }
+    } finally {
+      cleanup();
     }
   });
 });

@@ -67,7 +67,10 @@ export function targetLog2(entries: number): number {
 }
 /** Bytes of the record whose key and value info words are given. */
 export function recordBytes(kinfo: number, vinfo: number): number {
-  return align8(REC_HEADER + (kinfo & LENGTH_MASK) + (vinfo & LENGTH_MASK));
+  // Not align8: a damaged record's lengths may add up past 2^31, which its int32 mask makes
+  // negative, and a walk of the segment would step back instead of stopping at the record.
+  const n = REC_HEADER + (kinfo & LENGTH_MASK) + (vinfo & LENGTH_MASK);
+  return n + (-n & 7);
 }
 export function u32View(bytes: Uint8Array): Uint32Array {
   return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);

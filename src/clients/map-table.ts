@@ -32,17 +32,24 @@ export function writeDescriptor(h: Uint32Array, d: number, pfn: number, log2: nu
   h[b + 3] = crc32cWords(h, b, 3, mapId);
 }
 
-/** Inserts the entries of `old` (`oldCap` slots) into the zeroed `slots` (mask `mask`), dropping tombstones. */
-export function rehash(old: Uint32Array, oldCap: number, slots: Uint32Array, mask: number): void {
+/**
+ * Inserts the entries of `old` (`oldCap` slots) into the zeroed `slots` (mask `mask`), dropping
+ * tombstones. False when they do not all fit: the map counted fewer entries than its table holds.
+ */
+export function rehash(old: Uint32Array, oldCap: number, slots: Uint32Array, mask: number): boolean {
+  let room = mask + 1;
   for (let i = 0; i < oldCap; i++) {
     const ref = old[2 * i]!;
     if (ref === EMPTY || ref === TOMB) continue;
+    // A full table has no empty slot to end the probe below (a damaged count sized it too small).
+    if (room-- === 0) return false;
     const h = old[2 * i + 1]!;
     let j = h & mask;
     while (slots[2 * j] !== EMPTY) j = (j + 1) & mask;
     slots[2 * j] = ref;
     slots[2 * j + 1] = h;
   }
+  return true;
 }
 
 /** The slot whose ref is `ref` (probing from its hash), or -1. */

@@ -170,6 +170,8 @@ export class PersistentMap {
   private dirty = false;
   /** Reader: the seqlock value the cached table and segments belong to (-1: none). */
   private cachedSeq = -1;
+  /** Reader: an odd seqlock value whose writer was found dead (-1: none). */
+  private deadSeq = -1;
 
   private constructor(pool: Pool, name: string, root: Allocation, readOnly: boolean) {
     this.pool = pool;
@@ -824,7 +826,7 @@ export class PersistentMap {
       if (run.pfn >= 2 ** 32) throw new ClientError('NO_SPACE', `${this.what}: a table at pfn ${run.pfn} is beyond what a map can address`);
       slots = u32View(run.bytes(0, cap * 8));
       slots.fill(0);
-      rehash(this.slots, this.cap, slots, cap - 1);
+      if (!rehash(this.slots, this.cap, slots, cap - 1)) throw new ClientError('CORRUPT', `${this.what}: its table holds more than the ${this.count} entries it counts`);
       this.writeDescriptor(d, run.pfn, log2, seq);
       fault('resize:built');
     } catch (e) {
@@ -909,7 +911,10 @@ export class PersistentMap {
     let failures = 0;
     for (let spins = 0; ; spins++) {
       const s = Atomics.load(this.hdr, HDR_SEQ);
-      if ((s & 1) === 0 || (spins > 200 && !this.lock.writerAlive())) {
+      // A writer found dead inside a write section is not waited for again at every lookup or
+      // iteration step: the seqlock stays at that odd value until the next writer's open.
+      if ((s & 1) === 0 || s === this.deadSeq || (spins > 200 && !this.lock.writerAlive())) {
+        if ((s & 1) !== 0) this.deadSeq = s;
         if (s === this.cachedSeq) return s;
         if (this.reload(s)) return s;
         // A failed reload under a moving seqlock is a race; under a still one, damage.
@@ -917,9 +922,10 @@ export class PersistentMap {
         failedSeq = s;
         if (failures > 100) throw new ClientError('CORRUPT', `${this.what}: its table descriptor or table does not verify`);
       } else if (spins > 20) {
-        // The writer is releasing memory (for a few microseconds, normally): wait, but not for ever.
-        if (since === 0) since = Date.now();
-        else if (Date.now() - since > READER_WAIT_MS) throw new ClientError('BUSY', `${this.what}: the writer has been restructuring the map for ${READER_WAIT_MS} ms (stopped?)`);
+        // The writer is releasing memory (for a few microseconds, normally): wait, but not for ever
+        // (by a monotonic clock: the wall clock may be set back meanwhile).
+        if (since === 0) since = performance.now();
+        else if (performance.now() - since > READER_WAIT_MS) throw new ClientError('BUSY', `${this.what}: the writer has been restructuring the map for ${READER_WAIT_MS} ms (stopped?)`);
         Atomics.wait(sleepCell, 0, 0, 1);
       }
     }

@@ -151,8 +151,9 @@ export class WriterLock {
       if (heldTokens.has(seen)) {
         throw new ClientError('BUSY', `${what} is already open for writing in this thread; close it first`);
       } else if (Atomics.load(w, b + CONFIRM) !== seen) {
-        // The holder has not said who it is yet: give it a moment, then deem it dead mid-acquire.
-        const now = Date.now();
+        // The holder has not said who it is yet: give it a moment, then deem it dead mid-acquire
+        // (by a monotonic clock: the wall clock may be set back meanwhile).
+        const now = performance.now();
         if (unconfirmedSince === 0) unconfirmedSince = now;
         dead = now - unconfirmedSince > IDENTITY_GRACE_MS;
         if (!dead) {

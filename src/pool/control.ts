@@ -172,7 +172,8 @@ export class Control {
   private lockSlow(): boolean {
     const at = this.base + LOCK_WORD;
     this.contended = true;
-    const started = Date.now();
+    // A monotonic clock: a wall clock set back while a holder is dead would hold off its detection.
+    const started = performance.now();
     let lastCheck = started;
     let watched = 0;
     let watchedSince = started;
@@ -200,7 +201,7 @@ export class Control {
       } else {
         sleepMs(Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - SPIN_ATTEMPTS) >>> 4)));
       }
-      const now = Date.now();
+      const now = performance.now();
       if (seen !== watched) {
         watched = seen;
         watchedSince = now;

@@ -66,8 +66,9 @@ export class RecordIndex {
     }
     if (hole < 0) return false;
     // Backward shift: move later entries of the probe run into the hole when
-    // their home position does not lie cyclically in (hole, j].
-    for (let j = (hole + 1) & this.mask; ; j = (j + 1) & this.mask) {
+    // their home position does not lie cyclically in (hole, j]. At most one lap:
+    // a damaged table may have no empty entry to end the run.
+    for (let j = (hole + 1) & this.mask, probes = 1; probes < this.slots; j = (j + 1) & this.mask, probes++) {
       const entry = this.slotAt(j);
       if (entry === 0) break;
       const h = this.hashAt(j);

@@ -14,11 +14,14 @@ export const PMPOOL_ENTRY = new URL('../../src/index.js', import.meta.url).href;
 /** Absolute path of the compiled CLI. */
 export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-/** Runs an ES module snippet in a new node process and waits for it. */
-export function runModule(source: string, args: string[] = [], nodeFlags: string[] = []): SpawnSyncReturns<string> {
+/**
+ * Runs an ES module snippet in a new node process and waits for it, killing it
+ * at `timeoutMs` (so that code which may loop for ever fails a test instead of hanging it).
+ */
+export function runModule(source: string, args: string[] = [], nodeFlags: string[] = [], timeoutMs = 120_000): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [...nodeFlags, '--input-type=module', '-e', source, ...args], {
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: timeoutMs,
   });
 }
 
