@@ -1,5 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { computeGeometry } from '../src/pool/layout.js';
@@ -326,4 +327,30 @@ describe('Pool basics', () => {
       cleanup();
     }
   });
+});
+
+test('a /dev/urandom that ends (a broken sandbox) does not hang: randomness comes from node:crypto', async (t) => {
+  // A private mount namespace where /dev/urandom reads as /dev/null: needs root and unshare(1).
+  const probe = spawnSync('unshare', ['--mount', 'sh', '-c', 'mount --bind /dev/null /dev/urandom && test ! -s /dev/urandom'], { encoding: 'utf8' });
+  if (probe.status !== 0) {
+    t.skip(`cannot bind /dev/null over /dev/urandom here: ${(probe.stderr || probe.error?.message || '').trim()}`);
+    return;
+  }
+  const { path, cleanup } = shmPath('urandom-eof');
+  try {
+    const source = `import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+      const pool = Pool.create(process.argv[1], { size: '4M' });
+      process.stdout.write(pool.uuid);
+      pool.close();`;
+    const r = spawnSync(
+      'unshare',
+      ['--mount', 'sh', '-c', 'mount --bind /dev/null /dev/urandom && exec "$0" "$@"', process.execPath, '--input-type=module', '-e', source, path],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    assert.equal(r.signal, null, 'the pool was created (the child was not killed at the deadline)');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  } finally {
+    cleanup();
+  }
 });

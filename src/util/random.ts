@@ -12,7 +12,12 @@ export function randomBytes(n: number): Uint8Array {
     const fd = openSync('/dev/urandom', 'r');
     try {
       let at = 0;
-      while (at < n) at += readSync(fd, out, at, n - at, null);
+      while (at < n) {
+        const got = readSync(fd, out, at, n - at, null);
+        // /dev/urandom never ends; a file that does (a broken sandbox's stand-in) is no source.
+        if (got === 0) throw new Error('/dev/urandom ended');
+        at += got;
+      }
     } finally {
       closeSync(fd);
     }
