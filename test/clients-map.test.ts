@@ -488,6 +488,29 @@ describe('PersistentMap over damage and a dead writer: every loop ends', () => {
     }
   });
 
+  test('an entry count damaged to 0 in a clean-closed map: the next writer recounts instead of emptying the map', () => {
+    const pool = memoryPool(16 * MiB);
+    try {
+      let map = PersistentMap.open(pool, 'kv');
+      for (let i = 0; i < 3000; i++) map.set(`key ${i}`, `value ${i}`);
+      map.close();
+      const pages = ownedPages(pool, 'kv');
+      headerWords(pool, 'kv')[HDR_COUNT] = 0; // closed cleanly: the count would be trusted, and 0 means "empty"
+      map = PersistentMap.open(pool, 'kv');
+      assert.equal(map.size, 3000, 'recounted from the table');
+      assert.equal(map.get('key 2999'), 'value 2999');
+      assert.equal(ownedPages(pool, 'kv'), pages, 'no segment was freed');
+      assert.deepEqual(map.check().problems, []);
+      map.close();
+      map = PersistentMap.open(pool, 'kv');
+      assert.equal(map.size, 3000, 'and the recount was recorded at close');
+      map.close();
+      assert.ok(pool.check().ok);
+    } finally {
+      pool.close();
+    }
+  });
+
   test('a reader behind a writer that died inside a write section waits for it once, not at every step', () => {
     // In a child with a deadline: each lookup and each slot of an iteration waited ~0.2 s again.
     const r = runModule(

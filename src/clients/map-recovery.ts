@@ -72,6 +72,15 @@ export function recountTable(
   return { count, tombs };
 }
 
+/** True when some slot of the table holds an entry (neither EMPTY nor TOMB). */
+export function tableHasEntries(slots: Uint32Array, cap: number): boolean {
+  for (let i = 0; i < cap; i++) {
+    const ref = slots[2 * i]!;
+    if (ref !== EMPTY && ref !== TOMB) return true;
+  }
+  return false;
+}
+
 /** The roomiest small segment to go on appending to, when at least 1/8 of it is free; else -1. */
 export function pickActive(loaded: Set<number>, segDedicated: boolean[], segCap: number[], segUsed: number[]): number {
   let best = -1;

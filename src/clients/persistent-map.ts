@@ -69,7 +69,7 @@ import {
   u32View,
 } from './map-layout.js';
 import { gatherLive, gathered } from './map-compaction.js';
-import { pickActive, recountTable, sortOwnedRuns } from './map-recovery.js';
+import { pickActive, recountTable, sortOwnedRuns, tableHasEntries } from './map-recovery.js';
 import { copyOut, fault, scratch, Torn } from './map-runtime.js';
 import { copyRecord, initSegmentHeader, markDead, recordStarts, segmentHeaderFault, segmentSize } from './map-segments.js';
 import { readDescriptor, rehash, writeDescriptor, type TableDescriptor } from './map-table.js';
@@ -1067,6 +1067,12 @@ export class PersistentMap {
     } else {
       // After a crash: exact again once recounted, and marked so at close or handover, so that
       // the next open neither recounts nor sweeps the pool.
+      this.recount();
+      this.markDirty();
+    }
+    // A count of 0 sends an open to resetToEmpty (below), which frees the table and every segment:
+    // a damaged count must not. The table, the source of truth, says whether the map is empty.
+    if (this.count === 0 && tableHasEntries(this.slots, this.cap)) {
       this.recount();
       this.markDirty();
     }
