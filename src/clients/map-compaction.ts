@@ -1,20 +1,26 @@
 /**
- * What the PersistentMap's compaction reads before it moves anything: the
- * next group of live records of a segment, with the slots that point at
- * them. Records marked dead are skipped without a probe of the table; the
- * home slots of the others are loaded together, so that their table misses
- * overlap instead of following each other. Moving them (which needs the
- * map's segments) stays with the map.
+ * The PersistentMap's compaction: the live records of a segment that has
+ * become sparse, moved to the active segment so that the segment can be
+ * emptied. What it reads before it moves anything is the next group of live
+ * records, with the slots that point at them: records marked dead are
+ * skipped without a probe of the table; the home slots of the others are
+ * loaded together, so that their table misses overlap instead of following
+ * each other. Which segments are queued, and what becomes of an emptied
+ * one, is map-space.ts.
  */
-import { recordBytes } from './map-layout.js';
-import { markedDead } from './map-segments.js';
+import { ClientError } from './errors.js';
+import { recordBytes, SEG_HEADER, SEG_W_USED } from './map-layout.js';
+import { fault } from './map-runtime.js';
+import { copyRecord, markedDead } from './map-segments.js';
+import { emptied, freeSegment, reserve, sparse } from './map-space.js';
+import type { MapState } from './map-state.js';
 import { slotOf } from './map-table.js';
 
 /** Records looked at per group. */
 const GROUP = 16;
 
 /** The group gatherLive found: `offsets[i]` is a live record of `sizes[i]` bytes, `slots[i]` the slot pointing at it. */
-export const gathered = {
+const gathered = {
   offsets: new Uint32Array(GROUP),
   sizes: new Uint32Array(GROUP),
   slots: new Uint32Array(GROUP),
@@ -32,7 +38,7 @@ export const gathered = {
  * false, having gathered nothing, at a malformed record (its offset in
  * `gathered.next`).
  */
-export function gatherLive(from: Uint32Array, k: number, off: number, used: number, slots: Uint32Array, cap: number, mask: number, seed: number): boolean {
+function gatherLive(from: Uint32Array, k: number, off: number, used: number, slots: Uint32Array, cap: number, mask: number, seed: number): boolean {
   const g = gathered;
   const offsets = g.offsets;
   const sizes = g.sizes;
@@ -66,4 +72,86 @@ export function gatherLive(from: Uint32Array, k: number, off: number, used: numb
   g.live = live;
   g.next = off;
   return true;
+}
+
+/**
+ * Works through the queued segments: an empty one is kept as the spare or
+ * freed, a sparse one compacted; with `all` (compact()), every one that
+ * still holds live records is compacted and every empty one freed.
+ */
+export function compactPending(s: MapState, all = false): void {
+  if (s.compacting) return;
+  s.compacting = true;
+  try {
+    while (s.pending.length > 0) {
+      const k = s.pending.pop()!;
+      s.segQueued[k] = false;
+      if (s.segRun[k] === null || k === s.active) continue;
+      if (s.segLive[k] === 0) {
+        if (all) freeSegment(s, k);
+        else emptied(s, k);
+      } else if (all || sparse(s, k)) {
+        compactSegment(s, k);
+      }
+    }
+  } catch (e) {
+    // Compaction runs after the operation committed: a full pool only postpones it.
+    if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+    for (const k of s.pending) s.segQueued[k] = false;
+    s.pending = [];
+  } finally {
+    s.compacting = false;
+  }
+}
+
+/**
+ * Moves the live records of segment k to the active one, each published by
+ * one store of its slot (old and new copies are identical: a crash between
+ * moves leaves every entry readable), then frees k.
+ */
+function compactSegment(s: MapState, k: number): void {
+  const from = s.segU32[k]!;
+  const fromU8 = s.segU8[k]!;
+  const used = s.segUsed[k]!;
+  const slots = s.slots;
+  const g = gathered;
+  const group = g.offsets;
+  const groupSizes = g.sizes;
+  const groupSlots = g.slots;
+  for (let off = SEG_HEADER; off < used; off = g.next) {
+    if (!gatherLive(from, k, off, used, slots, s.cap, s.mask, s.seed)) {
+      throw new ClientError('CORRUPT', `${s.what}: segment ${k} has a malformed record at ${g.next}`);
+    }
+    const live = g.live;
+    // Copy them past the active segment's bump pointer, move it over them with one store, then
+    // publish each with one store of its slot (as many as fit; the rest in the next segment).
+    for (let c = 0; c < live; ) {
+      const a = reserve(s, groupSizes[c]!);
+      const toU8 = s.segU8[a]!;
+      const toU32 = s.segU32[a]!;
+      const start = s.segUsed[a]!;
+      const room = s.segCap[a]!;
+      let end = start;
+      let last = c;
+      for (; last < live; last++) {
+        const total = groupSizes[last]!;
+        if (end + total > room) break;
+        copyRecord(fromU8, from, group[last]!, toU8, toU32, end, total);
+        end += total;
+      }
+      fault('compact:copied');
+      Atomics.store(toU32, SEG_W_USED, end);
+      s.segUsed[a] = end;
+      for (let to = start; c < last; c++) {
+        Atomics.store(slots, 2 * groupSlots[c]!, ((a << 19) | (to >>> 3)) >>> 0);
+        fault('compact:moved');
+        const total = groupSizes[c]!;
+        s.segLive[a] += total;
+        s.segLive[k] -= total;
+        to += total;
+      }
+    }
+  }
+  if (s.segLive[k] !== 0) throw new ClientError('CORRUPT', `${s.what}: segment ${k} still counts ${s.segLive[k]} live bytes after compaction`);
+  emptied(s, k);
 }

@@ -3,7 +3,7 @@
  * left (docs/clients.md, "recovery"): which of the owner's pool runs are the
  * published table and segments and which are leftovers to give back, the
  * counters recounted from the table, and the segment to go on appending to.
- * The map applies the results; nothing here writes the pool.
+ * map-open.ts applies the results; nothing here writes the pool.
  */
 import type { Allocation } from '../index.js';
 import { ClientError } from './errors.js';

@@ -3,7 +3,7 @@
  * header (written before the segment is published, verified when a segment
  * is mapped), the walk of the records between its header and its bump
  * pointer, the dead mark of a superseded record, and the copy of a record.
- * Which segments the map holds, and compaction, stay with the map.
+ * Which segments the map holds is map-space.ts; compaction, map-compaction.ts.
  */
 import { hashWords, KIND_ASCII, KIND_BYTES, LENGTH_MASK } from './codec.js';
 import {

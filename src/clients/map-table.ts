@@ -2,8 +2,8 @@
  * The PersistentMap's table, as words: the two checksummed table
  * descriptors in the header run, and the slot-array work that needs no
  * record — rebuilding a table into a fresh run, finding the slot that holds
- * a given ref. (Lookups that compare keys stay with the map, which holds
- * the segments.)
+ * a given ref. (Lookups, which compare keys, are persistent-map.ts;
+ * switching tables, map-resize.ts.)
  */
 import { crc32cWords } from '../util/crc32c.js';
 import { EMPTY, HDR_DESC, MAX_TABLE_LOG2, MIN_TABLE_LOG2, TOMB } from './map-layout.js';

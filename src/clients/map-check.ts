@@ -1,0 +1,116 @@
+/**
+ * What the PersistentMap's stats() and check() work out: the map's
+ * footprint (a reader recounts the live bytes from the table: the writer's
+ * per-segment counts are not on the pool), and the verification of every
+ * invariant, each problem named. Both read a snapshot; the map runs them
+ * under its reader's seqlock retry.
+ */
+import { bytesEqual } from '../util/bytes.js';
+import { readFixedHeader, TYPE_MAP } from './client-header.js';
+import { hashWords, KIND_ASCII, KIND_BYTES, LENGTH_MASK } from './codec.js';
+import { HDR_ACTIVE, MAX_SEGMENTS, recordBytes, SEG_HEADER, SEGTAB, TOMB } from './map-layout.js';
+import { recordStarts } from './map-segments.js';
+import { loadSegment } from './map-space.js';
+import type { MapState } from './map-state.js';
+import { readDescriptor } from './map-table.js';
+import type { MapCheckReport, PersistentMapStats } from './persistent-map.js';
+
+/** What stats() reports, for the map as it is now. */
+export function computeStats(s: MapState): PersistentMapStats {
+  let segments = 0;
+  let segmentBytes = 0;
+  let liveBytes = 0;
+  let pages = s.root.count + (s.tableRun?.count ?? 0);
+  if (s.readOnly) {
+    for (let k = 0; k < MAX_SEGMENTS; k++) if (s.hdr[SEGTAB + 2 * k] !== 0 && s.segRun[k] === null) loadSegment(s, k, true);
+    for (const k of s.loaded) s.segLive[k] = 0;
+    for (let i = 0; i < s.cap; i++) {
+      const ref = s.slots[2 * i]!;
+      if (ref <= TOMB) continue;
+      const k = ref >>> 19;
+      if (s.segRun[k] === null) s.bad(`segment ${k} is not published`);
+      const w = (ref & 0x7ffff) << 1;
+      s.segLive[k] += recordBytes(s.segU32[k]![w + 1]!, s.segU32[k]![w + 2]!);
+    }
+  }
+  let tombs = 0;
+  if (s.readOnly) for (let i = 0; i < s.cap; i++) if (s.slots[2 * i] === TOMB) tombs++;
+  for (const k of s.loaded) {
+    segments++;
+    segmentBytes += s.segUsed[k]! - SEG_HEADER;
+    liveBytes += s.segLive[k]!;
+    pages += s.segRun[k]!.count;
+  }
+  const entries = s.entries();
+  return {
+    entries,
+    tableSlots: s.cap,
+    tombstones: s.readOnly ? tombs : s.tombs,
+    segments,
+    segmentBytes,
+    liveBytes,
+    garbageBytes: segmentBytes - liveBytes,
+    pages,
+    bytesPerEntry: entries === 0 ? 0 : (pages * s.pageSize) / entries,
+  };
+}
+
+/** The problems check() reports (PersistentMap.check lists what is verified), for the map as it is now. */
+export function checkNow(s: MapState): MapCheckReport {
+  const problems: string[] = [];
+  try {
+    readFixedHeader(s.root.bytes(0, 128), s.what, TYPE_MAP);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
+  const h = s.hdr;
+  const desc = readDescriptor(h, h[HDR_ACTIVE]! & 1, s.mapId);
+  if (!desc.ok) problems.push('the active table descriptor does not verify');
+  else if (desc.pfn !== s.tablePfn) problems.push(`the active descriptor names table pfn ${desc.pfn}, the map uses ${s.tablePfn}`);
+  const records = new Map<number, Set<number>>();
+  for (let k = 0; k < MAX_SEGMENTS; k++) {
+    if (h[SEGTAB + 2 * k] === 0) continue;
+    if (s.segRun[k] === null) loadSegment(s, k, true);
+    if (s.segRun[k] === null) {
+      problems.push(`segment ${k} (pfn ${h[SEGTAB + 2 * k]}) is not a valid segment allocation`);
+      continue;
+    }
+    records.set(k, recordStarts(s.segU32[k]!, k, problems));
+  }
+  let count = 0;
+  const seen = new Set<number>();
+  for (let i = 0; i < s.cap; i++) {
+    const ref = s.slots[2 * i]!;
+    if (ref <= TOMB) continue;
+    count++;
+    const k = ref >>> 19;
+    const off = (ref & 0x7ffff) << 3;
+    if (seen.has(ref)) problems.push(`slot ${i}: record ${k}:${off} is referenced twice`);
+    seen.add(ref);
+    if (!records.get(k)?.has(off)) {
+      problems.push(`slot ${i} points to ${k}:${off}, which is not the start of a record`);
+      continue;
+    }
+    const u32 = s.segU32[k]!;
+    const w = off >>> 2;
+    const kl = u32[w + 1]! & LENGTH_MASK;
+    const hash = hashWords(u32, w + 3, kl, u32[w + 1]! & (KIND_BYTES | KIND_ASCII), s.seed);
+    if (hash !== u32[w] || hash !== s.slots[2 * i + 1]) {
+      // A reader may race the writer, which marks a record it superseded (inverts its hash word): the slot has moved on.
+      if (Atomics.load(s.slots, 2 * i) !== ref) continue;
+      problems.push(`slot ${i}: the key at ${k}:${off} does not hash to the slot's hash`);
+    }
+  }
+  if (count !== s.entries()) problems.push(`the table holds ${count} entries, the map counts ${s.entries()}`);
+  if (!s.readOnly) {
+    for (const run of s.ownedRuns()) {
+      const ok =
+        run.name === s.name ||
+        (s.tableRun !== null && run.pfn === s.tableRun.pfn) ||
+        [...s.loaded].some((k) => s.segRun[k]!.pfn === run.pfn);
+      if (!ok) problems.push(`pool allocation "${run.name ?? ''}" (pfn ${run.pfn}) of owner ${s.owner} is not part of the map`);
+    }
+    if (!bytesEqual(s.pool.uuidBytes, s.root.bytes(32, 16))) problems.push('the header names another pool uuid');
+  }
+  return { ok: problems.length === 0, problems };
+}

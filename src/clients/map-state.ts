@@ -1,0 +1,133 @@
+/**
+ * The state of one open PersistentMap, which every part of the map reads and
+ * changes: where the map is in the pool, the table it uses, the segments it
+ * holds, the writer's counters and the reader's seqlock mark; and the few
+ * rules each part keeps when it changes them (a table's size and mask go
+ * together, memory readers may hold is released inside a seqlock write
+ * section, the counters on the pool are marked inexact before the first
+ * change). The PersistentMap holds one; segment space (map-space.ts),
+ * compaction (map-compaction.ts), table switches (map-resize.ts), the
+ * reader's side of the seqlock (map-reader.ts), opening and recovery
+ * (map-open.ts), stats and check (map-check.ts) are functions of it.
+ */
+import type { Allocation, Pool } from '../index.js';
+import { LOCK_INDEX, poolCall } from './client-header.js';
+import { ClientError } from './errors.js';
+import { HDR_CLEAN, HDR_COUNT, HDR_SEQ, HDR_TOMBS, HEADER_RUN_BYTES, MAX_SEGMENTS, NO_BUF, NO_U32, NO_U8, SEG_W_LIVE, u32View } from './map-layout.js';
+import { Torn } from './map-runtime.js';
+import { WriterLock } from './writer-lock.js';
+
+export class MapState {
+  readonly owner: string;
+  readonly what: string;
+  readonly hdr: Uint32Array;
+  readonly lock: WriterLock;
+  readonly pageSize: number;
+  mapId = 0;
+  seed = 0;
+
+  /* the table */
+  slots: Uint32Array = NO_U32;
+  cap = 0;
+  mask = 0;
+  tableSeq = 0;
+  tablePfn = 0;
+  tableRun: Allocation | null = null;
+  activeDesc = 0;
+
+  /* segments, by index */
+  readonly segU8: Uint8Array[] = new Array<Uint8Array>(MAX_SEGMENTS).fill(NO_U8);
+  readonly segU32: Uint32Array[] = new Array<Uint32Array>(MAX_SEGMENTS).fill(NO_U32);
+  readonly segBuf: Buffer[] = new Array<Buffer>(MAX_SEGMENTS).fill(NO_BUF);
+  readonly segRun: (Allocation | null)[] = new Array<Allocation | null>(MAX_SEGMENTS).fill(null);
+  readonly segCap: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
+  readonly segUsed: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
+  readonly segLive: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
+  readonly segDedicated: boolean[] = new Array<boolean>(MAX_SEGMENTS).fill(false);
+  readonly segQueued: boolean[] = new Array<boolean>(MAX_SEGMENTS).fill(false);
+  /** Writer: emptied small segments kept to become the next active ones (at most MAX_SPARES). */
+  readonly spares: number[] = [];
+  readonly loaded: Set<number> = new Set();
+  smallSegmentBytes = 0;
+  active = -1;
+  pending: number[] = [];
+  compacting = false;
+
+  /* counters (exact in the writer) */
+  count = 0;
+  tombs = 0;
+  dirty = false;
+  /** Reader: the seqlock value the cached table and segments belong to (-1: none). */
+  cachedSeq = -1;
+  /** Reader: an odd seqlock value whose writer was found dead (-1: none). */
+  deadSeq = -1;
+
+  constructor(
+    readonly pool: Pool,
+    readonly name: string,
+    readonly root: Allocation,
+    readonly readOnly: boolean,
+  ) {
+    this.owner = `pmap:${name}`;
+    this.what = `persistent map "${name}"`;
+    this.pageSize = pool.pageSize;
+    if (root.count * this.pageSize < HEADER_RUN_BYTES) {
+      throw new ClientError('CORRUPT', `${this.what}: its header run has ${root.count} pages, fewer than a map header needs`);
+    }
+    this.hdr = u32View(root.bytes(0, HEADER_RUN_BYTES));
+    this.lock = new WriterLock(this.hdr, LOCK_INDEX);
+  }
+
+  /** Entries: the writer's count; a reader's, as the writer last stored it. */
+  entries(): number {
+    return this.readOnly ? Atomics.load(this.hdr, HDR_COUNT) : this.count;
+  }
+
+  setTable(slots: Uint32Array, log2: number, seq: number, run: Allocation | null): void {
+    this.slots = slots;
+    this.cap = run === null ? 0 : 2 ** log2;
+    this.mask = this.cap === 0 ? 0 : this.cap - 1;
+    this.tableSeq = seq;
+    this.tableRun = run;
+    this.tablePfn = run === null ? 0 : run.pfn;
+  }
+
+  /* ---------------- seqlock: the writer's side ---------------- */
+
+  seqBegin(): void {
+    Atomics.add(this.hdr, HDR_SEQ, 1);
+  }
+  seqEnd(): void {
+    Atomics.add(this.hdr, HDR_SEQ, 1);
+  }
+
+  /* ---------------- counters ---------------- */
+
+  /** From the first change on, the counters on the pool are not exact until close or handover. */
+  markDirty(): void {
+    Atomics.store(this.hdr, HDR_CLEAN, 0);
+    this.dirty = true;
+  }
+
+  /** Writes the exact counters and marks them so: the next open need not recount. */
+  persistCounters(): void {
+    for (const k of this.loaded) this.segU32[k]![SEG_W_LIVE] = this.segLive[k]!;
+    this.hdr[HDR_TOMBS] = this.tombs;
+    Atomics.store(this.hdr, HDR_COUNT, this.count);
+    Atomics.store(this.hdr, HDR_CLEAN, 1);
+    this.dirty = false;
+  }
+
+  /* ---------------- shared by every part ---------------- */
+
+  /** The pool runs of the map's owner, its header run included. */
+  ownedRuns(): Allocation[] {
+    return poolCall(() => this.pool.allocations(), this.what).filter((a) => a.owner === this.owner);
+  }
+
+  /** Something read does not hold together: a reader retries (a writer was freeing it); a writer has found damage. */
+  bad(message: string): never {
+    if (this.readOnly) throw new Torn(message);
+    throw new ClientError('CORRUPT', `${this.what}: ${message}`);
+  }
+}
