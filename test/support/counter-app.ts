@@ -11,11 +11,12 @@ PersistentMap.registerHandover(visits, kexec.onHandover);
 kexec.upgradeOnSignal('SIGHUP');
 kexec.ready();
 
-const incoming = kexec.incoming();
-process.stdout.write(`started pid=${process.pid} count=${String(visits.get('hello'))} generation=${incoming ? incoming.generation : 0}\n`);
+// Every signal handler is in place before "started" is printed: a test may send SIGTERM as soon as it reads it.
 process.on('SIGTERM', () => {
   visits.close();
   pool.close();
   process.exit(0);
 });
+const incoming = kexec.incoming();
+process.stdout.write(`started pid=${process.pid} count=${String(visits.get('hello'))} generation=${incoming ? incoming.generation : 0}\n`);
 setInterval(() => undefined, 1000);
