@@ -22,6 +22,27 @@ function runChain(extra: string[]): { entries: Record<string, unknown>[]; status
   }
 }
 
+/**
+ * A program that writes 512 KiB to stdout (a pipe whose buffer is 64 KiB: most of it is still
+ * in the stream's queue), runs `then`, and execs a program that prints "after": every byte must
+ * reach the reader, in order.
+ */
+function execWithQueuedOutput(path: string, then: string): void {
+  const r = runModule(
+    `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+     kexec.poolFromCommandLine();
+     process.stdout.write('x'.repeat(1 << 19) + '\\n');
+     ${then}
+     process.stderr.write('queued ' + (process.stdout.writableLength > 0) + '\\n');
+     await kexec.exec(process.execPath, ['-e', 'process.stdout.write("after\\\\n")', '--']);`,
+    ['--', `--pmpool=${path},1M`],
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^queued true$/m, 'the test did queue output in the stream');
+  assert.equal(r.stdout.length, (1 << 19) + 1 + 'after\n'.length);
+  assert.ok(r.stdout.endsWith('x\nafter\n') && /^x+$/.test(r.stdout.slice(0, 1 << 19)), 'every byte, in order');
+}
+
 /** Handover blobs a process wrote that are still on disk (blob names start with the writer's pid). */
 function blobsLeftBy(pid: unknown): string[] {
   return readdirSync('/dev/shm').filter((f) => f.startsWith(`pmpool-handover-${String(pid)}-`));
@@ -65,19 +86,7 @@ describe('kexec chains of real programs', () => {
   test('output still queued for a full pipe at exec() reaches the reader whole; streams never created stay uncreated', () => {
     const { path, cleanup } = shmPath('flush');
     try {
-      // 512 KiB to a pipe whose buffer is 64 KiB: most of it waits in the stream's queue when exec() is called.
-      const r = runModule(
-        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-         kexec.poolFromCommandLine();
-         process.stdout.write('x'.repeat(1 << 19) + '\\n');
-         process.stderr.write('queued ' + (process.stdout.writableLength > 0) + '\\n');
-         await kexec.exec(process.execPath, ['-e', 'process.stdout.write("after\\\\n")', '--']);`,
-        ['--', `--pmpool=${path},1M`],
-      );
-      assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stderr, /^queued true$/m, 'the test did queue output in the stream');
-      assert.equal(r.stdout.length, (1 << 19) + 1 + 'after\n'.length);
-      assert.ok(r.stdout.endsWith('x\nafter\n') && /^x+$/.test(r.stdout.slice(0, 1 << 19)), 'every byte, in order');
+      execWithQueuedOutput(path, '');
 
       // A program that never touched process.stdout: exec() leaves it uncreated (no stream, no handle).
       const quiet = runModule(
@@ -91,6 +100,37 @@ describe('kexec chains of real programs', () => {
       );
       assert.equal(quiet.status, 0, quiet.stderr);
       assert.match(quiet.stderr, /^handles (\d+) \1$/m, 'no stdio stream was created by exec()');
+    } finally {
+      cleanup();
+    }
+  });
+  test('output queued in an unref()ed stdout at exec() reaches the reader whole', () => {
+    const { path, cleanup } = shmPath('flush-unref');
+    try {
+      // An unref()ed stream is not among the process's active handles; its write in flight is an active request.
+      execWithQueuedOutput(path, 'process.stdout.unref();');
+    } finally {
+      cleanup();
+    }
+  });
+  test('output a worker thread wrote before its exec() reaches the reader whole', () => {
+    const { path, cleanup } = shmPath('flush-worker');
+    try {
+      // A worker's process.stdout passes what it is given to the main thread through a message port.
+      const worker = `(async () => {
+        const { kexec } = await import(${JSON.stringify(PMPOOL_ENTRY)});
+        kexec.poolFromCommandLine();
+        for (let i = 0; i < 20; i++) console.log('line ' + i);
+        await kexec.exec(process.execPath, ['-e', 'process.stdout.write("after\\\\n")', '--']);
+      })();`;
+      const r = runModule(
+        `import { Worker } from 'node:worker_threads';
+         new Worker(${JSON.stringify(worker)}, { eval: true, argv: process.argv.filter((a) => a.startsWith('--pmpool=')) });`,
+        ['--', `--pmpool=${path},1M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const expected = Array.from({ length: 20 }, (_, i) => `line ${i}\n`).join('') + 'after\n';
+      assert.equal(r.stdout, expected);
     } finally {
       cleanup();
     }

@@ -45,7 +45,10 @@ export function fresh(s: MapState): number {
     // A writer found dead inside a write section is not waited for again at every lookup or
     // iteration step: the seqlock stays at that odd value until the next writer's open.
     if ((seq & 1) === 0 || seq === s.deadSeq || (spins > 200 && !s.lock.writerAlive())) {
+      // An even value means the next writer has opened: the dead one's odd value may come back
+      // (after 2^32 steps) while a live writer holds it.
       if ((seq & 1) !== 0) s.deadSeq = seq;
+      else if (s.deadSeq !== -1) s.deadSeq = -1;
       if (seq === s.cachedSeq) return seq;
       if (reload(s, seq)) return seq;
       // A failed reload under a moving seqlock is a race; under a still one, damage.

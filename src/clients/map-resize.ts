@@ -34,7 +34,8 @@ export function resize(s: MapState, log2: number): void {
     writeDescriptor(s.hdr, d, run.pfn, log2, seq, s.mapId);
     fault('resize:built');
   } catch (e) {
-    if (e instanceof PmpoolError) s.pool.release(run.pfn, run.count, { owner: s.owner });
+    if (e instanceof PmpoolError) s.release(run, `${s.what}: releasing the unused table`);
+    else s.strays = true;
     throw e;
   }
   switchTable(s, d, slots, log2, seq, run, 'resize:switched');
@@ -71,7 +72,7 @@ function switchTable(s: MapState, d: number, slots: Uint32Array, log2: number, s
       s.pending = [];
       for (const k of [...s.loaded]) dropSegment(s, k);
     }
-    if (old !== null) poolCall(() => s.pool.release(old.pfn, old.count, { owner: s.owner }), `${s.what}: releasing the old table`);
+    if (old !== null) s.release(old, `${s.what}: releasing the old table`);
   } finally {
     s.seqEnd();
   }

@@ -181,7 +181,7 @@ export function dropSegment(s: MapState, k: number): void {
   s.hdr[SEGTAB + 2 * k + 1] = 0;
   fault('segment:unpublished');
   forget(s, k);
-  poolCall(() => s.pool.release(run.pfn, run.count, { owner: s.owner }), `${s.what}: releasing segment ${k}`);
+  s.release(run, `${s.what}: releasing segment ${k}`);
 }
 
 export function freeSegment(s: MapState, k: number): void {

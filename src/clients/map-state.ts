@@ -57,6 +57,13 @@ export class MapState {
   count = 0;
   tombs = 0;
   dirty = false;
+  /**
+   * Writer: a run of the map was unpublished (or allocated) and then not given back, because
+   * the pool refused the release (quiesced for a handover, its lock timed out). Only the sweep
+   * of the pool's allocations finds such a run, and an open sweeps only when CLEAN is 0: the
+   * counters are still written at close, but CLEAN stays 0.
+   */
+  strays = false;
   /** Reader: the seqlock value the cached table and segments belong to (-1: none). */
   cachedSeq = -1;
   /** Reader: an odd seqlock value whose writer was found dead (-1: none). */
@@ -114,11 +121,21 @@ export class MapState {
     for (const k of this.loaded) this.segU32[k]![SEG_W_LIVE] = this.segLive[k]!;
     this.hdr[HDR_TOMBS] = this.tombs;
     Atomics.store(this.hdr, HDR_COUNT, this.count);
-    Atomics.store(this.hdr, HDR_CLEAN, 1);
+    Atomics.store(this.hdr, HDR_CLEAN, this.strays ? 0 : 1);
     this.dirty = false;
   }
 
   /* ---------------- shared by every part ---------------- */
+
+  /** Gives a run of the map that nothing points at back to the pool; when the pool refuses, the next open sweeps. */
+  release(run: Allocation, what: string): void {
+    try {
+      poolCall(() => this.pool.release(run.pfn, run.count, { owner: this.owner }), what);
+    } catch (e) {
+      this.strays = true;
+      throw e;
+    }
+  }
 
   /** The pool runs of the map's owner, its header run included. */
   ownedRuns(): Allocation[] {

@@ -7,6 +7,7 @@
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
+import { ownTid } from '../util/proc.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
 import { FDT_ENV, type HandoverRegistry } from './handover.js';
@@ -43,8 +44,10 @@ export interface SpawnOptions extends ReplaceOptions {
  * loading Node's net module), ~2.5 ms of downtime in a program that never
  * wrote there, and such a stream has nothing to flush. A created TTY, pipe
  * or socket stream is one of the process's active handles, marked
- * `_isStdio`; a stream on a file writes synchronously and never queues. A
- * Node without `_getActiveHandles` gets the plain getters.
+ * `_isStdio`, unless the program unref()ed it; then a write still queued
+ * is an active request on its fd. A stream on a file writes synchronously
+ * and never queues. A Node without these lists, and a worker thread, get
+ * the plain getters.
  */
 async function flushStdio(): Promise<void> {
   const drain = (stream: NodeJS.WritableStream & { writableLength: number }) =>
@@ -55,12 +58,26 @@ async function flushStdio(): Promise<void> {
 type StdioStream = NodeJS.WritableStream & { writableLength: number; _isStdio?: boolean };
 
 function createdStdioStreams(): StdioStream[] {
-  const activeHandles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles;
-  if (typeof activeHandles !== 'function') return [process.stdout, process.stderr];
-  return activeHandles.call(process).filter((h): h is StdioStream => {
-    const s = h as Partial<StdioStream> | null;
-    return s !== null && s._isStdio === true && typeof s.write === 'function' && typeof s.writableLength === 'number';
-  });
+  const internals = process as unknown as { _getActiveHandles?: () => unknown[]; _getActiveRequests?: () => unknown[] };
+  const activeHandles = internals._getActiveHandles;
+  const activeRequests = internals._getActiveRequests;
+  // In a worker, process.stdout and process.stderr are the thread's own streams, which pass what
+  // they are given to the main thread through a message port: no handles, and cheap to create.
+  if (ownTid() !== process.pid || typeof activeHandles !== 'function' || typeof activeRequests !== 'function') return [process.stdout, process.stderr];
+  const streams = new Set(
+    activeHandles.call(process).filter((h): h is StdioStream => {
+      const s = h as Partial<StdioStream> | null;
+      return s !== null && s._isStdio === true && typeof s.write === 'function' && typeof s.writableLength === 'number';
+    }),
+  );
+  // An unref()ed stream is not an active handle, but a write it has in flight (and its queue waits
+  // behind one) is an active request on fd 1 or 2, whose stream then exists: reading it creates nothing.
+  for (const r of activeRequests.call(process)) {
+    const fd = (r as { handle?: { fd?: unknown } } | null)?.handle?.fd;
+    if (fd === 1) streams.add(process.stdout);
+    else if (fd === 2) streams.add(process.stderr);
+  }
+  return [...streams];
 }
 
 function envStrings(env: NodeJS.ProcessEnv): string[] {
