@@ -11,8 +11,16 @@
  */
 import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { kexec, LogRing, PersistentMap, type Pool } from '../index.js';
+import type { Pool } from '../index.js';
 import { crc32c } from '../util/crc32c.js';
+
+/**
+ * pmpool itself comes through the package's entry (a specifier in a variable, so that the
+ * compiler types it from the sources and resolves nothing at build time): the bundle and its
+ * code cache, as in any program that imports 'pmpool', not this tree's modules one by one.
+ */
+const PACKAGE = 'pmpool';
+const { kexec, LogRing, PersistentMap } = (await import(PACKAGE)) as typeof import('../index.js');
 
 const MAP = 'visits';
 const LOG = 'events';
@@ -86,8 +94,8 @@ export async function demoApp(args: string[]): Promise<number> {
     for (let i = 0; i < entries; i++) map.set(keyOf(i), valueFor(keyOf(i), 0));
     log.append(`v1 (pid ${process.pid}) wrote ${entries} entries`);
     report({ stage: 'v1', entries: map.size, writeMs: elapsedMs(t), poolPath: pool.path, uuid: pool.uuid });
-    const self = fileURLToPath(new URL('./main.js', import.meta.url));
-    await kexec.exec(process.execPath, [self, 'demo-app', ...args.filter((a) => !a.startsWith('--pmpool-fdt='))], { from: 'pmpool demo v1' });
+    const self = fileURLToPath(new URL('./demo-app-main.js', import.meta.url));
+    await kexec.exec(process.execPath, [self, ...args.filter((a) => !a.startsWith('--pmpool-fdt='))], { from: 'pmpool demo v1' });
     return 1; // exec returns only by throwing
   }
 

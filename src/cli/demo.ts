@@ -1,7 +1,8 @@
 /**
  * `pmpool demo`: the main job, told in four steps — a pool surviving a real
  * process replacement (execve in place, same PID) and then a real SIGKILL.
- * It runs demo-app.ts as a child and narrates what the child reports.
+ * It runs demo-app.ts as a child, a program of its own (demo-app-main.ts), and
+ * narrates what the child reports.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -41,11 +42,11 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   const entries = Number(values.entries ?? '100000');
   if (!Number.isSafeInteger(entries) || entries < 1 || entries > 2_000_000) throw new UsageError('--entries must be 1..2000000');
 
-  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  const app = fileURLToPath(new URL('./demo-app-main.js', import.meta.url));
   const pool = `/dev/shm/pmpool-demo-${process.pid}`;
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-demo-'));
   const report = join(dir, 'report.jsonl');
-  const appArgs = [main, 'demo-app', `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`];
+  const appArgs = [app, `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`];
 
   out('pmpool demo — a pool that outlives the program that made it');
   out(`  pool: ${pool}, ${POOL_SIZE} (a sparse /dev/shm file; only touched pages cost memory)`);

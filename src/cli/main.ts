@@ -46,11 +46,6 @@ const commands: Record<string, () => Command | Promise<Command>> = {
   run: () => runCommand,
   log: () => lazy('./log-command.js', 'logCommand'),
   demo: () => lazy('./demo.js', 'demoCommand'),
-  // The service `pmpool demo` runs (not a user command).
-  'demo-app': async () => {
-    const { demoApp } = await import('./demo-app.js');
-    return (args: string[]) => demoApp(args);
-  },
 };
 
 export async function main(argv: string[]): Promise<number> {

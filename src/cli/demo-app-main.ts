@@ -1,0 +1,12 @@
+/**
+ * The program `pmpool demo` starts, and that replaces itself in place: the
+ * demo service (demo-app.ts) loaded the way a program that uses pmpool
+ * loads it. It imports the package's entry, the bundle with its code cache,
+ * and none of the CLI's modules, so the restore and reopen times the demo
+ * reports are the ones such a program sees after a handover.
+ *
+ *   node demo-app-main.js --pmpool=PATH,SIZE --report=FILE --entries=N
+ */
+import { demoApp } from './demo-app.js';
+
+process.exitCode = await demoApp(process.argv.slice(2));
