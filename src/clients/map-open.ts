@@ -34,15 +34,22 @@ import { LOCK_WORDS } from './writer-lock.js';
 
 /**
  * The header run of map `name` in `pool`; when there is none, a new one
- * (`created`) unless the opener is a reader or `create` is false.
+ * (`created`) unless the opener is a reader, `create` is false, or the
+ * incoming handover has a node for the map (`handedOver`).
  */
-export function openRoot(pool: Pool, name: string, readOnly: boolean, create: boolean): { root: Allocation; created: boolean } {
+export function openRoot(pool: Pool, name: string, readOnly: boolean, create: boolean, handedOver: boolean): { root: Allocation; created: boolean } {
   const what = `persistent map "${name}"`;
   const owner = `pmap:${name}`;
   let root = findRoot(pool, name, owner, what);
   let created = false;
   if (root === undefined) {
     if (readOnly || !create) throw new ClientError('NOT_FOUND', `there is no ${what} in the pool`);
+    if (handedOver) {
+      throw new ClientError(
+        'HANDOVER_MISMATCH',
+        `${what}: the incoming handover has a node for it, but the pool holds no such map; refused, nothing created (open it with { handover: null } to start a new one)`,
+      );
+    }
     try {
       // Zeroed before it commits: the run may hold what a released client left, and a header
       // read as garbage would be refused (or, after a crash mid-creation, never initialized).

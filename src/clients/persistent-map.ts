@@ -129,18 +129,18 @@ export class PersistentMap {
   static open(pool: Pool, name: string, options: PersistentMapOptions = {}): PersistentMap {
     checkClientName(name);
     const readOnly = options.readOnly === true;
-    const { root, created } = openRoot(pool, name, readOnly, options.create !== false);
+    // A writer reads its incoming node first: a node for a map the pool does not hold is refused
+    // before a new, empty map is created under the name.
+    const fdt = readOnly ? null : options.handover !== undefined ? options.handover : incomingHandoverFdt();
+    const node = fdt === null ? undefined : readMapNode(fdt, name);
+    const { root, created } = openRoot(pool, name, readOnly, options.create !== false, node !== undefined);
     const map = new PersistentMap(pool, name, root, readOnly);
     try {
       if (readOnly) {
         attachReader(map.s);
       } else {
         attachWriter(map.s, created);
-        const fdt = options.handover !== undefined ? options.handover : incomingHandoverFdt();
-        if (fdt !== null) {
-          const node = readMapNode(fdt, name);
-          if (node !== undefined) verifyMapNode(node, map.handoverInfo());
-        }
+        if (node !== undefined) verifyMapNode(node, map.handoverInfo());
       }
     } catch (e) {
       map.s.lock.release();

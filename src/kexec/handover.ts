@@ -77,12 +77,18 @@ export class HandoverRegistry {
     if (pool.path === null) throw new HandoverError('BAD_ARGUMENT', 'only a pool with a path can be handed over (an in-memory region dies with its process)');
     // A sub-pool has no file of its own: its parent is handed over, and the sub-pool found in it by name.
     if (pool.region instanceof SubRegion) throw new HandoverError('BAD_ARGUMENT', 'a sub-pool is handed over with its parent pool; register the parent');
-    const existing = this.pools.get(name);
-    if (existing && existing !== pool && !existing.closed) throw new HandoverError('BAD_ARGUMENT', `a pool is already registered as "${name}"`);
+    this.checkPoolName(name, pool);
     this.pools.set(name, pool);
     return () => {
       if (this.pools.get(name) === pool) this.pools.delete(name);
     };
+  }
+
+  /** Refuses `name` when it is no node name, or names another open pool (`pool` itself may hold it). */
+  checkPoolName(name: string, pool?: Pool): void {
+    poolNodePath(name);
+    const existing = this.pools.get(name);
+    if (existing && existing !== pool && !existing.closed) throw new HandoverError('BAD_ARGUMENT', `a pool is already registered as "${name}"`);
   }
 
   registeredPools(): ReadonlyMap<string, Pool> {

@@ -99,6 +99,8 @@ export function parsePoolFlag(argv: readonly string[] = process.argv): PoolFlag 
 export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly string[] = process.argv, name = DEFAULT_POOL_NAME): Pool | undefined {
   const flag = parsePoolFlag(argv);
   if (!flag) return undefined;
+  // Refused before the pool is opened or created: a refusal must neither hold the file nor leave a new one.
+  registry.checkPoolName(name);
   const incoming = registry.incoming(argv);
   if (incoming && poolNames(incoming.fdt).includes(name) && readPoolNode(incoming.fdt, name).path === flag.path) {
     return restorePool(registry, incoming, name);
@@ -115,7 +117,12 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
     pool.close();
     throw new HandoverError('BAD_ARGUMENT', `--pmpool=${flag.path},${flag.size}: the pool there is ${actual} bytes`);
   }
-  registry.addPool(pool, name);
+  try {
+    registry.addPool(pool, name);
+  } catch (e) {
+    pool.close(); // not handed out: its fd, flock and mappings go back
+    throw e;
+  }
   return pool;
 }
 

@@ -101,7 +101,17 @@ export class Pool {
     // the lock, which waits for a live holder, or breaks a dead one and repairs its operation. A
     // free lock and no intent — the usual case — cost two word reads, and no lock at all.
     const control = this.parts.control;
-    if (control.lockWord() !== 0 || control.intent() !== null) this.withLock(() => undefined);
+    if (control.lockWord() !== 0 || control.intent() !== null) {
+      try {
+        this.withLock(() => undefined);
+      } catch (e) {
+        // The open fails (LOCK_TIMEOUT, a repair that throws): its metadata window goes back now.
+        // The region may be the caller's, or a parent pool's for a sub-pool, and stays open.
+        this.parts = null;
+        metaWindow.unmap();
+        throw e;
+      }
+    }
   }
 
   /* ---------------- creation and opening ---------------- */
