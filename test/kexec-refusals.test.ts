@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Fdt, Pool, HandoverError } from '../src/index.js';
 import { HandoverRegistry } from '../src/kexec/handover.js';
 import { restorePool } from '../src/kexec/restore.js';
-import { writeBlob } from '../src/kexec/blob.js';
+import { MAX_BLOB_BYTES, writeBlob } from '../src/kexec/blob.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { shmPath, tempDir } from './support/child.js';
 import { expectError } from './support/expect.js';
@@ -204,6 +204,32 @@ describe('handover callbacks', () => {
       assert.throws(() => pool.alloc(1), /quiesced/);
       prepared.abort(new Error('test'));
       assert.equal(pool.alloc(1).count, 1);
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('handover size', () => {
+  test('a tree over the blob limit a next program reads: the handover is aborted, the program keeps its pools', () => {
+    const { path, cleanup } = shmPath('too-big');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const aborted: string[] = [];
+      registry.onHandover('huge', (fdt) => {
+        fdt.addNode('/clients/huge');
+        fdt.set('/clients/huge', 'payload', new Uint8Array(MAX_BLOB_BYTES));
+      }, { onAbort: (e) => aborted.push((e as HandoverError).code) });
+      const e = expectHandoverError(() => registry.prepare(), 'BAD_BLOB');
+      assert.match(e.message, /over the 16777216-byte limit/);
+      assert.deepEqual(aborted, ['BAD_BLOB'], 'the callbacks hear of the abort');
+      assert.equal(pool.alloc(1).count, 1, 'the pool is not left quiesced');
+      const again = new HandoverRegistry();
+      again.addPool(pool);
+      again.prepare().abort(new Error('test'));
       pool.close();
     } finally {
       cleanup();

@@ -11,7 +11,7 @@ import { Fdt } from '../fdt/index.js';
 import type { Pool } from '../pool/index.js';
 import { SubRegion } from '../region/index.js';
 import { readRoot, readPoolNode, poolNames, writePoolNode, writeRoot, poolNodePath, DEFAULT_POOL_NAME } from './binding.js';
-import { readBlob, removeBlob } from './blob.js';
+import { MAX_BLOB_BYTES, readBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
 
 export type HandoverCallback = (fdt: Fdt) => void;
@@ -212,13 +212,26 @@ export class HandoverRegistry {
       }
     }
 
-    const carried = incoming && fdt.has('/clients') && incoming.fdt.has('/clients')
-      ? incoming.fdt.children('/clients').filter((c) => fdt.nodeEquals(`/clients/${c}`, incoming.fdt))
-      : [];
+    let bytes: Uint8Array;
+    let carried: string[];
+    try {
+      carried = incoming && fdt.has('/clients') && incoming.fdt.has('/clients')
+        ? incoming.fdt.children('/clients').filter((c) => fdt.nodeEquals(`/clients/${c}`, incoming.fdt))
+        : [];
+      bytes = fdt.toBytes();
+      // The next program refuses a blob over the limit (readBlob): refused here, the handover is
+      // aborted and this program keeps running, instead of handing over to one that cannot start.
+      if (bytes.length > MAX_BLOB_BYTES) {
+        throw new HandoverError('BAD_BLOB', `the handover tree is ${bytes.length} bytes, over the ${MAX_BLOB_BYTES}-byte limit a next program reads; handover aborted`);
+      }
+    } catch (e) {
+      rollback(e as Error);
+      throw e;
+    }
     return {
       fdt,
       generation,
-      bytes: fdt.toBytes(),
+      bytes,
       carried,
       abort: (reason) => rollback(reason),
       complete: () => {
