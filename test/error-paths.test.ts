@@ -13,6 +13,7 @@ import { ClientError, PersistentMap, writeMapNode } from '../src/clients/index.j
 import { HandoverRegistry } from '../src/kexec/handover.js';
 import { poolFromCommandLine } from '../src/kexec/restore.js';
 import { poolInternals } from '../src/pool/internals.js';
+import { HEADER_WORDS } from '../src/alloc/index.js';
 import { shmPath } from './support/child.js';
 import { expectError } from './support/expect.js';
 
@@ -100,5 +101,40 @@ describe('refused opens give back what they took', () => {
     } finally {
       pool.close();
     }
+  });
+});
+
+describe('a release that finds the allocation bitmap damaged', () => {
+  test('is complete, and says so with a typed CORRUPT', () => {
+    const region = new MemoryRegion(16 * MiB);
+    const pool = Pool.create(region, { size: region.size });
+    const keep = pool.alloc(3, { name: 'keep' });
+    const { used } = pool.stats();
+    const one = pool.alloc(1, { name: 'one' });
+    const run = pool.alloc(40, { name: 'run' });
+    const words = new Uint32Array(region.buffer);
+    // The leaf bitmap follows the allocator's header words (src/alloc/geometry.ts).
+    const leaf = pool.geometry.areas.unitBitmap.offset / 4 + HEADER_WORDS;
+    const unitPages = 2 ** pool.orderPerBit;
+    // One path for a single unit, another for a run of them.
+    for (const victim of [one, run]) {
+      // Clear the bit of the allocation's first unit behind the allocator's back.
+      const unit = victim.pfn / unitPages;
+      words[leaf + (unit >>> 5)] = (words[leaf + (unit >>> 5)]! & ~(1 << (unit & 31))) >>> 0;
+      const e = expectError(() => pool.release(victim.pfn, victim.count), PoolError, 'CORRUPT');
+      assert.match(e.message, /the release is complete/);
+      assert.equal(pool.at(victim.pfn), undefined, 'the allocation is gone');
+      assert.equal(pool.find(victim.name!), undefined);
+      assert.equal(pool.check().ok, true, 'the bitmaps were rebuilt from the directory');
+      assert.ok(pool.recovered.some((r) => r.startsWith(`repaired an interrupted release of pfn ${victim.pfn}`)), pool.recovered.join('\n'));
+      expectError(() => pool.release(victim.pfn, victim.count), PoolError, 'NOT_ALLOCATED');
+    }
+    assert.equal(pool.find('keep')?.pfn, keep.pfn, 'the other allocation is untouched');
+    assert.equal(pool.stats().used, used, 'the released pages are free again');
+    pool.close();
+    const reopened = Pool.open(region);
+    assert.deepEqual(reopened.allocations().map((a) => a.name), ['keep']);
+    assert.equal(reopened.check().ok, true);
+    reopened.close();
   });
 });

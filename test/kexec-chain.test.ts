@@ -83,6 +83,44 @@ describe('kexec chains of real programs', () => {
     assert.equal(rollback.stillServing, true, 'the old program still allocates from its pool');
     assert.equal(rollback.generation, '2', 'the aborted generation 1 is burned: no blob of that attempt can match again');
   });
+  test('spawn: a new program that reports ready and exits at once did take over (30 times)', () => {
+    const { path, cleanup } = shmPath('ready-exit');
+    try {
+      // The parent blocks until the child is a zombie, so that its exit and its READY line are
+      // both pending when the parent's event loop next looks: either may be handled first.
+      const r = runModule(
+        `import { kexec, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { readFileSync } from 'node:fs';
+         const next = "import { kexec } from ${JSON.stringify(PMPOOL_ENTRY).replace(/"/g, '\\"')}; kexec.incoming(); kexec.ready(); process.exit(0);";
+         const childrenExited = () => {
+           const kids = readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').split(' ').filter(Boolean);
+           return kids.length > 0 && kids.every((k) => { try { return / Z /.test(readFileSync('/proc/' + k + '/stat', 'utf8')); } catch { return false; } });
+         };
+         const outcomes = [];
+         let pool = Pool.create(process.argv[1], { size: '4M' });
+         for (let i = 0; i < 30; i++) {
+           kexec.addPool(pool);
+           const handover = kexec.spawn(process.execPath, ['--input-type=module', '-e', next, '--']);
+           for (const t = Date.now(); !childrenExited() && Date.now() - t < 20000; );
+           try {
+             const { generation } = await handover;
+             outcomes.push(pool.closed ? 'took over ' + generation : 'took over, pool still open');
+             pool = Pool.open(process.argv[1]);
+           } catch (e) {
+             outcomes.push(e.code + ': ' + e.message);
+           }
+         }
+         pool.close();
+         process.stdout.write(JSON.stringify(outcomes));`,
+        [path],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const outcomes = JSON.parse(r.stdout) as string[];
+      assert.deepEqual(outcomes, Array.from({ length: 30 }, (_, i) => `took over ${i + 1}`));
+    } finally {
+      cleanup();
+    }
+  });
   test('output still queued for a full pipe at exec() reaches the reader whole; streams never created stay uncreated', () => {
     const { path, cleanup } = shmPath('flush');
     try {

@@ -44,6 +44,14 @@ const BUDGET_EXHAUSTED = -2;
 /** Largest alignment accepted: every unit index is below 2^32. */
 const MAX_ALIGN = 2 ** 32;
 
+/**
+ * The bitmap contradicts itself or a caller's precondition (a unit to mark is
+ * already so): damaged state, told apart from a failing store underneath.
+ */
+export class BitmapStateError extends Error {
+  override readonly name = 'BitmapStateError';
+}
+
 export class BitmapAllocator {
   readonly unitCount: number;
   readonly geometry: AllocatorGeometry;
@@ -146,7 +154,7 @@ export class BitmapAllocator {
     }
     this.checkRange(start, count, 'markUsed');
     const bad = this.firstLeafBit(start, start + count, false);
-    if (bad >= 0) throw new Error(`markUsed(${start}, ${count}): unit ${bad} is already used`);
+    if (bad >= 0) throw new BitmapStateError(`markUsed(${start}, ${count}): unit ${bad} is already used`);
     this.writeRange(start, start + count, true);
     this.store.store(HEADER_USED_UNITS, (this.store.load(HEADER_USED_UNITS) + count) >>> 0);
     // Next fit: the following search starts past this run. Here, not in alloc(),
@@ -165,7 +173,7 @@ export class BitmapAllocator {
     }
     this.checkRange(start, count, 'markFree');
     const bad = this.firstLeafBit(start, start + count, true);
-    if (bad >= 0) throw new Error(`markFree(${start}, ${count}): unit ${bad} is already free`);
+    if (bad >= 0) throw new BitmapStateError(`markFree(${start}, ${count}): unit ${bad} is already free`);
     this.writeRange(start, start + count, false);
     this.store.store(HEADER_USED_UNITS, (this.store.load(HEADER_USED_UNITS) - count) >>> 0);
   }
@@ -281,7 +289,7 @@ export class BitmapAllocator {
     const i = this.leafOff + w;
     const old = store.load(i);
     const bit = 1 << (u & 31);
-    if ((old & bit) !== 0) throw new Error(`markUsed(${u}, 1): unit ${u} is already used`);
+    if ((old & bit) !== 0) throw new BitmapStateError(`markUsed(${u}, 1): unit ${u} is already used`);
     const value = (old | bit) >>> 0;
     store.store(i, value);
     if (value === FULL_WORD) this.setUp(this.fullOff, w);
@@ -297,7 +305,7 @@ export class BitmapAllocator {
     const i = this.leafOff + w;
     const old = store.load(i);
     const bit = 1 << (u & 31);
-    if ((old & bit) === 0) throw new Error(`markFree(${u}, 1): unit ${u} is already free`);
+    if ((old & bit) === 0) throw new BitmapStateError(`markFree(${u}, 1): unit ${u} is already free`);
     const value = (old & ~bit) >>> 0;
     store.store(i, value);
     if (old === FULL_WORD) this.clearUp(this.fullOff, w);
@@ -649,6 +657,6 @@ export class BitmapAllocator {
   }
 
   private corrupt(detail: string): Error {
-    return new Error(`pmpool/alloc: allocator state is inconsistent (${detail}); run checkSummaries()/rebuildSummaries()`);
+    return new BitmapStateError(`pmpool/alloc: allocator state is inconsistent (${detail}); run checkSummaries()/rebuildSummaries()`);
   }
 }

@@ -160,19 +160,40 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
   return { child, generation: prepared.generation };
 }
 
+/**
+ * After the new program has exited, how long the READY line it may have
+ * written still gets to arrive: its write end of the pipe is closed with
+ * it, so this only bounds the wait when a program it started kept fd 3.
+ */
+const EXIT_DRAIN_MS = 1_000;
+
 function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const pipe = child.stdio[3] as NodeJS.ReadableStream | null;
+    const pipe = child.stdio[3] as (NodeJS.ReadableStream & { destroyed?: boolean }) | null;
     let text = '';
+    let drain: NodeJS.Timeout | undefined;
+    let exited: (() => void) | undefined;
     const timer = setTimeout(() => finish(new HandoverError('NOT_READY', `the new program did not report ready within ${timeoutMs} ms; rolled back`)), timeoutMs);
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      finish(new HandoverError('NOT_READY', `the new program exited (${signal ?? `code ${code}`}) before reporting ready; rolled back`));
+    // A program that reports ready and exits at once can have its exit handled before its READY
+    // line is read from the pipe. It did take over then (what it does afterwards is its own
+    // business), so the exit is judged only once the pipe has given up everything it holds.
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      exited = () => finish(new HandoverError('NOT_READY', `the new program exited (${signal ?? `code ${code}`}) before reporting ready; rolled back`));
+      if (!pipe || pipe.destroyed) return exited();
+      pipe.once('close', exited);
+      drain = setTimeout(exited, EXIT_DRAIN_MS);
+    };
     const onError = (e: Error) => finish(new HandoverError('EXEC_FAILED', `could not start the new program: ${e.message}`, { cause: e }));
+    let settled = false;
     function finish(error?: Error): void {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
+      clearTimeout(drain);
       child.off('exit', onExit);
       child.off('error', onError);
       pipe?.removeAllListeners('data');
+      if (exited) pipe?.off('close', exited);
       if (error) reject(error);
       else resolve();
     }

@@ -18,8 +18,8 @@
  */
 import { rmSync } from 'node:fs';
 import { randomBytes } from '../util/random.js';
-import { BitmapAllocator } from '../alloc/index.js';
-import { FileRegion, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
+import { BitmapAllocator, BitmapStateError } from '../alloc/index.js';
+import { FileRegion, RegionError, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
 import { checkParts } from './check.js';
 import { intentName, IntentOp, newRunId, peekIntentOp } from './control.js';
 import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel } from './directory.js';
@@ -394,8 +394,23 @@ export class Pool {
     if (slot !== homeSlotOfUnit(p.geometry, start) || p.control.indexAll()) p.pfnIndex.remove(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.remove(hashName(name), slot);
     d.wipe(slot);
-    p.units.markFree(start, pageCount <= p.unitPages ? 1 : unitsOf(p.geometry, pageCount));
-    p.slots.markFree(slot, 1);
+    try {
+      p.units.markFree(start, pageCount <= p.unitPages ? 1 : unitsOf(p.geometry, pageCount));
+      p.slots.markFree(slot, 1);
+    } catch (e) {
+      // A damaged bitmap (a bit of this run or slot already clear) shows only here, after the
+      // record is wiped: the release has happened. The intent's recovery rebuilds the bitmaps
+      // from the directory — now, or at the next lock if it cannot — and the caller is told so.
+      // A store that fails underneath is no damage, and goes up as it is.
+      if (!(e instanceof BitmapStateError)) throw e;
+      let done = 'the bitmaps were rebuilt from the directory';
+      try {
+        this.recover(p);
+      } catch {
+        done = 'the next lock of the pool rebuilds the bitmaps from the directory';
+      }
+      throw new PoolError('CORRUPT', `release of pfn ${pfn} (${pageCount} pages) found the allocation bitmap damaged (${(e as Error).message}); the release is complete: its record is wiped and ${done}`, { cause: e });
+    }
     w.barrier();
     p.control.endIntent();
     w.barrier();
@@ -637,15 +652,30 @@ export class Pool {
   /** Unmaps the pool; closes its file if the pool opened it. Sub-pools opened from it are closed first. */
   close(): void {
     if (this.parts === null) return;
-    for (const child of this.children) child.close();
+    // A flush that fails (msync: EIO, ENOSPC) must not leave the pool half closed: sub-pools,
+    // mappings, the fd and its flock are released all the same, and the failure is thrown after.
+    let failure: unknown;
+    for (const child of this.children) {
+      try {
+        child.close();
+      } catch (e) {
+        failure ??= e;
+      }
+    }
     this.children.clear();
     this.parent?.children.delete(this);
-    this.region.flush();
+    try {
+      this.region.flush();
+    } catch (e) {
+      const errno = e instanceof RegionError ? e.errno : undefined;
+      failure ??= new RegionError('IO', `${describe(this.region)}: the final flush failed (${(e as Error).message}); the pool is closed all the same, but stores since its last flush may not be durable`, this.region.path, { cause: e, errno });
+    }
     for (const w of this.chunks.values()) w.unmap();
     this.chunks.clear();
     this.metaWindow.unmap();
     this.parts = null;
     if (this.ownsRegion) this.region.close();
+    if (failure !== undefined) throw failure;
   }
 
   /* ---------------- internals ---------------- */

@@ -121,7 +121,12 @@ class FileWindow implements RegionWindow {
   }
   flush(offset = 0, length = this.length - offset): void {
     if (!this.live || !this.region.durable) return;
-    native.msync(this.buffer, this.byteOffset + offset, length, true);
+    try {
+      native.msync(this.buffer, this.byteOffset + offset, length, true);
+    } catch (e) {
+      // A failed msync (EIO, ENOSPC from writeback) is the region's failure: typed, errno kept.
+      wrapSystemError(e, this.region.path);
+    }
   }
   advise(advice: MadviseAdvice, offset = 0, length = this.length - offset): void {
     if (!this.live) return;
