@@ -1,6 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, openSync, closeSync } from 'node:fs';
 import { Pool } from '../src/index.js';
 import { CLI_PATH, shmPath } from './support/child.js';
 
@@ -79,6 +81,58 @@ describe('pmpool CLI', () => {
       assert.equal(r.code, 1);
       assert.match(r.stderr, /BAD_SIZE|BAD_ARGUMENT/);
       assert.equal(pmpool('--help').code, 0);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('run: a command that cannot start exits 1, claims no pid, and leaves no pool it made behind', () => {
+    const { path, cleanup } = shmPath('cli-run');
+    try {
+      let r = pmpool('run', '--pool', `${path}:4M`, '--', '/nonexistent/pmpool-no-such-program');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /cannot start .*ENOENT/);
+      assert.doesNotMatch(r.stdout, /started/);
+      assert.equal(existsSync(path), false, 'the pool made for it is gone');
+      // A pool that was there before stays, whatever the program does.
+      Pool.create(path, { size: '4M' }).close();
+      r = pmpool('run', '--pool', `${path}:4M`, '--', '/nonexistent/pmpool-no-such-program');
+      assert.equal(r.code, 1);
+      assert.equal(existsSync(path), true);
+      for (const [args, message] of [
+        [['--pool', '--', 'true'], 'pmpool run: --pool needs PATH:SIZE\n'],
+        [['--bogus', '--', 'true'], 'pmpool run: unknown option --bogus\n'],
+      ] as const) {
+        r = pmpool('run', ...args);
+        assert.equal(r.code, 2);
+        assert.ok(r.stderr.startsWith(message), r.stderr);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('output that cannot be written: a message and exit 1 (a full disk), or nothing (a reader gone); never a stack trace', async () => {
+    const { path, cleanup } = shmPath('cli-out');
+    try {
+      assert.equal(pmpool('create', path, '--size', '4M').code, 0);
+      const full = openSync('/dev/full', 'w');
+      try {
+        const r = spawnSync(process.execPath, [CLI_PATH, 'info', path], { encoding: 'utf8', stdio: ['ignore', full, 'pipe'], timeout: 30_000 });
+        assert.equal(r.status, 1);
+        assert.match(r.stderr, /^pmpool: cannot write the output: ENOSPC/);
+        assert.doesNotMatch(r.stderr, /\n\s+at /);
+      } finally {
+        closeSync(full);
+      }
+      // The reader closes its end before the command writes: EPIPE.
+      const child = spawn(process.execPath, [CLI_PATH, 'map', path], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      assert.equal(stderr, '');
+      assert.equal(code, 0);
     } finally {
       cleanup();
     }

@@ -22,6 +22,7 @@ const MiB = 1024 * 1024;
 const HEADER = 4096; // the ring's header page; records follow
 const HEAD_OFFSET = 192; // u64 byte offsets in the header
 const TAIL_OFFSET = 200;
+const NEXT_SEQ_OFFSET = 208; // the writer's hint of the next seq
 
 const memoryPool = (size = 16 * MiB): Pool => poolInMemory(size);
 
@@ -288,6 +289,163 @@ describe('LogRing crash safety', () => {
         total = records.at(-1)!.seq;
       }
       assert.ok(total > 200, `${total} records appended in all`);
+      reader.close();
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('LogRing damage and racing readers', () => {
+  test('a view of a detached buffer is refused as BAD_VALUE before the tail moves: no record is dropped', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'full', { bytes: 4096 });
+    for (let i = 0; i < 400; i++) ring.append(`record ${i}`);
+    const before = ring.records();
+    const buffer = new ArrayBuffer(8);
+    const view = new Uint8Array(buffer);
+    structuredClone(buffer, { transfer: [buffer] });
+    expectClientError(() => ring.append(view), 'BAD_VALUE');
+    assert.deepEqual(ring.records(), before);
+    assert.equal(ring.append(new Uint8Array(0)), 401, 'an empty record is still a record');
+    ring.close();
+    pool.close();
+  });
+
+  test('a next-seq hint damaged upward does not hide the records appended after it', () => {
+    for (const jump of [5n, 2n ** 41n]) {
+      const pool = memoryPool();
+      const ring = LogRing.open(pool, 'hint', { bytes: 64 * 1024 });
+      for (let i = 1; i <= 10; i++) ring.append(`r${i}`);
+      ring.close();
+      const bytes = pool.find('hint')!.bytes();
+      new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).setBigUint64(NEXT_SEQ_OFFSET, 11n + jump, true);
+      const again = LogRing.open(pool, 'hint');
+      for (let i = 11; i <= 13; i++) again.append(`r${i}`);
+      const records = again.records();
+      assert.deepEqual(records.map((r) => r.text), Array.from({ length: 13 }, (_, i) => `r${i + 1}`), `jump ${jump}`);
+      assertInOrder(records);
+      assert.equal(again.stats().skipped, 0);
+      again.close();
+      pool.close();
+    }
+  });
+
+  test('the record after a damaged one and a wrap pad is returned', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'pad', { bytes: 4096 });
+    assert.equal(ring.capacity, 4096);
+    for (let i = 1; i <= 25; i++) ring.append(`${i}:`.padEnd(100, '.')); // 128 bytes each: the head ends at 3200
+    pool.find('pad')!.bytes()[HEADER + 24 * 128 + 16 + 5]! ^= 1; // record 25's payload
+    ring.append('last:'.padEnd(1000, '.')); // 1024 bytes: a pad at 3200, then the record at 0, both seq 26
+    const records = ring.records();
+    assert.deepEqual(records.map((r) => r.seq), [...Array.from({ length: 16 }, (_, i) => i + 9), 26]);
+    assert.ok(records.at(-1)!.text!.startsWith('last:'));
+    assert.equal(ring.stats().skipped, 1);
+    ring.close();
+    pool.close();
+  });
+
+  test('a ring damaged at random offsets: records intact and in order, only ClientError, and all the writer appends next comes back', () => {
+    const seed = testSeed('PLOG_DAMAGE_SEED');
+    const rng = new Prng(seed);
+    for (let iter = 0; iter < 1500; iter++) {
+      const pool = memoryPool(4 * MiB);
+      let ring = LogRing.open(pool, 'dmg', { bytes: 8192 });
+      const appended = rng.int(300);
+      for (let i = 0; i < appended; i++) ring.append(selfChecking('d', i, rng.int(400)));
+      ring.close();
+      const bytes = pool.find('dmg')!.bytes();
+      const inHeader = rng.chance(0.3);
+      for (let k = rng.range(1, 4); k > 0; k--) {
+        const at = rng.int(inHeader ? HEADER : bytes.length);
+        bytes[at] = rng.chance(0.5) ? bytes[at]! ^ (1 << rng.int(8)) : rng.int(256);
+      }
+      const where = `seed ${seed}, iteration ${iter}`;
+      const checkRecords = (records: LogRecord[]) => {
+        for (let i = 0; i < records.length; i++) {
+          assert.ok(isIntact(records[i]!.text), `${where}: record ${records[i]!.seq}`);
+          if (i > 0) assert.ok(records[i]!.seq > records[i - 1]!.seq, `${where}: out of order`);
+        }
+      };
+      const typed = (fn: () => void) => {
+        try {
+          fn();
+        } catch (e) {
+          assert.ok(e instanceof ClientError, `${where}: ${String(e)}`);
+        }
+      };
+      typed(() => {
+        const reader = LogRing.open(pool, 'dmg', { readOnly: true });
+        checkRecords(reader.records());
+        reader.stats();
+        reader.close();
+      });
+      typed(() => {
+        ring = LogRing.open(pool, 'dmg');
+        const seqs = [0, 1, 2].map((i) => ring.append(selfChecking('new', i, 10)));
+        const records = ring.records();
+        checkRecords(records);
+        assert.deepEqual(records.slice(-3).map((r) => r.seq), seqs, `${where}: the new records`);
+        ring.close();
+      });
+      pool.close();
+    }
+  });
+
+  test('a reader beside a writer that wraps the ring thousands of times: every record intact and in order, none counted as damaged', async () => {
+    const { path, cleanup } = shmPath('log-race');
+    const child = `
+      import { Pool, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
+      import { crc32c } from ${JSON.stringify(new URL('./util/crc32c.js', PMPOOL_ENTRY).href)};
+      const pool = Pool.open(process.argv[1]);
+      const ring = LogRing.open(pool, 'race');
+      process.stdout.write('ready\\n');
+      let s = 1;
+      for (let n = 0, end = Date.now() + 1500; Date.now() < end; n++) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        const size = s % 1900;
+        const body = 'w:' + n + ':' + '0123456789abcdef'.repeat(Math.ceil(size / 16)).slice(0, size);
+        ring.append(body + ':' + crc32c(Buffer.from(body)).toString(16));
+      }
+      ring.close();
+      pool.close();
+    `;
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      LogRing.open(pool, 'race', { bytes: 8192 }).close();
+      const reader = LogRing.open(pool, 'race', { readOnly: true });
+      const proc = startModule(child, [path]);
+      let stderr = '';
+      proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = once(proc, 'exit');
+      await new Promise<void>((resolve, reject) => {
+        proc.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+        proc.on('exit', (code) => reject(new Error(`the writer exited (${code}) before it was ready: ${stderr}`)));
+      });
+      let running = true;
+      void exited.then(() => (running = false));
+      let reads = 0;
+      let lastSeq = 0;
+      while (running) {
+        const stats = reader.stats();
+        assert.equal(stats.skipped, 0, `read ${reads}: ${JSON.stringify(stats)}`);
+        const records = reader.records();
+        assertInOrder(records);
+        for (const r of records) assert.ok(isIntact(r.text), `record ${r.seq}`);
+        if (reads % 50 === 0) {
+          const out: string[] = [];
+          assert.equal(logCommand(['dump', path, 'race'], (l) => out.push(l), () => {}), 0);
+          assert.doesNotMatch(out[0]!, /damaged/);
+        }
+        lastSeq = Math.max(lastSeq, records.at(-1)?.seq ?? 0);
+        reads++;
+        await new Promise((r) => setImmediate(r));
+      }
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 0, stderr);
+      assert.ok(lastSeq > 1000 && reads > 100, `${reads} reads, ${lastSeq} records`);
       reader.close();
       pool.close();
     } finally {

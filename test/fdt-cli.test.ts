@@ -4,12 +4,13 @@
  */
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fdtCommand } from '../src/cli/fdt-command.js';
+import { CLI_PATH } from './support/child.js';
 
 const VECTORS = new URL('../../test/fixtures/fdt-vectors/', import.meta.url);
 const vector = (name: string): string => fileURLToPath(new URL(name, VECTORS));
@@ -148,5 +149,20 @@ describe('usage and files', () => {
     const r = run('check', join(dir, 'absent.dtb'));
     assert.equal(r.code, 1);
     assert.match(r.err[0], /ENOENT/);
+  });
+
+  test('a blob at the start of a file of gigabytes: judged by its totalsize, without reading the rest into memory', () => {
+    const big = join(dir, 'image.bin');
+    writeFileSync(big, readFileSync(vector('valid/test_tree1.dtb')));
+    truncateSync(big, 2 ** 31 + 4096); // sparse
+    try {
+      // Under 1.5 GiB of address space: reading the file whole (2 GiB) cannot even be tried.
+      const r = spawnSync('/bin/sh', ['-c', 'ulimit -v 1572864 && exec "$0" "$@"', process.execPath, CLI_PATH, 'fdt', 'check', big], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.stderr, '');
+      assert.equal(r.status, 0);
+      assert.match(r.stdout, /ok \(version 17, 749 bytes, 2 reservations\)/);
+    } finally {
+      rmSync(big);
+    }
   });
 });

@@ -9,6 +9,7 @@
 import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
 import type { FdtLintFinding } from '../fdt/index.js';
+import { FDT_MAGIC, FDT_V17_SIZE, HDR_MAGIC, HDR_TOTALSIZE } from '../fdt/constants.js';
 
 const USAGE = [
   'usage: pmpool fdt dump FILE.dtb',
@@ -134,26 +135,41 @@ function parseFile(file: string, sub: string, err: Out): Fdt | undefined {
   }
 }
 
-/** The file's bytes, at most MAX_BLOB of them (enough for any blob libfdt reads). */
+/**
+ * The file's bytes that libfdt could look at, as Fdt.parse keeps them: the header, then up to
+ * `totalsize` (at most MAX_BLOB), and only the header when the magic is wrong. A small blob at
+ * the start of a large file (an image, a partition) is judged without reading the rest into memory.
+ */
 function readBlob(file: string, sub: string, err: Out): Uint8Array | undefined {
   let fd: number | undefined;
   try {
     fd = openSync(file, 'r');
     const size = Math.min(fstatSync(fd).size, MAX_BLOB);
-    const bytes = new Uint8Array(size);
-    let got = 0;
-    while (got < size) {
-      const n = readSync(fd, bytes, got, size - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return bytes.subarray(0, got);
+    const header = readInto(fd, new Uint8Array(Math.min(size, FDT_V17_SIZE)), 0);
+    const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+    const magic = header.length >= HDR_TOTALSIZE + 4 && view.getUint32(HDR_MAGIC) === FDT_MAGIC;
+    const want = magic ? Math.min(size, Math.max(view.getUint32(HDR_TOTALSIZE), FDT_V17_SIZE)) : header.length;
+    if (want <= header.length) return header;
+    const bytes = new Uint8Array(want);
+    bytes.set(header);
+    return readInto(fd, bytes, header.length);
   } catch (e) {
     ioFailure(sub, file, e, err);
     return undefined;
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+/** Fills `bytes` from file offset `from` on; the part read (shorter at the end of the file). */
+function readInto(fd: number, bytes: Uint8Array, from: number): Uint8Array {
+  let got = from;
+  while (got < bytes.length) {
+    const n = readSync(fd, bytes, got, bytes.length - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  return bytes.subarray(0, got);
 }
 
 function ioFailure(sub: string, file: string, e: unknown, err: Out): number {

@@ -77,9 +77,20 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// Output that cannot be written (stdout on a full disk) is a message and exit 1, not a stack
+// trace; a reader that went away early (pmpool map | head) is no failure at all.
+let outputFailed = false;
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE' || outputFailed) return;
+  outputFailed = true;
+  process.stderr.write(`pmpool: cannot write the output: ${e.message}\n`);
+  if (!process.exitCode) process.exitCode = 1;
+});
+process.stderr.on('error', () => {});
+
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    process.exitCode = outputFailed && code === 0 ? 1 : code;
   },
   (e: unknown) => {
     process.stderr.write(`pmpool: internal error: ${(e as Error)?.stack ?? String(e)}\n`);

@@ -11,7 +11,7 @@
  *  - SIGINT/SIGTERM are forwarded, and the supervisor exits with the program.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { Pool, parseSize } from '../index.js';
 import { UsageError, type Out } from './pool-commands.js';
 
@@ -27,7 +27,8 @@ export function parseRunArgs(args: string[]): { pool?: { path: string; size: num
   for (let i = 0; i < own.length; i++) {
     const a = own[i]!;
     const value = a === '--pool' ? own[++i] : a.startsWith('--pool=') ? a.slice(7) : undefined;
-    if (value === undefined) throw new UsageError(`pmpool run: unknown option ${a}`);
+    // main() puts "pmpool run: " before the message; a bare --pool is missing its value, not unknown.
+    if (value === undefined) throw new UsageError(a === '--pool' ? '--pool needs PATH:SIZE' : `unknown option ${a}`);
     const colon = value.lastIndexOf(':');
     if (colon <= 0) throw new UsageError(`--pool needs PATH:SIZE, got "${value}"`);
     // The program is handed --pmpool=PATH,SIZE, which takes absolute paths only.
@@ -43,7 +44,8 @@ export function parseRunArgs(args: string[]): { pool?: { path: string; size: num
 
 export function runCommand(args: string[], out: Out, err: Out): Promise<number> {
   const { pool, command } = parseRunArgs(args);
-  if (pool && !existsSync(pool.path)) Pool.create(pool.path, { size: pool.size }).close();
+  const created = pool !== undefined && !existsSync(pool.path);
+  if (created) Pool.create(pool.path, { size: pool.size }).close();
   const argv = pool ? [...command.slice(1), `--pmpool=${pool.path},${pool.size}`] : command.slice(1);
   const restarts: number[] = [];
 
@@ -54,9 +56,12 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
     let child = start();
     function start() {
       const c = spawn(command[0]!, argv, { stdio: 'inherit' });
-      out(`pmpool run: started ${command[0]} as pid ${c.pid}`);
+      // No pid: the program could not be started (the 'error' below says why).
+      if (c.pid !== undefined) out(`pmpool run: started ${command[0]} as pid ${c.pid}`);
       c.on('error', (e) => {
         err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
+        // A pool made for a program that never ran is not left behind.
+        if (created && restarts.length === 0 && c.pid === undefined) rmSync(pool.path, { force: true });
         cleanup();
         resolve(1);
       });

@@ -172,6 +172,17 @@ export function tooLarge(what: string, bytes: number, max: number): never {
   throw new ClientError('TOO_LARGE', `the ${what} is ${bytes} bytes; at most ${max} are allowed`);
 }
 
+/** True for a view of a transferred (detached) ArrayBuffer: its length reads 0, yet copying from it throws. */
+export function isDetached(view: Uint8Array): boolean {
+  if (view.byteLength !== 0 || view.buffer.byteLength !== 0) return false;
+  try {
+    view.subarray(0, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
 export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (typeof v === 'object') return (v as object).constructor?.name ?? 'an object';

@@ -19,7 +19,7 @@ import { PmpoolError } from '../errors.js';
 import type { Allocation, Pool } from '../index.js';
 import { crc32c, crc32cWords } from '../util/crc32c.js';
 import { checkClientName, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_LOG, writeFixedHeader } from './client-header.js';
-import { describe, isWellFormed, LENGTH_MASK, readUtf8, writeUtf8 } from './codec.js';
+import { describe, isDetached, isWellFormed, LENGTH_MASK, readUtf8, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { LOCK_WORDS, WriterLock } from './writer-lock.js';
 
@@ -65,6 +65,8 @@ const INFO_TEXT = 0x40000000;
 const INFO_PAD = 0x80000000;
 const MIN_CAPACITY = 1024;
 const MAX_CAPACITY = 2 ** 31;
+/** The largest seq gap a scan bridges after a damaged record. */
+const RESYNC_SPAN = 2 ** 40;
 
 function align16(n: number): number {
   return (n + 15) & ~15;
@@ -181,8 +183,12 @@ export class LogRing {
     const scan = this.scan(tail, head, this.data, this.dataWords, false);
     this.head = head;
     this.tail = tail;
+    // The hint is unchecksummed and only needed when no record survives or the newest ones are
+    // damaged; when the ring ends on an intact record, that one was the last published. A hint
+    // past it (damage) would give the next record a seq that readers skip as out of order.
     const hint = Number(this.big[NEXT_SEQ]!);
-    this.nextSeq = Math.max(scan.lastSeq + 1, Number.isSafeInteger(hint) ? hint : 1, 1);
+    const useHint = Number.isSafeInteger(hint) && (scan.count === 0 || (scan.endsDamaged && hint - scan.lastSeq < RESYNC_SPAN));
+    this.nextSeq = Math.max(scan.lastSeq + 1, useHint ? hint : 1);
   }
 
   private initialize(): void {
@@ -234,6 +240,8 @@ export class LogRing {
       text = true;
     } else if (record instanceof Uint8Array) {
       n = record.length;
+      // Refused here: copying it would throw a TypeError after the tail had dropped the oldest records.
+      if (n === 0 && isDetached(record)) throw new ClientError('BAD_VALUE', 'the record is a view of a detached ArrayBuffer');
     } else {
       throw new ClientError('BAD_VALUE', `a record must be a string or a Uint8Array, got ${describe(record)}`);
     }
@@ -302,9 +310,30 @@ export class LogRing {
   /** The surviving records, oldest first: every one intact (CRC) and in order (seq). */
   records(): LogRecord[] {
     this.live();
+    return this.consistentScan(true).scan.records;
+  }
+
+  stats(): LogRingStats {
+    this.live();
+    // Through the same copy as records(): a reader scanning the live ring would count what the
+    // writer is overwriting at that moment as damaged records.
+    const { head, tail, scan } = this.consistentScan(false);
+    return {
+      capacity: this.capacity,
+      used: head - tail,
+      records: scan.count,
+      firstSeq: scan.firstSeq,
+      lastSeq: scan.count === 0 ? null : scan.lastSeq,
+      skipped: scan.skipped,
+      maxRecordBytes: this.maxRecordBytes,
+    };
+  }
+
+  /** The scan of [tail, head), for a reader over a copy that no concurrent append has touched. */
+  private consistentScan(collect: boolean) {
     if (!this.readOnly) {
       const { head, tail } = this.cursors();
-      return this.scan(tail, head, this.data, this.dataWords, true).records;
+      return { head, tail, scan: this.scan(tail, head, this.data, this.dataWords, collect) };
     }
     for (;;) {
       // A reader copies the ring, then keeps what the writer had not begun to overwrite when the copy ended.
@@ -315,24 +344,9 @@ export class LogRing {
       // record survives (an empty ring, or one a writer emptied and may have died on), so none is
       // returned. Waiting for it to differ would spin for ever behind a writer killed there.
       if (nowTail > head) continue;
-      const scan = this.scan(Math.max(tail, nowTail), head, copy, new Uint32Array(copy.buffer), true);
-      return scan.records;
+      const from = Math.max(tail, nowTail);
+      return { head, tail: from, scan: this.scan(from, head, copy, new Uint32Array(copy.buffer), collect) };
     }
-  }
-
-  stats(): LogRingStats {
-    this.live();
-    const { head, tail } = this.cursors();
-    const scan = this.scan(tail, head, this.data, this.dataWords, false);
-    return {
-      capacity: this.capacity,
-      used: head - tail,
-      records: scan.count,
-      firstSeq: scan.firstSeq,
-      lastSeq: scan.count === 0 ? null : scan.lastSeq,
-      skipped: scan.skipped,
-      maxRecordBytes: this.maxRecordBytes,
-    };
   }
 
   /**
@@ -359,16 +373,18 @@ export class LogRing {
       const length = isPad ? cap - phys : align16(REC_HEADER + n);
       const fits = isPad ? n === 0 && (info & INFO_TEXT) === 0 : n <= this.maxRecordBytes && phys + length <= cap;
       const next = lastSeq + 1;
-      const ordered = lastSeq === 0 ? seq >= 1 : resyncing ? seq >= next && seq - lastSeq < 2 ** 40 : seq === next;
+      const ordered = lastSeq === 0 ? seq >= 1 : resyncing ? seq >= next && seq - lastSeq < RESYNC_SPAN : seq === next;
       if (!(fits && pos + length <= head && ordered && words[i + 3] === crc32c(data, phys + REC_HEADER, phys + REC_HEADER + n, crc32cWords(words, i, 3, this.ringId)))) {
         if (!resyncing) skipped++;
         resyncing = true;
         pos += 16;
         continue;
       }
-      resyncing = false;
       pos += length;
+      // A pad carries the seq of the record after it, which lastSeq does not take: after damage,
+      // that record must still be judged as a resync (seq >= next), not as seq === next.
       if (isPad) continue;
+      resyncing = false;
       if (collect) {
         const bytes = data.slice(phys + REC_HEADER, phys + REC_HEADER + n);
         const record: LogRecord = { seq, bytes };
@@ -379,7 +395,7 @@ export class LogRing {
       lastSeq = seq;
       count++;
     }
-    return { records, lastSeq, firstSeq, count, skipped };
+    return { records, lastSeq, firstSeq, count, skipped, endsDamaged: resyncing };
   }
 
   /* ---------------- lifetime ---------------- */
