@@ -22,6 +22,9 @@ function runChain(extra: string[]): { entries: Record<string, unknown>[]; status
   }
 }
 
+/** The next program of the flush tests: it prints "after" and, as a pmpool program's incoming() would, consumes its blob. */
+const NEXT_PRINTS_AFTER = 'require("node:fs").rmSync(process.env.PMPOOL_FDT, { force: true }); process.stdout.write("after\\n")';
+
 /**
  * A program that writes 512 KiB to stdout (a pipe whose buffer is 64 KiB: most of it is still
  * in the stream's queue), runs `then`, and execs a program that prints "after": every byte must
@@ -34,7 +37,7 @@ function execWithQueuedOutput(path: string, then: string): void {
      process.stdout.write('x'.repeat(1 << 19) + '\\n');
      ${then}
      process.stderr.write('queued ' + (process.stdout.writableLength > 0) + '\\n');
-     await kexec.exec(process.execPath, ['-e', 'process.stdout.write("after\\\\n")', '--']);`,
+     await kexec.exec(process.execPath, ['-e', ${JSON.stringify(NEXT_PRINTS_AFTER)}, '--']);`,
     ['--', `--pmpool=${path},1M`],
   );
   assert.equal(r.status, 0, r.stderr);
@@ -159,7 +162,7 @@ describe('kexec chains of real programs', () => {
         const { kexec } = await import(${JSON.stringify(PMPOOL_ENTRY)});
         kexec.poolFromCommandLine();
         for (let i = 0; i < 20; i++) console.log('line ' + i);
-        await kexec.exec(process.execPath, ['-e', 'process.stdout.write("after\\\\n")', '--']);
+        await kexec.exec(process.execPath, ['-e', ${JSON.stringify(NEXT_PRINTS_AFTER)}, '--']);
       })();`;
       const r = runModule(
         `import { Worker } from 'node:worker_threads';
