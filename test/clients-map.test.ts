@@ -128,6 +128,12 @@ describe('PersistentMap basics', () => {
     }
     expectClientError(() => map.set('\ud800', 'v'), 'BAD_KEY');
     expectClientError(() => map.set('k', 'lone \udc00 surrogate'), 'BAD_VALUE');
+    // A view of a transferred (detached) buffer: typed, not a TypeError from the copy mid-set.
+    const detached = new Uint8Array(8);
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    expectClientError(() => map.set(detached, 'v'), 'BAD_KEY');
+    expectClientError(() => map.get(detached), 'BAD_KEY');
+    expectClientError(() => map.set('k', detached), 'BAD_VALUE');
     assert.equal(map.size, 1);
     assert.equal(map.get('keep'), 'me');
     assert.equal(map.has('k'), false);

@@ -104,6 +104,7 @@ export class Scratch {
     }
     if (item instanceof Uint8Array) {
       const n = item.length;
+      if (n === 0 && isDetached(item)) throw new ClientError(what === 'key' ? 'BAD_KEY' : 'BAD_VALUE', `the ${what} is a view of a detached ArrayBuffer`);
       if (n > maxBytes) tooLarge(what, n, maxBytes);
       if (n > this.u8.length) this.grow(n);
       this.u8.set(item);

@@ -33,7 +33,7 @@
  */
 import type { Allocation, Fdt, Pool } from '../index.js';
 import { checkClientName, poolCall } from './client-header.js';
-import { describe, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
+import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
 import { checkNow, computeStats } from './map-check.js';
@@ -369,6 +369,8 @@ export class PersistentMap {
     } else if (value instanceof Uint8Array) {
       vkind = KIND_BYTES;
       vmax = value.length;
+      // Refused before space is reserved: copying it would throw a raw TypeError mid-set.
+      if (vmax === 0 && isDetached(value)) throw new ClientError('BAD_VALUE', 'the value is a view of a detached ArrayBuffer');
       if (vmax > MAX_VALUE_BYTES) tooLarge('value', vmax, MAX_VALUE_BYTES);
     } else {
       throw new ClientError('BAD_VALUE', `a value must be a string or a Uint8Array, got ${describe(value)}`);
