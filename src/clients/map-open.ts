@@ -29,7 +29,7 @@ import { pickActive, recountTable, sortOwnedRuns, tableHasEntries } from './map-
 import { resetToEmpty } from './map-resize.js';
 import { canKeep, freeSegment, loadSegment, queue, sparse } from './map-space.js';
 import type { MapState } from './map-state.js';
-import { readDescriptor, writeDescriptor, type TableDescriptor } from './map-table.js';
+import { readDescriptor, writeDescriptor } from './map-table.js';
 import { LOCK_WORDS } from './writer-lock.js';
 
 /**
@@ -134,7 +134,7 @@ function recover(s: MapState): void {
   // first change, and clean again only after its last): its table is found by name, its segments
   // by the segment table, in O(1) whatever the pool holds. Only a crash leaves leftovers to give
   // back, and finding them takes a pass over the pool's allocations.
-  const { table, stale } = h[HDR_CLEAN] === 1 ? { table: tableByName(s, tableName, desc), stale: [] } : sortOwnedRuns(s.ownedRuns(), s.name, desc, h);
+  const { table, stale } = h[HDR_CLEAN] === 1 ? { table: s.describedTable(desc), stale: [] } : sortOwnedRuns(s.ownedRuns(), s.name, desc, h);
   // Allocated but never published, or unpublished but never released.
   for (const run of stale) poolCall(() => s.pool.release(run.pfn, run.count, { owner: s.owner }), s.what);
   if (desc.pfn !== 0) {
@@ -187,13 +187,6 @@ function recover(s: MapState): void {
       compactPending(s);
     }
   }
-}
-
-/** The run the descriptor names, when the pool holds it under the table's name, at its pfn, for this owner. */
-function tableByName(s: MapState, tableName: string, desc: TableDescriptor): Allocation | undefined {
-  if (desc.pfn === 0) return undefined;
-  const run = poolCall(() => s.pool.find(tableName), s.what);
-  return run !== undefined && run.pfn === desc.pfn && run.owner === s.owner ? run : undefined;
 }
 
 /** Counts entries, tombstones and live bytes per segment from the table (after a crash). */

@@ -8,7 +8,6 @@
  * each release) is MapState.seqBegin/seqEnd; segments are mapped lazily by
  * the lookups themselves (map-space.ts, loadSegment).
  */
-import { poolCall } from './client-header.js';
 import { ClientError } from './errors.js';
 import { HDR_ACTIVE, HDR_SEQ, NO_U32, SEGTAB, u32View } from './map-layout.js';
 import { Torn } from './map-runtime.js';
@@ -72,8 +71,8 @@ function reload(s: MapState, seq: number): boolean {
   if (desc.pfn === 0) {
     s.setTable(NO_U32, 0, desc.seq, null);
   } else if (desc.pfn !== s.tablePfn || desc.seq !== s.tableSeq) {
-    const run = poolCall(() => s.pool.find(`${s.name}/t${desc.seq}`), s.what);
-    if (run === undefined || run.pfn !== desc.pfn || run.count * s.pageSize < 2 ** desc.log2 * 8) return false;
+    const run = s.describedTable(desc);
+    if (run === undefined) return false;
     s.setTable(u32View(run.bytes(0, 2 ** desc.log2 * 8)), desc.log2, desc.seq, run);
   }
   for (const k of [...s.loaded]) {

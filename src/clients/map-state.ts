@@ -15,6 +15,7 @@ import { LOCK_INDEX, poolCall } from './client-header.js';
 import { ClientError } from './errors.js';
 import { HDR_CLEAN, HDR_COUNT, HDR_SEQ, HDR_TOMBS, HEADER_RUN_BYTES, MAX_SEGMENTS, NO_BUF, NO_U32, NO_U8, SEG_W_LIVE, u32View } from './map-layout.js';
 import { Torn } from './map-runtime.js';
+import type { TableDescriptor } from './map-table.js';
 import { WriterLock } from './writer-lock.js';
 
 export class MapState {
@@ -135,6 +136,17 @@ export class MapState {
       this.strays = true;
       throw e;
     }
+  }
+
+  /**
+   * The pool run a table descriptor names: `<name>/t<seq>`, at the descriptor's pfn, this map's,
+   * and large enough for its slots. Undefined for "no table" and for anything else found.
+   */
+  describedTable(desc: TableDescriptor): Allocation | undefined {
+    if (desc.pfn === 0) return undefined;
+    const run = poolCall(() => this.pool.find(`${this.name}/t${desc.seq}`), this.what);
+    const fits = run !== undefined && run.pfn === desc.pfn && run.owner === this.owner && run.count * this.pageSize >= 2 ** desc.log2 * 8;
+    return fits ? run : undefined;
   }
 
   /** The pool runs of the map's owner, its header run included. */
