@@ -4,6 +4,7 @@
  * Cells are big-endian (devicetree specification §2.2.4); strings are
  * UTF-8 and NUL-terminated, a string list is strings back to back.
  */
+import { isAscii } from 'node:buffer';
 import { readBe32, readBe64, writeBe32, writeBe64 } from './bytes.js';
 import { fail } from './errors.js';
 
@@ -102,17 +103,11 @@ export function decodeStrings(value: Uint8Array, what: string): string[] {
  * TextDecoder (~0.1 ms the first time).
  */
 function decodeUtf8(value: Uint8Array, start: number, end: number, what: string): string {
-  let ascii = true;
-  for (let i = start; i < end; i++) {
-    if (value[i]! >= 0x80) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return Buffer.from(value.buffer, value.byteOffset + start, end - start).toString('latin1');
+  const bytes = value.subarray(start, end);
+  if (isAscii(bytes)) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
   try {
     utf8Strict ??= new TextDecoder('utf-8', { fatal: true });
-    return utf8Strict.decode(value.subarray(start, end));
+    return utf8Strict.decode(bytes);
   } catch {
     return fail('BADVALUE', `${what} is not valid UTF-8`);
   }
