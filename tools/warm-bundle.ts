@@ -2,12 +2,14 @@
  * The warm run behind the bundle's code cache (tools/record-cache.ts runs it twice):
  *
  *   --phase=hand-over  create the pool (--pmpool=PATH,SIZE) and write a handover blob to --blob
- *   --phase=record     be the next program: receive the handover, restore, allocate, hand over
- *                      again (to a program that does not exist, so the exec fails and rolls back,
- *                      which runs every step but the execve), then write V8's payload to --cache
+ *   --phase=record     be the next program: receive the handover, restore, allocate, reopen a
+ *                      PersistentMap and a LogRing, hand over again (to a program that does not
+ *                      exist, so the exec fails and rolls back, which runs every step but the
+ *                      execve), then write V8's payload to --cache
  *
  * The cache holds what these calls compiled: what a program that receives a
- * handover runs first, and what it runs to hand over in turn.
+ * handover runs first (its clients' reopening included), and what it runs to
+ * hand over in turn.
  */
 import { writeFileSync } from 'node:fs';
 import { loadBundle } from '../src/entry/bundle-loader.js';
