@@ -271,6 +271,55 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('compaction weighs the whole map: a rewrite moves no record, deletes past the bound are compacted', () => {
+    const pool = memoryPool(160 * MiB);
+    const map = PersistentMap.open(pool, 'policy');
+    const n = 400_000;
+    const rng = new Prng(testSeed('compaction policy'));
+    const order = Array.from({ length: n }, (_, i) => i);
+    const shuffle = (): number[] => {
+      for (let i = n - 1; i > 0; i--) {
+        const j = rng.int(i + 1);
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+      return order;
+    };
+    const value = (i: number, round: number) => `${round}:${i}:`.padEnd(100, '.');
+    for (const i of shuffle()) map.set(`key-${i}`, value(i, 0));
+    const pagesBefore = map.stats().pages;
+    let moved = 0;
+    setMapFaultHook((point) => {
+      if (point === 'compact:moved') moved++;
+    });
+    try {
+      // Every entry rewritten once, in another order: each old segment dies out as a whole and is
+      // freed (or kept as the spare) with nothing moved; what is held comes back to where it was.
+      for (const i of shuffle()) map.set(`key-${i}`, value(i, 1));
+      assert.equal(moved, 0, 'a rewrite moves no record');
+      const rewritten = map.stats();
+      assert.ok(rewritten.pages <= pagesBefore + (4 * MiB) / pool.pageSize, `${rewritten.pages} pages held after the rewrite, ${pagesBefore} before`);
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+
+      // Three entries in four deleted at random: the garbage goes past the map's bound, and the
+      // emptiest segments are compacted until it is back within it.
+      for (const i of shuffle().slice(0, (3 * n) / 4)) map.delete(`key-${i}`);
+      assert.ok(moved > 0, 'deletes past the bound compact');
+      const s = map.stats();
+      // The bound: garbage at most the live bytes, plus the active segment's free tail and the spare (4 MiB each at most).
+      assert.ok(s.garbageBytes <= s.liveBytes + 8 * MiB, `${s.garbageBytes} bytes of garbage for ${s.liveBytes} live`);
+      // Only segments less than half live are compacted: at most one record moved per record deleted.
+      assert.ok(moved <= (3 * n) / 4, `${moved} records moved for ${(3 * n) / 4} deleted`);
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+      for (let i = 0; i < n; i += 997) assert.equal(map.get(`key-${i}`), map.has(`key-${i}`) ? value(i, 1) : undefined);
+    } finally {
+      setMapFaultHook(null);
+    }
+    assert.equal(map.size, n / 4);
+    map.close();
+    assert.ok(pool.check().ok);
+    pool.close();
+  });
+
   test('deleting while iterating visits every entry once; a resize while iterating throws CHANGED', () => {
     const pool = memoryPool();
     const map = PersistentMap.open(pool, 'iter');

@@ -10,7 +10,7 @@ import { readFixedHeader, TYPE_MAP } from './client-header.js';
 import { hashWords, KIND_ASCII, KIND_BYTES, LENGTH_MASK } from './codec.js';
 import { HDR_ACTIVE, MAX_SEGMENTS, recordBytes, SEG_HEADER, SEGTAB, TOMB } from './map-layout.js';
 import { recordStarts } from './map-segments.js';
-import { loadSegment } from './map-space.js';
+import { countGarbage, loadSegment } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { readDescriptor } from './map-table.js';
 import type { MapCheckReport, PersistentMapStats } from './persistent-map.js';
@@ -67,6 +67,8 @@ export function checkNow(s: MapState): MapCheckReport {
   const desc = readDescriptor(h, h[HDR_ACTIVE]! & 1, s.mapId);
   if (!desc.ok) problems.push('the active table descriptor does not verify');
   else if (desc.pfn !== s.tablePfn) problems.push(`the active descriptor names table pfn ${desc.pfn}, the map uses ${s.tablePfn}`);
+  // The writer's running count the compaction policy weighs: drift would let garbage grow unbounded, or compact for nothing.
+  if (!s.readOnly && s.garbage !== countGarbage(s)) problems.push(`the writer counts ${s.garbage} bytes of garbage, its segments hold ${countGarbage(s)}`);
   const records = new Map<number, Set<number>>();
   for (let k = 0; k < MAX_SEGMENTS; k++) {
     if (h[SEGTAB + 2 * k] === 0) continue;

@@ -5,14 +5,15 @@
  * records, with the slots that point at them: records marked dead are
  * skipped without a probe of the table; the home slots of the others are
  * loaded together, so that their table misses overlap instead of following
- * each other. Which segments are queued, and what becomes of an emptied
- * one, is map-space.ts.
+ * each other. Which segment goes first (the emptiest candidate) is here;
+ * which segments are queued, when compaction is due, and what becomes of an
+ * emptied one, is map-space.ts.
  */
 import { ClientError } from './errors.js';
 import { recordBytes, SEG_HEADER, SEG_W_USED } from './map-layout.js';
 import { fault } from './map-runtime.js';
 import { copyRecord, markedDead } from './map-segments.js';
-import { emptied, freeSegment, reserve, sparse } from './map-space.js';
+import { compactionDue, emptied, freeSegment, reserve } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { slotOf } from './map-table.js';
 
@@ -75,22 +76,21 @@ function gatherLive(from: Uint32Array, k: number, off: number, used: number, slo
 }
 
 /**
- * Works through the queued segments: an empty one is kept as the spare or
- * freed, a sparse one compacted; with `all` (compact()), every one that
- * still holds live records is compacted and every empty one freed.
+ * Compacts candidates, the emptiest first, while compaction is due
+ * (compactionDue: the map's garbage past its bound); with `all`
+ * (compact()), every queued segment: compacted, or freed when empty.
  */
 export function compactPending(s: MapState, all = false): void {
   if (s.compacting) return;
   s.compacting = true;
   try {
-    while (s.pending.length > 0) {
-      const k = s.pending.pop()!;
-      s.segQueued[k] = false;
-      if (s.segRun[k] === null || k === s.active) continue;
+    while (all || compactionDue(s)) {
+      const k = takeCandidate(s);
+      if (k < 0) break;
       if (s.segLive[k] === 0) {
         if (all) freeSegment(s, k);
         else emptied(s, k);
-      } else if (all || sparse(s, k)) {
+      } else {
         compactSegment(s, k);
       }
     }
@@ -102,6 +102,41 @@ export function compactPending(s: MapState, all = false): void {
   } finally {
     s.compacting = false;
   }
+}
+
+/**
+ * Takes the queued segment with the smallest live fraction off the queue
+ * (the most garbage freed per byte moved), dropping the entries that are no
+ * longer candidates: freed, the spare, or the active segment. -1 when none
+ * is left. (A queued segment stays sparse: only the active one gains records.)
+ */
+function takeCandidate(s: MapState): number {
+  const q = s.pending;
+  let best = -1;
+  let bestAt = -1;
+  let bestFraction = Infinity;
+  for (let i = q.length - 1; i >= 0; i--) {
+    const k = q[i]!;
+    const used = s.segUsed[k]! - SEG_HEADER;
+    if (s.segRun[k] === null || k === s.active || s.spares.includes(k)) {
+      s.segQueued[k] = false;
+      q[i] = q[q.length - 1]!;
+      q.pop();
+      if (bestAt === q.length) bestAt = i;
+      continue;
+    }
+    const fraction = used > 0 ? s.segLive[k]! / used : 0;
+    if (fraction < bestFraction) {
+      best = k;
+      bestAt = i;
+      bestFraction = fraction;
+    }
+  }
+  if (best < 0) return -1;
+  s.segQueued[best] = false;
+  q[bestAt] = q[q.length - 1]!;
+  q.pop();
+  return best;
 }
 
 /**
@@ -148,6 +183,7 @@ function compactSegment(s: MapState, k: number): void {
         const total = groupSizes[c]!;
         s.segLive[a] += total;
         s.segLive[k] -= total;
+        s.garbage += total;
         to += total;
       }
     }

@@ -40,7 +40,12 @@ export const SEG_MAX_BYTES = 4 * 1024 * 1024;
 export const SEG_MIN_BYTES = 64 * 1024;
 /** Records larger than this get a segment of their own. */
 export const DEDICATED_MIN = 256 * 1024;
-/** Compact a segment once less than 1/COMPACT_BELOW of it is live: at most COMPACT_BELOW× the live bytes held, under 1/(COMPACT_BELOW-1) byte copied per byte of garbage. */
+/**
+ * A segment less than 1/COMPACT_BELOW live is a compaction candidate; candidates are compacted while
+ * the map's garbage is more than 1/COMPACT_BELOW of what its small segments hold (map-space.ts,
+ * compactionDue): at most COMPACT_BELOW× the live bytes held, plus the active segment's free tail and
+ * the spare, and under 1/(COMPACT_BELOW-1) byte copied per byte of garbage.
+ */
 export const COMPACT_BELOW = 2;
 
 export const EMPTY = 0;

@@ -27,7 +27,7 @@ import {
 } from './map-layout.js';
 import { pickActive, recountTable, sortOwnedRuns, tableHasEntries } from './map-recovery.js';
 import { resetToEmpty } from './map-resize.js';
-import { canKeep, freeSegment, loadSegment, queue, sparse } from './map-space.js';
+import { canKeep, countGarbage, freeSegment, loadSegment, queue, sparse } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { readDescriptor, writeDescriptor } from './map-table.js';
 import { LOCK_WORDS } from './writer-lock.js';
@@ -172,6 +172,7 @@ function recover(s: MapState): void {
     const spare = [...s.loaded].find((k) => s.segLive[k] === 0 && canKeep(s, k));
     if (spare !== undefined) s.spares.push(spare);
   }
+  s.garbage = countGarbage(s);
   const isSparse = (k: number) => k !== s.active && !s.spares.includes(k) && (s.segLive[k] === 0 || sparse(s, k));
   const tidy = s.count === 0 ? s.loaded.size > 0 || s.tableRun !== null : [...s.loaded].some(isSparse);
   if (tidy) {

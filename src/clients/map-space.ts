@@ -59,8 +59,14 @@ function retire(s: MapState, k: number): void {
  * fresh ones from the pool. Any other is freed.
  */
 export function emptied(s: MapState, k: number): void {
-  if (s.spares.length < MAX_SPARES && canKeep(s, k)) s.spares.push(k);
-  else freeSegment(s, k);
+  if (s.spares.length < MAX_SPARES && canKeep(s, k)) {
+    // The spare's old records are not garbage the policy counts: it holds nothing live, and its
+    // bytes are the next appends' room, not held for a live record.
+    s.garbage -= garbageOf(s, k);
+    s.spares.push(k);
+  } else {
+    freeSegment(s, k);
+  }
 }
 
 export function canKeep(s: MapState, k: number): boolean {
@@ -158,7 +164,10 @@ function adopt(s: MapState, k: number, run: Allocation, dedicated: boolean): voi
 }
 
 export function forget(s: MapState, k: number): void {
-  if (!s.segDedicated[k]) s.smallSegmentBytes -= s.segCap[k]!;
+  if (!s.segDedicated[k]) {
+    s.smallSegmentBytes -= s.segCap[k]!;
+    if (!s.spares.includes(k)) s.garbage -= garbageOf(s, k);
+  }
   s.segU8[k] = NO_U8;
   s.segU32[k] = NO_U32;
   s.segBuf[k] = NO_BUF;
@@ -200,15 +209,43 @@ export function dropRecord(s: MapState, ref: number): void {
   const w = (ref & 0x7ffff) << 1;
   const total = recordBytes(u32[w + 1]!, u32[w + 2]!);
   s.segLive[k] -= total;
+  if (!s.segDedicated[k]) s.garbage += total;
   markDead(u32, w);
   if (k === s.active) return;
   if (s.segLive[k] === 0) emptied(s, k);
   else if (sparse(s, k)) queue(s, k);
 }
 
-/** A small segment whose live records are less than 1/COMPACT_BELOW of what it holds: worth compacting. */
+/** A small segment whose live records are less than 1/COMPACT_BELOW of what it holds: a compaction candidate. */
 export function sparse(s: MapState, k: number): boolean {
   return !s.segDedicated[k] && s.segLive[k]! * COMPACT_BELOW < s.segUsed[k]! - SEG_HEADER;
+}
+
+/** The used bytes of segment k that no live record holds. */
+export function garbageOf(s: MapState, k: number): number {
+  return s.segUsed[k]! - SEG_HEADER - s.segLive[k]!;
+}
+
+/** What `s.garbage` counts, summed afresh (an open sets the counter with it; check() compares). */
+export function countGarbage(s: MapState): number {
+  let garbage = 0;
+  for (const k of s.loaded) if (!s.segDedicated[k] && !s.spares.includes(k)) garbage += garbageOf(s, k);
+  return garbage;
+}
+
+/**
+ * Whether candidates are to be compacted now: when garbage is more than
+ * 1/COMPACT_BELOW of the bytes the small segments hold (the spare aside).
+ * The bound is the map's, not each segment's: a segment half dead is left
+ * alone while the map as a whole is not, so a map being rewritten lets its
+ * old segments die out — freed with nothing copied — instead of moving their
+ * survivors at one record per update; what it holds stays within
+ * COMPACT_BELOW × its live bytes, plus the active segment's free tail.
+ */
+export function compactionDue(s: MapState): boolean {
+  let held = s.smallSegmentBytes;
+  for (const k of s.spares) held -= s.segCap[k]!;
+  return s.garbage * COMPACT_BELOW > held;
 }
 
 export function queue(s: MapState, k: number): void {

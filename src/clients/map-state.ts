@@ -50,7 +50,13 @@ export class MapState {
   readonly spares: number[] = [];
   readonly loaded: Set<number> = new Set();
   smallSegmentBytes = 0;
+  /**
+   * Writer: the garbage (used bytes not live) of the small segments other than the spare —
+   * what the compaction policy weighs against the bytes those segments hold (map-space.ts).
+   */
+  garbage = 0;
   active = -1;
+  /** Writer: compaction candidates (small segments found less than 1/COMPACT_BELOW live), in no order. */
   pending: number[] = [];
   compacting = false;
 

@@ -57,7 +57,7 @@ import { attachReader, attachWriter, openRoot } from './map-open.js';
 import { fresh, shared } from './map-reader.js';
 import { resetToEmpty, resize } from './map-resize.js';
 import { copyOut, fault, scratch, Torn } from './map-runtime.js';
-import { dropRecord, freeSegment, loadSegment, queue, reserve } from './map-space.js';
+import { compactionDue, dropRecord, freeSegment, loadSegment, queue, reserve } from './map-space.js';
 import { MapState } from './map-state.js';
 
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from './map-layout.js';
@@ -435,7 +435,7 @@ export class PersistentMap {
       s.count++;
       Atomics.store(s.hdr, HDR_COUNT, s.count);
     }
-    if (s.pending.length > 0) compactPending(s);
+    if (s.pending.length > 0 && compactionDue(s)) compactPending(s);
     return this;
   }
 
@@ -457,7 +457,7 @@ export class PersistentMap {
       return true;
     }
     dropRecord(s, old);
-    if (s.pending.length > 0) compactPending(s);
+    if (s.pending.length > 0 && compactionDue(s)) compactPending(s);
     return true;
   }
 
