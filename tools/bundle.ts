@@ -117,6 +117,9 @@ async function main(): Promise<void> {
       outfile: e.outfile,
       format: e.format,
       banner: { js: e.banner },
+      // The loader loads the native addon (its checksum checks the cache), found from the package
+      // root above import.meta.dirname: in the CommonJS entry, its __dirname.
+      ...(e.format === 'cjs' && { define: { 'import.meta.dirname': '__dirname' } }),
     });
     outputs.push(...(built.outputFiles ?? []));
   }

@@ -16,8 +16,8 @@
  * a same-length edit of the bundle would run the old bytecode, and a damaged
  * payload crashes the process. So the cache file carries its own header
  * (CACHE_MAGIC, then one JSON line) binding it to the bundle — its path and a
- * checksum of its bytes — and to a checksum of its payload (checksum.ts: a few
- * lines of WebAssembly, a fraction of a millisecond for both, where loading
+ * checksum of its bytes — and to a checksum of its payload (checksum.ts,
+ * computed by the native addon in ~0.06 ms for both, where loading
  * node:crypto for a hash would cost more than the cache saves). Anything that
  * does not match is refused, and the bundle is compiled as usual: slower,
  * never wrong. The cache is recorded where the package is installed, by the
@@ -94,7 +94,7 @@ export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8A
   try {
     sums = [checksum64(bundleBytes), checksum64(payload)];
   } catch (e) {
-    // No WebAssembly (node --jitless, --noexpose-wasm): the cache cannot be verified, so it is not used.
+    // The addon would not load: the cache cannot be verified, so it is not used (the bundle then says why it cannot run).
     return { problem: `it cannot be verified here (${(e as Error).message})` };
   }
   if (header.bundleChecksum !== sums[0]) return { problem: 'the bundle has changed since it was recorded' };

@@ -33,7 +33,10 @@ let selfCache: ProcessIdentity | undefined;
 export function selfIdentity(): ProcessIdentity {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
     const tid = ownTid();
-    const tidStartTime = tid === 0 ? 0 : (taskStartTime(process.pid, tid) ?? 0);
+    // The main thread's task is the process's first (tid == pid), and its start time is the
+    // process's (an execve from another thread gives that thread the leader's, fs/exec.c de_thread):
+    // already read once per process, and one /proc read fewer on the way to a handover's first lock.
+    const tidStartTime = tid === 0 ? 0 : tid === process.pid ? (ownStartTime() ?? 0) : (taskStartTime(process.pid, tid) ?? 0);
     selfCache = {
       pid: process.pid,
       startTime: ownStartTime() ?? 0,

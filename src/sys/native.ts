@@ -5,8 +5,14 @@
  * missing, say exactly how to build it rather than failing with a bare
  * "Cannot find module".
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import type * as Fs from 'node:fs';
+import type * as Path from 'node:path';
+
+// Built-ins through process.getBuiltinModule, not ESM imports: this module is part of the package
+// entries too (src/entry/checksum.ts), and an ES module program's first `import ... from 'node:fs'`
+// builds an ESM facade of the whole module (~3 ms of its cold start).
+const { existsSync } = process.getBuiltinModule('node:fs') as typeof Fs;
+const { dirname, join } = process.getBuiltinModule('node:path') as typeof Path;
 
 export interface NativeStat {
   size: number;
@@ -41,6 +47,8 @@ export interface NativeAddon {
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
   mappings(): { count: number; bytes: number };
   execve(file: string, argv: string[], envp: string[]): never;
+  /** The code cache's checksum (src/entry/checksum.ts), as 16 hex digits. */
+  checksum64(bytes: Uint8Array): string;
 }
 
 /** An errno failure from the addon: `code` is the errno name. */
@@ -71,6 +79,19 @@ function packageRoot(): string {
   return dir;
 }
 
+/**
+ * The addon, loaded once per thread: the package entry loads it first (to
+ * check the bundle's code cache), and the bundle's copy of this module finds
+ * it here instead of loading it again.
+ */
+const LOADED = Symbol.for('pmpool.nativeAddon');
+const registry = globalThis as Record<symbol, NativeAddon | undefined>;
+
+/** The addon; throws, saying how to build it, when it is not built. */
+export function loadNative(): NativeAddon {
+  return (registry[LOADED] ??= load());
+}
+
 function load(): NativeAddon {
   const root = packageRoot();
   const candidates = [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
@@ -88,4 +109,4 @@ function load(): NativeAddon {
   return module.exports;
 }
 
-export const native: NativeAddon = load();
+export const native: NativeAddon = loadNative();
