@@ -320,6 +320,100 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('a candidate freed before its turn leaves the queue: its index reused by a dedicated segment is not compacted', () => {
+    const pool = memoryPool(16 * MiB);
+    const map = PersistentMap.open(pool, 'stale');
+    const v = 'x'.repeat(1000);
+    // Three full 64 KiB segments (keys by segment), the fourth active.
+    const groups: string[][] = [[], [], []];
+    let segments = 0;
+    for (let i = 0, g = -1; ; i++) {
+      map.set(`k${i}`, v);
+      if (map.stats().segments !== segments) {
+        segments = map.stats().segments;
+        if (++g === 3) {
+          map.delete(`k${i}`);
+          break;
+        }
+      }
+      groups[g]!.push(`k${i}`);
+    }
+    // Segment 0 more than half dead: a candidate, compaction not due. Segment 1 emptied: the spare.
+    // Segment 0 emptied: freed (the spare is taken), its index free.
+    for (const k of groups[0]!.slice(0, Math.ceil(groups[0]!.length * 0.6))) map.delete(k);
+    for (const k of groups[1]!) map.delete(k);
+    for (const k of groups[0]!.slice(Math.ceil(groups[0]!.length * 0.6))) map.delete(k);
+    // A record past 256 KiB: a dedicated segment, at the lowest free index (segment 0's).
+    map.set('big', new Uint8Array(300_000));
+    // Garbage in segment 2 (not a candidate) and in the active one until compaction is due.
+    for (const k of groups[2]!.slice(0, 30)) map.delete(k);
+    let moved = 0;
+    setMapFaultHook((point) => {
+      if (point === 'compact:moved') moved++;
+    });
+    try {
+      for (let j = 0; j < 40; j++) map.set('hot', v);
+    } finally {
+      setMapFaultHook(null);
+    }
+    assert.equal(moved, 0, 'the dedicated segment was compacted');
+    assert.deepEqual(map.check(), { ok: true, problems: [] });
+    map.close();
+    pool.close();
+  });
+
+  test('random sets, deletes, clears and compactions, reopened and crashed at random: the garbage count never drifts', () => {
+    const seed = testSeed('PMAP_GARBAGE_SEED');
+    const rng = new Prng(seed);
+    const big = new Uint8Array(400_000).fill(7);
+    for (let run = 0; run < 24; run++) {
+      // Small pools run full (NO_SPACE interrupts compaction); records of 0 bytes to past 256 KiB.
+      const pool = memoryPool(rng.pick([3, 4, 8, 48]) * MiB);
+      let map = PersistentMap.open(pool, 'drift');
+      const keys = rng.pick([20, 200, 2000]);
+      const model = new Map<string, number>();
+      try {
+        for (let step = 0; step < 1500; step++) {
+          const where = `seed ${seed}, run ${run}, step ${step}`;
+          const r = rng.next() / 2 ** 32;
+          const key = `k${rng.int(keys)}`;
+          try {
+            if (r < 0.6) {
+              const size = rng.chance(0.02) ? rng.range(256 * 1024, 400_000) : rng.chance(0.1) ? 0 : rng.chance(0.1) ? rng.range(5000, 60_000) : rng.range(1, 200);
+              map.set(key, rng.chance(0.5) ? big.subarray(0, size) : 'v'.repeat(size));
+              model.set(key, size);
+            } else if (r < 0.93) {
+              map.delete(key);
+              model.delete(key);
+            } else if (r < 0.95) {
+              map.compact();
+            } else if (r < 0.955) {
+              map.clear();
+              model.clear();
+            } else if (r < 0.975) {
+              map.close();
+              map = PersistentMap.open(pool, 'drift');
+            } else if (r < 0.99) {
+              map.abandon();
+              map = PersistentMap.open(pool, 'drift', { handover: null });
+            } else {
+              const reader = PersistentMap.open(pool, 'drift', { readOnly: true });
+              assert.deepEqual(reader.check().problems, [], `${where}: reader`);
+              reader.close();
+            }
+          } catch (e) {
+            if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+          }
+          assert.deepEqual(map.check().problems, [], where);
+          assert.equal(map.size, model.size, `${where}: size`);
+        }
+      } finally {
+        map.close();
+        pool.close();
+      }
+    }
+  });
+
   test('deleting while iterating visits every entry once; a resize while iterating throws CHANGED', () => {
     const pool = memoryPool();
     const map = PersistentMap.open(pool, 'iter');
@@ -435,6 +529,15 @@ function scenario(rng: Prng): Op[] {
   phase(250, 0.1);
   ops.push({ kind: 'compact' });
   phase(150, 0.5);
+  ops.push({ kind: 'clear' });
+  // Whatever the seed, a compaction inside a set: an empty map given eight segments' worth of records, seven in eight
+  // deleted (deletes only queue candidates: a delete's retry after a crash finds its key gone, so
+  // nothing after its commit point is ever crashed at), then one set that finds compaction due. The
+  // crash points of that set walk into the compaction (records copied, records moved), since a
+  // reopen leaves a due compaction to the next write.
+  for (let i = 0; i < 400; i++) ops.push({ kind: 'set', key: `dense-${i}`, value: `${i}:`.padEnd(1000, 'd') });
+  for (let i = 0; i < 400; i++) if (i % 8 !== 0) ops.push({ kind: 'delete', key: `dense-${i}` });
+  ops.push({ kind: 'set', key: 'dense-0', value: 'compaction is due' });
   ops.push({ kind: 'clear' });
   // Past 768 entries the table grows; then deletes shrink the live set and a set shrinks the table.
   for (let i = 0; i < 900; i++) ops.push({ kind: 'set', key: `grow-${i}`, value: `g${i}` });
@@ -690,7 +793,8 @@ describe('PersistentMap crash simulation', () => {
       }
       assert.equal(map.size, model.size);
       assert.ok(crashes > 1500, `only ${crashes} crash points`);
-      for (const point of ['set:record-written', 'set:bumped', 'set:committed', 'delete:committed', 'segment:allocated', 'segment:published', 'segment:unpublished', 'resize:allocated', 'resize:built', 'resize:switched', 'clear:switched', 'compact:copied', 'compact:moved', 'segment:recycled']) {
+      // segment:unpublished and segment:recycled fall inside this walk for most seeds, not all (the next test reaches them always).
+      for (const point of ['set:record-written', 'set:bumped', 'set:committed', 'delete:committed', 'segment:allocated', 'segment:published', 'resize:allocated', 'resize:built', 'resize:switched', 'clear:switched', 'compact:copied', 'compact:moved']) {
         assert.ok((points.get(point) ?? 0) > 0, `crash point ${point} was never hit: ${JSON.stringify([...points])}`);
       }
       map.clear();
@@ -699,6 +803,65 @@ describe('PersistentMap crash simulation', () => {
     } finally {
       setMapFaultHook(null);
       pool.close();
+    }
+  });
+
+  test('a crash at the first store of each kind a segment\'s life and a compaction make, reached whatever the seed', () => {
+    // The walk above crashes an operation at its n-th store, reopens, and runs it again for n+1;
+    // stores that come after work a crash has partly done (a compaction's last moves, the segment
+    // it empties) may fall between two of its crashes. Here each kind is crashed at by name.
+    const value = (i: number, round: number) => `${round}:${i}:`.padEnd(1000, 'v');
+    const workload: Op[] = [];
+    for (let round = 0; round < 4; round++) {
+      // A rewrite: old segments die out inside sets (freed, or kept as the spare and recycled) ...
+      for (let i = 0; i < 400; i++) workload.push({ kind: 'set', key: `k${i}`, value: value(i, round) });
+      // ... and seven in eight deleted: the next sets find compaction due.
+      if (round === 1) for (let i = 0; i < 400; i++) if (i % 8 !== 0) workload.push({ kind: 'delete', key: `k${i}` });
+    }
+    for (const point of ['segment:unpublished', 'segment:recycled', 'compact:copied', 'compact:moved', 'segment:allocated', 'segment:published']) {
+      const pool = memoryPool(64 * MiB);
+      try {
+        let map = PersistentMap.open(pool, 'life');
+        const model = new Map<string, MapValue>();
+        let crashed: Op | undefined;
+        setMapFaultHook((at) => {
+          if (at === point) throw new Crash(at);
+        });
+        try {
+          for (const op of workload) {
+            crashed = op;
+            applyOp(map, op);
+            if (op.kind === 'set') model.set(op.key as string, op.value);
+            else if (op.kind === 'delete') model.delete(op.key as string);
+            crashed = undefined;
+          }
+        } catch (e) {
+          if (!(e instanceof Crash)) throw e;
+        } finally {
+          setMapFaultHook(null);
+        }
+        assert.ok(crashed !== undefined && crashed.kind !== 'clear' && crashed.kind !== 'compact', `${point}: the workload never reached it`);
+        map.abandon();
+        map = PersistentMap.open(pool, 'life', { handover: null });
+        const key = crashed.key as string;
+        const got = map.get(key);
+        const now = crashed.kind === 'set' ? crashed.value : undefined;
+        assert.ok(got === model.get(key) || got === now, `${point}: ${key} holds neither its old nor its new value`);
+        if (got === undefined) model.delete(key);
+        else model.set(key, got);
+        assert.equal(map.size, model.size, point);
+        for (const [k, v] of model) assert.equal(map.get(k), v, `${point}: ${k}`);
+        assert.deepEqual(map.check().problems, [], point);
+        assert.equal(ownedPages(pool, 'life'), map.stats().pages, `${point}: pages of the map's owner vs pages the map uses`);
+        // And the map goes on: the rest of the workload from the next writer.
+        for (let i = 0; i < 400; i++) map.set(`k${i}`, value(i, 9));
+        assert.deepEqual(map.check().problems, [], `${point}, then a rewrite`);
+        map.close();
+        assert.ok(pool.check().ok, point);
+      } finally {
+        setMapFaultHook(null);
+        pool.close();
+      }
     }
   });
 });

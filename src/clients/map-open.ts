@@ -10,7 +10,6 @@ import type { Allocation, Pool } from '../index.js';
 import { randomNonZeroU31 } from '../util/random.js';
 import { findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_MAP, writeFixedHeader } from './client-header.js';
 import { ClientError } from './errors.js';
-import { compactPending } from './map-compaction.js';
 import {
   HDR_ACTIVE,
   HDR_CLEAN,
@@ -173,20 +172,16 @@ function recover(s: MapState): void {
     if (spare !== undefined) s.spares.push(spare);
   }
   s.garbage = countGarbage(s);
-  const isSparse = (k: number) => k !== s.active && !s.spares.includes(k) && (s.segLive[k] === 0 || sparse(s, k));
-  const tidy = s.count === 0 ? s.loaded.size > 0 || s.tableRun !== null : [...s.loaded].some(isSparse);
+  // Sparse segments become compaction candidates again. The compaction itself, when due, is left to
+  // the next set or delete: an open (a handover's, a crash's) copies nothing, and a crash in the
+  // middle of a compaction meets the same fault points in an operation as any other.
+  for (const k of s.loaded) if (k !== s.active && !s.spares.includes(k) && s.segLive[k] !== 0 && sparse(s, k)) queue(s, k);
+  const emptySegment = (k: number) => k !== s.active && !s.spares.includes(k) && s.segLive[k] === 0;
+  const tidy = s.count === 0 ? s.loaded.size > 0 || s.tableRun !== null : [...s.loaded].some(emptySegment);
   if (tidy) {
     s.markDirty();
-    if (s.count === 0) {
-      resetToEmpty(s);
-    } else {
-      for (const k of [...s.loaded]) {
-        if (k === s.active || s.spares.includes(k)) continue;
-        if (s.segLive[k] === 0) freeSegment(s, k);
-        else if (sparse(s, k)) queue(s, k);
-      }
-      compactPending(s);
-    }
+    if (s.count === 0) resetToEmpty(s);
+    else for (const k of [...s.loaded]) if (emptySegment(k)) freeSegment(s, k);
   }
 }
 

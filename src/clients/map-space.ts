@@ -81,6 +81,8 @@ export function canKeep(s: MapState, k: number): boolean {
  */
 function recycle(s: MapState, k: number): number {
   s.spares.pop();
+  // Queued while it was dying (and left there, compaction not being due): as the active segment it is no candidate.
+  dequeue(s, k);
   s.seqBegin();
   try {
     Atomics.store(s.segU32[k]!, SEG_W_USED, SEG_HEADER);
@@ -176,7 +178,8 @@ export function forget(s: MapState, k: number): void {
   s.segUsed[k] = 0;
   s.segLive[k] = 0;
   s.segDedicated[k] = false;
-  s.segQueued[k] = false;
+  // Off the queue: its index may be reused by a segment that is no candidate (a dedicated one, the active one).
+  dequeue(s, k);
   s.loaded.delete(k);
   if (s.active === k) s.active = -1;
   const spare = s.spares.indexOf(k);
@@ -252,4 +255,12 @@ export function queue(s: MapState, k: number): void {
   if (s.segQueued[k]) return;
   s.segQueued[k] = true;
   s.pending.push(k);
+}
+
+/** Takes segment k off the compaction queue, if it is on it. */
+function dequeue(s: MapState, k: number): void {
+  if (!s.segQueued[k]) return;
+  s.segQueued[k] = false;
+  const at = s.pending.indexOf(k);
+  if (at >= 0) s.pending.splice(at, 1);
 }
