@@ -101,20 +101,24 @@ const IDENTITY_GRACE_MS = 200;
 /**
  * The polite part of a wait: for its first POLITE_POLLS looks at the lock
  * word (some tens of microseconds) a waiter looks only every POLL_PAUSE spins
- * (about 0.7 µs), and when it finds the lock free it waits GRACE_PAUSE spins
+ * (about 5 µs), and when it finds the lock free it waits GRACE_PAUSE spins
  * more (about 0.5 µs) and takes it only if it is still free. A holder that
  * goes straight on to its next operation — its unlock and its next lock tens
  * of nanoseconds apart — so keeps the lock, and with it the lines it writes:
  * the lock word, the control page's sequence and intent, the allocators'
  * counters. Handing the lock over at every operation moves all of them from
  * core to core each time, which costs more than the operation itself; two
- * busy processes then get less done together than one alone. Past the polite
- * part the waiter takes the lock at the first chance it sees: turns are
- * likely, not guaranteed (no queue; a waiter that keeps losing the race to
- * short holds reaches LOCK_TIMEOUT, whose message says so).
+ * busy processes then get less done together than one alone. The looks are
+ * few for the same reason: each one pulls the lock word's line to the
+ * waiter's core, and the holder's next store to it (its unlock or its next
+ * lock) waits for the line to come back — at a look every 0.7 µs, that was
+ * a stall in nearly every operation of the holder. Past the polite part the
+ * waiter takes the lock at the first chance it sees: turns are likely, not
+ * guaranteed (no queue; a waiter that keeps losing the race to short holds
+ * reaches LOCK_TIMEOUT, whose message says so).
  */
-const POLITE_POLLS = 64;
-const POLL_PAUSE = 100;
+const POLITE_POLLS = 8;
+const POLL_PAUSE = 700;
 const GRACE_PAUSE = 70;
 /** Attempts a waiter spins (the polite part, then some microseconds of eager spinning) before it starts to sleep. */
 const SPIN_ATTEMPTS = 2048;
