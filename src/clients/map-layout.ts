@@ -43,8 +43,8 @@ export const DEDICATED_MIN = 256 * 1024;
 /**
  * A segment less than 1/COMPACT_BELOW live is a compaction candidate; candidates are compacted while
  * the map's garbage is more than 1/COMPACT_BELOW of what its small segments hold (map-space.ts,
- * compactionDue): at most COMPACT_BELOW× the live bytes held, plus the active segment's free tail and
- * the spare, and under 1/(COMPACT_BELOW-1) byte copied per byte of garbage.
+ * compactionDue): outside the active segment, garbage at most (COMPACT_BELOW-1)× the live bytes plus
+ * the segments' free tails, and under 1/(COMPACT_BELOW-1) byte copied per byte of garbage reclaimed.
  */
 export const COMPACT_BELOW = 2;
 

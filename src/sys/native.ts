@@ -80,19 +80,16 @@ function packageRoot(): string {
 }
 
 /**
- * The addon, loaded once per thread: the package entry loads it first (to
- * check the bundle's code cache), and the bundle's copy of this module finds
- * it here instead of loading it again.
+ * The addon, loaded once per thread and file: the package entry loads it
+ * first (to check the bundle's code cache), and the bundle's copy of this
+ * module finds it here instead of loading it again. Keyed by the file, so
+ * that two installations of pmpool in one program each get their own.
  */
-const LOADED = Symbol.for('pmpool.nativeAddon');
-const registry = globalThis as Record<symbol, NativeAddon | undefined>;
+const LOADED = Symbol.for('pmpool.nativeAddons');
+const loaded: Map<string, NativeAddon> = ((globalThis as Record<symbol, Map<string, NativeAddon> | undefined>)[LOADED] ??= new Map());
 
 /** The addon; throws, saying how to build it, when it is not built. */
 export function loadNative(): NativeAddon {
-  return (registry[LOADED] ??= load());
-}
-
-function load(): NativeAddon {
   const root = packageRoot();
   const candidates = [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
   const found = candidates.find((p) => existsSync(p));
@@ -103,10 +100,15 @@ function load(): NativeAddon {
         'it needs python3, make and a C compiler.',
     );
   }
-  // process.dlopen, not require(): the addon is all this needs of the CommonJS loader.
-  const module = { exports: {} as NativeAddon };
-  process.dlopen(module, found);
-  return module.exports;
+  let addon = loaded.get(found);
+  if (addon === undefined) {
+    // process.dlopen, not require(): the addon is all this needs of the CommonJS loader.
+    const module = { exports: {} as NativeAddon };
+    process.dlopen(module, found);
+    addon = module.exports;
+    loaded.set(found, addon);
+  }
+  return addon;
 }
 
 export const native: NativeAddon = loadNative();
