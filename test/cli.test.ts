@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Pool } from '../src/index.js';
 import { CLI_PATH, shmPath } from './support/child.js';
 
@@ -107,6 +107,26 @@ describe('pmpool CLI', () => {
         assert.equal(r.code, 2);
         assert.ok(r.stderr.startsWith(message), r.stderr);
       }
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('run: a PATH that holds no pool, or a pool of another size, is refused with exit 1 before the program starts', () => {
+    const { path, cleanup } = shmPath('cli-run-not-a-pool');
+    try {
+      writeFileSync(path, Buffer.alloc(1 << 20, 7));
+      let r = pmpool('run', '--pool', `${path}:4M`, '--', process.execPath, '-e', 'process.exit(0)');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^pmpool run: NOT_A_POOL: /);
+      assert.doesNotMatch(r.stdout, /started/);
+      assert.deepEqual(readFileSync(path), Buffer.alloc(1 << 20, 7), 'the file is untouched');
+      rmSync(path);
+      Pool.create(path, { size: '4M' }).close();
+      r = pmpool('run', '--pool', `${path}:8M`, '--', process.execPath, '-e', 'process.exit(0)');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^pmpool run: BAD_ARGUMENT: --pool .*the pool there is 4194304 bytes/);
+      assert.doesNotMatch(r.stdout, /started/);
     } finally {
       cleanup();
     }

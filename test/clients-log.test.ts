@@ -16,7 +16,7 @@ import { logCommand } from '../src/cli/log-command.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
-import { expectError, memoryPool as poolInMemory } from './support/expect.js';
+import { expectError, memoryPool as poolInMemory, NOT_OBJECTS, shown, statsText } from './support/expect.js';
 
 const MiB = 1024 * 1024;
 const HEADER = 4096; // the ring's header page; records follow
@@ -501,5 +501,32 @@ describe('pmpool log dump', () => {
     } finally {
       cleanup();
     }
+  });
+});
+
+describe('LogRing.open with options that are not an object, or fields of the wrong type', () => {
+
+  test('refused with BAD_ARGUMENT; the ring and the pool are unchanged, no ring is created', () => {
+    const pool = poolInMemory(4 << 20);
+    const ring = LogRing.open(pool, 'log', { bytes: 16384 });
+    ring.append('first');
+    ring.close();
+    const before = statsText(pool);
+    for (const bad of NOT_OBJECTS) {
+      const e = expectError(() => LogRing.open(pool, 'log', bad as never), ClientError, 'BAD_ARGUMENT');
+      assert.equal(e.message, `LogRing.open options must be an object, got ${shown(bad)}`);
+      expectError(() => LogRing.open(pool, 'other', bad as never), ClientError, 'BAD_ARGUMENT');
+    }
+    const fields: object[] = [{ bytes: '64K' }, { bytes: null }, { readOnly: 1 }, { create: 'no' }, { bytes: 16384, create: 0 }];
+    for (const options of fields) {
+      expectError(() => LogRing.open(pool, 'log', options as never), ClientError, 'BAD_ARGUMENT');
+      expectError(() => LogRing.open(pool, 'other', options as never), ClientError, 'BAD_ARGUMENT');
+    }
+    for (const bad of [null, 42, {}]) expectError(() => LogRing.open(bad as never, 'log'), ClientError, 'BAD_ARGUMENT');
+    assert.equal(statsText(pool), before);
+    assert.equal(pool.find('other'), undefined);
+    const again = LogRing.open(pool, 'log', { readOnly: true });
+    assert.deepEqual([...again.records()].map((r) => r.text), ['first']);
+    again.close();
   });
 });

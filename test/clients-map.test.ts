@@ -14,7 +14,7 @@ import { setMapFaultHook } from '../src/clients/persistent-map.js';
 import { HDR_COUNT, HDR_SEQ, SEG_HEADER } from '../src/clients/map-layout.js';
 import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
-import { expectError, memoryPool as poolInMemory } from './support/expect.js';
+import { expectError, memoryPool as poolInMemory, NOT_OBJECTS, shown, statsText } from './support/expect.js';
 
 const MiB = 1024 * 1024;
 
@@ -863,5 +863,33 @@ describe('PersistentMap crash simulation', () => {
         pool.close();
       }
     }
+  });
+});
+
+describe('PersistentMap.open with options that are not an object, or fields of the wrong type', () => {
+
+  test('refused with BAD_ARGUMENT; the map and the pool are unchanged, no map is created', () => {
+    const pool = poolInMemory(8 << 20);
+    const map = PersistentMap.open(pool, 'kv', { handover: null });
+    map.set('a', 'one');
+    map.close();
+    const before = statsText(pool);
+    for (const bad of NOT_OBJECTS) {
+      const e = expectError(() => PersistentMap.open(pool, 'kv', bad as never), ClientError, 'BAD_ARGUMENT');
+      assert.equal(e.message, `PersistentMap.open options must be an object, got ${shown(bad)}`);
+      expectError(() => PersistentMap.open(pool, 'other', bad as never), ClientError, 'BAD_ARGUMENT');
+    }
+    const fields: object[] = [{ readOnly: 1 }, { readOnly: 'yes' }, { create: 'no' }, { create: 0 }, { handover: 42 }, { handover: {} }];
+    for (const options of fields) {
+      expectError(() => PersistentMap.open(pool, 'kv', options as never), ClientError, 'BAD_ARGUMENT');
+      expectError(() => PersistentMap.open(pool, 'other', options as never), ClientError, 'BAD_ARGUMENT');
+    }
+    for (const bad of [null, 42, {}]) expectError(() => PersistentMap.open(bad as never, 'kv'), ClientError, 'BAD_ARGUMENT');
+    assert.equal(statsText(pool), before);
+    assert.equal(pool.find('other'), undefined);
+    const again = PersistentMap.open(pool, 'kv', { handover: null });
+    assert.equal(again.size, 1);
+    assert.equal(again.get('a'), 'one');
+    again.close();
   });
 });

@@ -8,6 +8,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fdt, FdtError } from '../src/fdt/index.js';
 import type { FdtErrorCode } from '../src/fdt/index.js';
+import { shown } from './support/expect.js';
 
 function throwsCode(fn: () => unknown, code: FdtErrorCode): void {
   assert.throws(fn, (e: unknown) => e instanceof FdtError && e.code === code, `expected ${code}`);
@@ -404,5 +405,27 @@ describe('equality, clone and copy-on-write sharing', () => {
     b.renameNode('/clients/kv', 'kv2');
     assert.ok(!a.equals(b));
     assert.deepEqual(a.children('/clients'), ['kv']);
+  });
+});
+
+describe('toBytes with options that are not an object, or fields of the wrong type', () => {
+  test('refused with BADVALUE; the tree is unchanged', () => {
+    const fdt = new Fdt();
+    fdt.addNode('/chosen');
+    fdt.set('/chosen', 'bootargs', 'console=ttyS0');
+    const before = fdt.toBytes();
+      for (const bad of [null, 42, 'x', []]) {
+      try {
+        fdt.toBytes(bad as never);
+        assert.fail(`toBytes(${shown(bad)}) did not throw`);
+      } catch (e) {
+        assert.ok(e instanceof FdtError, String(e));
+        assert.equal(e.code, 'BADVALUE');
+        assert.equal(e.message, `toBytes options must be an object, got ${shown(bad)}`);
+      }
+    }
+    const fields: object[] = [{ freeSpace: '64' }, { freeSpace: Number.NaN }, { align: 'x' }, { minSize: null }, { reserveSlots: '2' }, { keepNameProperties: 'yes' }];
+    for (const options of fields) throwsCode(() => fdt.toBytes(options as never), 'BADVALUE');
+    assert.deepEqual(fdt.toBytes(), before);
   });
 });

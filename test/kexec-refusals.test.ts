@@ -2,13 +2,14 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, symlinkSync, writeFileSync, chownSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fdt, Pool, HandoverError } from '../src/index.js';
+import { Fdt, Pool, HandoverError, kexec } from '../src/index.js';
+import { execInPlace, spawnNext } from '../src/kexec/exec.js';
 import { HandoverRegistry } from '../src/kexec/handover.js';
 import { restorePool } from '../src/kexec/restore.js';
 import { MAX_BLOB_BYTES, writeBlob } from '../src/kexec/blob.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { shmPath, tempDir } from './support/child.js';
-import { expectError } from './support/expect.js';
+import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
 
 const expectHandoverError = (fn: () => unknown, code: string): HandoverError => expectError(fn, HandoverError, code);
 
@@ -350,6 +351,66 @@ describe('handover edge cases', () => {
       pool.close();
     } finally {
       cleanup();
+    }
+  });
+});
+
+describe('options that are not an object, or fields of the wrong type', () => {
+
+  test('each kexec entry point refuses them with BAD_ARGUMENT before anything is quiesced or written', async () => {
+    const shm = shmPath('bad-options');
+    const pool = Pool.create(shm.path, { size: '4M' });
+    try {
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const generation = pool.generation;
+      const sync: [string, (options: never) => unknown][] = [
+        ['prepare options', (o) => registry.prepare(o)],
+        ['onHandover options', (o) => registry.onHandover('client', () => undefined, o)],
+        ['upgradeOnSignal options', (o) => kexec.upgradeOnSignal('SIGUSR2', o)],
+      ];
+      const listeners = process.listenerCount('SIGUSR2');
+      for (const [what, call] of sync) {
+        for (const bad of NOT_OBJECTS) {
+          const e = expectHandoverError(() => call(bad as never), 'BAD_ARGUMENT');
+          assert.equal(e.message, `${what} must be an object, got ${shown(bad)}`);
+        }
+      }
+      const async: [string, (options: never) => Promise<unknown>][] = [
+        ['exec options', (o) => execInPlace(registry, '/bin/true', [], o)],
+        ['spawn options', (o) => spawnNext(registry, '/bin/true', [], o)],
+      ];
+      for (const [what, call] of async) {
+        for (const bad of NOT_OBJECTS) {
+          await assert.rejects(call(bad as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT' && e.message === `${what} must be an object, got ${shown(bad)}`);
+        }
+      }
+      const fields: [(options: never) => unknown, object][] = [
+        [(o) => registry.prepare(o), { from: 42 }],
+        [(o) => registry.onHandover('client', () => undefined, o), { onAbort: 'log it' }],
+        [(o) => kexec.upgradeOnSignal('SIGUSR2', o), { passFlag: 'no' }],
+      ];
+      for (const [call, options] of fields) expectHandoverError(() => call(options as never), 'BAD_ARGUMENT');
+      const asyncFields: object[] = [{ env: 'PATH=/bin' }, { env: null }, { blobDir: 7 }, { blobDir: '' }, { passFlag: 1 }, { from: {} }];
+      for (const options of asyncFields) {
+        await assert.rejects(execInPlace(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
+        await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
+      }
+      for (const options of [{ readyTimeoutMs: Number.NaN }, { readyTimeoutMs: -1 }, { readyTimeoutMs: '10s' }, { stdio: 'inherited' }, { stdio: ['pipe'] }]) {
+        await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
+      }
+      for (const bad of [null, 42, {}, shm.path]) expectHandoverError(() => registry.addPool(bad as never, 'other'), 'BAD_ARGUMENT');
+      // Nothing changed: no listener, the pool neither quiesced nor moved on, and a handover still works.
+      assert.equal(process.listenerCount('SIGUSR2'), listeners);
+      assert.equal(pool.generation, generation);
+      pool.release(pool.alloc(1).pfn, 1);
+      assert.deepEqual([...registry.registeredPools().keys()], ['default_pmpool']);
+      const prepared = registry.prepare({ from: 'test' });
+      assert.equal(prepared.generation, generation + 1n);
+      prepared.abort(new Error('test over'));
+    } finally {
+      pool.close();
+      shm.cleanup();
     }
   });
 });

@@ -1,6 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { computeGeometry } from '../src/pool/layout.js';
@@ -8,7 +9,7 @@ import { HEADER_WORDS } from '../src/alloc/index.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { hashPfn, homeSlot } from '../src/pool/parts.js';
 import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
-import { expectError, memoryPool as poolInMemory } from './support/expect.js';
+import { expectError, memoryPool as poolInMemory, NOT_OBJECTS, shown, statsText } from './support/expect.js';
 
 const MiB = 1024 * 1024;
 
@@ -353,4 +354,78 @@ test('a /dev/urandom that ends (a broken sandbox) does not hang: randomness come
   } finally {
     cleanup();
   }
+});
+
+describe('options that are not an object, or fields of the wrong type', () => {
+
+  test('each Pool entry point refuses them with BAD_ARGUMENT, naming the parameter, and changes nothing', () => {
+    const pool = poolInMemory(4 << 20);
+    const kept = pool.alloc(2, { name: 'kept' });
+    const before = statsText(pool);
+    const entries: [string, (options: never) => unknown][] = [
+      ['alloc options', (o) => pool.alloc(1, o)],
+      ['release options', (o) => pool.release(kept.pfn, kept.count, o)],
+      ['subpool options', (o) => pool.subpool('sub', o)],
+      ['check options', (o) => pool.check(o)],
+      ['Pool.create options', (o) => Pool.create(new MemoryRegion(1 << 20), o)],
+      ['Pool.open options', (o) => Pool.open(pool.region, o)],
+    ];
+    for (const [what, call] of entries) {
+      for (const bad of NOT_OBJECTS) {
+        const e = expectError(() => call(bad as never), PoolError, 'BAD_ARGUMENT');
+        assert.equal(e.message, `${what} must be an object, got ${shown(bad)}`);
+      }
+    }
+    assert.equal(statsText(pool), before);
+    assert.equal(pool.find('kept')?.pfn, kept.pfn);
+    assert.equal(pool.find('sub'), undefined);
+  });
+
+  test('fields of the wrong type are refused, not misread', () => {
+    const pool = poolInMemory(4 << 20);
+    const kept = pool.alloc(2, { owner: 'me' });
+    const before = statsText(pool);
+    const refused: (() => unknown)[] = [
+      () => pool.alloc(1, { zero: 'yes' as never }),
+      () => pool.alloc(1, { zero: 1 as never }),
+      () => pool.alloc(1, { align: '2' as never }),
+      () => pool.alloc(1, { name: 7 as never }),
+      () => pool.release(kept.pfn, kept.count, { owner: 1 as never }),
+      () => pool.check({ repair: 'yes' as never }),
+      () => pool.check({ repair: 1 as never }),
+      () => pool.subpool('sub', { count: '8' as never }),
+      () => pool.subpool('sub', { count: 8, orderPerBit: '1' as never }),
+      () => pool.subpool('sub', { count: 8, maxAllocations: null as never }),
+      () => Pool.open(pool.region, { lockTimeoutMs: Number.NaN }),
+      () => Pool.open(pool.region, { lockTimeoutMs: -1 }),
+      () => Pool.open(pool.region, { lockTimeoutMs: '5s' as never }),
+      () => Pool.open(pool.region, { allowDamagedSuperblock: 'yes' as never }),
+      () => Pool.open(pool.region, { isAlive: true as never }),
+      () => Pool.create(new MemoryRegion(1 << 20), { size: 1 << 20, lockTimeoutMs: Number.NaN }),
+      () => Pool.create(new MemoryRegion(1 << 20), { size: true as never }),
+      () => Pool.create(new MemoryRegion(1 << 20), undefined as never),
+      () => Pool.create(null as never, { size: 1 << 20 }),
+      () => Pool.create(42 as never, { size: 1 << 20 }),
+      () => Pool.open(null as never),
+      () => Pool.open({} as never),
+    ];
+    for (const call of refused) expectError(call, PoolError, 'BAD_ARGUMENT');
+    assert.equal(statsText(pool), before);
+  });
+
+  test('Pool.create and Pool.open with bad options create no file', () => {
+    const { path, cleanup } = shmPath('bad-options');
+    try {
+      for (const bad of NOT_OBJECTS) {
+        expectError(() => Pool.create(path, bad as never), PoolError, 'BAD_ARGUMENT');
+        expectError(() => Pool.open(path, bad as never), PoolError, 'BAD_ARGUMENT');
+      }
+      expectError(() => Pool.create(path, { size: '4M', mode: 'rw' as never }), PoolError, 'BAD_ARGUMENT');
+      expectError(() => Pool.create(path, { size: '4M', mode: 0o10000 }), PoolError, 'BAD_ARGUMENT');
+      expectError(() => Pool.create(path, { size: '4M', lockTimeoutMs: -5 }), PoolError, 'BAD_ARGUMENT');
+      assert.equal(existsSync(path), false);
+    } finally {
+      cleanup();
+    }
+  });
 });

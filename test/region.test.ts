@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { FileRegion, MemoryRegion, RegionError, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
-import { expectError } from './support/expect.js';
+import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
 
 const PAGE = 4096;
 
@@ -344,5 +344,45 @@ describe('MemoryRegion', () => {
     a[5] = 43;
     assert.equal(copy.map(PAGE, PAGE).bytes()[5], 42);
     assertRegionError(() => new MemoryRegion(100), 'BAD_SIZE');
+  });
+});
+
+describe('options that are not an object, or fields of the wrong type', () => {
+
+  test('FileRegion.create / FileRegion.open refuse them with BAD_ARGUMENT and touch no file', () => {
+    const fresh = shmPath('bad-options-new');
+    const existing = shmPath('bad-options-old');
+    try {
+      FileRegion.create(existing.path, { size: PAGE }).close();
+      for (const bad of NOT_OBJECTS) {
+        let e = assertRegionError(() => FileRegion.create(fresh.path, bad as never), 'BAD_ARGUMENT');
+        assert.equal(e.message, `FileRegion.create options must be an object, got ${shown(bad)}`);
+        e = assertRegionError(() => FileRegion.open(existing.path, bad as never), 'BAD_ARGUMENT');
+        assert.equal(e.message, `FileRegion.open options must be an object, got ${shown(bad)}`);
+      }
+      assertRegionError(() => FileRegion.create(fresh.path, undefined as never), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.create(fresh.path, { size: PAGE, mode: '600' as never }), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.create(fresh.path, { size: PAGE, exclusive: 'yes' as never }), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.create(fresh.path, { size: PAGE, preallocate: 1 as never }), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.create(fresh.path, { size: '64K' as never }), 'BAD_SIZE');
+      assertRegionError(() => FileRegion.create(null as never, { size: PAGE }), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.open(existing.path, { readOnly: 1 as never }), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.open(existing.path, { exclusive: 'no' as never }), 'BAD_ARGUMENT');
+      assertRegionError(() => FileRegion.open(existing.path, { size: '4K' as never }), 'BAD_SIZE');
+      assertRegionError(() => FileRegion.open(42 as never), 'BAD_ARGUMENT');
+      assert.equal(existsSync(fresh.path), false);
+      assert.equal(statSync(existing.path).size, PAGE);
+    } finally {
+      fresh.cleanup();
+      existing.cleanup();
+    }
+  });
+
+  test('MemoryRegion refuses what is neither a size nor a SharedArrayBuffer', () => {
+    for (const bad of [null, 'x', [], {}, new ArrayBuffer(PAGE)]) {
+      const e = assertRegionError(() => new MemoryRegion(bad as never), 'BAD_ARGUMENT');
+      assert.match(e.message, /^MemoryRegion needs a size in bytes or a SharedArrayBuffer, got /);
+    }
+    assertRegionError(() => new MemoryRegion(42), 'BAD_SIZE');
   });
 });

@@ -12,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { Pool, parseSize } from '../index.js';
+import { Pool, PoolError, parseSize } from '../index.js';
 import { UsageError, type Out } from './pool-commands.js';
 
 const MAX_RESTARTS = 5;
@@ -42,10 +42,23 @@ export function parseRunArgs(args: string[]): { pool?: { path: string; size: num
   return { pool, command };
 }
 
+/**
+ * A file already at PATH must be a pool of SIZE bytes: the program would refuse anything else
+ * at every start (NOT_A_POOL, a size mismatch), and the supervisor restart it until it gave up.
+ * Refused here, once, with the pool layer's error (exit 1), before any program is started.
+ */
+function checkExistingPool(path: string, size: number): void {
+  const existing = Pool.open(path);
+  const actual = existing.pageCount * existing.pageSize;
+  existing.close();
+  if (actual !== size) throw new PoolError('BAD_ARGUMENT', `--pool ${path}:${size}: the pool there is ${actual} bytes`);
+}
+
 export function runCommand(args: string[], out: Out, err: Out): Promise<number> {
   const { pool, command } = parseRunArgs(args);
   const created = pool !== undefined && !existsSync(pool.path);
   if (created) Pool.create(pool.path, { size: pool.size }).close();
+  else if (pool !== undefined) checkExistingPool(pool.path, pool.size);
   const argv = pool ? [...command.slice(1), `--pmpool=${pool.path},${pool.size}`] : command.slice(1);
   const restarts: number[] = [];
 

@@ -12,7 +12,8 @@
  * 128  writer lock (9 words)                        192 the client's mutable words
  */
 import { randomNonZeroU31 } from '../util/random.js';
-import { PoolError, type Allocation, type Pool } from '../index.js';
+import { Pool, PoolError, type Allocation } from '../index.js';
+import { checkBooleanOption, checkOptions, describeValue } from '../util/options.js';
 import { crc32c } from '../util/crc32c.js';
 import { ClientError } from './errors.js';
 
@@ -42,6 +43,19 @@ export const MUTABLE = 192;
 
 /** Names: what an FDT node name allows (they become /clients/<name>), short enough for the pool's owner label. */
 const NAME_PATTERN = /^[A-Za-z0-9,._+-]{1,19}$/;
+
+const badArgument = (message: string): ClientError => new ClientError('BAD_ARGUMENT', message);
+
+/**
+ * The first arguments of a client's open: a Pool, and an options object whose
+ * `booleans` are true, false or absent (`readOnly: 1` is not read as false).
+ */
+export function checkOpenArguments<T extends object>(pool: unknown, options: T | undefined, what: string, booleans: readonly (keyof T & string)[]): T {
+  if (!(pool instanceof Pool)) throw badArgument(`${what} needs a Pool, got ${describeValue(pool)}`);
+  const checked = checkOptions(options, `${what} options`, badArgument);
+  for (const field of booleans) checkBooleanOption(checked[field], field, badArgument);
+  return checked;
+}
 
 export function checkClientName(name: unknown): string {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {

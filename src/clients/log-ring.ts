@@ -18,7 +18,8 @@
 import { PmpoolError } from '../errors.js';
 import type { Allocation, Pool } from '../index.js';
 import { crc32c, crc32cWords } from '../util/crc32c.js';
-import { checkClientName, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_LOG, writeFixedHeader } from './client-header.js';
+import { describeValue } from '../util/options.js';
+import { checkClientName, checkOpenArguments, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_LOG, writeFixedHeader } from './client-header.js';
 import { describe, isDetached, isWellFormed, LENGTH_MASK, readUtf8, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { LOCK_WORDS, WriterLock } from './writer-lock.js';
@@ -130,6 +131,11 @@ export class LogRing {
    * broken); readers with `{ readOnly: true }`.
    */
   static open(pool: Pool, name: string, options: LogRingOptions = {}): LogRing {
+    options = checkOpenArguments(pool, options, 'LogRing.open', ['readOnly', 'create']);
+    // Typed even when the ring exists and keeps its size: bytes: "64K" is a mistake either way.
+    if (options.bytes !== undefined && typeof options.bytes !== 'number') {
+      throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a number, got ${describeValue(options.bytes)}`);
+    }
     checkClientName(name);
     const readOnly = options.readOnly === true;
     const what = `log ring "${name}"`;

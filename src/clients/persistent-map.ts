@@ -32,7 +32,9 @@
  * fault hook, key scratch and copy slab in map-runtime.ts.
  */
 import type { Allocation, Fdt, Pool } from '../index.js';
-import { checkClientName, poolCall } from './client-header.js';
+import { Fdt as FdtClass } from '../fdt/index.js';
+import { describeValue } from '../util/options.js';
+import { checkClientName, checkOpenArguments, poolCall } from './client-header.js';
 import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
@@ -127,6 +129,10 @@ export class PersistentMap {
    * consistently while the writer writes.
    */
   static open(pool: Pool, name: string, options: PersistentMapOptions = {}): PersistentMap {
+    options = checkOpenArguments(pool, options, 'PersistentMap.open', ['readOnly', 'create']);
+    if (options.handover !== undefined && options.handover !== null && !(options.handover instanceof FdtClass)) {
+      throw new ClientError('BAD_ARGUMENT', `handover must be an Fdt or null, got ${describeValue(options.handover)}`);
+    }
     checkClientName(name);
     const readOnly = options.readOnly === true;
     // A writer reads its incoming node first: a node for a map the pool does not hold is refused

@@ -39,7 +39,10 @@ import {
   tagAlign,
 } from './constants.js';
 import type { MemReservation } from './check.js';
-import { fail } from './errors.js';
+import { FdtError, fail } from './errors.js';
+import { checkBooleanOption, checkOptions, describeValue } from '../util/options.js';
+
+const badValue = (message: string): FdtError => new FdtError('BADVALUE', message);
 import { StringTable } from './strings.js';
 import { badNodeChar, badPropChar, hasMultipleAt, isOneString } from './names.js';
 import { findProp, redundantNameProperty, walkTree, type FdtNode } from './tree.js';
@@ -67,6 +70,13 @@ export interface FdtImage {
 }
 
 export function encodeFdt(image: FdtImage, options: FdtWriteOptions = {}): Uint8Array {
+  options = checkOptions(options, 'toBytes options', badValue);
+  checkBooleanOption(options.keepNameProperties, 'keepNameProperties', badValue);
+  for (const field of ['reserveSlots', 'freeSpace', 'minSize', 'align'] as const) {
+    const n = options[field];
+    // A string or NaN would slip past the `> 0` tests below and be ignored without a word.
+    if (n !== undefined && (typeof n !== 'number' || Number.isNaN(n))) fail('BADVALUE', `${field} must be a number of bytes, got ${describeValue(n)}`);
+  }
   const version = options.version ?? 17;
   if (version !== 16 && version !== 17) fail('BADVERSION', `cannot write version ${String(version)}; 16 or 17`);
   const slots = wholeNumber(options.reserveSlots ?? 0, 'reserveSlots');

@@ -8,6 +8,7 @@ import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
 import { ownTid } from '../util/proc.js';
+import { checkReplaceOptions, checkSpawnOptions } from './arguments.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
 import { FDT_ENV, type HandoverRegistry } from './handover.js';
@@ -104,6 +105,7 @@ function checkArgs(file: unknown, args: unknown): asserts args is string[] {
 /** Hands over and replaces this process image with `file` (same PID). Returns only by throwing. */
 export async function execInPlace(registry: HandoverRegistry, file: string, args: string[] = [], options: ReplaceOptions = {}): Promise<never> {
   checkArgs(file, args);
+  options = checkReplaceOptions(options, 'exec options');
   const prepared = registry.prepare({ from: options.from });
   let blob: string | undefined;
   try {
@@ -136,6 +138,7 @@ export interface SpawnResult {
  */
 export async function spawnNext(registry: HandoverRegistry, file: string, args: string[] = [], options: SpawnOptions = {}): Promise<SpawnResult> {
   checkArgs(file, args);
+  options = checkSpawnOptions(options);
   const prepared = registry.prepare({ from: options.from });
   let blob: string | undefined;
   let child: ChildProcess | undefined;

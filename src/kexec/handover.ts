@@ -8,7 +8,9 @@
  * starts as the incoming one: nodes no callback changes pass on unchanged.
  */
 import { Fdt } from '../fdt/index.js';
-import type { Pool } from '../pool/index.js';
+import { Pool } from '../pool/index.js';
+import { describeValue } from '../util/options.js';
+import { checkOnHandoverOptions, checkPrepareOptions } from './arguments.js';
 import { SubRegion } from '../region/index.js';
 import { readRoot, readPoolNode, poolNames, writePoolNode, writeRoot, poolNodePath, DEFAULT_POOL_NAME } from './binding.js';
 import { MAX_BLOB_BYTES, readBlob, removeBlob } from './blob.js';
@@ -63,6 +65,7 @@ export class HandoverRegistry {
   /** Registers a callback that edits the outgoing tree; callbacks run in registration order. */
   onHandover(name: string, callback: HandoverCallback, options: { onAbort?: AbortHook } = {}): () => void {
     if (typeof callback !== 'function') throw new HandoverError('BAD_ARGUMENT', 'onHandover needs a callback function');
+    options = checkOnHandoverOptions(options);
     const entry: CallbackEntry = { name, callback, onAbort: options.onAbort };
     this.callbacks.push(entry);
     return () => {
@@ -73,6 +76,7 @@ export class HandoverRegistry {
 
   /** Makes `pool` part of every handover, as /pools/<name>. */
   addPool(pool: Pool, name = DEFAULT_POOL_NAME): () => void {
+    if (!(pool instanceof Pool)) throw new HandoverError('BAD_ARGUMENT', `addPool needs a Pool, got ${describeValue(pool)}`);
     poolNodePath(name); // validates the name now, not at handover time
     if (pool.path === null) throw new HandoverError('BAD_ARGUMENT', 'only a pool with a path can be handed over (an in-memory region dies with its process)');
     // A sub-pool has no file of its own: its parent is handed over, and the sub-pool found in it by name.
@@ -142,6 +146,7 @@ export class HandoverRegistry {
    */
   prepare(options: { from?: string } = {}): PreparedHandover {
     // One handover at a time: a second one (SIGHUP twice) would bump the generation under the first.
+    options = checkPrepareOptions(options, 'prepare options');
     if (this.inFlight) throw new HandoverError('BUSY', 'a handover is already under way in this program');
     const incoming = this.incoming();
     const fdt = incoming ? incoming.fdt.clone() : new Fdt();

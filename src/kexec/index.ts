@@ -3,6 +3,7 @@
  * program through an FDT blob. `kexec` is the front door (DESIGN.md §6).
  */
 import type { Pool } from '../pool/index.js';
+import { checkReplaceOptions } from './arguments.js';
 import { DEFAULT_POOL_NAME } from './binding.js';
 import { execInPlace, reportReady, spawnNext, type ReplaceOptions, type SpawnOptions, type SpawnResult } from './exec.js';
 import { HandoverRegistry, type AbortHook, type Handover, type HandoverCallback, type PreparedHandover } from './handover.js';
@@ -38,6 +39,8 @@ export const kexec = {
    * the new code on disk is the new version.
    */
   upgradeOnSignal: (signal: NodeJS.Signals = 'SIGHUP', options?: ReplaceOptions): (() => void) => {
+    // Checked now: at the signal, a bad option could only be reported on stderr.
+    options = checkReplaceOptions(options, 'upgradeOnSignal options');
     const handler = () => {
       const args = [...process.execArgv, ...process.argv.slice(1).filter((a) => !a.startsWith('--pmpool-fdt='))];
       execInPlace(registry, process.execPath, args, options).catch((e: Error) => {

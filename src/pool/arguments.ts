@@ -2,7 +2,9 @@
  * Checks of what a caller passes to the Pool API: every bad value becomes a
  * PoolError BAD_ARGUMENT before anything is locked or written.
  */
+import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkOptions, describeValue } from '../util/options.js';
 import { PoolError } from './errors.js';
+import type { PoolOpenOptions } from './options.js';
 
 export function checkCount(count: unknown, pageCount: number): asserts count is number {
   if (typeof count !== 'number' || !Number.isSafeInteger(count) || count <= 0) {
@@ -18,4 +20,44 @@ export function checkLabel(value: unknown, what: string, maxBytes: number): stri
   const bytes = Buffer.byteLength(value, 'utf8');
   if (bytes > maxBytes) throw new PoolError('BAD_ARGUMENT', `${what} "${value.slice(0, 20)}..." is ${bytes} bytes; at most ${maxBytes}`);
   return value;
+}
+
+const badArgument = (message: string): PoolError => new PoolError('BAD_ARGUMENT', message);
+
+/** An options object of the Pool API (`undefined` reads as `{}` unless `required`). */
+export function poolOptions<T extends object>(value: T | undefined, what: string, required = false): T {
+  return checkOptions(value, what, badArgument, required);
+}
+
+/** The fields of open options (also the locking part of create's): typed, or BAD_ARGUMENT. */
+export function checkOpenOptions(options: PoolOpenOptions): void {
+  checkMillisOption(options.lockTimeoutMs, 'lockTimeoutMs', badArgument);
+  checkBooleanOption(options.allowDamagedSuperblock, 'allowDamagedSuperblock', badArgument);
+  checkFunctionOption(options.isAlive, 'isAlive', badArgument);
+  checkMillisOption(options.identityGraceMs, 'identityGraceMs', badArgument);
+  checkMillisOption(options.livenessPeriodMs, 'livenessPeriodMs', badArgument);
+}
+
+/** An optional boolean option of the Pool API. */
+export function checkPoolBoolean(value: unknown, what: string): boolean | undefined {
+  return checkBooleanOption(value, what, badArgument);
+}
+
+/** A file mode: an integer from 0 to 0o7777. */
+export function checkMode(value: unknown): number | undefined {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0o7777)) {
+    throw badArgument(`mode must be a file mode from 0 to 0o7777, got ${describeValue(value)}`);
+  }
+  return value as number | undefined;
+}
+
+/** The first argument of Pool.create / Pool.open: a path or a Region. */
+export function checkTarget(target: unknown, what: string): void {
+  if (typeof target === 'string') {
+    if (target.length === 0) throw badArgument(`${what} needs a path or a Region, got ""`);
+    return;
+  }
+  if (target === null || typeof target !== 'object' || Array.isArray(target) || typeof (target as { map?: unknown }).map !== 'function') {
+    throw badArgument(`${what} needs a path or a Region, got ${describeValue(target)}`);
+  }
 }

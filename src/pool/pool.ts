@@ -46,8 +46,9 @@ import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 import { extentProblem, liveRecords, rebuildDerived } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
+import { describeValue } from '../util/options.js';
 import { Allocation } from './allocation.js';
-import { checkCount, checkLabel } from './arguments.js';
+import { checkCount, checkLabel, checkMode, checkOpenOptions, checkPoolBoolean, checkTarget, poolOptions } from './arguments.js';
 import type { AllocOptions, CheckReport, PoolCreateOptions, PoolOpenOptions, PoolStats, ReleaseOptions } from './options.js';
 
 /** The owner of every sub-pool's run in its parent. */
@@ -118,6 +119,14 @@ export class Pool {
 
   /** Creates a pool: a new file at `path` (O_EXCL, 0600), or over a fresh `Region`. */
   static create(target: string | Region, options: PoolCreateOptions): Pool {
+    // Every option is checked before a file is created or a region written.
+    checkTarget(target, 'Pool.create');
+    options = poolOptions(options, 'Pool.create options', true);
+    if (typeof options.size !== 'number' && typeof options.size !== 'string') {
+      throw new PoolError('BAD_ARGUMENT', `size must be a number of bytes or a size text such as "64M", got ${describeValue(options.size)}`);
+    }
+    checkMode(options.mode);
+    checkOpenOptions({ lockTimeoutMs: options.lockTimeoutMs });
     const size = typeof options.size === 'string' ? parseSize(options.size) : options.size;
     const pageSize = options.pageSize ?? 4096;
     const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
@@ -174,6 +183,9 @@ export class Pool {
 
   /** Opens an existing pool, recovering from a crash if one is found. */
   static open(target: string | Region, options: PoolOpenOptions = {}): Pool {
+    checkTarget(target, 'Pool.open');
+    options = poolOptions(options, 'Pool.open options');
+    checkOpenOptions(options);
     const region = typeof target === 'string' ? FileRegion.open(target) : target;
     try {
       return Pool.attach(region, typeof target === 'string', options);
@@ -262,11 +274,12 @@ export class Pool {
     const p = this.mutable();
     const g = p.geometry;
     checkCount(count, g.pageCount);
+    options = poolOptions(options, 'alloc options');
     const align = options.align ?? 1;
     if (!isPowerOfTwo(align)) throw new PoolError('BAD_ARGUMENT', `align must be a power of two (in pages), got ${String(align)}`);
     const name = encodeLabel(checkLabel(options.name, 'name', MAX_NAME_BYTES));
     const owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
-    if (options.zero !== undefined && typeof options.zero !== 'boolean') throw new PoolError('BAD_ARGUMENT', `zero must be a boolean, got ${String(options.zero)}`);
+    checkPoolBoolean(options.zero, 'zero');
     this.lockAndRecover(p);
     let pfn: number;
     try {
@@ -359,6 +372,7 @@ export class Pool {
       throw new PoolError('BAD_ARGUMENT', `pfn must be an integer page number below ${g.pageCount}, got ${String(pfn)}`);
     }
     checkCount(count, g.pageCount);
+    options = poolOptions(options, 'release options');
     const owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
     // Lock and unlock by hand (not withLock): no closure on the hot path.
     this.lockAndRecover(p);
@@ -456,6 +470,14 @@ export class Pool {
     const p = this.mutable();
     const key = encodeLabel(checkLabel(name, 'name', MAX_NAME_BYTES));
     if (key.length === 0) throw new PoolError('BAD_ARGUMENT', 'a sub-pool needs a name');
+    options = poolOptions(options, 'subpool options');
+    // Typed up front, even when the sub-pool exists and they go unused: a wrong type is a mistake either way.
+    for (const field of ['count', 'orderPerBit', 'maxAllocations'] as const) {
+      const value = options[field];
+      if (value !== undefined && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)) {
+        throw new PoolError('BAD_ARGUMENT', `${field} must be a whole number, got ${describeValue(value)}`);
+      }
+    }
     const made: { child: Pool | null } = { child: null };
     // Find or create under one hold of the lock: two programs asking for the same sub-pool get the same one.
     const run = this.withLock(() => {
@@ -541,6 +563,8 @@ export class Pool {
   /** Verifies every invariant; with `repair`, rebuilds what is derived and restores a damaged superblock. */
   check(options: { repair?: boolean } = {}): CheckReport {
     const p = this.live();
+    options = poolOptions(options, 'check options');
+    checkPoolBoolean(options.repair, 'repair');
     return this.withLock(
       () => {
         const before = [...this.superblockProblems(), ...checkParts(p)];

@@ -7,6 +7,7 @@
  * is never truncated, extended or unlinked by a failed open.
  */
 import { readFileSync, statfsSync, unlinkSync } from 'node:fs';
+import { describeValue } from '../util/options.js';
 import {
   FLOCK_EXCLUSIVE,
   FLOCK_SHARED,
@@ -16,8 +17,10 @@ import {
   type NativeStat,
 } from '../sys/native.js';
 import {
+  checkPath,
   checkSize,
   checkWindow,
+  regionOptions,
   RegionError,
   SYSTEM_PAGE_SIZE,
   type Region,
@@ -167,7 +170,12 @@ export class FileRegion implements Region {
 
   /** Creates a new region file (O_EXCL, mode 0600) of `size` bytes, sparse unless `preallocate`. */
   static create(path: string, options: RegionCreateOptions): FileRegion {
+    checkPath(path, 'FileRegion.create');
+    options = regionOptions(options, 'FileRegion.create options', path, ['exclusive', 'readOnly', 'preallocate'], true);
     checkSize(options.size, SYSTEM_PAGE_SIZE, path);
+    if (options.mode !== undefined && (typeof options.mode !== 'number' || !Number.isInteger(options.mode) || options.mode < 0 || options.mode > 0o7777)) {
+      throw new RegionError('BAD_ARGUMENT', `mode must be a file mode from 0 to 0o7777, got ${describeValue(options.mode)}`, path);
+    }
     let fd: number;
     try {
       fd = native.open(path, true, true, false, options.mode ?? 0o600);
@@ -201,6 +209,9 @@ export class FileRegion implements Region {
 
   /** Opens an existing region. Refuses a symlink, another uid's file, a size that is not whole pages, a busy region. */
   static open(path: string, options: RegionOpenOptions & { size?: number } = {}): FileRegion {
+    checkPath(path, 'FileRegion.open');
+    options = regionOptions(options, 'FileRegion.open options', path, ['exclusive', 'readOnly']);
+    if (options.size !== undefined) checkSize(options.size, SYSTEM_PAGE_SIZE, path);
     let fd: number;
     try {
       fd = native.open(path, false, false, options.readOnly ?? false, 0);

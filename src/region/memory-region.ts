@@ -4,6 +4,7 @@
  * Tests use it, and the crash simulation clones it to replay prefixes of a
  * run's stores.
  */
+import { describeValue } from '../util/options.js';
 import { checkSize, checkWindow, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow } from './region.js';
 
 class MemoryWindow implements RegionWindow {
@@ -53,6 +54,9 @@ export class MemoryRegion implements Region {
       this.size = checkSize(sizeOrBuffer, SYSTEM_PAGE_SIZE, null);
       this.buffer = new SharedArrayBuffer(this.size);
     } else {
+      if (!(sizeOrBuffer instanceof SharedArrayBuffer)) {
+        throw new RegionError('BAD_ARGUMENT', `MemoryRegion needs a size in bytes or a SharedArrayBuffer, got ${describeValue(sizeOrBuffer)}`, null);
+      }
       this.size = checkSize(sizeOrBuffer.byteLength, SYSTEM_PAGE_SIZE, null);
       this.buffer = sizeOrBuffer;
     }

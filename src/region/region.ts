@@ -4,6 +4,7 @@
  * nothing of pools, allocators or FDTs.
  */
 import { PmpoolError } from '../errors.js';
+import { checkBooleanOption, checkOptions, describeValue } from '../util/options.js';
 
 export type RegionKind = 'shm' | 'file' | 'hugetlbfs' | 'devdax' | 'memory';
 
@@ -20,6 +21,7 @@ export type RegionErrorCode =
   | 'NOT_FOUND' // open: nothing at the path
   | 'BAD_RANGE' // a window outside the region, or longer than a window may be
   | 'CLOSED' // the region (or window) was closed
+  | 'BAD_ARGUMENT' // a path, options object or option of the wrong type
   | 'IO'; // any other failure of the system, errno in the message and .errno
 
 export class RegionError extends PmpoolError {
@@ -118,4 +120,25 @@ export function parseSize(text: string): number {
   const value = Number(m[1]) * unit;
   if (!Number.isSafeInteger(value)) throw new RegionError('BAD_SIZE', `size "${text}" is too large`, null);
   return value;
+}
+
+/** An options object of the region API, and its boolean fields: typed, or RegionError BAD_ARGUMENT. */
+export function regionOptions<T extends object>(
+  value: T | undefined,
+  what: string,
+  path: string | null,
+  booleans: readonly (keyof T & string)[],
+  required = false,
+): T {
+  const badArgument = (message: string) => new RegionError('BAD_ARGUMENT', message, path);
+  const options = checkOptions(value, what, badArgument, required);
+  for (const field of booleans) checkBooleanOption(options[field], field, badArgument);
+  return options;
+}
+
+/** A path argument: a non-empty string. */
+export function checkPath(path: unknown, what: string): asserts path is string {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new RegionError('BAD_ARGUMENT', `${what} needs a path, got ${describeValue(path)}`, null);
+  }
 }

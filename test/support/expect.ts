@@ -21,3 +21,16 @@ export function expectError<E extends PmpoolError>(fn: () => unknown, ErrorClass
 export function memoryPool(size: number, options: { orderPerBit?: number; maxAllocations?: number } = {}): Pool {
   return Pool.create(new MemoryRegion(size), { size, ...options });
 }
+
+/** Options that are not an object: what every entry point must refuse with its typed error. */
+export const NOT_OBJECTS = [null, 42, 'x', []] as const;
+
+/** How the entry points' messages show one of NOT_OBJECTS (the "got ..." of src/util/options.ts). */
+export function shown(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/** A pool's stats as text, for "nothing changed" comparisons. */
+export function statsText(pool: Pool): string {
+  return JSON.stringify(pool.stats(), (_key, value: unknown) => (typeof value === 'bigint' ? String(value) : value));
+}

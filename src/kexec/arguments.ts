@@ -1,0 +1,50 @@
+/**
+ * Checks of the options the kexec API takes: a wrong type is a
+ * HandoverError BAD_ARGUMENT before anything is quiesced or written.
+ */
+import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkOptions, checkStringOption, describeValue } from '../util/options.js';
+import { HandoverError } from './errors.js';
+import type { ReplaceOptions, SpawnOptions } from './exec.js';
+import type { AbortHook } from './handover.js';
+
+const badArgument = (message: string): HandoverError => new HandoverError('BAD_ARGUMENT', message);
+
+/** An options object of the kexec API (`undefined` reads as `{}`). */
+export function handoverOptions<T extends object>(value: T | undefined, what: string): T {
+  return checkOptions(value, what, badArgument);
+}
+
+export function checkPrepareOptions(value: { from?: string } | undefined, what: string): { from?: string } {
+  const options = handoverOptions(value, what);
+  checkStringOption(options.from, 'from', badArgument);
+  return options;
+}
+
+export function checkOnHandoverOptions(value: { onAbort?: AbortHook } | undefined): { onAbort?: AbortHook } {
+  const options = handoverOptions(value, 'onHandover options');
+  checkFunctionOption(options.onAbort, 'onAbort', badArgument);
+  return options;
+}
+
+export function checkReplaceOptions(value: ReplaceOptions | undefined, what: string): ReplaceOptions {
+  const options = checkPrepareOptions(value, what) as ReplaceOptions;
+  const env = options.env;
+  if (env !== undefined && (env === null || typeof env !== 'object' || Array.isArray(env))) {
+    throw badArgument(`env must be an object of environment variables, got ${describeValue(env)}`);
+  }
+  const blobDir = checkStringOption(options.blobDir, 'blobDir', badArgument);
+  if (blobDir === '') throw badArgument('blobDir must be a directory, got ""');
+  checkBooleanOption(options.passFlag, 'passFlag', badArgument);
+  return options;
+}
+
+const STDIO = ['inherit', 'ignore', 'pipe'];
+
+export function checkSpawnOptions(value: SpawnOptions | undefined): SpawnOptions {
+  const options = checkReplaceOptions(value, 'spawn options') as SpawnOptions;
+  checkMillisOption(options.readyTimeoutMs, 'readyTimeoutMs', badArgument);
+  if (options.stdio !== undefined && !STDIO.includes(options.stdio)) {
+    throw badArgument(`stdio must be "inherit", "ignore" or "pipe", got ${describeValue(options.stdio)}`);
+  }
+  return options;
+}
