@@ -190,8 +190,11 @@ static napi_value undefined(napi_env env) {
 /* ---------- files ---------- */
 
 /* open(path, create, exclusive, readOnly, mode) -> fd
- * Always O_NOFOLLOW (a symlink is refused with ELOOP) and O_CLOEXEC (an fd
- * must not leak into a program started by execve). */
+ * Always O_NOFOLLOW (a symlink is refused with ELOOP), O_CLOEXEC (an fd
+ * must not leak into a program started by execve) and O_NONBLOCK: a FIFO at
+ * the path would otherwise block a read-only open until a writer comes,
+ * before fstat can refuse it. On regular files and devices O_NONBLOCK
+ * changes nothing pmpool does (mmap, fstat, flock with its own LOCK_NB). */
 static napi_value js_open(napi_env env, napi_callback_info info) {
   GET_ARGS(5);
   char path[PATH_BYTES];
@@ -201,7 +204,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   int exclusive = arg_bool(env, argv[2]);
   int read_only = arg_bool(env, argv[3]);
   if (!arg_int32(env, argv[4], &mode, "mode")) return NULL;
-  int flags = O_NOFOLLOW | O_CLOEXEC | (read_only ? O_RDONLY : O_RDWR);
+  int flags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (read_only ? O_RDONLY : O_RDWR);
   if (create) flags |= O_CREAT;
   if (exclusive) flags |= O_EXCL;
   int fd;

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { MemoryRegion } from '../src/region/index.js';
-import { computeGeometry } from '../src/pool/layout.js';
+import { computeGeometry, decodeSuperblock, encodeSuperblock, isSuperblockProblem, SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BYTES } from '../src/pool/layout.js';
 import { HEADER_WORDS } from '../src/alloc/index.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { hashPfn, homeSlot } from '../src/pool/parts.js';
@@ -168,6 +168,30 @@ describe('Pool basics', () => {
     assert.notEqual(pool.alloc(1).pfn, temp.pfn);
     assert.equal(pool.check().ok, true);
     pool.close();
+  });
+
+  test('a superblock with a good checksum whose geometry does not describe the metadata: typed CORRUPT, never an internal error', () => {
+    const region = new MemoryRegion(4 * MiB);
+    const pool = Pool.create(region, { size: region.size });
+    for (const count of [17, 2, 16, 17, 16, 8]) pool.alloc(count);
+    pool.close();
+    // Both copies re-laid for orderPerBit 1, checksums good: the geometry is self-consistent, but
+    // the bitmaps in the region were built for orderPerBit 0, and their summaries contradict them.
+    const bytes = new Uint8Array(region.buffer);
+    for (const at of [0, SUPERBLOCK_BACKUP_OFFSET]) {
+      const copy = bytes.subarray(at, at + SUPERBLOCK_BYTES);
+      const sb = decodeSuperblock(copy.slice(), region.size);
+      assert.ok(!isSuperblockProblem(sb));
+      const geometry = computeGeometry({ size: region.size, pageSize: 4096, orderPerBit: 1, maxRecords: sb.geometry.maxRecords });
+      encodeSuperblock({ ...sb, geometry }, copy);
+    }
+    const again = Pool.open(region);
+    const report = again.check();
+    assert.equal(report.ok, false);
+    assert.ok(report.problems.some((p) => /not on a unit boundary/.test(p)), report.problems.join('\n'));
+    expectPoolError(() => again.stats(), 'CORRUPT');
+    expectPoolError(() => again.alloc(1), 'CORRUPT');
+    again.close();
   });
 
   test('home slots: a record takes the slot of its first unit when free; only the others are in the pfn index', () => {

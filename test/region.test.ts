@@ -230,6 +230,20 @@ describe('FileRegion refusals leave the file untouched', () => {
       const fifo = join(dir, 'fifo');
       execFileSync('mkfifo', [fifo]);
       assertRegionError(() => FileRegion.open(fifo), 'NOT_REGULAR');
+      // Read-only, the open itself would wait for a writer to come to the fifo (in a child: a
+      // hang here would hang the suite).
+      const r = runModule(
+        `
+        import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+        try { FileRegion.open(process.argv[1], { readOnly: true }); console.log('opened'); }
+        catch (e) { console.log(e.code); }
+      `,
+        [fifo],
+        [],
+        10_000,
+      );
+      assert.equal(r.signal, null, 'a read-only open of a fifo must not block');
+      assert.equal(r.stdout.trim(), 'NOT_REGULAR', r.stderr);
     } finally {
       cleanup();
     }

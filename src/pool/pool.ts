@@ -284,6 +284,8 @@ export class Pool {
     let pfn: number;
     try {
       pfn = this.allocLocked(p, count, align, name, owner, 0, options.zero === true ? (at, pages) => this.zeroRun(at, pages) : undefined);
+    } catch (e) {
+      throw typedBitmapDamage(e);
     } finally {
       p.control.unlock();
     }
@@ -753,6 +755,8 @@ export class Pool {
     else this.lockAndRecover(p);
     try {
       return fn();
+    } catch (e) {
+      throw typedBitmapDamage(e);
     } finally {
       p.control.unlock();
     }
@@ -851,6 +855,16 @@ function superblockWriteUnderWay(region: Region, g: Geometry): boolean {
   } finally {
     w.unmap();
   }
+}
+
+/**
+ * The allocators throw BitmapStateError when the bitmap in the region contradicts its own
+ * summaries — damage on disk, or a superblock whose geometry does not describe the metadata.
+ * The caller gets the pool's typed CORRUPT and the way out, not an internal error.
+ */
+function typedBitmapDamage(e: unknown): unknown {
+  if (!(e instanceof BitmapStateError)) return e;
+  return new PoolError('CORRUPT', `the pool's allocation bitmaps are damaged (${e.message}); run \`pmpool check --repair\``, { cause: e });
 }
 
 function sameGeometry(a: Geometry, b: Geometry): boolean {
