@@ -31,8 +31,7 @@
  * word-level table and segment work in map-table.ts and map-segments.ts; the
  * fault hook, key scratch and copy slab in map-runtime.ts.
  */
-import type { Allocation, Fdt, Pool } from '../index.js';
-import { Fdt as FdtClass } from '../fdt/index.js';
+import { Fdt, type Allocation, type Pool } from '../index.js';
 import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, poolCall } from './client-header.js';
 import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
@@ -130,7 +129,7 @@ export class PersistentMap {
    */
   static open(pool: Pool, name: string, options: PersistentMapOptions = {}): PersistentMap {
     options = checkOpenArguments(pool, options, 'PersistentMap.open', ['readOnly', 'create']);
-    if (options.handover !== undefined && options.handover !== null && !(options.handover instanceof FdtClass)) {
+    if (options.handover !== undefined && options.handover !== null && !(options.handover instanceof Fdt)) {
       throw new ClientError('BAD_ARGUMENT', `handover must be an Fdt or null, got ${describeValue(options.handover)}`);
     }
     checkClientName(name);
