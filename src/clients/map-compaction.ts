@@ -97,7 +97,7 @@ export function compactPending(s: MapState, all = false): void {
   } catch (e) {
     // Compaction runs after the operation committed: a full pool only postpones it.
     if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
-    for (const k of s.pending) s.segQueued[k] = false;
+    for (const k of s.pending) s.segQueued[k] = 0;
     s.pending = [];
   } finally {
     s.compacting = false;
@@ -119,7 +119,7 @@ function takeCandidate(s: MapState): number {
     const k = q[i]!;
     const used = s.segUsed[k]! - SEG_HEADER;
     if (s.segRun[k] === null || k === s.active || s.spares.includes(k)) {
-      s.segQueued[k] = false;
+      s.segQueued[k] = 0;
       q[i] = q[q.length - 1]!;
       q.pop();
       if (bestAt === q.length) bestAt = i;
@@ -133,7 +133,7 @@ function takeCandidate(s: MapState): number {
     }
   }
   if (best < 0) return -1;
-  s.segQueued[best] = false;
+  s.segQueued[best] = 0;
   q[bestAt] = q[q.length - 1]!;
   q.pop();
   return best;

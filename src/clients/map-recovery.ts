@@ -43,8 +43,8 @@ export function recountTable(
   slots: Uint32Array,
   cap: number,
   segU32: Uint32Array[],
-  segUsed: number[],
-  segLive: number[],
+  segUsed: Int32Array,
+  segLive: Int32Array,
   loaded: Set<number>,
   what: string,
 ): { count: number; tombs: number } {
@@ -82,7 +82,7 @@ export function tableHasEntries(slots: Uint32Array, cap: number): boolean {
 }
 
 /** The roomiest small segment to go on appending to, when at least 1/8 of it is free; else -1. */
-export function pickActive(loaded: Set<number>, segDedicated: boolean[], segCap: number[], segUsed: number[]): number {
+export function pickActive(loaded: Set<number>, segDedicated: Uint8Array, segCap: Int32Array, segUsed: Int32Array): number {
   let best = -1;
   for (const k of loaded) {
     if (segDedicated[k]) continue;

@@ -160,7 +160,7 @@ function adopt(s: MapState, k: number, run: Allocation, dedicated: boolean): voi
   s.segCap[k] = u8.byteLength;
   s.segUsed[k] = s.segU32[k]![SEG_W_USED]!;
   s.segLive[k] = 0;
-  s.segDedicated[k] = dedicated;
+  s.segDedicated[k] = dedicated ? 1 : 0;
   s.loaded.add(k);
   if (!dedicated) s.smallSegmentBytes += u8.byteLength;
 }
@@ -177,7 +177,7 @@ export function forget(s: MapState, k: number): void {
   s.segCap[k] = 0;
   s.segUsed[k] = 0;
   s.segLive[k] = 0;
-  s.segDedicated[k] = false;
+  s.segDedicated[k] = 0;
   // Off the queue: its index may be reused by a segment that is no candidate (a dedicated one, the active one).
   dequeue(s, k);
   s.loaded.delete(k);
@@ -253,14 +253,14 @@ export function compactionDue(s: MapState): boolean {
 
 export function queue(s: MapState, k: number): void {
   if (s.segQueued[k]) return;
-  s.segQueued[k] = true;
+  s.segQueued[k] = 1;
   s.pending.push(k);
 }
 
 /** Takes segment k off the compaction queue, if it is on it. */
 function dequeue(s: MapState, k: number): void {
   if (!s.segQueued[k]) return;
-  s.segQueued[k] = false;
+  s.segQueued[k] = 0;
   const at = s.pending.indexOf(k);
   if (at >= 0) s.pending.splice(at, 1);
 }

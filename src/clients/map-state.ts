@@ -41,11 +41,16 @@ export class MapState {
   readonly segU32: Uint32Array[] = new Array<Uint32Array>(MAX_SEGMENTS).fill(NO_U32);
   readonly segBuf: Buffer[] = new Array<Buffer>(MAX_SEGMENTS).fill(NO_BUF);
   readonly segRun: (Allocation | null)[] = new Array<Allocation | null>(MAX_SEGMENTS).fill(null);
-  readonly segCap: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
-  readonly segUsed: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
-  readonly segLive: number[] = new Array<number>(MAX_SEGMENTS).fill(0);
-  readonly segDedicated: boolean[] = new Array<boolean>(MAX_SEGMENTS).fill(false);
-  readonly segQueued: boolean[] = new Array<boolean>(MAX_SEGMENTS).fill(false);
+  // Typed arrays where the values allow: a map's open builds these afresh in a program that has just
+  // started, and a typed array is one zeroed allocation outside the young generation, where 8192
+  // filled elements are work to write and then to copy at the first scavenge.
+  readonly segCap = new Int32Array(MAX_SEGMENTS);
+  readonly segUsed = new Int32Array(MAX_SEGMENTS);
+  readonly segLive = new Int32Array(MAX_SEGMENTS);
+  /** 1: the segment holds one large record (DEDICATED_MIN or more). */
+  readonly segDedicated = new Uint8Array(MAX_SEGMENTS);
+  /** 1: the segment is on the compaction queue (`pending`). */
+  readonly segQueued = new Uint8Array(MAX_SEGMENTS);
   /** Writer: emptied small segments kept to become the next active ones (at most MAX_SPARES). */
   readonly spares: number[] = [];
   readonly loaded: Set<number> = new Set();
