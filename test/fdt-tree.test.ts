@@ -374,6 +374,10 @@ describe('equality, clone and copy-on-write sharing', () => {
     assert.equal(outgoing.getU64('/clients/kv', 'root'), 42n);
     assert.equal(incoming.getU32('/pools/default_pmpool', 'page-size'), 4096);
     throwsCode(() => outgoing.copyNode(incoming, '/missing'), 'NOTFOUND');
+    // Not an Fdt to copy from: BADVALUE, not the bare TypeError of a private-field read; nothing changed.
+    const before = outgoing.toBytes();
+    for (const bad of [null, 42, {}, incoming.toBytes()]) throwsCode(() => outgoing.copyNode(bad as never, '/clients/kv', '/other'), 'BADVALUE');
+    assert.deepEqual(outgoing.toBytes(), before);
   });
 
   test('copyNode onto an existing node replaces its contents and keeps its name and place', () => {

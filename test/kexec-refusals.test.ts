@@ -400,6 +400,21 @@ describe('options that are not an object, or fields of the wrong type', () => {
         await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
       }
       for (const bad of [null, 42, {}, shm.path]) expectHandoverError(() => registry.addPool(bad as never, 'other'), 'BAD_ARGUMENT');
+      // The command-line and restore helpers: argv not an array of strings, a pool name that is no
+      // string, a handover that is not one. With the flag present, so that nothing is refused for lack of it.
+      const flag = [`--pmpool=${shm.path},4M`];
+      for (const argv of [null, 42, 'node app.js', [1, 2], [flag[0], null]]) {
+        const e = expectHandoverError(() => kexec.poolFromCommandLine(argv as never), 'BAD_ARGUMENT');
+        assert.match(e.message, /needs argv as an array of strings/);
+      }
+      for (const name of [42, null, {}, ['pool']]) {
+        expectHandoverError(() => kexec.poolFromCommandLine(flag, name as never), 'BAD_ARGUMENT');
+        expectHandoverError(() => kexec.poolFromCommandLine([], name as never), 'BAD_ARGUMENT');
+      }
+      for (const bad of [null, 42, {}, { fdt: {}, generation: 1n }]) {
+        const e = expectHandoverError(() => kexec.restoreAll(bad as never), 'BAD_ARGUMENT');
+        assert.equal(e.message, 'kexec.restoreAll needs the handover from kexec.incoming()');
+      }
       // Nothing changed: no listener, the pool neither quiesced nor moved on, and a handover still works.
       assert.equal(process.listenerCount('SIGUSR2'), listeners);
       assert.equal(pool.generation, generation);

@@ -15,6 +15,7 @@ import type { MemReservation } from './check.js';
 import { formatDts } from './dts.js';
 import { addNodes, graftNode, removeNode, removeProp, renameNode, renameProp, setProp, type EditTarget } from './edit.js';
 import { fail } from './errors.js';
+import { describeValue } from '../util/options.js';
 import { lintTree, type FdtLintFinding } from './lint.js';
 import { chainNode, chainPath, resolvePath, type NodeChain } from './path.js';
 import { readFdt } from './read.js';
@@ -224,6 +225,8 @@ export class Fdt {
    * them, so it costs O(depth), and nodeEquals on it is immediate.
    */
   copyNode(from: Fdt, fromPath: string, toPath: string = fromPath): void {
+    // Checked here: the private-field read below would throw a bare TypeError ("Receiver must be an instance").
+    if (!(from instanceof Fdt)) fail('BADVALUE', `copyNode copies from an Fdt, got ${describeValue(from)}`);
     const source = chainNode(from.#mustResolve(fromPath));
     // `source` is about to be shared: neither tree may change it in place any more
     // (and if `from` is this tree, the edits below must copy, not touch, it).

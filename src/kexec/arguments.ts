@@ -48,3 +48,12 @@ export function checkSpawnOptions(value: SpawnOptions | undefined): SpawnOptions
   }
   return options;
 }
+
+/** A command line to read flags from: an array of strings (process.argv by default). */
+export function checkArgv(argv: unknown, what: string): readonly string[] {
+  if (argv === undefined) return process.argv;
+  if (!Array.isArray(argv) || !argv.every((a) => typeof a === 'string')) {
+    throw badArgument(`${what} needs argv as an array of strings, got ${describeValue(argv)}`);
+  }
+  return argv;
+}

@@ -11,6 +11,7 @@
  * (minor additions). Every value read here is validated: the blob is
  * untrusted input.
  */
+import { describeValue } from '../util/options.js';
 import type { Fdt } from '../fdt/index.js';
 import { FdtError } from '../fdt/index.js';
 import { HandoverError } from './errors.js';
@@ -80,8 +81,9 @@ export function writeRoot(fdt: Fdt, generation: bigint, from: string): void {
 }
 
 export function poolNodePath(name: string): string {
-  if (!/^[A-Za-z0-9,._+-]{1,31}$/.test(name)) {
-    throw new HandoverError('BAD_ARGUMENT', `pool node name "${name}" is not a valid device tree node name (1-31 of A-Z a-z 0-9 , . _ + -)`);
+  // typeof first: test() would read 42 as "42".
+  if (typeof name !== 'string' || !/^[A-Za-z0-9,._+-]{1,31}$/.test(name)) {
+    throw new HandoverError('BAD_ARGUMENT', `pool node name ${describeValue(name)} is not a valid device tree node name (1-31 of A-Z a-z 0-9 , . _ + -)`);
   }
   return `${POOLS}/${name}`;
 }

@@ -7,15 +7,16 @@
 import { Fdt } from '../fdt/index.js';
 import { Pool, PoolError, setRestoreHook } from '../pool/index.js';
 import { parseSize, RegionError } from '../region/index.js';
-import { DEFAULT_POOL_NAME, readPoolNode, poolNames } from './binding.js';
+import { DEFAULT_POOL_NAME, readPoolNode, poolNames, poolNodePath } from './binding.js';
+import { checkArgv } from './arguments.js';
 import { HandoverError } from './errors.js';
 import type { Handover, HandoverRegistry } from './handover.js';
 import { bytesEqual } from '../util/bytes.js';
 
-function asHandover(value: unknown): Handover {
+function asHandover(value: unknown, what = 'Pool.restore'): Handover {
   const h = value as Partial<Handover> | null;
   if (!h || !(h.fdt instanceof Fdt) || typeof h.generation !== 'bigint') {
-    throw new HandoverError('BAD_ARGUMENT', 'Pool.restore needs the handover from kexec.incoming()');
+    throw new HandoverError('BAD_ARGUMENT', `${what} needs the handover from kexec.incoming()`);
   }
   return h as Handover;
 }
@@ -60,9 +61,10 @@ export function restorePool(registry: HandoverRegistry, handover: unknown, name 
 
 /** Every pool node of a handover, restored. */
 export function restoreAll(registry: HandoverRegistry, handover: Handover): Map<string, Pool> {
+  const h = asHandover(handover, 'kexec.restoreAll');
   const out = new Map<string, Pool>();
   try {
-    for (const name of poolNames(handover.fdt)) out.set(name, restorePool(registry, handover, name));
+    for (const name of poolNames(h.fdt)) out.set(name, restorePool(registry, h, name));
   } catch (e) {
     for (const pool of out.values()) pool.close();
     throw e;
@@ -97,6 +99,8 @@ export function parsePoolFlag(argv: readonly string[] = process.argv): PoolFlag 
  * created. Registered for the next handover under `name`.
  */
 export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly string[] = process.argv, name = DEFAULT_POOL_NAME): Pool | undefined {
+  argv = checkArgv(argv, 'kexec.poolFromCommandLine');
+  poolNodePath(name); // a bad name is refused with or without the flag
   const flag = parsePoolFlag(argv);
   if (!flag) return undefined;
   // Refused before the pool is opened or created: a refusal must neither hold the file nor leave a new one.
