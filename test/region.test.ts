@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { chownSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { FileRegion, MemoryRegion, RegionError, parseSize } from '../src/index.js';
+import { FileRegion, MemoryRegion, RegionError, SubRegion, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
 import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
@@ -390,6 +390,14 @@ describe('options that are not an object, or fields of the wrong type', () => {
       fresh.cleanup();
       existing.cleanup();
     }
+  });
+
+  test('a SubRegion refuses a parent that is no Region', () => {
+    for (const bad of [null, 42, 'x', {}, { map: () => undefined }]) {
+      const e = assertRegionError(() => new SubRegion(bad as never, 0, PAGE), 'BAD_ARGUMENT');
+      assert.match(e.message, /^a SubRegion needs a parent Region, got /);
+    }
+    assertRegionError(() => new SubRegion(new MemoryRegion(4 * PAGE), PAGE, 4 * PAGE), 'BAD_RANGE');
   });
 
   test('MemoryRegion refuses what is neither a size nor a SharedArrayBuffer', () => {

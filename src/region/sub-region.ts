@@ -5,6 +5,7 @@
  * parent open.
  */
 import { checkSize, checkWindow, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
+import { describeValue } from '../util/options.js';
 
 class SubWindow implements RegionWindow {
   constructor(
@@ -49,6 +50,9 @@ export class SubRegion implements Region {
     readonly base: number,
     readonly size: number,
   ) {
+    if (parent === null || typeof parent !== 'object' || typeof (parent as { map?: unknown }).map !== 'function' || typeof parent.pageSize !== 'number') {
+      throw new RegionError('BAD_ARGUMENT', `a SubRegion needs a parent Region, got ${describeValue(parent)}`, null);
+    }
     checkSize(size, parent.pageSize, parent.path);
     if (!Number.isSafeInteger(base) || base < 0 || base % parent.pageSize !== 0 || base + size > parent.size) {
       throw new RegionError('BAD_RANGE', `slice [${base}, +${size}) does not fit the parent region`, parent.path);
