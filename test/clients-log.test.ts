@@ -245,13 +245,14 @@ describe('LogRing crash safety', () => {
       const [path, run] = [process.argv[1], process.argv[2]];
       const pool = Pool.open(path);
       const ring = LogRing.open(pool, 'crashlog');
-      writeSync(1, 'ready\\n');
       let s = Number(run) * 7919 + 1;
       for (let n = 0; ; n++) {
         s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
         const size = s % 3000;
         const body = 'run' + run + ':' + n + ':' + '0123456789abcdef'.repeat(Math.ceil(size / 16)).slice(0, size);
         ring.append(body + ':' + crc32c(Buffer.from(body)).toString(16));
+        // Ready once a record is in: a kill before the first append of run 0 would leave nothing to check.
+        if (n === 0) writeSync(1, 'ready\\n');
       }
     `;
     try {
