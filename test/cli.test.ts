@@ -86,6 +86,37 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('--help and -h after any command: the usage on stdout, exit 0, as `pmpool --help`; after run\'s -- they are the program\'s', () => {
+    const top = pmpool('--help');
+    assert.equal(top.code, 0);
+    for (const command of [['create'], ['info', '/nonexistent'], ['map'], ['check', '--json'], ['alloc', 'p', '3'], ['release'], ['fdt'], ['fdt', 'dump'], ['fdt', 'check'], ['fdt', 'pack', 'in.dtb'], ['log', 'dump'], ['run'], ['demo']]) {
+      for (const flag of ['--help', '-h']) {
+        const r = pmpool(...command, flag);
+        assert.equal(r.code, 0, `pmpool ${command.join(' ')} ${flag}: ${r.stderr}`);
+        assert.equal(r.stdout, top.stdout, `pmpool ${command.join(' ')} ${flag}`);
+        assert.equal(r.stderr, '');
+      }
+    }
+    const r = pmpool('run', '--', '/bin/sh', '-c', 'echo "program got [$1]"', 'sh', '--help');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /program got \[--help\]/);
+  });
+
+  test('fdt and log: an unknown short option is bad usage (exit 2), not a file or ring name', () => {
+    const { path, cleanup } = shmPath('cli-short');
+    try {
+      assert.equal(pmpool('create', path, '--size', '4M').code, 0);
+      for (const args of [['fdt', 'dump', '-x'], ['fdt', 'check', '-j'], ['fdt', 'pack', '-x', 'out.dtb'], ['log', 'dump', '-j', 'events'], ['log', 'dump', path, '-j']]) {
+        const r = pmpool(...args);
+        assert.equal(r.code, 2, `pmpool ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /unknown option -[xj]/);
+        assert.equal(r.stdout, '');
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   test('run: a command that cannot start exits 1, claims no pid, and leaves no pool it made behind', () => {
     const { path, cleanup } = shmPath('cli-run');
     try {

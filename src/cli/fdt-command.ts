@@ -103,7 +103,8 @@ function positional(rest: string[], count: number, known: string[]): string[] {
   const operands: string[] = [];
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
-    if (!a.startsWith('--')) operands.push(a);
+    // An unknown short option (-j) is bad usage too, not a file name; "-" alone is an operand.
+    if (!isOption(a)) operands.push(a);
     else if (!known.includes(a)) throw new UsageError(`unknown option ${a}`);
     else if (a === '--free-space') i++;
   }
@@ -111,8 +112,12 @@ function positional(rest: string[], count: number, known: string[]): string[] {
   return operands;
 }
 
+function isOption(a: string): boolean {
+  return a.startsWith('-') && a !== '-';
+}
+
 function flags(rest: string[]): Set<string> {
-  return new Set(rest.filter((a) => a.startsWith('--')));
+  return new Set(rest.filter(isOption));
 }
 
 function optionValue(rest: string[], name: string): number | undefined {

@@ -18,8 +18,10 @@ type Out = (s: string) => void;
 
 export function logCommand(args: string[], out: Out, err: Out): number {
   const [sub, ...rest] = args;
-  const flags = rest.filter((a) => a.startsWith('--'));
-  const positional = rest.filter((a) => !a.startsWith('--'));
+  // Anything starting with "-" (but "-" alone) is an option: -j is an unknown one, not a PATH or NAME.
+  const isOption = (a: string) => a.startsWith('-') && a !== '-';
+  const flags = rest.filter(isOption);
+  const positional = rest.filter((a) => !isOption(a));
   const unknown = flags.filter((f) => f !== '--json');
   if (sub !== 'dump' || positional.length !== 2 || unknown.length > 0) {
     const why = sub === undefined ? 'missing subcommand' : sub !== 'dump' ? `unknown subcommand "${sub}"` : unknown.length > 0 ? `unknown option ${unknown[0]}` : 'dump needs PATH and NAME';

@@ -61,6 +61,13 @@ export async function main(argv: string[]): Promise<number> {
     err(`pmpool: unknown command "${name}"\n\n${USAGE}`);
     return 2;
   }
+  // `pmpool CMD --help` (or -h) is the usage, as `pmpool --help` is: on stdout, exit 0.
+  // For `run`, only its own options count: what follows `--` belongs to the program.
+  const dashdash = args.indexOf('--');
+  if ((dashdash < 0 ? args : args.slice(0, dashdash)).some((a) => a === '--help' || a === '-h')) {
+    out(USAGE);
+    return 0;
+  }
   try {
     return await (await factory())(args, out, err);
   } catch (e) {
