@@ -43,6 +43,13 @@ describe('pmpool CLI', () => {
       r = pmpool('check', path, '--json');
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(JSON.parse(r.stdout), { ok: true, problems: [], repaired: [] });
+      // A file that is no pool (or none at all): still one JSON report on stdout, exit 1.
+      for (const [where, code] of [['/dev/null', 'NOT_REGULAR'], [`${path}-missing`, 'NOT_FOUND']] as const) {
+        r = pmpool('check', where, '--json');
+        assert.equal(r.code, 1, r.stderr);
+        const report = JSON.parse(r.stdout) as { ok: boolean; problems: string[]; repaired: string[]; error: { code: string } };
+        assert.deepEqual([report.ok, report.repaired, report.error.code, report.problems.length], [false, [], code, 1]);
+      }
       // The pfn printed names the allocation for any later program.
       const pool = Pool.open(path);
       assert.equal(pool.at(pfn)?.name, 'cfg');
@@ -67,6 +74,8 @@ describe('pmpool CLI', () => {
       assert.equal(pmpool('alloc', path).code, 2);
       assert.equal(pmpool('alloc', path, '-3').code, 2);
       assert.equal(pmpool('info', path, '--bogus').code, 2);
+      // --entries is a decimal whole number like every other count (Number() took 1e3 and 0x10).
+      for (const entries of ['1e3', '0x10', '-5', '', 'x', '0']) assert.equal(pmpool('demo', '--entries', entries).code, 2, entries);
       let r = pmpool('info', path);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /NOT_FOUND/);

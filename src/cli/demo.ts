@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { UsageError, type Out } from './pool-commands.js';
+import { integer, UsageError, type Out } from './pool-commands.js';
 
 type Line = Record<string, unknown> & { stage: string; pid: number };
 
@@ -39,8 +39,8 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const entries = Number(values.entries ?? '100000');
-  if (!Number.isSafeInteger(entries) || entries < 1 || entries > 2_000_000) throw new UsageError('--entries must be 1..2000000');
+  const entries = integer(values.entries, '--entries') ?? 100_000;
+  if (entries < 1 || entries > 2_000_000) throw new UsageError('--entries must be 1..2000000');
 
   const app = fileURLToPath(new URL('./demo-app-main.js', import.meta.url));
   const pool = `/dev/shm/pmpool-demo-${process.pid}`;

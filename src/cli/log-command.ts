@@ -70,7 +70,7 @@ export function logCommand(args: string[], out: Out, err: Out): number {
 }
 
 function describeError(e: unknown): string {
-  if (e instanceof PmpoolError) return `${e.message} (${e.code})`;
+  if (e instanceof PmpoolError) return `${e.code}: ${e.message}`; // as the other commands print it
   if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') return `${e.message}`;
   throw e;
 }

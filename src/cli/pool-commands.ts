@@ -32,7 +32,8 @@ function parse(args: string[], options: NonNullable<Parameters<typeof parseArgs>
   return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
 }
 
-function integer(text: string | boolean | undefined, what: string): number | undefined {
+/** A decimal whole number given on the command line (no sign, exponent or hex), or UsageError. */
+export function integer(text: string | boolean | undefined, what: string): number | undefined {
   if (text === undefined) return undefined;
   if (typeof text !== 'string' || !/^\d+$/.test(text)) throw new UsageError(`${what} must be a whole number, got "${String(text)}"`);
   const n = Number(text);
@@ -159,20 +160,28 @@ export function mapCommand(args: string[], out: Out): number {
 
 export function checkCommand(args: string[], out: Out): number {
   const { values, positionals } = parse(args, { repair: { type: 'boolean' }, json: { type: 'boolean' } }, 1);
-  return withPool(
-    positionals[0]!,
-    (pool) => {
-      const report = pool.check({ repair: values.repair === true });
-      if (values.json) out(json(report));
-      else {
-        for (const line of report.repaired) out(`repaired: ${line}`);
-        for (const line of report.problems) out(`problem: ${line}`);
-        out(report.ok ? `${pool.path}: clean` : `${pool.path}: ${report.problems.length} problem(s)${values.repair ? '' : '; pmpool check --repair rebuilds what is derived'}`);
-      }
-      return report.ok ? 0 : 1;
-    },
-    { allowDamagedSuperblock: true },
-  );
+  try {
+    return withPool(
+      positionals[0]!,
+      (pool) => {
+        const report = pool.check({ repair: values.repair === true });
+        if (values.json) out(json(report));
+        else {
+          for (const line of report.repaired) out(`repaired: ${line}`);
+          for (const line of report.problems) out(`problem: ${line}`);
+          out(report.ok ? `${pool.path}: clean` : `${pool.path}: ${report.problems.length} problem(s)${values.repair ? '' : '; pmpool check --repair rebuilds what is derived'}`);
+        }
+        return report.ok ? 0 : 1;
+      },
+      { allowDamagedSuperblock: true },
+    );
+  } catch (e) {
+    // A file that cannot be opened as a pool is a finding of check too. With --json the report says
+    // so on stdout, as `fdt check --json` does for a bad blob: a reader of the JSON always gets one.
+    if (!values.json || !(e instanceof PmpoolError)) throw e;
+    out(json({ ok: false, problems: [`${e.code}: ${e.message}`], repaired: [], error: { code: e.code, message: e.message } }));
+    return 1;
+  }
 }
 
 export function allocCommand(args: string[], out: Out): number {
