@@ -19,14 +19,14 @@
  * load; the addon, which pmpool loads anyway, takes ~0.06 ms.
  * checksumReference() is the definition in JavaScript, for the tests.
  */
-import { loadNative } from '../sys/native.js';
+import { native } from '../sys/native.js';
 
 const SEED = 0x9e3779b97f4a7c15n;
 const MULTIPLIER = 0xff51afd7ed558ccdn;
 
-/** The checksum of `bytes`, as 16 hex digits. Throws when the native addon cannot be loaded. */
+/** The checksum of `bytes`, as 16 hex digits. */
 export function checksum64(bytes: Uint8Array): string {
-  return loadNative().checksum64(bytes);
+  return native.checksum64(bytes);
 }
 
 /** The same sum in JavaScript (slow; for tests). */

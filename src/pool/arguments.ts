@@ -2,7 +2,7 @@
  * Checks of what a caller passes to the Pool API: every bad value becomes a
  * PoolError BAD_ARGUMENT before anything is locked or written.
  */
-import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkOptions, describeValue } from '../util/options.js';
+import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkModeOption, checkOptions, describeValue } from '../util/options.js';
 import { PoolError } from './errors.js';
 import type { PoolOpenOptions } from './options.js';
 
@@ -45,10 +45,7 @@ export function checkPoolBoolean(value: unknown, what: string): boolean | undefi
 
 /** A file mode: an integer from 0 to 0o7777. */
 export function checkMode(value: unknown): number | undefined {
-  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0o7777)) {
-    throw badArgument(`mode must be a file mode from 0 to 0o7777, got ${describeValue(value)}`);
-  }
-  return value as number | undefined;
+  return checkModeOption(value, badArgument);
 }
 
 /** The first argument of Pool.create / Pool.open: a path or a Region. */

@@ -7,7 +7,7 @@
  * is never truncated, extended or unlinked by a failed open.
  */
 import { readFileSync, statfsSync, unlinkSync } from 'node:fs';
-import { describeValue } from '../util/options.js';
+import { checkModeOption } from '../util/options.js';
 import {
   FLOCK_EXCLUSIVE,
   FLOCK_SHARED,
@@ -173,9 +173,7 @@ export class FileRegion implements Region {
     checkPath(path, 'FileRegion.create');
     options = regionOptions(options, 'FileRegion.create options', path, ['exclusive', 'readOnly', 'preallocate'], true);
     checkSize(options.size, SYSTEM_PAGE_SIZE, path);
-    if (options.mode !== undefined && (typeof options.mode !== 'number' || !Number.isInteger(options.mode) || options.mode < 0 || options.mode > 0o7777)) {
-      throw new RegionError('BAD_ARGUMENT', `mode must be a file mode from 0 to 0o7777, got ${describeValue(options.mode)}`, path);
-    }
+    checkModeOption(options.mode, (message) => new RegionError('BAD_ARGUMENT', message, path));
     let fd: number;
     try {
       fd = native.open(path, true, true, false, options.mode ?? 0o600);

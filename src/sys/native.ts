@@ -89,7 +89,7 @@ const LOADED = Symbol.for('pmpool.nativeAddons');
 const loaded: Map<string, NativeAddon> = ((globalThis as Record<symbol, Map<string, NativeAddon> | undefined>)[LOADED] ??= new Map());
 
 /** The addon; throws, saying how to build it, when it is not built. */
-export function loadNative(): NativeAddon {
+function loadNative(): NativeAddon {
   const root = packageRoot();
   const candidates = [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
   const found = candidates.find((p) => existsSync(p));

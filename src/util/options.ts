@@ -66,3 +66,11 @@ export function checkMillisOption(value: unknown, what: string, makeError: MakeE
   }
   return value as number | undefined;
 }
+
+/** An optional file mode: an integer from 0 to 0o7777. */
+export function checkModeOption(value: unknown, makeError: MakeError): number | undefined {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0o7777)) {
+    throw makeError(`mode must be a file mode from 0 to 0o7777, got ${describeValue(value)}`);
+  }
+  return value as number | undefined;
+}
