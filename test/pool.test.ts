@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { computeGeometry, decodeSuperblock, encodeSuperblock, isSuperblockProblem, SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BYTES } from '../src/pool/layout.js';
@@ -109,6 +109,34 @@ describe('Pool basics', () => {
     assert.deepEqual(pool.stats(), before);
     assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
     pool.close();
+  });
+
+  test('populate(): the pages of a run are mapped in at once, its bytes untouched; a hint, nothing to do in memory', (t) => {
+    const [major, minor] = readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map(Number);
+    if (major! < 5 || (major === 5 && minor! < 14)) return t.skip('MADV_POPULATE_WRITE needs Linux 5.14');
+    const { path, cleanup } = shmPath('populate');
+    try {
+      const pool = Pool.create(path, { size: 96 * MiB });
+      const run = pool.alloc((64 * MiB) / pool.pageSize, { name: 'filled' });
+      const head = run.bytes(0, 8);
+      head.set([1, 2, 3, 4, 5, 6, 7, 8]);
+      const before = rssShmemBytes();
+      run.populate();
+      const grew = rssShmemBytes() - before;
+      assert.ok(grew >= 60 * MiB, `RssShmem grew by ${grew} bytes, not by the run's 64 MiB`);
+      assert.deepEqual([...run.bytes(0, 8)], [1, 2, 3, 4, 5, 6, 7, 8], 'populating keeps what the pages hold');
+      assert.equal(run.bytes().subarray(8).every((b) => b === 0), true);
+      assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+      pool.close();
+      expectPoolError(() => run.populate(), 'CLOSED');
+      const inMemory = memoryPool(4 * MiB);
+      const a = inMemory.alloc(4);
+      a.populate();
+      assert.equal(a.bytes().every((b) => b === 0), true);
+      inMemory.close();
+    } finally {
+      cleanup();
+    }
   });
 
   test('NO_SPACE names the largest free run', () => {
@@ -453,3 +481,10 @@ describe('options that are not an object, or fields of the wrong type', () => {
     }
   });
 });
+
+/** This process's shared-memory pages mapped in (RssShmem of /proc/self/status), in bytes. */
+function rssShmemBytes(): number {
+  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('RssShmem:'));
+  if (line === undefined) throw new Error('no RssShmem in /proc/self/status');
+  return Number(/(\d+) kB/.exec(line)![1]) * 1024;
+}

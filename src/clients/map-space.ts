@@ -125,6 +125,8 @@ function newSegment(s: MapState, bytes: number, dedicated: boolean): number {
   }
   fault('segment:allocated');
   if (run.pfn >= 2 ** 32) throw new ClientError('NO_SPACE', `${s.what}: a segment at pfn ${run.pfn} is beyond what a map can address`);
+  // Appends fill a segment from its start: its pages mapped in one call cost less than one fault each.
+  run.populate();
   const u32 = u32View(run.bytes(0, Math.min(run.count * s.pageSize, SEG_MAX_BYTES)));
   initSegmentHeader(u32, s.mapId, k, run.count, dedicated);
   s.hdr[SEGTAB + 2 * k + 1] = run.count;

@@ -9,6 +9,8 @@ export interface AllocationHost {
   readonly pageSize: number;
   /** A view of `[byteOffset, +length)` of the pool's region. */
   view(byteOffset: number, length: number): Uint8Array;
+  /** Maps `[byteOffset, +length)` of the region into this process now (a hint). */
+  populate(byteOffset: number, length: number): void;
 }
 
 /** One allocation: a run of pages. `bytes()` maps them. */
@@ -28,6 +30,19 @@ export class Allocation {
       throw new PoolError('BAD_ARGUMENT', `bytes(${offset}, ${length}) is outside the allocation's ${total} bytes`);
     }
     return this.pool.view(this.pfn * this.pool.pageSize + offset, length);
+  }
+  /**
+   * Maps the allocation's pages into this process now, in one system call,
+   * rather than one page fault at a time as each is first written
+   * (MADV_POPULATE_WRITE, Linux 5.14). For a run about to be filled: on
+   * this machine a fault costs about as much as writing the page, and the
+   * kernel populates a range for a fraction of that. Only a hint: where the
+   * kernel cannot (an older kernel, memory short), the pages fault in on
+   * first touch as they would have; on a MemoryRegion there is nothing to do.
+   * On a file, it allocates the file's blocks for the whole run.
+   */
+  populate(): void {
+    this.pool.populate(this.pfn * this.pool.pageSize, this.count * this.pool.pageSize);
   }
   toJSON(): { pfn: number; count: number; name?: string; owner?: string } {
     return { pfn: this.pfn, count: this.count, ...(this.name ? { name: this.name } : {}), ...(this.owner ? { owner: this.owner } : {}) };

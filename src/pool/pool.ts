@@ -729,13 +729,35 @@ export class Pool {
       // Spans chunks: a window of its own (held by the returned view's buffer).
       return this.region.map(byteOffset, length).bytes();
     }
+    const w = this.chunkWindow(chunk);
+    return new Uint8Array(w.buffer, w.byteOffset + (byteOffset - w.offset), length);
+  }
+
+  /**
+   * @internal Allocation.populate(): prefaults `[byteOffset, +length)` in the chunk windows that
+   * view() hands out. A range spanning two chunks gets a window of its own at each view(), which
+   * there is no populating ahead of time: it is left to fault in.
+   */
+  populate(byteOffset: number, length: number): void {
+    this.live();
+    const chunk = Math.floor(byteOffset / CHUNK_BYTES);
+    if (length === 0 || Math.floor((byteOffset + length - 1) / CHUNK_BYTES) !== chunk) return;
+    const w = this.chunkWindow(chunk);
+    try {
+      w.advise('populate', byteOffset - w.offset, length);
+    } catch {
+      // A hint: an old kernel (EINVAL) or memory short (ENOMEM) leaves the pages to fault in on touch.
+    }
+  }
+
+  private chunkWindow(chunk: number): RegionWindow {
     let w = this.chunks.get(chunk);
     if (!w || !w.mapped) {
       const start = chunk * CHUNK_BYTES;
       w = this.region.map(start, Math.min(CHUNK_BYTES, this.region.size - start));
       this.chunks.set(chunk, w);
     }
-    return new Uint8Array(w.buffer, w.byteOffset + (byteOffset - w.offset), length);
+    return w;
   }
 
   private live(): PoolParts {
