@@ -28,6 +28,7 @@ export function resize(s: MapState, log2: number): void {
   try {
     fault('resize:allocated');
     if (run.pfn >= 2 ** 32) throw new ClientError('NO_SPACE', `${s.what}: a table at pfn ${run.pfn} is beyond what a map can address`);
+    run.populate(); // zeroed and rehashed into at once: its pages mapped in one call, not faulted one by one
     slots = u32View(run.bytes(0, cap * 8));
     slots.fill(0);
     if (!rehash(s.slots, s.cap, slots, cap - 1)) throw new ClientError('CORRUPT', `${s.what}: its table holds more than the ${s.count} entries it counts`);
