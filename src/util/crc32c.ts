@@ -6,33 +6,58 @@
  */
 const POLY = 0x82f63b78;
 
-const TABLES: Uint32Array[] = (() => {
-  const t0 = new Uint32Array(256);
+/**
+ * The eight slicing tables, one array, filled on first need rather than at
+ * load: filling them runs through the interpreter (~0.2 ms: each typed-array
+ * access of cold code is an inline-cache call), and a program that restores
+ * a pool after a handover checksums only its superblock (252 bytes) before
+ * it is back at work. Until then crc32c() goes bit by bit, which costs less
+ * over a few hundred bytes (COLD_BYTES) than filling the tables.
+ */
+const ALL = new Uint32Array(8 * 256);
+const T0 = ALL.subarray(0, 256);
+const T1 = ALL.subarray(256, 512);
+const T2 = ALL.subarray(512, 768);
+const T3 = ALL.subarray(768, 1024);
+const T4 = ALL.subarray(1024, 1280);
+const T5 = ALL.subarray(1280, 1536);
+const T6 = ALL.subarray(1536, 1792);
+const T7 = ALL.subarray(1792, 2048);
+let filled = false;
+/** Bytes crc32c() may still take bit by bit before it fills the tables. */
+let coldBudget = 4096;
+
+function fillTables(): void {
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1;
-    t0[n] = c >>> 0;
+    ALL[n] = c;
   }
-  const tables = [t0];
-  for (let t = 1; t < 8; t++) {
-    const prev = tables[t - 1]!;
-    const next = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) next[n] = (prev[n]! >>> 8) ^ t0[prev[n]! & 0xff]!;
-    tables.push(next);
+  // Table t is table t - 1 advanced by one zero byte.
+  for (let i = 256; i < ALL.length; i++) {
+    const prev = ALL[i - 256]!;
+    ALL[i] = (prev >>> 8) ^ ALL[prev & 0xff]!;
   }
-  return tables;
-})();
-const T0 = TABLES[0]!;
-const T1 = TABLES[1]!;
-const T2 = TABLES[2]!;
-const T3 = TABLES[3]!;
-const T4 = TABLES[4]!;
-const T5 = TABLES[5]!;
-const T6 = TABLES[6]!;
-const T7 = TABLES[7]!;
+  filled = true;
+}
+
+/** The definition, a bit at a time: no tables. */
+function crc32cBitwise(bytes: Uint8Array, start: number, end: number, crc: number): number {
+  let c = ~crc >>> 0;
+  for (let i = start; i < end; i++) {
+    c ^= bytes[i]!;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1;
+  }
+  return ~c >>> 0;
+}
 
 /** Continues a CRC-32C over `bytes[start, end)`. Start a new one with `crc = 0`. */
 export function crc32c(bytes: Uint8Array, start = 0, end = bytes.length, crc = 0): number {
+  if (!filled) {
+    coldBudget -= end - start;
+    if (coldBudget >= 0) return crc32cBitwise(bytes, start, end, crc);
+    fillTables();
+  }
   let c = ~crc >>> 0;
   let i = start;
   for (; i + 4 <= end; i += 4) {
@@ -45,6 +70,7 @@ export function crc32c(bytes: Uint8Array, start = 0, end = bytes.length, crc = 0
 
 /** Continues a CRC-32C over one little-endian u32, without building a byte array. */
 export function crc32cU32(value: number, crc = 0): number {
+  if (!filled) fillTables();
   let c = (~crc >>> 0) ^ value;
   c = T3[c & 0xff]! ^ T2[(c >>> 8) & 0xff]! ^ T1[(c >>> 16) & 0xff]! ^ T0[c >>> 24]!;
   return ~c >>> 0;
@@ -52,6 +78,7 @@ export function crc32cU32(value: number, crc = 0): number {
 
 /** Continues a CRC-32C over `count` little-endian u32 words of `words` from index `start`. */
 export function crc32cWords(words: Uint32Array, start: number, count: number, crc = 0): number {
+  if (!filled) fillTables();
   let c = ~crc | 0;
   let i = start;
   const end = start + count;
