@@ -148,6 +148,51 @@ describe('FileRegion over /dev/shm', () => {
   });
 });
 
+describe("the addon's mapFile (how the bundle loader reads the bundle and its code cache)", () => {
+  test('a regular file, through a symbolic link too, is mapped whole; munmap releases it', () => {
+    const { dir, cleanup } = tempDir('pmpool-mapfile-');
+    try {
+      const data = Buffer.from('x'.repeat(3 * PAGE + 5) + 'end');
+      writeFileSync(join(dir, 'file'), data);
+      symlinkSync(join(dir, 'file'), join(dir, 'link'));
+      const before = native.mappings();
+      for (const name of ['file', 'link']) {
+        const mapped = native.mapFile(join(dir, name));
+        assert.equal(native.mappings().count, before.count + 1);
+        assert.deepEqual(Buffer.from(mapped), data);
+        native.munmap(mapped);
+        assert.equal(native.mappings().count, before.count);
+        assert.equal(mapped.byteLength, 0, 'detached: no view can reach the unmapped pages');
+      }
+      writeFileSync(join(dir, 'empty'), '');
+      const empty = native.mapFile(join(dir, 'empty'));
+      assert.equal(empty.byteLength, 0);
+      assert.equal(native.mappings().count, before.count, 'an empty file is no mapping');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('anything but a regular file is refused with its errno, at once (a FIFO does not block)', () => {
+    const { dir, cleanup } = tempDir('pmpool-mapfile-');
+    try {
+      execFileSync('mkfifo', [join(dir, 'fifo')]);
+      const before = native.mappings();
+      for (const [path, code] of [
+        [join(dir, 'missing'), 'ENOENT'],
+        [dir, 'EINVAL'],
+        [join(dir, 'fifo'), 'EINVAL'],
+        ['/dev/null', 'EINVAL'],
+      ] as const) {
+        assert.throws(() => native.mapFile(path), (e: NodeJS.ErrnoException) => e.code === code && e.message.includes(path), path);
+      }
+      assert.equal(native.mappings().count, before.count);
+    } finally {
+      cleanup();
+    }
+  });
+});
+
 describe('FileRegion refusals leave the file untouched', () => {
   function fingerprint(path: string): string {
     const s = statSync(path);

@@ -90,6 +90,10 @@ async function main(): Promise<void> {
   });
   // A warning here is a bundle that would misbehave (import.meta left undefined, say): refuse it.
   if (bundle.warnings.length > 0) throw new Error(`esbuild warned: ${bundle.warnings.map((w) => w.text).join('; ')}`);
+  // The loader reads the bundle as latin1 (no UTF-8 decoding): charset 'ascii' escapes everything else.
+  const script = bundle.outputFiles?.find((f) => f.path === BUNDLE)?.contents;
+  if (script === undefined) throw new Error(`esbuild did not build ${BUNDLE}`);
+  if (script.some((b) => b > 0x7f)) throw new Error('the bundle is not ASCII');
   // The loader gives the bundle a require() of Node's built-ins only.
   const outside = Object.values(bundle.metafile.outputs)
     .flatMap((o) => o.imports)

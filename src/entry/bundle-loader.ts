@@ -27,15 +27,14 @@
  * With --enable-source-maps the bundle is loaded through require() instead,
  * without the cache: Node maps stack traces only for modules it loads itself.
  */
-import type * as Fs from 'node:fs';
 import type * as Url from 'node:url';
 import type * as Vm from 'node:vm';
+import { native } from '../sys/native.js';
 import { checksum64 } from './checksum.js';
 
 // Node's built-ins come through process.getBuiltinModule (Node >= 20.16), not ESM imports: the first
 // `import ... from 'node:fs'` of a process builds an ESM facade of the whole module, which costs about
 // 3 ms on the machines we measure on, more than the rest of the loading.
-const { readFileSync } = process.getBuiltinModule('node:fs') as typeof Fs;
 const { Script } = process.getBuiltinModule('node:vm') as typeof Vm;
 const { fileURLToPath } = process.getBuiltinModule('node:url') as typeof Url;
 
@@ -120,30 +119,46 @@ function loadThroughRequire(bundlePath: string): LoadedBundle {
 }
 
 function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
-  const bytes = readFileSync(bundlePath);
-  let cachedData: Buffer | undefined;
+  // Both files are mapped, not read (native mapFile says why), and unmapped once compiled: V8 keeps
+  // the source as a string of its own, and reads the code cache only while it compiles.
+  const bundleFile = native.mapFile(bundlePath);
+  let cacheFile: ArrayBuffer | undefined;
+  let script: Vm.Script;
   let cacheProblem: string | undefined;
-  let file: Buffer | undefined;
+  let cachedData: Buffer | undefined;
   try {
-    file = readFileSync(cachePath);
-  } catch (e) {
-    // Absent is the usual case before the first recording; unreadable costs speed, not the import.
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
+    const bytes = Buffer.from(bundleFile);
+    try {
+      cacheFile = native.mapFile(cachePath);
+    } catch (e) {
+      // Absent is the usual case before the first recording; unreadable costs speed, not the import.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
+    }
+    if (cacheFile !== undefined) {
+      const checked = checkCache(Buffer.from(cacheFile), bundlePath, bytes);
+      if ('payload' in checked) cachedData = checked.payload;
+      else cacheProblem = checked.problem;
+    }
+    // The bundle is ASCII (tools/bundle.ts builds it so): latin1 is the same string as UTF-8, without
+    // the decoding. The wrapper is all on the bundle's first line, so line numbers in stack traces are
+    // the file's own.
+    const wrapped = `(function (exports, require, module, __filename, __dirname) {${bytes.toString('latin1')}\n})`;
+    script = new Script(wrapped, { filename: bundlePath, cachedData });
+    if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = 'V8 refused it (another Node, or other V8 flags)';
+  } finally {
+    unmapFile(bundleFile);
+    if (cacheFile !== undefined) unmapFile(cacheFile);
   }
-  if (file !== undefined) {
-    const checked = checkCache(file, bundlePath, bytes);
-    if ('payload' in checked) cachedData = checked.payload;
-    else cacheProblem = checked.problem;
-  }
-  // The wrapper is all on the bundle's first line, so line numbers in stack traces are the file's own.
-  const wrapped = `(function (exports, require, module, __filename, __dirname) {${bytes.toString('utf8')}\n})`;
-  const script = new Script(wrapped, { filename: bundlePath, cachedData });
-  if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = 'V8 refused it (another Node, or other V8 flags)';
   const run = script.runInThisContext() as BundleFunction;
   const module = { exports: {} as Record<string, unknown> };
   run.call(module.exports, module.exports, requireBuiltin, module, bundlePath, bundlePath.slice(0, bundlePath.lastIndexOf('/')));
   const cache: CacheOutcome = cacheProblem !== undefined ? 'rejected' : cachedData === undefined ? 'absent' : 'accepted';
   return { exports: module.exports, script, cache, ...(cacheProblem !== undefined && { cacheProblem }) };
+}
+
+/** Unmaps what mapFile() mapped (an empty file was no mapping). */
+function unmapFile(file: ArrayBuffer): void {
+  if (file.byteLength > 0) native.munmap(file);
 }
 
 /** The bundle's require(): it only ever asks for Node's built-ins (tools/bundle.ts checks). */

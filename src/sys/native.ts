@@ -42,6 +42,8 @@ export interface NativeAddon {
   fallocate(fd: number, offset: number, length: number, keepSize: boolean): void;
   flock(fd: number, op: number, nonBlocking: boolean): boolean;
   mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  /** A whole regular file mapped read-only (the bundle loader's reads); munmap() releases it. */
+  mapFile(path: string): ArrayBuffer;
   munmap(buffer: ArrayBuffer): void;
   msync(buffer: ArrayBuffer, offset: number, length: number, synchronous: boolean): void;
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
