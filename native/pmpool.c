@@ -1,6 +1,10 @@
 /*
- * pmpool native layer: the few syscalls JavaScript lacks (and the code
- * cache's checksum, which a cold start needs before JavaScript is warm).
+ * pmpool native layer: the few syscalls JavaScript lacks, and the few file
+ * operations of a handover's cold path, where Node's fs costs more than the
+ * system call (the first use of each of its functions runs cold JavaScript:
+ * ~0.05-0.1 ms each, a dozen of them between exec() and a restored pool);
+ * and the code cache's checksum, which a cold start needs before JavaScript
+ * is warm.
  *
  * Everything here is a thin, checked wrapper: no policy. Errors become a JS
  * Error with .code = errno name ("ENOENT", "ELOOP", ...), .errno, .syscall
@@ -21,6 +25,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define PATH_BYTES 4096
@@ -267,7 +273,176 @@ static napi_value js_fstat(napi_env env, napi_callback_info info) {
   set_number(env, obj, "ino", (int64_t)st.st_ino);
   napi_create_string_utf8(env, file_type(st.st_mode), NAPI_AUTO_LENGTH, &type);
   napi_set_named_property(env, obj, "type", type);
+  /* The file system's type and block size (fstatfs on the same fd): tmpfs,
+     hugetlbfs (whose block size is its huge page size), or other. */
+  struct statfs fs;
+  if (fstatfs(fd, &fs) < 0) {
+    throw_errno(env, errno, "fstatfs", NULL);
+    return NULL;
+  }
+  set_number(env, obj, "fsType", (int64_t)(uint32_t)fs.f_type);
+  set_number(env, obj, "fsBlockSize", (int64_t)fs.f_bsize);
   return obj;
+}
+
+/* open(2) + fstat(2) of what was opened: the fd, or -1 with the error thrown. */
+static int open_and_stat(napi_env env, const char *path, int flags, struct stat *st) {
+  int fd;
+  do fd = open(path, flags);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    return -1;
+  }
+  if (fstat(fd, st) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, e, "fstat", path);
+    return -1;
+  }
+  return fd;
+}
+
+/* readFile(path, maxBytes, noFollow) -> { data: ArrayBuffer, type, uid, mode, size }
+ * At most maxBytes of a file (to its end: a /proc file's size says 0), and
+ * what fstat says of the very file read, so that a caller checks the owner
+ * and mode of what it read, not of what the path names a moment later.
+ * noFollow refuses a symbolic link (ELOOP). Only a regular file of at most
+ * maxBytes (by its size; a /proc file's is 0) or a character device is read;
+ * for anything else data is empty, and the caller refuses by type or size
+ * (a FIFO is opened O_NONBLOCK: it never blocks). */
+static napi_value js_read_file(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  char path[PATH_BYTES];
+  int64_t max;
+  if (!arg_string(env, argv[0], path, sizeof path, "path") || !arg_int64(env, argv[1], &max, "maxBytes")) return NULL;
+  if (max < 0 || max > ((int64_t)1 << 30)) {
+    throw_errno(env, EINVAL, "readFile (maxBytes must be 0 to 1 GiB)", NULL);
+    return NULL;
+  }
+  int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (arg_bool(env, argv[2]) ? O_NOFOLLOW : 0);
+  struct stat st;
+  int fd = open_and_stat(env, path, flags, &st);
+  if (fd < 0) return NULL;
+  size_t cap = 0, n = 0;
+  char *buf = NULL;
+  if ((S_ISREG(st.st_mode) && st.st_size <= max) || S_ISCHR(st.st_mode)) {
+    cap = st.st_size > 0 && st.st_size < max ? (size_t)st.st_size + 1 : 4096;
+    if (cap > (size_t)max) cap = (size_t)max;
+    buf = malloc(cap ? cap : 1);
+    while (buf && n < (size_t)max) {
+      if (n == cap) {
+        size_t grown = cap * 2 > (size_t)max ? (size_t)max : cap * 2;
+        char *more = realloc(buf, grown);
+        if (!more) {
+          free(buf);
+          buf = NULL;
+          break;
+        }
+        buf = more;
+        cap = grown;
+      }
+      ssize_t r = read(fd, buf + n, cap - n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        int e = errno;
+        free(buf);
+        close(fd);
+        throw_errno(env, e, "read", path);
+        return NULL;
+      }
+      if (r == 0) break;
+      n += (size_t)r;
+    }
+    if (!buf) {
+      close(fd);
+      throw_errno(env, ENOMEM, "readFile", path);
+      return NULL;
+    }
+  }
+  close(fd);
+  napi_value out, data, type;
+  void *bytes;
+  if (napi_create_arraybuffer(env, n, &bytes, &data) != napi_ok) {
+    free(buf);
+    throw_errno(env, ENOMEM, "readFile", path);
+    return NULL;
+  }
+  if (n) memcpy(bytes, buf, n);
+  free(buf);
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "data", data);
+  napi_create_string_utf8(env, file_type(st.st_mode), NAPI_AUTO_LENGTH, &type);
+  napi_set_named_property(env, out, "type", type);
+  set_number(env, out, "uid", (int64_t)st.st_uid);
+  set_number(env, out, "mode", (int64_t)(st.st_mode & 07777));
+  set_number(env, out, "size", (int64_t)st.st_size);
+  return out;
+}
+
+/* writeFile(path, bytes, mode): creates a new file (O_EXCL, O_NOFOLLOW: never
+   an existing file or a link planted at the path) holding bytes. On any
+   failure the file is removed again and the errno thrown. */
+static napi_value js_write_file(napi_env env, napi_callback_info info) {
+  GET_ARGS(3);
+  char path[PATH_BYTES];
+  int32_t mode;
+  bool is_typed = false;
+  napi_typedarray_type kind;
+  size_t length = 0;
+  void *data = NULL;
+  if (!arg_string(env, argv[0], path, sizeof path, "path") || !arg_int32(env, argv[2], &mode, "mode")) return NULL;
+  napi_is_typedarray(env, argv[1], &is_typed);
+  if (!is_typed || napi_get_typedarray_info(env, argv[1], &kind, &length, &data, NULL, NULL) != napi_ok || kind != napi_uint8_array) {
+    throw_type(env, "writeFile needs a Uint8Array");
+    return NULL;
+  }
+  int fd;
+  do fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    return NULL;
+  }
+  size_t at = 0;
+  while (at < length) {
+    ssize_t w = write(fd, (const char *)data + at, length - at);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int e = w < 0 ? errno : EIO;
+      close(fd);
+      unlink(path);
+      throw_errno(env, e, "write", path);
+      return NULL;
+    }
+    at += (size_t)w;
+  }
+  if (close(fd) < 0 && errno != EINTR) {
+    int e = errno;
+    unlink(path);
+    throw_errno(env, e, "close", path);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* unlink(path) */
+static napi_value js_unlink(napi_env env, napi_callback_info info) {
+  GET_ARGS(1);
+  char path[PATH_BYTES];
+  if (!arg_string(env, argv[0], path, sizeof path, "path")) return NULL;
+  if (unlink(path) < 0) {
+    throw_errno(env, errno, "unlink", path);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* gettid() -> the calling thread's kernel task id (a robust lock names its
+   holder's thread by it). */
+static napi_value js_gettid(napi_env env, napi_callback_info info) {
+  (void)info;
+  return make_int64(env, (int64_t)syscall(SYS_gettid));
 }
 
 static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
@@ -454,20 +629,9 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   char path[PATH_BYTES];
   if (!arg_string(env, argv[0], path, sizeof path, "path")) return NULL;
-  int fd;
-  do fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    throw_errno(env, errno, "open", path);
-    return NULL;
-  }
   struct stat st;
-  if (fstat(fd, &st) < 0) {
-    int e = errno;
-    close(fd);
-    throw_errno(env, e, "fstat", path);
-    return NULL;
-  }
+  int fd = open_and_stat(env, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, &st);
+  if (fd < 0) return NULL;
   if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_WINDOW_BYTES) {
     close(fd);
     throw_errno(env, S_ISREG(st.st_mode) ? EFBIG : EINVAL, "mapFile (a regular file of at most 4 GiB)", path);
@@ -751,6 +915,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_default, NULL},
       {"mapFile", NULL, js_map_file, NULL, NULL, NULL, napi_default, NULL},
+      {"readFile", NULL, js_read_file, NULL, NULL, NULL, napi_default, NULL},
+      {"writeFile", NULL, js_write_file, NULL, NULL, NULL, napi_default, NULL},
+      {"unlink", NULL, js_unlink, NULL, NULL, NULL, napi_default, NULL},
+      {"gettid", NULL, js_gettid, NULL, NULL, NULL, napi_default, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_default, NULL},
       {"msync", NULL, js_msync, NULL, NULL, NULL, napi_default, NULL},
       {"madvise", NULL, js_madvise, NULL, NULL, NULL, napi_default, NULL},

@@ -148,7 +148,7 @@ describe('FileRegion over /dev/shm', () => {
   });
 });
 
-describe("the addon's mapFile (how the bundle loader reads the bundle and its code cache)", () => {
+describe("the addon's file operations of the cold path (mapFile, readFile, writeFile, unlink, gettid)", () => {
   test('a regular file, through a symbolic link too, is mapped whole; munmap releases it', () => {
     const { dir, cleanup } = tempDir('pmpool-mapfile-');
     try {
@@ -190,6 +190,73 @@ describe("the addon's mapFile (how the bundle loader reads the bundle and its co
     } finally {
       cleanup();
     }
+  });
+
+  test('readFile: what it read and what fstat says of that file; only what it may read is read', () => {
+    const { dir, cleanup } = tempDir('pmpool-readfile-');
+    try {
+      writeFileSync(join(dir, 'file'), 'hello', { mode: 0o640 });
+      symlinkSync(join(dir, 'file'), join(dir, 'link'));
+      execFileSync('mkfifo', [join(dir, 'fifo')]);
+      const read = native.readFile(join(dir, 'file'), 100, true);
+      assert.equal(Buffer.from(read.data).toString(), 'hello');
+      assert.deepEqual([read.type, read.uid, read.mode, read.size], ['file', process.getuid!(), 0o640, 5]);
+      assert.equal(Buffer.from(native.readFile(join(dir, 'link'), 100, false).data).toString(), 'hello', 'followed when allowed');
+      assert.throws(() => native.readFile(join(dir, 'link'), 100, true), (e: NodeJS.ErrnoException) => e.code === 'ELOOP');
+      const big = native.readFile(join(dir, 'file'), 4, true);
+      assert.deepEqual([big.data.byteLength, big.size], [0, 5], 'a file over maxBytes is not read; its size says why');
+      // /proc files say size 0 and are read to their end; a character device gives what is asked.
+      assert.match(Buffer.from(native.readFile('/proc/self/stat', 4096, false).data).toString('latin1'), new RegExp(`^${process.pid} \\(`));
+      const random = native.readFile('/dev/urandom', 64, false);
+      assert.deepEqual([random.type, random.data.byteLength], ['char', 64]);
+      for (const [path, type] of [
+        [join(dir, 'fifo'), 'fifo'],
+        [dir, 'directory'],
+      ] as const) {
+        const other = native.readFile(path, 100, true);
+        assert.deepEqual([other.type, other.data.byteLength], [type, 0], `${type}: opened without blocking, not read`);
+      }
+      assert.throws(() => native.readFile(join(dir, 'missing'), 100, true), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.message.includes('missing'));
+      assert.throws(() => native.readFile(join(dir, 'file'), -1, true), TypeError);
+      assert.throws(() => native.readFile(join(dir, 'file'), 2 ** 31, true), (e: NodeJS.ErrnoException) => e.code === 'EINVAL');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('writeFile creates a new file with its mode, never over an existing file or a link; unlink removes it', () => {
+    const { dir, cleanup } = tempDir('pmpool-writefile-');
+    try {
+      const path = join(dir, 'blob');
+      native.writeFile(path, Buffer.from('data'), 0o600);
+      assert.equal(readFileSync(path, 'utf8'), 'data');
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+      assert.throws(() => native.writeFile(path, Buffer.from('other'), 0o600), (e: NodeJS.ErrnoException) => e.code === 'EEXIST');
+      assert.equal(readFileSync(path, 'utf8'), 'data', 'the existing file is untouched');
+      symlinkSync(join(dir, 'target'), join(dir, 'planted'));
+      assert.throws(() => native.writeFile(join(dir, 'planted'), Buffer.from('x'), 0o600), (e: NodeJS.ErrnoException) => e.code === 'EEXIST');
+      assert.equal(existsSync(join(dir, 'target')), false, 'nothing was written through the link');
+      assert.throws(() => native.writeFile(join(dir, 'x'), 'text' as unknown as Uint8Array, 0o600), TypeError);
+      native.unlink(path);
+      assert.equal(existsSync(path), false);
+      assert.throws(() => native.unlink(path), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('gettid: the main thread is the process leader; a worker is a task of its own', async () => {
+    assert.equal(native.gettid(), process.pid);
+    const { Worker } = await import('node:worker_threads');
+    // The worker stays alive (listening) until told to go: its task exists while it is checked.
+    const addon = JSON.stringify(new URL('../../build/Release/pmpool.node', import.meta.url).pathname);
+    const worker = new Worker(`const { parentPort } = require('node:worker_threads'); parentPort.once('message', () => parentPort.close()); parentPort.postMessage(require(${addon}).gettid());`, { eval: true });
+    const tid = await new Promise<number>((resolve, reject) => worker.once('message', resolve).once('error', reject));
+    assert.notEqual(tid, process.pid);
+    assert.ok(existsSync(`/proc/${process.pid}/task/${tid}`), 'a task of this process');
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
+    worker.postMessage('go');
+    await exited;
   });
 });
 

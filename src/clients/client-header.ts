@@ -11,7 +11,7 @@
  *  12  header bytes                                 124 CRC-32C of bytes [0, 124)
  * 128  writer lock (9 words)                        192 the client's mutable words
  */
-import { randomNonZeroU31 } from '../util/random.js';
+import { randomNonZeroU31 } from '../sys/random.js';
 import { Pool, PoolError, type Allocation } from '../index.js';
 import { checkBooleanOption, checkOptions, describeValue } from '../util/options.js';
 import { crc32c } from '../util/crc32c.js';

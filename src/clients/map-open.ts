@@ -7,7 +7,7 @@
  */
 import { PmpoolError } from '../errors.js';
 import type { Allocation, Pool } from '../index.js';
-import { randomNonZeroU31 } from '../util/random.js';
+import { randomNonZeroU31 } from '../sys/random.js';
 import { findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_MAP, writeFixedHeader } from './client-header.js';
 import { ClientError } from './errors.js';
 import {

@@ -12,10 +12,10 @@
  * address space, so a program that exec'd in place without closing its clients
  * must not find itself locked out) and the worker thread id.
  */
-import { randomNonZeroU31 } from '../util/random.js';
+import { randomNonZeroU31 } from '../sys/random.js';
 import { readFileSync } from 'node:fs';
 import { crc32c } from '../util/crc32c.js';
-import { bootHash, ownStartTime, ownThreadId, processStartTime } from '../util/proc.js';
+import { bootHash, ownStartTime, ownThreadId, processStartTime } from '../sys/proc.js';
 import { ClientError } from './errors.js';
 
 /* Word offsets from the lock's base (u32 index). */

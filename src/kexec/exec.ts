@@ -7,7 +7,7 @@
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
-import { ownTid } from '../util/proc.js';
+import { ownTid } from '../sys/proc.js';
 import { checkReplaceOptions, checkSpawnOptions } from './arguments.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';

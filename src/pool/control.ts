@@ -9,7 +9,7 @@
  * Run ids are random per open, so a lock word left by any earlier open is
  * never mistaken for ours.
  */
-import { randomNonZeroU31 } from '../util/random.js';
+import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
 import { isAlive, selfIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';

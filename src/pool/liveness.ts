@@ -10,7 +10,7 @@
  * gone, and so does every thread but the caller when a process execve()s in
  * place: the holder is dead either way, though its pid lives on.
  */
-import { bootHash, ownStartTime, ownThreadId, ownTid, processStartTime, taskStartTime } from '../util/proc.js';
+import { bootHash, ownStartTime, ownThreadId, ownTid, processStartTime, taskStartTime } from '../sys/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
 

@@ -17,7 +17,7 @@
  * in the pfn index (docs/abi.md, "Home slots").
  */
 import { rmSync } from 'node:fs';
-import { randomBytes } from '../util/random.js';
+import { randomBytes } from '../sys/random.js';
 import { BitmapAllocator, BitmapStateError } from '../alloc/index.js';
 import { FileRegion, RegionError, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
 import { checkParts } from './check.js';

@@ -6,7 +6,7 @@
  * Every refusal happens before anything is written: a file we did not create
  * is never truncated, extended or unlinked by a failed open.
  */
-import { readFileSync, statfsSync, unlinkSync } from 'node:fs';
+import { readFileSync, unlinkSync } from 'node:fs';
 import { checkModeOption } from '../util/options.js';
 import {
   FLOCK_EXCLUSIVE,
@@ -87,7 +87,7 @@ function daxDevice(stat: NativeStat): { size: number; align: number } | null {
   }
 }
 
-function identifyBacking(fd: number, stat: NativeStat, path: string): Backing {
+function identifyBacking(stat: NativeStat, path: string): Backing {
   if (stat.type === 'char') {
     const dax = daxDevice(stat);
     if (!dax) throw new RegionError('NOT_REGULAR', `${path} is a character device but not a DAX device`, path);
@@ -96,10 +96,9 @@ function identifyBacking(fd: number, stat: NativeStat, path: string): Backing {
   if (stat.type !== 'file') {
     throw new RegionError('NOT_REGULAR', `${path} is a ${stat.type}, not a regular file or DAX device`, path);
   }
-  // statfs through the open fd, not the path: the path may have changed since open.
-  const fs = statfsSync(`/proc/self/fd/${fd}`);
-  if (fs.type === HUGETLBFS_MAGIC) return { kind: 'hugetlbfs', pageSize: fs.bsize, capacity: stat.size };
-  if (fs.type === TMPFS_MAGIC) return { kind: 'shm', pageSize: SYSTEM_PAGE_SIZE, capacity: stat.size };
+  // The file system as fstatfs saw it through the open fd (native fstat): the path may have changed since open.
+  if (stat.fsType === HUGETLBFS_MAGIC) return { kind: 'hugetlbfs', pageSize: stat.fsBlockSize, capacity: stat.size };
+  if (stat.fsType === TMPFS_MAGIC) return { kind: 'shm', pageSize: SYSTEM_PAGE_SIZE, capacity: stat.size };
   return { kind: 'file', pageSize: SYSTEM_PAGE_SIZE, capacity: stat.size };
 }
 
@@ -182,7 +181,7 @@ export class FileRegion implements Region {
     }
     try {
       const stat = native.fstat(fd);
-      const backing = identifyBacking(fd, stat, path);
+      const backing = identifyBacking(stat, path);
       if (backing.kind === 'devdax') throw new RegionError('NOT_REGULAR', `${path}: a DAX device cannot be created`, path);
       checkSize(options.size, backing.pageSize, path);
       takeFlock(fd, options.exclusive ?? false, path);
@@ -222,7 +221,7 @@ export class FileRegion implements Region {
       if (uid !== undefined && stat.uid !== uid) {
         throw new RegionError('NOT_OWNER', `${path} belongs to uid ${stat.uid}, not to this process's uid ${uid}`, path);
       }
-      const backing = identifyBacking(fd, stat, path);
+      const backing = identifyBacking(stat, path);
       const size = options.size ?? backing.capacity;
       checkSize(size, backing.pageSize, path);
       if (size > backing.capacity) {

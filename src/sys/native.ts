@@ -26,6 +26,19 @@ export interface NativeStat {
   rdevMinor: number;
   dev: number;
   ino: number;
+  /** The file system's magic number (fstatfs f_type): tmpfs, hugetlbfs, ... */
+  fsType: number;
+  /** The file system's block size (fstatfs f_bsize): on hugetlbfs, its huge page size. */
+  fsBlockSize: number;
+}
+
+/** What readFile() read, and what fstat said of that very file. */
+export interface NativeFileRead {
+  data: ArrayBuffer;
+  type: NativeStat['type'];
+  uid: number;
+  mode: number;
+  size: number;
 }
 
 export type MadviseAdvice = 'hugepage' | 'dontneed' | 'willneed' | 'populate' | 'remove' | 'normal';
@@ -44,6 +57,13 @@ export interface NativeAddon {
   mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
   /** A whole regular file mapped read-only (the bundle loader's reads); munmap() releases it. */
   mapFile(path: string): ArrayBuffer;
+  /** A regular file of at most maxBytes, or maxBytes of a character device (nothing else is read), with its fstat. */
+  readFile(path: string, maxBytes: number, noFollow: boolean): NativeFileRead;
+  /** Creates a new file (O_EXCL, O_NOFOLLOW) holding `bytes`; removes it again on failure. */
+  writeFile(path: string, bytes: Uint8Array, mode: number): void;
+  unlink(path: string): void;
+  /** The calling thread's kernel task id. */
+  gettid(): number;
   munmap(buffer: ArrayBuffer): void;
   msync(buffer: ArrayBuffer, offset: number, length: number, synchronous: boolean): void;
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;

@@ -4,8 +4,19 @@
  * writer locks. A pid alone is no identity (pids are reused), so a holder is
  * named by pid + the kernel's start time + the boot it ran in.
  */
-import { readFileSync, readlinkSync } from 'node:fs';
-import { crc32c } from './crc32c.js';
+import { crc32c } from '../util/crc32c.js';
+import { native } from './native.js';
+
+/**
+ * A small /proc file as latin1 text, through the addon: these are read on
+ * the way to a handover's first lock, where Node's readFileSync costs more
+ * cold than the read itself. Throws (ENOENT) when it is gone.
+ */
+function readProc(path: string): string {
+  return Buffer.from(native.readFile(path, PROC_FILE_BYTES, false).data).toString('latin1');
+}
+/** Enough for any /proc/PID/stat (52 fields) and boot_id. */
+const PROC_FILE_BYTES = 4096;
 
 /** Start time (clock ticks after boot, /proc/PID/stat field 22) of a live process; null when gone or a zombie. */
 export function processStartTime(pid: number): number | null {
@@ -20,7 +31,7 @@ export function taskStartTime(pid: number, tid: number): number | null {
 function startTimeOf(statPath: string): number | null {
   let stat: string;
   try {
-    stat = readFileSync(statPath, 'latin1');
+    stat = readProc(statPath);
   } catch {
     return null;
   }
@@ -44,14 +55,9 @@ export function ownStartTime(): number | null {
   return ownStart.startTime;
 }
 
-/** This thread's kernel task id: /proc/thread-self links to "PID/task/TID". 0 when unknown. */
+/** This thread's kernel task id (gettid). */
 export function ownTid(): number {
-  try {
-    const m = /^(\d+)\/task\/(\d+)$/.exec(readlinkSync('/proc/thread-self'));
-    return m && Number(m[1]) === process.pid ? Number(m[2]) : 0;
-  } catch {
-    return 0;
-  }
+  return native.gettid();
 }
 
 /**
@@ -71,7 +77,7 @@ export function bootHash(): number {
   if (bootHashCache === undefined) {
     let id = 'unknown-boot';
     try {
-      id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      id = readProc('/proc/sys/kernel/random/boot_id').trim();
     } catch {
       /* no procfs: every boot looks the same; pid + start time still apply */
     }
