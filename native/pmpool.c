@@ -812,15 +812,56 @@ static void free_strings(char **a) {
   free(a);
 }
 
-/* execve(file, argv, envp): replaces the process image; returns only by
- * throwing. The caller flushes stdio first (Node writes pipes asynchronously). */
+extern char **environ;
+
+/* This process's environment (environ, which Node's process.env writes
+   through to on the main thread) with `set` ("NAME=value" strings) put in:
+   each replaces the variable of its name, or is added. Built in C because
+   enumerating process.env from JavaScript costs ~0.15 ms of a handover. */
+static char **environ_with(napi_env env, napi_value set) {
+  char **extra = string_array(env, set, "environment entries must be strings");
+  if (!extra) return NULL;
+  size_t n = 0, k = 0;
+  while (environ[n]) n++;
+  while (extra[k]) k++;
+  char **out = calloc(n + k + 1, sizeof *out);
+  if (!out) {
+    free_strings(extra);
+    throw_errno(env, ENOMEM, "execve", NULL);
+    return NULL;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *eq = strchr(environ[i], '=');
+    size_t name = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+    int replaced = 0;
+    for (size_t j = 0; j < k && !replaced; j++) replaced = strncmp(environ[i], extra[j], name) == 0;
+    if (!replaced && !(out[m++] = strdup(environ[i]))) goto fail;
+  }
+  for (size_t j = 0; j < k; j++) out[m++] = extra[j], extra[j] = NULL;
+  free(extra);
+  return out;
+fail:
+  free_strings(out);
+  for (size_t j = 0; j < k; j++) free(extra[j]);
+  free(extra);
+  throw_errno(env, ENOMEM, "execve", NULL);
+  return NULL;
+}
+
+/* execve(file, argv, envp, set): replaces the process image; returns only by
+ * throwing. envp null means this process's environment with `set` put in
+ * (environ_with); an array is the environment as it stands. The caller
+ * flushes stdio first (Node writes pipes asynchronously). */
 static napi_value js_execve(napi_env env, napi_callback_info info) {
-  GET_ARGS(3);
+  GET_ARGS(4);
   char file[PATH_BYTES];
   if (!arg_string(env, argv[0], file, sizeof file, "file")) return NULL;
   char **args = string_array(env, argv[1], "argv entries must be strings");
   if (!args) return NULL;
-  char **envp = string_array(env, argv[2], "envp entries must be strings");
+  napi_valuetype envp_type;
+  napi_typeof(env, argv[2], &envp_type);
+  char **envp = envp_type == napi_null ? environ_with(env, argv[3]) : string_array(env, argv[2], "envp entries must be strings");
   if (!envp) {
     free_strings(args);
     return NULL;

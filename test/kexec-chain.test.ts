@@ -52,6 +52,48 @@ function blobsLeftBy(pid: unknown): string[] {
 }
 
 describe('kexec chains of real programs', () => {
+  test('exec in place: the next program gets this environment as process.env left it, with one PMPOOL_FDT naming the blob', () => {
+    const { path, cleanup } = shmPath('exec-env');
+    // The next program reports its environment as the kernel handed it over (/proc/self/environ).
+    const next = `const env = require("node:fs").readFileSync("/proc/self/environ", "latin1").split("\\0").filter(Boolean);
+      const fdt = env.filter((e) => e.startsWith("PMPOOL_FDT="));
+      const blob = fdt[0]?.slice("PMPOOL_FDT=".length);
+      const exists = blob !== undefined && require("node:fs").existsSync(blob);
+      if (exists) require("node:fs").rmSync(blob);
+      console.log(JSON.stringify({ set: process.env.PMPOOL_TEST_SET, gone: process.env.PMPOOL_TEST_GONE ?? null, fdt: fdt.length, exists, count: env.length }));`;
+    try {
+      for (const given of [false, true]) {
+        const r = spawnSync(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+             kexec.poolFromCommandLine();
+             process.env.PMPOOL_TEST_SET = 'yes';
+             delete process.env.PMPOOL_TEST_GONE;
+             // As a restored program's environment holds its predecessor's (consumed) blob: replaced, not doubled.
+             process.env.PMPOOL_FDT = '/dev/shm/pmpool-handover-consumed.dtb';
+             const count = Object.keys(process.env).length;
+             process.stderr.write('count ' + count + '\\n');
+             await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${given ? ", env: { PMPOOL_TEST_SET: 'given' }" : ''} });`,
+            '--',
+            `--pmpool=${path},1M`,
+          ],
+          { encoding: 'utf8', env: { ...process.env, PMPOOL_TEST_GONE: 'present' } },
+        );
+        assert.equal(r.status, 0, r.stderr);
+        const seen = JSON.parse(r.stdout) as { set: string; gone: string | null; fdt: number; exists: boolean; count: number };
+        assert.deepEqual([seen.set, seen.gone, seen.fdt, seen.exists], [given ? 'given' : 'yes', null, 1, true]);
+        const count = Number(/^count (\d+)$/m.exec(r.stderr)![1]);
+        // The old program's own environment, PMPOOL_FDT replaced in place; or exactly the one given, plus PMPOOL_FDT.
+        assert.equal(seen.count, given ? 2 : count);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   test('A → B → C in place: same PID, generations 0, 1, 2; data and a carried client node intact', () => {
     const { entries, status, stderr, stdout } = runChain(['--hops=2', '--mode=exec']);
     assert.equal(status, 0, stderr);

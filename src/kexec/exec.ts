@@ -87,14 +87,16 @@ function envStrings(env: NodeJS.ProcessEnv): string[] {
     .map(([k, v]) => `${k}=${v}`);
 }
 
-function handoverArgs(file: string, args: readonly string[], blob: string, options: ReplaceOptions) {
+/** The next program's arguments: `args`, and the blob's flag unless passFlag is false. */
+function handoverArgs(args: readonly string[], blob: string, options: ReplaceOptions): string[] {
   // A flag from this program's own start names a blob consumed long ago; the reader takes the first.
   const own = args.filter((a) => !a.startsWith('--pmpool-fdt='));
-  return {
-    args: options.passFlag === false ? own : [...own, `--pmpool-fdt=${blob}`],
-    env: { ...(options.env ?? process.env), [FDT_ENV]: blob },
-    file,
-  };
+  return options.passFlag === false ? own : [...own, `--pmpool-fdt=${blob}`];
+}
+
+/** The next program's environment: options.env, or this program's, with the blob's variable. */
+function handoverEnv(blob: string, options: ReplaceOptions): NodeJS.ProcessEnv {
+  return { ...(options.env ?? process.env), [FDT_ENV]: blob };
 }
 
 function checkArgs(file: unknown, args: unknown): asserts args is string[] {
@@ -110,11 +112,17 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
   let blob: string | undefined;
   try {
     blob = writeBlob(prepared.bytes, options.blobDir);
-    const next = handoverArgs(file, args, blob, options);
+    const argv = [file, ...handoverArgs(args, blob, options)];
     await flushStdio();
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
-    native.execve(file, [file, ...next.args], envStrings(next.env));
+    if (options.env === undefined && ownTid() === process.pid) {
+      // This program's environment, put together by the addon from environ, which process.env
+      // writes through to on the main thread (a worker's process.env is a copy of its own).
+      native.execve(file, argv, null, [`${FDT_ENV}=${blob}`]);
+    } else {
+      native.execve(file, argv, envStrings(handoverEnv(blob, options)), []);
+    }
     throw new HandoverError('EXEC_FAILED', `execve of ${file} returned without replacing the program`);
   } catch (e) {
     if (blob) removeBlob(blob);
@@ -144,12 +152,11 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
   let child: ChildProcess | undefined;
   try {
     blob = writeBlob(prepared.bytes, options.blobDir);
-    const next = handoverArgs(file, args, blob, options);
     const io = options.stdio ?? 'inherit';
     const stdio: StdioOptions = [io, io, io, 'pipe'];
     // node:child_process is loaded on first spawn: exec() and restore never need it.
     const { spawn: spawnChild } = process.getBuiltinModule('node:child_process');
-    child = spawnChild(file, next.args, { env: { ...next.env, [READY_FD_ENV]: '3' }, stdio });
+    child = spawnChild(file, handoverArgs(args, blob, options), { env: { ...handoverEnv(blob, options), [READY_FD_ENV]: '3' }, stdio });
     await waitReady(child, options.readyTimeoutMs ?? 10_000);
   } catch (e) {
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -68,7 +68,8 @@ export interface NativeAddon {
   msync(buffer: ArrayBuffer, offset: number, length: number, synchronous: boolean): void;
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
   mappings(): { count: number; bytes: number };
-  execve(file: string, argv: string[], envp: string[]): never;
+  /** envp null: this process's environment (environ) with each "NAME=value" of `set` put in. */
+  execve(file: string, argv: string[], envp: string[] | null, set: string[]): never;
   /** The code cache's checksum (src/entry/checksum.ts), as 16 hex digits. */
   checksum64(bytes: Uint8Array): string;
 }
