@@ -12,6 +12,8 @@ export const KIND_BYTES = 0x80000000;
 /** Bit 30: a string of ASCII only (its bytes are its UTF-16 units). */
 export const KIND_ASCII = 0x40000000;
 export const LENGTH_MASK = 0x3fffffff;
+/** Both kind bits. */
+export const KIND_MASK = KIND_BYTES | KIND_ASCII;
 
 interface WellFormed {
   isWellFormed?: () => boolean;
@@ -30,21 +32,27 @@ interface Utf8Buffer {
   latin1Slice(start: number, end: number): string;
 }
 const proto = Buffer.prototype as unknown as Partial<Utf8Buffer>;
-const FAST = typeof proto.utf8Slice === 'function' && typeof proto.utf8Write === 'function' && typeof proto.latin1Slice === 'function';
+// Called through Function.prototype.call on the captured functions: the call sites then know their
+// target (one C++ function each), where `buf.latin1Slice(...)` is a property load and a call the
+// compiler does not resolve (a generic load and a generic call on every lookup).
+const latin1Slice = proto.latin1Slice;
+const utf8Slice = proto.utf8Slice;
+const utf8Write = proto.utf8Write;
+const FAST = typeof utf8Slice === 'function' && typeof utf8Write === 'function' && typeof latin1Slice === 'function';
 
 /** An ASCII string held in `buf[start, end)`. */
 export function readLatin1(buf: Buffer, start: number, end: number): string {
-  return FAST ? (buf as unknown as Utf8Buffer).latin1Slice(start, end) : buf.toString('latin1', start, end);
+  return FAST ? latin1Slice!.call(buf, start, end) : buf.toString('latin1', start, end);
 }
 
 /** The string held as UTF-8 in `buf[start, end)` (bounds checked by the caller). */
 export function readUtf8(buf: Buffer, start: number, end: number): string {
-  return FAST ? (buf as unknown as Utf8Buffer).utf8Slice(start, end) : buf.toString('utf8', start, end);
+  return FAST ? utf8Slice!.call(buf, start, end) : buf.toString('utf8', start, end);
 }
 
 /** Writes `s` as UTF-8 at `offset`, at most `length` bytes (room checked by the caller); returns the bytes written. */
 export function writeUtf8(buf: Buffer, s: string, offset: number, length: number): number {
-  return FAST ? (buf as unknown as Utf8Buffer).utf8Write(s, offset, length) : buf.write(s, offset, length, 'utf8');
+  return FAST ? utf8Write!.call(buf, s, offset, length) : buf.write(s, offset, length, 'utf8');
 }
 
 export class Scratch {

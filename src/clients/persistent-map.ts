@@ -34,7 +34,7 @@
 import { Fdt, type Allocation, type Pool } from '../index.js';
 import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, poolCall } from './client-header.js';
-import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
+import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, KIND_MASK, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
 import { checkNow, computeStats } from './map-check.js';
@@ -241,11 +241,7 @@ export class PersistentMap {
     const su = sc.u32;
     for (let i = 0; i < full; i++) if (u32[base + i] !== su[i]) return false;
     const rest = n & 3;
-    if (rest !== 0) {
-      const m = (1 << (rest * 8)) - 1;
-      if (((u32[base + full]! ^ su[full]!) & m) !== 0) return false;
-    }
-    return true;
+    return rest === 0 || ((u32[base + full]! ^ su[full]!) & ((1 << (rest * 8)) - 1)) === 0;
   }
 
   private readValue(ref: number): MapValue {
@@ -255,15 +251,13 @@ export class PersistentMap {
     if (u32.length === 0) u32 = this.segment(k);
     const off = (ref & 0x7ffff) << 3;
     const w = off >>> 2;
-    const kl = u32[w + 1]! & LENGTH_MASK;
     const vi = u32[w + 2]!;
-    const vl = vi & LENGTH_MASK;
-    const start = off + REC_HEADER + kl;
-    const end = start + vl;
-    if (end > s.segCap[k]!) return s.bad(`the record at ${off} of segment ${k} is malformed`);
-    if ((vi & KIND_BYTES) !== 0) return copyOut(s.segU8[k]!, start, vl);
-    if ((vi & KIND_ASCII) !== 0) return readLatin1(s.segBuf[k]!, start, end);
-    return readUtf8(s.segBuf[k]!, start, end);
+    const start = off + REC_HEADER + (u32[w + 1]! & LENGTH_MASK);
+    const end = start + (vi & LENGTH_MASK);
+    if (end > s.segCap[k]!) return this.malformed(off, k);
+    // The common value, an ASCII string, here; the others in readItem.
+    if ((vi & KIND_MASK) === KIND_ASCII) return readLatin1(s.segBuf[k]!, start, end);
+    return readItem(s, k, start, end, vi);
   }
 
   private readKey(ref: number): MapKey {
@@ -273,12 +267,14 @@ export class PersistentMap {
     if (u32.length === 0) u32 = this.segment(k);
     const off = (ref & 0x7ffff) << 3;
     const ki = u32[(off >>> 2) + 1]!;
-    const kl = ki & LENGTH_MASK;
     const start = off + REC_HEADER;
-    if (start + kl > s.segCap[k]!) return s.bad(`the record at ${off} of segment ${k} is malformed`);
-    if ((ki & KIND_BYTES) !== 0) return copyOut(s.segU8[k]!, start, kl);
-    if ((ki & KIND_ASCII) !== 0) return readLatin1(s.segBuf[k]!, start, start + kl);
-    return readUtf8(s.segBuf[k]!, start, start + kl);
+    const end = start + (ki & LENGTH_MASK);
+    if (end > s.segCap[k]!) return this.malformed(off, k);
+    return readItem(s, k, start, end, ki);
+  }
+
+  private malformed(off: number, k: number): never {
+    return this.s.bad(`the record at ${off} of segment ${k} is malformed`);
   }
 
   /** The segment's word view, loading it (readers) or refusing (a writer has every segment loaded). */
@@ -599,3 +595,10 @@ export class PersistentMap {
 
 /** Where loads that only warm the cache put their result (so that the compiler keeps them). */
 let touched = 0;
+
+/** The key or value of segment k's bytes [start, end), of the kind its info word says. */
+function readItem(s: MapState, k: number, start: number, end: number, info: number): MapValue {
+  if ((info & KIND_BYTES) !== 0) return copyOut(s.segU8[k]!, start, end - start);
+  if ((info & KIND_ASCII) !== 0) return readLatin1(s.segBuf[k]!, start, end);
+  return readUtf8(s.segBuf[k]!, start, end);
+}
