@@ -3,6 +3,13 @@
  * Pool.restore done, next to a bare `node -e 0` start measured in the same
  * run (the issue's baseline), for a 1 GiB and a 64 GiB (sparse) pool.
  *
+ * The machine's speed drifts by several milliseconds of a node start within
+ * a minute. So the measurement goes in ROUNDS rounds, and each round takes
+ * some of every sample: bare starts, then a short chain of hops of each
+ * program; the figures are medians over all rounds. A baseline measured
+ * once, before the hops, was off by up to 3 ms from the hops it was
+ * compared with.
+ *
  * Two next programs are measured: an ES module (handover-app.ts) and a
  * CommonJS one (handover-app-cjs.cts), each loading pmpool through the
  * package's entry. An empty ES module main is timed too: it shows what
@@ -52,7 +59,8 @@ interface Downtime {
   clientsOpened: number;
 }
 
-function downtime(app: AppKind, size: string, hops: number, clients = 0): Downtime {
+/** One chain of `hops` hops of the program: one row of times (Downtime's fields, in order) per hop. */
+function hopRows(app: AppKind, size: string, hops: number, clients = 0): number[][] {
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
   const pool = `/dev/shm/pmpool-bench-handover-${process.pid}-${app}-${size}`;
   try {
@@ -62,27 +70,52 @@ function downtime(app: AppKind, size: string, hops: number, clients = 0): Downti
     if (r.status !== 0) throw new Error(`handover app (${app}) failed: ${r.stderr}`);
     const rows = readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
     if (rows.length !== hops) throw new Error(`handover app (${app}) recorded ${rows.length} hops of ${hops}`);
-    const column = (i: number) => median(rows.map((row) => row[i]!));
-    return { start: column(0), running: column(1), imported: column(2), restored: column(3), clientsOpened: clients > 0 ? column(4) : Number.NaN };
+    return rows;
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(pool, { force: true });
   }
 }
 
+/** Medians, column by column, of hop rows gathered over the rounds. */
+function downtimeOf(rows: number[][], clients: boolean): Downtime {
+  const column = (i: number) => median(rows.map((row) => row[i]!));
+  return { start: column(0), running: column(1), imported: column(2), restored: column(3), clientsOpened: clients ? column(4) : Number.NaN };
+}
+
+/** Rounds of the measurement, and per round: bare starts of each kind, and hops of each chain. */
+const ROUNDS = 10;
+const BARE_PER_ROUND = 3;
+const HOPS_PER_ROUND = 3;
+
 export async function benchHandover(): Promise<Record<string, number>> {
-  const hops = 15;
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
   const emptyModule = join(dir, 'empty.mjs');
   writeFileSync(emptyModule, '');
+  const chains = [
+    { key: 'esm1G', app: 'esm', size: '1G', clients: 0 },
+    { key: 'esm64G', app: 'esm', size: '64G', clients: 0 },
+    { key: 'cjs1G', app: 'cjs', size: '1G', clients: 0 },
+    { key: 'cjs64G', app: 'cjs', size: '64G', clients: 0 },
+    { key: 'clients', app: 'cjs', size: '1G', clients: CLIENT_ENTRIES },
+  ] as const;
   try {
     bareStartMs(['-e', '0'], 3); // warm the page cache
-    const bare = bareStartMs(['-e', '0'], 15);
-    const bareEsm = bareStartMs([emptyModule], 15);
+    const bare: number[] = [];
+    const bareEsm: number[] = [];
+    const rows: Record<string, number[][]> = Object.fromEntries(chains.map((c) => [c.key, []]));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let i = 0; i < BARE_PER_ROUND; i++) {
+        bare.push(bareStartMs(['-e', '0'], 1));
+        bareEsm.push(bareStartMs([emptyModule], 1));
+      }
+      for (const c of chains) rows[c.key]!.push(...hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients));
+    }
+    const baseline = median(bare);
     const r: Record<string, number> = {};
     for (const app of ['esm', 'cjs'] as const) {
-      const small = downtime(app, '1G', hops);
-      const large = downtime(app, '64G', hops);
+      const small = downtimeOf(rows[`${app}1G`]!, false);
+      const large = downtimeOf(rows[`${app}64G`]!, false);
       Object.assign(r, {
         [`${app}_handover1GiBMs`]: small.restored,
         [`${app}_handover64GiBMs`]: large.restored,
@@ -93,23 +126,19 @@ export async function benchHandover(): Promise<Record<string, number>> {
         [`${app}_importMs`]: small.imported - small.running,
         [`${app}_incomingAndRestore1GiBMs`]: small.restored - small.imported,
         [`${app}_incomingAndRestore64GiBMs`]: large.restored - large.imported,
+        [`${app}_overhead1GiBMs`]: small.restored - baseline,
+        [`${app}_overhead64GiBMs`]: large.restored - baseline,
       });
+      r[`${app}_target_met`] = Number(Math.max(r[`${app}_overhead1GiBMs`]!, r[`${app}_overhead64GiBMs`]!) <= TARGET_MS && Math.abs(r[`${app}_ratio64to1`]! - 1) <= 0.1);
     }
     // A program that keeps its state in clients: downtime until its map (100,000 entries) and ring are open again.
-    const withClients = downtime('cjs', '1G', hops, CLIENT_ENTRIES);
+    const withClients = downtimeOf(rows.clients!, true);
     Object.assign(r, {
       cjs_clients_restoredMs: withClients.restored,
       cjs_clients_openedMs: withClients.clientsOpened,
       cjs_clients_reopenMs: withClients.clientsOpened - withClients.restored,
     });
-    // The baseline is the lower of two measurements, before and after: the one least disturbed.
-    const baseline = Math.min(bare, bareStartMs(['-e', '0'], 15));
-    for (const app of ['esm', 'cjs'] as const) {
-      r[`${app}_overhead1GiBMs`] = r[`${app}_handover1GiBMs`]! - baseline;
-      r[`${app}_overhead64GiBMs`] = r[`${app}_handover64GiBMs`]! - baseline;
-      r[`${app}_target_met`] = Number(Math.max(r[`${app}_overhead1GiBMs`]!, r[`${app}_overhead64GiBMs`]!) <= TARGET_MS && Math.abs(r[`${app}_ratio64to1`]! - 1) <= 0.1);
-    }
-    return { bareNodeStartMs: baseline, bareEsmMainStartMs: bareEsm, ...r };
+    return { bareNodeStartMs: baseline, bareEsmMainStartMs: median(bareEsm), ...r };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -118,7 +147,7 @@ export async function benchHandover(): Promise<Record<string, number>> {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const r = await benchHandover();
   const f = (x: number | undefined) => x!.toFixed(2);
-  console.log('handover downtime (exec() call → Pool.restore done), median of 15 hops, next to a bare node start');
+  console.log(`handover downtime (exec() call → Pool.restore done), median of ${ROUNDS * HOPS_PER_ROUND} hops, next to ${ROUNDS * BARE_PER_ROUND} bare node starts, taken in ${ROUNDS} rounds`);
   console.log(`  bare \`node -e 0\` start        ${f(r.bareNodeStartMs)} ms   (the baseline)`);
   console.log(`  bare \`node empty.mjs\` start   ${f(r.bareEsmMainStartMs)} ms   (what an ES module main costs any program)`);
   for (const [app, title] of [['cjs', 'CommonJS program (require)'], ['esm', 'ES module program (import)']] as const) {
