@@ -95,6 +95,17 @@ test('the recorded code cache is used by this Node, and stack traces name the bu
   assert.match(r.stack, new RegExp(`at .*\\(${BUNDLE.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:\\d+:\\d+\\)`));
 });
 
+test('an uncaught error from inside the bundle prints a line of it, not the whole minified script', () => {
+  // Node shows the source line of the throw: the bundle's lines are kept short (tools/bundle.ts, lineLimit).
+  const r = spawnSync(process.execPath, ['-e', "require('pmpool').Pool.open('/nonexistent/pmpool-bundle-test')"], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^RegionError: \/nonexistent\/pmpool-bundle-test does not exist$/m);
+  const shown = r.stderr.split('\n')[1]!;
+  assert.ok(shown.length <= 600, `the source line shown is ${shown.length} characters`);
+  const longest = Math.max(...readFileSync(BUNDLE, 'latin1').split('\n').map((l) => l.length));
+  assert.ok(longest <= 1000, `the bundle's longest line has ${longest} characters`);
+});
+
 test('under other V8 flags (--jitless) V8 refuses the cache: reported, and the bundle works', () => {
   const r = loadInChild(BUNDLE, undefined, ['--jitless']);
   assert.deepEqual([r.cache, r.used], ['rejected', '3:3']);

@@ -87,6 +87,9 @@ async function main(): Promise<void> {
     metafile: true,
     minifyWhitespace: true,
     minifySyntax: true,
+    // Short lines all the same: Node prints the source line of an uncaught error's throw, and a
+    // whole minified bundle on one line would be tens of kilobytes of it on the terminal.
+    lineLimit: 120,
   });
   // A warning here is a bundle that would misbehave (import.meta left undefined, say): refuse it.
   if (bundle.warnings.length > 0) throw new Error(`esbuild warned: ${bundle.warnings.map((w) => w.text).join('; ')}`);
