@@ -908,10 +908,14 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
  * and a reference implementation). In JavaScript it would run through the
  * interpreter (~3 ms for 0.5 MB); in WebAssembly, compiling and copying cost
  * ~1 ms; here it is a tenth of that, and the addon is loaded anyway.
- * h = len ^ SEED; for each 8-byte little-endian word w (the tail padded
- * with zeros): h = rotl(h ^ w, 23) * MULTIPLIER. */
+ * Four lanes: lane j starts at (len ^ SEED) + j; 8-byte little-endian word
+ * i (the last padded with zeros) goes to lane i % 4 as
+ * h = rotl(h ^ w, 23) * MULTIPLIER; then h = lane 0, and lanes 1, 2, 3 are
+ * folded in the same way. Four independent chains keep the multiplier busy:
+ * ~4x the speed of one (the cold start checksums 0.5 MB). */
 #define CHECKSUM_SEED UINT64_C(0x9e3779b97f4a7c15)
 #define CHECKSUM_MULTIPLIER UINT64_C(0xff51afd7ed558ccd)
+#define CHECKSUM_STEP(h, w) ((((h) ^ (w)) << 23 | ((h) ^ (w)) >> 41) * CHECKSUM_MULTIPLIER)
 
 static napi_value js_checksum64(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
@@ -925,18 +929,21 @@ static napi_value js_checksum64(napi_env env, napi_callback_info info) {
     return NULL;
   }
   const uint8_t *bytes = data;
-  uint64_t h = (uint64_t)length ^ CHECKSUM_SEED;
+  uint64_t lane[4];
+  for (int j = 0; j < 4; j++) lane[j] = ((uint64_t)length ^ CHECKSUM_SEED) + (uint64_t)j;
   size_t i = 0;
-  for (; i + 8 <= length; i += 8) {
-    uint64_t w;
-    memcpy(&w, bytes + i, 8); /* little-endian hosts only, like the region ABI */
-    h = ((h ^ w) << 23 | (h ^ w) >> 41) * CHECKSUM_MULTIPLIER;
+  for (; i + 32 <= length; i += 32) {
+    uint64_t w[4];
+    memcpy(w, bytes + i, 32); /* little-endian hosts only, like the region ABI */
+    for (int j = 0; j < 4; j++) lane[j] = CHECKSUM_STEP(lane[j], w[j]);
   }
-  if (i < length) {
+  for (int j = 0; i < length; i += 8, j++) {
     uint64_t w = 0;
-    memcpy(&w, bytes + i, length - i);
-    h = ((h ^ w) << 23 | (h ^ w) >> 41) * CHECKSUM_MULTIPLIER;
+    memcpy(&w, bytes + i, length - i < 8 ? length - i : 8);
+    lane[j] = CHECKSUM_STEP(lane[j], w);
   }
+  uint64_t h = lane[0];
+  for (int j = 1; j < 4; j++) h = CHECKSUM_STEP(h, lane[j]);
   char hex[17];
   snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
   napi_value out;

@@ -39,7 +39,8 @@ const { Script } = process.getBuiltinModule('node:vm') as typeof Vm;
 const { fileURLToPath } = process.getBuiltinModule('node:url') as typeof Url;
 
 /** The first line of a cache file; the second is a JSON CacheHeader, the rest V8's payload. */
-export const CACHE_MAGIC = 'pmpool-code-cache v1';
+/** v2: checksum64 with four lanes (a cache summed the v1 way is refused as not ours, and re-recorded by the build). */
+export const CACHE_MAGIC = 'pmpool-code-cache v2';
 
 export interface CacheHeader {
   /** The absolute path of the bundle the cache was recorded for: V8 keeps it in stack traces. */
