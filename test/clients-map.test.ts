@@ -230,6 +230,59 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('a compaction that meets a full pool keeps its candidates: it resumes once space comes back', () => {
+    const v = 'v'.repeat(1000);
+    // Space comes back two ways: another allocation released, or the map's own entries deleted.
+    for (const freeing of ['release', 'delete'] as const) {
+      const pool = memoryPool(4 * MiB);
+      const ballast = pool.alloc(64, { name: 'ballast' });
+      const map = PersistentMap.open(pool, 'kv');
+      let n = 0;
+      let firstSegment = 0; // keys k0 .. k<firstSegment - 1> fill the first segment
+      try {
+        for (; n < 100_000; n++) {
+          map.set(`k${n}`, v);
+          if (firstSegment === 0 && map.stats().segments > 1) firstSegment = n;
+        }
+      } catch (e) {
+        if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+      }
+      // Three entries in four deleted: every segment a candidate and compaction due, but the pool
+      // has no room for the segment it would move records to. Each delete still succeeds.
+      let moved = 0;
+      setMapFaultHook((point) => {
+        if (point === 'compact:moved') moved++;
+      });
+      try {
+        for (let i = 0; i < n; i++) if (i % 4 !== 0) map.delete(`k${i}`);
+        const stuck = map.stats();
+        assert.ok(stuck.garbageBytes > 2 * stuck.liveBytes, `${JSON.stringify(stuck)}: compaction was due and did not run`);
+        assert.deepEqual(map.check(), { ok: true, problems: [] });
+        moved = 0;
+        if (freeing === 'release') {
+          pool.release(ballast.pfn, ballast.count);
+          map.set('fresh', v);
+        } else {
+          // The first segment's last entries: it empties and goes back to the pool (or becomes the
+          // spare); no record of another candidate dies.
+          for (let i = 0; i < firstSegment; i += 4) map.delete(`k${i}`);
+        }
+        const after = map.stats();
+        assert.ok(moved > 0, `${freeing}: no record moved`);
+        assert.ok(after.garbageBytes < stuck.garbageBytes, `${freeing}: garbage ${stuck.garbageBytes} then ${after.garbageBytes}`);
+        assert.ok(after.pages < stuck.pages, `${freeing}: the map held ${stuck.pages} pages, then ${after.pages}`);
+        assert.equal(ownedPages(pool, 'kv'), after.pages);
+        assert.deepEqual(map.check(), { ok: true, problems: [] });
+        for (let i = 0; i < n; i++) assert.equal(map.get(`k${i}`), i % 4 === 0 && (freeing === 'release' || i >= firstSegment) ? v : undefined);
+      } finally {
+        setMapFaultHook(null);
+      }
+      map.close();
+      assert.ok(pool.check().ok);
+      pool.close();
+    }
+  });
+
   test('grow and shrink cycles leak no pool page; clear and delete-all return to baseline', () => {
     const pool = memoryPool(64 * MiB);
     const baselinePool = pool.stats().used;

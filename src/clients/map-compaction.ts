@@ -13,7 +13,7 @@ import { ClientError } from './errors.js';
 import { recordBytes, SEG_HEADER, SEG_W_USED } from './map-layout.js';
 import { fault } from './map-runtime.js';
 import { copyRecord, markedDead } from './map-segments.js';
-import { compactionDue, emptied, freeSegment, reserve } from './map-space.js';
+import { compactionDue, emptied, freeSegment, postpone, postponed, reserve } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { slotOf } from './map-table.js';
 
@@ -81,11 +81,12 @@ function gatherLive(from: Uint32Array, k: number, off: number, used: number, slo
  * (compact()), every queued segment: compacted, or freed when empty.
  */
 export function compactPending(s: MapState, all = false): void {
-  if (s.compacting) return;
+  if (s.compacting || (!all && postponed(s))) return;
   s.compacting = true;
+  let k = -1;
   try {
     while (all || compactionDue(s)) {
-      const k = takeCandidate(s);
+      k = takeCandidate(s);
       if (k < 0) break;
       if (s.segLive[k] === 0) {
         if (all) freeSegment(s, k);
@@ -94,11 +95,12 @@ export function compactPending(s: MapState, all = false): void {
         compactSegment(s, k);
       }
     }
+    s.compactionBackoff = 0;
   } catch (e) {
-    // Compaction runs after the operation committed: a full pool only postpones it.
+    // Compaction runs after the operation committed: a full pool only postpones it. The
+    // candidates stay queued, the one being compacted among them.
     if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
-    for (const k of s.pending) s.segQueued[k] = 0;
-    s.pending = [];
+    postpone(s, k);
   } finally {
     s.compacting = false;
   }

@@ -59,6 +59,8 @@ function retire(s: MapState, k: number): void {
  * fresh ones from the pool. Any other is freed.
  */
 export function emptied(s: MapState, k: number): void {
+  // Room for a postponed compaction, in the spare or in the pool.
+  s.compactionWait = 0;
   if (s.spares.length < MAX_SPARES && canKeep(s, k)) {
     // The spare's old records are not garbage the policy counts: it holds nothing live, and its
     // bytes are the next appends' room, not held for a live record.
@@ -123,6 +125,8 @@ function newSegment(s: MapState, bytes: number, dedicated: boolean): number {
       pages = Math.max(least, Math.floor(pages / 2));
     }
   }
+  // The pool had room: a postponed compaction may find some too.
+  s.compactionWait = 0;
   fault('segment:allocated');
   if (run.pfn >= 2 ** 32) throw new ClientError('NO_SPACE', `${s.what}: a segment at pfn ${run.pfn} is beyond what a map can address`);
   // Appends fill a segment from its start: its pages mapped in one call cost less than one fault each.
@@ -251,6 +255,38 @@ export function compactionDue(s: MapState): boolean {
   let held = s.smallSegmentBytes;
   for (const k of s.spares) held -= s.segCap[k]!;
   return s.garbage * COMPACT_BELOW > held;
+}
+
+/** Most set or delete calls a postponed compaction waits before it tries the pool again. */
+const MAX_COMPACTION_WAIT = 1024;
+
+/**
+ * Compaction met a full pool (while compacting `current`, or -1): it is
+ * postponed, not given up. Its candidates stay queued — `current` again among
+ * them, less the segments compact() queued that are no candidates (not
+ * sparse) — and the next attempt waits for the map to give pages back or to
+ * get a new segment from the pool, or else for a number of set and delete
+ * calls that doubles with each attempt that fails again (each costs a few
+ * refused allocations).
+ */
+export function postpone(s: MapState, current: number): void {
+  const q = s.pending;
+  for (let i = q.length - 1; i >= 0; i--) if (!candidate(s, q[i]!)) dequeue(s, q[i]!);
+  if (current >= 0 && candidate(s, current)) queue(s, current);
+  s.compactionBackoff = Math.min(2 * s.compactionBackoff || 1, MAX_COMPACTION_WAIT);
+  s.compactionWait = s.compactionBackoff;
+}
+
+/** Whether a compaction that met a full pool is still waiting (counting this call down). */
+export function postponed(s: MapState): boolean {
+  if (s.compactionWait === 0) return false;
+  s.compactionWait--;
+  return true;
+}
+
+/** Whether segment k is one compaction moves records out of: small, sparse, live, neither active nor the spare. */
+function candidate(s: MapState, k: number): boolean {
+  return s.segRun[k] !== null && k !== s.active && !s.spares.includes(k) && s.segLive[k]! > 0 && sparse(s, k);
 }
 
 export function queue(s: MapState, k: number): void {

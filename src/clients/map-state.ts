@@ -64,6 +64,10 @@ export class MapState {
   /** Writer: compaction candidates (small segments found less than 1/COMPACT_BELOW live), in no order. */
   pending: number[] = [];
   compacting = false;
+  /** Writer: set or delete calls a compaction that met a full pool still waits before it tries again (map-space.ts, postpone). */
+  compactionWait = 0;
+  /** Writer: what compactionWait was set to after the last attempt that met a full pool; 0 after one that did not. */
+  compactionBackoff = 0;
 
   /* counters (exact in the writer) */
   count = 0;
