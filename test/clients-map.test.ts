@@ -11,6 +11,7 @@ import { Pool, PoolError } from '../src/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { ClientError, LogRing, PersistentMap, MAX_KEY_BYTES, MAX_VALUE_BYTES, type MapKey, type MapValue } from '../src/clients/index.js';
 import { setMapFaultHook } from '../src/clients/persistent-map.js';
+import { readFixedHeader, TYPE_LOG, TYPE_MAP, writeFixedHeader } from '../src/clients/client-header.js';
 import { HDR_COUNT, HDR_SEQ, SEG_HEADER } from '../src/clients/map-layout.js';
 import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
@@ -174,6 +175,50 @@ describe('PersistentMap basics', () => {
     assert.equal(map.get('a'), 'b');
     assert.ok(plain.bytes().every((b) => b === 0xab));
     assert.ok(mine.bytes().every((b) => b === 0x11));
+    pool.close();
+  });
+
+  test('a damaged client header is CORRUPT, another client\'s WRONG_TYPE: maps and rings alike', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'kv');
+    map.set('a', 'b');
+    map.close();
+    const log = LogRing.open(pool, 'events', { bytes: 8192 });
+    log.append('hello');
+    log.close();
+    const clients = [
+      { name: 'kv', type: TYPE_MAP, other: TYPE_LOG, open: (readOnly: boolean) => PersistentMap.open(pool, 'kv', { readOnly }) },
+      { name: 'events', type: TYPE_LOG, other: TYPE_MAP, open: (readOnly: boolean) => LogRing.open(pool, 'events', { readOnly, bytes: 8192 }) },
+    ];
+    for (const c of clients) {
+      const header = pool.find(c.name)!.bytes(0, 128);
+      const saved = header.slice();
+      const opens = (code: string): void => {
+        for (const readOnly of [false, true]) expectClientError(() => c.open(readOnly), code);
+        header.set(saved);
+      };
+      // A bit flipped in the magic (which the checksum does not cover) or in the type tag (which it does).
+      for (const byte of [0, 1, 2, 3, 8, 9, 10, 11]) {
+        for (const bit of [0, 5, 7]) {
+          header[byte]! ^= 1 << bit;
+          opens('CORRUPT');
+        }
+      }
+      // A header that verifies: of another client's type, WRONG_TYPE; of no client's type, damage.
+      const fixed = readFixedHeader(saved, c.name, c.type)!;
+      writeFixedHeader(header, { ...fixed, type: c.other });
+      opens('WRONG_TYPE');
+      writeFixedHeader(header, { ...fixed, type: 0x12345678 });
+      opens('CORRUPT');
+    }
+    // Refused before anything was written: both open as they were.
+    const again = PersistentMap.open(pool, 'kv');
+    assert.equal(again.get('a'), 'b');
+    assert.deepEqual(again.check(), { ok: true, problems: [] });
+    again.close();
+    const ring = LogRing.open(pool, 'events', { bytes: 8192 });
+    assert.deepEqual(ring.records().map((r) => r.text), ['hello']);
+    ring.close();
     pool.close();
   });
 

@@ -116,16 +116,32 @@ function u32le(v: number): Uint8Array {
   return b;
 }
 
-/** Decodes and verifies a fixed header; `null` when its magic is zero (creation never finished). */
+/**
+ * Decodes and verifies a fixed header; `null` when its magic is zero (creation
+ * never finished). Damage is CORRUPT, another client WRONG_TYPE: the
+ * checksum covers bytes [4, 124) seeded with the magic it expects, not the
+ * magic word itself, so it is checked first and tells the two apart — a
+ * header that verifies under a wrong magic is a client's with its magic
+ * damaged; one that does not, under a wrong magic, holds no client; under the
+ * right magic, a damaged header. A verified header of a known other type is
+ * that client's; of no known type, damaged (only a client of the type the
+ * run's owner label names writes its header).
+ */
 export function readFixedHeader(bytes: Uint8Array, what: string, expectedType: number): FixedHeader | null {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, 128);
   const magic = dv.getUint32(MAGIC, true);
   if (magic === 0) return null;
-  if (magic !== CLIENT_MAGIC) throw new ClientError('WRONG_TYPE', `${what} is an allocation that holds no pmpool client (bad magic 0x${magic.toString(16)})`);
-  const crc = crc32c(bytes, 4, FIXED_CRC, crc32c(u32le(CLIENT_MAGIC)));
-  if (crc !== dv.getUint32(FIXED_CRC, true)) throw new ClientError('CORRUPT', `${what}: the client header checksum does not match`);
+  const verified = crc32c(bytes, 4, FIXED_CRC, crc32c(u32le(CLIENT_MAGIC))) === dv.getUint32(FIXED_CRC, true);
+  if (magic !== CLIENT_MAGIC) {
+    if (verified) throw new ClientError('CORRUPT', `${what}: its client header verifies but its magic is damaged (0x${magic.toString(16)})`);
+    throw new ClientError('WRONG_TYPE', `${what} is an allocation that holds no pmpool client (bad magic 0x${magic.toString(16)})`);
+  }
+  if (!verified) throw new ClientError('CORRUPT', `${what}: the client header checksum does not match`);
   const type = dv.getUint32(TYPE, true);
-  if (type !== expectedType) throw new ClientError('WRONG_TYPE', `${what} is ${typeName(type)}, not ${typeName(expectedType)}`);
+  if (type !== expectedType) {
+    if (type !== TYPE_MAP && type !== TYPE_LOG) throw new ClientError('CORRUPT', `${what}: its header's type tag 0x${type.toString(16)} is no client type`);
+    throw new ClientError('WRONG_TYPE', `${what} is ${typeName(type)}, not ${typeName(expectedType)}`);
+  }
   const version = dv.getUint32(VERSION, true);
   if (version >>> 16 !== FORMAT_MAJOR) {
     throw new ClientError('INCOMPATIBLE', `${what} has format version ${version >>> 16}.${version & 0xffff}; this code reads ${FORMAT_MAJOR}.x`);
