@@ -13,9 +13,7 @@
  * must not find itself locked out) and the worker thread id.
  */
 import { randomNonZeroU31 } from '../sys/random.js';
-import { readFileSync } from 'node:fs';
-import { crc32c } from '../util/crc32c.js';
-import { bootHash, ownStartTime, ownThreadId, processStartTime } from '../sys/proc.js';
+import { bootHash, ownImageId, ownStartTime, ownThreadId, processStartTime } from '../sys/proc.js';
 import { ClientError } from './errors.js';
 
 /* Word offsets from the lock's base (u32 index). */
@@ -56,25 +54,9 @@ export function selfHolder(): LockHolder {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
     // The main thread's id is known without node:worker_threads, and the start time is the one
     // the pool's lock already read: reopening a client after a handover reads little of /proc.
-    selfCache = { pid: process.pid, threadId: ownThreadId(), startTime: ownStartTime() ?? 0, bootHash: bootHash(), imageId: imageId() };
+    selfCache = { pid: process.pid, threadId: ownThreadId(), startTime: ownStartTime() ?? 0, bootHash: bootHash(), imageId: ownImageId() };
   }
   return selfCache;
-}
-
-/**
- * A number that changes at every execve of this process and is the same in
- * all its threads: a hash of its ELF auxiliary vector, which holds the
- * addresses of the vDSO and of the kernel's random bytes on the new stack,
- * both randomised per image by ASLR (a few hundred bytes to read, where
- * /proc/self/maps is tens of KB). Without ASLR it is constant, and a stale
- * lock of the same pid is recognised by thread and token.
- */
-function imageId(): number {
-  try {
-    return crc32c(readFileSync('/proc/self/auxv')) >>> 0;
-  } catch {
-    return 0;
-  }
 }
 
 /** Whether the holder may still be running (a thread of a live process counts as alive). */

@@ -85,3 +85,19 @@ export function bootHash(): number {
   }
   return bootHashCache;
 }
+
+/**
+ * A number that changes at every execve of this process and is the same in
+ * all its threads: a hash of its ELF auxiliary vector, which holds the
+ * addresses of the vDSO and of the kernel's random bytes on the new stack,
+ * both randomised per image by ASLR (a few hundred bytes to read, where
+ * /proc/self/maps is tens of KB). Without ASLR it is constant, and a stale
+ * lock of the same pid is recognised by thread and token.
+ */
+export function ownImageId(): number {
+  try {
+    return crc32c(new Uint8Array(native.readFile('/proc/self/auxv', PROC_FILE_BYTES, false).data)) >>> 0;
+  } catch {
+    return 0;
+  }
+}
