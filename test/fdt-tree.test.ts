@@ -6,7 +6,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { Fdt, FdtError } from '../src/fdt/index.js';
+import { Fdt, FdtError, checkFdt, checkFdtHeader, fdtRwProbe } from '../src/fdt/index.js';
 import type { FdtErrorCode } from '../src/fdt/index.js';
 import { shown } from './support/expect.js';
 
@@ -430,6 +430,80 @@ describe('toBytes with options that are not an object, or fields of the wrong ty
     }
     const fields: object[] = [{ freeSpace: '64' }, { freeSpace: Number.NaN }, { align: 'x' }, { minSize: null }, { reserveSlots: '2' }, { keepNameProperties: 'yes' }];
     for (const options of fields) throwsCode(() => fdt.toBytes(options as never), 'BADVALUE');
+    assert.deepEqual(fdt.toBytes(), before);
+  });
+});
+
+describe('arguments of the wrong type', () => {
+  const bads: unknown[] = [null, undefined, 42, 'x', []];
+
+  test('Fdt.parse, checkFdt and checkFdtHeader refuse anything but bytes with BADVALUE, naming what they got', () => {
+    for (const bad of bads) {
+      for (const [name, read] of [
+        ['Fdt.parse', Fdt.parse],
+        ['checkFdt', checkFdt],
+        ['checkFdtHeader', checkFdtHeader],
+      ] as const) {
+        try {
+          read(bad as never);
+          assert.fail(`${name}(${shown(bad)}) did not throw`);
+        } catch (e) {
+          assert.ok(e instanceof FdtError, `${name}(${shown(bad)}): ${String(e)}`);
+          assert.equal(e.code, 'BADVALUE');
+          assert.equal(e.message, `${name} takes a Uint8Array (or Buffer), got ${shown(bad)}`);
+        }
+      }
+    }
+    throwsCode(() => fdtRwProbe(null as never), 'BADVALUE');
+  });
+
+  test('a path that is not a string is BADPATH, a property name BADVALUE, another tree BADVALUE; nothing changes', () => {
+    const fdt = new Fdt();
+    fdt.addNode('/a');
+    fdt.set('/a', 'p', 'x');
+    const before = fdt.toBytes();
+    for (const bad of [null, undefined, 42, {}, 1n] as never[]) {
+      for (const read of [
+        () => fdt.has(bad),
+        () => fdt.get(bad, 'p'),
+        () => fdt.getU32(bad, 'p'),
+        () => fdt.getString(bad, 'p'),
+        () => fdt.getReg(bad),
+        () => fdt.children(bad),
+        () => fdt.props(bad),
+        () => fdt.resolve(bad),
+        () => fdt.getPhandle(bad),
+        () => fdt.set(bad, 'p', 1),
+        () => fdt.addNode(bad),
+        () => fdt.remove(bad),
+        () => fdt.renameNode(bad, 'b'),
+        () => fdt.renameNode('/a', bad),
+        () => fdt.copyNode(fdt, bad),
+        () => fdt.nodeEquals(bad, fdt),
+      ]) {
+        throwsCode(read, 'BADPATH');
+      }
+    }
+    for (const bad of [null, 42, {}, 1n] as never[]) {
+      for (const call of [
+        () => fdt.has('/a', bad),
+        () => fdt.get('/a', bad),
+        () => fdt.getU64('/a', bad),
+        () => fdt.set('/a', bad, 1),
+        () => fdt.remove('/a', bad),
+        () => fdt.renameProp('/a', 'p', bad),
+        () => fdt.equals(bad),
+        () => fdt.nodeEquals('/a', bad),
+        () => {
+          fdt.reservations = bad;
+        },
+        () => {
+          fdt.reservations = [bad];
+        },
+      ]) {
+        throwsCode(call, 'BADVALUE');
+      }
+    }
     assert.deepEqual(fdt.toBytes(), before);
   });
 });

@@ -41,7 +41,8 @@ import {
   headerSize,
   tagAlign,
 } from './constants.js';
-import { fail, type FdtErrorCode } from './errors.js';
+import { describeValue } from '../util/options.js';
+import { fail, requireBytes, type FdtErrorCode } from './errors.js';
 
 /** The header fields, as read and checked. */
 export interface FdtHeader {
@@ -93,6 +94,7 @@ export interface FdtCheckResult {
  * Uint8Array has no such constraint here, we read it byte by byte.)
  */
 export function checkHeader(bytes: Uint8Array): FdtHeader {
+  requireBytes(bytes, 'checkFdtHeader');
   const bufsize = bytes.length;
   if (bufsize < FDT_V1_SIZE) {
     fail('TRUNCATED', `buffer of ${bufsize} bytes cannot hold a header (${FDT_V1_SIZE} bytes at least)`, bufsize);
@@ -192,6 +194,7 @@ export function checkFull(bytes: Uint8Array, visitor?: StructVisitor): FdtCheckR
 
 /** fdt_check_full for callers: the header and reservations of a valid blob, or FdtError. */
 export function checkFdt(bytes: Uint8Array): FdtCheckResult {
+  requireBytes(bytes, 'checkFdt');
   return checkFull(bytes);
 }
 
@@ -391,6 +394,7 @@ class StructWalk {
  * libfdt answers BADVERSION or BADLAYOUT to an edit until fdt_open_into.
  */
 export function rwProbe(h: FdtHeader): FdtErrorCode | null {
+  if (h === null || typeof h !== 'object') fail('BADVALUE', `fdtRwProbe takes a header from checkFdtHeader, got ${describeValue(h)}`);
   if (h.version < 17 || h.sizeDtStruct === undefined) return 'BADVERSION';
   // libfdt counts one reserve entry here, whatever the map holds.
   const misordered =

@@ -11,7 +11,7 @@
  * first).
  */
 import { isByteString } from './bytes.js';
-import { fail } from './errors.js';
+import { fail, requireString } from './errors.js';
 import type { NodeChain } from './path.js';
 import { findExactChildIndex, findPropIndex, FdtNode, FdtProp } from './tree.js';
 
@@ -85,6 +85,7 @@ export function renameNode(target: EditTarget, chain: NodeChain, name: string): 
  * node created is the one the path spells.
  */
 export function addNodes(target: EditTarget, path: string): NodeChain {
+  requireString(path, 'a path', 'BADPATH');
   if (!path.startsWith('/')) fail('BADPATH', `"${path}" is not an absolute path`);
   const names = path.split('/').filter((c) => c.length > 0);
   names.forEach(checkNodeName);
@@ -138,6 +139,7 @@ function parentChain(chain: NodeChain): NodeChain {
 
 /** A node name a caller may give: a non-empty byte string without '/' or NUL. */
 export function checkNodeName(name: string): void {
+  requireString(name, 'a node name', 'BADPATH');
   if (name.length === 0 || name.includes('/') || name.includes('\0') || !isByteString(name)) {
     fail('BADPATH', `"${name}" cannot be a node name`);
   }
@@ -145,5 +147,6 @@ export function checkNodeName(name: string): void {
 
 /** A property name a caller may give: a non-empty byte string without NUL. */
 export function checkPropName(name: string): void {
+  requireString(name, 'a property name', 'BADVALUE');
   if (name.length === 0 || name.includes('\0') || !isByteString(name)) fail('BADVALUE', `"${name}" cannot be a property name`);
 }

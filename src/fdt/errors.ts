@@ -5,6 +5,7 @@
  * and a one-line meaning.
  */
 import { PmpoolError } from '../errors.js';
+import { describeValue } from '../util/options.js';
 
 /** libfdt's error names with their FDT_ERR_* numbers (libfdt.h, 1.8.x). */
 export const FDT_ERR_NUMBERS = {
@@ -76,4 +77,18 @@ export class FdtError extends PmpoolError {
 /** Throws FdtError: the one way the layer fails on purpose. */
 export function fail(code: FdtErrorCode, message: string, offset?: number): never {
   throw new FdtError(code, message, offset);
+}
+
+/**
+ * Refuses an argument that is not a string (a path, a node or property
+ * name) with `code`, before a string method on it would throw a bare
+ * TypeError.
+ */
+export function requireString(value: unknown, what: string, code: FdtErrorCode): asserts value is string {
+  if (typeof value !== 'string') fail(code, `${what} must be a string, got ${describeValue(value)}`);
+}
+
+/** Refuses anything but bytes (a Uint8Array, so also a Buffer) as a blob to read. */
+export function requireBytes(value: unknown, what: string): asserts value is Uint8Array {
+  if (!(value instanceof Uint8Array)) fail('BADVALUE', `${what} takes a Uint8Array (or Buffer), got ${describeValue(value)}`);
 }

@@ -14,7 +14,7 @@ import { FDT_MAX_PHANDLE } from './constants.js';
 import type { MemReservation } from './check.js';
 import { formatDts } from './dts.js';
 import { addNodes, graftNode, removeNode, removeProp, renameNode, renameProp, setProp, type EditTarget } from './edit.js';
-import { fail } from './errors.js';
+import { fail, requireBytes, requireString } from './errors.js';
 import { describeValue } from '../util/options.js';
 import { lintTree, type FdtLintFinding } from './lint.js';
 import { chainNode, chainPath, resolvePath, type NodeChain } from './path.js';
@@ -44,7 +44,7 @@ export class Fdt {
    * blob) for anything libfdt would refuse.
    */
   static parse(bytes: Uint8Array): Fdt {
-    if (!(bytes instanceof Uint8Array)) throw new TypeError('Fdt.parse takes a Uint8Array (or Buffer)');
+    requireBytes(bytes, 'Fdt.parse');
     const fdt = new Fdt();
     const parsed = readFdt(bytes, fdt.#owner);
     fdt.#root = parsed.root;
@@ -85,6 +85,7 @@ export class Fdt {
   }
 
   set reservations(list: readonly MemReservation[]) {
+    if (!Array.isArray(list)) fail('BADVALUE', `reservations must be an array, got ${describeValue(list)}`);
     this.#reservations = list.map(checkReservation);
   }
 
@@ -96,6 +97,7 @@ export class Fdt {
 
   /** True if the node exists (and has the property, if one is named). */
   has(path: string, prop?: string): boolean {
+    if (prop !== undefined) requireString(prop, 'a property name', 'BADVALUE');
     const chain = resolvePath(this.#root, path);
     if (chain === undefined) return false;
     return prop === undefined || findProp(chainNode(chain), prop) !== undefined;
@@ -201,6 +203,7 @@ export class Fdt {
 
   /** Removes a property, or the node if no property is named. False if there was nothing to remove. */
   remove(path: string, prop?: string): boolean {
+    if (prop !== undefined) requireString(prop, 'a property name', 'BADVALUE');
     const chain = resolvePath(this.#root, path);
     if (chain === undefined) return false;
     const target = this.#target();
@@ -225,8 +228,7 @@ export class Fdt {
    * them, so it costs O(depth), and nodeEquals on it is immediate.
    */
   copyNode(from: Fdt, fromPath: string, toPath: string = fromPath): void {
-    // Checked here: the private-field read below would throw a bare TypeError ("Receiver must be an instance").
-    if (!(from instanceof Fdt)) fail('BADVALUE', `copyNode copies from an Fdt, got ${describeValue(from)}`);
+    requireFdt(from, 'copyNode copies from');
     const source = chainNode(from.#mustResolve(fromPath));
     // `source` is about to be shared: neither tree may change it in place any more
     // (and if `from` is this tree, the edits below must copy, not touch, it).
@@ -240,6 +242,7 @@ export class Fdt {
 
   /** Same tree: nodes, properties (names, bytes, order), reservations and boot_cpuid_phys. */
   equals(other: Fdt): boolean {
+    requireFdt(other, 'equals compares with');
     return (
       this.#bootCpuidPhys === other.#bootCpuidPhys &&
       reservationsEqual(this.#reservations, other.#reservations) &&
@@ -253,6 +256,7 @@ export class Fdt {
    * recognised at once, without looking inside it.
    */
   nodeEquals(path: string, other: Fdt, otherPath: string = path): boolean {
+    requireFdt(other, 'nodeEquals compares with');
     const a = resolvePath(this.#root, path);
     const b = resolvePath(other.#root, otherPath);
     return a !== undefined && b !== undefined && nodesEqual(chainNode(a), chainNode(b));
@@ -271,6 +275,7 @@ export class Fdt {
   // ---- internals
 
   #value(path: string, prop: string): Uint8Array | undefined {
+    requireString(prop, 'a property name', 'BADVALUE');
     const chain = resolvePath(this.#root, path);
     return chain && findProp(chainNode(chain), prop)?.value;
   }
@@ -292,6 +297,14 @@ export class Fdt {
   }
 }
 
+/**
+ * Refuses anything but an Fdt as the other tree of a method: reading its
+ * private fields would throw a bare TypeError ("Cannot read private member").
+ */
+function requireFdt(value: unknown, what: string): asserts value is Fdt {
+  if (!(value instanceof Fdt)) fail('BADVALUE', `${what} an Fdt, got ${describeValue(value)}`);
+}
+
 function phandleOf(node: FdtNode): number | undefined {
   for (const name of ['phandle', 'linux,phandle']) {
     const p = findProp(node, name);
@@ -301,6 +314,7 @@ function phandleOf(node: FdtNode): number | undefined {
 }
 
 function checkReservation(r: MemReservation): MemReservation {
+  if (r === null || typeof r !== 'object') fail('BADVALUE', `a reservation is an object { address, size }, got ${describeValue(r)}`);
   const { address, size } = r;
   if (typeof address !== 'bigint' || address < 0n || address > U64_MAX) fail('BADVALUE', `reservation address ${String(address)} is not a u64`);
   // A size of 0 ends the reserve map: such an entry could not be read back.

@@ -5,7 +5,7 @@
  * '/' begins with an alias from /aliases.
  */
 import { decodeLatin1 } from './bytes.js';
-import { fail } from './errors.js';
+import { fail, requireString } from './errors.js';
 import { findChildIndex, findProp, type FdtNode } from './tree.js';
 
 /**
@@ -20,6 +20,7 @@ export interface NodeChain {
 
 /** The chain to the node `path` names, or undefined if there is none. */
 export function resolvePath(root: FdtNode, path: string): NodeChain | undefined {
+  requireString(path, 'a path', 'BADPATH');
   if (path.length === 0) fail('BADPATH', 'empty path');
   let chain: NodeChain = { nodes: [root], indexes: [] };
   let rest = path;
