@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Pool } from '../src/index.js';
 import { CLI_PATH, shmPath } from './support/child.js';
 
@@ -44,7 +45,8 @@ describe('pmpool CLI', () => {
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(JSON.parse(r.stdout), { ok: true, problems: [], repaired: [] });
       // A file that is no pool (or none at all): still one JSON report on stdout, exit 1.
-      for (const [where, code] of [['/dev/null', 'NOT_REGULAR'], [`${path}-missing`, 'NOT_FOUND']] as const) {
+      // A directory is refused as a device is: NOT_REGULAR, not an IO error (EISDIR).
+      for (const [where, code] of [['/dev/null', 'NOT_REGULAR'], [tmpdir(), 'NOT_REGULAR'], [`${path}-missing`, 'NOT_FOUND']] as const) {
         r = pmpool('check', where, '--json');
         assert.equal(r.code, 1, r.stderr);
         const report = JSON.parse(r.stdout) as { ok: boolean; problems: string[]; repaired: string[]; error: { code: string } };

@@ -1,9 +1,9 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { chownSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { FileRegion, MemoryRegion, RegionError, SubRegion, parseSize } from '../src/index.js';
+import { FileRegion, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
 import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
@@ -335,10 +335,19 @@ describe('FileRegion refusals leave the file untouched', () => {
     }
   });
 
-  test('a device or fifo that is not DAX is refused', () => {
+  test('a device, fifo or directory that is not DAX is refused', () => {
     const { dir, cleanup } = tempDir();
     try {
       assertRegionError(() => FileRegion.open('/dev/zero'), 'NOT_REGULAR');
+      // A directory: refused as a FIFO is (read-write, open(2) itself fails with EISDIR), in both modes, by Pool.open too.
+      const sub = join(dir, 'sub');
+      mkdirSync(sub);
+      for (const readOnly of [false, true]) {
+        const e = assertRegionError(() => FileRegion.open(sub, { readOnly }), 'NOT_REGULAR');
+        assert.match(e.message, /is a directory, not a regular file/);
+      }
+      assertRegionError(() => Pool.open(sub), 'NOT_REGULAR');
+      assert.deepEqual(readdirSync(sub), [], 'nothing was created in it');
       const fifo = join(dir, 'fifo');
       execFileSync('mkfifo', [fifo]);
       assertRegionError(() => FileRegion.open(fifo), 'NOT_REGULAR');

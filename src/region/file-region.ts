@@ -57,6 +57,9 @@ function wrapSystemError(e: unknown, path: string): never {
       throw new RegionError('NOT_FOUND', `${path} does not exist`, path, { cause: e, errno: e.code });
     case 'EEXIST':
       throw new RegionError('EXISTS', `${path} already exists`, path, { cause: e, errno: e.code });
+    case 'EISDIR':
+      // Opening a directory read-write fails before fstat could say what it is: the same refusal as a FIFO's.
+      throw new RegionError('NOT_REGULAR', `${path} is a directory, not a regular file or DAX device`, path, { cause: e, errno: e.code });
     default:
       throw new RegionError('IO', `${e.syscall} ${path}: ${e.message}`, path, { cause: e, errno: e.code });
   }
