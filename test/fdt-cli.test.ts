@@ -5,7 +5,7 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -149,6 +149,38 @@ describe('usage and files', () => {
     const r = run('check', join(dir, 'absent.dtb'));
     assert.equal(r.code, 1);
     assert.match(r.err[0], /ENOENT/);
+  });
+
+  test('a FIFO, a directory or a device is refused at once: exit 1, nothing read or written', () => {
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const sub = join(dir, 'subdir');
+    mkdirSync(sub);
+    const blob = vector('valid/test_tree1.dtb');
+    // The FIFO in a child: an open that waits for a writer would hang the suite (the timeout only ends such a hang).
+    for (const args of [['dump', fifo], ['check', fifo, '--json', '--lint'], ['pack', fifo, join(dir, 'from-fifo.dtb')], ['pack', blob, fifo]]) {
+      const r = spawnSync(process.execPath, [CLI_PATH, 'fdt', ...args], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.signal, null, `fdt ${args.join(' ')} must not wait for the FIFO's other end`);
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /: a FIFO, not a regular file\n$/);
+      assert.equal(r.stdout, '');
+    }
+    assert.ok(statSync(fifo).isFIFO(), 'pack left the FIFO as it was');
+    assert.throws(() => statSync(join(dir, 'from-fifo.dtb')), 'nothing written');
+    for (const [file, what] of [
+      [sub, 'a directory'],
+      ['/dev/null', 'a character device'],
+      ['/dev/zero', 'a character device'],
+    ] as const) {
+      for (const args of [['dump', file], ['check', file], ['pack', file, join(dir, 'never.dtb')], ['pack', blob, file]]) {
+        const r = run(...args);
+        assert.equal(r.code, 1, `fdt ${args.join(' ')}`);
+        assert.deepEqual(r.err, [`pmpool fdt ${args[0]}: ${file}: ${what}, not a regular file`]);
+        assert.deepEqual(r.out, []);
+      }
+    }
+    assert.deepEqual(readdirSync(sub), []);
+    assert.throws(() => statSync(join(dir, 'never.dtb')));
   });
 
   test('a blob at the start of a file of gigabytes: judged by its totalsize, without reading the rest into memory', () => {

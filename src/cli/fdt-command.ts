@@ -6,7 +6,7 @@
  * `out` and `err` take one line (or block of lines) per call, without the
  * trailing newline, as console.log does.
  */
-import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
 import type { FdtLintFinding } from '../fdt/index.js';
 import { FDT_MAGIC, FDT_V17_SIZE, HDR_MAGIC, HDR_TOTALSIZE } from '../fdt/constants.js';
@@ -87,6 +87,12 @@ function pack(rest: string[], err: Out): number {
   const fdt = parseFile(input, 'pack', err);
   if (fdt === undefined) return 1;
   try {
+    // Writing to a FIFO would wait for a reader; to a device or directory is no blob file either.
+    const existing = statOrUndefined(output);
+    if (existing !== undefined && !existing.isFile()) {
+      notRegular('pack', output, existing, err);
+      return 1;
+    }
     writeFileSync(output, fdt.toBytes(free === undefined ? {} : { freeSpace: free }));
   } catch (e) {
     if (e instanceof FdtError) {
@@ -148,8 +154,14 @@ function parseFile(file: string, sub: string, err: Out): Fdt | undefined {
 function readBlob(file: string, sub: string, err: Out): Uint8Array | undefined {
   let fd: number | undefined;
   try {
-    fd = openSync(file, 'r');
-    const size = Math.min(fstatSync(fd).size, MAX_BLOB);
+    // O_NONBLOCK: a FIFO opens at once (without it, open waits for a writer) and is refused below.
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) {
+      notRegular(sub, file, stat, err);
+      return undefined;
+    }
+    const size = Math.min(stat.size, MAX_BLOB);
     const header = readInto(fd, new Uint8Array(Math.min(size, FDT_V17_SIZE)), 0);
     const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
     const magic = header.length >= HDR_TOTALSIZE + 4 && view.getUint32(HDR_MAGIC) === FDT_MAGIC;
@@ -175,6 +187,31 @@ function readInto(fd: number, bytes: Uint8Array, from: number): Uint8Array {
     got += n;
   }
   return bytes.subarray(0, got);
+}
+
+/** What a stat says the file is, as `ls -l`'s first letter would: "a FIFO", "a directory", ... */
+function fileType(stat: Stats): string {
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isFIFO()) return 'a FIFO';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  if (stat.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/** Refuses a file that is not a regular file (exit 1, as an unreadable file is): nothing read, nothing written. */
+function notRegular(sub: string, file: string, stat: Stats, err: Out): void {
+  err(`pmpool fdt ${sub}: ${file}: ${fileType(stat)}, not a regular file`);
+}
+
+/** The file's stat (following a symlink), or undefined if there is none yet. */
+function statOrUndefined(file: string): Stats | undefined {
+  try {
+    return statSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
 }
 
 function ioFailure(sub: string, file: string, e: unknown, err: Out): number {
