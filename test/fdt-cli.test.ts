@@ -5,7 +5,7 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -115,6 +115,30 @@ describe('pmpool fdt pack', () => {
     const out = join(dir, 'padded.dtb');
     assert.equal(run('pack', vector('valid/test_tree1.dtb'), out, '--free-space', '256').code, 0);
     assert.deepEqual(readFileSync(out), readFileSync(vector('derived/test_tree1.padded.dtb')));
+  });
+
+  test('the output is replaced whole or not at all: a write that fails midway leaves the old file, and no temporary', () => {
+    const sub = mkdtempSync(join(dir, 'pack-'));
+    const out = join(sub, 'out.dtb');
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), out).code, 0);
+    chmodSync(out, 0o640);
+    const before = readFileSync(out);
+    // RLIMIT_FSIZE of 8 KiB: writing the 64 KiB blob fails with EFBIG after its first 8 KiB (SIGXFSZ ignored), as a full disk would fail it.
+    const r = spawnSync('/bin/sh', ['-c', 'ulimit -f 16 && trap "" XFSZ && exec "$0" "$@"', process.execPath, CLI_PATH, 'fdt', 'pack', vector('valid/test_tree1.dtb'), out, '--free-space', '65536'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^pmpool fdt pack: .*EFBIG/);
+    assert.deepEqual(readFileSync(out), before, 'the old output is still there, whole');
+    assert.deepEqual(readdirSync(sub), ['out.dtb'], 'the temporary was removed');
+    // A pack that succeeds replaces the file and keeps its mode; through a symlink, it replaces the file the link names.
+    symlinkSync(out, join(sub, 'link.dtb'));
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), join(sub, 'link.dtb'), '--free-space', '256').code, 0);
+    assert.deepEqual(readFileSync(out), readFileSync(vector('derived/test_tree1.padded.dtb')));
+    assert.equal(statSync(out).mode & 0o777, 0o640);
+    assert.ok(lstatSync(join(sub, 'link.dtb')).isSymbolicLink());
+    assert.deepEqual(readdirSync(sub).sort(), ['link.dtb', 'out.dtb']);
   });
 
   test('a refused input writes nothing and exits 1', () => {

@@ -6,7 +6,9 @@
  * `out` and `err` take one line (or block of lines) per call, without the
  * trailing newline, as console.log does.
  */
-import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, openSync, readSync, realpathSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
 import type { FdtLintFinding } from '../fdt/index.js';
 import { FDT_MAGIC, FDT_V17_SIZE, HDR_MAGIC, HDR_TOTALSIZE } from '../fdt/constants.js';
@@ -93,7 +95,7 @@ function pack(rest: string[], err: Out): number {
       notRegular('pack', output, existing, err);
       return 1;
     }
-    writeFileSync(output, fdt.toBytes(free === undefined ? {} : { freeSpace: free }));
+    replaceFile(existing === undefined ? output : realpathSync(output), fdt.toBytes(free === undefined ? {} : { freeSpace: free }), existing);
   } catch (e) {
     if (e instanceof FdtError) {
       err(`pmpool fdt pack: ${e.message}`);
@@ -202,6 +204,34 @@ function fileType(stat: Stats): string {
 /** Refuses a file that is not a regular file (exit 1, as an unreadable file is): nothing read, nothing written. */
 function notRegular(sub: string, file: string, stat: Stats, err: Out): void {
   err(`pmpool fdt ${sub}: ${file}: ${fileType(stat)}, not a regular file`);
+}
+
+/**
+ * Puts `bytes` at `path` whole or not at all: written to a new file in the same directory,
+ * flushed, then renamed over `path`. A crash or a full disk midway leaves `path` as it was
+ * (and, after a failure we see, no temporary either). A file replaced keeps its mode; a new
+ * one gets 0666 less the umask, as open(2) would give it.
+ */
+function replaceFile(path: string, bytes: Uint8Array, existing: Stats | undefined): void {
+  const temp = join(dirname(path), `.${basename(path)}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
+  try {
+    try {
+      if (existing !== undefined) fchmodSync(fd, existing.mode & 0o7777);
+      for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, path);
+  } catch (e) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      /* already gone */
+    }
+    throw e;
+  }
 }
 
 /** The file's stat (following a symlink), or undefined if there is none yet. */
