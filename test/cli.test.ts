@@ -2,9 +2,10 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Pool } from '../src/index.js';
+import { Fdt, LogRing, Pool } from '../src/index.js';
 import { CLI_PATH, shmPath } from './support/child.js';
 
 function pmpool(...args: string[]) {
@@ -125,6 +126,49 @@ describe('pmpool CLI', () => {
       }
     } finally {
       cleanup();
+    }
+  });
+
+  test('a lone -- ends the options of every command: a ring or file named "-..." follows it', () => {
+    const { path, cleanup } = shmPath('cli-dashdash');
+    const dir = mkdtempSync(join(tmpdir(), 'pmpool-cli-dashdash-'));
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const ring = LogRing.open(pool, '-name', { bytes: 8192 });
+      ring.append('hello');
+      ring.close();
+      pool.close();
+      let r = pmpool('log', 'dump', path, '--', '-name');
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.split('\n').slice(1), ['1 hello', '']);
+      r = pmpool('log', 'dump', '--json', path, '--', '-name');
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { name: string }).name, '-name');
+      // After --, even --json or -h is a name (no ring is called that: exit 1, not usage or help).
+      r = pmpool('log', 'dump', path, '--', '-h');
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /NOT_FOUND/);
+      // Without --, the name reads as an option: bad usage; the usage says how to write it.
+      r = pmpool('log', 'dump', path, '-name');
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /unknown option -name/);
+      assert.match(r.stderr, /pmpool log dump PATH -- -name/);
+      // fdt: a file named "-...", also as pack's output.
+      const blob = join(dir, '-tree.dtb');
+      writeFileSync(blob, Fdt.parse(new Fdt().toBytes()).toBytes());
+      const packed = spawnSync(process.execPath, [CLI_PATH, 'fdt', 'pack', '--free-space', '16', '--', '-tree.dtb', '-packed.dtb'], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+      assert.equal(packed.status, 0, packed.stderr);
+      assert.equal(readFileSync(join(dir, '-packed.dtb')).length, 72 + 16);
+      r = pmpool('fdt', 'dump', '--', blob);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\/dts-v1\/;/);
+      // The pool commands (node's parseArgs) take -- as well.
+      r = pmpool('info', '--json', '--', path);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { allocations: number }).allocations, 1);
+    } finally {
+      cleanup();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

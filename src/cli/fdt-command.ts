@@ -12,11 +12,13 @@ import { basename, dirname, join } from 'node:path';
 import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
 import type { FdtLintFinding } from '../fdt/index.js';
 import { FDT_MAGIC, FDT_V17_SIZE, HDR_MAGIC, HDR_TOTALSIZE } from '../fdt/constants.js';
+import { splitArgs, unknownOption, type SplitArgs } from './args.js';
 
 const USAGE = [
   'usage: pmpool fdt dump FILE.dtb',
   '       pmpool fdt check FILE.dtb [--json] [--lint]',
   '       pmpool fdt pack IN.dtb OUT.dtb [--free-space BYTES]',
+  'A lone -- ends the options: every word after it is a file (pmpool fdt dump -- -odd.dtb).',
 ].join('\n');
 
 /** libfdt reads no blob larger than INT_MAX bytes, so no more is ever read. */
@@ -29,13 +31,14 @@ class UsageError extends Error {}
 export function fdtCommand(args: string[], out: Out, err: Out): number {
   try {
     const [sub, ...rest] = args;
+    const split = splitArgs(rest, ['--free-space']);
     switch (sub) {
       case 'dump':
-        return dump(positional(rest, 1, []), out, err);
+        return dump(operands(split, 1, []), out, err);
       case 'check':
-        return check(positional(rest, 1, ['--json', '--lint']), flags(rest), out, err);
+        return check(operands(split, 1, ['--json', '--lint']), new Set(split.options.map((o) => o.name)), out, err);
       case 'pack':
-        return pack(rest, err);
+        return pack(split, err);
       default:
         throw new UsageError(sub === undefined ? 'missing subcommand' : `unknown subcommand "${sub}"`);
     }
@@ -83,9 +86,9 @@ function check([file]: string[], opts: Set<string>, out: Out, err: Out): number 
   return failed ? 1 : 0;
 }
 
-function pack(rest: string[], err: Out): number {
-  const free = optionValue(rest, '--free-space');
-  const [input, output] = positional(rest, 2, ['--free-space']);
+function pack(split: SplitArgs, err: Out): number {
+  const [input, output] = operands(split, 2, ['--free-space']);
+  const free = freeSpace(split);
   const fdt = parseFile(input, 'pack', err);
   if (fdt === undefined) return 1;
   try {
@@ -106,34 +109,19 @@ function pack(rest: string[], err: Out): number {
   return 0;
 }
 
-/** The operands, once the known flags (and a flag's value) are taken out. */
-function positional(rest: string[], count: number, known: string[]): string[] {
-  const operands: string[] = [];
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i];
-    // An unknown short option (-j) is bad usage too, not a file name; "-" alone is an operand.
-    if (!isOption(a)) operands.push(a);
-    else if (!known.includes(a)) throw new UsageError(`unknown option ${a}`);
-    else if (a === '--free-space') i++;
-  }
-  if (operands.length !== count) throw new UsageError(`expected ${count} file${count > 1 ? 's' : ''}, got ${operands.length}`);
-  return operands;
+/** The operands, once every option is known to the subcommand; exactly `count` of them. */
+function operands(split: SplitArgs, count: number, known: string[]): string[] {
+  const unknown = unknownOption(split, known);
+  if (unknown !== undefined) throw new UsageError(`unknown option ${unknown}`);
+  if (split.operands.length !== count) throw new UsageError(`expected ${count} file${count > 1 ? 's' : ''}, got ${split.operands.length}`);
+  return split.operands;
 }
 
-function isOption(a: string): boolean {
-  return a.startsWith('-') && a !== '-';
-}
-
-function flags(rest: string[]): Set<string> {
-  return new Set(rest.filter(isOption));
-}
-
-function optionValue(rest: string[], name: string): number | undefined {
-  const i = rest.indexOf(name);
-  if (i < 0) return undefined;
-  const v = rest[i + 1];
-  if (v === undefined || !/^\d+$/.test(v)) throw new UsageError(`${name} needs a whole number of bytes`);
-  return Number(v);
+function freeSpace(split: SplitArgs): number | undefined {
+  const option = split.options.find((o) => o.name === '--free-space');
+  if (option === undefined) return undefined;
+  if (option.value === undefined || !/^\d+$/.test(option.value)) throw new UsageError('--free-space needs a whole number of bytes');
+  return Number(option.value);
 }
 
 function parseFile(file: string, sub: string, err: Out): Fdt | undefined {

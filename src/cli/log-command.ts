@@ -11,26 +11,26 @@
  * records: [{ seq, text } | { seq, base64 }] }.
  */
 import { LogRing, PmpoolError, Pool } from '../index.js';
+import { splitArgs, unknownOption } from './args.js';
 
-const USAGE = 'usage: pmpool log dump PATH NAME [--json]';
+const USAGE = ['usage: pmpool log dump PATH NAME [--json]', 'A lone -- ends the options: a NAME that starts with "-" follows it (pmpool log dump PATH -- -name).'].join('\n');
 
 type Out = (s: string) => void;
 
 export function logCommand(args: string[], out: Out, err: Out): number {
   const [sub, ...rest] = args;
-  // Anything starting with "-" (but "-" alone) is an option: -j is an unknown one, not a PATH or NAME.
-  const isOption = (a: string) => a.startsWith('-') && a !== '-';
-  const flags = rest.filter(isOption);
-  const positional = rest.filter((a) => !isOption(a));
-  const unknown = flags.filter((f) => f !== '--json');
-  if (sub !== 'dump' || positional.length !== 2 || unknown.length > 0) {
-    const why = sub === undefined ? 'missing subcommand' : sub !== 'dump' ? `unknown subcommand "${sub}"` : unknown.length > 0 ? `unknown option ${unknown[0]}` : 'dump needs PATH and NAME';
+  // Anything starting with "-" (but "-" alone) before a "--" is an option: -j is an unknown one, not a PATH or NAME.
+  const split = splitArgs(rest);
+  const positional = split.operands;
+  const unknown = unknownOption(split, ['--json']);
+  if (sub !== 'dump' || positional.length !== 2 || unknown !== undefined) {
+    const why = sub === undefined ? 'missing subcommand' : sub !== 'dump' ? `unknown subcommand "${sub}"` : unknown !== undefined ? `unknown option ${unknown}` : 'dump needs PATH and NAME';
     err(`pmpool log: ${why}`);
     err(USAGE);
     return 2;
   }
   const [path, name] = positional as [string, string];
-  const json = flags.includes('--json');
+  const json = split.options.some((o) => o.name === '--json');
   let pool: Pool;
   try {
     pool = Pool.open(path);

@@ -26,7 +26,9 @@ ${POOL_USAGE}
        pmpool run [--pool PATH:SIZE] -- CMD ARGS...
        pmpool demo [--keep] [--entries N]
 
-SIZE takes K, M, G, T suffixes (powers of 1024).`;
+SIZE takes K, M, G, T suffixes (powers of 1024).
+A lone -- ends the options: every word after it is an operand, even one that
+starts with "-" (pmpool log dump PATH -- -name); for run, it starts CMD.`;
 
 type Command = (args: string[], out: Out, err: Out) => number | Promise<number>;
 
