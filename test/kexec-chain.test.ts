@@ -148,8 +148,9 @@ describe('kexec chains of real programs', () => {
            const handover = kexec.spawn(process.execPath, ['--input-type=module', '-e', next, '--']);
            for (const t = Date.now(); !childrenExited() && Date.now() - t < 20000; );
            try {
-             const { generation } = await handover;
+             const { generation, closeFailures } = await handover;
              outcomes.push(pool.closed ? 'took over ' + generation : 'took over, pool still open');
+             if (!Array.isArray(closeFailures) || closeFailures.length !== 0) outcomes.push('close failures: ' + JSON.stringify(closeFailures));
              pool = Pool.open(process.argv[1]);
            } catch (e) {
              outcomes.push(e.code + ': ' + e.message);

@@ -135,12 +135,20 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
 export interface SpawnResult {
   child: ChildProcess;
   generation: bigint;
+  /**
+   * The registered pools whose close() threw once the new program was in charge (a final
+   * flush that failed: EIO, ENOSPC). The takeover happened all the same, and each of these
+   * pools is closed (Pool.close releases its mappings, fd and lock before it throws); what
+   * may be lost is the durability of its last stores. Empty when every close went through.
+   */
+  closeFailures: { name: string; error: Error }[];
 }
 
 /**
  * Hands over to a new process. Resolves once it has called kexec.ready():
  * this program's registered pools are closed then, and the caller should
- * exit. If the new program exits or stays silent past the timeout, it is
+ * exit. From that moment on nothing is thrown, whatever happens: a pool
+ * whose close fails is listed in `closeFailures`. If the new program exits or stays silent past the timeout, it is
  * killed, the handover is rolled back, and NOT_READY is thrown: this
  * program is still in charge, its pools usable.
  */
@@ -165,9 +173,18 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     prepared.abort(error);
     throw error;
   }
-  for (const pool of registry.registeredPools().values()) pool.close();
+  // The new program is in charge: a throw now would tell the caller it still is. Every pool is
+  // closed (a close that throws has released the pool all the same) and the handover completed.
+  const closeFailures: SpawnResult['closeFailures'] = [];
+  for (const [name, pool] of registry.registeredPools()) {
+    try {
+      pool.close();
+    } catch (e) {
+      closeFailures.push({ name, error: e instanceof Error ? e : new Error(String(e)) });
+    }
+  }
   prepared.complete();
-  return { child, generation: prepared.generation };
+  return { child, generation: prepared.generation, closeFailures };
 }
 
 /**
