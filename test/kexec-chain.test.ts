@@ -30,10 +30,11 @@ const NEXT_PRINTS_AFTER = 'require("node:fs").rmSync(process.env.PMPOOL_FDT, { f
  * in the stream's queue), runs `then`, and execs a program that prints "after": every byte must
  * reach the reader, in order.
  */
-function execWithQueuedOutput(path: string, then: string): void {
+function execWithQueuedOutput(path: string, then: string, before = ''): void {
   const r = runModule(
     `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
      kexec.poolFromCommandLine();
+     ${before}
      process.stdout.write('x'.repeat(1 << 19) + '\\n');
      ${then}
      process.stderr.write('queued ' + (process.stdout.writableLength > 0) + '\\n');
@@ -184,6 +185,25 @@ describe('kexec chains of real programs', () => {
       );
       assert.equal(quiet.status, 0, quiet.stderr);
       assert.match(quiet.stderr, /^handles (\d+) \1$/m, 'no stdio stream was created by exec()');
+    } finally {
+      cleanup();
+    }
+  });
+  test('output queued in a stream the program put in place of process.stdout reaches the reader whole', () => {
+    const { path, cleanup } = shmPath('flush-replaced');
+    const replace = (stream: string) => `Object.defineProperty(process, 'stdout', { value: ${stream}, configurable: true, writable: true, enumerable: true });`;
+    try {
+      // A fs.WriteStream on fd 1: its writes go through the thread pool, queued in the stream, no stdio handle in sight.
+      execWithQueuedOutput(path, '', `const { createWriteStream } = await import('node:fs'); ${replace("createWriteStream('', { fd: 1, autoClose: false })")}`);
+      // A Transform piped into the real stdout: its bytes reach the real stream only as it goes.
+      execWithQueuedOutput(
+        path,
+        '',
+        `const { Transform } = await import('node:stream');
+         const relay = new Transform({ transform: (chunk, _enc, done) => setImmediate(() => done(null, chunk)) });
+         relay.pipe(process.stdout);
+         ${replace('relay')}`,
+      );
     } finally {
       cleanup();
     }

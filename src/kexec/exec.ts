@@ -49,14 +49,48 @@ export interface SpawnOptions extends ReplaceOptions {
  * is an active request on its fd. A stream on a file writes synchronously
  * and never queues. A Node without these lists, and a worker thread, get
  * the plain getters.
+ *
+ * A program may have put a stream of its own in place of process.stdout or
+ * process.stderr (Object.defineProperty: a fs.WriteStream on fd 1, a
+ * Transform piped into the real stream). What it writes there queues in
+ * that stream, which is no stdio handle: it is waited on first, then the
+ * real streams, which may have been handed its bytes meanwhile.
  */
 async function flushStdio(): Promise<void> {
-  const drain = (stream: NodeJS.WritableStream & { writableLength: number }) =>
-    stream.writableLength === 0 ? undefined : new Promise<void>((resolve) => stream.write('', () => resolve()));
+  await Promise.all(replacedStdioStreams().map(drain));
   await Promise.all(createdStdioStreams().map(drain));
 }
 
 type StdioStream = NodeJS.WritableStream & { writableLength: number; _isStdio?: boolean };
+
+/**
+ * Resolves once the bytes queued in `stream` so far are written: an empty write's callback
+ * runs after every write before it (the idiom for flushing a Node stream). A stream with
+ * nothing queued, or ended or destroyed (what it holds is lost either way), is not waited on.
+ */
+function drain(stream: StdioStream): Promise<void> | undefined {
+  const state = stream as StdioStream & { destroyed?: boolean; writableEnded?: boolean };
+  if (state.writableLength === 0 || state.destroyed === true || state.writableEnded === true) return undefined;
+  return new Promise<void>((resolve) => stream.write('', () => resolve()));
+}
+
+/** Node's own lazy getters of process.stdout/stderr, as they were when this module was loaded. */
+const NODE_STDIO_GETTERS = new Set(['stdout', 'stderr'].map((name) => Object.getOwnPropertyDescriptor(process, name)?.get));
+
+/**
+ * The streams the program has put in place of process.stdout/stderr: a data property, or a
+ * getter other than Node's. Node's own getter is never called here (it may build the stream).
+ */
+function replacedStdioStreams(): StdioStream[] {
+  const streams: StdioStream[] = [];
+  for (const name of ['stdout', 'stderr'] as const) {
+    const d = Object.getOwnPropertyDescriptor(process, name);
+    if (d === undefined || (d.get !== undefined && NODE_STDIO_GETTERS.has(d.get))) continue;
+    const s = ('value' in d ? d.value : d.get?.call(process)) as Partial<StdioStream> | null | undefined;
+    if (s != null && typeof s.write === 'function' && typeof s.writableLength === 'number') streams.push(s as StdioStream);
+  }
+  return streams;
+}
 
 function createdStdioStreams(): StdioStream[] {
   const internals = process as unknown as { _getActiveHandles?: () => unknown[]; _getActiveRequests?: () => unknown[] };
