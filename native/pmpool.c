@@ -303,16 +303,19 @@ static int open_and_stat(napi_env env, const char *path, int flags, struct stat 
   return fd;
 }
 
-/* readFile(path, maxBytes, noFollow) -> { data: ArrayBuffer, type, uid, mode, size }
+/* readFile(path, maxBytes, noFollow, device) -> { data: ArrayBuffer, type, uid, mode, size }
  * At most maxBytes of a file (to its end: a /proc file's size says 0), and
  * what fstat says of the very file read, so that a caller checks the owner
  * and mode of what it read, not of what the path names a moment later.
- * noFollow refuses a symbolic link (ELOOP). Only a regular file of at most
- * maxBytes (by its size; a /proc file's is 0) or a character device is read;
- * for anything else data is empty, and the caller refuses by type or size
- * (a FIFO is opened O_NONBLOCK: it never blocks). */
+ * noFollow refuses a symbolic link (ELOOP). `device` false reads only a
+ * regular file of at most maxBytes (by its size; a /proc file's is 0);
+ * `device` true reads only a character device (maxBytes of it). Anything
+ * else is opened (O_NONBLOCK: a FIFO never blocks) and fstat'd but not read:
+ * data is empty, and the caller refuses by type or size. Reading is never
+ * how a refusal is found: a read from a terminal or another device consumes
+ * what it reads. */
 static napi_value js_read_file(napi_env env, napi_callback_info info) {
-  GET_ARGS(3);
+  GET_ARGS(4);
   char path[PATH_BYTES];
   int64_t max;
   if (!arg_string(env, argv[0], path, sizeof path, "path") || !arg_int64(env, argv[1], &max, "maxBytes")) return NULL;
@@ -321,12 +324,13 @@ static napi_value js_read_file(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (arg_bool(env, argv[2]) ? O_NOFOLLOW : 0);
+  int device = arg_bool(env, argv[3]);
   struct stat st;
   int fd = open_and_stat(env, path, flags, &st);
   if (fd < 0) return NULL;
   size_t cap = 0, n = 0;
   char *buf = NULL;
-  if ((S_ISREG(st.st_mode) && st.st_size <= max) || S_ISCHR(st.st_mode)) {
+  if (device ? S_ISCHR(st.st_mode) : (S_ISREG(st.st_mode) && st.st_size <= max)) {
     cap = st.st_size > 0 && st.st_size < max ? (size_t)st.st_size + 1 : 4096;
     if (cap > (size_t)max) cap = (size_t)max;
     buf = malloc(cap ? cap : 1);

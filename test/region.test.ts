@@ -198,27 +198,33 @@ describe("the addon's file operations of the cold path (mapFile, readFile, write
       writeFileSync(join(dir, 'file'), 'hello', { mode: 0o640 });
       symlinkSync(join(dir, 'file'), join(dir, 'link'));
       execFileSync('mkfifo', [join(dir, 'fifo')]);
-      const read = native.readFile(join(dir, 'file'), 100, true);
+      const read = native.readFile(join(dir, 'file'), 100, true, false);
       assert.equal(Buffer.from(read.data).toString(), 'hello');
       assert.deepEqual([read.type, read.uid, read.mode, read.size], ['file', process.getuid!(), 0o640, 5]);
-      assert.equal(Buffer.from(native.readFile(join(dir, 'link'), 100, false).data).toString(), 'hello', 'followed when allowed');
-      assert.throws(() => native.readFile(join(dir, 'link'), 100, true), (e: NodeJS.ErrnoException) => e.code === 'ELOOP');
-      const big = native.readFile(join(dir, 'file'), 4, true);
+      assert.equal(Buffer.from(native.readFile(join(dir, 'link'), 100, false, false).data).toString(), 'hello', 'followed when allowed');
+      assert.throws(() => native.readFile(join(dir, 'link'), 100, true, false), (e: NodeJS.ErrnoException) => e.code === 'ELOOP');
+      const big = native.readFile(join(dir, 'file'), 4, true, false);
       assert.deepEqual([big.data.byteLength, big.size], [0, 5], 'a file over maxBytes is not read; its size says why');
       // /proc files say size 0 and are read to their end; a character device gives what is asked.
-      assert.match(Buffer.from(native.readFile('/proc/self/stat', 4096, false).data).toString('latin1'), new RegExp(`^${process.pid} \\(`));
-      const random = native.readFile('/dev/urandom', 64, false);
+      assert.match(Buffer.from(native.readFile('/proc/self/stat', 4096, false, false).data).toString('latin1'), new RegExp(`^${process.pid} \\(`));
+      const random = native.readFile('/dev/urandom', 64, false, true);
       assert.deepEqual([random.type, random.data.byteLength], ['char', 64]);
+      // Each kind is read only when asked for: a device read to find it is no file consumes what it
+      // reads (a terminal's typed input), and a file is not taken for a device.
+      const device = native.readFile('/dev/zero', 64, false, false);
+      assert.deepEqual([device.type, device.data.byteLength], ['char', 0], 'a device is not read as a file');
+      const notDevice = native.readFile(join(dir, 'file'), 100, true, true);
+      assert.deepEqual([notDevice.type, notDevice.data.byteLength, notDevice.size], ['file', 0, 5], 'a file is not read as a device');
       for (const [path, type] of [
         [join(dir, 'fifo'), 'fifo'],
         [dir, 'directory'],
       ] as const) {
-        const other = native.readFile(path, 100, true);
+        const other = native.readFile(path, 100, true, false);
         assert.deepEqual([other.type, other.data.byteLength], [type, 0], `${type}: opened without blocking, not read`);
       }
-      assert.throws(() => native.readFile(join(dir, 'missing'), 100, true), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.message.includes('missing'));
-      assert.throws(() => native.readFile(join(dir, 'file'), -1, true), TypeError);
-      assert.throws(() => native.readFile(join(dir, 'file'), 2 ** 31, true), (e: NodeJS.ErrnoException) => e.code === 'EINVAL');
+      assert.throws(() => native.readFile(join(dir, 'missing'), 100, true, false), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.message.includes('missing'));
+      assert.throws(() => native.readFile(join(dir, 'file'), -1, true, false), TypeError);
+      assert.throws(() => native.readFile(join(dir, 'file'), 2 ** 31, true, false), (e: NodeJS.ErrnoException) => e.code === 'EINVAL');
     } finally {
       cleanup();
     }

@@ -29,7 +29,7 @@ export function writeBlob(bytes: Uint8Array, dir = DEFAULT_BLOB_DIR): string {
 export function readBlob(path: string): { fdt: Fdt; bytes: Uint8Array } {
   let read;
   try {
-    read = native.readFile(path, MAX_BLOB_BYTES, true);
+    read = native.readFile(path, MAX_BLOB_BYTES, true, false);
   } catch (e) {
     if (isNativeError(e) && e.code === 'ELOOP') throw new HandoverError('UNSAFE_BLOB', `handover blob ${path} is a symbolic link; refused`, { cause: e });
     throw new HandoverError('UNSAFE_BLOB', `cannot open handover blob ${path}: ${(e as Error).message}`, { cause: e });

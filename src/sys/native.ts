@@ -57,8 +57,11 @@ export interface NativeAddon {
   mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
   /** A whole regular file mapped read-only (the bundle loader's reads); munmap() releases it. */
   mapFile(path: string): ArrayBuffer;
-  /** A regular file of at most maxBytes, or maxBytes of a character device (nothing else is read), with its fstat. */
-  readFile(path: string, maxBytes: number, noFollow: boolean): NativeFileRead;
+  /**
+   * A regular file of at most maxBytes (`device` false), or maxBytes of a character device (`device`
+   * true), with its fstat; nothing else is read (its data is empty).
+   */
+  readFile(path: string, maxBytes: number, noFollow: boolean, device: boolean): NativeFileRead;
   /** Creates a new file (O_EXCL, O_NOFOLLOW) holding `bytes`; removes it again on failure. */
   writeFile(path: string, bytes: Uint8Array, mode: number): void;
   unlink(path: string): void;

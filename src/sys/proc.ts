@@ -13,7 +13,7 @@ import { native } from './native.js';
  * cold than the read itself. Throws (ENOENT) when it is gone.
  */
 function readProc(path: string): string {
-  return Buffer.from(native.readFile(path, PROC_FILE_BYTES, false).data).toString('latin1');
+  return Buffer.from(native.readFile(path, PROC_FILE_BYTES, false, false).data).toString('latin1');
 }
 /** Enough for any /proc/PID/stat (52 fields) and boot_id. */
 const PROC_FILE_BYTES = 4096;
@@ -96,7 +96,7 @@ export function bootHash(): number {
  */
 export function ownImageId(): number {
   try {
-    return crc32c(new Uint8Array(native.readFile('/proc/self/auxv', PROC_FILE_BYTES, false).data)) >>> 0;
+    return crc32c(new Uint8Array(native.readFile('/proc/self/auxv', PROC_FILE_BYTES, false, false).data)) >>> 0;
   } catch {
     return 0;
   }

@@ -8,7 +8,7 @@ import { native } from './native.js';
 
 export function randomBytes(n: number): Uint8Array {
   try {
-    const read = native.readFile('/dev/urandom', n, false);
+    const read = native.readFile('/dev/urandom', n, false, true);
     // /dev/urandom gives what is asked; a device or file that does not (a broken sandbox's stand-in) is no source.
     if (read.type !== 'char' || read.data.byteLength !== n) throw new Error('/dev/urandom is not a random device');
     return new Uint8Array(read.data);
