@@ -95,6 +95,35 @@ describe('kexec chains of real programs', () => {
     }
   });
 
+  test('exec in place after the program assigned process.env: the next program gets that object, not environ', () => {
+    const { path, cleanup } = shmPath('exec-env-assigned');
+    const next = `const env = require("node:fs").readFileSync("/proc/self/environ", "latin1").split("\\0").filter(Boolean);
+      const blob = env.find((e) => e.startsWith("PMPOOL_FDT="))?.slice("PMPOOL_FDT=".length);
+      if (blob !== undefined) require("node:fs").rmSync(blob, { force: true });
+      console.log(JSON.stringify(env.map((e) => e.slice(0, e.indexOf("="))).sort()));`;
+    try {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+           kexec.poolFromCommandLine();
+           // A program that scrubs what the next one inherits.
+           process.env = { PMPOOL_TEST_KEPT: 'yes' };
+           await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false });`,
+          '--',
+          `--pmpool=${path},1M`,
+        ],
+        { encoding: 'utf8', env: { ...process.env, PMPOOL_TEST_SECRET: 'not for the next program' } },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), ['PMPOOL_FDT', 'PMPOOL_TEST_KEPT']);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('A → B → C in place: same PID, generations 0, 1, 2; data and a carried client node intact', () => {
     const { entries, status, stderr, stdout } = runChain(['--hops=2', '--mode=exec']);
     assert.equal(status, 0, stderr);

@@ -74,6 +74,13 @@ function drain(stream: StdioStream): Promise<void> | undefined {
   return new Promise<void>((resolve) => stream.write('', () => resolve()));
 }
 
+/**
+ * process.env as it was when this module was loaded: Node's view of environ, unless the program
+ * had already put an object of its own there. A program may assign process.env (to scrub what the
+ * next program inherits); environ knows nothing of that object, so exec() then passes it as is.
+ */
+const NODE_ENV = process.env;
+
 /** Node's own lazy getters of process.stdout/stderr, as they were when this module was loaded. */
 const NODE_STDIO_GETTERS = new Set(['stdout', 'stderr'].map((name) => Object.getOwnPropertyDescriptor(process, name)?.get));
 
@@ -150,9 +157,10 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     await flushStdio();
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
-    if (options.env === undefined && ownTid() === process.pid) {
+    if (options.env === undefined && process.env === NODE_ENV && ownTid() === process.pid) {
       // This program's environment, put together by the addon from environ, which process.env
-      // writes through to on the main thread (a worker's process.env is a copy of its own).
+      // writes through to on the main thread (a worker's process.env is a copy of its own, and an
+      // object the program assigned to process.env is no view of environ at all).
       native.execve(file, argv, null, [`${FDT_ENV}=${blob}`]);
     } else {
       native.execve(file, argv, envStrings(handoverEnv(blob, options)), []);
