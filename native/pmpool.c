@@ -30,6 +30,13 @@
 #include <unistd.h>
 
 #define PATH_BYTES 4096
+/* Linux 5.14's MADV_POPULATE_WRITE, missing from the headers of older C
+   libraries (glibc before 2.35, musl before 1.2.3): without it the addon
+   would refuse "populate" even on a kernel that has it. An older kernel
+   answers EINVAL, which the caller takes as "no populating here". */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 /* Node 20 refuses external ArrayBuffers above 4 GiB (kMaxByteLength). */
 #define MAX_WINDOW_BYTES ((uint64_t)4 << 30)
 
@@ -742,9 +749,7 @@ static napi_value js_madvise(napi_env env, napi_callback_info info) {
   else if (!strcmp(advice_name, "willneed")) advice = MADV_WILLNEED;
   else if (!strcmp(advice_name, "remove")) advice = MADV_REMOVE;
   else if (!strcmp(advice_name, "normal")) advice = MADV_NORMAL;
-#ifdef MADV_POPULATE_WRITE
   else if (!strcmp(advice_name, "populate")) advice = MADV_POPULATE_WRITE;
-#endif
   else {
     throw_type(env, "unknown madvise advice");
     return NULL;
