@@ -237,6 +237,29 @@ describe('kexec chains of real programs', () => {
       cleanup();
     }
   });
+  test('a stream put in place of process.stdout that never drains delays exec() by a bounded wait, not for ever', () => {
+    const { path, cleanup } = shmPath('flush-stuck');
+    try {
+      // A PassThrough that nobody reads: past its buffer, its writes' callbacks never run.
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { PassThrough } from 'node:stream';
+         kexec.poolFromCommandLine();
+         const stuck = new PassThrough();
+         Object.defineProperty(process, 'stdout', { value: stuck, configurable: true, writable: true, enumerable: true });
+         stuck.write('x'.repeat(1 << 20));
+         process.stderr.write('stuck ' + (stuck.writableLength > 0) + '\\n');
+         await kexec.exec(process.execPath, ['-e', ${JSON.stringify(NEXT_PRINTS_AFTER)}, '--']);`,
+        ['--', `--pmpool=${path},1M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /^stuck true$/m, 'the test did queue output that cannot drain');
+      assert.equal(r.stdout, 'after\n', 'the next program ran; the stuck stream\'s bytes stayed behind');
+      assert.deepEqual(blobsLeftBy(r.pid), [], 'its blob was consumed');
+    } finally {
+      cleanup();
+    }
+  });
   test('output queued in an unref()ed stdout at exec() reaches the reader whole', () => {
     const { path, cleanup } = shmPath('flush-unref');
     try {

@@ -57,8 +57,23 @@ export interface SpawnOptions extends ReplaceOptions {
  * real streams, which may have been handed its bytes meanwhile.
  */
 async function flushStdio(): Promise<void> {
-  await Promise.all(replacedStdioStreams().map(drain));
+  await Promise.all(replacedStdioStreams().map((stream) => withinMs(drain(stream), REPLACED_STREAM_DRAIN_MS)));
   await Promise.all(createdStdioStreams().map(drain));
+}
+
+/**
+ * How long exec() waits for a stream the program put in place of stdout or stderr. Node's own
+ * streams always drain (their bytes go to a file, pipe or terminal); a replacement need not: a
+ * Transform that nobody reads never calls back, and exec() would wait for ever, the blob written
+ * and the handover prepared. Past this, what such a stream still holds is left behind.
+ */
+const REPLACED_STREAM_DRAIN_MS = 1_000;
+
+/** `wait`, or `ms` milliseconds, whichever ends first (the timer keeps the program alive meanwhile). */
+function withinMs(wait: Promise<void> | undefined, ms: number): Promise<void> | undefined {
+  if (wait === undefined) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([wait, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
 }
 
 type StdioStream = NodeJS.WritableStream & { writableLength: number; _isStdio?: boolean };
