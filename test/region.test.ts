@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, truncateSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { FileRegion, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
@@ -148,7 +148,7 @@ describe('FileRegion over /dev/shm', () => {
   });
 });
 
-describe("the addon's file operations of the cold path (mapFile, readFile, writeFile, unlink, gettid)", () => {
+describe("the addon's file operations of the cold path (loadFile, readFile, writeFile, unlink, gettid)", () => {
   test('a regular file, through a symbolic link too, is mapped whole; munmap releases it', () => {
     const { dir, cleanup } = tempDir('pmpool-mapfile-');
     try {
@@ -157,7 +157,7 @@ describe("the addon's file operations of the cold path (mapFile, readFile, write
       symlinkSync(join(dir, 'file'), join(dir, 'link'));
       const before = native.mappings();
       for (const name of ['file', 'link']) {
-        const mapped = native.mapFile(join(dir, name));
+        const mapped = native.loadFile(join(dir, name));
         assert.equal(native.mappings().count, before.count + 1);
         assert.deepEqual(Buffer.from(mapped), data);
         native.munmap(mapped);
@@ -165,9 +165,27 @@ describe("the addon's file operations of the cold path (mapFile, readFile, write
         assert.equal(mapped.byteLength, 0, 'detached: no view can reach the unmapped pages');
       }
       writeFileSync(join(dir, 'empty'), '');
-      const empty = native.mapFile(join(dir, 'empty'));
+      const empty = native.loadFile(join(dir, 'empty'));
       assert.equal(empty.byteLength, 0);
       assert.equal(native.mappings().count, before.count, 'an empty file is no mapping');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('loadFile is a private copy: a file rewritten or cut short in place afterwards leaves it as it was read', () => {
+    const { dir, cleanup } = tempDir('pmpool-loadfile-');
+    try {
+      const path = join(dir, 'file');
+      const data = Buffer.alloc(5 * PAGE, 'a');
+      writeFileSync(path, data);
+      const loaded = native.loadFile(path);
+      // In place (the same inode): what a copy over an installed package does.
+      writeFileSync(path, Buffer.alloc(5 * PAGE, 'b'));
+      assert.deepEqual(Buffer.from(loaded), data, 'the bytes read are the bytes kept');
+      truncateSync(path, 0);
+      assert.deepEqual(Buffer.from(loaded), data, 'a truncated file is no SIGBUS for a copy');
+      native.munmap(loaded);
     } finally {
       cleanup();
     }
@@ -184,7 +202,7 @@ describe("the addon's file operations of the cold path (mapFile, readFile, write
         [join(dir, 'fifo'), 'EINVAL'],
         ['/dev/null', 'EINVAL'],
       ] as const) {
-        assert.throws(() => native.mapFile(path), (e: NodeJS.ErrnoException) => e.code === code && e.message.includes(path), path);
+        assert.throws(() => native.loadFile(path), (e: NodeJS.ErrnoException) => e.code === code && e.message.includes(path), path);
       }
       assert.equal(native.mappings().count, before.count);
     } finally {

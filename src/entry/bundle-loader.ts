@@ -120,9 +120,10 @@ function loadThroughRequire(bundlePath: string): LoadedBundle {
 }
 
 function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
-  // Both files are mapped, not read (native mapFile says why), and unmapped once compiled: V8 keeps
-  // the source as a string of its own, and reads the code cache only while it compiles.
-  const bundleFile = native.mapFile(bundlePath);
+  // Both files are loaded by the addon, not readFileSync (native/pmpool.c loadFile says why), and
+  // released once compiled: V8 keeps the source as a string of its own, and reads the code cache
+  // only while it compiles.
+  const bundleFile = native.loadFile(bundlePath);
   let cacheFile: ArrayBuffer | undefined;
   let script: Vm.Script;
   let cacheProblem: string | undefined;
@@ -130,7 +131,7 @@ function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
   try {
     const bytes = Buffer.from(bundleFile);
     try {
-      cacheFile = native.mapFile(cachePath);
+      cacheFile = native.loadFile(cachePath);
     } catch (e) {
       // Absent is the usual case before the first recording; unreadable costs speed, not the import.
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
@@ -147,8 +148,8 @@ function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
     script = new Script(wrapped, { filename: bundlePath, cachedData });
     if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = 'V8 refused it (another Node, or other V8 flags)';
   } finally {
-    unmapFile(bundleFile);
-    if (cacheFile !== undefined) unmapFile(cacheFile);
+    releaseFile(bundleFile);
+    if (cacheFile !== undefined) releaseFile(cacheFile);
   }
   const run = script.runInThisContext() as BundleFunction;
   const module = { exports: {} as Record<string, unknown> };
@@ -157,8 +158,8 @@ function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
   return { exports: module.exports, script, cache, ...(cacheProblem !== undefined && { cacheProblem }) };
 }
 
-/** Unmaps what mapFile() mapped (an empty file was no mapping). */
-function unmapFile(file: ArrayBuffer): void {
+/** Releases what loadFile() loaded (an empty file was no mapping). */
+function releaseFile(file: ArrayBuffer): void {
   if (file.byteLength > 0) native.munmap(file);
 }
 

@@ -55,8 +55,8 @@ export interface NativeAddon {
   fallocate(fd: number, offset: number, length: number, keepSize: boolean): void;
   flock(fd: number, op: number, nonBlocking: boolean): boolean;
   mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
-  /** A whole regular file mapped read-only (the bundle loader's reads); munmap() releases it. */
-  mapFile(path: string): ArrayBuffer;
+  /** A private, read-only copy of a whole regular file (the bundle loader's reads); munmap() releases it. */
+  loadFile(path: string): ArrayBuffer;
   /**
    * A regular file of at most maxBytes (`device` false), or maxBytes of a character device (`device`
    * true), with its fstat; nothing else is read (its data is empty).
