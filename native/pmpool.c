@@ -860,10 +860,11 @@ static char **environ_with(napi_env env, napi_value set) {
   }
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
+    /* An entry is replaced by a `set` entry of exactly its name (up to '='; an entry without
+       '=' has no name any set entry can match, and is kept as it is). */
     const char *eq = strchr(environ[i], '=');
-    size_t name = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
     int replaced = 0;
-    for (size_t j = 0; j < k && !replaced; j++) replaced = strncmp(environ[i], extra[j], name) == 0;
+    for (size_t j = 0; eq && j < k && !replaced; j++) replaced = strncmp(environ[i], extra[j], (size_t)(eq - environ[i]) + 1) == 0;
     if (!replaced && !(out[m++] = strdup(environ[i]))) goto fail;
   }
   for (size_t j = 0; j < k; j++) out[m++] = extra[j], extra[j] = NULL;
