@@ -116,19 +116,17 @@ const loaded: Map<string, NativeAddon> = ((globalThis as Record<symbol, Map<stri
 
 /**
  * The addon an entry of this package has already loaded: the one registered
- * under the nearest directory above this module. Strings only, no file
+ * under the directory above this module's. Strings only, no file
  * system calls: the package entry walked up to the package root and loaded
  * it a moment ago, and the bundle's copy of this module runs on every cold
  * start, where the walk's existsSync() calls cost ~0.1 ms.
  */
 function alreadyLoaded(): NativeAddon | undefined {
-  for (let dir = import.meta.dirname; ; ) {
-    const addon = loaded.get(join(dir, 'build', 'Release', 'pmpool.node')) ?? loaded.get(join(dir, 'build', 'Debug', 'pmpool.node'));
-    if (addon !== undefined) return addon;
-    const parent = dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
+  // The bundle and the entries sit in dist/, one level below the package root, where the entry
+  // registered the addon. Only there: a walk further up could find another installation's addon
+  // (a pmpool inside node_modules of a checkout of pmpool), registered by its own entry.
+  const root = dirname(import.meta.dirname);
+  return loaded.get(join(root, 'build', 'Release', 'pmpool.node')) ?? loaded.get(join(root, 'build', 'Debug', 'pmpool.node'));
 }
 
 /** The addon; throws, saying how to build it, when it is not built. */
