@@ -63,7 +63,9 @@ describe('kexec chains of real programs', () => {
       if (exists) require("node:fs").rmSync(blob);
       console.log(JSON.stringify({ set: process.env.PMPOOL_TEST_SET, gone: process.env.PMPOOL_TEST_GONE ?? null, fdt: fdt.length, exists, count: env.length }));`;
     try {
-      for (const given of [false, true]) {
+      // No env option, { env: process.env } (the same environment), and an object of the program's own.
+      for (const option of ['', ', env: process.env', ", env: { PMPOOL_TEST_SET: 'given' }"]) {
+        const given = option.includes('given');
         const r = spawnSync(
           process.execPath,
           [
@@ -77,7 +79,7 @@ describe('kexec chains of real programs', () => {
              process.env.PMPOOL_FDT = '/dev/shm/pmpool-handover-consumed.dtb';
              const count = Object.keys(process.env).length;
              process.stderr.write('count ' + count + '\\n');
-             await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${given ? ", env: { PMPOOL_TEST_SET: 'given' }" : ''} });`,
+             await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${option} });`,
             '--',
             `--pmpool=${path},1M`,
           ],

@@ -172,10 +172,11 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     await flushStdio();
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
-    if (options.env === undefined && process.env === NODE_ENV && ownTid() === process.pid) {
+    if ((options.env === undefined || options.env === NODE_ENV) && process.env === NODE_ENV && ownTid() === process.pid) {
       // This program's environment, put together by the addon from environ, which process.env
       // writes through to on the main thread (a worker's process.env is a copy of its own, and an
-      // object the program assigned to process.env is no view of environ at all).
+      // object the program assigned to process.env is no view of environ at all). Passing
+      // { env: process.env } asks for the same.
       native.execve(file, argv, null, [`${FDT_ENV}=${blob}`]);
     } else {
       native.execve(file, argv, envStrings(handoverEnv(blob, options)), []);
