@@ -5,7 +5,7 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -139,6 +139,35 @@ describe('pmpool fdt pack', () => {
     assert.equal(statSync(out).mode & 0o777, 0o640);
     assert.ok(lstatSync(join(sub, 'link.dtb')).isSymbolicLink());
     assert.deepEqual(readdirSync(sub).sort(), ['link.dtb', 'out.dtb']);
+  });
+
+  test('pack keeps what a rewrite in place would have kept: the owner, a read-only refusal, a dangling link', (t) => {
+    const sub = mkdtempSync(join(dir, 'pack-keep-'));
+    const packed = readFileSync(vector('valid/test_tree1.dtb'));
+    // Through a dangling symbolic link: the file it names is created, the link stays.
+    symlinkSync('target.dtb', join(sub, 'dangling.dtb'));
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), join(sub, 'dangling.dtb')).code, 0);
+    assert.ok(lstatSync(join(sub, 'dangling.dtb')).isSymbolicLink());
+    assert.deepEqual(readFileSync(join(sub, 'target.dtb')), packed);
+    if (process.getuid?.() !== 0) return t.skip('the owner and read-only cases need root (to hand a file to another user)');
+    // Root replacing another user's file: the file stays that user's.
+    const theirs = join(sub, 'theirs.dtb');
+    writeFileSync(theirs, 'old', { mode: 0o644 });
+    chownSync(theirs, 65534, 65534);
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), theirs).code, 0);
+    assert.deepEqual([statSync(theirs).uid, statSync(theirs).gid, statSync(theirs).mode & 0o777], [65534, 65534, 0o644]);
+    assert.deepEqual(readFileSync(theirs), packed);
+    // A user may not replace a read-only file of theirs in a directory they may write: refused, untouched.
+    const open = mkdtempSync(join(dir, 'pack-user-'));
+    chmodSync(open, 0o777);
+    const readOnly = join(open, 'read-only.dtb');
+    writeFileSync(readOnly, 'old', { mode: 0o444 });
+    chownSync(readOnly, 65534, 65534);
+    const r = spawnSync(process.execPath, [CLI_PATH, 'fdt', 'pack', vector('valid/test_tree1.dtb'), readOnly], { encoding: 'utf8', uid: 65534, gid: 65534 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^pmpool fdt pack: .*read-only\.dtb: EACCES/);
+    assert.equal(readFileSync(readOnly, 'utf8'), 'old');
+    assert.deepEqual(readdirSync(open), ['read-only.dtb'], 'no temporary left');
   });
 
   test('a refused input writes nothing and exits 1', () => {

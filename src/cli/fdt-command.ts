@@ -7,8 +7,8 @@
  * trailing newline, as console.log does.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, openSync, readSync, realpathSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { accessSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, fsyncSync, openSync, readlinkSync, readSync, realpathSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs';
+import { basename, dirname, isAbsolute, join } from 'node:path';
 import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
 import type { FdtLintFinding } from '../fdt/index.js';
 import { FDT_MAGIC, FDT_V17_SIZE, HDR_MAGIC, HDR_TOTALSIZE } from '../fdt/constants.js';
@@ -98,7 +98,10 @@ function pack(split: SplitArgs, err: Out): number {
       notRegular('pack', output, existing, err);
       return 1;
     }
-    replaceFile(existing === undefined ? output : realpathSync(output), fdt.toBytes(free === undefined ? {} : { freeSpace: free }), existing);
+    // Replaced, not rewritten: so only a file this program could have rewritten (a read-only one
+    // is refused, as writing it would be); through a symbolic link, dangling or not, the file it names.
+    if (existing !== undefined) accessSync(output, constants.W_OK);
+    replaceFile(existing === undefined ? linkTarget(output) : realpathSync(output), fdt.toBytes(free === undefined ? {} : { freeSpace: free }), existing);
   } catch (e) {
     if (e instanceof FdtError) {
       err(`pmpool fdt pack: ${e.message}`);
@@ -205,13 +208,25 @@ function replaceFile(path: string, bytes: Uint8Array, existing: Stats | undefine
   const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
   try {
     try {
-      if (existing !== undefined) fchmodSync(fd, existing.mode & 0o7777);
+      if (existing !== undefined) {
+        // The file keeps its owner as a rewrite would have kept it (root replacing a user's file;
+        // anyone else can only give away what is theirs, which this does not try).
+        if (existing.uid !== process.getuid?.() || existing.gid !== process.getgid?.()) {
+          try {
+            fchownSync(fd, existing.uid, existing.gid);
+          } catch {
+            /* not permitted: the replacement is this program's, as a file it created would be */
+          }
+        }
+        fchmodSync(fd, existing.mode & 0o7777);
+      }
       for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(temp, path);
+    syncDirectory(dirname(path));
   } catch (e) {
     try {
       unlinkSync(temp);
@@ -220,6 +235,33 @@ function replaceFile(path: string, bytes: Uint8Array, existing: Stats | undefine
     }
     throw e;
   }
+}
+
+/** The rename reaches the disk: fsync of the directory that holds it (best effort: some file systems refuse). */
+function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    fsyncSync(fd);
+  } catch {
+    /* a directory that cannot be synced (EINVAL on some file systems): the rename stands */
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Where a new output goes: the path, or through a dangling symbolic link, the file it names. */
+function linkTarget(path: string): string {
+  for (let hops = 0; hops < 40; hops++) {
+    let target: string;
+    try {
+      target = readlinkSync(path);
+    } catch {
+      return path; // not a link (or not there): the path itself
+    }
+    path = isAbsolute(target) ? target : join(dirname(path), target);
+  }
+  return path;
 }
 
 /** The file's stat (following a symlink), or undefined if there is none yet. */
