@@ -52,78 +52,76 @@ function blobsLeftBy(pid: unknown): string[] {
   return readdirSync('/dev/shm').filter((f) => f.startsWith(`pmpool-handover-${String(pid)}-`));
 }
 
+/** What the next program of execReportingEnvironment saw. */
+interface SeenEnvironment {
+  names: string[];
+  set: string | undefined;
+  gone: string | null;
+  fdt: number;
+  blobExisted: boolean;
+}
+
+/**
+ * A program that takes a pool from its command line, runs `before`, and replaces itself in place
+ * (exec options `{ passFlag: false<extraOptions> }`, so the blob is found by PMPOOL_FDT alone) by
+ * one that reports its environment as the kernel handed it over (/proc/self/environ) and consumes
+ * the blob. `env` is added to the first program's environment.
+ */
+function execReportingEnvironment(before: string, extraOptions: string, env: NodeJS.ProcessEnv): { seen: SeenEnvironment; stderr: string } {
+  const next = `const env = require("node:fs").readFileSync("/proc/self/environ", "latin1").split("\\0").filter(Boolean);
+    const fdt = env.filter((e) => e.startsWith("PMPOOL_FDT="));
+    const blob = fdt[0]?.slice("PMPOOL_FDT=".length);
+    const blobExisted = blob !== undefined && require("node:fs").existsSync(blob);
+    if (blobExisted) require("node:fs").rmSync(blob);
+    const names = env.map((e) => e.slice(0, e.indexOf("="))).sort();
+    console.log(JSON.stringify({ names, set: process.env.PMPOOL_TEST_SET, gone: process.env.PMPOOL_TEST_GONE ?? null, fdt: fdt.length, blobExisted }));`;
+  const { path, cleanup } = shmPath('exec-env');
+  try {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         ${before}
+         await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${extraOptions} });`,
+        '--',
+        `--pmpool=${path},1M`,
+      ],
+      { encoding: 'utf8', env: { ...process.env, ...env } },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    return { seen: JSON.parse(r.stdout) as SeenEnvironment, stderr: r.stderr };
+  } finally {
+    cleanup();
+  }
+}
+
 describe('kexec chains of real programs', () => {
   test('exec in place: the next program gets this environment as process.env left it, with one PMPOOL_FDT naming the blob', () => {
-    const { path, cleanup } = shmPath('exec-env');
-    // The next program reports its environment as the kernel handed it over (/proc/self/environ).
-    const next = `const env = require("node:fs").readFileSync("/proc/self/environ", "latin1").split("\\0").filter(Boolean);
-      const fdt = env.filter((e) => e.startsWith("PMPOOL_FDT="));
-      const blob = fdt[0]?.slice("PMPOOL_FDT=".length);
-      const exists = blob !== undefined && require("node:fs").existsSync(blob);
-      if (exists) require("node:fs").rmSync(blob);
-      console.log(JSON.stringify({ set: process.env.PMPOOL_TEST_SET, gone: process.env.PMPOOL_TEST_GONE ?? null, fdt: fdt.length, exists, count: env.length }));`;
-    try {
-      // No env option, { env: process.env } (the same environment), and an object of the program's own.
-      for (const option of ['', ', env: process.env', ", env: { PMPOOL_TEST_SET: 'given' }"]) {
-        const given = option.includes('given');
-        const r = spawnSync(
-          process.execPath,
-          [
-            '--input-type=module',
-            '-e',
-            `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-             kexec.poolFromCommandLine();
-             process.env.PMPOOL_TEST_SET = 'yes';
-             delete process.env.PMPOOL_TEST_GONE;
-             // As a restored program's environment holds its predecessor's (consumed) blob: replaced, not doubled.
-             process.env.PMPOOL_FDT = '/dev/shm/pmpool-handover-consumed.dtb';
-             const count = Object.keys(process.env).length;
-             process.stderr.write('count ' + count + '\\n');
-             await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${option} });`,
-            '--',
-            `--pmpool=${path},1M`,
-          ],
-          { encoding: 'utf8', env: { ...process.env, PMPOOL_TEST_GONE: 'present' } },
-        );
-        assert.equal(r.status, 0, r.stderr);
-        const seen = JSON.parse(r.stdout) as { set: string; gone: string | null; fdt: number; exists: boolean; count: number };
-        assert.deepEqual([seen.set, seen.gone, seen.fdt, seen.exists], [given ? 'given' : 'yes', null, 1, true]);
-        const count = Number(/^count (\d+)$/m.exec(r.stderr)![1]);
-        // The old program's own environment, PMPOOL_FDT replaced in place; or exactly the one given, plus PMPOOL_FDT.
-        assert.equal(seen.count, given ? 2 : count);
-      }
-    } finally {
-      cleanup();
+    // No env option, { env: process.env } (the same environment), and an object of the program's own.
+    for (const option of ['', ', env: process.env', ", env: { PMPOOL_TEST_SET: 'given' }"]) {
+      const given = option.includes('given');
+      const r = execReportingEnvironment(
+        `process.env.PMPOOL_TEST_SET = 'yes';
+         delete process.env.PMPOOL_TEST_GONE;
+         // As a restored program's environment holds its predecessor's (consumed) blob: replaced, not doubled.
+         process.env.PMPOOL_FDT = '/dev/shm/pmpool-handover-consumed.dtb';
+         process.stderr.write('count ' + Object.keys(process.env).length + '\\n');`,
+        option,
+        { PMPOOL_TEST_GONE: 'present' },
+      );
+      assert.deepEqual([r.seen.set, r.seen.gone, r.seen.fdt, r.seen.blobExisted], [given ? 'given' : 'yes', null, 1, true]);
+      // The old program's own environment, PMPOOL_FDT replaced in place; or exactly the one given, plus PMPOOL_FDT.
+      assert.equal(r.seen.names.length, given ? 2 : Number(/^count (\d+)$/m.exec(r.stderr)![1]));
     }
   });
 
   test('exec in place after the program assigned process.env: the next program gets that object, not environ', () => {
-    const { path, cleanup } = shmPath('exec-env-assigned');
-    const next = `const env = require("node:fs").readFileSync("/proc/self/environ", "latin1").split("\\0").filter(Boolean);
-      const blob = env.find((e) => e.startsWith("PMPOOL_FDT="))?.slice("PMPOOL_FDT=".length);
-      if (blob !== undefined) require("node:fs").rmSync(blob, { force: true });
-      console.log(JSON.stringify(env.map((e) => e.slice(0, e.indexOf("="))).sort()));`;
-    try {
-      const r = spawnSync(
-        process.execPath,
-        [
-          '--input-type=module',
-          '-e',
-          `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-           kexec.poolFromCommandLine();
-           // A program that scrubs what the next one inherits.
-           process.env = { PMPOOL_TEST_KEPT: 'yes' };
-           await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false });`,
-          '--',
-          `--pmpool=${path},1M`,
-        ],
-        { encoding: 'utf8', env: { ...process.env, PMPOOL_TEST_SECRET: 'not for the next program' } },
-      );
-      assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(JSON.parse(r.stdout), ['PMPOOL_FDT', 'PMPOOL_TEST_KEPT']);
-    } finally {
-      cleanup();
-    }
+    // A program that scrubs what the next one inherits.
+    const r = execReportingEnvironment("process.env = { PMPOOL_TEST_KEPT: 'yes' };", '', { PMPOOL_TEST_SECRET: 'not for the next program' });
+    assert.deepEqual(r.seen.names, ['PMPOOL_FDT', 'PMPOOL_TEST_KEPT']);
   });
 
   test('A → B → C in place: same PID, generations 0, 1, 2; data and a carried client node intact', () => {
