@@ -204,6 +204,18 @@ describe('usage and files', () => {
     assert.match(r.err[0], /ENOENT/);
   });
 
+  test('check --json on a file that cannot be read still prints a report: ok false, the errno or NOT_REGULAR', () => {
+    const missing = join(dir, 'missing.dtb');
+    const r = run('check', missing, '--json');
+    assert.equal(r.code, 1);
+    assert.equal(r.out.length, 1);
+    const report = JSON.parse(r.out[0]!) as { ok: boolean; code: string; message: string };
+    assert.deepEqual([report.ok, report.code], [false, 'ENOENT']);
+    assert.match(report.message, /missing\.dtb/);
+    assert.match(r.err.join('\n'), /^pmpool fdt check: .*missing\.dtb: ENOENT/);
+    assert.deepEqual(run('check', missing).out, [], 'without --json, stdout stays empty');
+  });
+
   test('a FIFO, a directory or a device is refused at once: exit 1, nothing read or written', () => {
     const fifo = join(dir, 'fifo');
     execFileSync('mkfifo', [fifo]);
@@ -216,7 +228,9 @@ describe('usage and files', () => {
       assert.equal(r.signal, null, `fdt ${args.join(' ')} must not wait for the FIFO's other end`);
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, /: a FIFO, not a regular file\n$/);
-      assert.equal(r.stdout, '');
+      // check --json reports the refusal on stdout too; nothing else writes there.
+      const report = args.includes('--json') ? `${JSON.stringify({ ok: false, code: 'NOT_REGULAR', message: `${fifo}: a FIFO, not a regular file` })}\n` : '';
+      assert.equal(r.stdout, report);
     }
     assert.ok(statSync(fifo).isFIFO(), 'pack left the FIFO as it was');
     assert.throws(() => statSync(join(dir, 'from-fifo.dtb')), 'nothing written');

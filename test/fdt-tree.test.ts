@@ -6,7 +6,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { Fdt, FdtError, checkFdt, checkFdtHeader, fdtRwProbe } from '../src/fdt/index.js';
+import { Fdt, FdtError, FDT_ERR_NUMBERS, checkFdt, checkFdtHeader, fdtRwProbe, fdtStrerror } from '../src/fdt/index.js';
 import type { FdtErrorCode } from '../src/fdt/index.js';
 import { shown } from './support/expect.js';
 
@@ -506,4 +506,15 @@ describe('arguments of the wrong type', () => {
     }
     assert.deepEqual(fdt.toBytes(), before);
   });
+});
+
+test('fdtStrerror: every code has its meaning; anything else is "<unknown error>", as libfdt says', () => {
+  for (const code of Object.keys(FDT_ERR_NUMBERS) as FdtErrorCode[]) {
+    const meaning = fdtStrerror(code);
+    assert.equal(typeof meaning, 'string', code);
+    assert.ok(meaning.length > 0 && meaning !== '<unknown error>', code);
+  }
+  for (const bad of ['NOPE', 'toString', '__proto__', 'constructor', '', 42, null, undefined]) {
+    assert.equal(fdtStrerror(bad as never), '<unknown error>', String(bad));
+  }
 });

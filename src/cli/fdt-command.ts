@@ -59,7 +59,11 @@ function dump([file]: string[], out: Out, err: Out): number {
 
 function check([file]: string[], opts: Set<string>, out: Out, err: Out): number {
   const json = opts.has('--json');
-  const bytes = readBlob(file, 'check', err);
+  // A file that cannot be read is refused on stderr as by every subcommand; with --json there is a
+  // report on stdout too, as `pmpool check --json` gives one for a file that is no pool.
+  const bytes = readBlob(file, 'check', err, (code, message) => {
+    if (json) out(JSON.stringify({ ok: false, code, message }));
+  });
   if (bytes === undefined) return 1;
   let findings: FdtLintFinding[];
   let summary: { version: number; totalSize: number; reservations: number; rw: string | null };
@@ -144,7 +148,7 @@ function parseFile(file: string, sub: string, err: Out): Fdt | undefined {
  * `totalsize` (at most MAX_BLOB), and only the header when the magic is wrong. A small blob at
  * the start of a large file (an image, a partition) is judged without reading the rest into memory.
  */
-function readBlob(file: string, sub: string, err: Out): Uint8Array | undefined {
+function readBlob(file: string, sub: string, err: Out, refused?: (code: string, message: string) => void): Uint8Array | undefined {
   let fd: number | undefined;
   try {
     // O_NONBLOCK: a FIFO opens at once (without it, open waits for a writer) and is refused below.
@@ -152,6 +156,7 @@ function readBlob(file: string, sub: string, err: Out): Uint8Array | undefined {
     const stat = fstatSync(fd);
     if (!stat.isFile()) {
       notRegular(sub, file, stat, err);
+      refused?.('NOT_REGULAR', `${file}: ${fileType(stat)}, not a regular file`);
       return undefined;
     }
     const size = Math.min(stat.size, MAX_BLOB);
@@ -165,6 +170,7 @@ function readBlob(file: string, sub: string, err: Out): Uint8Array | undefined {
     return readInto(fd, bytes, header.length);
   } catch (e) {
     ioFailure(sub, file, e, err);
+    refused?.((e as NodeJS.ErrnoException).code ?? 'IO', `${file}: ${e instanceof Error ? e.message : String(e)}`);
     return undefined;
   } finally {
     if (fd !== undefined) closeSync(fd);

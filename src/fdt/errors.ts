@@ -55,9 +55,10 @@ const MEANINGS: Record<FdtErrorCode, string> = {
   ALIGNMENT: 'a block is not aligned as the format requires',
 };
 
-/** What `code` means, as fdt_strerror would say it. */
+/** What `code` means, as fdt_strerror would say it: "<unknown error>" for a code it does not know, as libfdt does. */
 export function fdtStrerror(code: FdtErrorCode): string {
-  return MEANINGS[code];
+  // An own property only: "toString" and the like are no error codes.
+  return typeof code === 'string' && Object.hasOwn(MEANINGS, code) ? MEANINGS[code] : '<unknown error>';
 }
 
 export class FdtError extends PmpoolError {
