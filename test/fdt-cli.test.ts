@@ -170,6 +170,26 @@ describe('pmpool fdt pack', () => {
     assert.deepEqual(readdirSync(open), ['read-only.dtb'], 'no temporary left');
   });
 
+  test("pack resolves `..` after a symbolic link as the kernel does: the file written is the one the path names", () => {
+    const sub = mkdtempSync(join(dir, 'pack-dotdot-'));
+    const packed = readFileSync(vector('valid/test_tree1.dtb'));
+    mkdirSync(join(sub, 'real', 'deep'), { recursive: true });
+    mkdirSync(join(sub, 'cwd'));
+    symlinkSync('../real/deep', join(sub, 'cwd', 'deep'));
+    // A dangling link whose relative target climbs out of a directory reached through a link.
+    symlinkSync('../new.dtb', join(sub, 'real', 'deep', 'link.dtb'));
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), join(sub, 'cwd', 'deep', 'link.dtb')).code, 0);
+    assert.deepEqual(readFileSync(join(sub, 'real', 'new.dtb')), packed, 'created where the link leads');
+    assert.deepEqual(readdirSync(join(sub, 'cwd')), ['deep'], 'nothing created beside the directory link');
+    // An existing output named with `..` after a directory link: that file is replaced, not its namesake.
+    writeFileSync(join(sub, 'real', 'x.dtb'), 'old');
+    writeFileSync(join(sub, 'cwd', 'x.dtb'), 'namesake');
+    assert.equal(run('pack', vector('valid/test_tree1.dtb'), `${join(sub, 'cwd', 'deep')}/../x.dtb`).code, 0);
+    assert.deepEqual(readFileSync(join(sub, 'real', 'x.dtb')), packed);
+    assert.equal(readFileSync(join(sub, 'cwd', 'x.dtb'), 'utf8'), 'namesake');
+    assert.deepEqual(readdirSync(join(sub, 'real')).sort(), ['deep', 'new.dtb', 'x.dtb'], 'no temporary left');
+  });
+
   test('a refused input writes nothing and exits 1', () => {
     const out = join(dir, 'never.dtb');
     const r = run('pack', vector('malformed/two_roots.dtb'), out);

@@ -105,7 +105,9 @@ function pack(split: SplitArgs, err: Out): number {
     // Replaced, not rewritten: so only a file this program could have rewritten (a read-only one
     // is refused, as writing it would be); through a symbolic link, dangling or not, the file it names.
     if (existing !== undefined) accessSync(output, constants.W_OK);
-    replaceFile(existing === undefined ? linkTarget(output) : realpathSync(output), fdt.toBytes(free === undefined ? {} : { freeSpace: free }), existing);
+    // realpathSync.native: the kernel's resolution. The JavaScript realpathSync first normalises
+    // `dir/..` as text, which names another file when `dir` is a symbolic link.
+    replaceFile(existing === undefined ? linkTarget(output) : realpathSync.native(output), fdt.toBytes(free === undefined ? {} : { freeSpace: free }), existing);
   } catch (e) {
     if (e instanceof FdtError) {
       err(`pmpool fdt pack: ${e.message}`);
@@ -256,18 +258,24 @@ function syncDirectory(dir: string): void {
   }
 }
 
-/** Where a new output goes: the path, or through a dangling symbolic link, the file it names. */
+/**
+ * Where a new output goes: the path, or through a dangling symbolic link, the file it names. A
+ * relative target is taken from the link's directory as the kernel takes it (no `..` removed as
+ * text: the directory may itself be reached through a link), and the directory of the result is
+ * resolved by the kernel, so the temporary is made beside the file the rename will create.
+ */
 function linkTarget(path: string): string {
   for (let hops = 0; hops < 40; hops++) {
     let target: string;
     try {
       target = readlinkSync(path);
     } catch {
-      return path; // not a link (or not there): the path itself
+      // Not a link (or not there): the path itself, in its directory as the kernel resolves it.
+      return join(realpathSync.native(dirname(path)), basename(path));
     }
-    path = isAbsolute(target) ? target : join(dirname(path), target);
+    path = isAbsolute(target) ? target : `${dirname(path)}/${target}`;
   }
-  return path;
+  throw Object.assign(new Error(`ELOOP: too many symbolic links, ${path}`), { code: 'ELOOP' });
 }
 
 /** The file's stat (following a symlink), or undefined if there is none yet. */
