@@ -190,6 +190,33 @@ describe('pmpool fdt pack', () => {
     assert.deepEqual(readdirSync(join(sub, 'real')).sort(), ['deep', 'new.dtb', 'x.dtb'], 'no temporary left');
   });
 
+  test('a member of a shared group replacing a group-writable file keeps its group, where the owner cannot be kept', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root (to run as two users sharing a group)');
+    const [alice, bob, shared] = [65531, 65532, 65530];
+    const top = mkdtempSync(join(tmpdir(), 'pmpool-fdt-group-'));
+    try {
+      chmodSync(top, 0o755);
+      const room = join(top, 'room');
+      mkdirSync(room);
+      chownSync(room, alice, shared);
+      chmodSync(room, 0o770);
+      const out = join(room, 'board.dtb');
+      writeFileSync(out, 'old');
+      chownSync(out, alice, shared);
+      chmodSync(out, 0o660);
+      // bob, in the shared group: the owner cannot be given back to alice, the group can be kept.
+      const asBob = `process.setgroups([${shared}]); process.setgid(${bob}); process.setuid(${bob});
+        process.argv = [process.execPath, ${JSON.stringify(CLI_PATH)}, 'fdt', 'pack', ${JSON.stringify(vector('valid/test_tree1.dtb'))}, ${JSON.stringify(out)}];
+        await import(${JSON.stringify(CLI_PATH)});`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', asBob], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(readFileSync(out), readFileSync(vector('valid/test_tree1.dtb')));
+      assert.deepEqual([statSync(out).uid, statSync(out).gid, statSync(out).mode & 0o777], [bob, shared, 0o660], 'the group, and with it alice\'s access, kept');
+    } finally {
+      rmSync(top, { recursive: true, force: true });
+    }
+  });
+
   test('a refused input writes nothing and exits 1', () => {
     const out = join(dir, 'never.dtb');
     const r = run('pack', vector('malformed/two_roots.dtb'), out);

@@ -223,7 +223,13 @@ function replaceFile(path: string, bytes: Uint8Array, existing: Stats | undefine
           try {
             fchownSync(fd, existing.uid, existing.gid);
           } catch {
-            /* not permitted: the replacement is this program's, as a file it created would be */
+            // The owner cannot be given away; the group can, to a group this program is in (a
+            // member of a shared group replacing a group-writable file keeps the group's access).
+            try {
+              fchownSync(fd, -1, existing.gid);
+            } catch {
+              /* not permitted either: the replacement is this program's, as a file it created would be */
+            }
           }
         }
         fchmodSync(fd, existing.mode & 0o7777);
