@@ -158,14 +158,17 @@ describe('pmpool fdt pack', () => {
     assert.deepEqual([statSync(theirs).uid, statSync(theirs).gid, statSync(theirs).mode & 0o777], [65534, 65534, 0o644]);
     assert.deepEqual(readFileSync(theirs), packed);
     // A user may not replace a read-only file of theirs in a directory they may write: refused, untouched.
-    const open = mkdtempSync(join(dir, 'pack-user-'));
+    // Its own directory under tmpdir(): `dir` is 0700, where uid 65534 could not even stat the file,
+    // and EACCES would then say nothing of the read-only check.
+    const open = mkdtempSync(join(tmpdir(), 'pmpool-fdt-user-'));
+    t.after(() => rmSync(open, { recursive: true, force: true }));
     chmodSync(open, 0o777);
     const readOnly = join(open, 'read-only.dtb');
     writeFileSync(readOnly, 'old', { mode: 0o444 });
     chownSync(readOnly, 65534, 65534);
     const r = spawnSync(process.execPath, [CLI_PATH, 'fdt', 'pack', vector('valid/test_tree1.dtb'), readOnly], { encoding: 'utf8', uid: 65534, gid: 65534 });
     assert.equal(r.status, 1, r.stderr);
-    assert.match(r.stderr, /^pmpool fdt pack: .*read-only\.dtb: EACCES/);
+    assert.match(r.stderr, /^pmpool fdt pack: .*read-only\.dtb: EACCES: permission denied, access /);
     assert.equal(readFileSync(readOnly, 'utf8'), 'old');
     assert.deepEqual(readdirSync(open), ['read-only.dtb'], 'no temporary left');
   });
