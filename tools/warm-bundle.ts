@@ -50,6 +50,7 @@ if (phase === 'hand-over') {
   const map = PersistentMap.open(pool, 'warm-map');
   if (map.size !== 64) throw new Error(`the reopened map holds ${map.size} entries, not 64`);
   for (let i = 0; i < 64; i++) map.set(`key ${i}`, `value ${i} again`);
+  for (let i = 64; i < 96; i++) map.set(`key ${i}`, `value ${i}`); // inserts as well as updates
   map.get('key 1');
   map.delete('key 2');
   map.close();
