@@ -43,6 +43,7 @@ function execWithQueuedOutput(path: string, then: string, before = ''): void {
   );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /^queued true$/m, 'the test did queue output in the stream');
+  assert.doesNotMatch(r.stderr, /did not drain/, 'a stream that drains is waited for, not given up on');
   assert.equal(r.stdout.length, (1 << 19) + 1 + 'after\n'.length);
   assert.ok(r.stdout.endsWith('x\nafter\n') && /^x+$/.test(r.stdout.slice(0, 1 << 19)), 'every byte, in order');
 }
@@ -254,6 +255,7 @@ describe('kexec chains of real programs', () => {
       );
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stderr, /^stuck true$/m, 'the test did queue output that cannot drain');
+      assert.match(r.stderr, /^pmpool: exec\(\): the stream in place of process\.stdout did not drain within 1000 ms; what it still holds is left behind$/m, 'and it is said');
       assert.equal(r.stdout, 'after\n', 'the next program ran; the stuck stream\'s bytes stayed behind');
       assert.deepEqual(blobsLeftBy(r.pid), [], 'its blob was consumed');
     } finally {

@@ -57,7 +57,14 @@ export interface SpawnOptions extends ReplaceOptions {
  * real streams, which may have been handed its bytes meanwhile.
  */
 async function flushStdio(): Promise<void> {
-  await Promise.all(replacedStdioStreams().map((stream) => withinMs(drain(stream), REPLACED_STREAM_DRAIN_MS)));
+  await Promise.all(
+    replacedStdioStreams().map(async ({ name, stream }) => {
+      if ((await withinMs(drain(stream), REPLACED_STREAM_DRAIN_MS)) === false) {
+        // Said on fd 2 itself, at once: the stream that did not drain may be the stderr one.
+        writeSync(2, `pmpool: exec(): the stream in place of process.${name} did not drain within ${REPLACED_STREAM_DRAIN_MS} ms; what it still holds is left behind\n`);
+      }
+    }),
+  );
   await Promise.all(createdStdioStreams().map(drain));
 }
 
@@ -69,11 +76,14 @@ async function flushStdio(): Promise<void> {
  */
 const REPLACED_STREAM_DRAIN_MS = 1_000;
 
-/** `wait`, or `ms` milliseconds, whichever ends first (the timer keeps the program alive meanwhile). */
-function withinMs(wait: Promise<void> | undefined, ms: number): Promise<void> | undefined {
-  if (wait === undefined) return undefined;
+/**
+ * `wait`, or `ms` milliseconds, whichever ends first (the timer keeps the program alive meanwhile):
+ * true when `wait` ended (or there was nothing to wait for), false when the time ran out.
+ */
+function withinMs(wait: Promise<void> | undefined, ms: number): Promise<boolean> {
+  if (wait === undefined) return Promise.resolve(true);
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([wait, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([wait.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]).finally(() => clearTimeout(timer));
 }
 
 type StdioStream = NodeJS.WritableStream & { writableLength: number; _isStdio?: boolean };
@@ -103,13 +113,13 @@ const NODE_STDIO_GETTERS = new Set(['stdout', 'stderr'].map((name) => Object.get
  * The streams the program has put in place of process.stdout/stderr: a data property, or a
  * getter other than Node's. Node's own getter is never called here (it may build the stream).
  */
-function replacedStdioStreams(): StdioStream[] {
-  const streams: StdioStream[] = [];
+function replacedStdioStreams(): { name: 'stdout' | 'stderr'; stream: StdioStream }[] {
+  const streams: { name: 'stdout' | 'stderr'; stream: StdioStream }[] = [];
   for (const name of ['stdout', 'stderr'] as const) {
     const d = Object.getOwnPropertyDescriptor(process, name);
     if (d === undefined || (d.get !== undefined && NODE_STDIO_GETTERS.has(d.get))) continue;
     const s = ('value' in d ? d.value : d.get?.call(process)) as Partial<StdioStream> | null | undefined;
-    if (s != null && typeof s.write === 'function' && typeof s.writableLength === 'number') streams.push(s as StdioStream);
+    if (s != null && typeof s.write === 'function' && typeof s.writableLength === 'number') streams.push({ name, stream: s as StdioStream });
   }
   return streams;
 }
