@@ -729,6 +729,27 @@ describe('PersistentMap open in a busy pool', () => {
       pool.close();
     }
   });
+
+  test('a clear() the pool stops part-way leaves no segment marked queued but off the compaction queue', () => {
+    const pool = memoryPool();
+    try {
+      const map = PersistentMap.open(pool, 'queued');
+      for (let i = 0; i < 20000; i++) map.set(`key ${i}`, `value ${i}`.repeat(4));
+      for (let i = 0; i < 20000; i++) if (i % 4 !== 0) map.delete(`key ${i}`);
+      const s = (map as unknown as { s: { pending: number[]; segQueued: Uint8Array } }).s;
+      const marked = () => [...s.segQueued.keys()].filter((k) => s.segQueued[k] === 1).sort();
+      assert.ok(s.pending.length > 0, 'the deletes left compaction candidates queued');
+      pool.quiesce();
+      expectClientError(() => map.clear(), 'BUSY');
+      pool.resume();
+      // A segment marked queued but not on the queue could never be queued again (queue() skips it).
+      assert.deepEqual(marked(), [...s.pending].sort());
+      map.close();
+      assert.ok(pool.check().ok);
+    } finally {
+      pool.close();
+    }
+  });
 });
 
 /** The map's header run as words (the layout of docs/clients.md). */

@@ -70,6 +70,9 @@ function switchTable(s: MapState, d: number, slots: Uint32Array, log2: number, s
     if (run === null) {
       s.count = 0;
       Atomics.store(s.hdr, HDR_COUNT, 0);
+      // Off the compaction queue, flags and all: a release the pool refuses below stops the drops
+      // part-way, and a segment left flagged but not queued could never be queued again.
+      for (const k of s.pending) s.segQueued[k] = 0;
       s.pending = [];
       for (const k of [...s.loaded]) dropSegment(s, k);
     }
