@@ -292,6 +292,20 @@ static napi_value js_fstat(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* read(2) until `want` bytes or the end of the file, through EINTR: the bytes
+   read (fewer than `want` only at the end), or -1 with errno set. */
+static ssize_t read_fully(int fd, char *buf, size_t want) {
+  size_t n = 0;
+  while (n < want) {
+    ssize_t r = read(fd, buf + n, want - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  return (ssize_t)n;
+}
+
 /* open(2) + fstat(2) of what was opened: the fd, or -1 with the error thrown. */
 static int open_and_stat(napi_env env, const char *path, int flags, struct stat *st) {
   int fd;
@@ -353,17 +367,16 @@ static napi_value js_read_file(napi_env env, napi_callback_info info) {
         buf = more;
         cap = grown;
       }
-      ssize_t r = read(fd, buf + n, cap - n);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) {
+      ssize_t got = read_fully(fd, buf + n, cap - n);
+      if (got < 0) {
         int e = errno;
         free(buf);
         close(fd);
         throw_errno(env, e, "read", path);
         return NULL;
       }
-      if (r == 0) break;
-      n += (size_t)r;
+      n += (size_t)got;
+      if (n < cap) break; /* the end of the file (or all a device gives at once) */
     }
     if (!buf) {
       close(fd);
@@ -666,18 +679,13 @@ static napi_value js_load_file(napi_env env, napi_callback_info info) {
     throw_errno(env, e, "mmap", path);
     return NULL;
   }
-  size_t n = 0;
-  while (n < size) {
-    ssize_t r = read(fd, addr + n, size - n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      int e = r < 0 ? errno : EIO; /* 0: the file was cut short while read */
-      close(fd);
-      munmap(addr, size);
-      throw_errno(env, e, r < 0 ? "read" : "loadFile (the file changed while it was read)", path);
-      return NULL;
-    }
-    n += (size_t)r;
+  ssize_t got = read_fully(fd, addr, size);
+  if (got < 0 || (size_t)got < size) {
+    int e = got < 0 ? errno : EIO; /* short: the file was cut short while read */
+    close(fd);
+    munmap(addr, size);
+    throw_errno(env, e, got < 0 ? "read" : "loadFile (the file changed while it was read)", path);
+    return NULL;
   }
   close(fd);
   mprotect(addr, size, PROT_READ);
