@@ -125,8 +125,16 @@ function alreadyLoaded(): NativeAddon | undefined {
   // The bundle and the entries sit in dist/, one level below the package root, where the entry
   // registered the addon. Only there: a walk further up could find another installation's addon
   // (a pmpool inside node_modules of a checkout of pmpool), registered by its own entry.
-  const root = dirname(import.meta.dirname);
-  return loaded.get(join(root, 'build', 'Release', 'pmpool.node')) ?? loaded.get(join(root, 'build', 'Debug', 'pmpool.node'));
+  for (const file of addonFiles(dirname(import.meta.dirname))) {
+    const addon = loaded.get(file);
+    if (addon !== undefined) return addon;
+  }
+  return undefined;
+}
+
+/** Where node-gyp puts the addon under a package root, in the order it is looked for. */
+function addonFiles(root: string): string[] {
+  return [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
 }
 
 /** The addon; throws, saying how to build it, when it is not built. */
@@ -134,7 +142,7 @@ function loadNative(): NativeAddon {
   const registered = loaded.size > 0 ? alreadyLoaded() : undefined;
   if (registered !== undefined) return registered;
   const root = packageRoot();
-  const candidates = [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
+  const candidates = addonFiles(root);
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
     throw new Error(
