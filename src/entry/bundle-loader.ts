@@ -17,7 +17,7 @@
  * payload crashes the process. So the cache file carries its own header
  * (CACHE_MAGIC, then one JSON line) binding it to the bundle — its path and a
  * checksum of its bytes — and to a checksum of its payload (checksum.ts,
- * computed by the native addon in ~0.06 ms for both, where loading
+ * computed by the native addon in ~0.07 ms for both, where loading
  * node:crypto for a hash would cost more than the cache saves). Anything that
  * does not match is refused, and the bundle is compiled as usual: slower,
  * never wrong. The cache is recorded where the package is installed, by the
