@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
 import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
@@ -75,6 +76,15 @@ test('the entry exports exactly the names of src/index.ts, bound to working code
   const pool = entry.Pool.create(new entry.MemoryRegion(1 << 20), { size: 1 << 20 });
   assert.equal(pool.alloc(2).count, 2);
   assert.throws(() => pool.alloc(0), (e: unknown) => e instanceof entry.PoolError && e.code === 'BAD_ARGUMENT');
+});
+
+test("the entry's classes and functions carry their own names: .name, inspect, stack traces (tools/class-names.ts)", () => {
+  for (const [name, value] of Object.entries(entry)) if (typeof value === 'function') assert.equal(value.name, name);
+  const pool = entry.Pool.create(new entry.MemoryRegion(1 << 20), { size: 1 << 20 });
+  assert.match(inspect(pool), /^Pool \{/);
+  assert.throws(() => pool.alloc(0), (e: Error) => /\n +at Pool\.alloc \(/.test(e.stack ?? ''));
+  const fdt = new entry.Fdt();
+  assert.throws(() => fdt.set('/', 'p', Symbol('not a value') as never), (e: Error) => /\n +at Fdt\.set \(/.test(e.stack ?? ''));
 });
 
 test('require("pmpool") gives the same instance as import: one handover registry per program', () => {

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cachePathOf } from '../src/entry/bundle-loader.js';
 import ts from 'typescript';
+import { restoreClassNames } from './class-names.js';
 import { BUNDLE, recordCache } from './record-cache.js';
 
 const dist = fileURLToPath(new URL('..', import.meta.url));
@@ -26,7 +27,10 @@ const index = join(dist, 'src', 'index.js');
 
 const common: BuildOptions = { bundle: true, platform: 'node', target: 'node20', write: false, logLevel: 'warning', charset: 'ascii' };
 
-function writeWhole(files: OutputFile[]): void {
+/** A file to write: what esbuild built, or one made here. */
+type Output = Pick<OutputFile, 'path' | 'contents'>;
+
+function writeWhole(files: Output[]): void {
   for (const f of files) {
     const temporary = `${f.path}.${process.pid}`;
     writeFileSync(temporary, f.contents);
@@ -94,9 +98,11 @@ async function main(): Promise<void> {
   // A warning here is a bundle that would misbehave (import.meta left undefined, say): refuse it.
   if (bundle.warnings.length > 0) throw new Error(`esbuild warned: ${bundle.warnings.map((w) => w.text).join('; ')}`);
   // The loader reads the bundle as latin1 (no UTF-8 decoding): charset 'ascii' escapes everything else.
-  const script = bundle.outputFiles?.find((f) => f.path === BUNDLE)?.contents;
-  if (script === undefined) throw new Error(`esbuild did not build ${BUNDLE}`);
-  if (script.some((b) => b > 0x7f)) throw new Error('the bundle is not ASCII');
+  const built = bundle.outputFiles?.find((f) => f.path === BUNDLE)?.contents;
+  if (built === undefined) throw new Error(`esbuild did not build ${BUNDLE}`);
+  if (built.some((b) => b > 0x7f)) throw new Error('the bundle is not ASCII');
+  // `var Pool = class _Pool`: the classes get their own names back, every byte kept in place (tools/class-names.ts).
+  const script = Buffer.from(restoreClassNames(Buffer.from(built).toString('latin1'), BUNDLE).text, 'latin1');
   // The loader gives the bundle a require() of Node's built-ins only.
   const outside = Object.values(bundle.metafile.outputs)
     .flatMap((o) => o.imports)
@@ -122,7 +128,7 @@ async function main(): Promise<void> {
       contents: ["module.exports = loadBundle(__dirname + '/pmpool.bundle.cjs').exports;"],
     },
   ];
-  const outputs = [...(bundle.outputFiles ?? [])];
+  const outputs: Output[] = [...(bundle.outputFiles ?? []).filter((f) => f.path !== BUNDLE), { path: BUNDLE, contents: script }];
   for (const e of entries) {
     const built = await build({
       ...common,
@@ -136,7 +142,7 @@ async function main(): Promise<void> {
     });
     outputs.push(...(built.outputFiles ?? []));
   }
-  outputs.push({ path: join(dist, 'pmpool.d.cts'), contents: new TextEncoder().encode(requireTypes()) } as OutputFile);
+  outputs.push({ path: join(dist, 'pmpool.d.cts'), contents: new TextEncoder().encode(requireTypes()) });
   writeWhole(outputs);
 
   // 3. The code cache, recorded for the bundle just written.

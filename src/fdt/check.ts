@@ -93,7 +93,7 @@ export interface FdtCheckResult {
  * (libfdt also refuses a blob at an address that is not 8-aligned; a
  * Uint8Array has no such constraint here, we read it byte by byte.)
  */
-export function checkHeader(bytes: Uint8Array): FdtHeader {
+export function checkFdtHeader(bytes: Uint8Array): FdtHeader {
   requireBytes(bytes, 'checkFdtHeader');
   const bufsize = bytes.length;
   if (bufsize < FDT_V1_SIZE) {
@@ -182,7 +182,7 @@ function blockInside(h: FdtHeader, base: number, size: number): boolean {
  * The visitor sees each item as soon as it has been checked.
  */
 export function checkFull(bytes: Uint8Array, visitor?: StructVisitor): FdtCheckResult {
-  const header = checkHeader(bytes);
+  const header = checkFdtHeader(bytes);
   if (bytes.length < header.totalSize) {
     fail('TRUNCATED', `buffer of ${bytes.length} bytes is shorter than totalsize ${header.totalSize}`, HDR_TOTALSIZE);
   }
@@ -393,7 +393,7 @@ class StructWalk {
  * map, structure, strings. A valid blob that fails this is readable, but
  * libfdt answers BADVERSION or BADLAYOUT to an edit until fdt_open_into.
  */
-export function rwProbe(h: FdtHeader): FdtErrorCode | null {
+export function fdtRwProbe(h: FdtHeader): FdtErrorCode | null {
   if (h === null || typeof h !== 'object') fail('BADVALUE', `fdtRwProbe takes a header from checkFdtHeader, got ${describeValue(h)}`);
   if (h.version < 17 || h.sizeDtStruct === undefined) return 'BADVERSION';
   // libfdt counts one reserve entry here, whatever the map holds.

@@ -6,7 +6,7 @@
 export { Fdt } from './fdt.js';
 export { FdtError, FDT_ERR_NUMBERS, fdtStrerror } from './errors.js';
 export type { FdtErrorCode } from './errors.js';
-export { checkFdt, checkHeader as checkFdtHeader, rwProbe as fdtRwProbe } from './check.js';
+export { checkFdt, checkFdtHeader, fdtRwProbe } from './check.js';
 export type { FdtHeader, FdtCheckResult, MemReservation } from './check.js';
 export type { FdtValue } from './value.js';
 export type { FdtWriteOptions } from './write.js';
