@@ -14,11 +14,16 @@
  * scattered JS heap. Memory per entry: the pool pages the map holds (header,
  * table, segments) / entries; the heap growth of a Map built from fresh
  * strings / entries (needs --expose-gc); lmdb's pages in use / entries.
+ *
+ * Also measured: the floor of a get on this machine (benchGetFloor): the
+ * memory accesses and the string every such lookup must make, and nothing else
+ * (the string made as the PersistentMap makes it: src/clients/codec.ts readLatin1).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PersistentMap, Pool } from '../src/index.js';
+import { readLatin1 } from '../src/clients/codec.js';
 import { prng as unitPrng } from './alloc.js';
 
 const KEY_BYTES = 16;
@@ -91,6 +96,8 @@ interface Side {
   bytesPerEntry: number;
   bytesPerEntryAfterUpdate: number;
   batchedInsert?: number;
+  /** The PersistentMap's table size after the inserts (the get floor is measured on one as large). */
+  tableSlots?: number;
 }
 
 function benchPersistentMap(d: Data): Side {
@@ -103,7 +110,7 @@ function benchPersistentMap(d: Data): Side {
     const insert = opsPerSec(n, () => {
       for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
     });
-    const bytesPerEntry = map.stats().bytesPerEntry;
+    const { bytesPerEntry, tableSlots } = map.stats();
     let sink = 0;
     const get = opsPerSec(n, () => {
       for (let i = 0; i < n; i++) sink += (map.get(getKeys[i]!) as string).length;
@@ -117,7 +124,7 @@ function benchPersistentMap(d: Data): Side {
     if (sink !== 2 * n * VALUE_BYTES || map.size !== n) throw new Error('PersistentMap bench: wrong results');
     const bytesPerEntryAfterUpdate = map.stats().bytesPerEntry;
     map.close();
-    return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate };
+    return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate, tableSlots };
   } finally {
     pool.close();
     rmSync(path, { force: true });
@@ -154,6 +161,58 @@ function benchJsMap(d: Data): Side {
     if (owned.size !== n) throw new Error('Map bench: wrong size');
   }
   return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate: bytesPerEntry };
+}
+
+/**
+ * The floor of any get from a hash table whose records live outside it, in
+ * persistent memory, returning a string: per lookup, one read of a random
+ * table slot, one read of the record it points to (a dependent miss), and
+ * the value made a JS string from the record's bytes. No hashing, no key
+ * comparison, no bounds or checksum checks: what is left when a lookup does
+ * nothing but what it must. The table and records are the PersistentMap's
+ * sizes (8-byte slots at its load, 128-byte records), in pool memory on
+ * /dev/shm, in the same random order as the gets: on a machine where a
+ * dependent miss costs hundreds of nanoseconds, this says how far a get
+ * can go.
+ */
+function benchGetFloor(d: Data, tableSlots: number): number {
+  const path = `/dev/shm/pmpool-bench-floor-${process.pid}`;
+  rmSync(path, { force: true });
+  const pool = Pool.create(path, { size: '1G' });
+  try {
+    const { n } = d;
+    const RECORD = 128;
+    const table = new Uint32Array(pool.alloc(Math.ceil((tableSlots * 8) / pool.pageSize)).bytes().buffer, 0, tableSlots * 2);
+    const recordBytes = pool.alloc(Math.ceil((n * RECORD) / pool.pageSize)).bytes();
+    const records = Buffer.from(recordBytes.buffer, recordBytes.byteOffset, recordBytes.byteLength);
+    const rnd = prng(0xf1008);
+    // Entry i: a random free slot, its record at a random place among the records.
+    const slotOf = new Uint32Array(n);
+    const place = permutation(n, rnd);
+    for (let i = 0; i < n; i++) {
+      let slot = rnd() % tableSlots;
+      while (table[2 * slot + 1] !== 0) slot = (slot + 1) % tableSlots;
+      table[2 * slot] = place[i]! * RECORD;
+      table[2 * slot + 1] = 1;
+      slotOf[i] = slot;
+      records.fill(97 + (i % 26), place[i]! * RECORD + 28, place[i]! * RECORD + 28 + VALUE_BYTES);
+    }
+    const order = permutation(n, rnd);
+    const lookups = new Uint32Array(n);
+    for (let i = 0; i < n; i++) lookups[i] = slotOf[order[i]!]!;
+    let sink = 0;
+    const get = opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) {
+        const at = table[2 * lookups[i]!]! + 28;
+        sink += readLatin1(records, at, at + VALUE_BYTES).length;
+      }
+    });
+    if (sink !== n * VALUE_BYTES) throw new Error('get floor: wrong results');
+    return get;
+  } finally {
+    pool.close();
+    rmSync(path, { force: true });
+  }
 }
 
 interface LmdbDatabase {
@@ -218,6 +277,8 @@ export async function benchClients(options: { entries?: number; print?: boolean 
   const js = benchJsMap(data);
   gc?.();
   const lmdb = await benchLmdb(data);
+  gc?.();
+  const getFloor = benchGetFloor(data, ours.tableSlots!);
   const result: Record<string, number> = {
     entries: n,
     key_bytes: KEY_BYTES,
@@ -226,6 +287,8 @@ export async function benchClients(options: { entries?: number; print?: boolean 
     pmap_get_ops_per_s: Math.round(ours.get),
     pmap_update_ops_per_s: Math.round(ours.update),
     pmap_get_after_update_ops_per_s: Math.round(ours.getAfterUpdate),
+    get_floor_ops_per_s: Math.round(getFloor),
+    pmap_get_vs_floor: Math.round((ours.get / getFloor) * 1000) / 1000,
     pmap_bytes_per_entry: Math.round(ours.bytesPerEntry),
     pmap_overhead_bytes_per_entry: Math.round(ours.bytesPerEntry - KEY_BYTES - VALUE_BYTES),
     pmap_bytes_per_entry_after_update: Math.round(ours.bytesPerEntryAfterUpdate),
@@ -264,6 +327,9 @@ export async function benchClients(options: { entries?: number; print?: boolean 
     console.log(`clients: ${n.toLocaleString('en')} entries, ${KEY_BYTES}-byte keys, ${VALUE_BYTES}-byte values, random order; one process`);
     for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
     console.log('(PersistentMap: pool on /dev/shm, every set crash-atomic; bytes/entry: pool pages held, incl. table and garbage not yet compacted)');
+    console.log(
+      `get floor (a random table slot, then its record, then the value as a string; nothing else): ${m(getFloor)}; PersistentMap get = ${(ours.get / getFloor).toFixed(2)}x of it`,
+    );
     console.log(JSON.stringify(result));
   }
   return result;
