@@ -216,10 +216,19 @@ export type SuperblockProblem = { code: 'NOT_A_POOL' | 'CORRUPT' | 'INCOMPATIBLE
 /** Decodes and validates a superblock; returns the problem instead of throwing, for check(). */
 export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superblock | SuperblockProblem {
   if (bytes.length < SUPERBLOCK_BYTES) return { code: 'NOT_A_POOL', message: 'region too small for a superblock' };
-  for (let i = 0; i < MAGIC.length; i++) {
+  for (let i = 0; i < MAGIC.length - 1; i++) {
     if (bytes[i] !== MAGIC[i]) return { code: 'NOT_A_POOL', message: 'no pmpool magic at offset 0' };
   }
   const v = new DataView(bytes.buffer, bytes.byteOffset, SUPERBLOCK_BYTES);
+  if (bytes[MAGIC.length - 1] !== MAGIC[MAGIC.length - 1]) {
+    // A pool of another major names its major twice: in the magic's suffix and in the u16 at
+    // offset 8, which every major keeps where it is. Both differ from ours: that pool is refused
+    // by its version, before its checksum (another major may keep it elsewhere). The suffix alone
+    // differing is damage, not a version: the backup superblock may still be good.
+    const major = v.getUint16(8, true);
+    if (major === ABI_MAJOR) return { code: 'NOT_A_POOL', message: 'no pmpool magic at offset 0' };
+    return otherMajor(`${major} (magic suffix ${JSON.stringify(String.fromCharCode(bytes[MAGIC.length - 1]!))})`);
+  }
   const stored = v.getUint32(SB_CRC_OFFSET, true);
   const actual = crc32c(bytes, 0, SB_CRC_OFFSET);
   if (stored !== actual) {
@@ -227,9 +236,7 @@ export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superbl
   }
   const abiMajor = v.getUint16(8, true);
   const incompat = v.getUint32(16, true);
-  if (abiMajor !== ABI_MAJOR) {
-    return { code: 'INCOMPATIBLE', message: `pool ABI major ${abiMajor} is not ${ABI_MAJOR}; this pmpool cannot read it` };
-  }
+  if (abiMajor !== ABI_MAJOR) return otherMajor(String(abiMajor));
   if ((incompat & ~INCOMPAT_SUPPORTED) !== 0) {
     return { code: 'INCOMPATIBLE', message: `pool uses incompatible features ${hex(incompat & ~INCOMPAT_SUPPORTED)} unknown to this pmpool` };
   }
@@ -269,6 +276,10 @@ export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superbl
     generation: v.getBigUint64(176, true),
     createdAtMs: Number(v.getBigUint64(184, true)),
   };
+}
+
+function otherMajor(major: string): SuperblockProblem {
+  return { code: 'INCOMPATIBLE', message: `pool ABI major ${major} is not ${ABI_MAJOR}; this pmpool cannot read it` };
 }
 
 export function isSuperblockProblem(x: Superblock | SuperblockProblem): x is SuperblockProblem {
