@@ -49,3 +49,26 @@ describe('superblock versions (docs/abi.md, "Reading a superblock")', () => {
     assert.match(e.message, /backup superblock is intact/);
   });
 });
+
+describe('superblock feature flags', () => {
+  test('an unknown incompat bit refuses the pool as INCOMPATIBLE', () => {
+    const fx = closedPool();
+    editSuperblocks(fx.bytes, (v) => v.setUint32(16, 1 << 5, true));
+    assert.match(expectError(fx.open, PoolError, 'INCOMPATIBLE').message, /incompatible features 0x00000020/);
+  });
+
+  test('an unknown ro-compat bit refuses the pool as INCOMPATIBLE: every open may write, none is read-only', () => {
+    const fx = closedPool();
+    editSuperblocks(fx.bytes, (v) => v.setUint32(20, 1, true));
+    assert.match(expectError(fx.open, PoolError, 'INCOMPATIBLE').message, /read-only-compatible features 0x00000001/);
+  });
+
+  test('an unknown compat bit is ignored: the pool opens and works', () => {
+    const fx = closedPool();
+    editSuperblocks(fx.bytes, (v) => v.setUint32(12, 1 << 31, true));
+    const pool = fx.open();
+    pool.alloc(1);
+    assert.equal(pool.check().ok, true);
+    pool.close();
+  });
+});

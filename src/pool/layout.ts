@@ -15,7 +15,11 @@ export const MAGIC = Uint8Array.from([0x50, 0x4d, 0x50, 0x4f, 0x4f, 0x4c, 0x76, 
 
 /** Incompatible features this code understands (a reader refuses any other incompat bit). */
 export const INCOMPAT_SUPPORTED = 0;
-/** Read-only-compatible features this code understands (others: open refused for writing). */
+/**
+ * Read-only-compatible features this code understands. A reader that does not
+ * know one may only read the pool, and pmpool has no read-only open (every
+ * open may recover, every check may repair): an unknown bit refuses the open.
+ */
 export const RO_COMPAT_SUPPORTED = 0;
 
 /** Superblock flags (not features: facts about this pool). */
@@ -240,6 +244,13 @@ export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superbl
   if ((incompat & ~INCOMPAT_SUPPORTED) !== 0) {
     return { code: 'INCOMPATIBLE', message: `pool uses incompatible features ${hex(incompat & ~INCOMPAT_SUPPORTED)} unknown to this pmpool` };
   }
+  const roCompat = v.getUint32(20, true);
+  if ((roCompat & ~RO_COMPAT_SUPPORTED) !== 0) {
+    return {
+      code: 'INCOMPATIBLE',
+      message: `pool uses read-only-compatible features ${hex(roCompat & ~RO_COMPAT_SUPPORTED)} unknown to this pmpool, which has no read-only open`,
+    };
+  }
   const pageSize = v.getUint32(40, true);
   const orderPerBit = v.getUint32(44, true);
   const pageCount = Number(v.getBigUint64(48, true));
@@ -269,7 +280,7 @@ export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superbl
     abiMinor: v.getUint16(10, true),
     compat: v.getUint32(12, true),
     incompat,
-    roCompat: v.getUint32(20, true),
+    roCompat,
     uuid: bytes.slice(24, 40),
     flags: v.getUint32(192, true),
     geometry,
