@@ -32,6 +32,13 @@ function handedOver(label: string) {
   };
 }
 
+/** Moves a node's properties to a new node of another name (a valid FDT name the binding may refuse). */
+function renameNode(fdt: Fdt, from: string, to: string): void {
+  fdt.addNode(to);
+  for (const prop of fdt.props(from)) fdt.set(to, prop, fdt.get(from, prop)!);
+  fdt.remove(from);
+}
+
 /** The pool must still open through the crash-recovery path, its data intact. */
 function assertPoolUntouched(path: string): void {
   const pool = Pool.open(path);
@@ -72,6 +79,7 @@ describe('handover refusals leave the pool untouched and openable', () => {
     ['root major version', (f) => f.set('/', 'compatible', 'pmpool,handover-v2'), 'BAD_BINDING'],
     ['pool major version', (f) => f.set('/pools/default_pmpool', 'compatible', 'pmpool,pool-v9'), 'BAD_BINDING'],
     ['generation type', (f) => f.set('/pools/default_pmpool', 'generation', 'one'), 'BAD_BINDING'],
+    ['pool node name', (f) => renameNode(f, '/pools/default_pmpool', '/pools/pool@1000'), 'BAD_BINDING'],
   ];
   for (const [field, edit, code] of tamper) {
     test(`tampered ${field} → ${code}`, () => {

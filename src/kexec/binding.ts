@@ -80,10 +80,14 @@ export function writeRoot(fdt: Fdt, generation: bigint, from: string): void {
   fdt.addNode(CLIENTS);
 }
 
+/** A pool node's name: a device tree node name without a unit address (no "@"), at most 31 characters. */
+const POOL_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
+const POOL_NAME_RULE = '1-31 of A-Z a-z 0-9 , . _ + -';
+
 export function poolNodePath(name: string): string {
   // typeof first: test() would read 42 as "42".
-  if (typeof name !== 'string' || !/^[A-Za-z0-9,._+-]{1,31}$/.test(name)) {
-    throw new HandoverError('BAD_ARGUMENT', `pool node name ${describeValue(name)} is not a valid device tree node name (1-31 of A-Z a-z 0-9 , . _ + -)`);
+  if (typeof name !== 'string' || !POOL_NAME.test(name)) {
+    throw new HandoverError('BAD_ARGUMENT', `pool node name ${describeValue(name)} is not a valid device tree node name (${POOL_NAME_RULE})`);
   }
   return `${POOLS}/${name}`;
 }
@@ -124,6 +128,15 @@ export function readPoolNode(fdt: Fdt, name: string): PoolNode {
   };
 }
 
+/**
+ * The names of a tree's pool nodes. The tree came from a blob: a name the
+ * binding does not allow is the blob's fault (BAD_BINDING), not a caller's
+ * bad argument, though poolNodePath() would call it one.
+ */
 export function poolNames(fdt: Fdt): string[] {
-  return fdt.has(POOLS) ? fdt.children(POOLS) : [];
+  const names = fdt.has(POOLS) ? fdt.children(POOLS) : [];
+  for (const name of names) {
+    if (!POOL_NAME.test(name)) throw new HandoverError('BAD_BINDING', `${POOLS}/${name}: a pool node name is ${POOL_NAME_RULE}`);
+  }
+  return names;
 }
