@@ -1,12 +1,17 @@
 /**
- * The superblock's version rules of docs/abi.md, on the bytes of real pools:
- * what a reader refuses, and with which code.
+ * docs/abi.md against the bytes of real pools: its layout tables (read from
+ * the page itself, so that an edit of either side without the other fails
+ * here), its checksums and hashes recomputed from their written
+ * definitions, and the version rules — what a reader refuses, with which code.
  */
-import { test, describe } from 'node:test';
+import { after, test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BYTES } from '../src/pool/layout.js';
+import { CONTROL_LAYOUT } from '../src/pool/control.js';
+import { hashName, hashPfn, homeSlot } from '../src/pool/parts.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { expectError } from './support/expect.js';
 
@@ -70,5 +75,122 @@ describe('superblock feature flags', () => {
     pool.alloc(1);
     assert.equal(pool.check().ok, true);
     pool.close();
+  });
+});
+
+/** The rows `| offset | type | ...` of the first table in the `## <heading>...` section of docs/abi.md. */
+function tableRows(heading: string): Array<[number, string]> {
+  const doc = readFileSync(new URL('../../docs/abi.md', import.meta.url), 'utf8');
+  const start = doc.indexOf(`\n## ${heading}`);
+  assert.ok(start >= 0, `docs/abi.md has a section "## ${heading}..."`);
+  const rows: Array<[number, string]> = [];
+  for (const line of doc.slice(start + 1).split('\n').slice(1)) {
+    const row = /^\| (\d+) \| ([^|]+?) \|/.exec(line);
+    if (row) rows.push([Number(row[1]), row[2]!]);
+    else if (rows.length > 0 || line.startsWith('## ')) break;
+  }
+  return rows;
+}
+
+describe('the layout tables of docs/abi.md, against a real pool', () => {
+  // Unit 2 pages, 64 records: allocations land in their home slots, and the fields are not their defaults.
+  const region = new MemoryRegion(4 * MiB);
+  const pool = Pool.create(region, { size: region.size, orderPerBit: 1, maxAllocations: 64 });
+  const named = pool.alloc(3, { name: 'state', owner: 'app' });
+  const plain = pool.alloc(2);
+  pool.setGeneration(5n);
+  const bytes = new Uint8Array(region.buffer);
+  const view = new DataView(region.buffer);
+  const g = pool.geometry;
+  after(() => pool.close());
+
+  test('superblock: each field at its documented offset, the CRC-32C over [0, 252), the backup identical', () => {
+    assert.deepEqual(tableRows('Superblock'), [
+      [0, 'u8[8]'], [8, 'u16'], [10, 'u16'], [12, 'u32'], [16, 'u32'], [20, 'u32'], [24, 'u8[16]'],
+      [40, 'u32'], [44, 'u32'], [48, 'u64'], [56, 'u64'], [64, 'u64'], [72, 'u32'], [76, 'u32'],
+      [80, '6 × (u64 offset, u64 length)'], [176, 'u64'], [184, 'u64'], [192, 'u32'], [196, '—'], [252, 'u32'],
+    ]);
+    assert.equal(Buffer.from(bytes.subarray(0, 8)).toString('latin1'), 'PMPOOLv2');
+    assert.deepEqual([view.getUint16(8, true), view.getUint16(10, true)], [2, 0]);
+    assert.deepEqual([view.getUint32(12, true), view.getUint32(16, true), view.getUint32(20, true)], [0, 0, 0]);
+    assert.deepEqual(bytes.slice(24, 40), pool.uuidBytes);
+    assert.deepEqual([view.getUint32(40, true), view.getUint32(44, true)], [g.pageSize, g.orderPerBit]);
+    const u64 = (at: number) => Number(view.getBigUint64(at, true));
+    assert.deepEqual([u64(48), u64(56), u64(64)], [g.pageCount, g.unitCount, g.metadataPages]);
+    assert.deepEqual([view.getUint32(72, true), view.getUint32(76, true)], [g.maxRecords, g.indexSlots]);
+    const areas = ['control', 'unitBitmap', 'recordBitmap', 'pfnIndex', 'nameIndex', 'records'] as const;
+    areas.forEach((name, i) => assert.deepEqual([u64(80 + 16 * i), u64(88 + 16 * i)], [g.areas[name].offset, g.areas[name].length], name));
+    assert.equal(view.getBigUint64(176, true), 5n);
+    assert.ok(Math.abs(u64(184) - Date.now()) < 60_000, 'created at: ms since the epoch');
+    assert.equal(view.getUint32(192, true), 0);
+    assert.ok(bytes.subarray(196, 252).every((b) => b === 0));
+    assert.equal(view.getUint32(252, true), crc32c(bytes, 0, 252));
+    assert.equal(view.getUint32(252, true), pool.superblockCrc);
+    assert.deepEqual(bytes.slice(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES), bytes.slice(0, SUPERBLOCK_BYTES));
+  });
+
+  test('control page: the offsets the code uses are the documented ones, and hold what the table says', () => {
+    assert.deepEqual(tableRows('Control page'), [
+      [0, 'u32'], [64, 'u32'], [68, 'u32'], [72, 'u32'], [76, 'u32'], [80, 'u64'], [88, 'u32'], [96, 'u64'],
+      [104, 'u32'], [128, 'u64'], [136, 'u32'], [140, 'u32'], [144, 'u64'], [152, 'u64'], [160, 'u32'], [164, 'u32'],
+    ]);
+    assert.deepEqual(CONTROL_LAYOUT, { LOCK_WORD: 0, OWNER_RUN_ID: 64, OWNER_PID: 68, LOCK_BREAKS: 104, NEXT_SEQ: 128, INTENT_OP: 136, INDEX_ALL: 164 });
+    const c = g.areas.control.offset;
+    assert.equal(view.getUint32(c, true), 0, 'lock word: free between operations');
+    assert.notEqual(view.getUint32(c + 64, true), 0, 'the last holder run id');
+    assert.equal(view.getUint32(c + 68, true), process.pid);
+    let bootId = 'unknown-boot';
+    try {
+      bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
+    } catch {
+      /* no procfs: the documented fallback */
+    }
+    assert.equal(view.getUint32(c + 72, true), crc32c(Buffer.from(bootId, 'latin1')), 'boot hash: CRC-32C of boot_id without its newline');
+    assert.equal(view.getBigUint64(c + 128, true), 2n, 'the last sequence number handed out: two allocations');
+    assert.equal(view.getUint32(c + 136, true), 0, 'no intent');
+    assert.equal(view.getUint32(c + 164, true), 0, 'INDEX_ALL clear');
+    for (const [from, to] of [[4, 64], [92, 96], [108, 128], [168, 4096]]) {
+      assert.ok(bytes.subarray(c + from!, c + to!).every((b) => b === 0), `control bytes [${from}, ${to}) are zero`);
+    }
+  });
+
+  test('directory records: fields, the CRC-32C over their documented concatenation, home slots', () => {
+    assert.deepEqual(tableRows('Directory record'), [
+      [0, 'u32'], [4, 'u32'], [8, 'u64'], [16, 'u64'], [24, 'u64'], [32, 'u32'], [36, 'u8'], [37, 'u8'], [38, 'u16'], [40, 'u8[24]'], [64, 'u8[64]'],
+    ]);
+    const records = [
+      { a: named, seq: 1n, owner: 'app', name: 'state' },
+      { a: plain, seq: 2n, owner: '', name: '' },
+    ];
+    for (const { a, seq, owner, name } of records) {
+      const slot = Math.floor(a.pfn / 2 ** g.orderPerBit) % g.maxRecords;
+      assert.equal(slot, homeSlot(g, a.pfn));
+      const at = g.areas.records.offset + slot * 128;
+      const r = bytes.subarray(at, at + 128);
+      const rv = new DataView(region.buffer, at, 128);
+      assert.equal(Buffer.from(r.subarray(0, 4)).toString('latin1'), 'LIVE');
+      assert.deepEqual([rv.getBigUint64(8, true), rv.getBigUint64(16, true), rv.getBigUint64(24, true)], [BigInt(a.pfn), BigInt(a.count), seq]);
+      assert.equal(a.count % 2 ** g.orderPerBit, 0, 'a whole number of units');
+      assert.deepEqual([rv.getUint32(32, true), r[36], r[37], rv.getUint16(38, true)], [0, owner.length, name.length, 0]);
+      assert.equal(Buffer.from(r.subarray(40, 40 + owner.length)).toString(), owner);
+      assert.equal(Buffer.from(r.subarray(64, 64 + name.length)).toString(), name);
+      const covered = Buffer.concat([r.subarray(0, 4), r.subarray(8, 40), r.subarray(40, 40 + owner.length), r.subarray(64, 64 + name.length)]);
+      assert.equal(rv.getUint32(4, true), crc32c(covered));
+    }
+  });
+
+  test('indices: the name hash is the CRC-32C of the name; hashPfn is the documented formula', () => {
+    assert.equal(hashName(Buffer.from('state')), crc32c(Buffer.from('state')));
+    const documented = (pfn: number): number => {
+      const w = BigInt(pfn) >> 3n;
+      let h = Number(((w & 0xffffffffn) ^ (w >> 32n)) * 0x9e3779b1n & 0xffffffffn);
+      h = (h ^ (h >>> 16)) >>> 0;
+      h = Number((BigInt(h) * 0x85ebca6bn) & 0xffffffffn);
+      h = (h ^ (h >>> 13)) >>> 0;
+      return Number(((BigInt(h) << 3n) | BigInt(pfn & 7)) & 0xffffffffn);
+    };
+    for (const pfn of [0, 1, 7, 8, 9, 1234, 2 ** 31 + 5, 2 ** 32 + 3, 2 ** 40 + 12345, Number.MAX_SAFE_INTEGER]) {
+      assert.equal(hashPfn(pfn), documented(pfn), `hashPfn(${pfn})`);
+    }
   });
 });
