@@ -31,7 +31,7 @@ const OWNER_START = 80; // u64
 const OWNER_TID = 88;
 const OWNER_TID_START = 96; // u64
 const LOCK_BREAKS = 104;
-const NEXT_SEQ = 128; // u64
+const NEXT_SEQ = 128; // u64: the last sequence number handed out, not the next
 const INTENT_OP = 136;
 const INTENT_SLOT = 140;
 const INTENT_PFN = 144; // u64
@@ -282,7 +282,6 @@ export class Control {
     this.w.atomicStore(this.base + OWNER_RUN_ID, this.runId);
   }
 
-  /** Next commit sequence number (under the lock). */
   /** True while every honoured record must be in the pfn index (INDEX_ALL). */
   indexAll(): boolean {
     return this.w.u32[(this.base + INDEX_ALL) >>> 2] !== 0;
@@ -297,6 +296,7 @@ export class Control {
     return this.w.u32[(this.base + INDEX_ALL) >>> 2]!;
   }
 
+  /** Hands out the next commit sequence number (under the lock): the word holds the last one handed out. */
   nextSeq(): number {
     const seq = this.w.load64(this.base + NEXT_SEQ) + 1;
     this.w.store64(this.base + NEXT_SEQ, seq);
