@@ -115,6 +115,41 @@ describe('FileRegion over /dev/shm', () => {
     }
   });
 
+  test("a window's flush and advice take only ranges inside the window: the bytes around it are never discarded", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      // A durable file, so that flush reaches msync. The window holds bytes PAGE + 1 to 3 * PAGE - 2:
+      // its mapping spans pages 1 and 2 whole, and so reaches a byte on either side of it.
+      const region = FileRegion.create(join(dir, 'region'), { size: 4 * PAGE });
+      const all = region.map(0, 4 * PAGE);
+      all.bytes().fill(0xaa);
+      const window = region.map(PAGE + 1, 2 * PAGE - 2);
+      for (const [offset, length] of [
+        [-1, 2 * PAGE],
+        [0, 2 * PAGE - 1],
+        [2 * PAGE - 2, 1],
+        [1.5, 1],
+        [Number.NaN, 1],
+      ]) {
+        assertRegionError(() => window.advise('remove', offset, length), 'BAD_RANGE');
+        assertRegionError(() => window.advise('willneed', offset, length), 'BAD_RANGE');
+        assertRegionError(() => window.flush(offset, length), 'BAD_RANGE');
+      }
+      assertRegionError(() => window.flush(2 * PAGE), 'BAD_RANGE');
+      assert.ok(all.bytes().every((b) => b === 0xaa), 'no byte was discarded');
+      window.flush(2 * PAGE - 3, 1);
+      // Bytes 2 * PAGE to 3 * PAGE - 2 of the region: page 2 is not wholly inside, nothing goes.
+      window.advise('remove', PAGE - 1, PAGE - 1);
+      assert.ok(all.bytes().every((b) => b === 0xaa), 'a page partly outside the range is kept');
+      region.close();
+      const memory = new MemoryRegion(4 * PAGE).map(PAGE, PAGE);
+      assertRegionError(() => memory.flush(0, 2 * PAGE), 'BAD_RANGE');
+      assertRegionError(() => memory.advise('remove', -1, PAGE), 'BAD_RANGE');
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a window that is collected is unmapped', () => {
     const { path, cleanup } = shmPath('gc');
     try {

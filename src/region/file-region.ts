@@ -20,6 +20,7 @@ import {
   checkPath,
   checkSize,
   checkWindow,
+  checkWindowRange,
   regionOptions,
   RegionError,
   SYSTEM_PAGE_SIZE,
@@ -125,6 +126,7 @@ class FileWindow implements RegionWindow {
     return new Uint8Array(this.buffer, this.byteOffset, this.length);
   }
   flush(offset = 0, length = this.length - offset): void {
+    checkWindowRange(this, offset, length);
     if (!this.live || !this.region.durable) return;
     try {
       native.msync(this.buffer, this.byteOffset + offset, length, true);
@@ -134,6 +136,7 @@ class FileWindow implements RegionWindow {
     }
   }
   advise(advice: MadviseAdvice, offset = 0, length = this.length - offset): void {
+    checkWindowRange(this, offset, length);
     if (!this.live) return;
     native.madvise(this.buffer, this.byteOffset + offset, length, advice);
   }

@@ -5,7 +5,7 @@
  * run's stores.
  */
 import { describeValue } from '../util/options.js';
-import { checkSize, checkWindow, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow } from './region.js';
+import { checkSize, checkWindow, checkWindowRange, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
 
 class MemoryWindow implements RegionWindow {
   private live = true;
@@ -27,11 +27,12 @@ class MemoryWindow implements RegionWindow {
     if (!this.mapped) throw new RegionError('CLOSED', 'window is unmapped', null);
     return new Uint8Array(this.region.buffer, this.offset, this.length);
   }
-  flush(): void {
-    /* memory is never durable */
+  // Nothing to do, but a range outside the window is refused as a file-backed window refuses it.
+  flush(offset = 0, length = this.length - offset): void {
+    checkWindowRange(this, offset, length);
   }
-  advise(): void {
-    /* a SharedArrayBuffer takes no advice */
+  advise(_advice: WindowAdvice, offset = 0, length = this.length - offset): void {
+    checkWindowRange(this, offset, length);
   }
   unmap(): void {
     this.live = false;

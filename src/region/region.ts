@@ -50,11 +50,14 @@ export interface RegionWindow {
   readonly mapped: boolean;
   /** A view of the whole window. */
   bytes(): Uint8Array;
-  /** Makes stores in the window durable (msync on a file-backed region). `offset` is relative to the window. */
+  /**
+   * Makes stores in the window durable (msync on a file-backed region). `offset` is relative to the
+   * window; a range that leaves the window is refused (BAD_RANGE).
+   */
   flush(offset?: number, length?: number): void;
   /**
-   * madvise over part of the window. Advice that discards contents
-   * ('remove', 'dontneed') acts only on whole pages inside the range, never
+   * madvise over part of the window (a range that leaves it is refused, BAD_RANGE). Advice that
+   * discards contents ('remove', 'dontneed') acts only on whole pages inside the range, never
    * on bytes around it; the rest acts on the pages the range touches.
    */
   advise(advice: WindowAdvice, offset?: number, length?: number): void;
@@ -109,6 +112,17 @@ export function checkWindow(region: Region, offset: number, length: number): voi
   }
   if (length > MAX_WINDOW_BYTES) {
     throw new RegionError('BAD_RANGE', `window of ${length} bytes is over the ${MAX_WINDOW_BYTES}-byte limit`, region.path);
+  }
+}
+
+/**
+ * `[offset, +length)` relative to a window must lie inside it: the mapping behind a window spans
+ * whole pages around it, so the addon alone would let a range reach (and 'remove' discard) bytes
+ * of the region the window does not hold.
+ */
+export function checkWindowRange(window: RegionWindow, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > window.length) {
+    throw new RegionError('BAD_RANGE', `range [${offset}, +${length}) is not inside the window's ${window.length} bytes`, window.region.path);
   }
 }
 
