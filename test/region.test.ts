@@ -150,6 +150,27 @@ describe('FileRegion over /dev/shm', () => {
     }
   });
 
+  test('advice the kernel refuses, or that does not exist, is a RegionError', () => {
+    const { path, cleanup } = shmPath('advise-refused');
+    try {
+      const writer = FileRegion.create(path, { size: PAGE });
+      writer.map(0, PAGE).bytes().fill(7);
+      const reader = FileRegion.open(path, { readOnly: true });
+      const window = reader.map(0, PAGE);
+      const e = assertRegionError(() => window.advise('remove'), 'IO');
+      assert.equal(e.errno, 'EACCES', 'a read-only mapping may not punch out pages');
+      assert.ok(window.bytes().every((b) => b === 7));
+      for (const bad of ['bogus', 42, undefined]) {
+        assertRegionError(() => window.advise(bad as never), 'BAD_ARGUMENT');
+        assertRegionError(() => new MemoryRegion(PAGE).map(0, PAGE).advise(bad as never), 'BAD_ARGUMENT');
+      }
+      reader.close();
+      writer.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a window that is collected is unmapped', () => {
     const { path, cleanup } = shmPath('gc');
     try {

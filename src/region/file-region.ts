@@ -17,6 +17,7 @@ import {
   type NativeStat,
 } from '../sys/native.js';
 import {
+  checkAdvice,
   checkPath,
   checkSize,
   checkWindow,
@@ -136,9 +137,15 @@ class FileWindow implements RegionWindow {
     }
   }
   advise(advice: MadviseAdvice, offset = 0, length = this.length - offset): void {
+    checkAdvice(advice, this.region.path);
     checkWindowRange(this, offset, length);
     if (!this.live) return;
-    native.madvise(this.buffer, this.byteOffset + offset, length, advice);
+    try {
+      native.madvise(this.buffer, this.byteOffset + offset, length, advice);
+    } catch (e) {
+      // A refusal of the kernel's ('remove' on a read-only mapping: EACCES) is the region's, typed.
+      wrapSystemError(e, this.region.path);
+    }
   }
   unmap(): void {
     if (!this.live) return;

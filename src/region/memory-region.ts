@@ -5,7 +5,7 @@
  * run's stores.
  */
 import { describeValue } from '../util/options.js';
-import { checkSize, checkWindow, checkWindowRange, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
+import { checkAdvice, checkSize, checkWindow, checkWindowRange, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
 
 class MemoryWindow implements RegionWindow {
   private live = true;
@@ -31,7 +31,8 @@ class MemoryWindow implements RegionWindow {
   flush(offset = 0, length = this.length - offset): void {
     checkWindowRange(this, offset, length);
   }
-  advise(_advice: WindowAdvice, offset = 0, length = this.length - offset): void {
+  advise(advice: WindowAdvice, offset = 0, length = this.length - offset): void {
+    checkAdvice(advice, null);
     checkWindowRange(this, offset, length);
   }
   unmap(): void {

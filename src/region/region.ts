@@ -8,7 +8,8 @@ import { checkBooleanOption, checkOptions, describeValue } from '../util/options
 
 export type RegionKind = 'shm' | 'file' | 'hugetlbfs' | 'devdax' | 'memory';
 
-export type WindowAdvice = 'hugepage' | 'dontneed' | 'willneed' | 'populate' | 'remove' | 'normal';
+const WINDOW_ADVICE = ['hugepage', 'dontneed', 'willneed', 'populate', 'remove', 'normal'] as const;
+export type WindowAdvice = (typeof WINDOW_ADVICE)[number];
 
 export type RegionErrorCode =
   | 'SYMLINK' // the path is a symbolic link (O_NOFOLLOW refused it)
@@ -123,6 +124,13 @@ export function checkWindow(region: Region, offset: number, length: number): voi
 export function checkWindowRange(window: RegionWindow, offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > window.length) {
     throw new RegionError('BAD_RANGE', `range [${offset}, +${length}) is not inside the window's ${window.length} bytes`, window.region.path);
+  }
+}
+
+/** Advice a window takes, or RegionError BAD_ARGUMENT (the addon's own refusal would be a TypeError). */
+export function checkAdvice(advice: unknown, path: string | null): asserts advice is WindowAdvice {
+  if (!(WINDOW_ADVICE as readonly unknown[]).includes(advice)) {
+    throw new RegionError('BAD_ARGUMENT', `advice must be one of ${WINDOW_ADVICE.join(', ')}, got ${describeValue(advice)}`, path);
   }
 }
 
