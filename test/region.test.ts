@@ -171,37 +171,42 @@ describe('FileRegion over /dev/shm', () => {
     }
   });
 
-  test('a window that is collected is unmapped', () => {
-    const { path, cleanup } = shmPath('gc');
-    try {
-      FileRegion.create(path, { size: PAGE * 256 }).close();
-      const child = `
-        import { readFileSync } from 'node:fs';
-        import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
-        import { native } from ${JSON.stringify(new URL('./sys/native.js', PMPOOL_ENTRY).href)};
-        const path = process.argv[1];
-        const mapsOf = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.endsWith(path)).length;
-        const region = FileRegion.open(path);
-        (() => { for (let i = 0; i < 8; i++) region.map(i * 4096, 4096).bytes()[0] = i; })();
-        const mapped = mapsOf();
-        for (let i = 0; i < 20 && native.mappings().count > 0; i++) {
-          globalThis.gc();
-          await new Promise((r) => setTimeout(r, 10));
-        }
-        console.log(JSON.stringify({ mapped, after: mapsOf(), live: native.mappings().count, windows: region.windows().length }));
-        region.close();
-      `;
-      const r = runModule(child, [path], ['--expose-gc']);
-      assert.equal(r.status, 0, r.stderr);
-      const out = JSON.parse(r.stdout) as { mapped: number; after: number; live: number; windows: number };
-      assert.equal(out.mapped, 8);
-      assert.equal(out.live, 0);
-      assert.equal(out.after, 0);
-      assert.equal(out.windows, 0);
-    } finally {
-      cleanup();
-    }
-  });
+  // Through a SubRegion too: the slice of a sub-pool must not keep alive the windows it maps in its parent.
+  for (const through of ['FileRegion', 'SubRegion'] as const) {
+    test(`a window that is collected is unmapped (mapped through a ${through})`, () => {
+      const { path, cleanup } = shmPath('gc');
+      try {
+        FileRegion.create(path, { size: PAGE * 256 }).close();
+        const child = `
+          import { readFileSync } from 'node:fs';
+          import { FileRegion, SubRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+          import { native } from ${JSON.stringify(new URL('./sys/native.js', PMPOOL_ENTRY).href)};
+          const path = process.argv[1];
+          const mapsOf = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.endsWith(path)).length;
+          const file = FileRegion.open(path);
+          const region = process.argv[2] === 'SubRegion' ? new SubRegion(file, 4096, 128 * 4096) : file;
+          (() => { for (let i = 0; i < 8; i++) region.map(i * 4096, 4096).bytes()[0] = i; })();
+          const mapped = mapsOf();
+          for (let i = 0; i < 20 && native.mappings().count > 0; i++) {
+            globalThis.gc();
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          console.log(JSON.stringify({ mapped, after: mapsOf(), live: native.mappings().count, windows: region.windows().length }));
+          region.close();
+          file.close();
+        `;
+        const r = runModule(child, [path, through], ['--expose-gc']);
+        assert.equal(r.status, 0, r.stderr);
+        const out = JSON.parse(r.stdout) as { mapped: number; after: number; live: number; windows: number };
+        assert.equal(out.mapped, 8);
+        assert.equal(out.live, 0);
+        assert.equal(out.after, 0);
+        assert.equal(out.windows, 0);
+      } finally {
+        cleanup();
+      }
+    });
+  }
 });
 
 describe("the addon's file operations of the cold path (loadFile, readFile, writeFile, unlink, gettid)", () => {

@@ -22,6 +22,7 @@ import {
   checkSize,
   checkWindow,
   checkWindowRange,
+  LiveWindows,
   regionOptions,
   RegionError,
   SYSTEM_PAGE_SIZE,
@@ -157,11 +158,7 @@ class FileWindow implements RegionWindow {
 
 export class FileRegion implements Region {
   private fd: number;
-  /* Held weakly: a window the program drops is collected and its mapping
-     released by the addon's finalizer, as DESIGN.md §3 asks. */
-  private readonly live = new Set<WeakRef<FileWindow>>();
-  private readonly refs = new WeakMap<FileWindow, WeakRef<FileWindow>>();
-  private readonly collected = new FinalizationRegistry<WeakRef<FileWindow>>((ref) => this.live.delete(ref));
+  private readonly live = new LiveWindows<FileWindow>();
   private constructor(
     readonly path: string,
     fd: number,
@@ -261,28 +258,17 @@ export class FileRegion implements Region {
       wrapSystemError(e, this.path);
     }
     const window = new FileWindow(this, offset, length, buffer, mappedFrom);
-    const ref = new WeakRef(window);
-    this.live.add(ref);
-    this.refs.set(window, ref);
-    this.collected.register(window, ref, ref);
+    this.live.add(window);
     return window;
   }
 
   windows(): readonly RegionWindow[] {
-    const out: FileWindow[] = [];
-    for (const ref of this.live) {
-      const w = ref.deref();
-      if (w?.mapped) out.push(w);
-    }
-    return out;
+    return this.live.mapped();
   }
 
   /** @internal called by a window as it unmaps. */
   forget(window: FileWindow): void {
-    const ref = this.refs.get(window);
-    if (!ref) return;
-    this.live.delete(ref);
-    this.collected.unregister(ref);
+    this.live.forget(window);
   }
 
   flush(): void {

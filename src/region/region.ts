@@ -87,6 +87,41 @@ export interface Region {
   close(): void;
 }
 
+/**
+ * The live windows of a region, held weakly: a window the program drops is collected and its
+ * mapping released by the addon's finalizer, as DESIGN.md §3 asks; an unmapped window is forgotten.
+ */
+export class LiveWindows<W extends RegionWindow> {
+  private readonly live = new Set<WeakRef<W>>();
+  private readonly refs = new WeakMap<W, WeakRef<W>>();
+  private readonly collected = new FinalizationRegistry<WeakRef<W>>((ref) => this.live.delete(ref));
+
+  add(window: W): void {
+    const ref = new WeakRef(window);
+    this.live.add(ref);
+    this.refs.set(window, ref);
+    this.collected.register(window, ref, ref);
+  }
+
+  /** Called by a window as it unmaps. */
+  forget(window: W): void {
+    const ref = this.refs.get(window);
+    if (!ref) return;
+    this.live.delete(ref);
+    this.collected.unregister(ref);
+  }
+
+  /** The windows not yet collected that are still mapped. */
+  mapped(): W[] {
+    const out: W[] = [];
+    for (const ref of this.live) {
+      const w = ref.deref();
+      if (w?.mapped) out.push(w);
+    }
+    return out;
+  }
+}
+
 /** Node 20 refuses external ArrayBuffers larger than 4 GiB. */
 export const MAX_WINDOW_BYTES = 4 * 1024 ** 3;
 

@@ -4,7 +4,7 @@
  * region"). Windows map through to the parent; closing the slice leaves the
  * parent open.
  */
-import { checkSize, checkWindow, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
+import { checkSize, checkWindow, LiveWindows, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
 import { describeValue } from '../util/options.js';
 
 class SubWindow implements RegionWindow {
@@ -37,12 +37,15 @@ class SubWindow implements RegionWindow {
   }
   unmap(): void {
     this.inner.unmap();
+    this.region.forget(this);
   }
 }
 
 export class SubRegion implements Region {
   private isClosed = false;
-  private readonly live: SubWindow[] = [];
+  /* Weakly, as a FileRegion holds its own: a window held here would keep the parent's window,
+     and so its mapping, alive until the slice is closed. */
+  private readonly live = new LiveWindows<SubWindow>();
 
   /** Bytes `[base, base + size)` of `parent`; `base` a multiple of the parent's page size. */
   constructor(
@@ -78,12 +81,17 @@ export class SubRegion implements Region {
   map(offset: number, length: number): RegionWindow {
     checkWindow(this, offset, length);
     const w = new SubWindow(this, this.parent.map(this.base + offset, length), offset);
-    this.live.push(w);
+    this.live.add(w);
     return w;
   }
 
   windows(): readonly RegionWindow[] {
-    return this.live.filter((w) => w.mapped);
+    return this.live.mapped();
+  }
+
+  /** @internal called by a window as it unmaps. */
+  forget(window: SubWindow): void {
+    this.live.forget(window);
   }
 
   flush(): void {
@@ -92,8 +100,7 @@ export class SubRegion implements Region {
 
   close(): void {
     if (this.isClosed) return;
-    for (const w of this.live) w.unmap();
-    this.live.length = 0;
+    for (const w of this.live.mapped()) w.unmap();
     this.isClosed = true;
   }
 }
