@@ -2,6 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, truncateSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FileRegion, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
@@ -451,6 +452,24 @@ describe('FileRegion refusals leave the file untouched', () => {
       assert.equal(r.signal, null, 'a read-only open of a fifo must not block');
       assert.equal(r.stdout.trim(), 'NOT_REGULAR', r.stderr);
     } finally {
+      cleanup();
+    }
+  });
+
+  test('a Unix socket is refused as NOT_REGULAR, in both modes (open(2) itself fails, ENXIO)', async () => {
+    const { dir, cleanup } = tempDir();
+    const server = createServer();
+    try {
+      const socket = join(dir, 'socket');
+      await new Promise<void>((resolve) => server.listen(socket, resolve));
+      for (const readOnly of [false, true]) {
+        const e = assertRegionError(() => FileRegion.open(socket, { readOnly }), 'NOT_REGULAR');
+        assert.equal(e.errno, 'ENXIO');
+        assert.match(e.message, /is a socket/);
+      }
+      assertRegionError(() => Pool.open(socket), 'NOT_REGULAR');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
       cleanup();
     }
   });

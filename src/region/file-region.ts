@@ -63,6 +63,9 @@ function wrapSystemError(e: unknown, path: string): never {
     case 'EISDIR':
       // Opening a directory read-write fails before fstat could say what it is: the same refusal as a FIFO's.
       throw new RegionError('NOT_REGULAR', `${path} is a directory, not a regular file or DAX device`, path, { cause: e, errno: e.code });
+    case 'ENXIO':
+      // What open(2) says of a Unix socket (and of a device node with no driver behind it): refused before fstat, as a directory is.
+      throw new RegionError('NOT_REGULAR', `${path} is a socket (or a device with no driver), not a regular file or DAX device`, path, { cause: e, errno: e.code });
     default:
       throw new RegionError('IO', `${e.syscall} ${path}: ${e.message}`, path, { cause: e, errno: e.code });
   }
