@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FileRegion, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
+import { daxDevice } from '../src/region/file-region.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
 import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
 
@@ -513,6 +514,37 @@ describe('FileRegion refusals leave the file untouched', () => {
     assert.equal(parseSize('1TiB'), 1024 ** 4);
     assert.equal(parseSize('123'), 123);
     for (const bad of ['', 'x', '1.5G', '-4K', '1Q']) assertRegionError(() => parseSize(bad), 'BAD_SIZE');
+  });
+});
+
+describe('DAX devices', () => {
+  // No DAX device here to open: a tree shaped as sysfs shows one, its subsystem link pointing at the
+  // kernel's own dax bus where there is one (whose uevent file even root cannot read).
+  test('a character device whose subsystem is dax (a bus, or a class before Linux 5.1) is found, with its size and alignment', () => {
+    const { dir: sysfs, cleanup } = tempDir('pmpool-sysfs-');
+    try {
+      const subsystems: [string, string][] = [['class', join(sysfs, 'class', 'dax')], ['class', join(sysfs, 'class', 'mem')]];
+      if (existsSync('/sys/bus/dax')) subsystems.push(['bus', '/sys/bus/dax']);
+      subsystems.forEach(([, subsystem], minor) => {
+        const device = join(sysfs, 'devices', `dev${minor}`);
+        mkdirSync(device, { recursive: true });
+        mkdirSync(subsystem, { recursive: true });
+        symlinkSync(subsystem, join(device, 'subsystem'));
+        writeFileSync(join(device, 'size'), `${4 * 1024 ** 3}\n`);
+        writeFileSync(join(device, 'uevent'), `MAJOR=252\nMINOR=${minor}\nDEVNAME=dax0.${minor}\nDRIVER=device_dax\n`);
+        mkdirSync(join(sysfs, 'dev', 'char'), { recursive: true });
+        symlinkSync(device, join(sysfs, 'dev', 'char', `252:${minor}`));
+      });
+      writeFileSync(join(sysfs, 'devices', 'dev0', 'align'), `${PAGE}\n`);
+      assert.deepEqual(daxDevice({ rdevMajor: 252, rdevMinor: 0 }, sysfs), { size: 4 * 1024 ** 3, align: PAGE }, 'class/dax');
+      assert.equal(daxDevice({ rdevMajor: 252, rdevMinor: 1 }, sysfs), null, 'class/mem is no DAX device');
+      if (subsystems.length > 2) {
+        assert.deepEqual(daxDevice({ rdevMajor: 252, rdevMinor: 2 }, sysfs), { size: 4 * 1024 ** 3, align: 2 * 1024 ** 2 }, 'bus/dax, default alignment');
+      }
+      assert.equal(daxDevice({ rdevMajor: 252, rdevMinor: 3 }, sysfs), null, 'no such device');
+    } finally {
+      cleanup();
+    }
   });
 });
 

@@ -6,7 +6,7 @@
  * Every refusal happens before anything is written: a file we did not create
  * is never truncated, extended or unlinked by a failed open.
  */
-import { readFileSync, unlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import { checkModeOption } from '../util/options.js';
 import {
   FLOCK_EXCLUSIVE,
@@ -78,11 +78,16 @@ interface Backing {
   capacity: number;
 }
 
-function daxDevice(stat: NativeStat): { size: number; align: number } | null {
-  const sys = `/sys/dev/char/${stat.rdevMajor}:${stat.rdevMinor}`;
+/**
+ * @internal The size and alignment of the DAX device behind a character device, from sysfs (`sysfs`
+ * is its mount point), or null when the device is not DAX.
+ */
+export function daxDevice(stat: Pick<NativeStat, 'rdevMajor' | 'rdevMinor'>, sysfs = '/sys'): { size: number; align: number } | null {
+  const sys = `${sysfs}/dev/char/${stat.rdevMajor}:${stat.rdevMinor}`;
   try {
-    const subsystem = readFileSync(`${sys}/subsystem/uevent`, 'utf8');
-    if (!/dax/.test(subsystem) && !/dax/.test(readFileSync(`${sys}/uevent`, 'utf8'))) return null;
+    // The subsystem is named by its link: .../bus/dax, or .../class/dax before Linux 5.1. Not by
+    // reading its uevent: a bus's is write-only (even root's read fails) and a class has none.
+    if (!readlinkSync(`${sys}/subsystem`).endsWith('/dax')) return null;
     const size = Number(readFileSync(`${sys}/size`, 'utf8').trim());
     let align = 2 * 1024 * 1024;
     try {
