@@ -4,7 +4,7 @@ import { chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync,
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { FileRegion, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
+import { FileRegion, MAX_WINDOW_BYTES, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
 import { native } from '../src/sys/native.js';
 import { daxDevice } from '../src/region/file-region.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
@@ -506,6 +506,21 @@ describe('FileRegion refusals leave the file untouched', () => {
     assertRegionError(() => region.map(0, 0), 'BAD_RANGE');
     region.close();
     assertRegionError(() => region.map(0, 1), 'CLOSED');
+  });
+
+  test('a window within the size limit that whole pages would take over it is refused as BAD_RANGE', () => {
+    const { path, cleanup } = shmPath('widened');
+    try {
+      // Sparse: nothing of it is touched.
+      const region = FileRegion.create(path, { size: MAX_WINDOW_BYTES + 2 * PAGE });
+      const e = assertRegionError(() => region.map(PAGE / 2, MAX_WINDOW_BYTES), 'BAD_RANGE');
+      assert.match(e.message, /whole 4096-byte pages, over the/);
+      assert.equal(region.windows().length, 0);
+      region.map(PAGE, MAX_WINDOW_BYTES).unmap();
+      region.close();
+    } finally {
+      cleanup();
+    }
   });
 
   test('parseSize reads units and refuses nonsense', () => {

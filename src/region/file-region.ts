@@ -23,6 +23,7 @@ import {
   checkWindow,
   checkWindowRange,
   LiveWindows,
+  MAX_WINDOW_BYTES,
   regionOptions,
   RegionError,
   SYSTEM_PAGE_SIZE,
@@ -259,6 +260,14 @@ export class FileRegion implements Region {
     const mappedFrom = offset - (offset % this.pageSize);
     const end = offset + length;
     const mappedEnd = Math.min(this.size, Math.ceil(end / this.pageSize) * this.pageSize);
+    if (mappedEnd - mappedFrom > MAX_WINDOW_BYTES) {
+      // Within the limit itself, but not once widened to whole pages: one mapping cannot hold it.
+      throw new RegionError(
+        'BAD_RANGE',
+        `window [${offset}, +${length}) spans ${mappedEnd - mappedFrom} bytes of whole ${this.pageSize}-byte pages, over the ${MAX_WINDOW_BYTES}-byte limit`,
+        this.path,
+      );
+    }
     let buffer: ArrayBuffer;
     try {
       buffer = native.mmap(this.fd, mappedFrom, mappedEnd - mappedFrom, !this.readOnly);
