@@ -528,7 +528,9 @@ describe('FileRegion refusals leave the file untouched', () => {
     assert.equal(parseSize('64M'), 64 * 1024 ** 2);
     assert.equal(parseSize('1TiB'), 1024 ** 4);
     assert.equal(parseSize('123'), 123);
-    for (const bad of ['', 'x', '1.5G', '-4K', '1Q']) assertRegionError(() => parseSize(bad), 'BAD_SIZE');
+    assert.equal(parseSize('2mb'), 2 * 1024 ** 2);
+    assert.equal(parseSize('512B'), 512);
+    for (const bad of ['', 'x', '1.5G', '-4K', '1Q', '1e3', '4i', '4iB', 'iB', 'K']) assertRegionError(() => parseSize(bad), 'BAD_SIZE');
   });
 });
 

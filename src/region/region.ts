@@ -171,9 +171,10 @@ export function checkAdvice(advice: unknown, path: string | null): asserts advic
 
 /** Parses sizes such as "64M", "1G", "1T", "4K", "2M" or a plain number of bytes. */
 export function parseSize(text: string): number {
-  const m = /^\s*(\d+)\s*([kmgtp]?)(i?b?)\s*$/i.exec(text);
+  // "i" only after a unit: "4KiB", never "4i" or "4iB".
+  const m = /^\s*(\d+)\s*(?:([kmgtp])i?)?b?\s*$/i.exec(text);
   if (!m) throw new RegionError('BAD_SIZE', `cannot read a size from "${text}" (examples: 4096, 64M, 1G, 1T)`, null);
-  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[m[2]!.toLowerCase()]!;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 }[(m[2] ?? '').toLowerCase()]!;
   const value = Number(m[1]) * unit;
   if (!Number.isSafeInteger(value)) throw new RegionError('BAD_SIZE', `size "${text}" is too large`, null);
   return value;
