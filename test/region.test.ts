@@ -475,6 +475,21 @@ describe('FileRegion refusals leave the file untouched', () => {
     }
   });
 
+  test('a file on a file system that cannot map it shared is refused as NOT_REGULAR at map', (t) => {
+    // A sysfs attribute: a regular file of 4096 bytes that has no mmap. Opened read-only, and never written.
+    const attribute = '/sys/kernel/mm/transparent_hugepage/enabled';
+    if (!existsSync(attribute) || statSync(attribute).uid !== process.getuid?.()) return t.skip(`${attribute} is not here, or not this uid's`);
+    const before = readFileSync(attribute, 'utf8');
+    const fds = readdirSync('/proc/self/fd').length;
+    const region = FileRegion.open(attribute, { readOnly: true });
+    const e = assertRegionError(() => region.map(0, PAGE), 'NOT_REGULAR');
+    assert.equal(e.errno, 'ENODEV');
+    assert.match(e.message, /cannot map a file shared/);
+    region.close();
+    assert.equal(readdirSync('/proc/self/fd').length, fds, 'no descriptor left open');
+    assert.equal(readFileSync(attribute, 'utf8'), before);
+  });
+
   test('exclusive use is refused while another process holds the region, and vice versa', () => {
     const { path, cleanup } = shmPath('busy');
     try {

@@ -67,6 +67,12 @@ function wrapSystemError(e: unknown, path: string): never {
     case 'ENXIO':
       // What open(2) says of a Unix socket (and of a device node with no driver behind it): refused before fstat, as a directory is.
       throw new RegionError('NOT_REGULAR', `${path} is a socket (or a device with no driver), not a regular file or DAX device`, path, { cause: e, errno: e.code });
+    case 'ENODEV':
+      // mmap's answer for a file whose file system has no shared mapping (a sysfs attribute, a FUSE file opened direct_io): "No such device" says nothing of that.
+      if (e.syscall === 'mmap') {
+        throw new RegionError('NOT_REGULAR', `${path} is on a file system that cannot map a file shared; a region needs one that can`, path, { cause: e, errno: e.code });
+      }
+      throw new RegionError('IO', `${e.syscall} ${path}: ${e.message}`, path, { cause: e, errno: e.code });
     default:
       throw new RegionError('IO', `${e.syscall} ${path}: ${e.message}`, path, { cause: e, errno: e.code });
   }
