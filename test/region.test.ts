@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, truncateSync, writeFileSync, existsSync } from 'node:fs';
+import { chownSync, closeSync, fstatSync, mkdirSync, openSync, readlinkSync, readdirSync, readFileSync, statSync, symlinkSync, truncateSync, writeFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -11,6 +11,14 @@ import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './suppor
 import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
 
 const PAGE = 4096;
+
+const readlinkSafe = (link: string): string | null => {
+  try {
+    return readlinkSync(link);
+  } catch {
+    return null;
+  }
+};
 
 const assertRegionError = (fn: () => unknown, code: string): RegionError => expectError(fn, RegionError, code);
 
@@ -93,6 +101,28 @@ describe('FileRegion over /dev/shm', () => {
       region.close();
     } finally {
       cleanup();
+    }
+  });
+
+  test('a close that fails leaves the region closed: closing it again closes no other file', () => {
+    const { path, cleanup } = shmPath('close-fails');
+    const other = shmPath('close-other');
+    try {
+      const region = FileRegion.create(path, { size: PAGE });
+      const [fd] = readdirSync('/proc/self/fd').filter((n) => readlinkSafe(`/proc/self/fd/${n}`) === path);
+      // Its descriptor closed behind its back: close(2) fails (EBADF), and the number is free for the next open.
+      closeSync(Number(fd));
+      const e = assertRegionError(() => region.close(), 'IO');
+      assert.equal(e.errno, 'EBADF');
+      assert.equal(region.closed, true);
+      const reused = openSync(other.path, 'w');
+      assert.equal(reused, Number(fd), 'the number is taken by another file');
+      region.close();
+      fstatSync(reused); // still open
+      closeSync(reused);
+    } finally {
+      cleanup();
+      other.cleanup();
     }
   });
 

@@ -301,8 +301,15 @@ export class FileRegion implements Region {
   close(): void {
     if (this.fd < 0) return;
     for (const w of this.windows()) w.unmap();
-    native.close(this.fd); // closing the last fd releases the flock
+    const fd = this.fd;
+    // Closed whatever close(2) answers: it releases the descriptor even when it fails (EIO), and a
+    // second close() would close the number again, by then perhaps another file's.
     this.fd = -1;
+    try {
+      native.close(fd); // closing the last fd releases the flock
+    } catch (e) {
+      wrapSystemError(e, this.path);
+    }
   }
 }
 
