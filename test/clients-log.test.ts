@@ -115,6 +115,37 @@ describe('LogRing basics', () => {
     }
   });
 
+  test('a ring of the largest size, 2 GiB, opens and wraps exactly at the end of its run', () => {
+    const { path, cleanup } = shmPath('log-2g');
+    try {
+      const pool = Pool.create(path, { size: '3G' });
+      // The run LogRing.open allocates for { bytes: 2 ** 31 }, as a crash between its allocation and its
+      // header leaves it: the writer formats it, and the test does not zero 2 GiB of /dev/shm to get there.
+      pool.alloc((HEADER + 2 ** 31) / pool.pageSize, { name: 'big', owner: 'plog:big' });
+      let ring = LogRing.open(pool, 'big', { bytes: 2 ** 31 });
+      assert.equal(ring.capacity, 2 ** 31);
+      assert.equal(ring.maxRecordBytes, 2 ** 29 - 16);
+      ring.close();
+      // An empty ring whose next record ends exactly at the end of the run: the one after it starts at 0.
+      const headerBytes = pool.find('big')!.bytes(0, HEADER);
+      const header = new DataView(headerBytes.buffer, headerBytes.byteOffset, HEADER);
+      header.setBigUint64(HEAD_OFFSET, 2n ** 31n - 32n, true);
+      header.setBigUint64(TAIL_OFFSET, 2n ** 31n - 32n, true);
+      ring = LogRing.open(pool, 'big', { bytes: 2 ** 31 });
+      ring.append('at the end');
+      ring.append('wrapped');
+      assert.equal(ring.stats().used, 64);
+      const reader = LogRing.open(pool, 'big', { readOnly: true });
+      assert.deepEqual(reader.records().map((r) => r.text), ['at the end', 'wrapped']);
+      assert.deepEqual(reader.records(), ring.records());
+      reader.close();
+      ring.close();
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   test('bad input and bad use: typed errors, and the ring unchanged', () => {
     const pool = memoryPool();
     expectClientError(() => LogRing.open(pool, 'log'), 'BAD_ARGUMENT');

@@ -117,7 +117,9 @@ export class LogRing {
     if (bytes.length < HEADER_BYTES + MIN_CAPACITY) throw new ClientError('CORRUPT', `${this.what}: its run of ${root.count} pages is too small for a ring`);
     this.words = new Uint32Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 4);
     this.big = new BigUint64Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 8);
-    this.capacity = Math.min(MAX_CAPACITY, (bytes.length - HEADER_BYTES) & ~15);
+    // Rounded by arithmetic: `& ~15` works in 32 signed bits, where a ring of 2 GiB is negative.
+    const room = Math.min(MAX_CAPACITY, bytes.length - HEADER_BYTES);
+    this.capacity = room - (room % 16);
     this.maxRecordBytes = Math.floor(this.capacity / 4) - REC_HEADER;
     this.data = bytes.subarray(HEADER_BYTES, HEADER_BYTES + this.capacity);
     this.dataWords = new Uint32Array(bytes.buffer, bytes.byteOffset + HEADER_BYTES, this.capacity / 4);
