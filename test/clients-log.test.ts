@@ -14,7 +14,7 @@ import { ClientError, LogRing, PersistentMap, type LogRecord } from '../src/clie
 import { setLogFaultHook } from '../src/clients/log-ring.js';
 import { logCommand } from '../src/cli/log-command.js';
 import { crc32c } from '../src/util/crc32c.js';
-import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
+import { PMPOOL_ENTRY, runModule, shmPath, startModule } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
 import { expectError, memoryPool as poolInMemory, NOT_OBJECTS, shown, statsText } from './support/expect.js';
 
@@ -530,6 +530,36 @@ describe('pmpool log dump', () => {
       }
       ring.close();
       pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('pmpool log dump of a large ring', () => {
+  test('costs what the ring holds, not its size: two records of a 256 MiB ring', () => {
+    const { path, cleanup } = shmPath('log-dump-large');
+    try {
+      const pool = Pool.create(path, { size: '300M' });
+      const ring = LogRing.open(pool, 'big', { bytes: 256 * MiB });
+      ring.append('one');
+      ring.append('two');
+      ring.close();
+      pool.close();
+      const r = runModule(
+        `import { logCommand } from ${JSON.stringify(new URL('./cli/log-command.js', PMPOOL_ENTRY).href)};
+         const out = [];
+         const code = logCommand(['dump', process.argv[1], 'big'], (s) => out.push(s), (s) => out.push(s));
+         process.stdout.write(JSON.stringify({ code, out, maxRss: process.resourceUsage().maxRSS * 1024 }));`,
+        [path],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const dump = JSON.parse(r.stdout) as { code: number; out: string[]; maxRss: number };
+      assert.equal(dump.code, 0, dump.out.join('\n'));
+      assert.deepEqual(dump.out.slice(1), ['1 one', '2 two']);
+      // A reader that copied the whole ring (it did, once for the summary and once for the records)
+      // would have touched its 256 MiB and as much again for each copy.
+      assert.ok(dump.maxRss < 128 * MiB, `the dump's peak resident memory was ${(dump.maxRss / MiB).toFixed(0)} MiB`);
     } finally {
       cleanup();
     }

@@ -344,9 +344,9 @@ export class LogRing {
       return { head, tail, scan: this.scan(tail, head, this.data, this.dataWords, collect) };
     }
     for (;;) {
-      // A reader copies the ring, then keeps what the writer had not begun to overwrite when the copy ended.
+      // A reader copies [tail, head), then keeps what the writer had not begun to overwrite when the copy ended.
       const { head, tail } = this.cursors();
-      const copy = this.data.slice();
+      const copy = this.copyOf(tail, head);
       const nowTail = Number(Atomics.load(this.big, TAIL));
       // Past the head read: the writer dropped everything copied here; read again. At the head: no
       // record survives (an empty ring, or one a writer emptied and may have died on), so none is
@@ -355,6 +355,21 @@ export class LogRing {
       const from = Math.max(tail, nowTail);
       return { head, tail: from, scan: this.scan(from, head, copy, new Uint32Array(copy.buffer), collect) };
     }
+  }
+
+  /**
+   * The ring's bytes at positions [from, to), each at its own offset in a buffer of the ring's
+   * size: the scan reads nothing else, and the rest of the buffer is never touched, so a reader
+   * costs what the ring holds, not what it could hold.
+   */
+  private copyOf(from: number, to: number): Uint8Array {
+    const cap = this.capacity;
+    const copy = new Uint8Array(cap);
+    const start = from % cap;
+    const end = start + (to - from);
+    copy.set(this.data.subarray(start, Math.min(end, cap)), start);
+    if (end > cap) copy.set(this.data.subarray(0, end - cap));
+    return copy;
   }
 
   /**
