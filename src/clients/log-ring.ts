@@ -22,7 +22,7 @@ import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_LOG, writeFixedHeader } from './client-header.js';
 import { describe, isDetached, isWellFormed, LENGTH_MASK, readUtf8, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
-import { LOCK_WORDS, WriterLock } from './writer-lock.js';
+import { WriterLock } from './writer-lock.js';
 
 export interface LogRingOptions {
   /** Data capacity in bytes when the ring is created (rounded up to whole pages). An existing ring keeps its size. */
@@ -74,7 +74,7 @@ function align16(n: number): number {
 }
 
 let faultHook: ((point: string) => void) | null = null;
-/** @internal the crash simulation stops the world between two stores by throwing from here. */
+/** @internal the crash simulation stops the world between two stores by throwing from here; a race test runs another opener here. */
 export function setLogFaultHook(hook: ((point: string) => void) | null): void {
   faultHook = hook;
 }
@@ -143,7 +143,6 @@ export class LogRing {
     const what = `log ring "${name}"`;
     const owner = `plog:${name}`;
     let root = findRoot(pool, name, owner, what);
-    let created = false;
     if (root === undefined) {
       if (readOnly || options.create === false) throw new ClientError('NOT_FOUND', `there is no ${what} in the pool`);
       const bytes = options.bytes;
@@ -154,7 +153,7 @@ export class LogRing {
       try {
         // Zeroed before it commits: the run may hold what a released client left (see PersistentMap.open).
         root = poolCall(() => pool.alloc(Math.ceil((HEADER_BYTES + bytes) / pool.pageSize), { name, owner, zero: true }), what);
-        created = true;
+        fault('log:allocated');
       } catch (e) {
         if (!(e instanceof PmpoolError && e.code === 'NAME_TAKEN')) throw e;
         root = findRoot(pool, name, owner, what);
@@ -163,7 +162,7 @@ export class LogRing {
     }
     const ring = new LogRing(pool, name, root, readOnly);
     try {
-      ring.attach(created);
+      ring.attach();
     } catch (e) {
       ring.lock.release();
       ring.closedFlag = true;
@@ -172,16 +171,16 @@ export class LogRing {
     return ring;
   }
 
-  private attach(created: boolean): void {
+  private attach(): void {
     if (this.readOnly) {
       const header = readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
       if (header === null) throw new ClientError('NOT_FOUND', `${this.what} is still being created`);
       this.loadFixed(header.clientId, header.fixed);
       return;
     }
-    if (created) this.words.fill(0, LOCK_INDEX, LOCK_INDEX + LOCK_WORDS);
-    // Not a ring: refuse before touching its lock words.
-    else readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
+    // Not a ring: refuse before touching its lock words. A new run's lock words are zero from its
+    // allocation; zeroing them here would free the lock of a writer that opened the ring meanwhile.
+    readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
     this.lock.acquire(this.what);
     const header = readFixedHeader(this.root.bytes(0, 128), this.what, TYPE_LOG);
     if (header === null) this.initialize();
