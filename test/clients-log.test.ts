@@ -587,6 +587,34 @@ describe('pmpool log dump', () => {
       cleanup();
     }
   });
+
+  test('a text line says what the record holds: control characters escaped, and text never read as bytes', () => {
+    const { path, cleanup } = shmPath('log-cli-text');
+    try {
+      const pool = Pool.create(path, { size: '8M' });
+      const ring = LogRing.open(pool, 'app', { bytes: 8192 });
+      ring.append('ok');
+      ring.append('\x1b[1A\x1b[2Kerased the line above'); // a terminal would run it
+      ring.append('tab\tbell\x07nul\x00del\x7f csi\x9b back\\slash');
+      ring.append('0xdeadbeef'); // text
+      ring.append(new Uint8Array([0xde, 0xad, 0xbe, 0xef])); // bytes
+      ring.append('é ✓ 𝄞');
+      ring.close();
+      pool.close();
+      const out: string[] = [];
+      assert.equal(logCommand(['dump', path, 'app'], (l) => out.push(l), () => {}), 0);
+      assert.deepEqual(out.slice(1), [
+        '1 ok',
+        '2 \\x1b[1A\\x1b[2Kerased the line above',
+        '3 tab\\tbell\\x07nul\\x00del\\x7f csi\\x9b back\\\\slash',
+        '4 \\x30xdeadbeef',
+        '5 0xdeadbeef',
+        '6 é ✓ 𝄞',
+      ]);
+    } finally {
+      cleanup();
+    }
+  });
 });
 
 describe('pmpool log dump of a large ring', () => {

@@ -6,9 +6,10 @@
  * be read (not found, not a ring, corrupt), 2 on bad usage.
  *
  * Text output: a summary line starting with "#", then one line per record,
- * "<seq> <text>" for a text record (newlines escaped as \n) and
- * "<seq> 0x<hex>" for bytes. JSON: { name, capacity, used, skipped,
- * records: [{ seq, text } | { seq, base64 }] }.
+ * "<seq> <text>" for a text record (a backslash, \n, \r and \t escaped as
+ * in C, the other control characters as \xHH, and the "0" of a leading "0x"
+ * as \x30, so that it cannot read as bytes) and "<seq> 0x<hex>" for bytes.
+ * JSON: { name, capacity, used, skipped, records: [{ seq, text } | { seq, base64 }] }.
  */
 import { LogRing, PmpoolError, Pool } from '../index.js';
 import { splitArgs, unknownOption } from './args.js';
@@ -57,7 +58,7 @@ export function logCommand(args: string[], out: Out, err: Out): number {
       const span = records.length === 0 ? 'no records' : `${records.length} records, seq ${records[0]!.seq}..${records[records.length - 1]!.seq}`;
       out(`# log ring "${name}": ${span}; ${stats.used} of ${stats.capacity} bytes${stats.skipped > 0 ? `; ${stats.skipped} damaged record(s) skipped` : ''}`);
       for (const r of records) {
-        out(r.text !== undefined ? `${r.seq} ${r.text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r')}` : `${r.seq} 0x${Buffer.from(r.bytes).toString('hex')}`);
+        out(r.text !== undefined ? `${r.seq} ${oneLine(r.text)}` : `${r.seq} 0x${Buffer.from(r.bytes).toString('hex')}`);
       }
     }
     return 0;
@@ -67,6 +68,18 @@ export function logCommand(args: string[], out: Out, err: Out): number {
   } finally {
     pool.close();
   }
+}
+
+const NAMED_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * A text record as one line that says what it holds: the records are what a program left, and
+ * printed raw, a control character would act on the operator's terminal (erase the line above,
+ * move the cursor) and a text "0x..." would read as a bytes record.
+ */
+function oneLine(text: string): string {
+  const escaped = text.replace(/[\\\x00-\x1f\x7f-\x9f]/g, (c) => NAMED_ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return escaped.startsWith('0x') ? `\\x30${escaped.slice(1)}` : escaped;
 }
 
 function describeError(e: unknown): string {
