@@ -417,6 +417,33 @@ describe('LogRing damage and racing readers', () => {
     }
   });
 
+  test('stats().skipped and the dump count the records damage took, not the damaged stretches', () => {
+    const { path, cleanup } = shmPath('log-skipped');
+    try {
+      const pool = Pool.create(path, { size: '8M' });
+      const ring = LogRing.open(pool, 'dmg', { bytes: 8192 });
+      for (let i = 1; i <= 40; i++) ring.append(`record ${i}`.padEnd(48, '.')); // 64 bytes each, record i at (i - 1) * 64
+      const bytes = pool.find('dmg')!.bytes();
+      const damage = (seq: number) => (bytes[HEADER + (seq - 1) * 64 + 20]! ^= 1);
+      [10, 11, 12].forEach(damage);
+      assert.equal(ring.records().length, 37);
+      assert.equal(ring.stats().skipped, 3, 'three records in a row');
+      damage(20);
+      assert.equal(ring.stats().skipped, 4);
+      // Before the first intact record and after the last one no seq says how many were lost: at least one each.
+      damage(1);
+      damage(40);
+      assert.deepEqual([ring.records().length, ring.stats().skipped], [34, 6]);
+      ring.close();
+      pool.close();
+      const out: string[] = [];
+      assert.equal(logCommand(['dump', path, 'dmg'], (l) => out.push(l), () => {}), 0);
+      assert.match(out[0]!, /: 34 records, seq 2\.\.39; .*; 6 damaged record\(s\) skipped$/);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('the record after a damaged one and a wrap pad is returned', () => {
     const pool = memoryPool();
     const ring = LogRing.open(pool, 'pad', { bytes: 4096 });

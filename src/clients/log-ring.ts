@@ -49,7 +49,10 @@ export interface LogRingStats {
   records: number;
   firstSeq: number | null;
   lastSeq: number | null;
-  /** Records that failed their CRC or seq continuity and were skipped. */
+  /**
+   * Records lost to damage (a bad header or CRC, a seq out of order) and skipped: as many as the
+   * seqs of the intact records around them say, one for damage before the first or after the last.
+   */
   skipped: number;
   /** Largest payload one record may carry. */
   maxRecordBytes: number;
@@ -397,7 +400,6 @@ export class LogRing {
       const next = lastSeq + 1;
       const ordered = lastSeq === 0 ? seq >= 1 : resyncing ? seq >= next && seq - lastSeq < RESYNC_SPAN : seq === next;
       if (!(fits && pos + length <= head && ordered && words[i + 3] === crc32c(data, phys + REC_HEADER, phys + REC_HEADER + n, crc32cWords(words, i, 3, this.ringId)))) {
-        if (!resyncing) skipped++;
         resyncing = true;
         pos += 16;
         continue;
@@ -406,6 +408,9 @@ export class LogRing {
       // A pad carries the seq of the record after it, which lastSeq does not take: after damage,
       // that record must still be judged as a resync (seq >= next), not as seq === next.
       if (isPad) continue;
+      // Damage took the records between the last intact one and this one; before the first, no seq
+      // says how many (at least one).
+      if (resyncing) skipped += lastSeq === 0 ? 1 : seq - lastSeq - 1;
       resyncing = false;
       if (collect) {
         const bytes = data.slice(phys + REC_HEADER, phys + REC_HEADER + n);
@@ -417,6 +422,8 @@ export class LogRing {
       lastSeq = seq;
       count++;
     }
+    // Damage after the last intact record: no seq says how many it took either.
+    if (resyncing) skipped++;
     return { records, lastSeq, firstSeq, count, skipped, endsDamaged: resyncing };
   }
 
