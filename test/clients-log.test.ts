@@ -224,6 +224,12 @@ describe('LogRing basics', () => {
     ring.close();
     expectClientError(() => ring.append('x'), 'CLOSED');
     reader.close();
+    // A size no ring can have is as wrong for a ring that exists (and keeps its size) as for a new one.
+    for (const bytes of [0, -1, 1.5, 100, 2 ** 40, NaN]) {
+      expectClientError(() => LogRing.open(pool, 'log', { bytes }), 'BAD_ARGUMENT');
+      expectClientError(() => LogRing.open(pool, 'log', { bytes, readOnly: true }), 'BAD_ARGUMENT');
+    }
+    LogRing.open(pool, 'log', { bytes: 8192 }).close();
     const used = pool.stats().used;
     const doomed = LogRing.open(pool, 'doomed', { bytes: 64 * 1024 });
     doomed.append('bye');

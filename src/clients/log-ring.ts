@@ -25,7 +25,7 @@ import { ClientError } from './errors.js';
 import { WriterLock } from './writer-lock.js';
 
 export interface LogRingOptions {
-  /** Data capacity in bytes when the ring is created (rounded up to whole pages). An existing ring keeps its size. */
+  /** Data capacity in bytes when the ring is created, 1024 to 2^31 (rounded up to whole pages). An existing ring keeps its size. */
   bytes?: number;
   /** Open as a reader (e.g. a dump tool) while the writer, in any process, goes on appending. */
   readOnly?: boolean;
@@ -137,9 +137,11 @@ export class LogRing {
    */
   static open(pool: Pool, name: string, options: LogRingOptions = {}): LogRing {
     options = checkOpenArguments(pool, options, 'LogRing.open', ['readOnly', 'create']);
-    // Typed even when the ring exists and keeps its size: bytes: "64K" is a mistake either way.
-    if (options.bytes !== undefined && typeof options.bytes !== 'number') {
-      throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a number, got ${describeValue(options.bytes)}`);
+    // Checked even when the ring exists and keeps its size: bytes: "64K" or 0 is a mistake either way.
+    const bytes = options.bytes;
+    if (bytes !== undefined && typeof bytes !== 'number') throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a number, got ${describeValue(bytes)}`);
+    if (bytes !== undefined && (!Number.isSafeInteger(bytes) || bytes < MIN_CAPACITY || bytes > MAX_CAPACITY)) {
+      throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a whole number from ${MIN_CAPACITY} to ${MAX_CAPACITY}, got ${String(bytes)}`);
     }
     checkClientName(name);
     const readOnly = options.readOnly === true;
@@ -148,11 +150,7 @@ export class LogRing {
     let root = findRoot(pool, name, owner, what);
     if (root === undefined) {
       if (readOnly || options.create === false) throw new ClientError('NOT_FOUND', `there is no ${what} in the pool`);
-      const bytes = options.bytes;
       if (bytes === undefined) throw new ClientError('BAD_ARGUMENT', `${what} does not exist; give { bytes } to create it`);
-      if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < MIN_CAPACITY || bytes > MAX_CAPACITY) {
-        throw new ClientError('BAD_ARGUMENT', `a ring's bytes must be a whole number from ${MIN_CAPACITY} to ${MAX_CAPACITY}, got ${String(bytes)}`);
-      }
       try {
         // Zeroed before it commits: the run may hold what a released client left (see PersistentMap.open).
         root = poolCall(() => pool.alloc(Math.ceil((HEADER_BYTES + bytes) / pool.pageSize), { name, owner, zero: true }), what);
