@@ -465,6 +465,25 @@ describe('LogRing damage and racing readers', () => {
     pool.close();
   });
 
+  test('a head damaged to point inside a wrap pad: all the writer appends next comes back', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'pad', { bytes: 4096 });
+    for (let i = 1; i <= 25; i++) ring.append(`${i}:`.padEnd(100, '.')); // 128 bytes each: the head ends at 3200
+    ring.append('last:'.padEnd(1000, '.')); // a pad over [3200, 4096), then the record at 0, both seq 26
+    ring.close();
+    const bytes = pool.find('pad')!.bytes();
+    new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).setBigUint64(HEAD_OFFSET, 3200n + 256n, true);
+    const again = LogRing.open(pool, 'pad');
+    // Seven records of 128 bytes from 3456: five inside what the pad spans, one at 0 where its record was.
+    const seqs = Array.from({ length: 7 }, (_, i) => again.append(`after ${i}:`.padEnd(100, '.')));
+    const records = again.records();
+    assert.deepEqual(records.slice(-7).map((r) => r.seq), seqs);
+    assert.deepEqual(records.slice(-7).map((r) => r.text!.split(':')[0]), seqs.map((_, i) => `after ${i}`));
+    for (let i = 1; i < records.length; i++) assert.ok(records[i]!.seq > records[i - 1]!.seq, 'in order');
+    again.close();
+    pool.close();
+  });
+
   test('a ring damaged at random offsets: records intact and in order, only ClientError, and all the writer appends next comes back', () => {
     const seed = testSeed('PLOG_DAMAGE_SEED');
     const rng = new Prng(seed);

@@ -394,7 +394,12 @@ export class LogRing {
       const n = info & LENGTH_MASK;
       const isPad = (info & INFO_PAD) !== 0;
       const length = isPad ? cap - phys : align16(REC_HEADER + n);
-      const fits = isPad ? n === 0 && (info & INFO_TEXT) === 0 : n <= this.maxRecordBytes && phys + length <= cap;
+      // A pad is published together with the record after it, at the ring's start, which carries the
+      // pad's seq. A pad without that record (a damaged head put the writer inside it) would hide
+      // what was written where it claims to reach.
+      const fits = isPad
+        ? n === 0 && (info & INFO_TEXT) === 0 && pos + length < head && words[1]! + words[2]! * 2 ** 32 === seq
+        : n <= this.maxRecordBytes && phys + length <= cap;
       const next = lastSeq + 1;
       const ordered = lastSeq === 0 ? seq >= 1 : resyncing ? seq >= next && seq - lastSeq < RESYNC_SPAN : seq === next;
       if (!(fits && pos + length <= head && ordered && words[i + 3] === crc32c(data, phys + REC_HEADER, phys + REC_HEADER + n, crc32cWords(words, i, 3, this.ringId)))) {
