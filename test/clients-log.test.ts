@@ -484,6 +484,27 @@ describe('LogRing damage and racing readers', () => {
     pool.close();
   });
 
+  test('a record whose seq jumps past records damage took is returned, though no damaged bytes lie before it', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'jump', { bytes: 4096 });
+    for (let i = 1; i <= 40; i++) ring.append(`${i}:`.padEnd(100, '.')); // 128 bytes each: record 40 at [4992, 5120), the tail at 1024
+    ring.close();
+    const bytes = pool.find('jump')!.bytes();
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // The head one record back, and the tail where record 40 lies a lap earlier: the writer finds
+    // seq 40 and goes on from 41, at the head, right after record 39.
+    view.setBigUint64(HEAD_OFFSET, 4992n, true);
+    view.setBigUint64(TAIL_OFFSET, 4992n - 4096n, true);
+    const again = LogRing.open(pool, 'jump');
+    const seq = again.append('after the damage');
+    const records = again.records();
+    assert.deepEqual(records.at(-1), { seq, bytes: new TextEncoder().encode('after the damage'), text: 'after the damage' });
+    assert.deepEqual(records.at(-2)!.seq, 39);
+    assert.equal(again.stats().skipped, seq - 39 - 1);
+    again.close();
+    pool.close();
+  });
+
   test('a ring damaged at random offsets: records intact and in order, only ClientError, and all the writer appends next comes back', () => {
     const seed = testSeed('PLOG_DAMAGE_SEED');
     const rng = new Prng(seed);

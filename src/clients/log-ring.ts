@@ -12,7 +12,7 @@
  * append: move the tail past the records the new one will overwrite (one
  * store), write the record beyond the head, then publish it by one 64-bit
  * store of the head. Readers take [tail, head) and validate every record by
- * its CRC (seeded with the ring's id) and the continuity of its seq; a record
+ * its CRC (seeded with the ring's id) and the order of its seq; a record
  * that fails is skipped, never returned.
  */
 import { PmpoolError } from '../errors.js';
@@ -193,7 +193,7 @@ export class LogRing {
     this.tail = tail;
     // The hint is unchecksummed and only needed when no record survives or the newest ones are
     // damaged; when the ring ends on an intact record, that one was the last published. A hint
-    // past it (damage) would give the next record a seq that readers skip as out of order.
+    // past it (damage) would open a gap in the seqs, which readers count as records lost.
     const hint = Number(this.big[NEXT_SEQ]!);
     const useHint = Number.isSafeInteger(hint) && (scan.count === 0 || (scan.endsDamaged && hint - scan.lastSeq < RESYNC_SPAN));
     this.nextSeq = Math.max(scan.lastSeq + 1, useHint ? hint : 1);
@@ -374,9 +374,9 @@ export class LogRing {
 
   /**
    * Walks [tail, head) of `data`: a record counts when its header is sane,
-   * its CRC matches and its seq follows the last one's; anything else is
-   * skipped by resynchronising on the next 16-byte boundary that holds a
-   * valid record with a larger seq.
+   * its CRC matches and its seq is larger than the last one's; anything
+   * else is skipped by resynchronising on the next 16-byte boundary that
+   * holds a valid record with a larger seq.
    */
   private scan(tail: number, head: number, data: Uint8Array, words: Uint32Array, collect: boolean) {
     const cap = this.capacity;
@@ -401,19 +401,20 @@ export class LogRing {
         ? n === 0 && (info & INFO_TEXT) === 0 && pos + length < head && words[1]! + words[2]! * 2 ** 32 === seq
         : n <= this.maxRecordBytes && phys + length <= cap;
       const next = lastSeq + 1;
-      const ordered = lastSeq === 0 ? seq >= 1 : resyncing ? seq >= next && seq - lastSeq < RESYNC_SPAN : seq === next;
+      // Larger than the last one's: consecutive but where damage took records, of which the next seq
+      // the writer went on from may be all that is left (a damaged head it wrote after).
+      const ordered = lastSeq === 0 ? seq >= 1 : seq >= next && seq - lastSeq < RESYNC_SPAN;
       if (!(fits && pos + length <= head && ordered && words[i + 3] === crc32c(data, phys + REC_HEADER, phys + REC_HEADER + n, crc32cWords(words, i, 3, this.ringId)))) {
         resyncing = true;
         pos += 16;
         continue;
       }
       pos += length;
-      // A pad carries the seq of the record after it, which lastSeq does not take: after damage,
-      // that record must still be judged as a resync (seq >= next), not as seq === next.
+      // A pad carries the seq of the record after it, which lastSeq does not take.
       if (isPad) continue;
       // Damage took the records between the last intact one and this one; before the first, no seq
       // says how many (at least one).
-      if (resyncing) skipped += lastSeq === 0 ? 1 : seq - lastSeq - 1;
+      skipped += lastSeq === 0 ? (resyncing ? 1 : 0) : seq - next;
       resyncing = false;
       if (collect) {
         const bytes = data.slice(phys + REC_HEADER, phys + REC_HEADER + n);
