@@ -15,6 +15,7 @@ import { setLogFaultHook } from '../src/clients/log-ring.js';
 import { logCommand } from '../src/cli/log-command.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { PMPOOL_ENTRY, runModule, shmPath, startModule } from './support/child.js';
+import { runCreationRace } from './support/creation-race.js';
 import { Prng, testSeed } from './support/prng.js';
 import { expectError, memoryPool as poolInMemory, NOT_OBJECTS, shown, statsText } from './support/expect.js';
 
@@ -150,45 +151,18 @@ describe('LogRing basics', () => {
     // The creator stops right after its run is allocated; a second process opens the new ring as its
     // writer then, and holds it while the creator goes on.
     const { path, cleanup } = shmPath('log-create-race');
-    const creator = `
-      import { spawn } from 'node:child_process';
-      import { Pool, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
-      import { setLogFaultHook } from ${JSON.stringify(new URL('./clients/log-ring.js', PMPOOL_ENTRY).href)};
-      const path = process.argv[1];
-      const pool = Pool.open(path);
-      const other = \`
-        import { Pool, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
-        const ring = LogRing.open(Pool.open(process.argv[1]), 'race');
-        ring.append('from the other writer');
-        process.stdin.resume().on('end', () => process.exit(0));
-      \`;
-      const pause = new Int32Array(new SharedArrayBuffer(4));
-      setLogFaultHook((point) => {
-        if (point !== 'log:allocated') return;
-        spawn(process.execPath, ['--input-type=module', '-e', other, path], { stdio: ['pipe', 'inherit', 'inherit'] });
-        for (;;) {
-          try {
-            if (LogRing.open(pool, 'race', { readOnly: true }).records().length > 0) return;
-          } catch (e) {
-            if (e.code !== 'NOT_FOUND') throw e;
-          }
-          Atomics.wait(pause, 0, 0, 5);
-        }
-      });
-      try {
-        const ring = LogRing.open(pool, 'race', { bytes: 8192 });
-        ring.append('from the creator');
-        process.stdout.write('WRITER ' + JSON.stringify(ring.records().map((r) => r.text)));
-      } catch (e) {
-        process.stdout.write(e.code + ' ' + e.message);
-      }
-      process.exit(0);
-    `;
     try {
       Pool.create(path, { size: '4M' }).close();
-      const r = runModule(creator, [path], [], 30_000);
-      assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stdout, /^BUSY log ring "race" is open for writing by process \d+/);
+      const outcome = runCreationRace(path, {
+        client: 'LogRing',
+        hookModule: './clients/log-ring.js',
+        hookSetter: 'setLogFaultHook',
+        point: 'log:allocated',
+        open: "const c = Client.open(pool, 'race', { bytes: 8192 });",
+        write: (text) => `c.append(${JSON.stringify(text)});`,
+        written: 'r.records().length > 0',
+      });
+      assert.match(outcome, /^BUSY log ring "race" is open for writing by process \d+/);
       const pool = Pool.open(path);
       const reader = LogRing.open(pool, 'race', { readOnly: true });
       assert.deepEqual(reader.records().map((rec) => rec.text), ['from the other writer']);

@@ -14,6 +14,7 @@ import { Pool } from '../src/index.js';
 import { PersistentMap } from '../src/clients/index.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { PMPOOL_ENTRY, shmPath, startModule, tempDir } from './support/child.js';
+import { runCreationRace } from './support/creation-race.js';
 import { Prng, testSeed } from './support/prng.js';
 
 const NATIVE_URL = new URL('./sys/native.js', PMPOOL_ENTRY).href;
@@ -282,6 +283,32 @@ describe('PersistentMap across processes', () => {
     } finally {
       cleanup();
       rmSync(path, { force: true });
+    }
+  });
+
+  test('a process that creates a map while another opens it as it is created: one writer, the other BUSY', () => {
+    // The creator stops right after its header run is allocated; a second process opens the new map
+    // as its writer then, and holds it while the creator goes on.
+    const { path, cleanup } = shmPath('map-create-race');
+    try {
+      Pool.create(path, { size: '4M' }).close();
+      const outcome = runCreationRace(path, {
+        client: 'PersistentMap',
+        hookModule: './clients/persistent-map.js',
+        hookSetter: 'setMapFaultHook',
+        point: 'open:allocated',
+        open: "const c = Client.open(pool, 'race');",
+        write: (text) => `c.set('writer', ${JSON.stringify(text)});`,
+        written: "r.get('writer') !== undefined",
+      });
+      assert.match(outcome, /^BUSY persistent map "race" is open for writing by process \d+/);
+      const pool = Pool.open(path);
+      const reader = PersistentMap.open(pool, 'race', { readOnly: true });
+      assert.deepEqual([...reader.entries()], [['writer', 'from the other writer']]);
+      reader.close();
+      pool.close();
+    } finally {
+      cleanup();
     }
   });
 });

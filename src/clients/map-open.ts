@@ -25,22 +25,21 @@ import {
   u32View,
 } from './map-layout.js';
 import { pickActive, recountTable, sortOwnedRuns, tableHasEntries } from './map-recovery.js';
+import { fault } from './map-runtime.js';
 import { resetToEmpty } from './map-resize.js';
 import { canKeep, countGarbage, freeSegment, loadSegment, queue, sparse } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { readDescriptor, writeDescriptor } from './map-table.js';
-import { LOCK_WORDS } from './writer-lock.js';
 
 /**
  * The header run of map `name` in `pool`; when there is none, a new one
- * (`created`) unless the opener is a reader, `create` is false, or the
- * incoming handover has a node for the map (`handedOver`).
+ * unless the opener is a reader, `create` is false, or the incoming
+ * handover has a node for the map (`handedOver`).
  */
-export function openRoot(pool: Pool, name: string, readOnly: boolean, create: boolean, handedOver: boolean): { root: Allocation; created: boolean } {
+export function openRoot(pool: Pool, name: string, readOnly: boolean, create: boolean, handedOver: boolean): Allocation {
   const what = `persistent map "${name}"`;
   const owner = `pmap:${name}`;
   let root = findRoot(pool, name, owner, what);
-  let created = false;
   if (root === undefined) {
     if (readOnly || !create) throw new ClientError('NOT_FOUND', `there is no ${what} in the pool`);
     if (handedOver) {
@@ -53,7 +52,7 @@ export function openRoot(pool: Pool, name: string, readOnly: boolean, create: bo
       // Zeroed before it commits: the run may hold what a released client left, and a header
       // read as garbage would be refused (or, after a crash mid-creation, never initialized).
       root = poolCall(() => pool.alloc(Math.ceil(HEADER_RUN_BYTES / pool.pageSize), { name, owner, zero: true }), what);
-      created = true;
+      fault('open:allocated');
     } catch (e) {
       // Another process created it first.
       if (!(e instanceof PmpoolError && e.code === 'NAME_TAKEN')) throw e;
@@ -61,7 +60,7 @@ export function openRoot(pool: Pool, name: string, readOnly: boolean, create: bo
       if (root === undefined) throw e;
     }
   }
-  return { root, created };
+  return root;
 }
 
 export function attachReader(s: MapState): void {
@@ -79,10 +78,11 @@ function loadFixed(s: MapState, clientId: number, fixed: [number, number, number
 }
 
 /** Takes the writer lock, initializes a new map's header or reads an existing one's, and recovers. */
-export function attachWriter(s: MapState, created: boolean): void {
-  if (created) s.hdr.fill(0, LOCK_INDEX, LOCK_INDEX + LOCK_WORDS);
+export function attachWriter(s: MapState): void {
   // Not a map (or a map of a format this code does not know): refuse before touching its lock words.
-  else readFixedHeader(s.root.bytes(0, 128), s.what, TYPE_MAP);
+  // A new run's lock words are zero from its allocation; zeroing them here would free the lock of a
+  // writer that opened the map between the allocation and now.
+  readFixedHeader(s.root.bytes(0, 128), s.what, TYPE_MAP);
   s.lock.acquire(s.what);
   const header = readFixedHeader(s.root.bytes(0, 128), s.what, TYPE_MAP);
   if (header === null) initialize(s);

@@ -138,13 +138,13 @@ export class PersistentMap {
     // before a new, empty map is created under the name.
     const fdt = readOnly ? null : options.handover !== undefined ? options.handover : incomingHandoverFdt();
     const node = fdt === null ? undefined : readMapNode(fdt, name);
-    const { root, created } = openRoot(pool, name, readOnly, options.create !== false, node !== undefined);
+    const root = openRoot(pool, name, readOnly, options.create !== false, node !== undefined);
     const map = new PersistentMap(pool, name, root, readOnly);
     try {
       if (readOnly) {
         attachReader(map.s);
       } else {
-        attachWriter(map.s, created);
+        attachWriter(map.s);
         if (node !== undefined) verifyMapNode(node, map.handoverInfo());
       }
     } catch (e) {
