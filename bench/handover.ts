@@ -18,10 +18,15 @@
  * Two next programs are measured: an ES module (handover-app.ts) and a
  * CommonJS one (handover-app-cjs.cts), each loading pmpool through the
  * package's entry. A bare ES module main is timed too: it shows what
- * Node's ESM start costs any program, with or without pmpool.
+ * Node's ESM start costs any program, with or without pmpool. And a bare
+ * CommonJS main that requires an empty package by name — one shaped like
+ * pmpool's, with an exports map of import and require conditions: what
+ * any such program pays before the package's own code runs (its main
+ * module read, and Node 20's resolution of an exports map, which loads and
+ * runs its ESM resolver).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +47,23 @@ function median(xs: number[]): number {
 
 /** A bare program that prints the time its main started (the clock every hop is timed on). */
 const PRINT_MAIN_START = 'process.stdout.write(String(performance.timeOrigin + performance.now()))';
+
+/**
+ * In `dir`: node_modules/empty-package, shaped like pmpool's package (type module, an exports map with
+ * import and require conditions) but empty, and a CommonJS main that requires it by name, then prints
+ * the time as PRINT_MAIN_START does. Returns the main's path.
+ */
+function emptyPackageMain(dir: string): string {
+  const pkg = join(dir, 'node_modules', 'empty-package');
+  mkdirSync(pkg, { recursive: true });
+  const exports = { '.': { import: { default: './index.js' }, require: { default: './index.cjs' } }, './package.json': './package.json' };
+  writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: 'empty-package', type: 'module', main: './index.js', exports }));
+  writeFileSync(join(pkg, 'index.js'), 'export {};\n');
+  writeFileSync(join(pkg, 'index.cjs'), 'module.exports = {};\n');
+  const main = join(dir, 'requires-empty-package.cjs');
+  writeFileSync(main, `require('empty-package');\n${PRINT_MAIN_START};\n`);
+  return main;
+}
 
 interface BareStart {
   /** The spawn call → the program's main running: what a handover's downtime is compared with. */
@@ -109,6 +131,7 @@ export async function benchHandover(): Promise<Record<string, number>> {
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
   const esmMain = join(dir, 'start.mjs');
   writeFileSync(esmMain, PRINT_MAIN_START);
+  const emptyPackage = emptyPackageMain(dir);
   const chains = [
     { key: 'esm1G', app: 'esm', size: '1G', clients: 0 },
     { key: 'esm64G', app: 'esm', size: '64G', clients: 0 },
@@ -120,11 +143,13 @@ export async function benchHandover(): Promise<Record<string, number>> {
     for (let i = 0; i < 3; i++) bareStart(['-e', PRINT_MAIN_START]); // warm the page cache
     const bare: BareStart[] = [];
     const bareEsm: BareStart[] = [];
+    const bareEmptyPackage: BareStart[] = [];
     const rows: Record<string, number[][]> = Object.fromEntries(chains.map((c) => [c.key, []]));
     for (let round = 0; round < ROUNDS; round++) {
       for (let i = 0; i < BARE_PER_ROUND; i++) {
         bare.push(bareStart(['-e', PRINT_MAIN_START]));
         bareEsm.push(bareStart([esmMain]));
+        bareEmptyPackage.push(bareStart([emptyPackage]));
       }
       for (const c of chains) rows[c.key]!.push(...hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients));
     }
@@ -155,7 +180,13 @@ export async function benchHandover(): Promise<Record<string, number>> {
       cjs_clients_openedMs: withClients.clientsOpened,
       cjs_clients_reopenMs: withClients.clientsOpened - withClients.restored,
     });
-    return { bareNodeStartMs: baseline, bareNodeWallMs: median(bare.map((b) => b.wall)), bareEsmMainStartMs: median(bareEsm.map((b) => b.main)), ...r };
+    return {
+      bareNodeStartMs: baseline,
+      bareNodeWallMs: median(bare.map((b) => b.wall)),
+      bareEsmMainStartMs: median(bareEsm.map((b) => b.main)),
+      bareEmptyPackageMs: median(bareEmptyPackage.map((b) => b.main)),
+      ...r,
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -167,6 +198,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   console.log(`handover downtime (exec() call → Pool.restore done), median of ${ROUNDS * HOPS_PER_ROUND} hops, next to ${ROUNDS * BARE_PER_ROUND} bare node starts, taken in ${ROUNDS} rounds`);
   console.log(`  bare \`node -e\` start          ${f(r.bareNodeStartMs)} ms   (the baseline: spawn → its main runs; to its exit as the parent sees it: ${f(r.bareNodeWallMs)} ms)`);
   console.log(`  bare \`node start.mjs\` start   ${f(r.bareEsmMainStartMs)} ms   (what an ES module main costs any program)`);
+  console.log(
+    `  bare CommonJS main requiring an empty package shaped like pmpool's (by name, exports map): ${f(r.bareEmptyPackageMs)} ms (+${f(r.bareEmptyPackageMs! - r.bareNodeStartMs!)} ms: what any such program pays before a package's own code runs)`,
+  );
   for (const [app, title] of [['cjs', 'CommonJS program (require)'], ['esm', 'ES module program (import)']] as const) {
     const k = (name: string) => r[`${app}_${name}`];
     console.log(`${title}:`);
