@@ -904,12 +904,21 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* libuv marks the stdio fds close-on-exec; the next program must inherit
-     them (Node 22's process.execve clears the flag the same way). */
-  int saved_fd_flags[3];
+     them (Node 22's process.execve clears the flag the same way). And it
+     makes a pipe or socket it has a stream on non-blocking: O_NONBLOCK is
+     on the open file, which the next program shares, and one that is not
+     Node expects blocking stdio (a write to a full pipe fails with EAGAIN).
+     Node puts the flag back as it exits (ResetStdio), which execve skips;
+     libuv's spawn clears it in the child the same way. A Node next program
+     sets it again for its own streams. Both are put back if execve fails. */
+  int saved_fd_flags[3], saved_fl_flags[3];
   for (int fd = 0; fd < 3; fd++) {
     saved_fd_flags[fd] = fcntl(fd, F_GETFD);
     if (saved_fd_flags[fd] >= 0 && (saved_fd_flags[fd] & FD_CLOEXEC))
       fcntl(fd, F_SETFD, saved_fd_flags[fd] & ~FD_CLOEXEC);
+    saved_fl_flags[fd] = fcntl(fd, F_GETFL);
+    if (saved_fl_flags[fd] >= 0 && (saved_fl_flags[fd] & O_NONBLOCK))
+      fcntl(fd, F_SETFL, saved_fl_flags[fd] & ~O_NONBLOCK);
   }
   /* A profiled program (node --cpu-prof) is sent SIGPROF by V8's sampler
      thread. One sent while execve runs stays pending into the new image,
@@ -928,8 +937,10 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
   execve(file, args, envp);
   int err = errno;
   if (prof_saved) sigaction(SIGPROF, &saved_prof, NULL);
-  for (int fd = 0; fd < 3; fd++)
+  for (int fd = 0; fd < 3; fd++) {
     if (saved_fd_flags[fd] >= 0) fcntl(fd, F_SETFD, saved_fd_flags[fd]);
+    if (saved_fl_flags[fd] >= 0) fcntl(fd, F_SETFL, saved_fl_flags[fd]);
+  }
   free_strings(args);
   free_strings(envp);
   throw_errno(env, err, "execve", file);

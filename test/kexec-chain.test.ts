@@ -219,6 +219,43 @@ describe('kexec chains of real programs', () => {
       cleanup();
     }
   });
+  test('exec in place hands the next program its stdio blocking, as a program expects it; a failed exec leaves them as Node had them', () => {
+    const { path, cleanup } = shmPath('stdio-blocking');
+    try {
+      // Node makes a pipe it has a stream on non-blocking (O_NONBLOCK is on the pipe itself, not on
+      // the fd). The next program is a shell, in place (same PID): it reports the flags of its fds
+      // 0, 1 and 2 as it got them. A program that is not Node writes a full pipe and gets EAGAIN.
+      const next = 'rm -f "$PMPOOL_FDT"; for fd in 0 1 2; do sed -n "s/^flags:[[:space:]]*/fd$fd /p" /proc/$$/fdinfo/$fd; done';
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+           import { readFileSync } from 'node:fs';
+           const flags = () => [0, 1, 2].map((fd) => /^flags:\\s*(\\d+)/m.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1]).join(' ');
+           kexec.poolFromCommandLine();
+           process.stdin.pause();
+           process.stdout.write('');
+           process.stderr.write('before ' + flags() + '\\n');
+           await kexec.exec('/nonexistent/pmpool-next', []).catch(() => {});
+           process.stderr.write('after failure ' + flags() + '\\n');
+           await kexec.exec('/bin/sh', ['-c', ${JSON.stringify(next)}, 'sh'], { passFlag: false });`,
+          '--',
+          `--pmpool=${path},1M`,
+        ],
+        { encoding: 'utf8', input: '' },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const before = /^before (.*)$/m.exec(r.stderr)![1]!;
+      assert.ok(before.split(' ').every((f) => (parseInt(f, 8) & 0o4000) !== 0), `the test did make Node's stdio non-blocking: ${before}`);
+      assert.equal(/^after failure (.*)$/m.exec(r.stderr)![1], before, 'a failed exec puts the flags back: Node goes on writing');
+      const seen = [...r.stdout.matchAll(/^fd(\d) (\d+)$/gm)].map((m) => [m[1], (parseInt(m[2]!, 8) & 0o4000) === 0]);
+      assert.deepEqual(seen, [['0', true], ['1', true], ['2', true]], `the next program's stdio is blocking: ${r.stdout}`);
+    } finally {
+      cleanup();
+    }
+  });
   test('output queued in a stream the program put in place of process.stdout reaches the reader whole', () => {
     const { path, cleanup } = shmPath('flush-replaced');
     const replace = (stream: string) => `Object.defineProperty(process, 'stdout', { value: ${stream}, configurable: true, writable: true, enumerable: true });`;
