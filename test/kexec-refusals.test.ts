@@ -220,6 +220,39 @@ describe('handover callbacks', () => {
   });
 });
 
+describe('handover callbacks that return a Promise', () => {
+  test('an async callback aborts the handover: what it writes after an await would never reach the next program', async () => {
+    const { path, cleanup } = shmPath('async-callback');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const aborted: string[] = [];
+      registry.onHandover('first', () => undefined, { onAbort: () => aborted.push('first') });
+      registry.onHandover('async', async (fdt) => {
+        await null;
+        fdt.addNode('/clients/async');
+        throw new Error('failed after its await');
+      }, { onAbort: () => aborted.push('async') });
+      const e = expectHandoverError(() => registry.prepare(), 'CALLBACK_FAILED');
+      assert.match(e.message, /"async".*returned a Promise/);
+      assert.deepEqual(aborted, ['first', 'async'], 'every callback is told, the one that returned a Promise too');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(unhandled, [], 'its later rejection is no unhandled one that would end the program');
+      const a = pool.alloc(1);
+      pool.release(a.pfn, a.count);
+      assert.equal(pool.check().ok, true);
+      pool.close();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      cleanup();
+    }
+  });
+});
+
 describe('handover size', () => {
   test('a tree over the blob limit a next program reads: the handover is aborted, the program keeps its pools', () => {
     const { path, cleanup } = shmPath('too-big');

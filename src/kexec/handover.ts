@@ -208,11 +208,22 @@ export class HandoverRegistry {
     }
 
     for (const entry of [...this.callbacks]) {
+      let result: unknown;
       try {
-        entry.callback(fdt);
+        result = entry.callback(fdt);
       } catch (e) {
         const error = new HandoverError('CALLBACK_FAILED', `handover callback "${entry.name}" failed: ${(e as Error).message}; handover aborted`, { cause: e });
         rollback(error, entry);
+        throw error;
+      }
+      if (isThenable(result)) {
+        // The tree is serialised as soon as the callbacks return: what an async callback writes
+        // after its first await would never reach the next program, and its failure could not
+        // abort the handover. Its later rejection is this abort, not an unhandled one that ends
+        // the program; it is told like the others, for it did not fail itself.
+        result.then(undefined, () => undefined);
+        const error = new HandoverError('CALLBACK_FAILED', `handover callback "${entry.name}" returned a Promise; a callback must write its node before it returns; handover aborted`);
+        rollback(error);
         throw error;
       }
     }
@@ -244,6 +255,10 @@ export class HandoverRegistry {
       },
     };
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }
 
 function defaultFrom(): string {
