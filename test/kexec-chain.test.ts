@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
@@ -48,6 +48,19 @@ function execWithQueuedOutput(path: string, then: string, before = ''): void {
   assert.ok(r.stdout.endsWith('x\nafter\n') && /^x+$/.test(r.stdout.slice(0, 1 << 19)), 'every byte, in order');
 }
 
+/** node's arguments for an ES module program that takes a 1 MiB pool at `path` from its command line, then runs `body`. */
+function poolProgram(path: string, body: string): string[] {
+  return [
+    '--input-type=module',
+    '-e',
+    `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+     kexec.poolFromCommandLine();
+     ${body}`,
+    '--',
+    `--pmpool=${path},1M`,
+  ];
+}
+
 /** Handover blobs a process wrote that are still on disk (blob names start with the writer's pid). */
 function blobsLeftBy(pid: unknown): string[] {
   return readdirSync('/dev/shm').filter((f) => f.startsWith(`pmpool-handover-${String(pid)}-`));
@@ -80,16 +93,8 @@ function execReportingEnvironment(before: string, extraOptions: string, env: Nod
   try {
     const r = spawnSync(
       process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-         kexec.poolFromCommandLine();
-         ${before}
-         await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${extraOptions} });`,
-        '--',
-        `--pmpool=${path},1M`,
-      ],
+      poolProgram(path, `${before}
+         await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false${extraOptions} });`),
       { encoding: 'utf8', env: { ...process.env, ...env } },
     );
     assert.equal(r.status, 0, r.stderr);
@@ -228,22 +233,17 @@ describe('kexec chains of real programs', () => {
       const next = 'rm -f "$PMPOOL_FDT"; for fd in 0 1 2; do sed -n "s/^flags:[[:space:]]*/fd$fd /p" /proc/$$/fdinfo/$fd; done';
       const r = spawnSync(
         process.execPath,
-        [
-          '--input-type=module',
-          '-e',
-          `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-           import { readFileSync } from 'node:fs';
+        poolProgram(
+          path,
+          `const { readFileSync } = await import('node:fs');
            const flags = () => [0, 1, 2].map((fd) => /^flags:\\s*(\\d+)/m.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1]).join(' ');
-           kexec.poolFromCommandLine();
            process.stdin.pause();
            process.stdout.write('');
            process.stderr.write('before ' + flags() + '\\n');
            await kexec.exec('/nonexistent/pmpool-next', []).catch(() => {});
            process.stderr.write('after failure ' + flags() + '\\n');
            await kexec.exec('/bin/sh', ['-c', ${JSON.stringify(next)}, 'sh'], { passFlag: false });`,
-          '--',
-          `--pmpool=${path},1M`,
-        ],
+        ),
         { encoding: 'utf8', input: '' },
       );
       assert.equal(r.status, 0, r.stderr);
@@ -296,6 +296,35 @@ describe('kexec chains of real programs', () => {
       assert.equal(r.stdout, 'after\n', 'the next program ran; the stuck stream\'s bytes stayed behind');
       assert.deepEqual(blobsLeftBy(r.pid), [], 'its blob was consumed');
     } finally {
+      cleanup();
+    }
+  });
+  test('a program that exits while exec() waits for its output takes its unread blob with it', async () => {
+    const { path, cleanup } = shmPath('exit-in-flush');
+    // Its stdout is a pipe nobody reads: exec() waits for the queued output, and SIGTERM comes
+    // meanwhile, to a handler that exits (as a service's does).
+    const child = spawn(
+      process.execPath,
+      poolProgram(
+        path,
+        `process.on('SIGTERM', () => process.exit(0));
+         process.stdout.write('x'.repeat(1 << 20));
+         await kexec.exec(process.execPath, ['-e', '0', '--']);`,
+      ),
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      // The blob is written before exec() waits: once it is on disk, the program is waiting.
+      for (let i = 0; i < 600 && blobsLeftBy(child.pid).length === 0 && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+      assert.equal(blobsLeftBy(child.pid).length, 1, 'exec() wrote its blob and waits for the output');
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0);
+      assert.deepEqual(blobsLeftBy(child.pid), [], 'no handover happened: its blob is not left in /dev/shm');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      child.stdout.destroy();
+      for (const f of blobsLeftBy(child.pid)) rmSync(join('/dev/shm', f), { force: true });
       cleanup();
     }
   });

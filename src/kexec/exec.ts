@@ -176,8 +176,14 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
   options = checkReplaceOptions(options, 'exec options');
   const prepared = registry.prepare({ from: options.from });
   let blob: string | undefined;
+  // A program that exits while exec() waits for its output (process.exit in a SIGTERM handler, an
+  // uncaught exception) hands nothing over: its blob, which no program will read, goes with it.
+  const removeAtExit = (): void => {
+    if (blob) removeBlob(blob);
+  };
   try {
     blob = writeBlob(prepared.bytes, options.blobDir);
+    process.on('exit', removeAtExit);
     const argv = [file, ...handoverArgs(args, blob, options)];
     await flushStdio();
     // Pools need no closing: their mappings vanish with the image, their fds
@@ -197,6 +203,8 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `exec of ${file} failed: ${(e as Error).message}; this program keeps running`, { cause: e });
     prepared.abort(error);
     throw error;
+  } finally {
+    process.off('exit', removeAtExit);
   }
 }
 
