@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptionsWithStringEncoding, type SpawnSyncReturns } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,11 +54,21 @@ function poolProgram(path: string, body: string): string[] {
     '--input-type=module',
     '-e',
     `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-     kexec.poolFromCommandLine();
+     const pool = kexec.poolFromCommandLine();
      ${body}`,
     '--',
     `--pmpool=${path},1M`,
   ];
+}
+
+/** Runs poolProgram(body) on a new pool under /dev/shm, removed afterwards, and waits for it. */
+function runPoolProgram(label: string, body: string, options: SpawnSyncOptionsWithStringEncoding = { encoding: 'utf8' }): SpawnSyncReturns<string> {
+  const { path, cleanup } = shmPath(label);
+  try {
+    return spawnSync(process.execPath, poolProgram(path, body), options);
+  } finally {
+    cleanup();
+  }
 }
 
 /** Handover blobs a process wrote that are still on disk (blob names start with the writer's pid). */
@@ -225,36 +235,28 @@ describe('kexec chains of real programs', () => {
     }
   });
   test('exec in place hands the next program its stdio blocking, as a program expects it; a failed exec leaves them as Node had them', () => {
-    const { path, cleanup } = shmPath('stdio-blocking');
-    try {
-      // Node makes a pipe it has a stream on non-blocking (O_NONBLOCK is on the pipe itself, not on
-      // the fd). The next program is a shell, in place (same PID): it reports the flags of its fds
-      // 0, 1 and 2 as it got them. A program that is not Node writes a full pipe and gets EAGAIN.
-      const next = 'rm -f "$PMPOOL_FDT"; for fd in 0 1 2; do sed -n "s/^flags:[[:space:]]*/fd$fd /p" /proc/$$/fdinfo/$fd; done';
-      const r = spawnSync(
-        process.execPath,
-        poolProgram(
-          path,
-          `const { readFileSync } = await import('node:fs');
-           const flags = () => [0, 1, 2].map((fd) => /^flags:\\s*(\\d+)/m.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1]).join(' ');
-           process.stdin.pause();
-           process.stdout.write('');
-           process.stderr.write('before ' + flags() + '\\n');
-           await kexec.exec('/nonexistent/pmpool-next', []).catch(() => {});
-           process.stderr.write('after failure ' + flags() + '\\n');
-           await kexec.exec('/bin/sh', ['-c', ${JSON.stringify(next)}, 'sh'], { passFlag: false });`,
-        ),
-        { encoding: 'utf8', input: '' },
-      );
-      assert.equal(r.status, 0, r.stderr);
-      const before = /^before (.*)$/m.exec(r.stderr)![1]!;
-      assert.ok(before.split(' ').every((f) => (parseInt(f, 8) & 0o4000) !== 0), `the test did make Node's stdio non-blocking: ${before}`);
-      assert.equal(/^after failure (.*)$/m.exec(r.stderr)![1], before, 'a failed exec puts the flags back: Node goes on writing');
-      const seen = [...r.stdout.matchAll(/^fd(\d) (\d+)$/gm)].map((m) => [m[1], (parseInt(m[2]!, 8) & 0o4000) === 0]);
-      assert.deepEqual(seen, [['0', true], ['1', true], ['2', true]], `the next program's stdio is blocking: ${r.stdout}`);
-    } finally {
-      cleanup();
-    }
+    // Node makes a pipe it has a stream on non-blocking (O_NONBLOCK is on the pipe itself, not on
+    // the fd). The next program is a shell, in place (same PID): it reports the flags of its fds
+    // 0, 1 and 2 as it got them. A program that is not Node writes a full pipe and gets EAGAIN.
+    const next = 'rm -f "$PMPOOL_FDT"; for fd in 0 1 2; do sed -n "s/^flags:[[:space:]]*/fd$fd /p" /proc/$$/fdinfo/$fd; done';
+    const r = runPoolProgram(
+      'stdio-blocking',
+      `const { readFileSync } = await import('node:fs');
+       const flags = () => [0, 1, 2].map((fd) => /^flags:\\s*(\\d+)/m.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1]).join(' ');
+       process.stdin.pause();
+       process.stdout.write('');
+       process.stderr.write('before ' + flags() + '\\n');
+       await kexec.exec('/nonexistent/pmpool-next', []).catch(() => {});
+       process.stderr.write('after failure ' + flags() + '\\n');
+       await kexec.exec('/bin/sh', ['-c', ${JSON.stringify(next)}, 'sh'], { passFlag: false });`,
+      { encoding: 'utf8', input: '' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const before = /^before (.*)$/m.exec(r.stderr)![1]!;
+    assert.ok(before.split(' ').every((f) => (parseInt(f, 8) & 0o4000) !== 0), `the test did make Node's stdio non-blocking: ${before}`);
+    assert.equal(/^after failure (.*)$/m.exec(r.stderr)![1], before, 'a failed exec puts the flags back: Node goes on writing');
+    const seen = [...r.stdout.matchAll(/^fd(\d) (\d+)$/gm)].map((m) => [m[1], (parseInt(m[2]!, 8) & 0o4000) === 0]);
+    assert.deepEqual(seen, [['0', true], ['1', true], ['2', true]], `the next program's stdio is blocking: ${r.stdout}`);
   });
   test('output queued in a stream the program put in place of process.stdout reaches the reader whole', () => {
     const { path, cleanup } = shmPath('flush-replaced');
@@ -298,6 +300,26 @@ describe('kexec chains of real programs', () => {
     } finally {
       cleanup();
     }
+  });
+  test('a NUL byte in the file, an argument or the environment is refused: execve would cut the string short', () => {
+    // The shell reports what it got; a string with a NUL would reach it cut at the NUL.
+    const next = 'rm -f "$PMPOOL_FDT"; echo "[$1] [$PMPOOL_TEST_NUL]"';
+    const r = runPoolProgram(
+      'exec-nul',
+      `const attempts = [
+         ['/bin/sh', ['-c', ${JSON.stringify(next)}, 'sh', 'kept\\0cut']],
+         ['/bin/sh\\0ignored', ['-c', ${JSON.stringify(next)}]],
+         ['/bin/sh', ['-c', ${JSON.stringify(next)}], { env: { PMPOOL_TEST_NUL: 'kept\\0cut' } }],
+       ];
+       for (const [file, args, options] of attempts) {
+         await kexec.exec(file, args, options).then(() => {}, (e) => process.stderr.write(e.code + ': ' + e.message + '\\n'));
+       }
+       process.stderr.write('generation ' + pool.generation + '\\n');`,
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '', 'no next program ran with a string cut short');
+    assert.deepEqual(r.stderr.match(/^[A-Z_]+(?=: )/gm), ['BAD_ARGUMENT', 'BAD_ARGUMENT', 'BAD_ARGUMENT'], r.stderr);
+    assert.match(r.stderr, /^generation 0$/m, 'refused before anything was quiesced or bumped');
   });
   test('a program that exits while exec() waits for its output takes its unread blob with it', async () => {
     const { path, cleanup } = shmPath('exit-in-flush');

@@ -32,6 +32,9 @@ export function checkReplaceOptions(value: ReplaceOptions | undefined, what: str
   if (env !== undefined && (env === null || typeof env !== 'object' || Array.isArray(env))) {
     throw badArgument(`env must be an object of environment variables, got ${describeValue(env)}`);
   }
+  // Passed to execve as C strings "NAME=value": a NUL would cut the variable short at it.
+  const cut = env && Object.entries(env).find(([name, value]) => name.includes('\0') || (typeof value === 'string' && value.includes('\0')));
+  if (cut) throw badArgument(`env variable ${JSON.stringify(cut[0])} contains a NUL byte`);
   const blobDir = checkStringOption(options.blobDir, 'blobDir', badArgument);
   if (blobDir === '') throw badArgument('blobDir must be a directory, got ""');
   checkBooleanOption(options.passFlag, 'passFlag', badArgument);

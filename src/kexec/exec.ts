@@ -168,6 +168,10 @@ function handoverEnv(blob: string, options: ReplaceOptions): NodeJS.ProcessEnv {
 function checkArgs(file: unknown, args: unknown): asserts args is string[] {
   if (typeof file !== 'string' || file.length === 0) throw new HandoverError('BAD_ARGUMENT', 'the next program must be a path');
   if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw new HandoverError('BAD_ARGUMENT', 'arguments must be an array of strings');
+  // execve takes C strings: one with a NUL would reach the next program cut short at it.
+  if (file.includes('\0')) throw new HandoverError('BAD_ARGUMENT', 'the path of the next program must not contain a NUL byte');
+  const i = args.findIndex((a) => a.includes('\0'));
+  if (i >= 0) throw new HandoverError('BAD_ARGUMENT', `argument ${i} of the next program contains a NUL byte`);
 }
 
 /** Hands over and replaces this process image with `file` (same PID). Returns only by throwing. */
