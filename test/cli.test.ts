@@ -2,8 +2,8 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Fdt, LogRing, Pool } from '../src/index.js';
 import { CLI_PATH, shmPath } from './support/child.js';
@@ -215,6 +215,47 @@ describe('pmpool CLI', () => {
       assert.doesNotMatch(r.stdout, /started/);
     } finally {
       cleanup();
+    }
+  });
+
+  test('demo: interrupted, it stops its service and removes its pool and report', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const demo = spawn(process.execPath, [CLI_PATH, 'demo', '--entries', '200000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const pool = `/dev/shm/pmpool-demo-${demo.pid}`;
+      /** The demo's service (the process started with its pool on the command line): pid and arguments. */
+      const service = (): { pid: number; args: string[] }[] =>
+        readdirSync('/proc')
+          .filter((d) => /^\d+$/.test(d))
+          .flatMap((d) => {
+            try {
+              const args = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+              return args.includes(`--pmpool=${pool},256M`) ? [{ pid: Number(d), args }] : [];
+            } catch {
+              return []; // gone meanwhile
+            }
+          });
+      let report: string | undefined;
+      try {
+        demo.stdout.resume();
+        demo.stderr.resume();
+        // The service fills its map for a while before it execs itself: it is interrupted in there.
+        while (report === undefined && demo.exitCode === null) {
+          await new Promise((r) => setTimeout(r, 10));
+          report = service()[0]?.args.find((a) => a.startsWith('--report='))?.slice('--report='.length);
+        }
+        assert.ok(report !== undefined, `${signal}: the service started`);
+        demo.kill(signal);
+        const [code, killedBy] = (await once(demo, 'exit')) as [number | null, NodeJS.Signals | null];
+        assert.ok(code === null ? killedBy === signal : code !== 0, `${signal}: ended by ${killedBy ?? `exit ${code}`}`);
+        assert.deepEqual(service(), [], `${signal}: no service left running`);
+        assert.equal(existsSync(pool), false, `${signal}: the pool is gone`);
+        assert.equal(existsSync(dirname(report)), false, `${signal}: the report's directory is gone`);
+      } finally {
+        demo.kill('SIGKILL');
+        for (const { pid } of service()) process.kill(pid, 'SIGKILL');
+        rmSync(pool, { force: true });
+        if (report !== undefined) rmSync(dirname(report), { recursive: true, force: true });
+      }
     }
   });
 

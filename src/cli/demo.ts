@@ -4,7 +4,7 @@
  * It runs demo-app.ts as a child, a program of its own (demo-app-main.ts), and
  * narrates what the child reports.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,9 @@ import { integer, UsageError, type Out } from './pool-commands.js';
 type Line = Record<string, unknown> & { stage: string; pid: number };
 
 const POOL_SIZE = '256M';
+
+/** The signals that stop the demo: Ctrl-C, kill, a terminal that goes away. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 function readReport(file: string): Line[] {
   if (!existsSync(file)) return [];
@@ -48,11 +51,34 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   const report = join(dir, 'report.jsonl');
   const appArgs = [app, `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`];
 
+  const cleanup = () => {
+    rmSync(dir, { recursive: true, force: true });
+    if (!values.keep) rmSync(pool, { force: true });
+  };
+  // Stopped midway, the demo takes its service with it: the service serves writes until it is
+  // killed, and would go on for ever, orphaned, its pool kept alive in /dev/shm.
+  let service: ChildProcess | undefined;
+  const interrupted = (signal: NodeJS.Signals) => {
+    for (const s of STOP_SIGNALS) process.off(s, interrupted);
+    // The files go once the service is dead (one still starting could create the pool again);
+    // then the demo ends as the signal would have ended it.
+    const end = () => {
+      cleanup();
+      process.kill(process.pid, signal);
+    };
+    if (service !== undefined && service.exitCode === null && service.signalCode === null) {
+      service.once('exit', end);
+      service.kill('SIGKILL');
+    } else end();
+  };
+  for (const s of STOP_SIGNALS) process.on(s, interrupted);
+
   out('pmpool demo — a pool that outlives the program that made it');
   out(`  pool: ${pool}, ${POOL_SIZE} (a sparse /dev/shm file; only touched pages cost memory)`);
   try {
     // Lives 1 and 2: v1 fills the map and execs itself; v2 restores and serves until killed.
     const child = spawn(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+    service = child;
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     let v1: Line | undefined;
     let v2: Line | undefined;
@@ -96,7 +122,7 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     if (values.keep) out(`  kept ${pool}: try \`pmpool info ${pool}\`, \`pmpool map ${pool}\`, \`pmpool check ${pool}\``);
     return ok ? 0 : 1;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
-    if (!values.keep) rmSync(pool, { force: true });
+    for (const s of STOP_SIGNALS) process.off(s, interrupted);
+    cleanup();
   }
 }
