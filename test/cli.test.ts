@@ -67,6 +67,30 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('release says how many pages it freed: the whole allocation, in units', () => {
+    const { path, cleanup } = shmPath('cli-release');
+    try {
+      assert.equal(pmpool('create', path, '--size', '16M', '--order-per-bit', '2').code, 0);
+      for (const [asked, pages] of [['1', 4], ['3', 4], ['5', 8]] as const) {
+        const pfn = pmpool('alloc', path, asked).stdout.trim();
+        const free = (JSON.parse(pmpool('info', path, '--json').stdout) as { free: number }).free;
+        const r = pmpool('release', path, pfn, asked);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, `released ${pages} pages at pfn ${pfn}\n`);
+        assert.equal((JSON.parse(pmpool('info', path, '--json').stdout) as { free: number }).free, free + pages);
+      }
+      assert.equal(pmpool('create', `${path}-1`, '--size', '16M').code, 0);
+      try {
+        const pfn = pmpool('alloc', `${path}-1`, '1').stdout.trim();
+        assert.equal(pmpool('release', `${path}-1`, pfn, '1').stdout, `released 1 page at pfn ${pfn}\n`);
+      } finally {
+        rmSync(`${path}-1`, { force: true });
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   test('bad usage exits 2; refused operations exit 1 with the error code', () => {
     const { path, cleanup } = shmPath('cli-bad');
     try {

@@ -204,7 +204,10 @@ export function releaseCommand(args: string[], out: Out): number {
   const count = integer(positionals[2], 'COUNT')!;
   return withPool(positionals[0]!, (pool) => {
     pool.release(pfn, count, { owner: values.owner as string | undefined });
-    out(`released ${count} pages at pfn ${pfn}`);
+    // COUNT may be the count asked of alloc; what went back is the allocation, whole units of pages.
+    const unit = 2 ** pool.geometry.orderPerBit;
+    const pages = Math.ceil(count / unit) * unit;
+    out(`released ${pages} page${pages === 1 ? '' : 's'} at pfn ${pfn}`);
     return 0;
   });
 }
