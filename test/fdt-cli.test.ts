@@ -115,6 +115,11 @@ describe('pmpool fdt pack', () => {
     const out = join(dir, 'padded.dtb');
     assert.equal(run('pack', vector('valid/test_tree1.dtb'), out, '--free-space', '256').code, 0);
     assert.deepEqual(readFileSync(out), readFileSync(vector('derived/test_tree1.padded.dtb')));
+    // Written --free-space=BYTES, as every option with a value of the other commands can be.
+    const joined = join(dir, 'padded-joined.dtb');
+    const r = spawnSync(process.execPath, [CLI_PATH, 'fdt', 'pack', vector('valid/test_tree1.dtb'), joined, '--free-space=256'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(readFileSync(joined), readFileSync(vector('derived/test_tree1.padded.dtb')));
   });
 
   test('the output is replaced whole or not at all: a write that fails midway leaves the old file, and no temporary', () => {
@@ -239,6 +244,8 @@ describe('usage and files', () => {
     ['pack', 'in.dtb'],
     ['pack', 'in.dtb', 'out.dtb', '--free-space'],
     ['pack', 'in.dtb', 'out.dtb', '--free-space', '-3'],
+    ['pack', 'in.dtb', 'out.dtb', '--free-space='],
+    ['check', 'x.dtb', '--json=yes'],
   ];
   for (const args of usage) {
     test(`bad usage [${args.join(' ')}]: exit 2 and the usage text`, () => {

@@ -14,7 +14,10 @@ export interface SplitArgs {
   operands: string[];
 }
 
-/** Splits `args`; an option named in `withValue` takes the next word as its value (whatever it is). */
+/**
+ * Splits `args`; an option named in `withValue` takes the next word as its value (whatever it is),
+ * or what follows its "=" in the same word (`--free-space=16`, as parseArgs takes `--size=16M`).
+ */
 export function splitArgs(args: readonly string[], withValue: readonly string[] = []): SplitArgs {
   const options: SplitArgs['options'] = [];
   const operands: string[] = [];
@@ -24,8 +27,10 @@ export function splitArgs(args: readonly string[], withValue: readonly string[] 
       operands.push(...args.slice(i + 1));
       break;
     }
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
     if (!a.startsWith('-') || a === '-') operands.push(a);
     else if (withValue.includes(a)) options.push({ name: a, value: args[++i] });
+    else if (eq > 0 && withValue.includes(a.slice(0, eq))) options.push({ name: a.slice(0, eq), value: a.slice(eq + 1) });
     else options.push({ name: a });
   }
   return { options, operands };
