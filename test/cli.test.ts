@@ -133,6 +133,16 @@ describe('pmpool CLI', () => {
         assert.equal(r.stderr, '');
       }
     }
+    // Every option a command takes is in the usage.
+    for (const [command, options] of [
+      ['create', ['--size', '--page-size', '--order-per-bit', '--max-allocations', '--json']],
+      ['map', ['--width', '--rows']],
+      ['fdt check', ['--json', '--lint']],
+      ['fdt pack', ['--free-space']],
+    ] as const) {
+      const shown = top.stdout.split(/\n| \| /).find((part) => part.includes(`${command} `)) ?? '';
+      for (const option of options) assert.match(shown, new RegExp(`${option}\\b`), `${command} ${option}`);
+    }
     const r = pmpool('run', '--', '/bin/sh', '-c', 'echo "program got [$1]"', 'sh', '--help');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /program got \[--help\]/);

@@ -21,7 +21,7 @@ import { runCommand } from './run-command.js';
 const USAGE = `pmpool — a persistent memory pool for Node.js
 
 ${POOL_USAGE}
-       pmpool fdt dump FILE.dtb | fdt check FILE.dtb [--json] | fdt pack IN.dtb OUT.dtb
+       pmpool fdt dump FILE.dtb | fdt check FILE.dtb [--json] [--lint] | fdt pack IN.dtb OUT.dtb [--free-space BYTES]
        pmpool log dump PATH NAME [--json]
        pmpool run [--pool PATH:SIZE] -- CMD ARGS...
        pmpool demo [--keep] [--entries N]

@@ -11,9 +11,9 @@ export type Out = (s: string) => void;
 export class UsageError extends Error {}
 
 export const POOL_USAGE = [
-  'usage: pmpool create PATH --size SIZE [--page-size 4K|2M] [--order-per-bit N] [--max-allocations N]',
+  'usage: pmpool create PATH --size SIZE [--page-size 4K|2M] [--order-per-bit N] [--max-allocations N] [--json]',
   '       pmpool info PATH [--json]',
-  '       pmpool map PATH [--width N]',
+  '       pmpool map PATH [--width N] [--rows N]',
   '       pmpool check PATH [--repair] [--json]',
   '       pmpool alloc PATH COUNT [--align N] [--name NAME] [--owner OWNER] [--json]',
   '       pmpool release PATH PFN COUNT [--owner OWNER]',
