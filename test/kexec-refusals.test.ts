@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, symlinkSync, writeFileSync, chownSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fdt, Pool, HandoverError, kexec } from '../src/index.js';
+import { Fdt, Pool, PoolError, HandoverError, kexec } from '../src/index.js';
 import { execInPlace, spawnNext } from '../src/kexec/exec.js';
 import { HandoverRegistry } from '../src/kexec/handover.js';
 import { restorePool } from '../src/kexec/restore.js';
@@ -334,6 +334,33 @@ describe('handover edge cases', () => {
     }
   });
 
+  test('abort() and complete() act once: a late abort does not resume the pools of a later handover', () => {
+    const { path, cleanup } = shmPath('abort-once');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const aborts: string[] = [];
+      registry.onHandover('client', () => undefined, { onAbort: (reason) => aborts.push(reason.message) });
+      const first = registry.prepare();
+      first.abort(new Error('first'));
+      const second = registry.prepare();
+      first.abort(new Error('first, again'));
+      first.complete();
+      // The second handover still holds its pools quiesced, and is still the one under way.
+      expectError(() => pool.alloc(1), PoolError, 'QUIESCED');
+      expectHandoverError(() => registry.prepare(), 'BUSY');
+      assert.deepEqual(aborts, ['first']);
+      second.complete();
+      second.abort(new Error('after complete'));
+      expectError(() => pool.alloc(1), PoolError, 'QUIESCED');
+      assert.deepEqual(aborts, ['first']);
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a refused incoming blob does not block this program\'s own handovers', () => {
     const h = handedOver('refused-then-cold');
     try {
@@ -432,6 +459,11 @@ describe('options that are not an object, or fields of the wrong type', () => {
         [(o) => kexec.upgradeOnSignal('SIGUSR2', o), { passFlag: 'no' }],
       ];
       for (const [call, options] of fields) expectHandoverError(() => call(options as never), 'BAD_ARGUMENT');
+      // A callback's name is what its CALLBACK_FAILED message calls it.
+      for (const name of [42, '', undefined, null, {}]) {
+        const e = expectHandoverError(() => registry.onHandover(name as never, () => undefined), 'BAD_ARGUMENT');
+        assert.match(e.message, /^onHandover needs a name, got /);
+      }
       const asyncFields: object[] = [{ env: 'PATH=/bin' }, { env: null }, { blobDir: 7 }, { blobDir: '' }, { passFlag: 1 }, { from: {} }];
       for (const options of asyncFields) {
         await assert.rejects(execInPlace(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');

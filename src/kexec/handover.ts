@@ -35,8 +35,9 @@ export interface PreparedHandover {
   bytes: Uint8Array;
   /** Names of incoming top-level /clients nodes passed on untouched (carry-forward). */
   carried: string[];
+  /** Undoes the handover: abort hooks told, pools resumed. Once: later calls (and calls after complete()) do nothing. */
   abort(reason: Error): void;
-  /** The handover went through (the next program is running): another may be prepared. */
+  /** The handover went through (the next program is running): another may be prepared. Once, like abort(). */
   complete(): void;
 }
 
@@ -64,6 +65,8 @@ export class HandoverRegistry {
 
   /** Registers a callback that edits the outgoing tree; callbacks run in registration order. */
   onHandover(name: string, callback: HandoverCallback, options: { onAbort?: AbortHook } = {}): () => void {
+    // The name is how messages (CALLBACK_FAILED) name the callback, and conventionally its node.
+    if (typeof name !== 'string' || name === '') throw new HandoverError('BAD_ARGUMENT', `onHandover needs a name, got ${describeValue(name)}`);
     if (typeof callback !== 'function') throw new HandoverError('BAD_ARGUMENT', 'onHandover needs a callback function');
     options = checkOnHandoverOptions(options);
     const entry: CallbackEntry = { name, callback, onAbort: options.onAbort };
@@ -161,7 +164,12 @@ export class HandoverRegistry {
     this.inFlight = true;
     const quiesced: Pool[] = [];
     const bumped = new Set<Pool>();
+    // Aborted or completed, once: a second abort() (or one after complete()) would resume pools
+    // that a later handover has quiesced since, and tell the callbacks of an abort twice.
+    let settled = false;
     const rollback = (reason: Error, failed?: CallbackEntry): void => {
+      if (settled) return;
+      settled = true;
       this.inFlight = false;
       for (const entry of this.callbacks) {
         if (entry === failed || !entry.onAbort) continue;
@@ -251,6 +259,8 @@ export class HandoverRegistry {
       carried,
       abort: (reason) => rollback(reason),
       complete: () => {
+        if (settled) return;
+        settled = true;
         this.inFlight = false;
       },
     };
