@@ -174,6 +174,36 @@ describe('kexec chains of real programs', () => {
     assert.equal(rollback.stillServing, true, 'the old program still allocates from its pool');
     assert.equal(rollback.generation, '2', 'the aborted generation 1 is burned: no blob of that attempt can match again');
   });
+  test('spawn: a process the new program starts before it is ready does not inherit the ready pipe', () => {
+    const { path, cleanup } = shmPath('ready-inherit');
+    try {
+      // The next program starts a child of its own before ready(): the child must see no
+      // PMPOOL_READY_FD (its ready() would write READY to whatever its fd 3 is), and the
+      // next program's own ready() must still reach the predecessor.
+      const next = `
+        import { spawnSync } from 'node:child_process';
+        import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(process.env.PMPOOL_READY_FD ?? "none")'], { encoding: 'utf8' });
+        process.stdout.write('grandchild sees ' + child.stdout + '\\n');
+        kexec.incoming();
+        process.stdout.write('ready ' + kexec.ready() + '\\n');`;
+      const r = runModule(
+        `import { kexec, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.create(process.argv[1], { size: '4M' });
+         kexec.addPool(pool);
+         const { generation } = await kexec.spawn(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(next)}, '--'], { stdio: 'inherit' });
+         process.stdout.write('took over ' + generation + '\\n');`,
+        [path],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /grandchild sees none\n/);
+      assert.match(r.stdout, /ready true\n/);
+      assert.match(r.stdout, /took over 1\n/);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('spawn: a new program that reports ready and exits at once did take over (30 times)', () => {
     const { path, cleanup } = shmPath('ready-exit');
     try {

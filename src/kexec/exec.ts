@@ -313,11 +313,25 @@ function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
   });
 }
 
+/**
+ * The pipe a spawn()ing predecessor waits on for READY, taken out of the environment as pmpool loads:
+ * left there until ready(), it would pass to every process this program starts meanwhile, whose own
+ * ready() would write READY to whatever its descriptor of that number is.
+ */
+let readyFd: number | undefined = takeReadyFd();
+function takeReadyFd(): number | undefined {
+  const value = process.env[READY_FD_ENV];
+  if (value === undefined) return undefined;
+  delete process.env[READY_FD_ENV];
+  const fd = Number(value);
+  return Number.isInteger(fd) && fd >= 3 ? fd : undefined;
+}
+
 /** Called by the new program once it has restored its state: tells a spawn()ing predecessor to step down. */
 export function reportReady(): boolean {
-  const fd = Number(process.env[READY_FD_ENV]);
-  if (!Number.isInteger(fd) || fd < 3) return false;
-  delete process.env[READY_FD_ENV];
+  const fd = readyFd ?? takeReadyFd();
+  readyFd = undefined;
+  if (fd === undefined) return false;
   try {
     writeSync(fd, 'READY\n');
     closeSync(fd);
