@@ -279,8 +279,8 @@ describe('Pool basics', () => {
       assert.equal(pool.at(a.pfn), undefined);
       expectPoolError(() => pool.release(a.pfn, 2), 'NOT_ALLOCATED');
       expectPoolError(() => pool.release(a.pfn, 1), 'NOT_ALLOCATED');
-      // The damaged record's plausible extent covers b's page: recovery keeps both out of reuse
-      // (docs/abi.md), so b's page is never handed out, and its bytes stay as they were.
+      // The damaged record's plausible extent covers b's page: b keeps it, and the damaged record's
+      // own page stays out of reuse (docs/abi.md); neither is handed out, b's bytes stay as they were.
       const handedOut: number[] = [];
       for (;;) {
         try {
@@ -296,7 +296,9 @@ describe('Pool basics', () => {
       for (const pfn of handedOut) assert.equal(pool.at(pfn)?.pfn, pfn);
       for (const pfn of handedOut) pool.release(pfn, 1);
       assert.equal(pool.at(handedOut[0]!), undefined);
-      assert.equal([...parts.pfnIndex.entries()].length, 0, 'released records leave the index');
+      // Released records leave the index; b, an intact record, is honoured and stays in it.
+      assert.deepEqual([...parts.pfnIndex.entries()].map((e) => parts.directory.pfn(e.slot)), [b.pfn]);
+      assert.equal(pool.find('b')?.pfn, b.pfn);
       // A flipped INDEX_ALL word is reported and repaired.
       parts.control.setIndexAll(false);
       assert.ok(pool.check().problems.some((p) => /INDEX_ALL/.test(p)));
@@ -341,6 +343,36 @@ describe('Pool basics', () => {
       assert.equal(pool.at(older.pfn)?.name, 'older', 'the lookup reaches the honoured record, not the one at home');
       pool.close();
     }
+  });
+
+  test('a damaged record whose page count grew over an intact neighbour: the neighbour keeps its pages, check and repair agree', () => {
+    // docs/abi.md: a directory record's page count is the u64 at +16.
+    const PAGES = 16;
+    const pool = Pool.create(new MemoryRegion(1 * MiB), { size: 1 * MiB, maxAllocations: 16 });
+    const { parts } = poolInternals(pool);
+    const a = pool.alloc(1);
+    const b = pool.alloc(1, { name: 'b' });
+    const c = pool.alloc(2, { name: 'c' });
+    assert.equal(b.pfn, a.pfn + 1);
+    const slotA = homeSlot(pool.geometry, a.pfn);
+    parts.writer.store64(parts.directory.offsetOf(slotA) + PAGES, 2);
+    const corrupt = `record ${slotA} is corrupt (checksum or state word; at metadata offset ${parts.directory.offsetOf(slotA)}, 128 bytes)`;
+    const repair = pool.check({ repair: true });
+    // Only the damaged record is left to report: its page is held for it, not leaked, and the
+    // intact record behind it is honoured and indexed.
+    assert.deepEqual(repair.problems, [corrupt]);
+    assert.deepEqual(pool.check(), { ok: false, problems: [corrupt], repaired: [] }, 'a second check finds what the repair left');
+    assert.equal(pool.find('b')?.pfn, b.pfn);
+    assert.equal(pool.at(b.pfn)?.name, 'b');
+    assert.deepEqual(pool.allocations().map((x) => x.pfn), [b.pfn, c.pfn]);
+    // The damaged record's page, freed behind the pool's back, is named: a repair marks it again.
+    parts.units.markFree(a.pfn, 1);
+    assert.ok(pool.check().problems.includes(`pages [${a.pfn}, +1) are owned by a record but marked free`));
+    assert.deepEqual(pool.check({ repair: true }).problems, [corrupt]);
+    pool.release(b.pfn, 1);
+    pool.release(c.pfn, 2, {});
+    assert.equal(pool.find('b'), undefined);
+    pool.close();
   });
 
   test('a release over a name index damaged to have no empty entry returns, and repair rebuilds the index', () => {

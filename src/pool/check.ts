@@ -16,7 +16,7 @@
  */
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { RECORD_BYTES } from './layout.js';
-import { describeRecord, extentProblem, liveRecords } from './recovery.js';
+import { describeRecord, extentProblem, liveRecords, markPlausibleExtent } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
 
@@ -31,6 +31,7 @@ export function checkParts(p: PoolParts): string[] {
 
   // Directory records, one by one.
   let dishonoured = 0;
+  const corrupt: number[] = [];
   for (let slot = 0; slot < d.capacity; slot++) {
     if (d.state(slot) === 0 && p.slots.isFree(slot, 1)) {
       // Fast path for the common free record: all-zero check only.
@@ -39,7 +40,7 @@ export function checkParts(p: PoolParts): string[] {
       continue;
     }
     const status = d.status(slot);
-    if (status === 'corrupt') dishonoured++;
+    if (status === 'corrupt') corrupt.push(slot);
     if (status === 'corrupt') problems.push(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
     if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
     const slotUsed = p.slots.isUsed(slot, 1);
@@ -71,6 +72,10 @@ export function checkParts(p: PoolParts): string[] {
     expected.markUsed(start, count);
     honoured.push(r);
   }
+  // As recovery does: a corrupt record's plausible extent stays out of reuse, around the pages of
+  // the honoured records — those pages are held for it, not leaked.
+  for (const slot of corrupt) markPlausibleExtent(p, expected, d.pfn(slot), d.pageCount(slot));
+  dishonoured += corrupt.length;
   // INDEX_ALL (docs/abi.md): set exactly when some committed record is not honoured; then every
   // honoured record is in the pfn index, else only those away from their home slot.
   const indexAll = dishonoured > 0;

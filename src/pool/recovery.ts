@@ -6,6 +6,7 @@
  * O(metadata), and only ever runs after something went wrong; a clean open
  * never scans.
  */
+import type { BitmapAllocator } from '../alloc/index.js';
 import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
 import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
 import { bytesEqual } from '../util/bytes.js';
@@ -70,6 +71,7 @@ export function rebuildDerived(p: PoolParts): string[] {
   p.nameIndex.clear();
 
   const live: LiveRecord[] = [];
+  const corrupt: number[] = [];
   let dishonoured = 0;
   for (let slot = 0; slot < d.capacity; slot++) {
     const status = d.status(slot);
@@ -81,7 +83,7 @@ export function rebuildDerived(p: PoolParts): string[] {
     }
     p.slots.markUsed(slot, 1);
     if (status === 'corrupt') {
-      markPlausibleExtent(p, d.pfn(slot), d.pageCount(slot));
+      corrupt.push(slot);
       dishonoured++;
       continue;
     }
@@ -106,6 +108,9 @@ export function rebuildDerived(p: PoolParts): string[] {
       if (p.nameIndex.find(h, (s) => bytesEqual(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
     }
   }
+  // A damaged record's pages are kept out of reuse only after every intact record has its own:
+  // its fields are not to be trusted, and must not cost an intact record its pages.
+  for (const slot of corrupt) markPlausibleExtent(p, p.units, d.pfn(slot), d.pageCount(slot));
   // A record recovery did not honour may sit in the home slot of a pfn: then a lookup must not
   // take the home slot on trust, and every honoured record goes in the pfn index (INDEX_ALL).
   const indexAll = dishonoured > 0;
@@ -117,13 +122,16 @@ export function rebuildDerived(p: PoolParts): string[] {
   return changes;
 }
 
-/** Keeps a damaged record's pages out of reuse where its fields still look like an extent. */
-function markPlausibleExtent(p: PoolParts, pfn: number, pageCount: number): void {
+/**
+ * Keeps a damaged record's pages out of reuse where its fields still look like an extent: marks
+ * in `units` (the pool's bitmap, or the one check() builds) those of its units still free.
+ */
+export function markPlausibleExtent(p: PoolParts, units: BitmapAllocator, pfn: number, pageCount: number): void {
   if (extentProblem(p, pfn, pageCount) !== null) return;
   const unitPages = 2 ** p.geometry.orderPerBit;
   const start = pfn / unitPages;
   const count = unitsOf(p.geometry, pageCount);
-  for (let u = start; u < start + count; u++) if (p.units.isFree(u, 1)) p.units.markUsed(u, 1);
+  for (let u = start; u < start + count; u++) if (units.isFree(u, 1)) units.markUsed(u, 1);
 }
 
 export function describeRecord(r: { slot: number; pfn: number; pageCount: number; name: Uint8Array }): string {
