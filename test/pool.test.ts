@@ -169,6 +169,49 @@ describe('Pool basics', () => {
     assert.equal(sub2.closed, true);
   });
 
+  test("a parent's check reaches its sub-pools, and its repair restores one subpool() refused to open", () => {
+    const region = new MemoryRegion(16 * MiB);
+    const pool = Pool.create(region, { size: region.size });
+    const sub = pool.subpool('s', { count: 512 });
+    sub.alloc(3, { name: 'x' }).bytes()[0] = 77;
+    const nested = sub.subpool('n', { count: 64 });
+    const y = nested.alloc(1, { name: 'y' });
+    // The nested sub-pool's bitmap loses y's page; the sub-pool's primary superblock a bit.
+    poolInternals(nested).parts.units.markFree(y.pfn, 1);
+    const s = pool.find('s')!;
+    const n = sub.find('n')!;
+    pool.close();
+    new Uint8Array(region.buffer)[s.pfn * 4096 + 60]! ^= 4;
+    const again = Pool.open(region);
+    const refused = expectPoolError(() => again.subpool('s'), 'CORRUPT');
+    assert.match(refused.message, /check --repair/);
+    const inS = `sub-pool "s" at pfn ${s.pfn}: `;
+    const lost = `${inS}sub-pool "n" at pfn ${n.pfn}: pages [${y.pfn}, +1) are owned by a record but marked free`;
+    const report = again.check();
+    assert.equal(report.ok, false);
+    assert.ok(report.problems.some((p) => p.startsWith(`${inS}primary superblock: `)), report.problems.join('\n'));
+    assert.ok(report.problems.includes(lost), report.problems.join('\n'));
+    const fixed = again.check({ repair: true });
+    assert.deepEqual(fixed.problems, []);
+    assert.equal(fixed.ok, true);
+    assert.ok(fixed.repaired.some((p) => p.startsWith(`${inS}primary superblock: `)), fixed.repaired.join('\n'));
+    assert.ok(fixed.repaired.includes(lost), fixed.repaired.join('\n'));
+    assert.deepEqual(again.check(), { ok: true, problems: [], repaired: [] });
+    const s2 = again.subpool('s');
+    assert.equal(s2.find('x')?.bytes()[0], 77);
+    assert.equal(s2.subpool('n').find('y')?.pfn, y.pfn);
+    // A sub-pool record whose run holds no pool at all: reported, and kept (the directory is the truth).
+    s2.close();
+    new Uint8Array(region.buffer, s.pfn * 4096, 4096).fill(0);
+    for (const repair of [false, true]) {
+      const r = again.check({ repair });
+      assert.equal(r.ok, false);
+      assert.ok(r.problems.some((p) => p.startsWith(`sub-pool "s" at pfn ${s.pfn} holds no pool`)), r.problems.join('\n'));
+    }
+    assert.equal(again.find('s')?.pfn, s.pfn);
+    again.close();
+  });
+
   test('check finds and repair fixes derived damage; the directory wins', () => {
     const region = new MemoryRegion(16 * MiB);
     const pool = Pool.create(region, { size: region.size });

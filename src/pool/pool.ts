@@ -562,30 +562,69 @@ export class Pool {
     });
   }
 
-  /** Verifies every invariant; with `repair`, rebuilds what is derived and restores a damaged superblock. */
+  /**
+   * Verifies every invariant, this pool's and its sub-pools'; with `repair`, rebuilds what is
+   * derived and restores a damaged superblock.
+   */
   check(options: { repair?: boolean } = {}): CheckReport {
     const p = this.live();
     options = poolOptions(options, 'check options');
     checkPoolBoolean(options.repair, 'repair');
     return this.withLock(
       () => {
-        const before = [...this.superblockProblems(), ...checkParts(p)];
-        if (!options.repair || before.length === 0) return { ok: before.length === 0, problems: before, repaired: [] };
-        // Under an intent, like any operation: rebuildDerived() first clears the bitmaps, and a
-        // crash before it re-marks every record must not leave owned pages free for the next locker.
-        p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
-        p.writer.barrier();
-        const changes = rebuildDerived(p);
-        this.reconcileSuperblocks(p);
-        p.writer.barrier(); // the rebuilt state on the file before the intent is cleared
-        p.control.endIntent();
-        p.writer.barrier();
-        const after = [...this.superblockProblems(), ...checkParts(p)];
-        const repaired = [...before.filter((x) => !after.includes(x)), ...changes];
-        return { ok: after.length === 0, problems: after, repaired };
+        const report = this.checkLocked(p, options.repair === true);
+        // A sub-pool lives in a run of this pool, and subpool() sends a sub-pool it cannot open to
+        // `check --repair` of this one: its check is part of this one. Under this pool's lock, so
+        // that its run is not released and handed out meanwhile.
+        for (const r of liveRecords(p)) {
+          if (!r.subpool || extentProblem(p, r.pfn, r.pageCount) !== null || this.findSlot(p, r.name) !== r.slot) continue;
+          const sub = this.checkSubpool(r.pfn, r.pageCount, decodeLabel(r.name), options.repair === true);
+          report.problems.push(...sub.problems);
+          report.repaired.push(...sub.repaired);
+        }
+        return { ...report, ok: report.problems.length === 0 };
       },
       { skipRecovery: true },
     );
+  }
+
+  private checkLocked(p: PoolParts, repair: boolean): CheckReport {
+    const before = [...this.superblockProblems(), ...checkParts(p)];
+    if (!repair || before.length === 0) return { ok: before.length === 0, problems: before, repaired: [] };
+    // Under an intent, like any operation: rebuildDerived() first clears the bitmaps, and a
+    // crash before it re-marks every record must not leave owned pages free for the next locker.
+    p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
+    p.writer.barrier();
+    const changes = rebuildDerived(p);
+    this.reconcileSuperblocks(p);
+    p.writer.barrier(); // the rebuilt state on the file before the intent is cleared
+    p.control.endIntent();
+    p.writer.barrier();
+    const after = [...this.superblockProblems(), ...checkParts(p)];
+    const repaired = [...before.filter((x) => !after.includes(x)), ...changes];
+    return { ok: after.length === 0, problems: after, repaired };
+  }
+
+  /** Checks (and repairs) the sub-pool in `[pfn, +pageCount)`: its lines, each naming it. */
+  private checkSubpool(pfn: number, pageCount: number, name: string, repair: boolean): { problems: string[]; repaired: string[] } {
+    const what = `sub-pool "${name}" at pfn ${pfn}`;
+    let sub: Pool;
+    try {
+      // From its backup when its primary superblock is damaged: that is what a repair restores.
+      const slice = new SubRegion(this.region, pfn * this.pageSize, pageCount * this.pageSize);
+      sub = Pool.attach(slice, true, { ...this.lockOptions, allowDamagedSuperblock: true });
+    } catch (e) {
+      if (!(e instanceof PoolError) || e.code === 'LOCK_TIMEOUT') throw e;
+      return { problems: [`${what} holds no pool that can be opened: ${e.message}`], repaired: [] };
+    }
+    try {
+      const report = sub.check({ repair });
+      const named = (lines: string[]) => lines.map((line) => `${what}: ${line}`);
+      // An open that found a crashed operation has repaired it already: that is a change too.
+      return { problems: named(report.problems), repaired: named([...sub.recovered, ...report.repaired]) };
+    } finally {
+      sub.close();
+    }
   }
 
   private superblockProblems(): string[] {
