@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { homeSlot } from '../src/pool/parts.js';
+import { CONTROL_LAYOUT } from '../src/pool/control.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { allocatorGeometry } from '../src/alloc/index.js';
 
@@ -227,6 +228,43 @@ describe('single-bit flips', () => {
     pool.close();
     flipAllReportedAndRepaired('unit bitmap', g.areas.unitBitmap.offset, allocatorGeometry(g.unitCount).wordCount * 4, true);
     flipAllReportedAndRepaired('record-slot bitmap', g.areas.recordBitmap.offset, allocatorGeometry(g.maxRecords).wordCount * 4, true);
+  });
+
+  test("every bit of the control page's sequence number: a flip that would reorder new records is reported and repaired", () => {
+    const pool = Pool.open(fx.region.clone());
+    const at = pool.geometry.areas.control.offset + CONTROL_LAYOUT.NEXT_SEQ;
+    const d = poolInternals(pool).parts.directory;
+    let newest = 0;
+    for (let slot = 0; slot < d.capacity; slot++) if (d.status(slot) === 'live') newest = Math.max(newest, d.seq(slot));
+    pool.close();
+    // docs/abi.md: a u64, the last sequence number handed out.
+    const seqOf = (region: MemoryRegion) => Number(new DataView(region.buffer).getBigUint64(at, true));
+    const last = seqOf(fx.region);
+    assert.ok(newest > 0 && last >= newest);
+    const names = (p: Pool) => p.allocations().map((a) => a.name ?? a.pfn);
+    for (let bit = 0; bit < 64; bit++) {
+      const label = `sequence number bit ${bit}`;
+      const region = fx.region.clone();
+      flip(region, at, bit);
+      const value = seqOf(region);
+      const pool = Pool.open(region);
+      // Harmless: a counter still at or above the newest record's, and exact.
+      const harmful = value < newest || !Number.isSafeInteger(value);
+      const report = pool.check();
+      assert.equal(report.ok, !harmful, `${label}: ${report.problems.join('; ')}`);
+      if (harmful) {
+        const fixed = pool.check({ repair: true });
+        assert.equal(fixed.ok, true, `${label}: ${fixed.problems.join('; ')}`);
+        assert.ok(fixed.repaired.some((r) => /sequence number/.test(r)), `${label}: ${fixed.repaired.join('; ')}`);
+        assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] }, label);
+      }
+      // New allocations come last, in the order they were made.
+      const before = names(pool);
+      pool.alloc(1, { name: 'next' });
+      pool.alloc(1, { name: 'after' });
+      assert.deepEqual(names(pool), [...before, 'next', 'after'], label);
+      pool.close();
+    }
   });
 
   test('every bit of an occupied index entry is reported and rebuilt', () => {

@@ -9,6 +9,7 @@
  *    the unit bitmap equals the one the directory implies;
  *  - the allocators' summaries and counters agree with their bitmaps;
  *  - the record-slot bitmap marks exactly the non-free records;
+ *  - the control page's sequence number is at least every committed record's, and exact;
  *  - each index holds each live record exactly once, reachable by lookup
  *    (the pfn index: each live record away from its home slot, no other;
  *    every honoured record while INDEX_ALL is set, which it is exactly when
@@ -53,6 +54,13 @@ export function checkParts(p: PoolParts): string[] {
   const expected = BitmapAllocator.format(new ArrayWordStore(expectedWords), g.unitCount);
   expected.markUsed(0, g.reservedUnits);
   const live = liveRecords(p).sort((a, b) => a.seq - b.seq);
+  const lastSeq = p.control.lastSeq();
+  const newest = live.at(-1);
+  if (!Number.isSafeInteger(lastSeq)) {
+    problems.push(`the control page's last sequence number ${lastSeq} is past 2^53: new records would share one number`);
+  } else if (newest !== undefined && newest.seq > lastSeq) {
+    problems.push(`the control page's last sequence number is ${lastSeq}, below the ${newest.seq} of ${describeRecord(newest)}: new records would not sort after it`);
+  }
   const names = new Map<string, number>();
   const honoured: typeof live = [];
   for (const r of live) {

@@ -296,6 +296,16 @@ export class Control {
     return this.w.u32[(this.base + INDEX_ALL) >>> 2]!;
   }
 
+  /** The last commit sequence number handed out. */
+  lastSeq(): number {
+    return this.w.load64(this.base + NEXT_SEQ);
+  }
+
+  /** Sets the last sequence number handed out (repair raises it to the newest record's). */
+  setLastSeq(seq: number): void {
+    this.w.store64(this.base + NEXT_SEQ, seq);
+  }
+
   /** Hands out the next commit sequence number (under the lock): the word holds the last one handed out. */
   nextSeq(): number {
     const seq = this.w.load64(this.base + NEXT_SEQ) + 1;

@@ -92,6 +92,14 @@ export function rebuildDerived(p: PoolParts): string[] {
 
   // Oldest first: when two records claim one page, the older claim stands.
   live.sort((a, b) => a.seq - b.seq);
+  // A new record must sort after every existing one: a damaged counter would hand out their
+  // numbers again (below the newest), or one number for ever (past 2^53, where +1 is lost).
+  const lastSeq = p.control.lastSeq();
+  const newest = live.at(-1)?.seq ?? 0;
+  if (Number.isSafeInteger(newest) && (newest > lastSeq || !Number.isSafeInteger(lastSeq))) {
+    changes.push(`set the last sequence number from ${lastSeq} to ${newest}, the newest record's`);
+    p.control.setLastSeq(newest);
+  }
   const unitPages = 2 ** g.orderPerBit;
   const honoured: LiveRecord[] = [];
   for (const r of live) {
