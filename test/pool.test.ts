@@ -75,6 +75,12 @@ describe('Pool basics', () => {
     expectPoolError(() => pool.alloc(1, { name: 'x' }), 'NAME_TAKEN');
     expectPoolError(() => pool.alloc(1, { name: 'n'.repeat(65) }), 'BAD_ARGUMENT');
     expectPoolError(() => pool.alloc(1, { owner: 'o'.repeat(25) }), 'BAD_ARGUMENT');
+    // A lone surrogate would be stored as U+FFFD: the name would read back as another string.
+    for (const label of ['x\ud800', '\udc00y', `${'n'.repeat(60)}\ud83d`]) {
+      expectPoolError(() => pool.alloc(1, { name: label }), 'BAD_ARGUMENT');
+      expectPoolError(() => pool.alloc(1, { owner: label }), 'BAD_ARGUMENT');
+      expectPoolError(() => pool.find(label), 'BAD_ARGUMENT');
+    }
     expectPoolError(() => pool.release(a.pfn + 1, 1), 'NOT_ALLOCATED');
     expectPoolError(() => pool.release(a.pfn, 2, { owner: 'me' }), 'NOT_ALLOCATED');
     expectPoolError(() => pool.release(a.pfn, 4), 'WRONG_OWNER');

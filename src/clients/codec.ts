@@ -15,15 +15,9 @@ export const LENGTH_MASK = 0x3fffffff;
 /** Both kind bits. */
 export const KIND_MASK = KIND_BYTES | KIND_ASCII;
 
-interface WellFormed {
-  isWellFormed?: () => boolean;
-}
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-/** True when the string is well-formed UTF-16 (no lone surrogates), i.e. survives UTF-8 unchanged. */
-export function isWellFormed(s: string): boolean {
-  const f = (s as unknown as WellFormed).isWellFormed;
-  return f !== undefined ? f.call(s) : !LONE_SURROGATE.test(s);
-}
+import { isWellFormed } from '../util/utf16.js';
+
+export { isWellFormed };
 
 /** Buffer's own UTF-8 methods, without the argument checks of toString/write (present in every Node since 0.x). */
 interface Utf8Buffer {

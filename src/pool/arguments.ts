@@ -4,6 +4,7 @@
  */
 import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkModeOption, checkOptions, describeValue } from '../util/options.js';
 import { PoolError } from './errors.js';
+import { isWellFormed } from '../util/utf16.js';
 import type { PoolOpenOptions } from './options.js';
 
 export function checkCount(count: unknown, pageCount: number): asserts count is number {
@@ -17,6 +18,8 @@ export function checkLabel(value: unknown, what: string, maxBytes: number): stri
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw new PoolError('BAD_ARGUMENT', `${what} must be a string`);
   if (value.includes('\0')) throw new PoolError('BAD_ARGUMENT', `${what} must not contain NUL`);
+  // Stored as UTF-8, a lone surrogate becomes U+FFFD: the label would read back as another string.
+  if (!isWellFormed(value)) throw new PoolError('BAD_ARGUMENT', `${what} holds a lone surrogate; it would not read back as the same string`);
   const bytes = Buffer.byteLength(value, 'utf8');
   if (bytes > maxBytes) throw new PoolError('BAD_ARGUMENT', `${what} "${value.slice(0, 20)}..." is ${bytes} bytes; at most ${maxBytes}`);
   return value;
