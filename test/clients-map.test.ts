@@ -28,6 +28,21 @@ function ownedPages(pool: Pool, name: string): number {
   return pool.stats().byOwner[`pmap:${name}`]?.pages ?? 0;
 }
 
+/** Runs `fn` on a new pool in a file of its own on /dev/shm; the pool is closed and the file removed after it, also when it fails. */
+function withShmPool(label: string, size: number, fn: (pool: Pool) => void): void {
+  const { path, cleanup } = shmPath(label);
+  try {
+    const pool = Pool.create(path, { size });
+    try {
+      fn(pool);
+    } finally {
+      pool.close();
+    }
+  } finally {
+    cleanup();
+  }
+}
+
 function same(a: MapValue | MapKey | undefined, b: MapValue | MapKey | undefined): boolean {
   if (typeof a === 'string' || typeof b === 'string' || a === undefined || b === undefined) return a === b;
   return a.length === b.length && a.every((x, i) => x === b[i]);
@@ -154,6 +169,27 @@ describe('PersistentMap basics', () => {
     expectClientError(() => map.set('keep', 'x'), 'CLOSED');
     reader.close();
     pool.close();
+  });
+
+  test('a byte value whose buffer is transferred leaves the values got before and after it intact', () => {
+    withShmPool('map-transfer', 4 * MiB, (pool) => {
+      const map = PersistentMap.open(pool, 'kv');
+      map.set('a', new Uint8Array([1, 2, 3])).set('b', new Uint8Array([4, 5, 6])).set(new Uint8Array([7]), 'byte key');
+      const a = map.get('a') as Uint8Array;
+      const b = map.get('b') as Uint8Array;
+      // How bytes go to a worker: postMessage(value, [value.buffer]), or structuredClone with a
+      // transfer list. The shared slab is copied (Node 20) or refused (DataCloneError, later Nodes), never moved.
+      try {
+        assert.deepEqual(structuredClone(a, { transfer: [a.buffer as ArrayBuffer] }), new Uint8Array([1, 2, 3]));
+      } catch (e) {
+        assert.equal((e as Error).name, 'DataCloneError', String(e));
+      }
+      assert.deepEqual(a, new Uint8Array([1, 2, 3]));
+      assert.deepEqual(b, new Uint8Array([4, 5, 6]), 'a value got earlier is not detached with it');
+      assert.deepEqual(map.get('b'), new Uint8Array([4, 5, 6]));
+      assert.deepEqual([...map.keys()].filter((k) => typeof k !== 'string'), [new Uint8Array([7])]);
+      map.close();
+    });
   });
 
   test('another client\'s name, another type: WRONG_TYPE, and both stay intact', () => {

@@ -25,14 +25,25 @@ export class Torn extends Error {}
 /* ---------------- copying values out ---------------- */
 
 const SLAB_BYTES = 64 * 1024;
-let slab = new Uint8Array(SLAB_BYTES);
+let slab: Uint8Array = new Uint8Array(0);
 let slabAt = 0;
+/**
+ * A slab that a transfer (postMessage(value, [value.buffer]), structuredClone) copies instead of
+ * detaching, as Node marks the pool of Buffer.allocUnsafe: detached, it would empty every value
+ * handed out from it, and make every later copy throw. node:worker_threads is loaded at the first
+ * slab, not at start-up (it costs a millisecond or more).
+ */
+function newSlab(): Uint8Array {
+  const fresh = new Uint8Array(SLAB_BYTES);
+  process.getBuiltinModule('node:worker_threads').markAsUntransferable(fresh.buffer);
+  return fresh;
+}
 /** A copy of `length` bytes of `from` at `start`; small copies share a slab, as Buffer.allocUnsafe does. */
 export function copyOut(from: Uint8Array, start: number, length: number): Uint8Array {
   if (length === 0) return new Uint8Array(0);
   if (length > 4096) return from.slice(start, start + length);
-  if (slabAt + length > SLAB_BYTES) {
-    slab = new Uint8Array(SLAB_BYTES);
+  if (slabAt + length > slab.length) {
+    slab = newSlab();
     slabAt = 0;
   }
   const out = slab.subarray(slabAt, slabAt + length);
