@@ -130,6 +130,32 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('a long string value holds the pool pages its bytes need, as the same bytes as a Uint8Array do', () => {
+    withShmPool('map-long-string', 32 * MiB, (pool) => {
+      // Records of ASCII and two-byte text under and over the size that gets a segment of its own
+      // (256 KiB), the text's bound of three bytes a unit over it; in a new map and in one whose
+      // active segment (1 MiB) has room for the bound.
+      for (const fill of [0, 2200]) {
+        for (const text of ['x'.repeat(100_000), 'x'.repeat(600_000), 'é'.repeat(150_000)]) {
+          const bytes = new TextEncoder().encode(text);
+          const asText = PersistentMap.open(pool, 'text');
+          const asBytes = PersistentMap.open(pool, 'bytes');
+          for (let i = 0; i < fill; i++) {
+            asText.set(`fill ${i}`, 'y'.repeat(1000));
+            asBytes.set(`fill ${i}`, 'y'.repeat(1000));
+          }
+          asText.set('v', text);
+          asBytes.set('v', bytes);
+          assert.equal(asText.get('v'), text);
+          assert.equal(asText.stats().pages, asBytes.stats().pages, `a value of ${bytes.length} bytes after ${fill} others`);
+          assert.equal(ownedPages(pool, 'text'), asText.stats().pages);
+          asText.destroy();
+          asBytes.destroy();
+        }
+      }
+    });
+  });
+
   test('bad input is refused with typed errors and changes nothing', () => {
     const pool = memoryPool();
     const map = PersistentMap.open(pool, 'kv');

@@ -41,6 +41,7 @@ import { checkNow, computeStats } from './map-check.js';
 import { compactPending } from './map-compaction.js';
 import {
   align8,
+  DEDICATED_MIN,
   EMPTY,
   HDR_COUNT,
   HDR_SEQ,
@@ -362,8 +363,11 @@ export class PersistentMap {
       const n = value.length;
       if (n > MAX_VALUE_BYTES) tooLarge('value', n, MAX_VALUE_BYTES);
       if (!isWellFormed(value)) throw new ClientError('BAD_VALUE', 'the value string holds a lone surrogate; it would not read back as the same string');
+      // Three bytes a unit bound the UTF-8, room enough to write it in. A record past DEDICATED_MIN
+      // gets a segment of its own, of the size reserved: there the bound would hold three times
+      // the pages an ASCII string needs, and the exact length is worth its pass over the string.
       vmax = n * 3;
-      if (vmax > MAX_VALUE_BYTES) {
+      if (REC_HEADER + klen + vmax > DEDICATED_MIN) {
         vmax = Buffer.byteLength(value, 'utf8');
         if (vmax > MAX_VALUE_BYTES) tooLarge('value', vmax, MAX_VALUE_BYTES);
       }
