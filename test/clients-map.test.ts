@@ -624,6 +624,23 @@ describe('PersistentMap basics', () => {
     pool.close();
   });
 
+  test('a reader\'s stats() are the writer\'s, also after the writer appended to a segment the reader had mapped', () => {
+    withShmPool('map-reader-stats', 16 * MiB, (pool) => {
+      const map = PersistentMap.open(pool, 'shared');
+      map.set('first', 'one');
+      const reader = PersistentMap.open(pool, 'shared', { readOnly: true });
+      assert.deepEqual(reader.stats(), map.stats());
+      for (let i = 0; i < 200; i++) map.set(`k${i}`, 'v'.repeat(100));
+      for (let i = 0; i < 200; i += 2) map.set(`k${i}`, 'w'.repeat(100));
+      for (let i = 1; i < 200; i += 4) map.delete(`k${i}`);
+      const stats = reader.stats();
+      assert.ok(stats.garbageBytes > 0, JSON.stringify(stats));
+      assert.deepEqual(stats, map.stats());
+      reader.close();
+      map.close();
+    });
+  });
+
   test('a reader sees a consistent map while the writer grows, compacts and clears it', () => {
     const pool = memoryPool(64 * MiB);
     const map = PersistentMap.open(pool, 'shared');

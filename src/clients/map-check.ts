@@ -8,7 +8,7 @@
 import { bytesEqual } from '../util/bytes.js';
 import { readFixedHeader, TYPE_MAP } from './client-header.js';
 import { hashWords, KIND_ASCII, KIND_BYTES, LENGTH_MASK } from './codec.js';
-import { HDR_ACTIVE, MAX_SEGMENTS, recordBytes, SEG_HEADER, SEGTAB, TOMB } from './map-layout.js';
+import { HDR_ACTIVE, MAX_SEGMENTS, recordBytes, SEG_HEADER, SEG_W_USED, SEGTAB, TOMB } from './map-layout.js';
 import { recordStarts } from './map-segments.js';
 import { countGarbage, loadSegment } from './map-space.js';
 import type { MapState } from './map-state.js';
@@ -32,6 +32,10 @@ export function computeStats(s: MapState): PersistentMapStats {
       const w = (ref & 0x7ffff) << 1;
       s.segLive[k] += recordBytes(s.segU32[k]![w + 1]!, s.segU32[k]![w + 2]!);
     }
+    // The bump pointers as the writer has moved them since the segments were mapped, read after the
+    // slots: a record is appended (its segment's USED moved over it) before a slot points at it,
+    // so each record counted live above is within them.
+    for (const k of s.loaded) s.segUsed[k] = Atomics.load(s.segU32[k]!, SEG_W_USED);
   }
   let tombs = 0;
   if (s.readOnly) for (let i = 0; i < s.cap; i++) if (s.slots[2 * i] === TOMB) tombs++;
