@@ -176,6 +176,15 @@ describe('PersistentMap basics', () => {
     expectClientError(() => map.set(detached, 'v'), 'BAD_KEY');
     expectClientError(() => map.get(detached), 'BAD_KEY');
     expectClientError(() => map.set('k', detached), 'BAD_VALUE');
+    // A view left out of bounds by a resizable buffer that shrank (ES2024, in Node 20; not in this
+    // TypeScript's lib): its length reads 0 too.
+    type Resizable = ArrayBuffer & { resize(bytes: number): void };
+    const resizable = new (ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => Resizable)(16, { maxByteLength: 32 });
+    const outOfBounds = new Uint8Array(resizable, 4, 8);
+    resizable.resize(2);
+    expectClientError(() => map.set(outOfBounds, 'v'), 'BAD_KEY');
+    expectClientError(() => map.has(outOfBounds), 'BAD_KEY');
+    expectClientError(() => map.set('k', outOfBounds), 'BAD_VALUE');
     assert.equal(map.size, 1);
     assert.equal(map.get('keep'), 'me');
     assert.equal(map.has('k'), false);

@@ -106,7 +106,7 @@ export class Scratch {
     }
     if (item instanceof Uint8Array) {
       const n = item.length;
-      if (n === 0 && isDetached(item)) throw new ClientError(what === 'key' ? 'BAD_KEY' : 'BAD_VALUE', `the ${what} is a view of a detached ArrayBuffer`);
+      if (n === 0 && isDetached(item)) throw new ClientError(what === 'key' ? 'BAD_KEY' : 'BAD_VALUE', `the ${what} is a view of a detached ArrayBuffer, or out of its bounds`);
       if (n > maxBytes) tooLarge(what, n, maxBytes);
       if (n > this.u8.length) this.grow(n);
       this.u8.set(item);
@@ -175,9 +175,13 @@ export function tooLarge(what: string, bytes: number, max: number): never {
   throw new ClientError('TOO_LARGE', `the ${what} is ${bytes} bytes; at most ${max} are allowed`);
 }
 
-/** True for a view of a transferred (detached) ArrayBuffer: its length reads 0, yet copying from it throws. */
+/**
+ * True for a view of a transferred (detached) ArrayBuffer, or one left out of bounds by a
+ * resizable ArrayBuffer that shrank (which V8 treats as detached): its length reads 0, yet
+ * copying from it throws.
+ */
 export function isDetached(view: Uint8Array): boolean {
-  if (view.byteLength !== 0 || view.buffer.byteLength !== 0) return false;
+  if (view.byteLength !== 0) return false;
   try {
     view.subarray(0, 0);
     return false;

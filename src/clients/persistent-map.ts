@@ -375,7 +375,7 @@ export class PersistentMap {
       vkind = KIND_BYTES;
       vmax = value.length;
       // Refused before space is reserved: copying it would throw a raw TypeError mid-set.
-      if (vmax === 0 && isDetached(value)) throw new ClientError('BAD_VALUE', 'the value is a view of a detached ArrayBuffer');
+      if (vmax === 0 && isDetached(value)) throw new ClientError('BAD_VALUE', 'the value is a view of a detached ArrayBuffer, or out of its bounds');
       if (vmax > MAX_VALUE_BYTES) tooLarge('value', vmax, MAX_VALUE_BYTES);
     } else {
       throw new ClientError('BAD_VALUE', `a value must be a string or a Uint8Array, got ${describe(value)}`);
