@@ -145,6 +145,27 @@ describe('Pool basics', () => {
     }
   });
 
+  test("a view from bytes() is the memory itself: after a release it still maps the pages, after close() it reads as empty", () => {
+    const { path, cleanup } = shmPath('views');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const first = pool.alloc(1);
+      const view = first.bytes();
+      view[0] = 1;
+      pool.release(first.pfn, first.count);
+      // The next one-page allocation takes the same page: the old view sees the new owner's bytes.
+      const second = pool.alloc(1);
+      assert.equal(second.pfn, first.pfn);
+      second.bytes()[0] = 2;
+      assert.equal(view[0], 2);
+      pool.close();
+      assert.equal(view.length, 0);
+      assert.equal(view[0], undefined);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('NO_SPACE names the largest free run', () => {
     const pool = memoryPool(4 * MiB);
     const free = pool.stats().free;

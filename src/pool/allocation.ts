@@ -23,7 +23,12 @@ export class Allocation {
     readonly owner: string | undefined,
     readonly subpool = false,
   ) {}
-  /** The allocation's bytes (or `[offset, offset + length)` of them) as a view of the pool's mapping. */
+  /**
+   * The allocation's bytes (or `[offset, offset + length)` of them) as a view of the pool's mapping.
+   * The view is the memory itself, as a pointer is in C: it cannot be revoked. After a release of
+   * this allocation it still reads and writes those pages, which the next alloc() may hand to
+   * another owner; after the pool's close() it reads as empty. Drop views with the allocation.
+   */
   bytes(offset = 0, length = this.count * this.pool.pageSize - offset): Uint8Array {
     const total = this.count * this.pool.pageSize;
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > total) {
