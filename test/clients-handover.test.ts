@@ -69,6 +69,11 @@ describe('PersistentMap handover node', () => {
         ['root-type', (f) => f.set('/clients/kv', 'root', 'text'), /malformed/],
         ['missing', (f) => f.remove('/clients/kv', 'entries'), /lacks/],
       ];
+      // compatible is a string list: one that names v1 among others is read as v1.
+      const listed = fdt.clone();
+      listed.set('/clients/kv', 'compatible', ['pmpool,persistent-map-v2', MAP_COMPATIBLE]);
+      PersistentMap.open(pool, 'kv', { handover: listed }).close();
+      variants.push(['v2 only, listed', (f) => f.set('/clients/kv', 'compatible', ['pmpool,persistent-map-v3', 'pmpool,persistent-map-v2']), /"pmpool,persistent-map-v3"; this code reads/]);
       for (const [label, edit, pattern] of variants) {
         const bad = fdt.clone();
         edit(bad);

@@ -55,12 +55,13 @@ export function readMapNode(fdt: Fdt, name: string): MapHandoverInfo | undefined
   if (!fdt.has(path)) return undefined;
   const what = `handover node ${path}`;
   try {
-    const compatible = fdt.getString(path, 'compatible');
-    if (compatible === undefined || !compatible.startsWith(COMPATIBLE_PREFIX)) {
-      throw new ClientError('HANDOVER_MISMATCH', `${what} is not a persistent map (compatible = ${JSON.stringify(compatible ?? null)})`);
-    }
-    if (compatible !== MAP_COMPATIBLE) {
-      throw new ClientError('HANDOVER_MISMATCH', `${what} is "${compatible}"; this code reads "${MAP_COMPATIBLE}"`);
+    // A string list, as a device tree's compatible is ("most specific first"): a later version may
+    // name itself and the versions it can still be read as, as the root and pool nodes may.
+    const compatible = fdt.getStrings(path, 'compatible');
+    if (compatible === undefined || !compatible.includes(MAP_COMPATIBLE)) {
+      const other = compatible?.find((c) => c.startsWith(COMPATIBLE_PREFIX));
+      if (other === undefined) throw new ClientError('HANDOVER_MISMATCH', `${what} is not a persistent map (compatible = ${JSON.stringify(compatible ?? null)})`);
+      throw new ClientError('HANDOVER_MISMATCH', `${what} is "${other}"; this code reads "${MAP_COMPATIBLE}"`);
     }
     const root = fdt.getU64(path, 'root');
     const poolUuid = fdt.get(path, 'pool-uuid');
