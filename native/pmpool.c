@@ -76,7 +76,15 @@ static const char *errno_name(int err) {
   }
 }
 
+/* An exception already pending (a getter of an argument threw) is the error
+   to report: it is left as it is, and no other N-API call is made over it. */
+static int exception_pending(napi_env env) {
+  bool pending = false;
+  return napi_is_exception_pending(env, &pending) == napi_ok && pending;
+}
+
 static void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  if (exception_pending(env)) return;
   char message[PATH_BYTES + 256];
   if (path)
     snprintf(message, sizeof message, "%s: %s, %s '%s'", errno_name(err), strerror(err), syscall, path);
@@ -100,6 +108,7 @@ static void throw_errno(napi_env env, int err, const char *syscall, const char *
 }
 
 static void throw_type(napi_env env, const char *message) {
+  if (exception_pending(env)) return;
   napi_throw_type_error(env, "ERR_INVALID_ARG", message);
 }
 
@@ -822,7 +831,12 @@ static char **string_array(napi_env env, napi_value array, const char *what) {
   }
   for (uint32_t i = 0; i < n; i++) {
     napi_value item;
-    napi_get_element(env, array, i, &item);
+    /* An element can be a getter, and a getter can throw: then item is
+       unset and the exception is pending, which is the error to report. */
+    if (napi_get_element(env, array, i, &item) != napi_ok) {
+      throw_type(env, what);
+      goto fail;
+    }
     size_t len;
     if (napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok) {
       throw_type(env, what);

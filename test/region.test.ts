@@ -377,6 +377,26 @@ describe("the addon's file operations of the cold path (loadFile, readFile, writ
   });
 });
 
+describe("the addon's execve refuses what it cannot pass, and this program keeps running", () => {
+  // A file that does not exist: a call the addon wrongly lets through fails there (ENOENT) instead
+  // of replacing the test runner.
+  const missing = '/nonexistent/pmpool-execve-test';
+
+  test("an argument's getter that throws is the error reported", () => {
+    // Many times over: the element the getter failed to give was read uninitialized, which crashed
+    // the process only when what the stack held there happened not to be a handle.
+    for (let round = 0; round < 500; round++) {
+      for (const at of [0, 1]) {
+        const args = at === 0 ? [] : ['a', 'b'];
+        Object.defineProperty(args, at, { get: () => { throw new Error(`getter ${at}`); } });
+        assert.throws(() => native.execve(missing, args, [], []), { message: `getter ${at}` });
+        assert.throws(() => native.execve(missing, ['a'], args, []), { message: `getter ${at}` });
+        assert.throws(() => native.execve(missing, ['a'], null, args), { message: `getter ${at}` });
+      }
+    }
+  });
+});
+
 describe('FileRegion refusals leave the file untouched', () => {
   function fingerprint(path: string): string {
     const s = statSync(path);
