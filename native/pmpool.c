@@ -848,6 +848,12 @@ static char **string_array(napi_env env, napi_value array, const char *what) {
       goto fail;
     }
     napi_get_value_string_utf8(env, item, out[i], len + 1, &len);
+    /* A C string ends at its first NUL: the next program would get the
+       entry cut short there, a different argument or variable. */
+    if (strlen(out[i]) != len) {
+      throw_type(env, "execve argv/envp entries must not contain NUL");
+      goto fail;
+    }
   }
   return out;
 fail:

@@ -395,6 +395,14 @@ describe("the addon's execve refuses what it cannot pass, and this program keeps
       }
     }
   });
+
+  test('an argument or variable with a NUL is refused, not cut short at it', () => {
+    const nul = (e: unknown): boolean => e instanceof TypeError && /NUL/.test(e.message);
+    assert.throws(() => native.execve(missing, ['a', 'b\0c'], [], []), nul);
+    assert.throws(() => native.execve(missing, ['a'], ['A=1\0B=2'], []), nul);
+    assert.throws(() => native.execve(missing, ['a'], null, ['A=1\0B=2']), nul);
+    assert.throws(() => native.execve(`${missing}\0`, ['a'], [], []), nul);
+  });
 });
 
 describe('FileRegion refusals leave the file untouched', () => {
