@@ -518,6 +518,11 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   GET_ARGS(3);
   int32_t fd, op;
   if (!arg_int32(env, argv[0], &fd, "fd") || !arg_int32(env, argv[1], &op, "op")) return NULL;
+  /* Any other number is a caller's mistake, not a request for an exclusive lock. */
+  if (op > 2) {
+    throw_type(env, "flock op must be 0 (unlock), 1 (shared) or 2 (exclusive)");
+    return NULL;
+  }
   int how = op == 0 ? LOCK_UN : op == 1 ? LOCK_SH : LOCK_EX;
   if (arg_bool(env, argv[2])) how |= LOCK_NB;
   int r;

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FileRegion, MAX_WINDOW_BYTES, MemoryRegion, Pool, RegionError, SubRegion, parseSize } from '../src/index.js';
-import { native } from '../src/sys/native.js';
+import { FLOCK_EXCLUSIVE, FLOCK_SHARED, FLOCK_UNLOCK, native } from '../src/sys/native.js';
 import { daxDevice } from '../src/region/file-region.js';
 import { PMPOOL_ENTRY, runModule, startModule, shmPath, tempDir } from './support/child.js';
 import { expectError, NOT_OBJECTS, shown } from './support/expect.js';
@@ -374,6 +374,30 @@ describe("the addon's file operations of the cold path (loadFile, readFile, writ
     const exited = new Promise((resolve) => worker.once('exit', resolve));
     worker.postMessage('go');
     await exited;
+  });
+});
+
+describe("the addon's flock", () => {
+  test('takes the lock it is asked for, and refuses an operation that is none of unlock, shared, exclusive', () => {
+    const { dir, cleanup } = tempDir('pmpool-flock-');
+    try {
+      const path = join(dir, 'lock');
+      const fd = native.open(path, true, true, false, 0o600);
+      const other = native.open(path, false, false, false, 0);
+      try {
+        for (const op of [3, 7, 2 ** 31 - 1]) assert.throws(() => native.flock(fd, op, true), TypeError, `op ${op}`);
+        // Nothing was taken by the refused calls: another open file description gets it exclusively.
+        assert.equal(native.flock(other, FLOCK_EXCLUSIVE, true), true);
+        assert.equal(native.flock(fd, FLOCK_SHARED, true), false);
+        assert.equal(native.flock(other, FLOCK_UNLOCK, false), true);
+        assert.equal(native.flock(fd, FLOCK_SHARED, true), true);
+      } finally {
+        native.close(other);
+        native.close(fd);
+      }
+    } finally {
+      cleanup();
+    }
   });
 });
 
