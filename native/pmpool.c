@@ -552,6 +552,7 @@ typedef struct mapping {
   void *addr;
   size_t length;
   int unmapped;
+  int wrapping; /* inside napi_create_external_arraybuffer (wrap_mapping) */
   struct mapping *next;
 } mapping;
 
@@ -598,6 +599,9 @@ static void finalize_mapping(napi_env env, void *data, void *hint) {
   (void)env;
   (void)data;
   mapping *m = hint;
+  /* Node calls the finalizer at once when it refuses to create the buffer
+     (over its size limit); wrap_mapping undoes the mapping then, once. */
+  if (m->wrapping) return;
   unmap_now(m);
   forget_mapping(m);
   free(m);
@@ -616,7 +620,9 @@ static napi_value wrap_mapping(napi_env env, void *addr, size_t length, const ch
   m->addr = addr;
   m->length = length;
   napi_value buffer;
+  m->wrapping = 1;
   napi_status s = napi_create_external_arraybuffer(env, addr, length, finalize_mapping, m, &buffer);
+  m->wrapping = 0;
   if (s != napi_ok) {
     munmap(addr, length);
     free(m);
