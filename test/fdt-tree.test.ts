@@ -101,6 +101,26 @@ describe('set and the typed getters', () => {
     assert.deepEqual(t.get('/', 'b'), new Uint8Array([1, 2]));
   });
 
+  test('a Buffer is copied as a Uint8Array is: given to parse or set, or handed out by get', () => {
+    // Buffer's slice() is a view of the same memory, not a copy.
+    const source = new Fdt();
+    source.set('/', 's', 'abc');
+    const blob = Buffer.from(source.toBytes());
+    const parsed = Fdt.parse(blob);
+    blob.fill(0x41);
+    assert.equal(parsed.getString('/', 's'), 'abc');
+
+    const mine = Buffer.from([1, 2]);
+    const t = new Fdt();
+    t.set('/', 'b', mine);
+    mine[0] = 9;
+    assert.deepEqual(t.get('/', 'b'), new Uint8Array([1, 2]));
+    const got = t.get('/', 'b')!;
+    got[1] = 9;
+    assert.deepEqual(t.get('/', 'b'), new Uint8Array([1, 2]));
+    assert.equal(Object.getPrototypeOf(got), Uint8Array.prototype);
+  });
+
   test('set replaces the first property of that name in place, else appends', () => {
     const t = new Fdt();
     t.set('/', 'a', 1);

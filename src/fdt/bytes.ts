@@ -36,6 +36,14 @@ export function writeLatin1(out: Uint8Array, offset: number, s: string): number 
 
 export { bytesEqual } from '../util/bytes.js';
 
+/**
+ * A copy of `bytes[start, end)` that shares no memory with it, as a plain
+ * Uint8Array. Not `bytes.slice()`: on a Buffer, slice() is a view.
+ */
+export function copyBytes(bytes: Uint8Array, start = 0, end = bytes.length): Uint8Array {
+  return new Uint8Array(bytes.subarray(start, end));
+}
+
 /** Reads a big-endian u32; the caller has checked `offset + 4 <= bytes.length`. */
 export function readBe32(bytes: Uint8Array, offset: number): number {
   return ((bytes[offset] << 24) | (bytes[offset + 1] << 16) | (bytes[offset + 2] << 8) | bytes[offset + 3]) >>> 0;

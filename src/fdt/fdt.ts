@@ -9,7 +9,7 @@
  * first matching child wins). Reads return copies; nothing handed out
  * aliases the tree.
  */
-import { readBe32 } from './bytes.js';
+import { copyBytes, readBe32 } from './bytes.js';
 import { FDT_MAX_PHANDLE } from './constants.js';
 import type { MemReservation } from './check.js';
 import { formatDts } from './dts.js';
@@ -105,7 +105,8 @@ export class Fdt {
 
   /** A copy of the property's raw bytes, or undefined if the node or property does not exist. */
   get(path: string, prop: string): Uint8Array | undefined {
-    return this.#value(path, prop)?.slice();
+    const v = this.#value(path, prop);
+    return v && copyBytes(v);
   }
 
   /** One u32 cell (BADVALUE if the value is not 4 bytes). */

@@ -11,7 +11,7 @@
  * them too), but only once fdt_check_full has passed, so any error libfdt
  * would report comes first.
  */
-import { decodeLatin1, readBe32 } from './bytes.js';
+import { copyBytes, decodeLatin1, readBe32 } from './bytes.js';
 import { FDT_V17_SIZE, HDR_TOTALSIZE } from './constants.js';
 import { checkFull, nodeNameStart, type FdtHeader, type MemReservation, type StructVisitor } from './check.js';
 import { FdtError } from './errors.js';
@@ -42,9 +42,9 @@ export function readFdt(bytes: Uint8Array, owner: object): ParsedFdt {
  * with the header and with totalsize see the same answers as on `bytes`.
  */
 function privateCopy(bytes: Uint8Array): Uint8Array {
-  if (bytes.length < HDR_TOTALSIZE + 4) return bytes.slice();
+  if (bytes.length < HDR_TOTALSIZE + 4) return copyBytes(bytes);
   const declared = readBe32(bytes, HDR_TOTALSIZE);
-  return bytes.slice(0, Math.min(bytes.length, Math.max(declared, FDT_V17_SIZE)));
+  return copyBytes(bytes, 0, Math.min(bytes.length, Math.max(declared, FDT_V17_SIZE)));
 }
 
 class TreeBuilder implements StructVisitor {

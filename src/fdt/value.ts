@@ -5,7 +5,7 @@
  * UTF-8 and NUL-terminated, a string list is strings back to back.
  */
 import { isAscii } from 'node:buffer';
-import { readBe32, readBe64, writeBe32, writeBe64 } from './bytes.js';
+import { copyBytes, readBe32, readBe64, writeBe32, writeBe64 } from './bytes.js';
 import { fail } from './errors.js';
 
 /**
@@ -22,7 +22,7 @@ export function encodeValue(value: FdtValue): Uint8Array {
   if (typeof value === 'string') return encodeStrings([value]);
   if (typeof value === 'number') return encodeCells([value]);
   if (typeof value === 'bigint') return encodeU64(value);
-  if (value instanceof Uint8Array) return value.slice();
+  if (value instanceof Uint8Array) return copyBytes(value);
   if (Array.isArray(value)) {
     if (value.every((v): v is string => typeof v === 'string')) return encodeStrings(value);
     if (value.every((v): v is number => typeof v === 'number')) return encodeCells(value);
