@@ -230,6 +230,18 @@ describe('paths', () => {
     assert.equal(t.resolve('nothing/here'), undefined);
   });
 
+  test('an alias /aliases does not define is BADPATH; a missing node after a good one is NOTFOUND (fdtget and fdtput say the same)', () => {
+    for (const path of ['nothing', 'nothing/here', 'chain']) {
+      throwsCode(() => t.children(path), 'BADPATH');
+      throwsCode(() => t.props(path), 'BADPATH');
+      throwsCode(() => t.set(path, 'p', 1), 'BADPATH');
+      throwsCode(() => t.getReg(path), 'BADPATH');
+    }
+    throwsCode(() => new Fdt().children('nothing'), 'BADPATH'); // no /aliases at all
+    throwsCode(() => t.children('soc/nothing'), 'NOTFOUND');
+    throwsCode(() => t.children('/nothing'), 'NOTFOUND');
+  });
+
   test('set and remove accept aliases', () => {
     const c = t.clone();
     c.set('uart1', 'q', 'x');

@@ -17,7 +17,7 @@ import { addNodes, graftNode, removeNode, removeProp, renameNode, renameProp, se
 import { fail, requireBytes, requireString } from './errors.js';
 import { describeValue } from '../util/options.js';
 import { lintTree, type FdtLintFinding } from './lint.js';
-import { chainNode, chainPath, resolvePath, type NodeChain } from './path.js';
+import { chainNode, chainPath, resolvePath, unresolvedPathCode, type NodeChain } from './path.js';
 import { readFdt } from './read.js';
 import { decodeReg, type FdtRegEntry } from './reg.js';
 import { findProp, FdtNode, nodesEqual, walkTree, walkWithPaths } from './tree.js';
@@ -283,7 +283,10 @@ export class Fdt {
 
   #mustResolve(path: string): NodeChain {
     const chain = resolvePath(this.#root, path);
-    if (chain === undefined) fail('NOTFOUND', `no node at "${path}"`);
+    if (chain === undefined) {
+      const code = unresolvedPathCode(this.#root, path);
+      fail(code, code === 'BADPATH' ? `"${path}" does not start with an alias /aliases defines` : `no node at "${path}"`);
+    }
     return chain;
   }
 

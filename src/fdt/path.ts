@@ -26,8 +26,7 @@ export function resolvePath(root: FdtNode, path: string): NodeChain | undefined 
   let rest = path;
   if (path.charCodeAt(0) !== 0x2f /* / */) {
     const slash = path.indexOf('/');
-    const alias = slash < 0 ? path : path.slice(0, slash);
-    const target = aliasTarget(root, alias);
+    const target = aliasTarget(root, leadingAlias(path));
     if (target === undefined) return undefined;
     const resolved = walkComponents(target, chain);
     if (resolved === undefined) return undefined;
@@ -35,6 +34,22 @@ export function resolvePath(root: FdtNode, path: string): NodeChain | undefined 
     rest = slash < 0 ? '' : path.slice(slash);
   }
   return walkComponents(rest, chain);
+}
+
+/**
+ * Why a path resolvePath found no node for is refused, as fdt_path_offset
+ * answers: BADPATH when it starts with an alias that /aliases does not
+ * define (fdtget and fdtput say so too), NOTFOUND when a node is missing.
+ */
+export function unresolvedPathCode(root: FdtNode, path: string): 'BADPATH' | 'NOTFOUND' {
+  if (path.charCodeAt(0) === 0x2f /* / */) return 'NOTFOUND';
+  return aliasTarget(root, leadingAlias(path)) === undefined ? 'BADPATH' : 'NOTFOUND';
+}
+
+/** The alias a relative path starts with: everything up to its first '/'. */
+function leadingAlias(path: string): string {
+  const slash = path.indexOf('/');
+  return slash < 0 ? path : path.slice(0, slash);
 }
 
 /** Descends from the end of `chain` along the '/'-separated components of `path`. */
