@@ -524,6 +524,7 @@ describe('arguments of the wrong type', () => {
         () => fdt.set('/a', bad, 1),
         () => fdt.remove('/a', bad),
         () => fdt.renameProp('/a', 'p', bad),
+        () => fdt.renameProp('/a', bad, 'q'),
         () => fdt.equals(bad),
         () => fdt.nodeEquals('/a', bad),
         () => {

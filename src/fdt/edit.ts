@@ -54,6 +54,8 @@ export function removeProp(target: EditTarget, chain: NodeChain, name: string): 
 }
 
 export function renameProp(target: EditTarget, chain: NodeChain, from: string, to: string): void {
+  // Not a string, `from` would only ever be NOTFOUND: say what is wrong with it.
+  requireString(from, 'a property name', 'BADVALUE');
   checkPropName(to);
   const node = chain.nodes[chain.nodes.length - 1];
   const i = findPropIndex(node, from);
