@@ -331,6 +331,24 @@ describe('kexec chains of real programs', () => {
       cleanup();
     }
   });
+  test('upgradeOnSignal re-runs a program given by -e: its arguments stay the program\'s, not the next Node\'s options', () => {
+    // On a SIGUSR2, the first generation hands over and execs itself again; the second reports.
+    const r = runPoolProgram(
+      'upgrade-eval',
+      `const incoming = kexec.incoming();
+       if (incoming === null) {
+         kexec.upgradeOnSignal('SIGUSR2');
+         process.kill(process.pid, 'SIGUSR2');
+         setTimeout(() => process.exit(3), 10_000);
+       } else {
+         process.stdout.write('generation ' + incoming.generation + ', pool ' + (pool.closed ? 'closed' : 'restored') + '\\n');
+       }`,
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'generation 1, pool restored\n');
+  });
+
   test('a NUL byte in the file, an argument or the environment is refused: execve would cut the string short', () => {
     // The shell reports what it got; a string with a NUL would reach it cut at the NUL.
     const next = 'rm -f "$PMPOOL_FDT"; echo "[$1] [$PMPOOL_TEST_NUL]"';

@@ -42,7 +42,11 @@ export const kexec = {
     // Checked now: at the signal, a bad option could only be reported on stderr.
     options = checkReplaceOptions(options, 'upgradeOnSignal options');
     const handler = () => {
-      const args = [...process.execArgv, ...process.argv.slice(1).filter((a) => !a.startsWith('--pmpool-fdt='))];
+      const programArgs = process.argv.slice(1).filter((a) => !a.startsWith('--pmpool-fdt='));
+      // A program given by -e or -p has no script among its arguments: without `--` the next Node
+      // would read them (--pmpool=PATH,SIZE first) as options of its own, and refuse to start.
+      const evaluated = process.execArgv.some((a) => /^(-e|--eval|-p|--print|-pe)(=|$)/.test(a));
+      const args = [...process.execArgv, ...(evaluated ? ['--'] : []), ...programArgs];
       execInPlace(registry, process.execPath, args, options).catch((e: Error) => {
         process.stderr.write(`pmpool: live upgrade refused, still running the old version: ${e.message}\n`);
       });
