@@ -251,6 +251,31 @@ describe('handover callbacks that return a Promise', () => {
       cleanup();
     }
   });
+
+  test('a callback whose result has a then that throws (a broken thenable, a strict proxy) aborts the handover: the pool is not left quiesced', () => {
+    const { path, cleanup } = shmPath('thenable-callback');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const aborted: string[] = [];
+      const broken = { then: () => { throw new Error('no then here'); } };
+      const strict = new Proxy({}, { get: (_, prop) => { throw new Error(`no property ${String(prop)}`); } });
+      for (const result of [broken, strict]) {
+        const off = registry.onHandover('odd', () => result, { onAbort: () => aborted.push('odd') });
+        expectHandoverError(() => registry.prepare(), 'CALLBACK_FAILED');
+        off();
+        const a = pool.alloc(1);
+        pool.release(a.pfn, a.count);
+      }
+      assert.deepEqual(aborted, ['odd'], 'the broken thenable is told of the abort; the proxy failed itself');
+      registry.prepare().complete();
+      assert.equal(pool.check().ok, true);
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
 });
 
 describe('handover size', () => {

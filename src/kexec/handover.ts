@@ -217,21 +217,28 @@ export class HandoverRegistry {
 
     for (const entry of [...this.callbacks]) {
       let result: unknown;
+      let thenable: boolean;
       try {
         result = entry.callback(fdt);
+        // Inside the try: reading `then` runs code of the callback's (a getter, a proxy).
+        thenable = isThenable(result);
       } catch (e) {
         const error = new HandoverError('CALLBACK_FAILED', `handover callback "${entry.name}" failed: ${(e as Error).message}; handover aborted`, { cause: e });
         rollback(error, entry);
         throw error;
       }
-      if (isThenable(result)) {
+      if (thenable) {
         // The tree is serialised as soon as the callbacks return: what an async callback writes
         // after its first await would never reach the next program, and its failure could not
         // abort the handover. Its later rejection is this abort, not an unhandled one that ends
         // the program; it is told like the others, for it did not fail itself.
-        result.then(undefined, () => undefined);
         const error = new HandoverError('CALLBACK_FAILED', `handover callback "${entry.name}" returned a Promise; a callback must write its node before it returns; handover aborted`);
         rollback(error);
+        try {
+          (result as PromiseLike<unknown>).then(undefined, () => undefined);
+        } catch {
+          // A then() that throws leaves no rejection to wait for; the handover is rolled back all the same.
+        }
         throw error;
       }
     }
