@@ -88,6 +88,18 @@ test('the rename leaves alone properties that share the inner name, and a bundle
   assert.deepEqual(restoreClassNames(plain), { text: plain, restored: [] });
 });
 
+test('the rename leaves alone a destructuring pattern\'s key that shares the inner name', async () => {
+  // `{ _Pool: p }` reads the property _Pool, whatever p is called: renamed, it would read Pool.
+  const pool = `${POOL}\nexport function pick({ _Pool: p }) { const { _Pool: q } = { _Pool: 2 }; return [p, q, Pool.open() instanceof Pool]; }\n`;
+  const code = await bundle({ 'entry.js': "import { Pool, pick } from './pool.js'; module.exports = { Pool, pick };", 'pool.js': pool });
+  assert.match(code, /_Pool:/, 'the bundle keeps the destructuring keys');
+  const { text } = restoreClassNames(code);
+  const out = run(text) as { Pool: { name: string }; pick(o: object): unknown[] };
+  assert.equal(out.Pool.name, 'Pool');
+  assert.deepEqual([...out.pick({ _Pool: 1 })], [1, 2, true]);
+  assert.equal(restoreClassNames('var Pool = class _Pool { static f({ _Pool: p }) { return [p, new _Pool()]; } };').text, 'var Pool = class Pool  { static f({ _Pool: p }) { return [p, new Pool ()]; } };');
+});
+
 test('a bundle where the outer or inner name has a second meaning is refused, naming it', () => {
   const cases: [string, RegExp][] = [
     // A parameter named Pool inside the class would capture the renamed references.

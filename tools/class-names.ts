@@ -51,9 +51,11 @@ function declaredName(node: ts.Node): string | undefined {
   return undefined;
 }
 
-/** True for an identifier that names a property (of an access, an object literal, a class member). */
+/** True for an identifier that names a property (of an access, an object literal, a class member, a destructuring pattern). */
 function isPropertyName(node: ts.Identifier): boolean {
   const parent = node.parent;
+  // `{ _Pool: p } = o` reads the property _Pool into p: the key is a property name, not the binding.
+  if (ts.isBindingElement(parent)) return parent.propertyName === node;
   const named =
     ts.isPropertyAccessExpression(parent) || ts.isPropertyAssignment(parent) || ts.isMethodDeclaration(parent) || ts.isPropertyDeclaration(parent) || ts.isGetAccessorDeclaration(parent) || ts.isSetAccessorDeclaration(parent);
   return named && parent.name === node;
