@@ -249,7 +249,7 @@ export class LogRing {
     } else if (record instanceof Uint8Array) {
       n = record.length;
       // Refused here: copying it would throw a TypeError after the tail had dropped the oldest records.
-      if (n === 0 && isDetached(record)) throw new ClientError('BAD_VALUE', 'the record is a view of a detached ArrayBuffer');
+      if (n === 0 && isDetached(record)) throw new ClientError('BAD_VALUE', 'the record is a view of a detached ArrayBuffer, or out of its bounds');
     } else {
       throw new ClientError('BAD_VALUE', `a record must be a string or a Uint8Array, got ${describe(record)}`);
     }
