@@ -97,6 +97,33 @@ describe('Pool basics', () => {
     expectPoolError(() => pool.stats(), 'CLOSED');
   });
 
+  test('an all-ASCII name or owner, the usual label on every alloc and release, is not scanned for lone surrogates', () => {
+    const pool = memoryPool();
+    const proto = String.prototype as unknown as { isWellFormed?: () => boolean };
+    const original = proto.isWellFormed;
+    let scans = 0;
+    proto.isWellFormed = function (this: string): boolean {
+      scans++;
+      return original !== undefined ? original.call(this) : true;
+    };
+    try {
+      for (let i = 0; i < 10; i++) {
+        const a = pool.alloc(1, { owner: 'kv', name: `n${i}` });
+        pool.release(a.pfn, 1, { owner: 'kv' });
+      }
+      assert.equal(scans, 0, 'ASCII labels cost the hot path no scan');
+      // Beyond ASCII the label is still checked: a well-formed one is taken, a lone surrogate refused.
+      const b = pool.alloc(1, { owner: 'ключ', name: '名前😀' });
+      assert.deepEqual(pool.find('名前😀')?.toJSON(), { pfn: b.pfn, count: 1, name: '名前😀', owner: 'ключ' });
+      pool.release(b.pfn, 1, { owner: 'ключ' });
+      expectPoolError(() => pool.alloc(1, { owner: 'ключ\ud800' }), 'BAD_ARGUMENT');
+      assert.ok(scans > 0);
+    } finally {
+      proto.isWellFormed = original;
+      pool.close();
+    }
+  });
+
   test('alloc { zero }: a run that held data is handed out zeroed; without it, as it was left', () => {
     const pool = memoryPool(4 * MiB);
     const pages = pool.stats().free;

@@ -18,9 +18,13 @@ export function checkLabel(value: unknown, what: string, maxBytes: number): stri
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw new PoolError('BAD_ARGUMENT', `${what} must be a string`);
   if (value.includes('\0')) throw new PoolError('BAD_ARGUMENT', `${what} must not contain NUL`);
-  // Stored as UTF-8, a lone surrogate becomes U+FFFD: the label would read back as another string.
-  if (!isWellFormed(value)) throw new PoolError('BAD_ARGUMENT', `${what} holds a lone surrogate; it would not read back as the same string`);
   const bytes = Buffer.byteLength(value, 'utf8');
+  // Stored as UTF-8, a lone surrogate becomes U+FFFD: the label would read back as another string.
+  // Only a string with a unit outside ASCII can hold one (an all-ASCII string has one byte per
+  // unit): the usual label, on every alloc and release, is not scanned again.
+  if (bytes !== value.length && !isWellFormed(value)) {
+    throw new PoolError('BAD_ARGUMENT', `${what} holds a lone surrogate; it would not read back as the same string`);
+  }
   if (bytes > maxBytes) throw new PoolError('BAD_ARGUMENT', `${what} "${value.slice(0, 20)}..." is ${bytes} bytes; at most ${maxBytes}`);
   return value;
 }
