@@ -178,6 +178,7 @@ function benchJsMap(d: Data): Side {
  *           record read is on its way, which a get cannot: its next slot
  *           waits for the next key's hash. It shows what the memory alone
  *           allows, not what a get can reach.
+ * Each is the best of three passes.
  */
 function benchGetFloor(d: Data, tableSlots: number): { keyed: number; memory: number } {
   const path = `/dev/shm/pmpool-bench-floor-${process.pid}`;
@@ -209,22 +210,34 @@ function benchGetFloor(d: Data, tableSlots: number): { keyed: number; memory: nu
     slotOfKey.clear();
     const at = (ref: number) => ref - RECORD + 12 + KEY_BYTES;
     let sink = 0;
-    const keyed = opsPerSec(n, () => {
-      for (let i = 0; i < n; i++) {
-        const h = scratch.encodeKey(getKeys[i]!, KEY_BYTES, seed);
-        let slot = h & mask;
-        while (table[2 * slot + 1] !== h) slot = (slot + 1) & mask;
-        const from = at(table[2 * slot]!);
-        sink += readLatin1(records, from, from + VALUE_BYTES).length;
-      }
-    });
-    const memory = opsPerSec(n, () => {
-      for (let i = 0; i < n; i++) {
-        const from = at(table[2 * lookups[i]!]!);
-        sink += readLatin1(records, from, from + VALUE_BYTES).length;
-      }
-    });
-    if (sink !== 2 * n * VALUE_BYTES) throw new Error('get floor: wrong results');
+    // A floor is the best the machine did: three passes of each, alternated, the best of each kept
+    // (the machine's speed drifts; the map's own passes are measured minutes apart from these).
+    let keyed = 0;
+    let memory = 0;
+    for (let pass = 0; pass < 3; pass++) {
+      keyed = Math.max(
+        keyed,
+        opsPerSec(n, () => {
+          for (let i = 0; i < n; i++) {
+            const h = scratch.encodeKey(getKeys[i]!, KEY_BYTES, seed);
+            let slot = h & mask;
+            while (table[2 * slot + 1] !== h) slot = (slot + 1) & mask;
+            const from = at(table[2 * slot]!);
+            sink += readLatin1(records, from, from + VALUE_BYTES).length;
+          }
+        }),
+      );
+      memory = Math.max(
+        memory,
+        opsPerSec(n, () => {
+          for (let i = 0; i < n; i++) {
+            const from = at(table[2 * lookups[i]!]!);
+            sink += readLatin1(records, from, from + VALUE_BYTES).length;
+          }
+        }),
+      );
+    }
+    if (sink !== 6 * n * VALUE_BYTES) throw new Error('get floor: wrong results');
     return { keyed, memory };
   } finally {
     pool.close();
