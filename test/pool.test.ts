@@ -95,6 +95,7 @@ describe('Pool basics', () => {
     pool.close();
     expectPoolError(() => pool.alloc(1), 'CLOSED');
     expectPoolError(() => pool.stats(), 'CLOSED');
+    expectPoolError(() => pool.superblockCrc, 'CLOSED');
   });
 
   test('an all-ASCII name or owner, the usual label on every alloc and release, is not scanned for lone surrogates', () => {

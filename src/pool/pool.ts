@@ -263,6 +263,7 @@ export class Pool {
   }
   /** The superblock checksum as stored (the handover node records it). */
   get superblockCrc(): number {
+    this.live(); // CLOSED as a PoolError, like every other use of a closed pool (not the window's RegionError)
     const b = this.metaWindow.bytes();
     return new DataView(b.buffer, b.byteOffset).getUint32(SUPERBLOCK_BYTES - 4, true);
   }
