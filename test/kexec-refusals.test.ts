@@ -208,7 +208,18 @@ describe('handover callbacks', () => {
         throw new Error('never');
       });
       unregister();
+      // One callback unregistered by another that runs before it, during the handover: it does not run.
+      const ran: string[] = [];
+      let unregisterLater = (): void => undefined;
+      registry2.onHandover('closes the other', () => {
+        ran.push('first');
+        unregisterLater();
+      });
+      unregisterLater = registry2.onHandover('closed', () => {
+        ran.push('unregistered');
+      });
       const prepared = registry2.prepare();
+      assert.deepEqual(ran, ['first']);
       assert.equal(prepared.generation, 3n, 'the next handover moves past the burned generation');
       assert.throws(() => pool.alloc(1), /quiesced/);
       prepared.abort(new Error('test'));

@@ -216,6 +216,9 @@ export class HandoverRegistry {
     }
 
     for (const entry of [...this.callbacks]) {
+      // Unregistered by a callback that ran before it (a client closed in another's callback): it is
+      // out of this handover as it would be out of the next one.
+      if (!this.callbacks.includes(entry)) continue;
       let result: unknown;
       let thenable: boolean;
       try {
