@@ -149,10 +149,12 @@ describe('SIGKILL', () => {
   const HOLDER_SOURCE = `
     import { writeSync } from 'node:fs';
     import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
-    import { poolInternals } from ${JSON.stringify(INTERNALS_URL)};
+    import { poolInternals, setAttachHook } from ${JSON.stringify(INTERNALS_URL)};
     const [path, op, stopAtText] = process.argv.slice(1);
     const stopAt = Number(stopAtText);
+    setAttachHook(() => {}); // attached under a hook, the pool gets a traced writer, whose store log is set below
     const pool = Pool.open(path);
+    setAttachHook(null);
     const { parts } = poolInternals(pool);
     const victim = op === 'release' ? pool.find('victim') : undefined;
     const victimCommitted = () => {

@@ -20,57 +20,47 @@ export interface StoreLog {
   records: StoreRecord[];
 }
 
+/**
+ * The writer of a pool whose stores need nothing but the store: a pool on
+ * /dev/shm or in memory, not traced. Every method is the store itself, small
+ * enough (under V8's "small function" bytecode size) to be inlined at every
+ * call site whatever the caller's inlining budget: an alloc + release pair
+ * makes some forty metadata stores, and a call for each cost a tenth of the pair.
+ * A pool that needs more — msync ranges of a file, or a log of every store —
+ * gets a TracedMetaWriter, chosen when the pool is attached.
+ */
 export class MetaWriter {
   /** The metadata as u32 words; reads go straight to it. */
   readonly u32: Uint32Array;
   readonly i32: Int32Array;
   readonly bytes: Uint8Array;
-  private storeLog: StoreLog | null = null;
-  /**
-   * True when a store has more to do than the store itself: log it, or note
-   * the dirty range of a durable pool. The plain case (a pool on /dev/shm or
-   * in memory, not traced) then costs one test per store, and the store
-   * methods stay small enough for the compiler to inline into their callers.
-   */
-  private watched: boolean;
-  private dirtyFrom = Infinity;
-  private dirtyTo = 0;
 
-  constructor(
-    readonly window: RegionWindow,
-    private readonly durable: boolean,
-  ) {
+  constructor(readonly window: RegionWindow) {
     this.bytes = window.bytes();
     this.u32 = new Uint32Array(window.buffer, window.byteOffset, window.length >>> 2);
     this.i32 = new Int32Array(window.buffer, window.byteOffset, window.length >>> 2);
-    this.watched = durable;
   }
 
-  /** When set, every store and barrier is appended (crash simulation). */
+  /**
+   * The store log of a traced writer (the crash simulation's). This writer keeps none, and
+   * cannot start: install a tracer before the pool is attached (parts.ts setAttachHook).
+   */
   get log(): StoreLog | null {
-    return this.storeLog;
+    return null;
   }
-  set log(log: StoreLog | null) {
-    this.storeLog = log;
-    this.watched = log !== null || this.durable;
+  set log(_log: StoreLog | null) {
+    throw new Error('this pool\'s writer is not traced: set the store log from an attach hook (setAttachHook), before the pool is attached');
   }
 
   /** Stores a u32 at a 4-aligned byte offset. A single aligned u32 store is atomic: commit points use it. */
   store32(offset: number, value: number): void {
-    if (this.watched) this.storeWatched(offset, 4, value, 0);
-    else this.u32[offset >>> 2] = value;
+    this.u32[offset >>> 2] = value;
   }
 
   /** Stores a u64 as two u32s (low word first). Not atomic: guard it with a commit word. */
   store64(offset: number, value: number): void {
-    const lo = value >>> 0;
-    const hi = Math.floor(value / 0x100000000);
-    if (this.watched) {
-      this.storeWatched(offset, 8, lo, hi);
-      return;
-    }
-    this.u32[offset >>> 2] = lo;
-    this.u32[(offset >>> 2) + 1] = hi;
+    this.u32[offset >>> 2] = value;
+    this.u32[(offset >>> 2) + 1] = value / 0x100000000;
   }
 
   load64(offset: number): number {
@@ -78,32 +68,20 @@ export class MetaWriter {
   }
 
   storeBytes(offset: number, data: Uint8Array): void {
-    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + data.length) : null;
     this.bytes.set(data, offset);
-    if (before !== null) this.logStore(offset, before);
-    if (this.durable) this.dirty(offset, data.length);
   }
 
   fill(offset: number, length: number, value = 0): void {
-    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + length) : null;
     this.bytes.fill(value, offset, offset + length);
-    if (before !== null) this.logStore(offset, before);
-    if (this.durable) this.dirty(offset, length);
   }
 
-  /** Atomic compare-and-swap on a u32 word (the lock). Logged only when it succeeds. */
+  /** Atomic compare-and-swap on a u32 word (the lock). */
   compareExchange(offset: number, expected: number, replacement: number): number {
-    const seen = Atomics.compareExchange(this.i32, offset >>> 2, expected | 0, replacement | 0) >>> 0;
-    if (this.storeLog !== null && seen === expected >>> 0) this.logStore(offset, u32Bytes(expected));
-    return seen;
+    return Atomics.compareExchange(this.i32, offset >>> 2, expected | 0, replacement | 0) >>> 0;
   }
 
   /** Atomic store with release semantics (the unlock). */
   atomicStore(offset: number, value: number): void {
-    if (this.watched) {
-      this.atomicStoreWatched(offset, value);
-      return;
-    }
     Atomics.store(this.i32, offset >>> 2, value | 0);
   }
 
@@ -113,11 +91,80 @@ export class MetaWriter {
 
   /**
    * Orders stores on a durable pool: everything written before the barrier
-   * reaches the file before anything written after it. A no-op in memory and
-   * on /dev/shm, where a process crash cannot reorder stores.
+   * reaches the file before anything written after it. Nothing to do in
+   * memory and on /dev/shm, where a process crash cannot reorder stores.
    */
-  barrier(): void {
-    if (!this.watched) return;
+  barrier(): void {}
+
+  /** A WordStore for the allocator layer over `words` u32s at `offset`; its stores pass through here. */
+  wordStore(offset: number, words: number): WordStore {
+    return new AreaWordStore(this, offset >>> 2, words);
+  }
+}
+
+/**
+ * The writer of a durable (file-backed) pool, or of one being traced: each
+ * store also notes the dirty range that the next barrier msyncs, and/or is
+ * appended to the store log with the bytes it wrote over (a simulation
+ * tears a store with them, and can stop the world between any two stores).
+ */
+export class TracedMetaWriter extends MetaWriter {
+  private storeLog: StoreLog | null = null;
+  private dirtyFrom = Infinity;
+  private dirtyTo = 0;
+
+  constructor(
+    window: RegionWindow,
+    private readonly durable: boolean,
+  ) {
+    super(window);
+  }
+
+  /** When set, every store and barrier is appended (crash simulation). */
+  override get log(): StoreLog | null {
+    return this.storeLog;
+  }
+  override set log(log: StoreLog | null) {
+    this.storeLog = log;
+  }
+
+  override store32(offset: number, value: number): void {
+    this.storeWords(offset, 4, value, 0);
+  }
+
+  override store64(offset: number, value: number): void {
+    this.storeWords(offset, 8, value >>> 0, Math.floor(value / 0x100000000));
+  }
+
+  override storeBytes(offset: number, data: Uint8Array): void {
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + data.length) : null;
+    this.bytes.set(data, offset);
+    if (before !== null) this.logStore(offset, before);
+    if (this.durable) this.dirty(offset, data.length);
+  }
+
+  override fill(offset: number, length: number, value = 0): void {
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + length) : null;
+    this.bytes.fill(value, offset, offset + length);
+    if (before !== null) this.logStore(offset, before);
+    if (this.durable) this.dirty(offset, length);
+  }
+
+  /** Logged only when it succeeds. */
+  override compareExchange(offset: number, expected: number, replacement: number): number {
+    const seen = super.compareExchange(offset, expected, replacement);
+    if (this.storeLog !== null && seen === expected >>> 0) this.logStore(offset, u32Bytes(expected));
+    return seen;
+  }
+
+  override atomicStore(offset: number, value: number): void {
+    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + 4) : null;
+    super.atomicStore(offset, value);
+    if (before !== null) this.logStore(offset, before);
+    if (this.durable) this.dirty(offset, 4);
+  }
+
+  override barrier(): void {
     if (this.storeLog !== null) this.storeLog.records.push({ barrier: true });
     if (!this.durable || this.dirtyFrom === Infinity) return;
     this.window.flush(this.dirtyFrom, this.dirtyTo - this.dirtyFrom);
@@ -125,25 +172,13 @@ export class MetaWriter {
     this.dirtyTo = 0;
   }
 
-  /** A WordStore for the allocator layer over `words` u32s at `offset`; its stores pass through here. */
-  wordStore(offset: number, words: number): WordStore {
-    return new AreaWordStore(this, offset >>> 2, words);
-  }
-
-  /** store32 / store64 when logging or on a durable pool: one or two words, logged as one store. */
-  private storeWatched(offset: number, length: 4 | 8, lo: number, hi: number): void {
+  /** One or two words, logged as one store. */
+  private storeWords(offset: number, length: 4 | 8, lo: number, hi: number): void {
     const before = this.storeLog !== null ? this.bytes.slice(offset, offset + length) : null;
     this.u32[offset >>> 2] = lo;
     if (length === 8) this.u32[(offset >>> 2) + 1] = hi;
     if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, length);
-  }
-
-  private atomicStoreWatched(offset: number, value: number): void {
-    const before = this.storeLog !== null ? this.bytes.slice(offset, offset + 4) : null;
-    Atomics.store(this.i32, offset >>> 2, value | 0);
-    if (before !== null) this.logStore(offset, before);
-    if (this.durable) this.dirty(offset, 4);
   }
 
   private logStore(offset: number, before: Uint8Array): void {

@@ -9,7 +9,7 @@ import { crc32c } from '../util/crc32c.js';
 import { Control, type LockOptions } from './control.js';
 import { Directory } from './directory.js';
 import type { Geometry, Superblock } from './layout.js';
-import { MetaWriter } from './meta-writer.js';
+import { MetaWriter, TracedMetaWriter } from './meta-writer.js';
 import { hashPfn, RecordIndex } from './record-index.js';
 
 export interface PoolParts {
@@ -33,7 +33,9 @@ export function attachParts(
   lockOptions: LockOptions,
 ): PoolParts {
   const g = sb.geometry;
-  const writer = new MetaWriter(window, durable);
+  // A durable pool msyncs at barriers, and a tracer (the crash simulation) logs every store:
+  // both need the traced writer. Every other pool gets the plain one, whose stores are just stores.
+  const writer = durable || attachHook !== null ? new TracedMetaWriter(window, durable) : new MetaWriter(window);
   const a = g.areas;
   const parts: PoolParts = {
     geometry: g,
@@ -55,7 +57,10 @@ let attachHook: ((parts: PoolParts) => void) | null = null;
 /**
  * @internal Called with the parts of every pool attached from now on, before
  * its first store (the crash simulation logs every writer, sub-pools' and
- * recovering openers' included). Null to stop.
+ * recovering openers' included). Null to stop. A pool attached while a hook
+ * is installed gets a TracedMetaWriter, so the hook (or a test, later) may
+ * set its store log; any other pool on /dev/shm or in memory gets the plain
+ * MetaWriter, which cannot be traced.
  */
 export function setAttachHook(hook: ((parts: PoolParts) => void) | null): void {
   attachHook = hook;

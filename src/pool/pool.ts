@@ -155,7 +155,7 @@ export class Pool {
     if (zeroFirst) bytes.fill(0);
     // Through the same writer (and so the same WordStore class) as every later store: the
     // allocator's word accesses stay monomorphic in a process that creates pools.
-    const writer = new MetaWriter(window, false);
+    const writer = new MetaWriter(window);
     const store = (area: { offset: number; length: number }) => writer.wordStore(area.offset, area.length >>> 2);
     // The metadata reads as zeros here (a new file, or zeroed above): formatZeroed touches O(levels) words, not the bitmap.
     const units = BitmapAllocator.formatZeroed(store(g.areas.unitBitmap), g.unitCount);

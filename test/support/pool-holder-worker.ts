@@ -5,10 +5,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Pool } from '../../src/pool/index.js';
-import { poolInternals, type StoreRecord } from '../../src/pool/internals.js';
+import { poolInternals, setAttachHook, type StoreRecord } from '../../src/pool/internals.js';
 
 const { path, stopAt } = workerData as { path: string; stopAt: number };
+// Attached under a hook, the pool gets a traced writer: its store log (set below) sees every store.
+setAttachHook(() => {});
 const pool = Pool.open(path);
+setAttachHook(null);
 const { parts } = poolInternals(pool);
 let n = 0;
 const push = (r: StoreRecord): number => {
