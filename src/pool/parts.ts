@@ -16,6 +16,9 @@ export interface PoolParts {
   readonly geometry: Geometry;
   /** 2^orderPerBit: pages per unit. */
   readonly unitPages: number;
+  /** The first pfn past the metadata, and the pfn past the pool's last whole unit. */
+  readonly firstPfn: number;
+  readonly endPfn: number;
   readonly writer: MetaWriter;
   readonly control: Control;
   readonly units: BitmapAllocator;
@@ -40,6 +43,8 @@ export function attachParts(
   const parts: PoolParts = {
     geometry: g,
     unitPages: 2 ** g.orderPerBit,
+    firstPfn: g.reservedUnits * 2 ** g.orderPerBit,
+    endPfn: g.unitCount * 2 ** g.orderPerBit,
     writer,
     control: new Control(writer, a.control.offset, runId, lockOptions),
     units: new BitmapAllocator(writer.wordStore(a.unitBitmap.offset, a.unitBitmap.length >>> 2), g.unitCount),

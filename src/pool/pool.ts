@@ -44,7 +44,7 @@ import {
 } from './layout.js';
 import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
-import { extentProblem, liveRecords, rebuildDerived } from './recovery.js';
+import { extentFits, extentProblem, liveRecords, rebuildDerived } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { describeValue } from '../util/options.js';
 import { Allocation } from './allocation.js';
@@ -881,7 +881,7 @@ export class Pool {
     if (!p.control.indexAll()) {
       const home = homeSlotOfUnit(p.geometry, Math.floor(pfn / p.unitPages));
       const d = p.directory;
-      if (d.isCommitted(home) && d.pfn(home) === pfn && extentProblem(p, pfn, d.pageCount(home)) === null) return home;
+      if (d.isCommitted(home) && d.pfn(home) === pfn && extentFits(p, pfn, d.pageCount(home))) return home;
     }
     this.probePfn = pfn;
     return p.pfnIndex.find(hashPfn(pfn), this.matchPfn);

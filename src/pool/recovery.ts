@@ -21,6 +21,17 @@ export interface LiveRecord {
   subpool: boolean;
 }
 
+/**
+ * extentProblem(p, pfn, pageCount) === null, without the message: a release asks it of the home
+ * record on every call, where the full check's 2 ** orderPerBit and Math.ceil cost more than the
+ * rest of the lookup. The pool's first and last pfns are whole units, and so is `pfn` when the
+ * last test passes; a run fits before the end exactly when its page count, rounded up to units,
+ * does — that is, when the page count itself does.
+ */
+export function extentFits(p: PoolParts, pfn: number, pageCount: number): boolean {
+  return pageCount > 0 && pfn >= p.firstPfn && pageCount <= p.endPfn - pfn && pfn % p.unitPages === 0;
+}
+
 /** Why a committed record cannot be honoured as it stands, or null when it can. */
 export function extentProblem(p: PoolParts, pfn: number, pageCount: number): string | null {
   const g = p.geometry;
