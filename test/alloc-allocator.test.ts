@@ -168,6 +168,29 @@ test('next-fit: repeated allocations rotate instead of rescanning from 0', () =>
   assert.ok(a.alloc(100, 1) > y, 'large requests continue after the last one');
 });
 
+test('a small request aligned past a word examines a few words near the rotor, not every partly used word', () => {
+  // Even words full, odd words partly used (one used unit each): for align 64 only even
+  // words qualify, and every odd word is a non-full word the near scan passes over. The one
+  // fit is the entirely free even word near the end, which the part tree names at once.
+  const words = 20_000;
+  const n = words * 32;
+  const { a, store } = fresh(n);
+  const free = words - 2;
+  for (let w = 0; w < words; w++) {
+    if (w === free) continue;
+    if (w % 2 === 0) a.markUsed(w * 32, 32);
+    else a.markUsed(w * 32 + 16, 1);
+  }
+  let loads = 0;
+  const counting = new BitmapAllocator({ load: (i) => (loads++, store.load(i)), store: (i, v) => store.store(i, v) }, n);
+  assert.equal(counting.find(1, 64), free * 32);
+  assert.ok(loads < 200, `find(1, 64) loaded ${loads} words of ${store.words.length}`);
+  // When the only fit is in a partly used aligned word, the exhaustive pass still finds it.
+  a.markUsed(free * 32 + 8, 24);
+  assert.equal(counting.find(8, 64), free * 32);
+  assert.equal(counting.find(9, 64), -1);
+});
+
 test('find does not change state', () => {
   const { a, store } = fresh(5000);
   a.markUsed(10, 500);

@@ -555,7 +555,10 @@ export class BitmapAllocator {
    * w + 1: the lowest aligned fitting start of the first word that has one.
    * Full words are skipped through the full tree. Returns the unit, -1 when
    * the range has none, BUDGET_EXHAUSTED when this.budget words were examined
-   * in vain. With align > 32 only words at multiples of align / 32 qualify.
+   * in vain. With align > 32 only words at multiples of align / 32 qualify;
+   * a non-full word passed over for its position costs budget too, or a
+   * pool of partly used words between full aligned ones would be walked
+   * whole before the part tree is asked for a free aligned word.
    */
   private scan(count: number, align: number, from: number, limit: number): number {
     const stride = align > 32 ? align / 32 : 1;
@@ -566,6 +569,7 @@ export class BitmapAllocator {
       if (stride > 1) {
         const rem = w % stride;
         if (rem !== 0) {
+          if (--this.budget <= 0) return BUDGET_EXHAUSTED;
           p = w - rem + stride;
           continue;
         }
