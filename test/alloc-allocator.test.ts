@@ -168,6 +168,31 @@ test('next-fit: repeated allocations rotate instead of rescanning from 0', () =>
   assert.ok(a.alloc(100, 1) > y, 'large requests continue after the last one');
 });
 
+test('find reads a few words through the summaries, not the bitmap, when the only fit is far from the rotor', () => {
+  // 2^20 units: 32,768 leaf words, three summary levels. Each pool is used everywhere but the
+  // runs listed, at the far end from the rotor; a search that walked the leaf words (first-fit
+  // over the bitmap, exact but O(pool size)) would load tens of thousands of words per find.
+  const n = 2 ** 20;
+  const cases: { free: [number, number][]; finds: [number, number, number][] }[] = [
+    { free: [[n - 1, 1]], finds: [[1, 1, n - 1], [1, 2 ** 19, -1]] },
+    { free: [[n - 70, 3], [n - 40, 9]], finds: [[9, 1, n - 40], [8, 8, n - 40], [3, 1, n - 70], [2, 2, n - 70], [10, 1, -1]] },
+    { free: [[n - 96, 64]], finds: [[1, 1, n - 96], [20, 1, n - 96], [32, 32, n - 96], [40, 1, n - 96], [64, 32, n - 96], [50, 16, n - 96], [65, 1, -1]] },
+    { free: [[n / 2 + 5, 20_000]], finds: [[20_000, 1, n / 2 + 5], [19_000, 1024, -1], [100, 64, n / 2 + 64], [1, 4096, n / 2 + 4096]] },
+  ];
+  for (const { free, finds } of cases) {
+    const { a, store } = fresh(n);
+    a.markUsed(0, n);
+    for (const [s, c] of free) a.markFree(s, c);
+    let loads = 0;
+    const counting = new BitmapAllocator({ load: (i) => (loads++, store.load(i)), store: (i, v) => store.store(i, v) }, n);
+    for (const [count, align, expected] of finds) {
+      loads = 0;
+      assert.equal(counting.find(count, align), expected, `find(${count}, ${align}) with ${JSON.stringify(free)} free`);
+      assert.ok(loads <= 64, `find(${count}, ${align}) with ${JSON.stringify(free)} free loaded ${loads} words`);
+    }
+  }
+});
+
 test('a small request aligned past a word examines a few words near the rotor, not every partly used word', () => {
   // Even words full, odd words partly used (one used unit each): for align 64 only even
   // words qualify, and every odd word is a non-full word the near scan passes over. The one
