@@ -267,7 +267,16 @@ function statsProblems(label: string, pool: Pool, allocations: readonly Allocati
   const unitPages = 2 ** g.orderPerBit;
   const owned = allocations.reduce((n, a) => n + a.count, 0);
   const problems: string[] = [];
-  if (s.free + s.used !== s.pages) problems.push(`${label}: free ${s.free} + used ${s.used} != pages ${s.pages}`);
+  // The largest free run the directory implies: the widest gap between the metadata, the
+  // allocations (in pages, as listed) and the tail. stats() reads it from the bitmap.
+  let largest = 0;
+  let end = g.reservedUnits * unitPages;
+  for (const a of [...allocations].sort((x, y) => x.pfn - y.pfn)) {
+    largest = Math.max(largest, a.pfn - end);
+    end = Math.max(end, a.pfn + a.count);
+  }
+  largest = Math.max(largest, g.unitCount * unitPages - end);
+  if (s.largestFree !== largest) problems.push(`${label}: largest free run ${s.largestFree} pages, the directory implies ${largest}`);
   if (s.used !== g.reservedUnits * unitPages + s.tail + owned) {
     problems.push(`${label}: used ${s.used} != metadata ${g.reservedUnits * unitPages} + tail ${s.tail} + allocated ${owned}`);
   }
