@@ -130,6 +130,9 @@ describe('SIGKILL', () => {
         assert.ok(signal === 'SIGKILL' || code === 0, `${c.prefix}: ${c.stderr()}`);
       }
       inspect('after the last kills', null);
+      // The repair after a kill is what this test is for: kills that all fell between two
+      // operations (a churner spending its time outside the lock) would leave it unexercised.
+      assert.ok(killsUnderLock > 0, `none of ${KILLS} kills left the pool lock held (seed ${seed})`);
       const pool = Pool.open(path);
       assert.equal(pool.allocations().length, 0);
       assert.equal(pool.stats().free, pool.stats().pages - pool.stats().metadata - pool.stats().tail);
