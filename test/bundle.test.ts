@@ -4,9 +4,9 @@
  * code cache. They must export exactly the API of src/index.ts, as one
  * instance; the cache must be used where it was recorded (else it buys
  * nothing); and a cache that does not belong to the bundle beside it —
- * garbage, cut short, damaged, recorded elsewhere, recorded before the
- * bundle was edited, unreadable — must cost speed only: refused with a
- * reason, never run, never a crash.
+ * garbage, cut short, damaged, recorded elsewhere or by another Node,
+ * recorded before the bundle was edited, unreadable — must cost speed
+ * only: refused with a reason, never run, never a crash.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +18,7 @@ import { inspect } from 'node:util';
 import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
-import { cachePathOf, checkCache } from '../src/entry/bundle-loader.js';
+import { cachePathOf, checkCache, type CacheHeader } from '../src/entry/bundle-loader.js';
 import { checksum64, checksumReference } from '../src/entry/checksum.js';
 import { Prng } from './support/prng.js';
 import { recordCache } from '../tools/record-cache.js';
@@ -66,6 +66,14 @@ function bundleCopy(): { bundle: string; cleanup: () => void } {
   const bundle = join(dir, 'pmpool.bundle.cjs');
   copyFileSync(BUNDLE, bundle);
   return { bundle, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A cache file with its JSON header line replaced by what `edit` makes of the header; the rest kept. */
+function reheader(file: Buffer, edit: (header: CacheHeader) => unknown): Buffer {
+  const magicEnd = file.indexOf(10);
+  const headerEnd = file.indexOf(10, magicEnd + 1);
+  const header = JSON.parse(file.toString('utf8', magicEnd + 1, headerEnd)) as CacheHeader;
+  return Buffer.concat([file.subarray(0, magicEnd + 1), Buffer.from(`${JSON.stringify(edit(header))}\n`), file.subarray(headerEnd + 1)]);
 }
 
 test('the entry exports exactly the names of src/index.ts, bound to working code', () => {
@@ -159,6 +167,9 @@ test('a cache that does not belong to its bundle is refused, with the reason, an
     refused('empty', variant('empty', new Uint8Array(0)), /not a pmpool code cache/);
     refused('bare V8 cache of another script', variant('other', new Script('globalThis.x = 1 + 1').createCachedData()), /not a pmpool code cache/);
     refused('recorded for another path', cachePathOf(BUNDLE), /recorded for /);
+    // V8 checks its own version, which Node releases share (all of Node 20's report 11.3.244.8): it
+    // would take this payload, recorded by another release, whatever that release's patches changed.
+    refused('recorded by another Node', variant('other-node', reheader(recorded, (h) => ({ ...h, node: 'v20.0.0-other' }))), /recorded by Node v20\.0\.0-other, not v/);
     refused('unreadable', join(copy.bundle, '..'), /cannot be read/);
 
     // The bundle edited after the recording, to the same length: V8 alone would run the old bytecode.
@@ -199,7 +210,7 @@ test('checksum64: the sum the addon computes equals its JavaScript definition, a
   }
 });
 
-test('checkCache: the header binds the bundle path, the bundle bytes and the payload', () => {
+test('checkCache: the header binds the bundle path, the Node, the bundle bytes and the payload', () => {
   const file = readFileSync(cachePathOf(BUNDLE));
   const bytes = readFileSync(BUNDLE);
   assert.ok('payload' in checkCache(file, BUNDLE, bytes));
@@ -209,4 +220,6 @@ test('checkCache: the header binds the bundle path, the bundle bytes and the pay
     assert.deepEqual(checkCache(file, BUNDLE, edited), { problem: 'the bundle has changed since it was recorded' });
   }
   assert.deepEqual(checkCache(file, '/elsewhere/pmpool.bundle.cjs', bytes), { problem: `it was recorded for ${BUNDLE}` });
+  const otherNode = reheader(file, (h) => ({ ...h, node: 'v20.0.0-other' }));
+  assert.deepEqual(checkCache(otherNode, BUNDLE, bytes), { problem: `it was recorded by Node v20.0.0-other, not ${process.version}` });
 });

@@ -13,10 +13,12 @@
  *
  * The cache is an optimisation, and it is not trusted. V8 itself checks only
  * a header (its version, its flags, the payload's and the source's lengths):
- * a same-length edit of the bundle would run the old bytecode, and a damaged
- * payload crashes the process. So the cache file carries its own header
- * (CACHE_MAGIC, then one JSON line) binding it to the bundle — its path and a
- * checksum of its bytes — and to a checksum of its payload (checksum.ts,
+ * a same-length edit of the bundle would run the old bytecode, a damaged
+ * payload crashes the process, and V8's version is not Node's (Node 20's
+ * releases report V8 11.3.244.8, each with patches of its own). So the
+ * cache file carries its own header (CACHE_MAGIC, then one JSON line) binding
+ * it to the Node that recorded it, to the bundle — its path and a checksum of
+ * its bytes — and to a checksum of its payload (checksum.ts,
  * computed by the native addon in ~0.07 ms for both, where loading
  * node:crypto for a hash would cost more than the cache saves). Anything that
  * does not match is refused, and the bundle is compiled as usual: slower,
@@ -49,7 +51,11 @@ export interface CacheHeader {
   bundleChecksum: string;
   /** checksum64 of V8's payload. */
   payloadChecksum: string;
-  /** For people reading the file: V8 checks its own version. */
+  /**
+   * The Node that recorded it (process.version), checked: V8 checks its own version only, and Node
+   * releases share one (Node 20's report V8 11.3.244.8, each with the patches of its own release), so
+   * V8 takes another release's cache. Node's own compile cache is keyed by the Node version for that.
+   */
   node: string;
 }
 
@@ -89,6 +95,7 @@ export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8A
     return { problem: 'its header is not JSON' };
   }
   if (header.bundle !== bundlePath) return { problem: `it was recorded for ${String(header.bundle)}` };
+  if (header.node !== process.version) return { problem: `it was recorded by Node ${String(header.node)}, not ${process.version}` };
   const payload = file.subarray(headerEnd + 1);
   // The addon computes the sums; it was loaded with this module (an entry without it cannot start).
   if (header.bundleChecksum !== checksum64(bundleBytes)) return { problem: 'the bundle has changed since it was recorded' };
