@@ -167,6 +167,7 @@ test('a cache that does not belong to its bundle is refused, with the reason, an
     refused('empty', variant('empty', new Uint8Array(0)), /not a pmpool code cache/);
     refused('bare V8 cache of another script', variant('other', new Script('globalThis.x = 1 + 1').createCachedData()), /not a pmpool code cache/);
     refused('recorded for another path', cachePathOf(BUNDLE), /recorded for /);
+    refused('header null', variant('null-header', reheader(recorded, () => null)), /header is not a JSON object/);
     // V8 checks its own version, which Node releases share (all of Node 20's report 11.3.244.8): it
     // would take this payload, recorded by another release, whatever that release's patches changed.
     refused('recorded by another Node', variant('other-node', reheader(recorded, (h) => ({ ...h, node: 'v20.0.0-other' }))), /recorded by Node v20\.0\.0-other, not v/);
@@ -220,6 +221,13 @@ test('checkCache: the header binds the bundle path, the Node, the bundle bytes a
     assert.deepEqual(checkCache(file, BUNDLE, edited), { problem: 'the bundle has changed since it was recorded' });
   }
   assert.deepEqual(checkCache(file, '/elsewhere/pmpool.bundle.cjs', bytes), { problem: `it was recorded for ${BUNDLE}` });
+  // Whatever JSON a damaged header line holds is a refusal, not a TypeError out of the import.
+  for (const value of [null, 42, 'text', [], true]) {
+    assert.deepEqual(checkCache(reheader(file, () => value), BUNDLE, bytes), { problem: 'its header is not a JSON object' }, JSON.stringify(value));
+  }
+  assert.deepEqual(checkCache(reheader(file, (h) => ({ ...h, bundle: { toString: 1 } })), BUNDLE, bytes), { problem: 'it was recorded for {"toString":1}' });
+  assert.deepEqual(checkCache(reheader(file, (h) => ({ ...h, node: { toString: 1 } })), BUNDLE, bytes), { problem: `it was recorded by Node {"toString":1}, not ${process.version}` });
+  assert.deepEqual(checkCache(reheader(file, ({ node: _, ...h }) => h), BUNDLE, bytes), { problem: `it was recorded by Node undefined, not ${process.version}` });
   const otherNode = reheader(file, (h) => ({ ...h, node: 'v20.0.0-other' }));
   assert.deepEqual(checkCache(otherNode, BUNDLE, bytes), { problem: `it was recorded by Node v20.0.0-other, not ${process.version}` });
 });

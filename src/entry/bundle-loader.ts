@@ -88,19 +88,28 @@ export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8A
   if (magicEnd < 0 || file.toString('latin1', 0, magicEnd) !== CACHE_MAGIC) return { problem: 'not a pmpool code cache' };
   const headerEnd = file.indexOf(10, magicEnd + 1);
   if (headerEnd < 0) return { problem: 'its header is cut short' };
-  let header: Partial<CacheHeader>;
+  let parsed: unknown;
   try {
-    header = JSON.parse(file.toString('utf8', magicEnd + 1, headerEnd)) as Partial<CacheHeader>;
+    parsed = JSON.parse(file.toString('utf8', magicEnd + 1, headerEnd));
   } catch {
     return { problem: 'its header is not JSON' };
   }
-  if (header.bundle !== bundlePath) return { problem: `it was recorded for ${String(header.bundle)}` };
-  if (header.node !== process.version) return { problem: `it was recorded by Node ${String(header.node)}, not ${process.version}` };
+  // A damaged line may still be JSON of any shape (null, a number, fields that are objects): it is
+  // refused like a wrong value, never met with a TypeError that would fail the import.
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { problem: 'its header is not a JSON object' };
+  const header = parsed as { [K in keyof CacheHeader]?: unknown };
+  if (header.bundle !== bundlePath) return { problem: `it was recorded for ${shown(header.bundle)}` };
+  if (header.node !== process.version) return { problem: `it was recorded by Node ${shown(header.node)}, not ${process.version}` };
   const payload = file.subarray(headerEnd + 1);
   // The addon computes the sums; it was loaded with this module (an entry without it cannot start).
   if (header.bundleChecksum !== checksum64(bundleBytes)) return { problem: 'the bundle has changed since it was recorded' };
   if (header.payloadChecksum !== checksum64(payload)) return { problem: 'its payload is damaged' };
   return { payload };
+}
+
+/** A header field in a refusal: a string as it is, anything else as JSON (String() of `{"toString":1}` throws). */
+function shown(value: unknown): string {
+  return typeof value === 'string' ? value : String(JSON.stringify(value));
 }
 
 /**
