@@ -2,8 +2,9 @@
  * Loader and typed face of the native addon (native/pmpool.c).
  *
  * The addon is built by node-gyp when the package is installed. When it is
- * missing, say exactly how to build it rather than failing with a bare
- * "Cannot find module".
+ * missing, or cannot be loaded (built for another machine, damaged), say
+ * exactly how to build it rather than failing with a bare "Cannot find
+ * module" or the dynamic loader's "invalid ELF header".
  */
 import type * as Fs from 'node:fs';
 import type * as Path from 'node:path';
@@ -155,7 +156,19 @@ function loadNative(): NativeAddon {
   if (addon === undefined) {
     // process.dlopen, not require(): the addon is all this needs of the CommonJS loader.
     const module = { exports: {} as NativeAddon };
-    process.dlopen(module, found);
+    try {
+      process.dlopen(module, found);
+    } catch (e) {
+      // dlopen's own message names the file and what the dynamic loader said ("invalid ELF header",
+      // "wrong ELF class", a missing libc symbol): a build for another machine, copied with
+      // node_modules, or a damaged one. Say whose addon it is and how to make a good one.
+      throw new Error(
+        `pmpool: the native addon ${found} cannot be loaded (${(e as Error).message}). ` +
+          `Rebuild it on this machine with \`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); ` +
+          'it needs python3, make and a C compiler.',
+        { cause: e },
+      );
+    }
     addon = module.exports;
     loaded.set(found, addon);
   }
