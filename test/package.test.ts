@@ -5,13 +5,42 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from './support/child.js';
 
 /** The package root (dist/test/ is two levels below it). */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The files `npm pack` puts in the tarball, relative to the package root (scripts off: the build is there). */
+function packedFiles(): Set<string> {
+  const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return new Set((JSON.parse(r.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path));
+}
+
+/**
+ * The files reached from `starts` by relative specifiers ('./x.js', '../dist/y.js': imports, dynamic
+ * imports, new URL(...) and lazily imported names alike), relative to the package root. `.d.ts`
+ * files are followed to the declarations of what they import.
+ */
+function reached(starts: string[]): Set<string> {
+  const seen = new Set<string>();
+  const queue = [...starts];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const text = readFileSync(join(ROOT, file), 'utf8');
+    for (const [, specifier] of text.matchAll(/['"](\.{1,2}\/[^'"\s]+\.(?:js|cjs|mjs))['"]/g)) {
+      let target = relative(ROOT, join(ROOT, dirname(file), specifier!));
+      if (file.endsWith('.d.ts') || file.endsWith('.d.cts')) target = target.replace(/\.js$/, '.d.ts');
+      if (existsSync(join(ROOT, target))) queue.push(target);
+    }
+  }
+  return seen;
+}
 
 /**
  * A package root holding the entries and the bundle (each finds the addon from the package root
@@ -65,4 +94,24 @@ test('an addon that cannot be loaded (another machine\'s, damaged): both entries
   } finally {
     pkg.cleanup();
   }
+});
+
+test('files: the tarball holds everything the entries, the command and the install need, and nothing test-only', () => {
+  const packed = packedFiles();
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>;
+  // Every path package.json names: main, types, exports' targets, bin.
+  const named = JSON.stringify([pkg.main, pkg.types, pkg.exports, pkg.bin]).match(/\.\/[^"]+/g)!.map((p) => p.slice(2));
+  // What runs: the entries and their bundle, the command (and the programs it starts), the install step.
+  const runs = reached(['dist/pmpool.js', 'dist/pmpool.cjs', 'bin/pmpool.js', 'dist/src/cli/demo-app-main.js', 'scripts/record-code-cache.mjs', 'dist/tools/record-cache.js', 'dist/tools/warm-bundle.js']);
+  const types = reached(['dist/src/index.d.ts', 'dist/pmpool.d.cts']);
+  const needed = [...named, ...runs, ...types, 'dist/pmpool.bundle.cjs', 'dist/pmpool.bundle.cjs.map', 'binding.gyp', 'native/pmpool.c'];
+  assert.deepEqual(needed.filter((f) => !packed.has(f)), [], 'needed but not packed');
+  assert.ok(runs.has('dist/src/cli/log-command.js') && runs.has('dist/tools/record-cache.js'), 'lazily imported modules are followed');
+
+  // Under dist/, only modules something above reaches (by their code or their declarations), with
+  // their source maps: no tests, benchmarks, test-only hooks, or a code cache recorded elsewhere.
+  const stems = new Set([...runs, ...types].map((f) => f.replace(/(\.d\.ts|\.d\.cts|\.js|\.cjs)$/, '')));
+  const extra = [...packed].filter((f) => f.startsWith('dist/') && !stems.has(f.replace(/(\.d\.ts|\.d\.cts|\.js\.map|\.cjs\.map|\.js|\.cjs)$/, '')));
+  assert.deepEqual(extra, [], 'packed but reached by nothing');
+  assert.deepEqual([...packed].filter((f) => /^(build|test|bench|tools|src)\/|\.cache$/.test(f)), []);
 });
