@@ -11,8 +11,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { Script } from 'node:vm';
@@ -26,6 +26,7 @@ import { recordCache } from '../tools/record-cache.js';
 const DIST = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(DIST, 'pmpool.bundle.cjs');
 const LOADER = join(DIST, 'src', 'entry', 'bundle-loader.js');
+const RECORDER = join(DIST, 'tools', 'record-cache.js');
 /** The package root: `import('pmpool')` in a child's -e script resolves from its cwd. */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -182,6 +183,28 @@ test('a cache that does not belong to its bundle is refused, with the reason, an
     refused('bundle edited to the same length', cache, /bundle has changed/);
     const r = loadInChild(copy.bundle);
     assert.match(r.stack, /GOT 0/, 'the edited code is what runs');
+  } finally {
+    copy.cleanup();
+  }
+});
+
+test('a recording that fails leaves the cache that was there, and no file of its own', () => {
+  const copy = bundleCopy();
+  try {
+    recordCache(copy.bundle);
+    const cache = cachePathOf(copy.bundle);
+    const before = readFileSync(cache);
+    // A recording that cannot run its warm-up (no directory for the warm-up's pool). One that removed
+    // the cache before it started also left every program started meanwhile without one, and two at
+    // once (two builds, a build and an `npm rebuild`) removed each other's: one failed, finding no
+    // cache where it had just put its own.
+    const record = `const { recordCache } = await import(${JSON.stringify(RECORDER)}); recordCache(${JSON.stringify(copy.bundle)});`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', record], { encoding: 'utf8', env: { ...process.env, TMPDIR: join(copy.bundle, 'not-a-directory') } });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /ENOTDIR/);
+    assert.deepEqual(readFileSync(cache), before);
+    assert.equal(loadInChild(copy.bundle).cache, 'accepted');
+    assert.deepEqual(readdirSync(dirname(copy.bundle)).sort(), ['pmpool.bundle.cjs', 'pmpool.bundle.cjs.cache']);
   } finally {
     copy.cleanup();
   }

@@ -7,8 +7,11 @@
  * One child process creates a pool and hands it over; a second receives it,
  * restores, allocates and hands over again, then writes the cache
  * (tools/warm-bundle.ts). The children run without NODE_OPTIONS: V8 refuses
- * a cache recorded under other flags. A third loads the bundle as a program
- * would and must report the cache accepted.
+ * a cache recorded under other flags. The cache is written to a file of its
+ * own, which a third child loads the bundle with, as a program would: only
+ * a cache it reports accepted is renamed into place. Until then the cache
+ * that was there stays, for the programs that start meanwhile and when the
+ * recording fails; two recordings at once each put a whole cache in place.
  *
  *   node dist/tools/record-cache.js [--at-install]
  * At install a failure is a warning: the bundle works without a cache.
@@ -41,30 +44,28 @@ function run(args: string[], what: string): string {
 
 export function recordCache(bundlePath: string = BUNDLE): void {
   const cachePath = cachePathOf(bundlePath);
-  rmSync(cachePath, { force: true }); // the warm run compiles from source
+  const temporary = `${cachePath}.${process.pid}`;
   const bundleChecksum = checksum64(readFileSync(bundlePath));
   const scratch = mkdtempSync(join(tmpdir(), 'pmpool-warm-'));
   try {
     const pool = `--pmpool=${join(scratch, 'pool')},64M`;
     const blob = join(scratch, 'handover.dtb');
     const payload = join(scratch, 'payload');
-    run([WARM, `--bundle=${bundlePath}`, '--phase=hand-over', pool, `--blob=${blob}`], 'the warm-up hand-over');
-    run([WARM, `--bundle=${bundlePath}`, '--phase=record', pool, `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
+    const warm = [WARM, `--bundle=${bundlePath}`, `--scratch=${scratch}`, pool];
+    run([...warm, '--phase=hand-over', `--blob=${blob}`], 'the warm-up hand-over');
+    run([...warm, '--phase=record', `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
     const bytes = readFileSync(payload);
     // The bytes the warm-up compiled: read before it, and unchanged after it.
     if (checksum64(readFileSync(bundlePath)) !== bundleChecksum) throw new Error(`${bundlePath} changed while its cache was recorded`);
-    const file = encodeCache({ bundle: bundlePath, bundleChecksum, payloadChecksum: checksum64(bytes), node: process.version }, bytes);
-    const temporary = `${cachePath}.${process.pid}`;
-    writeFileSync(temporary, file);
+    writeFileSync(temporary, encodeCache({ bundle: bundlePath, bundleChecksum, payloadChecksum: checksum64(bytes), node: process.version }, bytes));
+    // The cache as a program would load it (the header binds the bundle's path, not the cache's).
+    const check = `const { loadBundle } = await import(${JSON.stringify(LOADER)}); const b = loadBundle(${JSON.stringify(bundlePath)}, ${JSON.stringify(temporary)}); console.log(b.cache, b.cacheProblem ?? '');`;
+    const outcome = run(['--input-type=module', '-e', check], 'loading the bundle with its cache').trim();
+    if (outcome !== 'accepted') throw new Error(`the recorded cache is not used: ${outcome}`);
     renameSync(temporary, cachePath); // a reader sees the old file or the new, whole
   } finally {
+    rmSync(temporary, { force: true }); // a cache refused, or never finished
     rmSync(scratch, { recursive: true, force: true });
-  }
-  const check = `const { loadBundle } = await import(${JSON.stringify(LOADER)}); const b = loadBundle(${JSON.stringify(bundlePath)}); console.log(b.cache, b.cacheProblem ?? '');`;
-  const outcome = run(['--input-type=module', '-e', check], 'loading the bundle with its cache').trim();
-  if (outcome !== 'accepted') {
-    rmSync(cachePath, { force: true });
-    throw new Error(`the recorded cache is not used: ${outcome}`);
   }
 }
 

@@ -9,9 +9,13 @@
  *
  * The cache holds what these calls compiled: what a program that receives a
  * handover runs first (its clients' reopening included), and what it runs to
- * hand over in turn.
+ * hand over in turn. Both phases compile the bundle from source, with no code
+ * cache (--scratch=DIR, the recording's own directory, holds none): the cache
+ * beside the bundle stays there while it is recorded again, and a recording
+ * holds what this run compiled, not what an earlier recording held.
  */
 import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadBundle } from '../src/entry/bundle-loader.js';
 import type * as Pmpool from '../src/index.js';
 
@@ -21,8 +25,9 @@ const arg = (name: string): string => {
   return found.slice(name.length + 3);
 };
 
-const loaded = loadBundle(arg('bundle'));
+const loaded = loadBundle(arg('bundle'), join(arg('scratch'), 'no-code-cache'));
 if (loaded.script === null) throw new Error('the warm-up must compile the bundle itself (run it without --enable-source-maps)');
+if (loaded.cache !== 'absent') throw new Error(`the warm-up must compile the bundle from source (its code cache: ${loaded.cache})`);
 const { kexec, PersistentMap, LogRing } = loaded.exports as unknown as typeof Pmpool;
 const phase = arg('phase');
 
