@@ -1,6 +1,7 @@
 /**
  * The package as npm ships and installs it: what `files` puts in the
- * tarball, and how its entries fail when the native addon cannot be used.
+ * tarball, how it installs and loads where a user installs it, and how its
+ * entries fail when the native addon cannot be used.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -114,4 +115,34 @@ test('files: the tarball holds everything the entries, the command and the insta
   const extra = [...packed].filter((f) => f.startsWith('dist/') && !stems.has(f.replace(/(\.d\.ts|\.d\.cts|\.js\.map|\.cjs\.map|\.js|\.cjs)$/, '')));
   assert.deepEqual(extra, [], 'packed but reached by nothing');
   assert.deepEqual([...packed].filter((f) => /^(build|test|bench|tools|src)\/|\.cache$/.test(f)), []);
+});
+
+test('installed from its tarball into a path with spaces and non-ASCII: the install records the cache, both entries use it, the command runs', () => {
+  // npm pack with scripts off packs the build that is there; npm install runs the package's own install
+  // step (node-gyp, then the code cache's recording) where a user's would, with the Node that runs it.
+  // Offline: the package has no dependencies, and the test needs no registry.
+  const scratch = tempDir('pmpool-install-');
+  try {
+    const r = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', scratch.dir], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const tarball = join(scratch.dir, r.stdout.trim().split('\n').pop()!);
+    const project = join(scratch.dir, 'a project', 'ünï çødé');
+    mkdirSync(project, { recursive: true });
+    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+    const install = spawnSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: project, encoding: 'utf8' });
+    assert.equal(install.status, 0, install.stderr);
+    assert.doesNotMatch(install.stderr, /no code cache recorded/);
+
+    const outcome = "const [b] = globalThis[Symbol.for('pmpool.loadedBundles')].values(); console.log(b.cache, b.cacheProblem ?? '', typeof pm.Pool.create, pm.Pool.name);";
+    const required = spawnSync(process.execPath, ['-e', `const pm = require('pmpool'); ${outcome}`], { cwd: project, encoding: 'utf8' });
+    assert.equal(required.stdout.trim(), 'accepted  function Pool', required.stderr);
+    const imported = spawnSync(process.execPath, ['--input-type=module', '-e', `import * as pm from 'pmpool'; ${outcome}`], { cwd: project, encoding: 'utf8' });
+    assert.equal(imported.stdout.trim(), 'accepted  function Pool', imported.stderr);
+
+    const help = spawnSync(join(project, 'node_modules', '.bin', 'pmpool'), ['--help'], { cwd: project, encoding: 'utf8' });
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /^pmpool — a persistent memory pool for Node\.js/);
+  } finally {
+    scratch.cleanup();
+  }
 });
