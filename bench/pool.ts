@@ -15,7 +15,11 @@
  *                same Pool releasing the page it allocated 256 pairs before
  *                (cache-hot: splits the Pool's fixed cost from its cache
  *                misses); the allocator layer alone (BitmapAllocator over a
- *                Uint32Array); a CMA-style first fit over a flat bitmap
+ *                Uint32Array); the allocator layer plus a 128-byte record
+ *                per page in /dev/shm, written by alloc and read and
+ *                cleared by release (record_floor: the memory traffic no
+ *                pool with a record per allocation avoids — for a random
+ *                page, a cache and TLB miss); a CMA-style first fit over a flat bitmap
  *                (bench/alloc.ts); a JS free-list stack + Map (in-memory floor).
  *   frag90       90% occupancy, the free pages scattered singles plus 64 free
  *                aligned 64-page blocks (bench/alloc.ts fragment90); alloc of
@@ -60,7 +64,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ArrayWordStore, BitmapAllocator, allocatorGeometry } from '../src/alloc/index.js';
-import { AREA_ALIGN } from '../src/pool/layout.js';
+import { AREA_ALIGN, RECORD_BYTES } from '../src/pool/layout.js';
 import { Pool } from '../src/pool/index.js';
 import { FileRegion, MemoryRegion } from '../src/region/index.js';
 import { CmaFirstFit, Frag90Ring, fragment90, prng } from './alloc.js';
@@ -327,6 +331,9 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
   const path = shmPath('single50');
   keep.path = path;
   const shm = Pool.create(path, { size: GiB, maxAllocations: PAGES });
+  const recordsPath = shmPath('single50-records');
+  // Set by the record_floor side when its turn comes (a holder: TypeScript does not follow the assignment into the closure).
+  const records: { region: FileRegion | null } = { region: null };
   let mem: Pool | null = null;
   try {
     const t0 = performance.now();
@@ -395,6 +402,29 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
           al.markFree(v, 1);
         };
       }, kept],
+      ['record_floor', `allocator layer + a ${RECORD_BYTES}-byte record per page in /dev/shm, written by alloc, checked and cleared by release (memory floor)`, (used, rnd) => {
+        // What any pool that keeps a record per allocation in /dev/shm must pay at least: the
+        // allocator layer's work, plus the record of the released page, read and written — for a
+        // random page, a cache and TLB miss in 32 MiB of records — and the new page's record written.
+        al = allocLayerFrom(usedUnits);
+        records.region = FileRegion.create(recordsPath, { size: PAGES * RECORD_BYTES });
+        const window = records.region.map(0, PAGES * RECORD_BYTES);
+        const rec = new Uint32Array(window.buffer, window.byteOffset, window.length >>> 2);
+        const stride = RECORD_BYTES >>> 2;
+        for (let unit = 0; unit < PAGES; unit++) rec[unit * stride + 2] = unit; // every page's record, in place
+        const n = used.length;
+        return () => {
+          const u = al.alloc(1, 1);
+          rec[u * stride] = 1;
+          rec[u * stride + 2] = u;
+          const k = (rnd() * n) | 0;
+          const v = used[k]!;
+          used[k] = u;
+          if (rec[v * stride + 2] !== v) throw new Error(`record_floor: the record of page ${v} is not its own`);
+          rec[v * stride] = 0;
+          al.markFree(v, 1);
+        };
+      }, kept],
       ['cma', 'CMA first fit, flat bitmap', (used, rnd) => {
         cma = cmaFrom(usedUnits);
         const n = used.length;
@@ -452,6 +482,8 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
   } finally {
     shm.close();
     mem?.close();
+    records.region?.close();
+    rmSync(recordsPath, { force: true });
   }
 }
 
