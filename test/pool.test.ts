@@ -71,7 +71,12 @@ describe('Pool basics', () => {
     for (const count of [0, -1, Number.NaN, 1.5, Infinity, 10 ** 9, '3' as unknown as number]) {
       expectPoolError(() => pool.alloc(count), 'BAD_ARGUMENT');
     }
-    for (const align of [0, 3, -2, 1.5, 2 ** 31]) expectPoolError(() => pool.alloc(1, { align }), 'BAD_ARGUMENT');
+    for (const align of [0, 3, -2, 1.5, 2 ** 31 + 2, 2 ** 53, Infinity, Number.NaN, '2' as never]) expectPoolError(() => pool.alloc(1, { align }), 'BAD_ARGUMENT');
+    // A power of two is a good alignment however large; past the pool no run starts on it: no space.
+    for (const align of [2 ** 30, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 52]) {
+      const e = expectPoolError(() => pool.alloc(1, { align }), 'NO_SPACE');
+      assert.match(e.message, new RegExp(`aligned to ${align};`));
+    }
     expectPoolError(() => pool.alloc(1, { name: 'x' }), 'NAME_TAKEN');
     expectPoolError(() => pool.alloc(1, { name: 'n'.repeat(65) }), 'BAD_ARGUMENT');
     expectPoolError(() => pool.alloc(1, { owner: 'o'.repeat(25) }), 'BAD_ARGUMENT');

@@ -14,6 +14,19 @@ export function checkCount(count: unknown, pageCount: number): asserts count is 
   if (count > pageCount) throw new PoolError('BAD_ARGUMENT', `count ${count} is larger than the pool's ${pageCount} pages`);
 }
 
+/**
+ * An alloc's `align`, in pages: any power of two a safe integer can hold (1 to 2^52). One larger
+ * than the pool is no bad argument — no run of the pool starts on such a boundary, so the
+ * alloc finds no space, and says so.
+ */
+export function checkAlign(value: unknown): number {
+  if (value === undefined) return 1;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || 2 ** Math.round(Math.log2(value)) !== value) {
+    throw new PoolError('BAD_ARGUMENT', `align must be a power of two (in pages), got ${describeValue(value)}`);
+  }
+  return value;
+}
+
 export function checkLabel(value: unknown, what: string, maxBytes: number): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw new PoolError('BAD_ARGUMENT', `${what} must be a string`);

@@ -31,7 +31,6 @@ import {
   computeGeometry,
   decodeSuperblock,
   encodeSuperblock,
-  isPowerOfTwo,
   isSuperblockProblem,
   MAX_NAME_BYTES,
   MAX_OWNER_BYTES,
@@ -48,7 +47,7 @@ import { extentFits, extentProblem, liveRecords, rebuildDerived } from './recove
 import { bytesEqual } from '../util/bytes.js';
 import { describeValue } from '../util/options.js';
 import { Allocation } from './allocation.js';
-import { checkCount, checkLabel, checkMode, checkOpenOptions, checkPoolBoolean, checkTarget, poolOptions } from './arguments.js';
+import { checkAlign, checkCount, checkLabel, checkMode, checkOpenOptions, checkPoolBoolean, checkTarget, poolOptions } from './arguments.js';
 import type { AllocOptions, CheckReport, PoolCreateOptions, PoolOpenOptions, PoolStats, ReleaseOptions } from './options.js';
 
 /** The owner of every sub-pool's run in its parent. */
@@ -283,8 +282,7 @@ export class Pool {
     let zero = false;
     if (options !== undefined) {
       options = poolOptions(options, 'alloc options');
-      align = options.align ?? 1;
-      if (!isPowerOfTwo(align)) throw new PoolError('BAD_ARGUMENT', `align must be a power of two (in pages), got ${String(align)}`);
+      align = checkAlign(options.align);
       name = encodeLabel(checkLabel(options.name, 'name', MAX_NAME_BYTES));
       owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
       zero = checkPoolBoolean(options.zero, 'zero') === true;
@@ -323,7 +321,8 @@ export class Pool {
     if (name.length > 0 && this.findSlot(p, name) >= 0) {
       throw new PoolError('NAME_TAKEN', `an allocation named "${decodeLabel(name)}" exists`);
     }
-    const start = units <= g.unitCount ? p.units.find(units, alignUnits) : -1;
+    // An alignment past the pool's units leaves unit 0, in the metadata, as the only start: no fit.
+    const start = units <= g.unitCount && alignUnits <= g.unitCount ? p.units.find(units, alignUnits) : -1;
     if (start < 0) {
       const largest = p.units.largestFreeRun() * unitPages;
       throw new PoolError(
