@@ -135,6 +135,27 @@ describe('PersistentMap handover node', () => {
     });
   });
 
+  test('a map closed or destroyed after registerHandover leaves the next handover alone', () => {
+    for (const end of ['close', 'destroy'] as const) {
+      withMap((pool, map) => {
+        map.set('k', 'v');
+        const unregister = PersistentMap.registerHandover(map, kexec.onHandover);
+        map[end]();
+        // Its callback would throw CLOSED and abort the handover: closing unregistered it.
+        const prepared = kexec.prepare({ from: `clients test (${end})` });
+        try {
+          assert.equal(prepared.fdt.getString('/clients/kv', 'compatible'), undefined);
+        } finally {
+          prepared.abort(new Error('test: not going anywhere'));
+        }
+        unregister(); // already done: a no-op, not an error
+        if (end === 'close') assert.equal(PersistentMap.open(pool, 'kv').get('k'), 'v');
+        // A closed map cannot be registered: its callback could only abort.
+        expectError(() => PersistentMap.registerHandover(map, kexec.onHandover), ClientError, 'CLOSED');
+      });
+    }
+  });
+
   test('writeMapNode rewrites a carried-forward node rather than merging into it', () => {
     const fdt = new Fdt();
     fdt.addNode('/clients/kv');

@@ -113,6 +113,8 @@ export class PersistentMap {
   /** Everything else the map knows; the other parts of the map are functions of it. */
   private readonly s: MapState;
   private state = State.Open;
+  /** What undoes each registerHandover of this map: close() and destroy() run them. */
+  private readonly handoverRegistrations = new Set<() => void>();
 
   private constructor(pool: Pool, name: string, root: Allocation, readOnly: boolean) {
     this.pool = pool;
@@ -527,16 +529,32 @@ export class PersistentMap {
   /**
    * Registers the map's handover callback with the kexec layer:
    * `PersistentMap.registerHandover(map, kexec.onHandover)`. Returns the
-   * function that unregisters it.
+   * function that unregisters it; close() and destroy() unregister it too.
    */
   static registerHandover(map: PersistentMap, onHandover: (name: string, callback: (fdt: Fdt) => void) => () => void): () => void {
-    return onHandover(`pmap:${map.name}`, (fdt) => map.handoverNode(fdt));
+    map.live();
+    const off = onHandover(`pmap:${map.name}`, (fdt) => map.handoverNode(fdt));
+    const unregister = (): void => {
+      if (map.handoverRegistrations.delete(unregister)) off();
+    };
+    map.handoverRegistrations.add(unregister);
+    return unregister;
+  }
+
+  /**
+   * A closed map has nothing to hand over, and its callback would throw CLOSED and abort the
+   * program's next handover: closing unregisters it. The next program opens the map by name,
+   * with its counters as close() recorded them.
+   */
+  private unregisterHandovers(): void {
+    for (const unregister of [...this.handoverRegistrations]) unregister();
   }
 
   /** Records exact counters, releases the writer lock and detaches. Idempotent. */
   close(): void {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
+    this.unregisterHandovers();
     if (this.readOnly) return;
     if (this.pool.closed) {
       // The memory is gone; the lock stays held and the next writer breaks it.
@@ -556,6 +574,7 @@ export class PersistentMap {
     const s = this.s;
     resetToEmpty(s);
     this.state = State.Closed;
+    this.unregisterHandovers();
     s.lock.abandon();
     poolCall(() => this.pool.release(s.root.pfn, s.root.count, { owner: s.owner }), s.what);
   }
