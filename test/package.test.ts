@@ -6,10 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from './support/child.js';
+import { Fdt } from '../src/fdt/index.js';
 
 /** The package root (dist/test/ is two levels below it). */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -91,6 +92,33 @@ test('an addon that cannot be loaded (another machine\'s, damaged): both entries
     for (const stderr of loadFailures(pkg.dir)) {
       assert.ok(stderr.includes(`pmpool: the native addon ${addon} cannot be loaded (`), stderr);
       assert.match(stderr, /Rebuild it on this machine with `npm rebuild pmpool`/);
+    }
+  } finally {
+    pkg.cleanup();
+  }
+});
+
+test('the command without its addon: the usage and the fdt commands work; pool commands say how to build it (exit 1)', () => {
+  const pkg = packageWith(undefined);
+  try {
+    cpSync(join(ROOT, 'dist', 'src'), join(pkg.dir, 'dist', 'src'), { recursive: true });
+    const main = join(pkg.dir, 'dist', 'src', 'cli', 'main.js');
+    const pmpool = (...args: string[]) => spawnSync(process.execPath, [main, ...args], { encoding: 'utf8' });
+    const help = pmpool('--help');
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /pmpool fdt dump FILE\.dtb/);
+    const dtb = join(pkg.dir, 'tree.dtb');
+    const tree = new Fdt();
+    tree.set('/', 'model', 'no addon');
+    writeFileSync(dtb, tree.toBytes());
+    const dump = pmpool('fdt', 'dump', dtb);
+    assert.equal(dump.status, 0, dump.stderr);
+    assert.match(dump.stdout, /model = "no addon";/);
+    for (const args of [['info', join(pkg.dir, 'pool')], ['run', '--', process.execPath, '-e', '0'], ['log', 'dump', join(pkg.dir, 'pool'), 'ring']]) {
+      const r = pmpool(...args);
+      assert.equal(r.status, 1, `${args[0]}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^pmpool ${args[0]}: pmpool: the native addon is not built .*npm rebuild pmpool`));
+      assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
     }
   } finally {
     pkg.cleanup();

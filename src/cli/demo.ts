@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { integer, UsageError, type Out } from './pool-commands.js';
+import { integer, UsageError, type Out } from './usage.js';
 
 type Line = Record<string, unknown> & { stage: string; pid: number };
 

@@ -4,19 +4,8 @@
  * a refused operation, 2 on bad usage.
  */
 import { fdtCommand } from './fdt-command.js';
-import {
-  allocCommand,
-  checkCommand,
-  createCommand,
-  describeError,
-  infoCommand,
-  mapCommand,
-  POOL_USAGE,
-  releaseCommand,
-  UsageError,
-  type Out,
-} from './pool-commands.js';
-import { runCommand } from './run-command.js';
+import { NativeAddonError } from '../sys/addon-error.js';
+import { describeError, POOL_USAGE, UsageError, type Out } from './usage.js';
 
 const USAGE = `pmpool — a persistent memory pool for Node.js
 
@@ -37,15 +26,17 @@ async function lazy(module: string, name: string): Promise<Command> {
   return m[name]!;
 }
 
+// The commands that use pools load them (and the native addon) when they run: the usage and
+// the fdt commands need neither, and work where the addon cannot be loaded.
 const commands: Record<string, () => Command | Promise<Command>> = {
-  create: () => createCommand,
-  info: () => infoCommand,
-  map: () => mapCommand,
-  check: () => checkCommand,
-  alloc: () => allocCommand,
-  release: () => releaseCommand,
+  create: () => lazy('./pool-commands.js', 'createCommand'),
+  info: () => lazy('./pool-commands.js', 'infoCommand'),
+  map: () => lazy('./pool-commands.js', 'mapCommand'),
+  check: () => lazy('./pool-commands.js', 'checkCommand'),
+  alloc: () => lazy('./pool-commands.js', 'allocCommand'),
+  release: () => lazy('./pool-commands.js', 'releaseCommand'),
   fdt: () => fdtCommand,
-  run: () => runCommand,
+  run: () => lazy('./run-command.js', 'runCommand'),
   log: () => lazy('./log-command.js', 'logCommand'),
   demo: () => lazy('./demo.js', 'demoCommand'),
 };
@@ -76,6 +67,11 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       err(`pmpool ${name}: ${e.message}\n\n${USAGE}`);
       return 2;
+    }
+    // The addon missing or unusable here is the installation's state, not a bug of this command: its message says how to mend it.
+    if (e instanceof NativeAddonError) {
+      err(`pmpool ${name}: ${e.message}`);
+      return 1;
     }
     const known = describeError(e);
     if (known !== null) {

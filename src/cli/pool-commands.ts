@@ -5,19 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ABI_MAJOR, ABI_MINOR, Pool, PmpoolError, parseSize, type PoolStats } from '../index.js';
-
-export type Out = (s: string) => void;
-
-export class UsageError extends Error {}
-
-export const POOL_USAGE = [
-  'usage: pmpool create PATH --size SIZE [--page-size 4K|2M] [--order-per-bit N] [--max-allocations N] [--json]',
-  '       pmpool info PATH [--json]',
-  '       pmpool map PATH [--width N] [--rows N]',
-  '       pmpool check PATH [--repair] [--json]',
-  '       pmpool alloc PATH COUNT [--align N] [--name NAME] [--owner OWNER] [--json]',
-  '       pmpool release PATH PFN COUNT [--owner OWNER]',
-].join('\n');
+import { integer, UsageError, type Out } from './usage.js';
 
 function parse(args: string[], options: NonNullable<Parameters<typeof parseArgs>[0]>['options'], positionals: number) {
   let parsed;
@@ -30,15 +18,6 @@ function parse(args: string[], options: NonNullable<Parameters<typeof parseArgs>
     throw new UsageError(`expected ${positionals} argument${positionals === 1 ? '' : 's'}, got ${parsed.positionals.length}`);
   }
   return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
-}
-
-/** A decimal whole number given on the command line (no sign, exponent or hex), or UsageError. */
-export function integer(text: string | boolean | undefined, what: string): number | undefined {
-  if (text === undefined) return undefined;
-  if (typeof text !== 'string' || !/^\d+$/.test(text)) throw new UsageError(`${what} must be a whole number, got "${String(text)}"`);
-  const n = Number(text);
-  if (!Number.isSafeInteger(n)) throw new UsageError(`${what} is too large`);
-  return n;
 }
 
 function sizeOption(text: string | boolean | undefined, what: string): number | undefined {
@@ -212,7 +191,3 @@ export function releaseCommand(args: string[], out: Out): number {
   });
 }
 
-export function describeError(e: unknown): string | null {
-  if (e instanceof PmpoolError) return `${e.code}: ${e.message}`;
-  return null;
-}

@@ -13,7 +13,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { Pool, PoolError, parseSize } from '../index.js';
-import { UsageError, type Out } from './pool-commands.js';
+import { UsageError, type Out } from './usage.js';
 
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;

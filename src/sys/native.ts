@@ -8,6 +8,7 @@
  */
 import type * as Fs from 'node:fs';
 import type * as Path from 'node:path';
+import { NativeAddonError } from './addon-error.js';
 
 // Built-ins through process.getBuiltinModule, not ESM imports: this module is part of the package
 // entries too (src/entry/checksum.ts), and an ES module program's first `import ... from 'node:fs'`
@@ -146,7 +147,7 @@ function loadNative(): NativeAddon {
   const candidates = addonFiles(root);
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
-    throw new Error(
+    throw new NativeAddonError(
       `pmpool: the native addon is not built (looked for ${candidates.join(', ')}). ` +
         `Build it with \`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); ` +
         'it needs python3, make and a C compiler.',
@@ -162,7 +163,7 @@ function loadNative(): NativeAddon {
       // dlopen's own message names the file and what the dynamic loader said ("invalid ELF header",
       // "wrong ELF class", a missing libc symbol): a build for another machine, copied with
       // node_modules, or a damaged one. Say whose addon it is and how to make a good one.
-      throw new Error(
+      throw new NativeAddonError(
         `pmpool: the native addon ${found} cannot be loaded (${(e as Error).message}). ` +
           `Rebuild it on this machine with \`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); ` +
           'it needs python3, make and a C compiler.',
