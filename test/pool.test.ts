@@ -1,5 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Pool, PoolError } from '../src/pool/index.js';
@@ -62,6 +63,43 @@ describe('Pool basics', () => {
       assert.ok(pool.check().ok);
       pool.close();
     }
+  });
+
+  test('stats(): allocations and byOwner agree with the allocations themselves, over random allocs and releases', () => {
+    // Owners of every kind: none, ASCII, UTF-8, and two whose CRC-32C is the same (stats groups owners by it).
+    const owners = [undefined, 'a', 'client-7', 'ö', '日本', 'o5a16fu-1m', 'o15tygfi-11'];
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.boolean(), fc.nat({ max: owners.length - 1 }), fc.integer({ min: 1, max: 5 }), fc.nat()), { maxLength: 60 }), (ops) => {
+        const pool = memoryPool(4 * MiB, { orderPerBit: 1 });
+        try {
+          const held: { pfn: number; count: number; owner?: string }[] = [];
+          for (const [release, o, count, pick] of ops) {
+            if (release && held.length > 0) {
+              const [a] = held.splice(pick % held.length, 1);
+              pool.release(a!.pfn, a!.count, a!.owner === undefined ? undefined : { owner: a!.owner });
+            } else {
+              const owner = owners[o];
+              const a = pool.alloc(count, owner === undefined ? undefined : { owner });
+              held.push({ pfn: a.pfn, count: a.count, owner });
+            }
+          }
+          pool.subpool('sub', { count: 8 });
+          const expected: Record<string, { allocations: number; pages: number }> = {};
+          const all = pool.allocations();
+          for (const a of all) {
+            const entry = (expected[a.owner ?? ''] ??= { allocations: 0, pages: 0 });
+            entry.allocations++;
+            entry.pages += a.count;
+          }
+          const st = pool.stats();
+          assert.equal(st.allocations, all.length);
+          assert.deepEqual(st.byOwner, expected);
+        } finally {
+          pool.close();
+        }
+      }),
+      { numRuns: 60 },
+    );
   });
 
   test('bad arguments are refused with typed errors and change nothing', () => {

@@ -208,8 +208,23 @@ export class Directory {
   /** The bytes past the owner's and the name's lengths are zero. */
   private tailsZero(at: number): boolean {
     const b = this.w.bytes;
-    for (let i = at + OWNER + b[at + LENGTHS]!; i < at + NAME; i++) if (b[i] !== 0) return false;
-    for (let i = at + NAME + b[at + LENGTHS + 1]!; i < at + RECORD_BYTES; i++) if (b[i] !== 0) return false;
+    return this.zeroRange(at + OWNER + b[at + LENGTHS]!, at + NAME) && this.zeroRange(at + NAME + b[at + LENGTHS + 1]!, at + RECORD_BYTES);
+  }
+
+  /** Bytes [from, to) are zero: a word at a time where whole words lie (status() checks every record of a scan). */
+  private zeroRange(from: number, to: number): boolean {
+    const b = this.w.bytes;
+    let i = from;
+    for (; i < to && (i & 3) !== 0; i++) if (b[i] !== 0) return false;
+    for (const u = this.w.u32; i + 4 <= to; i += 4) if (u[i >>> 2] !== 0) return false;
+    for (; i < to; i++) if (b[i] !== 0) return false;
     return true;
+  }
+
+  /** CRC-32C of the record's owner bytes (0 for none): stats() groups records by owner without decoding each. */
+  ownerHash(slot: number): number {
+    const at = this.offsetOf(slot);
+    const length = Math.min(this.w.bytes[at + LENGTHS]!, MAX_OWNER_BYTES);
+    return length === 0 ? 0 : crc32c(this.w.bytes, at + OWNER, at + OWNER + length);
   }
 }

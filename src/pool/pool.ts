@@ -47,6 +47,7 @@ import { extentFits, extentProblem, liveRecords, rebuildDerived } from './recove
 import { bytesEqual } from '../util/bytes.js';
 import { describeValue } from '../util/options.js';
 import { Allocation } from './allocation.js';
+import { ownerUsage } from './owner-usage.js';
 import { checkAlign, checkCount, checkLabel, checkMode, checkOpenOptions, checkPoolBoolean, checkTarget, poolOptions } from './arguments.js';
 import type { AllocOptions, CheckReport, PoolCreateOptions, PoolOpenOptions, PoolStats, ReleaseOptions } from './options.js';
 
@@ -538,14 +539,7 @@ export class Pool {
     const g = p.geometry;
     const unitPages = 2 ** g.orderPerBit;
     return this.withLock(() => {
-      const records = liveRecords(p);
-      const byOwner: PoolStats['byOwner'] = {};
-      for (const r of records) {
-        const key = decodeLabel(r.owner);
-        const entry = (byOwner[key] ??= { allocations: 0, pages: 0 });
-        entry.allocations++;
-        entry.pages += r.pageCount;
-      }
+      const { allocations, byOwner } = ownerUsage(p);
       const free = p.units.freeUnits() * unitPages;
       const largestFree = p.units.largestFreeRun() * unitPages;
       const metadata = g.metadataPages;
@@ -560,7 +554,7 @@ export class Pool {
         tail,
         largestFree,
         fragmentation: free === 0 ? 0 : 1 - largestFree / free,
-        allocations: records.length,
+        allocations,
         maxAllocations: g.maxRecords,
         byOwner,
         generation: this.sb.generation,

@@ -1,0 +1,43 @@
+/**
+ * stats()'s figures that only the directory holds: how many allocations are
+ * live, and the allocations and pages each owner holds. One pass over the
+ * directory under the pool lock, without an object, a copy or a decoded
+ * label per record: built from liveRecords(), stats() held the lock about
+ * 0.2 s at 100,000 allocations, most of it the garbage collector's, while
+ * every other process waited to allocate.
+ */
+import { decodeLabel } from './directory.js';
+import type { PoolStats } from './options.js';
+import type { PoolParts } from './parts.js';
+
+interface OwnerSeen {
+  /** The owner's bytes as stored. */
+  bytes: Uint8Array;
+  entry: { allocations: number; pages: number };
+}
+
+export function ownerUsage(p: PoolParts): { allocations: number; byOwner: PoolStats['byOwner'] } {
+  const d = p.directory;
+  const byOwner: PoolStats['byOwner'] = {};
+  // Owners met so far, by a hash of their bytes; each distinct owner is decoded once. Two byte
+  // strings that decode alike (not UTF-8, in a record whose checksum is good) share one entry,
+  // as decoding every record would have it.
+  const seen = new Map<number, OwnerSeen[]>();
+  let allocations = 0;
+  for (let slot = 0; slot < d.capacity; slot++) {
+    if (d.state(slot) === 0 || d.status(slot) !== 'live') continue;
+    allocations++;
+    const hash = d.ownerHash(slot);
+    let bucket = seen.get(hash);
+    let owner = bucket?.find((o) => d.ownerIs(slot, o.bytes));
+    if (owner === undefined) {
+      const bytes = d.ownerBytes(slot).slice();
+      owner = { bytes, entry: (byOwner[decodeLabel(bytes)] ??= { allocations: 0, pages: 0 }) };
+      if (bucket === undefined) seen.set(hash, (bucket = []));
+      bucket.push(owner);
+    }
+    owner.entry.allocations++;
+    owner.entry.pages += d.pageCount(slot);
+  }
+  return { allocations, byOwner };
+}
