@@ -466,7 +466,13 @@ export class Pool {
   /** Every allocation, in the order they were made. */
   allocations(): Allocation[] {
     const p = this.live();
-    return this.withLock(() => liveRecords(p).sort((a, b) => a.seq - b.seq).map((r) => this.allocationAt(p, r.slot)));
+    // Under the lock the records are only read (with copies of their labels); sorting them, decoding
+    // the labels and making the Allocations wait for the unlock, not every other process.
+    const records = this.withLock(() => liveRecords(p));
+    records.sort((a, b) => a.seq - b.seq);
+    return records.map(
+      (r) => new Allocation(this, r.pfn, r.pageCount, r.name.length > 0 ? decodeLabel(r.name) : undefined, r.owner.length > 0 ? decodeLabel(r.owner) : undefined, r.subpool),
+    );
   }
 
   /* ---------------- sub-pools ---------------- */

@@ -43,6 +43,8 @@ export function extentProblem(p: PoolParts, pfn: number, pageCount: number): str
   return null;
 }
 
+const NO_LABEL = new Uint8Array(0);
+
 /** Every committed record with a good checksum, in slot order. */
 export function liveRecords(p: PoolParts): LiveRecord[] {
   const out: LiveRecord[] = [];
@@ -54,8 +56,9 @@ export function liveRecords(p: PoolParts): LiveRecord[] {
       pfn: d.pfn(slot),
       pageCount: d.pageCount(slot),
       seq: d.seq(slot),
-      name: d.nameBytes(slot).slice(),
-      owner: d.ownerBytes(slot).slice(),
+      // Most records have no name or no owner: one shared empty array for those, not two views and a copy each.
+      name: d.nameLength(slot) === 0 ? NO_LABEL : d.nameBytes(slot).slice(),
+      owner: d.ownerLength(slot) === 0 ? NO_LABEL : d.ownerBytes(slot).slice(),
       subpool: (d.flags(slot) & RECORD_FLAG_SUBPOOL) !== 0,
     });
   }
