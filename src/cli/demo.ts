@@ -4,7 +4,7 @@
  * It runs demo-app.ts as a child, a program of its own (demo-app-main.ts), and
  * narrates what the child reports.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,13 +73,22 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   };
   for (const s of STOP_SIGNALS) process.on(s, interrupted);
 
+  /**
+   * Starts one life of the service. Each runs as a child the stop signals above can reach: one
+   * run synchronously would hold the demo's event loop, and a stop would wait for its end.
+   */
+  const startService = () => {
+    const child = spawn(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+    service = child;
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    return { child, exited };
+  };
+
   out('pmpool demo — a pool that outlives the program that made it');
   out(`  pool: ${pool}, ${POOL_SIZE} (a sparse /dev/shm file; only touched pages cost memory)`);
   try {
     // Lives 1 and 2: v1 fills the map and execs itself; v2 restores and serves until killed.
-    const child = spawn(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
-    service = child;
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const { child, exited } = startService();
     let v1: Line | undefined;
     let v2: Line | undefined;
     let serving: Line | undefined;
@@ -107,17 +116,20 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     out(`[3] SIGKILL to pid ${v2.pid} while it was rewriting entries (${n(last.updates)}+ updates done, more in flight)`);
 
     // Life 3: a cold start on what the crash left.
-    const r = spawnSync(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'], timeout: 120_000 });
+    const restarted = startService();
+    const hung = setTimeout(() => restarted.child.kill('SIGKILL'), 120_000);
+    const status = await restarted.exited;
+    clearTimeout(hung);
     const v3 = readReport(report).find((l) => l.stage === 'v3');
     if (!v3) {
-      err(`pmpool demo: the restarted service reported nothing (exit ${r.status})`);
+      err(`pmpool demo: the restarted service reported nothing (exit ${status})`);
       return 1;
     }
     out(`[4] pid ${v3.pid}, cold start after the crash: Pool.open ${ms(v3.restoreMs)}${Number(v3.recovered) > 0 ? ' (repaired an interrupted operation)' : ''}`);
     out(`    ${n(v3.valid)} of ${n(entries)} entries valid — each the old or the new value, ${n(v3.garbage)} garbage; ${n(v3.newer)} carry v2's updates`);
     out(`    LogRing "events": ${n(v3.logRecords)} records survived in order; last: "${String(v3.lastLog)}"`);
     out(`    map check: ${v3.mapCheck ? 'clean' : 'PROBLEMS'}; pool check: ${v3.poolCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.problems)}`}`);
-    const ok = r.status === 0 && v1.pid === v2.pid && v2.intact === entries && v3.garbage === 0 && v3.poolCheck === true;
+    const ok = status === 0 && v1.pid === v2.pid && v2.intact === entries && v3.garbage === 0 && v3.poolCheck === true;
     out(ok ? 'pmpool demo: ok' : 'pmpool demo: FAILED');
     if (values.keep) out(`  kept ${pool}: try \`pmpool info ${pool}\`, \`pmpool map ${pool}\`, \`pmpool check ${pool}\``);
     return ok ? 0 : 1;

@@ -1,0 +1,151 @@
+/**
+ * `pmpool demo` when its service does not go the way the story says: held up
+ * in one of its lives, killed by the kernel, or finding damage at the end.
+ * The service is steered by a module preloaded into every node the demo
+ * starts (NODE_OPTIONS=--import), which tells the three lives apart by their
+ * arguments and report, and acts in one of them only.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { CLI_PATH, tempDir } from './support/child.js';
+
+/** The package's entry, the one the service imports as 'pmpool': the same module instance. */
+const PACKAGE_ENTRY = pathToFileURL(fileURLToPath(new URL('../pmpool.js', import.meta.url))).href;
+
+const PRELOAD = `
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+const value = (name) => process.argv.find((a) => a.startsWith('--' + name + '='))?.slice(name.length + 3);
+const report = value('report');
+const blob = value('pmpool-fdt');
+const [action, when] = (process.env.PMPOOL_DEMO_TEST ?? '').split(':');
+if (report !== undefined) {
+  const life = blob !== undefined ? 'v2' : existsSync(report) && readFileSync(report, 'utf8').includes('"stage":"v2"') ? 'v3' : 'v1';
+  if (life === when) {
+    if (action === 'hold') {
+      writeFileSync(process.env.PMPOOL_DEMO_TEST_MARK, JSON.stringify({ pid: process.pid, blob }));
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    } else if (action === 'sigbus') {
+      process.kill(process.pid, 'SIGBUS');
+    } else if (action === 'map-problem') {
+      const { PersistentMap } = await import(process.env.PMPOOL_DEMO_TEST_ENTRY);
+      const check = PersistentMap.prototype.check;
+      PersistentMap.prototype.check = function () {
+        const r = check.call(this);
+        return { ...r, ok: false, problems: [...r.problems, 'a problem the test made up'] };
+      };
+    } else if (action === 'log-lost') {
+      const { LogRing } = await import(process.env.PMPOOL_DEMO_TEST_ENTRY);
+      const records = LogRing.prototype.records;
+      LogRing.prototype.records = function () {
+        return records.call(this).filter((_, i) => i !== 1);
+      };
+    }
+  }
+}
+`;
+
+interface DemoRun {
+  demo: ReturnType<typeof spawn>;
+  pool: string;
+  mark: string;
+  stdout: () => string;
+  stderr: () => string;
+  /** The demo's exit: its code, or the signal that ended it; undefined if it still runs after `ms`. */
+  exit: (ms: number) => Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined>;
+  cleanup: () => void;
+}
+
+function startDemo(action: string, entries = 20_000): DemoRun {
+  const { dir, cleanup: removeDir } = tempDir('pmpool-demo-test-');
+  const preload = join(dir, 'preload.mjs');
+  const mark = join(dir, 'mark.json');
+  writeFileSync(preload, PRELOAD);
+  const demo = spawn(process.execPath, [CLI_PATH, 'demo', '--entries', String(entries)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: '/', // the demo finds its service and the package from where it is installed, not from here
+    env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, PMPOOL_DEMO_TEST: action, PMPOOL_DEMO_TEST_MARK: mark, PMPOOL_DEMO_TEST_ENTRY: PACKAGE_ENTRY },
+  });
+  const pool = `/dev/shm/pmpool-demo-${demo.pid}`;
+  let stdout = '';
+  let stderr = '';
+  demo.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  demo.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const ended = once(demo, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  return {
+    demo,
+    pool,
+    mark,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exit: (ms) => Promise.race([ended, new Promise<undefined>((r) => setTimeout(() => r(undefined), ms).unref())]),
+    cleanup: () => {
+      demo.kill('SIGKILL');
+      for (const pid of servicePids(pool)) process.kill(pid, 'SIGKILL');
+      rmSync(pool, { force: true });
+      removeDir();
+    },
+  };
+}
+
+/** The processes started with `pool` on their command line (the demo's service, in any life). */
+function servicePids(pool: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(`--pmpool=${pool},256M`);
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+}
+
+/** Waits until the preloaded module says the service is held in the life it was told. */
+async function held(run: DemoRun): Promise<{ pid: number; blob?: string }> {
+  while (!existsSync(run.mark)) {
+    const ended = await run.exit(20);
+    if (ended) assert.fail(`the demo ended (${JSON.stringify(ended)}) before its service got there: ${run.stderr()}`);
+  }
+  return JSON.parse(readFileSync(run.mark, 'utf8')) as { pid: number; blob?: string };
+}
+
+describe('pmpool demo', () => {
+  test('interrupted while the restarted service verifies, it stops the service at once and removes its files', async () => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const run = startDemo('hold:v3');
+      try {
+        const service = await held(run);
+        run.demo.kill(signal);
+        // The demo would wait for a hung service for minutes: a stop is answered long before.
+        const ended = await run.exit(30_000);
+        assert.ok(ended !== undefined, `${signal}: the demo still runs`);
+        assert.equal(ended.signal, signal, `${signal}: ended by ${JSON.stringify(ended)}`);
+        assert.deepEqual(servicePids(run.pool), [], `${signal}: no service left running`);
+        assert.equal(existsSync(`/proc/${service.pid}`), false, `${signal}: the held service is gone`);
+        assert.equal(existsSync(run.pool), false, `${signal}: the pool is gone`);
+      } finally {
+        run.cleanup();
+      }
+    }
+  });
+
+  test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
+    const run = startDemo('none:v1');
+    try {
+      const ended = await run.exit(60_000);
+      assert.equal(ended?.code, 0, run.stdout() + run.stderr());
+      assert.match(run.stdout(), /20,000 of 20,000 entries intact/);
+      assert.match(run.stdout(), /LogRing "events": \d+ records/);
+      assert.match(run.stdout(), /pmpool demo: ok/);
+      assert.equal(existsSync(run.pool), false);
+    } finally {
+      run.cleanup();
+    }
+  });
+});
