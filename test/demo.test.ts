@@ -135,6 +135,23 @@ describe('pmpool demo', () => {
     }
   });
 
+  test('interrupted between the upgrade exec and the restore, it leaves no handover blob behind', async () => {
+    const run = startDemo('hold:v2');
+    let blob: string | undefined;
+    try {
+      ({ blob } = await held(run));
+      assert.ok(blob !== undefined && existsSync(blob), 'the service was handed a blob it has not read yet');
+      run.demo.kill('SIGTERM');
+      const ended = await run.exit(30_000);
+      assert.equal(ended?.signal, 'SIGTERM');
+      assert.equal(existsSync(blob), false, `${blob} is left behind`);
+      assert.equal(existsSync(run.pool), false);
+    } finally {
+      run.cleanup();
+      if (blob !== undefined) rmSync(blob, { force: true });
+    }
+  });
+
   test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
     const run = startDemo('none:v1');
     try {

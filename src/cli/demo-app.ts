@@ -10,6 +10,7 @@
  * Every step is reported as one JSON line on the report file.
  */
 import { appendFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Pool } from '../index.js';
 import { crc32c } from '../util/crc32c.js';
@@ -95,7 +96,10 @@ export async function demoApp(args: string[]): Promise<number> {
     log.append(`v1 (pid ${process.pid}) wrote ${entries} entries`);
     report({ stage: 'v1', entries: map.size, writeMs: elapsedMs(t), poolPath: pool.path, uuid: pool.uuid });
     const self = fileURLToPath(new URL('./demo-app-main.js', import.meta.url));
-    await kexec.exec(process.execPath, [self, ...args.filter((a) => !a.startsWith('--pmpool-fdt='))], { from: 'pmpool demo v1' });
+    // The blob goes beside the report, in the demo's own directory: should the demo be stopped
+    // after this exec and before v2 has read (and so removed) it, the demo's clean-up takes it too.
+    const blobDir = dirname(reportFile);
+    await kexec.exec(process.execPath, [self, ...args.filter((a) => !a.startsWith('--pmpool-fdt='))], { from: 'pmpool demo v1', blobDir });
     return 1; // exec returns only by throwing
   }
 
