@@ -152,6 +152,20 @@ describe('pmpool demo', () => {
     }
   });
 
+  test('a service killed by a signal is reported as such, not as "exit null"', async () => {
+    const run = startDemo('sigbus:v1');
+    try {
+      const ended = await run.exit(60_000);
+      assert.equal(ended?.code, 1, run.stderr());
+      assert.doesNotMatch(run.stderr(), /exit null/);
+      assert.match(run.stderr(), /killed by SIGBUS/);
+      assert.match(run.stderr(), /\/dev\/shm/, 'a SIGBUS on a mapped pool is named for what it most likely is');
+      assert.equal(existsSync(run.pool), false);
+    } finally {
+      run.cleanup();
+    }
+  });
+
   test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
     const run = startDemo('none:v1');
     try {

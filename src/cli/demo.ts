@@ -5,7 +5,7 @@
  * narrates what the child reports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,27 @@ function readReport(file: string): Line[] {
     .split('\n')
     .filter((l) => l.trim() !== '')
     .map((l) => JSON.parse(l) as Line);
+}
+
+interface Ended {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** How a life of the service ended, in words: its exit status, or the signal that killed it. */
+function howItEnded({ code, signal }: Ended): string {
+  if (signal === null) return `exit ${code}`;
+  if (signal !== 'SIGBUS') return `killed by ${signal}`;
+  // The kernel's answer to a store into a page of a MAP_SHARED file that it cannot back: on a
+  // sparse /dev/shm pool, the tmpfs has run out of space (the pool's size was never reserved).
+  let free = '';
+  try {
+    const fs = statfsSync('/dev/shm');
+    free = ` (${((fs.bavail * fs.bsize) / 2 ** 20).toFixed(1)} MiB free there now)`;
+  } catch {
+    /* no /dev/shm to ask */
+  }
+  return `killed by SIGBUS: a page of the pool could not be backed; is /dev/shm full?${free}`;
 }
 
 function ms(x: unknown): string {
@@ -80,7 +101,7 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   const startService = () => {
     const child = spawn(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
     service = child;
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const exited = new Promise<Ended>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
     return { child, exited };
   };
 
@@ -93,7 +114,8 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     let v2: Line | undefined;
     let serving: Line | undefined;
     const deadline = Date.now() + 120_000;
-    while (!serving && Date.now() < deadline && child.exitCode === null) {
+    // Until the service ends, by an exit or by a signal (which leaves exitCode null).
+    while (!serving && Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
       await new Promise((r) => setTimeout(r, 20));
       const lines = readReport(report);
       v1 ??= lines.find((l) => l.stage === 'v1');
@@ -102,7 +124,7 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     }
     if (!v1 || !v2 || !serving) {
       child.kill('SIGKILL');
-      err(`pmpool demo: the service did not get through its upgrade (exit ${await exited}); report: ${JSON.stringify(readReport(report))}`);
+      err(`pmpool demo: the service did not get through its upgrade (${howItEnded(await exited)}); report: ${JSON.stringify(readReport(report))}`);
       return 1;
     }
     out(`[1] pid ${v1.pid}, cold start: created the pool; PersistentMap "visits" filled with ${n(v1.entries)} entries in ${ms(v1.writeMs)}`);
@@ -118,18 +140,18 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     // Life 3: a cold start on what the crash left.
     const restarted = startService();
     const hung = setTimeout(() => restarted.child.kill('SIGKILL'), 120_000);
-    const status = await restarted.exited;
+    const ended = await restarted.exited;
     clearTimeout(hung);
     const v3 = readReport(report).find((l) => l.stage === 'v3');
     if (!v3) {
-      err(`pmpool demo: the restarted service reported nothing (exit ${status})`);
+      err(`pmpool demo: the restarted service reported nothing (${howItEnded(ended)})`);
       return 1;
     }
     out(`[4] pid ${v3.pid}, cold start after the crash: Pool.open ${ms(v3.restoreMs)}${Number(v3.recovered) > 0 ? ' (repaired an interrupted operation)' : ''}`);
     out(`    ${n(v3.valid)} of ${n(entries)} entries valid — each the old or the new value, ${n(v3.garbage)} garbage; ${n(v3.newer)} carry v2's updates`);
     out(`    LogRing "events": ${n(v3.logRecords)} records survived in order; last: "${String(v3.lastLog)}"`);
     out(`    map check: ${v3.mapCheck ? 'clean' : 'PROBLEMS'}; pool check: ${v3.poolCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.problems)}`}`);
-    const ok = status === 0 && v1.pid === v2.pid && v2.intact === entries && v3.garbage === 0 && v3.poolCheck === true;
+    const ok = ended.code === 0 && v1.pid === v2.pid && v2.intact === entries && v3.garbage === 0 && v3.poolCheck === true;
     out(ok ? 'pmpool demo: ok' : 'pmpool demo: FAILED');
     if (values.keep) out(`  kept ${pool}: try \`pmpool info ${pool}\`, \`pmpool map ${pool}\`, \`pmpool check ${pool}\``);
     return ok ? 0 : 1;
