@@ -166,6 +166,19 @@ describe('pmpool demo', () => {
     }
   });
 
+  test('a problem the map check finds fails the demo', async () => {
+    const run = startDemo('map-problem:v3');
+    try {
+      const ended = await run.exit(60_000);
+      assert.match(run.stdout(), /map check: PROBLEMS/);
+      assert.doesNotMatch(run.stdout(), /pmpool demo: ok/);
+      assert.match(run.stdout(), /pmpool demo: FAILED/);
+      assert.equal(ended?.code, 1, run.stderr());
+    } finally {
+      run.cleanup();
+    }
+  });
+
   test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
     const run = startDemo('none:v1');
     try {

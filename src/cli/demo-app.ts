@@ -116,23 +116,27 @@ export async function demoApp(args: string[]): Promise<number> {
     }
   }
   const records = [...log.records()];
+  const size = map.size;
+  const mapCheck = map.check();
   const check = pool.check();
   report({
     stage: 'v3',
     restoreMs,
     openMs,
     recovered: pool.recovered.length,
-    size: map.size,
+    size,
     valid,
     newer,
     garbage,
     logRecords: records.length,
     lastLog: records.length > 0 ? String(records[records.length - 1]!.text ?? '') : null,
-    mapCheck: map.check().ok,
+    mapCheck: mapCheck.ok,
+    mapProblems: mapCheck.problems,
     poolCheck: check.ok,
     problems: check.problems,
   });
   map.close();
   pool.close();
-  return garbage === 0 && valid === entries && check.ok ? 0 : 1;
+  // Every check the demo prints counts: a map that reads back but fails its own check is no success.
+  return garbage === 0 && valid === entries && size === entries && mapCheck.ok && check.ok ? 0 : 1;
 }

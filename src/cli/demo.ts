@@ -150,8 +150,18 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     out(`[4] pid ${v3.pid}, cold start after the crash: Pool.open ${ms(v3.restoreMs)}${Number(v3.recovered) > 0 ? ' (repaired an interrupted operation)' : ''}`);
     out(`    ${n(v3.valid)} of ${n(entries)} entries valid — each the old or the new value, ${n(v3.garbage)} garbage; ${n(v3.newer)} carry v2's updates`);
     out(`    LogRing "events": ${n(v3.logRecords)} records survived in order; last: "${String(v3.lastLog)}"`);
-    out(`    map check: ${v3.mapCheck ? 'clean' : 'PROBLEMS'}; pool check: ${v3.poolCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.problems)}`}`);
-    const ok = ended.code === 0 && v1.pid === v2.pid && v2.intact === entries && v3.garbage === 0 && v3.poolCheck === true;
+    out(`    map check: ${v3.mapCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.mapProblems)}`}; pool check: ${v3.poolCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.problems)}`}`);
+    // Each figure printed above that can go wrong is part of the verdict (the service's exit
+    // status says so too, but a line read here is not taken on trust from elsewhere).
+    const ok =
+      ended.code === 0 &&
+      v1.pid === v2.pid &&
+      v2.intact === entries &&
+      v3.garbage === 0 &&
+      v3.valid === entries &&
+      v3.size === entries &&
+      v3.mapCheck === true &&
+      v3.poolCheck === true;
     out(ok ? 'pmpool demo: ok' : 'pmpool demo: FAILED');
     if (values.keep) out(`  kept ${pool}: try \`pmpool info ${pool}\`, \`pmpool map ${pool}\`, \`pmpool check ${pool}\``);
     return ok ? 0 : 1;
