@@ -179,6 +179,18 @@ describe('pmpool demo', () => {
     }
   });
 
+  test('a log record lost before the restart fails the demo: "survived in order" is checked, not assumed', async () => {
+    const run = startDemo('log-lost:v3');
+    try {
+      const ended = await run.exit(60_000);
+      assert.doesNotMatch(run.stdout(), /pmpool demo: ok/);
+      assert.match(run.stdout(), /pmpool demo: FAILED/);
+      assert.equal(ended?.code, 1, run.stderr());
+    } finally {
+      run.cleanup();
+    }
+  });
+
   test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
     const run = startDemo('none:v1');
     try {

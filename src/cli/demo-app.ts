@@ -44,6 +44,35 @@ function parseValue(key: string, value: string): number | null {
   return m && m[1] === key ? Number(m[2]) : null;
 }
 
+/** v2 logs every this many updates (and reports them once logged). */
+const LOG_EVERY = 5000;
+
+/**
+ * What the ring should say at `seq`: v1 wrote the first record, v2 the second on restore and then
+ * one per LOG_EVERY updates. Each surviving record is held to it, so a record lost, reordered or
+ * damaged into something else is seen, not counted among the survivors.
+ */
+function expectedLog(seq: number): RegExp {
+  if (seq === 1) return /^v1 \(pid \d+\) wrote \d+ entries$/;
+  if (seq === 2) return /^v2 \(pid \d+\) restored generation \d+: \d+\/\d+ entries intact$/;
+  return new RegExp(`^v2 update ${(seq - 2) * LOG_EVERY}$`);
+}
+
+function checkLog(log: ReturnType<typeof LogRing.open>): string[] {
+  const problems: string[] = [];
+  const records = log.records();
+  const skipped = log.stats().skipped;
+  if (skipped > 0) problems.push(`${skipped} records skipped as damaged`);
+  records.forEach((r, i) => {
+    if (r.seq !== records[0]!.seq + i) problems.push(`record ${i} has seq ${r.seq}, after seq ${records[i - 1]!.seq}`);
+    if (!expectedLog(r.seq).test(r.text ?? '')) problems.push(`record seq ${r.seq} reads ${JSON.stringify(r.text ?? r.bytes)}`);
+  });
+  // Nothing the ring still holds has been overwritten yet (a few hundred small records fit), so
+  // the oldest survivor must be the first record ever written.
+  if (records.length > 0 && records[0]!.seq !== 1) problems.push(`the oldest record is seq ${records[0]!.seq}, not 1`);
+  return problems;
+}
+
 function keyOf(i: number): string {
   return `user:${i.toString().padStart(7, '0')}`;
 }
@@ -80,7 +109,7 @@ export async function demoApp(args: string[]): Promise<number> {
     for (let round = 1; ; round++) {
       for (let i = 0; i < entries; i++) {
         map.set(keyOf(i), valueFor(keyOf(i), round));
-        if (++updates % 5000 === 0) {
+        if (++updates % LOG_EVERY === 0) {
           log.append(`v2 update ${updates}`);
           report({ stage: 'v2-serving', updates });
           await new Promise((resolve) => setImmediate(resolve));
@@ -116,6 +145,7 @@ export async function demoApp(args: string[]): Promise<number> {
     }
   }
   const records = [...log.records()];
+  const logProblems = checkLog(log);
   const size = map.size;
   const mapCheck = map.check();
   const check = pool.check();
@@ -129,6 +159,7 @@ export async function demoApp(args: string[]): Promise<number> {
     newer,
     garbage,
     logRecords: records.length,
+    logProblems,
     lastLog: records.length > 0 ? String(records[records.length - 1]!.text ?? '') : null,
     mapCheck: mapCheck.ok,
     mapProblems: mapCheck.problems,
@@ -138,5 +169,5 @@ export async function demoApp(args: string[]): Promise<number> {
   map.close();
   pool.close();
   // Every check the demo prints counts: a map that reads back but fails its own check is no success.
-  return garbage === 0 && valid === entries && size === entries && mapCheck.ok && check.ok ? 0 : 1;
+  return garbage === 0 && valid === entries && size === entries && logProblems.length === 0 && mapCheck.ok && check.ok ? 0 : 1;
 }

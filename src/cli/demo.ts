@@ -149,7 +149,15 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
     }
     out(`[4] pid ${v3.pid}, cold start after the crash: Pool.open ${ms(v3.restoreMs)}${Number(v3.recovered) > 0 ? ' (repaired an interrupted operation)' : ''}`);
     out(`    ${n(v3.valid)} of ${n(entries)} entries valid — each the old or the new value, ${n(v3.garbage)} garbage; ${n(v3.newer)} carry v2's updates`);
-    out(`    LogRing "events": ${n(v3.logRecords)} records survived in order; last: "${String(v3.lastLog)}"`);
+    // v2 logs each LOG_EVERY-th update before it reports it: the last update the demo read of
+    // before the kill must be in the ring (the service checked the rest of it, record by record).
+    const logProblems = [...((v3.logProblems as string[] | undefined) ?? ['no log check reported'])];
+    const lastLogged = /^v2 update (\d+)$/.exec(String(v3.lastLog));
+    if (!lastLogged || Number(lastLogged[1]) < Number(last.updates)) logProblems.push(`the last record is ${JSON.stringify(v3.lastLog)}, before update ${last.updates}`);
+    out(
+      `    LogRing "events": ${n(v3.logRecords)} records survived in order; last: "${String(v3.lastLog)}"` +
+        (logProblems.length > 0 ? `; PROBLEMS ${JSON.stringify(logProblems)}` : ''),
+    );
     out(`    map check: ${v3.mapCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.mapProblems)}`}; pool check: ${v3.poolCheck ? 'clean' : `PROBLEMS ${JSON.stringify(v3.problems)}`}`);
     // Each figure printed above that can go wrong is part of the verdict (the service's exit
     // status says so too, but a line read here is not taken on trust from elsewhere).
@@ -160,6 +168,7 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
       v3.garbage === 0 &&
       v3.valid === entries &&
       v3.size === entries &&
+      logProblems.length === 0 &&
       v3.mapCheck === true &&
       v3.poolCheck === true;
     out(ok ? 'pmpool demo: ok' : 'pmpool demo: FAILED');
