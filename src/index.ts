@@ -2,6 +2,7 @@
  * pmpool — a persistent memory pool for Node.js.
  * The public API; see docs/ and README.md.
  */
+import './sys/node-version.js'; // first: on a Node without process.getBuiltinModule, a clear error before anything needs it
 export { PmpoolError } from './errors.js';
 export { RegionError, FileRegion, MemoryRegion, MAX_WINDOW_BYTES, parseSize } from './region/index.js';
 export type { Region, RegionKind, RegionWindow, RegionErrorCode, RegionOpenOptions, RegionCreateOptions } from './region/index.js';

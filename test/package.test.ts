@@ -125,6 +125,23 @@ test('the command without its addon: the usage and the fdt commands work; pool c
   }
 });
 
+test('on a Node without process.getBuiltinModule (older than 20.16), the entries and the command say which Node they need', () => {
+  // Node 20.16 is the floor (package.json engines), and npm only warns below it: the function is
+  // deleted here to stand for an older Node.
+  const forget = 'delete process.getBuiltinModule;';
+  const runs = [
+    ['-e', `${forget} require(${JSON.stringify(join(ROOT, 'dist', 'pmpool.cjs'))})`],
+    ['--input-type=module', '-e', `${forget} await import(${JSON.stringify(join(ROOT, 'dist', 'pmpool.js'))})`],
+    ['--import', `data:text/javascript,${encodeURIComponent(forget)}`, join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'info', '/nonexistent'],
+  ];
+  for (const args of runs) {
+    const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+    assert.notEqual(r.status, 0, args.join(' '));
+    assert.match(r.stderr, /pmpool needs Node\.js 20\.16 or later \(for process\.getBuiltinModule\); this is Node\.js v/);
+    assert.doesNotMatch(r.stderr, /is not a function/);
+  }
+});
+
 test('files: the tarball holds everything the entries, the command and the install need, and nothing test-only', () => {
   const packed = packedFiles();
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>;

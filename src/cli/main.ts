@@ -3,6 +3,7 @@
  * The `pmpool` command (DESIGN.md §6). Exit 0 on success, 1 on a finding or
  * a refused operation, 2 on bad usage.
  */
+import '../sys/node-version.js'; // first: on a Node without process.getBuiltinModule, a clear error before anything needs it
 import { fdtCommand } from './fdt-command.js';
 import { NativeAddonError } from '../sys/addon-error.js';
 import { describeError, POOL_USAGE, UsageError, type Out } from './usage.js';

@@ -29,6 +29,7 @@
  * With --enable-source-maps the bundle is loaded through require() instead,
  * without the cache: Node maps stack traces only for modules it loads itself.
  */
+import '../sys/node-version.js'; // first: on a Node without process.getBuiltinModule, a clear error before anything needs it
 import type * as Url from 'node:url';
 import type * as Vm from 'node:vm';
 import { native } from '../sys/native.js';
