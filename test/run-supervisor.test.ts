@@ -48,3 +48,30 @@ test('pmpool run: SIGHUP upgrades in place with the handover; a SIGKILLed progra
     cleanup();
   }
 });
+
+test('pmpool run: stopped by SIGTERM or SIGINT, it exits with the status the signal gave the program (128 + its number)', async () => {
+  // A program that keeps the default disposition: the forwarded signal ends it. A shell would say 143 and 130.
+  for (const [signal, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+    const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--', process.execPath, '-e', 'setInterval(() => {}, 1000); console.log("up")'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    supervisor.stdout.on('data', (d) => (stdout += d));
+    try {
+      for (let i = 0; i < 600 && !stdout.includes('up\n'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(stdout.includes('up\n'), stdout);
+      const exit = new Promise<number | null>((resolve) => supervisor.on('exit', (c) => resolve(c)));
+      supervisor.kill(signal);
+      assert.equal(await exit, status, `${signal}`);
+    } finally {
+      if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
+      // The program, should the test have failed before the signal ended it.
+      const pid = /started \S+ as pid (\d+)/.exec(stdout)?.[1];
+      if (pid !== undefined) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone, as it should be */
+        }
+      }
+    }
+  }
+});

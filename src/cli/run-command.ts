@@ -8,14 +8,24 @@
  *    same PID, so the supervisor keeps watching the same process;
  *  - a crash (a signal, or a non-zero exit) restarts the program after a
  *    short back-off: the next Pool.open repairs whatever it was doing;
- *  - SIGINT/SIGTERM are forwarded, and the supervisor exits with the program.
+ *  - SIGINT/SIGTERM are forwarded, and the supervisor exits with the program's
+ *    status: its exit code, or 128 + the signal's number when the signal ended
+ *    it (as a shell reports it); stopped between a crash and its restart, with
+ *    128 + the number of the signal that stopped it.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
+import { constants } from 'node:os';
 import { Pool, PoolError, parseSize } from '../index.js';
 import { UsageError, type Out } from './usage.js';
 
 const MAX_RESTARTS = 5;
+
+/** The status of a program ended by `signal`, as a shell reports it: 128 + the signal's number. */
+function signalStatus(signal: NodeJS.Signals): number {
+  return 128 + (constants.signals[signal] ?? 0);
+}
+
 const RESTART_WINDOW_MS = 60_000;
 
 export function parseRunArgs(args: string[]): { pool?: { path: string; size: number }; command: string[] } {
@@ -81,7 +91,7 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
       c.on('exit', (code, signal) => {
         if (stopping || code === 0) {
           cleanup();
-          resolve(code ?? 1);
+          resolve(code ?? (signal !== null ? signalStatus(signal) : 1));
           return;
         }
         const now = Date.now();
@@ -109,7 +119,7 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
         clearTimeout(restartTimer);
         restartTimer = undefined;
         cleanup();
-        resolve(1);
+        resolve(signalStatus(signal));
         return;
       }
       if (signal !== 'SIGHUP') stopping = true;
