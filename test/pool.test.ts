@@ -67,7 +67,8 @@ describe('Pool basics', () => {
 
   test('stats(): allocations and byOwner agree with the allocations themselves, over random allocs and releases', () => {
     // Owners of every kind: none, ASCII, UTF-8, and two whose CRC-32C is the same (stats groups owners by it).
-    const owners = [undefined, 'a', 'client-7', 'ö', '日本', 'o5a16fu-1m', 'o15tygfi-11'];
+    // And the names an object keeps for itself: each owner is an entry of byOwner, never its prototype.
+    const owners = [undefined, 'a', 'client-7', 'ö', '日本', 'o5a16fu-1m', 'o15tygfi-11', '__proto__', 'constructor', 'toString'];
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.boolean(), fc.nat({ max: owners.length - 1 }), fc.integer({ min: 1, max: 5 }), fc.nat()), { maxLength: 60 }), (ops) => {
         const pool = memoryPool(4 * MiB, { orderPerBit: 1 });
@@ -84,16 +85,19 @@ describe('Pool basics', () => {
             }
           }
           pool.subpool('sub', { count: 8 });
-          const expected: Record<string, { allocations: number; pages: number }> = {};
+          const expected = new Map<string, { allocations: number; pages: number }>();
           const all = pool.allocations();
           for (const a of all) {
-            const entry = (expected[a.owner ?? ''] ??= { allocations: 0, pages: 0 });
+            const entry = expected.get(a.owner ?? '') ?? { allocations: 0, pages: 0 };
+            expected.set(a.owner ?? '', entry);
             entry.allocations++;
             entry.pages += a.count;
           }
           const st = pool.stats();
           assert.equal(st.allocations, all.length);
-          assert.deepEqual(st.byOwner, expected);
+          assert.deepEqual(new Map(Object.entries(st.byOwner)), expected);
+          assert.equal(Object.getPrototypeOf(st.byOwner), Object.prototype);
+          assert.equal(({} as Record<string, unknown>).allocations, undefined, 'Object.prototype untouched');
         } finally {
           pool.close();
         }

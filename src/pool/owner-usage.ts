@@ -18,7 +18,9 @@ interface OwnerSeen {
 
 export function ownerUsage(p: PoolParts): { allocations: number; byOwner: PoolStats['byOwner'] } {
   const d = p.directory;
-  const byOwner: PoolStats['byOwner'] = {};
+  // By owner in a Map, made an object at the end: an owner is any string, and an object indexed
+  // by "__proto__" (or "constructor") would reach Object.prototype instead of an entry of its own.
+  const byOwner = new Map<string, { allocations: number; pages: number }>();
   // Owners met so far, by a hash of their bytes; each distinct owner is decoded once. Two byte
   // strings that decode alike (not UTF-8, in a record whose checksum is good) share one entry,
   // as decoding every record would have it.
@@ -32,12 +34,16 @@ export function ownerUsage(p: PoolParts): { allocations: number; byOwner: PoolSt
     let owner = bucket?.find((o) => d.ownerIs(slot, o.bytes));
     if (owner === undefined) {
       const bytes = d.ownerBytes(slot).slice();
-      owner = { bytes, entry: (byOwner[decodeLabel(bytes)] ??= { allocations: 0, pages: 0 }) };
+      const key = decodeLabel(bytes);
+      let entry = byOwner.get(key);
+      if (entry === undefined) byOwner.set(key, (entry = { allocations: 0, pages: 0 }));
+      owner = { bytes, entry };
       if (bucket === undefined) seen.set(hash, (bucket = []));
       bucket.push(owner);
     }
     owner.entry.allocations++;
     owner.entry.pages += d.pageCount(slot);
   }
-  return { allocations, byOwner };
+  // fromEntries defines each key as an own property, "__proto__" included (no prototype setter).
+  return { allocations, byOwner: Object.fromEntries(byOwner) };
 }
