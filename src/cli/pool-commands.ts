@@ -190,4 +190,3 @@ export function releaseCommand(args: string[], out: Out): number {
     return 0;
   });
 }
-

@@ -57,7 +57,11 @@ export class MetaWriter {
     this.u32[offset >>> 2] = value;
   }
 
-  /** Stores a u64 as two u32s (low word first). Not atomic: guard it with a commit word. */
+  /**
+   * Stores a u64 as two u32s (low word first). Not atomic: guard it with a commit word. A u32
+   * element keeps an integer modulo 2^32 and truncates a fraction, so for 0 <= value < 2^53 the
+   * value itself is the low word and value / 2^32 the high one: no Math.floor, no masking.
+   */
   store64(offset: number, value: number): void {
     this.u32[offset >>> 2] = value;
     this.u32[(offset >>> 2) + 1] = value / 0x100000000;
