@@ -18,7 +18,7 @@ import { inspect } from 'node:util';
 import { Script } from 'node:vm';
 import * as entry from 'pmpool';
 import * as source from '../src/index.js';
-import { cachePathOf, checkCache, type CacheHeader } from '../src/entry/bundle-loader.js';
+import { cachePathOf, checkCache, encodeCache, PAYLOAD_ALIGN, type CacheHeader } from '../src/entry/bundle-loader.js';
 import { checksum64, checksumReference } from '../src/entry/checksum.js';
 import { Prng } from './support/prng.js';
 import { recordCache } from '../tools/record-cache.js';
@@ -231,6 +231,26 @@ test('checksum64: the sum the addon computes equals its JavaScript definition, a
   }
   for (const bad of [null, 'text', [1, 2, 3], new Uint16Array(4), new ArrayBuffer(8)]) {
     assert.throws(() => checksum64(bad as unknown as Uint8Array), TypeError, String(bad));
+  }
+});
+
+test('the payload of a cache file starts on an 8-byte boundary, whatever the length of the path its header names', () => {
+  // V8 copies a payload that is not aligned in memory before it reads it (~0.2 ms of every start).
+  const payloadStart = (file: Buffer): number => file.indexOf(10, file.indexOf(10) + 1) + 1;
+  const recorded = readFileSync(cachePathOf(BUNDLE));
+  assert.equal(payloadStart(recorded) % PAYLOAD_ALIGN, 0, 'the cache the build recorded');
+  const bytes = readFileSync(BUNDLE);
+  const payload = Uint8Array.from({ length: 64 }, (_, i) => i);
+  for (let n = 1; n <= 2 * PAYLOAD_ALIGN; n++) {
+    for (const bundle of [`/${'p'.repeat(n)}/pmpool.bundle.cjs`, `/ü${'p'.repeat(n)}/pmpool.bundle.cjs`]) {
+      const header: CacheHeader = { bundle, bundleChecksum: checksum64(bytes), payloadChecksum: checksum64(payload), node: process.version };
+      const file = encodeCache(header, payload);
+      assert.equal(payloadStart(file) % PAYLOAD_ALIGN, 0, bundle);
+      const checked = checkCache(Buffer.from(Uint8Array.from(file).buffer), bundle, bytes);
+      assert.ok('payload' in checked, JSON.stringify(checked));
+      assert.deepEqual(Uint8Array.from(checked.payload), payload);
+      assert.equal(checked.payload.byteOffset % PAYLOAD_ALIGN, 0);
+    }
   }
 });
 

@@ -78,10 +78,21 @@ export function cachePathOf(bundlePath: string): string {
   return `${bundlePath}.cache`;
 }
 
-/** A cache file: the header and V8's payload after it. */
+/**
+ * A cache file: the header and V8's payload after it. V8 reads a payload that does not start on an
+ * 8-byte boundary in memory only through a copy of it (~0.2 ms of every start, measured here), so
+ * the header line is padded with spaces (JSON allows them) to end the header on such a boundary:
+ * the file is read or mapped at an aligned address, and so is the payload, whatever the length
+ * of the install path the header names.
+ */
 export function encodeCache(header: CacheHeader, payload: Uint8Array): Buffer {
-  return Buffer.concat([Buffer.from(`${CACHE_MAGIC}\n${JSON.stringify(header)}\n`), payload]);
+  const lines = `${CACHE_MAGIC}\n${JSON.stringify(header)}`;
+  const pad = (PAYLOAD_ALIGN - ((Buffer.byteLength(lines) + 1) % PAYLOAD_ALIGN)) % PAYLOAD_ALIGN;
+  return Buffer.concat([Buffer.from(`${lines}${' '.repeat(pad)}\n`), payload]);
 }
+
+/** Where in a cache file V8's payload starts: a multiple of this many bytes. */
+export const PAYLOAD_ALIGN = 8;
 
 /** The payload of a cache file that belongs to this bundle, or why it does not. */
 export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8Array): { payload: Buffer } | { problem: string } {
