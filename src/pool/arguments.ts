@@ -6,6 +6,7 @@ import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkModeOp
 import { PoolError } from './errors.js';
 import { isWellFormed } from '../util/utf16.js';
 import type { PoolOpenOptions } from './options.js';
+import { isPowerOfTwo } from '../alloc/index.js';
 
 export function checkCount(count: unknown, pageCount: number): asserts count is number {
   if (typeof count !== 'number' || !Number.isSafeInteger(count) || count <= 0) {
@@ -21,7 +22,8 @@ export function checkCount(count: unknown, pageCount: number): asserts count is 
  */
 export function checkAlign(value: unknown): number {
   if (value === undefined) return 1;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || 2 ** Math.round(Math.log2(value)) !== value) {
+  // The allocator's test: an integer power of two from 1 to 2^52.
+  if (typeof value !== 'number' || !isPowerOfTwo(value)) {
     throw new PoolError('BAD_ARGUMENT', `align must be a power of two (in pages), got ${describeValue(value)}`);
   }
   return value;
