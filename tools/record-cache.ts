@@ -6,10 +6,13 @@
  *
  * One child process creates a pool and hands it over; a second receives it,
  * restores, allocates and hands over again, then writes the cache
- * (tools/warm-bundle.ts). The children run without NODE_OPTIONS: V8 refuses
- * a cache recorded under other flags. The cache is written to a file of its
- * own, which a third child loads the bundle with, as a program would: only
- * a cache it reports accepted is renamed into place. Until then the cache
+ * (tools/warm-bundle.ts). The children run without NODE_OPTIONS, under the
+ * Node options given, none by default: V8 refuses a cache recorded under
+ * other flags, and a cache recorded under options is for programs that run
+ * with exactly those (src/entry/node-options.ts; `pmpool code-cache record`).
+ * The cache is written to a file of its own, which a third child loads the
+ * bundle with, as a program would: only a cache it reports accepted is
+ * renamed into place. Until then the cache
  * that was there stays, for the programs that start meanwhile and when the
  * recording fails; two recordings at once each put a whole cache in place.
  *
@@ -23,11 +26,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cachePathOf, encodeCache } from '../src/entry/bundle-loader.js';
 import { checksum64 } from '../src/entry/checksum.js';
+import { formatNodeOptions } from '../src/entry/node-options.js';
 
 const dist = fileURLToPath(new URL('..', import.meta.url));
 export const BUNDLE = join(dist, 'pmpool.bundle.cjs');
-const WARM = join(dist, 'tools', 'warm-bundle.js');
-const LOADER = join(dist, 'src', 'entry', 'bundle-loader.js');
+/** The warm-up script (tools/warm-bundle.ts); its check phase loads the bundle as a program does. */
+export const WARM = join(dist, 'tools', 'warm-bundle.js');
 
 function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
@@ -42,8 +46,40 @@ function run(args: string[], what: string): string {
   return r.stdout;
 }
 
-export function recordCache(bundlePath: string = BUNDLE): void {
-  const cachePath = cachePathOf(bundlePath);
+/**
+ * Why `node OPTIONS script` would not run the script as a program does, or undefined: the options a
+ * cache is recorded or checked under are given before the warm-up script.
+ */
+export function notProgramOptions(options: readonly string[]): string | undefined {
+  if (options.length > 0 && !options[0]!.startsWith('-')) return `${JSON.stringify(options[0])} is not a Node option (the options come before a program, and a cache is not recorded for one)`;
+  for (const option of options) {
+    if (option === '' || option === '--') return `${JSON.stringify(option)} is not a Node option`;
+    if (RUNS_SOMETHING_ELSE.has(option.split('=', 1)[0]!)) return `${option} makes node run something other than a program`;
+  }
+  return undefined;
+}
+
+/** notProgramOptions, and the options under which the bundle loads without any cache. */
+export function unrecordableOptions(options: readonly string[]): string | undefined {
+  const problem = notProgramOptions(options);
+  if (problem !== undefined) return problem;
+  if (options.some((o) => o === '--enable-source-maps')) return 'under --enable-source-maps pmpool loads without a code cache (Node maps stack traces only for modules it loads itself)';
+  return undefined;
+}
+
+const RUNS_SOMETHING_ELSE = new Set([
+  '-e', '--eval', '-p', '--print', '-pe', '-ep', '-c', '--check', '-i', '--interactive', '--test', '--watch', '--watch-path',
+  '-v', '--version', '-h', '--help', '--v8-options', '--completion-bash', '--prof-process', '--build-snapshot', '--run',
+]);
+
+/**
+ * Records the cache of `bundlePath` under the Node options given (none: the default cache) and
+ * returns its path. Throws an Error that says why when it cannot.
+ */
+export function recordCache(bundlePath: string = BUNDLE, options: readonly string[] = []): string {
+  const unrecordable = unrecordableOptions(options);
+  if (unrecordable !== undefined) throw new Error(unrecordable);
+  const cachePath = cachePathOf(bundlePath, options);
   const temporary = `${cachePath}.${process.pid}`;
   const bundleChecksum = checksum64(readFileSync(bundlePath));
   const scratch = mkdtempSync(join(tmpdir(), 'pmpool-warm-'));
@@ -51,18 +87,23 @@ export function recordCache(bundlePath: string = BUNDLE): void {
     const pool = `--pmpool=${join(scratch, 'pool')},64M`;
     const blob = join(scratch, 'handover.dtb');
     const payload = join(scratch, 'payload');
-    const warm = [WARM, `--bundle=${bundlePath}`, `--scratch=${scratch}`, pool];
+    const warm = [...options, WARM, `--bundle=${bundlePath}`, `--scratch=${scratch}`, pool];
     run([...warm, '--phase=hand-over', `--blob=${blob}`], 'the warm-up hand-over');
-    run([...warm, '--phase=record', `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
+    const recorded = run([...warm, '--phase=record', `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
+    // The options as the warm-up saw them, which is how a program that runs with them sees them.
+    const seen = JSON.stringify(JSON.parse(recorded.trim().split('\n').pop()!));
+    if (seen !== JSON.stringify(options)) throw new Error(`the warm-up ran under the Node options ${seen}, not ${JSON.stringify(options)}`);
     const bytes = readFileSync(payload);
     // The bytes the warm-up compiled: read before it, and unchanged after it.
     if (checksum64(readFileSync(bundlePath)) !== bundleChecksum) throw new Error(`${bundlePath} changed while its cache was recorded`);
-    writeFileSync(temporary, encodeCache({ bundle: bundlePath, bundleChecksum, payloadChecksum: checksum64(bytes), node: process.version }, bytes));
-    // The cache as a program would load it (the header binds the bundle's path, not the cache's).
-    const check = `const { loadBundle } = await import(${JSON.stringify(LOADER)}); const b = loadBundle(${JSON.stringify(bundlePath)}, ${JSON.stringify(temporary)}); console.log(b.cache, b.cacheProblem ?? '');`;
-    const outcome = run(['--input-type=module', '-e', check], 'loading the bundle with its cache').trim();
-    if (outcome !== 'accepted') throw new Error(`the recorded cache is not used: ${outcome}`);
+    const header = { bundle: bundlePath, bundleChecksum, payloadChecksum: checksum64(bytes), node: process.version, ...(options.length > 0 && { options: [...options] }) };
+    writeFileSync(temporary, encodeCache(header, bytes));
+    // The cache as a program that runs with these options would load it (the header binds the bundle's path, not the cache's).
+    const check = run([...options, WARM, `--bundle=${bundlePath}`, '--phase=check', `--cache=${temporary}`], 'loading the bundle with its cache');
+    const outcome = JSON.parse(check.trim().split('\n').pop()!) as { cache: string; problem: string | null };
+    if (outcome.cache !== 'accepted') throw new Error(`the recorded cache is not used${options.length > 0 ? ` under ${formatNodeOptions(options)}` : ''}: ${outcome.cache} ${outcome.problem ?? ''}`.trim());
     renameSync(temporary, cachePath); // a reader sees the old file or the new, whole
+    return cachePath;
   } finally {
     rmSync(temporary, { force: true }); // a cache refused, or never finished
     rmSync(scratch, { recursive: true, force: true });

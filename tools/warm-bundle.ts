@@ -5,7 +5,13 @@
  *   --phase=record     be the next program: receive the handover, restore, allocate, reopen a
  *                      PersistentMap and a LogRing, hand over again (to a program that does not
  *                      exist, so the exec fails and rolls back, which runs every step but the
- *                      execve), then write V8's payload to --cache
+ *                      execve), then write V8's payload to --cache, and print the Node options
+ *                      it ran under (node-options.ts): the cache is recorded under those
+ *   --phase=check      load the bundle as a program does, or with the cache at --cache, and
+ *                      print { cache, cachePath, problem } as JSON (no pool needed)
+ *
+ * Each phase runs under the Node options a cache is recorded for (the
+ * recording passes them to node before this script).
  *
  * The cache holds what these calls compiled: what a program that receives a
  * handover runs first (its clients' reopening included), and what it runs to
@@ -17,6 +23,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadBundle } from '../src/entry/bundle-loader.js';
+import { nodeOptionsOf } from '../src/entry/node-options.js';
 import type * as Pmpool from '../src/index.js';
 
 const arg = (name: string): string => {
@@ -25,11 +32,18 @@ const arg = (name: string): string => {
   return found.slice(name.length + 3);
 };
 
+const phase = arg('phase');
+if (phase === 'check') {
+  const cache = process.argv.some((a) => a.startsWith('--cache=')) ? arg('cache') : undefined;
+  const checked = loadBundle(arg('bundle'), cache);
+  console.log(JSON.stringify({ cache: checked.cache, cachePath: checked.cachePath ?? null, problem: checked.cacheProblem ?? null }));
+  process.exit(0);
+}
+
 const loaded = loadBundle(arg('bundle'), join(arg('scratch'), 'no-code-cache'));
 if (loaded.script === null) throw new Error('the warm-up must compile the bundle itself (run it without --enable-source-maps)');
 if (loaded.cache !== 'absent') throw new Error(`the warm-up must compile the bundle from source (its code cache: ${loaded.cache})`);
 const { kexec, PersistentMap, LogRing } = loaded.exports as unknown as typeof Pmpool;
-const phase = arg('phase');
 
 if (phase === 'hand-over') {
   const pool = kexec.poolFromCommandLine()!;
@@ -67,6 +81,7 @@ if (phase === 'hand-over') {
   if (!(refused instanceof Error)) throw new Error('exec of a missing program did not fail');
   pool.close();
   writeFileSync(arg('cache'), loaded.script.createCachedData());
+  console.log(JSON.stringify(nodeOptionsOf()));
 } else {
   throw new Error(`unknown phase ${phase}`);
 }

@@ -15,6 +15,7 @@ ${POOL_USAGE}
        pmpool log dump PATH NAME [--json]
        pmpool run [--pool PATH:SIZE] -- CMD ARGS...
        pmpool demo [--keep] [--entries N]
+       pmpool code-cache record|status [--json] [-- NODE_OPTIONS...]
 
 SIZE takes K, M, G, T suffixes (powers of 1024).
 A lone -- ends the options: every word after it is an operand, even one that
@@ -40,6 +41,7 @@ const commands: Record<string, () => Command | Promise<Command>> = {
   run: () => lazy('./run-command.js', 'runCommand'),
   log: () => lazy('./log-command.js', 'logCommand'),
   demo: () => lazy('./demo.js', 'demoCommand'),
+  'code-cache': () => lazy('./code-cache-command.js', 'codeCacheCommand'),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -26,6 +26,12 @@
  * Node that runs it (tools/record-cache.ts, run by `npm install` and by the
  * build).
  *
+ * V8 refuses a cache recorded under other V8 flags, which a program gets from
+ * its Node options (node-options.ts): a cache can be recorded under a set of
+ * them (`pmpool code-cache record -- OPTIONS`), and a program that runs with
+ * options loads the one recorded under exactly those when there is one,
+ * else the default one, recorded without options.
+ *
  * With --enable-source-maps the bundle is loaded through require() instead,
  * without the cache: Node maps stack traces only for modules it loads itself.
  */
@@ -34,6 +40,7 @@ import type * as Url from 'node:url';
 import type * as Vm from 'node:vm';
 import { native } from '../sys/native.js';
 import { checksum64 } from './checksum.js';
+import { formatNodeOptions, nodeOptionsOf } from './node-options.js';
 
 // Node's built-ins come through process.getBuiltinModule (Node >= 20.16), not ESM imports: the first
 // `import ... from 'node:fs'` of a process builds an ESM facade of the whole module, which costs about
@@ -58,6 +65,12 @@ export interface CacheHeader {
    * V8 takes another release's cache. Node's own compile cache is keyed by the Node version for that.
    */
   node: string;
+  /**
+   * The Node options it was recorded under (node-options.ts); absent or empty for the default
+   * cache. A cache recorded under options is refused by a program that runs with others: V8
+   * would refuse it anyway when their V8 flags differ, after reading all of it.
+   */
+  options?: string[];
 }
 
 /** accepted / rejected (and why) / absent / bypassed (source maps on: loaded through require()). */
@@ -70,12 +83,19 @@ export interface LoadedBundle {
   cache: CacheOutcome;
   /** Why a cache was refused. */
   cacheProblem?: string;
+  /** The cache file looked at (absent when bypassed). */
+  cachePath?: string;
 }
 
 type BundleFunction = (exports: Record<string, unknown>, require: (id: string) => unknown, module: { exports: Record<string, unknown> }, filename: string, dirname: string) => void;
 
-export function cachePathOf(bundlePath: string): string {
-  return `${bundlePath}.cache`;
+/**
+ * The cache file of a bundle: `.cache` beside it for the default cache, and for a cache recorded
+ * under Node options, `.<checksum of the options>.cache`.
+ */
+export function cachePathOf(bundlePath: string, options: readonly string[] = []): string {
+  if (options.length === 0) return `${bundlePath}.cache`;
+  return `${bundlePath}.${checksum64(Buffer.from(options.join('\0')))}.cache`;
 }
 
 /**
@@ -95,7 +115,7 @@ export function encodeCache(header: CacheHeader, payload: Uint8Array): Buffer {
 export const PAYLOAD_ALIGN = 8;
 
 /** The payload of a cache file that belongs to this bundle, or why it does not. */
-export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8Array): { payload: Buffer } | { problem: string } {
+export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8Array, options: readonly string[] = nodeOptionsOf()): { payload: Buffer } | { problem: string } {
   const magicEnd = file.indexOf(10);
   if (magicEnd < 0 || file.toString('latin1', 0, magicEnd) !== CACHE_MAGIC) return { problem: 'not a pmpool code cache' };
   const headerEnd = file.indexOf(10, magicEnd + 1);
@@ -112,11 +132,20 @@ export function checkCache(file: Buffer, bundlePath: string, bundleBytes: Uint8A
   const header = parsed as { [K in keyof CacheHeader]?: unknown };
   if (header.bundle !== bundlePath) return { problem: `it was recorded for ${shown(header.bundle)}` };
   if (header.node !== process.version) return { problem: `it was recorded by Node ${shown(header.node)}, not ${process.version}` };
+  const recordedUnder = header.options ?? [];
+  if (!Array.isArray(recordedUnder) || !recordedUnder.every((o) => typeof o === 'string')) return { problem: `its options ${String(JSON.stringify(recordedUnder))} are not a list of strings` };
+  if (recordedUnder.length > 0 && !sameOptions(recordedUnder, options)) {
+    return { problem: `it was recorded under the Node options ${shown(formatNodeOptions(recordedUnder))}, and this program runs with ${options.length === 0 ? 'none' : shown(formatNodeOptions(options))}` };
+  }
   const payload = file.subarray(headerEnd + 1);
   // The addon computes the sums; it was loaded with this module (an entry without it cannot start).
   if (header.bundleChecksum !== checksum64(bundleBytes)) return { problem: 'the bundle has changed since it was recorded' };
   if (header.payloadChecksum !== checksum64(payload)) return { problem: 'its payload is damaged' };
   return { payload };
+}
+
+function sameOptions(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((o, i) => o === b[i]);
 }
 
 /** A header field in a refusal: a string as it is, anything else as JSON (String() of `{"toString":1}` throws). */
@@ -137,7 +166,7 @@ export function loadBundle(bundle: string | URL, cachePath?: string): LoadedBund
   const bundlePath = typeof bundle === 'string' ? bundle : fileURLToPath(bundle);
   const existing = loaded.get(bundlePath);
   if (existing !== undefined) return existing;
-  const result = process.sourceMapsEnabled ? loadThroughRequire(bundlePath) : loadWithCache(bundlePath, cachePath ?? cachePathOf(bundlePath));
+  const result = process.sourceMapsEnabled ? loadThroughRequire(bundlePath) : loadWithCache(bundlePath, cachePath);
   loaded.set(bundlePath, result);
   return result;
 }
@@ -147,34 +176,46 @@ function loadThroughRequire(bundlePath: string): LoadedBundle {
   return { exports: createRequire(bundlePath)(bundlePath) as Record<string, unknown>, script: null, cache: 'bypassed' };
 }
 
-function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
+const NO_OPTIONS: readonly string[] = Object.freeze([]);
+
+/**
+ * Loads the bundle with the cache at `explicitCache`, or, as a program does, with the cache recorded
+ * under the program's Node options when there is one, else the default cache.
+ */
+function loadWithCache(bundlePath: string, explicitCache: string | undefined): LoadedBundle {
   // Both files are loaded by the addon, not readFileSync (native/pmpool.c loadFile says why), and
   // released once compiled: V8 keeps the source as a string of its own, and reads the code cache
   // only while it compiles.
   const bundleFile = native.loadFile(bundlePath);
+  // A program started without options, the usual case, splits no words.
+  const options = process.execArgv.length === 0 && !process.env.NODE_OPTIONS ? NO_OPTIONS : nodeOptionsOf();
+  let cachePath = explicitCache ?? cachePathOf(bundlePath, options);
   let cacheFile: ArrayBuffer | undefined;
   let script: Vm.Script;
   let cacheProblem: string | undefined;
   let cachedData: Buffer | undefined;
   try {
     const bytes = Buffer.from(bundleFile);
-    try {
-      cacheFile = native.loadFile(cachePath);
-    } catch (e) {
-      // Absent is the usual case before the first recording; unreadable costs speed, not the import.
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') cacheProblem = `it cannot be read: ${(e as Error).message}`;
+    let read = readCacheFile(cachePath);
+    if (read === undefined && explicitCache === undefined && options.length > 0) {
+      // None recorded under these options: the default one, which V8 takes if they set no V8 flag.
+      cachePath = cachePathOf(bundlePath);
+      read = readCacheFile(cachePath);
     }
-    if (cacheFile !== undefined) {
-      const checked = checkCache(Buffer.from(cacheFile), bundlePath, bytes);
+    if (read instanceof ArrayBuffer) {
+      cacheFile = read;
+      const checked = checkCache(Buffer.from(cacheFile), bundlePath, bytes, options);
       if ('payload' in checked) cachedData = checked.payload;
       else cacheProblem = checked.problem;
+    } else if (read !== undefined) {
+      cacheProblem = read.problem;
     }
     // The bundle is ASCII (tools/bundle.ts builds it so): latin1 is the same string as UTF-8, without
     // the decoding. The wrapper is all on the bundle's first line, so line numbers in stack traces are
     // the file's own.
     const wrapped = `(function (exports, require, module, __filename, __dirname) {${bytes.toString('latin1')}\n})`;
     script = new Script(wrapped, { filename: bundlePath, cachedData });
-    if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = 'V8 refused it (another Node, or other V8 flags)';
+    if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = v8Refusal(options, cachePath === cachePathOf(bundlePath));
   } finally {
     releaseFile(bundleFile);
     if (cacheFile !== undefined) releaseFile(cacheFile);
@@ -183,7 +224,23 @@ function loadWithCache(bundlePath: string, cachePath: string): LoadedBundle {
   const module = { exports: {} as Record<string, unknown> };
   run.call(module.exports, module.exports, requireBuiltin, module, bundlePath, bundlePath.slice(0, bundlePath.lastIndexOf('/')));
   const cache: CacheOutcome = cacheProblem !== undefined ? 'rejected' : cachedData === undefined ? 'absent' : 'accepted';
-  return { exports: module.exports, script, cache, ...(cacheProblem !== undefined && { cacheProblem }) };
+  return { exports: module.exports, script, cache, cachePath, ...(cacheProblem !== undefined && { cacheProblem }) };
+}
+
+/** A cache file's bytes; undefined when there is none (the usual case before a recording); why it cannot be read. */
+function readCacheFile(path: string): ArrayBuffer | { problem: string } | undefined {
+  try {
+    return native.loadFile(path);
+  } catch (e) {
+    // Unreadable costs speed, not the import.
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : { problem: `it cannot be read: ${(e as Error).message}` };
+  }
+}
+
+function v8Refusal(options: readonly string[], defaultCache: boolean): string {
+  if (!defaultCache || options.length === 0) return 'V8 refused it (another Node, or other V8 flags)';
+  const line = formatNodeOptions(options);
+  return `V8 refused it: it was recorded without Node options, and this program runs with ${line}, which set V8 flags; \`npx pmpool code-cache record -- ${line}\` records one for them`;
 }
 
 /** Releases what loadFile() loaded (an empty file was no mapping). */

@@ -1,0 +1,73 @@
+/**
+ * `pmpool code-cache record [-- OPTIONS...]` and
+ * `pmpool code-cache status [--json] [-- OPTIONS...]`: the V8 code cache
+ * the package loads with (src/entry/bundle-loader.ts), for programs that run
+ * with the Node options given, or with none.
+ *
+ * V8 refuses a cache recorded under other V8 flags, and a program's Node
+ * options set them: `node --max-old-space-size=4096 server.js` would compile
+ * the bundle at every start, a few milliseconds more of every handover's
+ * downtime. `record -- --max-old-space-size=4096` records a cache for it,
+ * beside the bundle (the installation must be writable); `status` loads the
+ * bundle as such a program would and says whether a cache is used, and if
+ * not, why. OPTIONS are the program's options as it is started
+ * (NODE_OPTIONS and the command line alike), without the program itself.
+ *
+ * Exit 0 when recorded / used, 1 when not, 2 on bad usage.
+ */
+import { spawnSync } from 'node:child_process';
+import { formatNodeOptions } from '../entry/node-options.js';
+import { BUNDLE, notProgramOptions, recordCache, unrecordableOptions, WARM } from '../../tools/record-cache.js';
+import { UsageError, type Out } from './usage.js';
+
+interface Status {
+  cache: 'accepted' | 'rejected' | 'absent' | 'bypassed';
+  cachePath: string | null;
+  problem: string | null;
+}
+
+export function codeCacheCommand(args: string[], out: Out, err: Out): number {
+  const [sub, ...rest] = args;
+  const dashdash = rest.indexOf('--');
+  const flags = dashdash < 0 ? rest : rest.slice(0, dashdash);
+  const options = dashdash < 0 ? [] : rest.slice(dashdash + 1);
+  if (sub !== 'record' && sub !== 'status') throw new UsageError(sub === undefined ? 'code-cache needs record or status' : `unknown code-cache subcommand "${sub}"`);
+  const allowed = sub === 'status' ? ['--json'] : [];
+  const unknown = flags.find((f) => !allowed.includes(f));
+  if (unknown !== undefined) throw new UsageError(unknown.startsWith('-') ? `unknown option ${unknown}` : `unexpected "${unknown}": the Node options go after --`);
+  const problem = sub === 'record' ? unrecordableOptions(options) : notProgramOptions(options);
+  if (problem !== undefined) throw new UsageError(problem);
+  const under = options.length === 0 ? 'programs run without Node options' : `programs run with ${formatNodeOptions(options)}`;
+
+  if (sub === 'record') {
+    try {
+      out(`recorded ${recordCache(BUNDLE, options)} for ${under}`);
+      return 0;
+    } catch (e) {
+      err(`pmpool code-cache: no cache recorded for ${under}: ${(e as Error).message}`);
+      return 1;
+    }
+  }
+
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS; // the options given are the whole of them
+  delete env.PMPOOL_FDT;
+  const child = spawnSync(process.execPath, [...options, WARM, `--bundle=${BUNDLE}`, '--phase=check'], { encoding: 'utf8', env });
+  if (child.status !== 0) {
+    err(`pmpool code-cache: node ${formatNodeOptions(options)} could not load the bundle (${child.signal ?? `exit ${child.status}`}): ${child.stderr.trim()}`);
+    return 1;
+  }
+  const status = JSON.parse(child.stdout.trim().split('\n').pop()!) as Status;
+  if (flags.includes('--json')) {
+    out(JSON.stringify({ ...status, options }));
+  } else if (status.cache === 'accepted') {
+    out(`accepted: ${status.cachePath} is used by ${under}`);
+  } else if (status.cache === 'absent') {
+    out(`absent: no code cache at ${status.cachePath} for ${under}; \`pmpool code-cache record${options.length > 0 ? ` -- ${formatNodeOptions(options)}` : ''}\` records one`);
+  } else if (status.cache === 'bypassed') {
+    out(`bypassed: ${under} load the bundle without a code cache (--enable-source-maps)`);
+  } else {
+    out(`rejected: ${status.cachePath}: ${status.problem}`);
+  }
+  return status.cache === 'accepted' ? 0 : 1;
+}
