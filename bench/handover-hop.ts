@@ -33,7 +33,8 @@ export async function finishHop(kexec: typeof Kexec, incoming: Handover | null, 
   const clients = marks.clientsOpened === undefined ? '' : ` ${marks.clientsOpened - t0}`;
   if (incoming) appendFileSync(arg('out')!, `${performance.timeOrigin - t0} ${marks.main - t0} ${marks.imported - t0} ${marks.restored - t0}${clients}\n`);
   if ((incoming ? Number(incoming.generation) : 0) < hops) {
-    const args = [self, ...process.argv.slice(2).filter((a) => !a.startsWith('--pmpool-fdt='))];
+    // Node's options too, as a program that upgrades itself passes them on (kexec.upgradeOnSignal).
+    const args = [...process.execArgv, self, ...process.argv.slice(2).filter((a) => !a.startsWith('--pmpool-fdt='))];
     process.env.PMPOOL_BENCH_EXEC_AT = String(now()); // the program stops serving here: closing its clients counts
     marks.beforeExec?.();
     await kexec.exec(process.execPath, args, { env: process.env });

@@ -24,12 +24,20 @@
  * any such program pays before the package's own code runs (its main
  * module read, and Node 20's resolution of an exports map, which loads and
  * runs its ESM resolver).
+ *
+ * And a CommonJS program started with a V8 flag (--max-old-space-size), as
+ * servers often are: V8 refuses the code cache recorded at install under
+ * other flags. Once with only that cache, once with one recorded under its
+ * options (`pmpool code-cache record`, done here and undone after), each
+ * next to a bare node started with the same flag.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cachePathOf } from '../src/entry/bundle-loader.js';
+import { BUNDLE, recordCache } from '../tools/record-cache.js';
 
 const APPS = {
   esm: fileURLToPath(new URL('./handover-app.js', import.meta.url)),
@@ -38,6 +46,9 @@ const APPS = {
 type AppKind = keyof typeof APPS;
 const TARGET_MS = 5;
 const CLIENT_ENTRIES = 100_000;
+/** A V8 flag servers are started with; the bench records a cache under it, and none under FLAG_UNRECORDED. */
+const FLAG = '--max-old-space-size=4096';
+const FLAG_UNRECORDED = '--max-old-space-size=4097';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -99,12 +110,12 @@ interface Downtime {
 }
 
 /** One chain of `hops` hops of the program: one row of times (Downtime's fields, in order) per hop. */
-function hopRows(app: AppKind, size: string, hops: number, clients = 0): number[][] {
+function hopRows(app: AppKind, size: string, hops: number, clients = 0, nodeOptions: readonly string[] = []): number[][] {
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
   const pool = `/dev/shm/pmpool-bench-handover-${process.pid}-${app}-${size}`;
   try {
     const out = join(dir, 'times');
-    const args = [APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`, ...(clients > 0 ? [`--clients=${clients}`] : [])];
+    const args = [...nodeOptions, APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`, ...(clients > 0 ? [`--clients=${clients}`] : [])];
     const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`handover app (${app}) failed: ${r.stderr}`);
     const rows = readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
@@ -138,20 +149,28 @@ export async function benchHandover(): Promise<Record<string, number>> {
     { key: 'cjs1G', app: 'cjs', size: '1G', clients: 0 },
     { key: 'cjs64G', app: 'cjs', size: '64G', clients: 0 },
     { key: 'clients', app: 'cjs', size: '1G', clients: CLIENT_ENTRIES },
+    { key: 'flagsKeyed', app: 'cjs', size: '1G', clients: 0, options: [FLAG] },
+    { key: 'flagsDefault', app: 'cjs', size: '1G', clients: 0, options: [FLAG_UNRECORDED] },
   ] as const;
+  const keyedCache = cachePathOf(BUNDLE, [FLAG]);
+  if (existsSync(cachePathOf(BUNDLE, [FLAG_UNRECORDED]))) throw new Error(`a code cache is recorded under ${FLAG_UNRECORDED}: the bench needs none there`);
+  const recordedHere = !existsSync(keyedCache);
+  if (recordedHere) recordCache(BUNDLE, [FLAG]);
   try {
     for (let i = 0; i < 3; i++) bareStart(['-e', PRINT_MAIN_START]); // warm the page cache
     const bare: BareStart[] = [];
     const bareEsm: BareStart[] = [];
     const bareEmptyPackage: BareStart[] = [];
+    const bareFlags: BareStart[] = [];
     const rows: Record<string, number[][]> = Object.fromEntries(chains.map((c) => [c.key, []]));
     for (let round = 0; round < ROUNDS; round++) {
       for (let i = 0; i < BARE_PER_ROUND; i++) {
         bare.push(bareStart(['-e', PRINT_MAIN_START]));
         bareEsm.push(bareStart([esmMain]));
         bareEmptyPackage.push(bareStart([emptyPackage]));
+        bareFlags.push(bareStart([FLAG, '-e', PRINT_MAIN_START]));
       }
-      for (const c of chains) rows[c.key]!.push(...hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients));
+      for (const c of chains) rows[c.key]!.push(...hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients, 'options' in c ? c.options : []));
     }
     const baseline = median(bare.map((b) => b.main));
     const r: Record<string, number> = {};
@@ -180,6 +199,19 @@ export async function benchHandover(): Promise<Record<string, number>> {
       cjs_clients_openedMs: withClients.clientsOpened,
       cjs_clients_reopenMs: withClients.clientsOpened - withClients.restored,
     });
+    // Started with a V8 flag: with only the default cache (refused), and with one recorded under its options.
+    const bareWithFlag = median(bareFlags.map((b) => b.main));
+    const keyed = downtimeOf(rows.flagsKeyed!, false);
+    const refused = downtimeOf(rows.flagsDefault!, false);
+    Object.assign(r, {
+      bareNodeFlagStartMs: bareWithFlag,
+      cjs_flag_defaultCacheMs: refused.restored,
+      cjs_flag_defaultCacheOverheadMs: refused.restored - bareWithFlag,
+      cjs_flag_defaultCacheImportMs: refused.imported - refused.running,
+      cjs_flag_keyedCacheMs: keyed.restored,
+      cjs_flag_keyedCacheOverheadMs: keyed.restored - bareWithFlag,
+      cjs_flag_keyedCacheImportMs: keyed.imported - keyed.running,
+    });
     return {
       bareNodeStartMs: baseline,
       bareNodeWallMs: median(bare.map((b) => b.wall)),
@@ -189,6 +221,7 @@ export async function benchHandover(): Promise<Record<string, number>> {
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    if (recordedHere) rmSync(keyedCache, { force: true });
   }
 }
 
@@ -213,5 +246,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   console.log(`CommonJS program that reopens a PersistentMap (${CLIENT_ENTRIES.toLocaleString('en')} entries) and a LogRing after the restore (1 GiB pool):`);
   console.log(`  exec() → Pool.restore done      ${f(r.cjs_clients_restoredMs)} ms`);
   console.log(`  exec() → map and ring open      ${f(r.cjs_clients_openedMs)} ms  (+${f(r.cjs_clients_reopenMs)} ms to reopen them; +${f(r.cjs_clients_openedMs! - r.bareNodeStartMs!)} ms over bare node)`);
+  console.log(`CommonJS program started with ${FLAG} (1 GiB pool; bare \`node ${FLAG} -e\` start ${f(r.bareNodeFlagStartMs)} ms):`);
+  console.log(`  only the cache recorded at install (V8 refuses it)   ${f(r.cjs_flag_defaultCacheMs)} ms  (+${f(r.cjs_flag_defaultCacheOverheadMs)} ms over that bare node; loading pmpool ${f(r.cjs_flag_defaultCacheImportMs)} ms)`);
+  console.log(`  a cache recorded under its options (code-cache record) ${f(r.cjs_flag_keyedCacheMs)} ms  (+${f(r.cjs_flag_keyedCacheOverheadMs)} ms; loading pmpool ${f(r.cjs_flag_keyedCacheImportMs)} ms)`);
   console.log(JSON.stringify({ bench: 'handover', ...r }));
 }
