@@ -162,7 +162,7 @@ test('files: the tarball holds everything the entries, the command and the insta
   assert.deepEqual([...packed].filter((f) => /^(build|test|bench|tools|src)\/|\.cache$/.test(f)), []);
 });
 
-test('installed from its tarball into a path with spaces and non-ASCII: the install records the cache, both entries use it, the command runs', () => {
+test('installed from its tarball into a path with spaces and non-ASCII: the install records the cache, both entries use it, the command runs and records one for a V8 flag', () => {
   // npm pack with scripts off packs the build that is there; npm install runs the package's own install
   // step (node-gyp, then the code cache's recording) where a user's would, with the Node that runs it.
   // Offline: the package has no dependencies, and the test needs no registry.
@@ -187,6 +187,14 @@ test('installed from its tarball into a path with spaces and non-ASCII: the inst
     const help = spawnSync(join(project, 'node_modules', '.bin', 'pmpool'), ['--help'], { cwd: project, encoding: 'utf8' });
     assert.equal(help.status, 0, help.stderr);
     assert.match(help.stdout, /^pmpool — a persistent memory pool for Node\.js/);
+
+    // A program started with a V8 flag: refused the install's cache, then given one recorded for it.
+    const flag = '--max-old-space-size=3191';
+    const flagged = () => spawnSync(process.execPath, [flag, '-e', `const pm = require('pmpool'); ${outcome}`], { cwd: project, encoding: 'utf8' });
+    assert.match(flagged().stdout, /^rejected V8 refused it: .*code-cache record -- --max-old-space-size=3191/);
+    const record = spawnSync(join(project, 'node_modules', '.bin', 'pmpool'), ['code-cache', 'record', '--', flag], { cwd: project, encoding: 'utf8' });
+    assert.equal(record.status, 0, record.stderr);
+    assert.equal(flagged().stdout.trim(), 'accepted  function Pool');
   } finally {
     scratch.cleanup();
   }
