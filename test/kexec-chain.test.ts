@@ -264,6 +264,25 @@ describe('kexec chains of real programs', () => {
       cleanup();
     }
   });
+  test('with no output queued, exec() replaces the program before it returns: code after a call not awaited never runs', () => {
+    const { path, cleanup } = shmPath('exec-at-once');
+    try {
+      const r = runModule(
+        `import { writeSync } from 'node:fs';
+         import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         const replaced = kexec.exec(process.execPath, ['-e', ${JSON.stringify(NEXT_PRINTS_AFTER)}, '--']);
+         writeSync(2, 'returned\\n');
+         await replaced;`,
+        ['--', `--pmpool=${path},1M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'after\n', 'the next program ran');
+      assert.doesNotMatch(r.stderr, /returned/, 'exec() did not return to its caller first');
+    } finally {
+      cleanup();
+    }
+  });
   test('exec in place hands the next program its stdio blocking, as a program expects it; a failed exec leaves them as Node had them', () => {
     // Node makes a pipe it has a stream on non-blocking (O_NONBLOCK is on the pipe itself, not on
     // the fd). The next program is a shell, in place (same PID): it reports the flags of its fds

@@ -69,6 +69,15 @@ async function flushStdio(): Promise<void> {
 }
 
 /**
+ * Whether a stream flushStdio() looks at holds bytes. Usually none does, and exec() then replaces
+ * the program at once: no await, so neither the rest of the caller's turn nor the other jobs
+ * queued behind it run inside the handover's downtime.
+ */
+function stdioHoldsBytes(): boolean {
+  return replacedStdioStreams().some(({ stream }) => holdsBytes(stream)) || createdStdioStreams().some(holdsBytes);
+}
+
+/**
  * How long exec() waits for a stream the program put in place of stdout or stderr. Node's own
  * streams always drain (their bytes go to a file, pipe or terminal); a replacement need not: a
  * Transform that nobody reads never calls back, and exec() would wait for ever, the blob written
@@ -94,9 +103,14 @@ type StdioStream = NodeJS.WritableStream & { writableLength: number; _isStdio?: 
  * nothing queued, or ended or destroyed (what it holds is lost either way), is not waited on.
  */
 function drain(stream: StdioStream): Promise<void> | undefined {
-  const state = stream as StdioStream & { destroyed?: boolean; writableEnded?: boolean };
-  if (state.writableLength === 0 || state.destroyed === true || state.writableEnded === true) return undefined;
+  if (!holdsBytes(stream)) return undefined;
   return new Promise<void>((resolve) => stream.write('', () => resolve()));
+}
+
+/** Bytes queued in the stream, which is neither ended nor destroyed (what those hold is lost either way). */
+function holdsBytes(stream: StdioStream): boolean {
+  const state = stream as StdioStream & { destroyed?: boolean; writableEnded?: boolean };
+  return state.writableLength !== 0 && state.destroyed !== true && state.writableEnded !== true;
 }
 
 /**
@@ -189,7 +203,7 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     blob = writeBlob(prepared.bytes, options.blobDir);
     process.on('exit', removeAtExit);
     const argv = [file, ...handoverArgs(args, blob, options)];
-    await flushStdio();
+    if (stdioHoldsBytes()) await flushStdio();
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
     if ((options.env === undefined || options.env === NODE_ENV) && process.env === NODE_ENV && ownTid() === process.pid) {
