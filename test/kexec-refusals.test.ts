@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Fdt, Pool, PoolError, HandoverError, kexec } from '../src/index.js';
 import { execInPlace, spawnNext } from '../src/kexec/exec.js';
 import { HandoverRegistry } from '../src/kexec/handover.js';
-import { restorePool } from '../src/kexec/restore.js';
+import { poolFromCommandLine, restorePool } from '../src/kexec/restore.js';
 import { MAX_BLOB_BYTES, writeBlob } from '../src/kexec/blob.js';
 import { poolInternals } from '../src/pool/internals.js';
 import { shmPath, tempDir } from './support/child.js';
@@ -95,6 +95,38 @@ describe('handover refusals leave the pool untouched and openable', () => {
         }, code);
         assertPoolUntouched(h.path);
         if (existsSync(blob)) unlinkSync(blob);
+      } finally {
+        h.cleanup();
+      }
+    });
+  }
+
+  // poolFromCommandLine reads the pool node once per call (restore.ts restoreNode): what it checks is the
+  // tree the Handover holds at that call, edited in place or replaced since incoming(), never an earlier read.
+  const edits: Array<[string, (incoming: { fdt: Fdt }) => void, string]> = [
+    ['uuid edited in place', (i) => i.fdt.set('/pools/default_pmpool', 'uuid', new Uint8Array(16).fill(7)), 'MISMATCH'],
+    ['node generation edited in place', (i) => i.fdt.set('/pools/default_pmpool', 'generation', 7n), 'STALE'],
+    [
+      'tree replaced by an edited copy',
+      (i) => {
+        const copy = i.fdt.clone();
+        copy.set('/pools/default_pmpool', 'superblock-crc', 12345);
+        i.fdt = copy;
+      },
+      'MISMATCH',
+    ],
+  ];
+  for (const [what, edit, code] of edits) {
+    test(`a received handover's ${what} after incoming(): poolFromCommandLine → ${code}`, () => {
+      const h = handedOver(`edited-${what.replace(/\W/g, '')}`);
+      try {
+        const blob = h.blob();
+        const argv = ['node', `--pmpool=${h.path},4M`, `--pmpool-fdt=${blob}`];
+        const registry = new HandoverRegistry();
+        const incoming = registry.incoming(argv)!;
+        edit(incoming);
+        expectHandoverError(() => poolFromCommandLine(registry, argv)?.close(), code);
+        assertPoolUntouched(h.path);
       } finally {
         h.cleanup();
       }
