@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cachePathOf, checkCache, type CacheHeader } from '../src/entry/bundle-loader.js';
 import { formatNodeOptions, nodeOptionsOf, splitNodeOptions } from '../src/entry/node-options.js';
-import { recordCache } from '../tools/record-cache.js';
+import { recordCache, recordCaches } from '../tools/record-cache.js';
 import { CLI_PATH } from './support/child.js';
 
 const DIST = fileURLToPath(new URL('../', import.meta.url));
@@ -192,6 +192,43 @@ describe('caches recorded under Node options', () => {
       problem: 'it was recorded under the Node options --max-old-space-size=64, and this program runs with none',
     });
     assert.ok('payload' in checkCache(withHeader({ ...header, options: ['--max-old-space-size=64'] }), BUNDLE, bundleBytes, ['--max-old-space-size=64']));
+  });
+
+  test('recording again after a rebuild: the default cache and each one recorded under options; one that cannot be is removed', () => {
+    const copy = bundleCopy();
+    try {
+      const flag = '--max-old-space-size=3192';
+      recordCache(copy.bundle);
+      const keyed = recordCache(copy.bundle, [flag]);
+      // No longer recordable: options node now refuses (as after a Node upgrade), a header naming no options,
+      // and a header whose options are not the ones its file name is the checksum of.
+      const template = readFileSync(keyed, 'latin1').split('\n');
+      const forged = (options: unknown, path: string) => {
+        writeFileSync(path, [template[0], JSON.stringify({ ...(JSON.parse(template[1]!) as object), options }), ...template.slice(2)].join('\n'), 'latin1');
+        return path;
+      };
+      const refusedByNode = forged(['--no-such-node-option'], cachePathOf(copy.bundle, ['--no-such-node-option']));
+      const noOptions = forged(undefined, `${copy.bundle}.0123456789abcdef.cache`);
+      const misnamed = forged(['--max-old-space-size=64'], `${copy.bundle}.fedcba9876543210.cache`);
+      const unrelated = `${copy.bundle}.notes.cache`;
+      writeFileSync(unrelated, 'not a cache of ours by its name');
+      // The bundle rebuilt: every cache recorded for the old one is refused.
+      const bytes = readFileSync(copy.bundle);
+      bytes.write('NO_SPACF', bytes.indexOf('NO_SPACE'), 'latin1');
+      writeFileSync(copy.bundle, bytes);
+      assert.match(copy.load([flag]).problem ?? '', /bundle has changed/);
+
+      const { recorded, dropped } = recordCaches(copy.bundle);
+      assert.deepEqual(recorded, [cachePathOf(copy.bundle), keyed]);
+      assert.deepEqual(dropped.map((d) => d.path).sort(), [noOptions, misnamed, refusedByNode].sort());
+      assert.match(dropped.find((d) => d.path === refusedByNode)!.problem, /bad option: --no-such-node-option/);
+      for (const path of [noOptions, misnamed, refusedByNode]) assert.equal(existsSync(path), false, path);
+      assert.equal(existsSync(unrelated), true, 'a file not named as a cache is not touched');
+      assert.deepEqual(copy.load([flag]), { cache: 'accepted', cachePath: keyed, problem: null, works: true });
+      assert.deepEqual(copy.load(), { cache: 'accepted', cachePath: cachePathOf(copy.bundle), problem: null, works: true });
+    } finally {
+      copy.cleanup();
+    }
   });
 
   test('recordCache refuses options under which no program would load with it', () => {

@@ -20,7 +20,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cachePathOf } from '../src/entry/bundle-loader.js';
 import ts from 'typescript';
 import { restoreClassNames } from './class-names.js';
-import { BUNDLE, recordCache } from './record-cache.js';
+import { BUNDLE, recordCaches } from './record-cache.js';
 
 const dist = fileURLToPath(new URL('..', import.meta.url));
 const index = join(dist, 'src', 'index.js');
@@ -145,9 +145,12 @@ async function main(): Promise<void> {
   outputs.push({ path: join(dist, 'pmpool.d.cts'), contents: new TextEncoder().encode(requireTypes()) });
   writeWhole(outputs);
 
-  // 3. The code cache, recorded for the bundle just written.
-  recordCache(BUNDLE);
-  console.log(`tools/bundle: ${BUNDLE} (${names.length} names), its entries dist/pmpool.js and dist/pmpool.cjs, and ${cachePathOf(BUNDLE)}`);
+  // 3. The code caches, recorded for the bundle just written: the default one, and again each one
+  //    recorded under Node options (`pmpool code-cache record`), which the new bundle would refuse.
+  const { recorded, dropped } = recordCaches(BUNDLE);
+  for (const { path, problem } of dropped) console.log(`tools/bundle: removed ${path}, which cannot be recorded again: ${problem}`);
+  const keyed = recorded.length > 1 ? ` (and ${recorded.length - 1} recorded under Node options)` : '';
+  console.log(`tools/bundle: ${BUNDLE} (${names.length} names), its entries dist/pmpool.js and dist/pmpool.cjs, and ${cachePathOf(BUNDLE)}${keyed}`);
 }
 
 main().catch((e: Error) => {

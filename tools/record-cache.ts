@@ -17,12 +17,14 @@
  * recording fails; two recordings at once each put a whole cache in place.
  *
  *   node dist/tools/record-cache.js [--at-install]
- * At install a failure is a warning: the bundle works without a cache.
+ * records the default cache and again each one recorded under options
+ * (recordCaches). At install a failure is a warning: the bundle works
+ * without a cache.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cachePathOf, encodeCache } from '../src/entry/bundle-loader.js';
 import { checksum64 } from '../src/entry/checksum.js';
@@ -110,10 +112,59 @@ export function recordCache(bundlePath: string = BUNDLE, options: readonly strin
   }
 }
 
+/** A cache recorded under options that could not be recorded again, and was removed. */
+export interface DroppedCache {
+  path: string;
+  problem: string;
+}
+
+/**
+ * Records the default cache, then again every cache recorded beside the bundle under options
+ * (`pmpool code-cache record`): after a rebuild, or under another Node (`npm rebuild`), each would
+ * be refused until it is. One that cannot be recorded again — its header names no options, or
+ * node now refuses them — is removed: a program would only ever read it and refuse it. Throws
+ * when the default cache cannot be recorded.
+ */
+export function recordCaches(bundlePath: string = BUNDLE): { recorded: string[]; dropped: DroppedCache[] } {
+  const recorded = [recordCache(bundlePath)];
+  const dropped: DroppedCache[] = [];
+  for (const path of keyedCachePaths(bundlePath)) {
+    const options = optionsOfCache(path);
+    try {
+      if (options === undefined || cachePathOf(bundlePath, options) !== path) throw new Error('its header names no options it could have been recorded under');
+      recorded.push(recordCache(bundlePath, options));
+    } catch (e) {
+      rmSync(path, { force: true });
+      dropped.push({ path, problem: (e as Error).message });
+    }
+  }
+  return { recorded, dropped };
+}
+
+/** The files beside the bundle named as caches recorded under options are: `<bundle>.<16 hex digits>.cache`. */
+function keyedCachePaths(bundlePath: string): string[] {
+  const prefix = `${basename(bundlePath)}.`;
+  return readdirSync(dirname(bundlePath))
+    .filter((name) => name.startsWith(prefix) && /^[0-9a-f]{16}\.cache$/.test(name.slice(prefix.length)))
+    .map((name) => join(dirname(bundlePath), name));
+}
+
+/** The options a cache file's header says it was recorded under, or undefined when it says none or is no cache. */
+function optionsOfCache(path: string): string[] | undefined {
+  try {
+    const lines = readFileSync(path, 'latin1').split('\n', 2);
+    const header = JSON.parse(lines[1] ?? '') as { options?: unknown } | null;
+    const options = header?.options;
+    return Array.isArray(options) && options.length > 0 && options.every((o) => typeof o === 'string') ? options : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const atInstall = process.argv.includes('--at-install');
   try {
-    recordCache();
+    for (const { path, problem } of recordCaches().dropped) process.stderr.write(`pmpool: removed ${path}, which cannot be recorded again: ${problem}\n`);
   } catch (e) {
     process.stderr.write(`pmpool: no code cache recorded (${(e as Error).message}); pmpool works without it, only its start is slower\n`);
     process.exit(atInstall ? 0 : 1);
