@@ -83,6 +83,23 @@ describe('Node options as a cache sees them', () => {
     assert.equal(formatNodeOptions(['--max-old-space-size=64', '--title=a b', "--x='"]), `--max-old-space-size=64 '--title=a b' '--x='\\'''`);
   });
 
+  test('-p and --print take the next word as the program only when it is not an option, as node does', () => {
+    // What node itself puts in execArgv for each command line, read back as the options a cache is keyed by.
+    const program = 'JSON.stringify(process.execArgv)';
+    for (const [args, options] of [
+      [['--stack-size=900', '-p', '-e', program], ['--stack-size=900']],
+      [['-p', '--stack-size=900', '-e', program], ['--stack-size=900']],
+      [['--print', '--no-warnings', '--eval', program, '--stack-size=900'], ['--no-warnings', '--stack-size=900']],
+      [['--print', program, '--stack-size=900'], ['--stack-size=900']],
+      [['-p', program], []],
+      [['-pe', program, '--no-warnings'], ['--no-warnings']],
+    ] as const) {
+      const r = spawnSync(process.execPath, args, { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(nodeOptionsOf(JSON.parse(r.stdout) as string[], undefined), options, args.join(' '));
+    }
+  });
+
   test('a cache recorded under options has its own file; the default one is where it always was', () => {
     assert.equal(cachePathOf('/p/b.cjs'), '/p/b.cjs.cache');
     assert.equal(cachePathOf('/p/b.cjs', []), '/p/b.cjs.cache');

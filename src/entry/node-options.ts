@@ -20,7 +20,14 @@
  */
 
 /** Options after which the next word is the program itself. */
-const PROGRAM_OPTIONS = new Set(['-e', '--eval', '-p', '--print', '-pe', '-ep']);
+const PROGRAM_OPTIONS = new Set(['-e', '--eval', '-pe']);
+
+/**
+ * Options after which the next word is the program only when it does not start with "-": Node's
+ * `--print <arg>` alias. Otherwise --print is a flag of its own (`node -p -e CODE`, `node --print
+ * --stack-size=900 -e CODE`), and the next word is an option.
+ */
+const PRINT_OPTIONS = new Set(['-p', '--print']);
 
 /** The options of this process (or of the given execArgv and NODE_OPTIONS), as a cache is keyed by them. */
 export function nodeOptionsOf(execArgv: readonly string[] = process.execArgv, nodeOptions: string | undefined = process.env.NODE_OPTIONS): string[] {
@@ -28,7 +35,9 @@ export function nodeOptionsOf(execArgv: readonly string[] = process.execArgv, no
   for (let i = 0; i < execArgv.length; i++) {
     const option = execArgv[i]!;
     if (PROGRAM_OPTIONS.has(option)) i++;
-    else if (!option.startsWith('--eval=') && !option.startsWith('--print=')) options.push(option);
+    else if (PRINT_OPTIONS.has(option)) {
+      if (i + 1 < execArgv.length && !execArgv[i + 1]!.startsWith('-')) i++;
+    } else if (!option.startsWith('--eval=') && !option.startsWith('--print=')) options.push(option);
   }
   return options;
 }
