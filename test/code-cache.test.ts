@@ -11,7 +11,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cachePathOf, checkCache, type CacheHeader } from '../src/entry/bundle-loader.js';
 import { formatNodeOptions, nodeOptionsOf, splitNodeOptions } from '../src/entry/node-options.js';
@@ -261,6 +261,16 @@ describe('caches recorded under Node options', () => {
       ] as const) {
         assert.throws(() => recordCache(copy.bundle, options), problem, JSON.stringify(options));
       }
+      // A program's whole command line: node would run the program in place of the warm-up (a server
+      // would start, and the recording never end). It is refused before anything runs.
+      const server = join(dirname(copy.bundle), 'server.cjs');
+      const ran = join(dirname(copy.bundle), 'server-ran');
+      writeFileSync(server, `require('node:fs').writeFileSync(${JSON.stringify(ran)}, 'ran')`);
+      for (const options of [['--max-old-space-size=64', server], ['-r', server, '--no-warnings', server, '--title=x']]) {
+        assert.throws(() => recordCache(copy.bundle, options), { name: 'UnrecordableOptionsError', message: `${JSON.stringify(server)} is not a Node option: node would run it as the program (the options come before a program, and a cache is not recorded for one)` });
+        assert.equal(existsSync(ran), options[0] === '-r', `${options.join(' ')}: only a preload given by -r ran`);
+        rmSync(ran, { force: true });
+      }
       // An option node itself refuses: the recording fails with node's word for it, and leaves nothing.
       assert.throws(() => recordCache(copy.bundle, ['--no-such-node-option']), /bad option: --no-such-node-option/);
       assert.equal(existsSync(cachePathOf(copy.bundle, ['--no-such-node-option'])), false);
@@ -297,6 +307,25 @@ describe('pmpool code-cache', () => {
       assert.match(r.stdout, /^bypassed: /);
     } finally {
       rmSync(keyed, { force: true });
+    }
+  });
+
+  test('a program among the options is bad usage, found before it runs', () => {
+    mkdirSync(join(DIST, 'test-tmp'), { recursive: true });
+    const dir = mkdtempSync(join(DIST, 'test-tmp', 'code-cache-cli-'));
+    try {
+      const server = join(dir, 'server.cjs');
+      const ran = join(dir, 'server-ran');
+      writeFileSync(server, `require('node:fs').writeFileSync(${JSON.stringify(ran)}, 'ran')`);
+      for (const sub of ['record', 'status']) {
+        const r = pmpool('code-cache', sub, '--', '--max-old-space-size=64', server);
+        assert.equal(r.code, 2, `${sub}: ${r.stderr}`);
+        assert.match(r.stderr, /^pmpool code-cache: ".*server\.cjs" is not a Node option: node would run it as the program/, sub);
+        assert.equal(existsSync(ran), false, `${sub} did not run the program`);
+      }
+      assert.equal(existsSync(cachePathOf(BUNDLE, ['--max-old-space-size=64', server])), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -51,6 +51,13 @@ function run(args: string[], what: string): string {
 /**
  * Why `node OPTIONS script` would not run the script as a program does, or undefined: the options a
  * cache is recorded or checked under are given before the warm-up script.
+ *
+ * A word node does not read as an option or an option's value (`--max-old-space-size=4096
+ * server.js`, a program's whole command line) would be the program node runs, in place of the
+ * warm-up: only node knows which words those are (`-r FILE` takes one, `--no-warnings` none), so it
+ * is asked, with the options after a -e program, where such a word becomes an argument of that
+ * program instead of a script to run. An option node refuses is left to the run that follows, which
+ * fails with node's word for it.
  */
 export function notProgramOptions(options: readonly string[]): string | undefined {
   if (options.length > 0 && !options[0]!.startsWith('-')) return `${JSON.stringify(options[0])} is not a Node option (the options come before a program, and a cache is not recorded for one)`;
@@ -58,15 +65,25 @@ export function notProgramOptions(options: readonly string[]): string | undefine
     if (option === '' || option === '--') return `${JSON.stringify(option)} is not a Node option`;
     if (RUNS_SOMETHING_ELSE.has(option.split('=', 1)[0]!)) return `${option} makes node run something other than a program`;
   }
+  if (options.length === 0) return undefined;
+  const probe = spawnSync(process.execPath, ['-e', `process.stdout.write('\\n${PROBE_MARK}' + JSON.stringify(process.argv.slice(1)))`, ...options], { encoding: 'utf8', env: childEnv() });
+  const line = probe.status === 0 ? probe.stdout.split('\n').reverse().find((l) => l.startsWith(PROBE_MARK)) : undefined;
+  const program = line === undefined ? undefined : (JSON.parse(line.slice(PROBE_MARK.length)) as string[])[0];
+  if (program !== undefined) return `${JSON.stringify(program)} is not a Node option: node would run it as the program (the options come before a program, and a cache is not recorded for one)`;
   return undefined;
 }
 
+const PROBE_MARK = 'pmpool-options-probe ';
+
 /** notProgramOptions, and the options under which the bundle loads without any cache. */
 export function unrecordableOptions(options: readonly string[]): string | undefined {
-  const problem = notProgramOptions(options);
-  if (problem !== undefined) return problem;
   if (options.some((o) => o === '--enable-source-maps')) return 'under --enable-source-maps pmpool loads without a code cache (Node maps stack traces only for modules it loads itself)';
-  return undefined;
+  return notProgramOptions(options);
+}
+
+/** recordCache's refusal of options no program would load the bundle with (before anything runs). */
+export class UnrecordableOptionsError extends Error {
+  override name = 'UnrecordableOptionsError';
 }
 
 const RUNS_SOMETHING_ELSE = new Set([
@@ -80,7 +97,7 @@ const RUNS_SOMETHING_ELSE = new Set([
  */
 export function recordCache(bundlePath: string = BUNDLE, options: readonly string[] = []): string {
   const unrecordable = unrecordableOptions(options);
-  if (unrecordable !== undefined) throw new Error(unrecordable);
+  if (unrecordable !== undefined) throw new UnrecordableOptionsError(unrecordable);
   const cachePath = cachePathOf(bundlePath, options);
   const temporary = `${cachePath}.${process.pid}`;
   const bundleChecksum = checksum64(readFileSync(bundlePath));

@@ -17,7 +17,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { formatNodeOptions } from '../entry/node-options.js';
-import { BUNDLE, notProgramOptions, recordCache, unrecordableOptions, WARM } from '../../tools/record-cache.js';
+import { BUNDLE, notProgramOptions, recordCache, UnrecordableOptionsError, WARM } from '../../tools/record-cache.js';
 import { UsageError, type Out } from './usage.js';
 
 interface Status {
@@ -35,8 +35,6 @@ export function codeCacheCommand(args: string[], out: Out, err: Out): number {
   const allowed = sub === 'status' ? ['--json'] : [];
   const unknown = flags.find((f) => !allowed.includes(f));
   if (unknown !== undefined) throw new UsageError(unknown.startsWith('-') ? `unknown option ${unknown}` : `unexpected "${unknown}": the Node options go after --`);
-  const problem = sub === 'record' ? unrecordableOptions(options) : notProgramOptions(options);
-  if (problem !== undefined) throw new UsageError(problem);
   const under = options.length === 0 ? 'programs run without Node options' : `programs run with ${formatNodeOptions(options)}`;
 
   if (sub === 'record') {
@@ -44,10 +42,15 @@ export function codeCacheCommand(args: string[], out: Out, err: Out): number {
       out(`recorded ${recordCache(BUNDLE, options)} for ${under}`);
       return 0;
     } catch (e) {
+      // The options are checked first of all (unrecordableOptions): a refusal of them is bad usage.
+      if (e instanceof UnrecordableOptionsError) throw new UsageError(e.message);
       err(`pmpool code-cache: no cache recorded for ${under}: ${(e as Error).message}`);
       return 1;
     }
   }
+
+  const problem = notProgramOptions(options);
+  if (problem !== undefined) throw new UsageError(problem);
 
   const env = { ...process.env };
   delete env.NODE_OPTIONS; // the options given are the whole of them
