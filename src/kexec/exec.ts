@@ -70,8 +70,7 @@ async function flushStdio(): Promise<void> {
 
 /**
  * Whether a stream flushStdio() looks at holds bytes. Usually none does, and exec() then replaces
- * the program at once: no await, so neither the rest of the caller's turn nor the other jobs
- * queued behind it run inside the handover's downtime.
+ * the program without a round trip through the streams.
  */
 function stdioHoldsBytes(): boolean {
   return replacedStdioStreams().some(({ stream }) => holdsBytes(stream)) || createdStdioStreams().some(holdsBytes);
@@ -203,6 +202,11 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     blob = writeBlob(prepared.bytes, options.blobDir);
     process.on('exit', removeAtExit);
     const argv = [file, ...handoverArgs(args, blob, options)];
+    // One turn first, always: what the program wrote on its way here a tick later (process.nextTick,
+    // a stream that passes its writes on in one) or in a promise job queued before this call is
+    // written then, before the streams are looked at; an execve at once would drop it. Only when a
+    // stream then holds bytes are they waited for.
+    await undefined;
     if (stdioHoldsBytes()) await flushStdio();
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
