@@ -125,7 +125,7 @@ describe('pmpool CLI', () => {
   test('--help and -h after any command: the usage on stdout, exit 0, as `pmpool --help`; after run\'s -- they are the program\'s', () => {
     const top = pmpool('--help');
     assert.equal(top.code, 0);
-    for (const command of [['create'], ['info', '/nonexistent'], ['map'], ['check', '--json'], ['alloc', 'p', '3'], ['release'], ['fdt'], ['fdt', 'dump'], ['fdt', 'check'], ['fdt', 'pack', 'in.dtb'], ['log', 'dump'], ['run'], ['demo']]) {
+    for (const command of [['create'], ['info', '/nonexistent'], ['map'], ['check', '--json'], ['alloc', 'p', '3'], ['release'], ['fdt'], ['fdt', 'dump'], ['fdt', 'check'], ['fdt', 'pack', 'in.dtb'], ['log', 'dump'], ['run'], ['demo'], ['code-cache'], ['code-cache', 'status']]) {
       for (const flag of ['--help', '-h']) {
         const r = pmpool(...command, flag);
         assert.equal(r.code, 0, `pmpool ${command.join(' ')} ${flag}: ${r.stderr}`);
@@ -139,10 +139,16 @@ describe('pmpool CLI', () => {
       ['map', ['--width', '--rows']],
       ['fdt check', ['--json', '--lint']],
       ['fdt pack', ['--free-space']],
+      ['code-cache status', ['--json']],
     ] as const) {
       const shown = top.stdout.split(/\n| \| /).find((part) => part.includes(`${command} `)) ?? '';
       for (const option of options) assert.match(shown, new RegExp(`${option}\\b`), `${command} ${option}`);
     }
+    // ...and none it refuses: code-cache record takes no --json.
+    const record = top.stdout.split(/\n| \| /).filter((part) => part.includes('code-cache record'));
+    assert.equal(record.length, 1);
+    assert.doesNotMatch(record[0]!, /--json/);
+    assert.equal(pmpool('code-cache', 'record', '--json').code, 2);
     const r = pmpool('run', '--', '/bin/sh', '-c', 'echo "program got [$1]"', 'sh', '--help');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /program got \[--help\]/);

@@ -15,7 +15,7 @@ ${POOL_USAGE}
        pmpool log dump PATH NAME [--json]
        pmpool run [--pool PATH:SIZE] -- CMD ARGS...
        pmpool demo [--keep] [--entries N]
-       pmpool code-cache record|status [--json] [-- NODE_OPTIONS...]
+       pmpool code-cache record [-- NODE_OPTIONS...] | code-cache status [--json] [-- NODE_OPTIONS...]
 
 SIZE takes K, M, G, T suffixes (powers of 1024).
 A lone -- ends the options: every word after it is an operand, even one that
