@@ -35,7 +35,8 @@ export const BUNDLE = join(dist, 'pmpool.bundle.cjs');
 /** The warm-up script (tools/warm-bundle.ts); its check phase loads the bundle as a program does. */
 export const WARM = join(dist, 'tools', 'warm-bundle.js');
 
-function childEnv(): NodeJS.ProcessEnv {
+/** The environment of the warm-up's runs: the options given are the whole of their options, and no handover is theirs. */
+export function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
   delete env.PMPOOL_FDT;

@@ -17,7 +17,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { formatNodeOptions } from '../entry/node-options.js';
-import { BUNDLE, notProgramOptions, recordCache, UnrecordableOptionsError, WARM } from '../../tools/record-cache.js';
+import { BUNDLE, childEnv, notProgramOptions, recordCache, UnrecordableOptionsError, WARM } from '../../tools/record-cache.js';
 import { UsageError, type Out } from './usage.js';
 
 interface Status {
@@ -52,10 +52,7 @@ export function codeCacheCommand(args: string[], out: Out, err: Out): number {
   const problem = notProgramOptions(options);
   if (problem !== undefined) throw new UsageError(problem);
 
-  const env = { ...process.env };
-  delete env.NODE_OPTIONS; // the options given are the whole of them
-  delete env.PMPOOL_FDT;
-  const child = spawnSync(process.execPath, [...options, WARM, `--bundle=${BUNDLE}`, '--phase=check'], { encoding: 'utf8', env });
+  const child = spawnSync(process.execPath, [...options, WARM, `--bundle=${BUNDLE}`, '--phase=check'], { encoding: 'utf8', env: childEnv() });
   if (child.status !== 0) {
     err(`pmpool code-cache: node ${formatNodeOptions(options)} could not load the bundle (${child.signal ?? `exit ${child.status}`}): ${child.stderr.trim()}`);
     return 1;
