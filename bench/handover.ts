@@ -155,7 +155,8 @@ export async function benchHandover(): Promise<Record<string, number>> {
   const keyedCache = cachePathOf(BUNDLE, [FLAG]);
   if (existsSync(cachePathOf(BUNDLE, [FLAG_UNRECORDED]))) throw new Error(`a code cache is recorded under ${FLAG_UNRECORDED}: the bench needs none there`);
   const recordedHere = !existsSync(keyedCache);
-  if (recordedHere) recordCache(BUNDLE, [FLAG]);
+  recordCache(BUNDLE, [FLAG]); // recorded again when there is one: one left from an earlier build would be refused
+
   try {
     for (let i = 0; i < 3; i++) bareStart(['-e', PRINT_MAIN_START]); // warm the page cache
     const bare: BareStart[] = [];
@@ -163,16 +164,39 @@ export async function benchHandover(): Promise<Record<string, number>> {
     const bareEmptyPackage: BareStart[] = [];
     const bareFlags: BareStart[] = [];
     const rows: Record<string, number[][]> = Object.fromEntries(chains.map((c) => [c.key, []]));
+    // Per round, for the overheads: each chain's hop rows, and the bare starts beside them.
+    const roundRows: Record<string, number[][][]> = Object.fromEntries(chains.map((c) => [c.key, []]));
+    const roundBare: number[][] = [];
+    const roundBareFlags: number[][] = [];
     for (let round = 0; round < ROUNDS; round++) {
+      const bareHere: BareStart[] = [];
+      const bareFlagsHere: BareStart[] = [];
       for (let i = 0; i < BARE_PER_ROUND; i++) {
-        bare.push(bareStart(['-e', PRINT_MAIN_START]));
+        bareHere.push(bareStart(['-e', PRINT_MAIN_START]));
         bareEsm.push(bareStart([esmMain]));
         bareEmptyPackage.push(bareStart([emptyPackage]));
-        bareFlags.push(bareStart([FLAG, '-e', PRINT_MAIN_START]));
+        bareFlagsHere.push(bareStart([FLAG, '-e', PRINT_MAIN_START]));
       }
-      for (const c of chains) rows[c.key]!.push(...hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients, 'options' in c ? c.options : []));
+      bare.push(...bareHere);
+      bareFlags.push(...bareFlagsHere);
+      roundBare.push(bareHere.map((b) => b.main));
+      roundBareFlags.push(bareFlagsHere.map((b) => b.main));
+      for (const c of chains) {
+        const hops = hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients, 'options' in c ? c.options : []);
+        rows[c.key]!.push(...hops);
+        roundRows[c.key]!.push(hops);
+      }
     }
     const baseline = median(bare.map((b) => b.main));
+    /**
+     * A chain's downtime over bare node, paired by round: the median, over the rounds, of the round's
+     * median hop less the median of the bare starts taken just before it. The machine's speed drifts
+     * (bare starts of one run have ranged over 15 ms): pooled medians taken minutes apart would
+     * count the drift as pmpool's, either way.
+     */
+    const overOf = (key: string, bareRounds: number[][] = roundBare, column = 3): number =>
+      median(roundRows[key]!.map((hops, r) => median(hops.map((row) => row[column]!)) - median(bareRounds[r]!)));
+    const roundBareMedians = roundBare.map(median);
     const r: Record<string, number> = {};
     for (const app of ['esm', 'cjs'] as const) {
       const small = downtimeOf(rows[`${app}1G`]!, false);
@@ -187,8 +211,8 @@ export async function benchHandover(): Promise<Record<string, number>> {
         [`${app}_importMs`]: small.imported - small.running,
         [`${app}_incomingAndRestore1GiBMs`]: small.restored - small.imported,
         [`${app}_incomingAndRestore64GiBMs`]: large.restored - large.imported,
-        [`${app}_overhead1GiBMs`]: small.restored - baseline,
-        [`${app}_overhead64GiBMs`]: large.restored - baseline,
+        [`${app}_overhead1GiBMs`]: overOf(`${app}1G`),
+        [`${app}_overhead64GiBMs`]: overOf(`${app}64G`),
       });
       r[`${app}_target_met`] = Number(Math.max(r[`${app}_overhead1GiBMs`]!, r[`${app}_overhead64GiBMs`]!) <= TARGET_MS && Math.abs(r[`${app}_ratio64to1`]! - 1) <= 0.1);
     }
@@ -198,6 +222,7 @@ export async function benchHandover(): Promise<Record<string, number>> {
       cjs_clients_restoredMs: withClients.restored,
       cjs_clients_openedMs: withClients.clientsOpened,
       cjs_clients_reopenMs: withClients.clientsOpened - withClients.restored,
+      cjs_clients_openedOverheadMs: overOf('clients', roundBare, 4),
     });
     // Started with a V8 flag: with only the default cache (refused), and with one recorded under its options.
     const bareWithFlag = median(bareFlags.map((b) => b.main));
@@ -206,14 +231,16 @@ export async function benchHandover(): Promise<Record<string, number>> {
     Object.assign(r, {
       bareNodeFlagStartMs: bareWithFlag,
       cjs_flag_defaultCacheMs: refused.restored,
-      cjs_flag_defaultCacheOverheadMs: refused.restored - bareWithFlag,
+      cjs_flag_defaultCacheOverheadMs: overOf('flagsDefault', roundBareFlags),
       cjs_flag_defaultCacheImportMs: refused.imported - refused.running,
       cjs_flag_keyedCacheMs: keyed.restored,
-      cjs_flag_keyedCacheOverheadMs: keyed.restored - bareWithFlag,
+      cjs_flag_keyedCacheOverheadMs: overOf('flagsKeyed', roundBareFlags),
       cjs_flag_keyedCacheImportMs: keyed.imported - keyed.running,
     });
     return {
       bareNodeStartMs: baseline,
+      bareNodeStartRoundMinMs: Math.min(...roundBareMedians),
+      bareNodeStartRoundMaxMs: Math.max(...roundBareMedians),
       bareNodeWallMs: median(bare.map((b) => b.wall)),
       bareEsmMainStartMs: median(bareEsm.map((b) => b.main)),
       bareEmptyPackageMs: median(bareEmptyPackage.map((b) => b.main)),
@@ -228,26 +255,29 @@ export async function benchHandover(): Promise<Record<string, number>> {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const r = await benchHandover();
   const f = (x: number | undefined) => x!.toFixed(2);
+  /** A difference, with its sign either way (noise can make one negative). */
+  const signed = (x: number | undefined) => `${x! < 0 ? '−' : '+'}${Math.abs(x!).toFixed(2)}`;
   console.log(`handover downtime (exec() call → Pool.restore done), median of ${ROUNDS * HOPS_PER_ROUND} hops, next to ${ROUNDS * BARE_PER_ROUND} bare node starts, taken in ${ROUNDS} rounds`);
   console.log(`  bare \`node -e\` start          ${f(r.bareNodeStartMs)} ms   (the baseline: spawn → its main runs; to its exit as the parent sees it: ${f(r.bareNodeWallMs)} ms)`);
+  console.log(`  its median by round ranged ${f(r.bareNodeStartRoundMinMs)}–${f(r.bareNodeStartRoundMaxMs)} ms; "over bare node" below is paired by round (each round's hops less its own bare starts)`);
   console.log(`  bare \`node start.mjs\` start   ${f(r.bareEsmMainStartMs)} ms   (what an ES module main costs any program)`);
   console.log(
-    `  bare CommonJS main requiring an empty package shaped like pmpool's (by name, exports map): ${f(r.bareEmptyPackageMs)} ms (+${f(r.bareEmptyPackageMs! - r.bareNodeStartMs!)} ms: what any such program pays before a package's own code runs)`,
+    `  bare CommonJS main requiring an empty package shaped like pmpool's (by name, exports map): ${f(r.bareEmptyPackageMs)} ms (${signed(r.bareEmptyPackageMs! - r.bareNodeStartMs!)} ms: what any such program pays before a package's own code runs)`,
   );
   for (const [app, title] of [['cjs', 'CommonJS program (require)'], ['esm', 'ES module program (import)']] as const) {
     const k = (name: string) => r[`${app}_${name}`];
     console.log(`${title}:`);
-    console.log(`  1 GiB pool                    ${f(k('handover1GiBMs'))} ms  (+${f(k('overhead1GiBMs'))} ms over bare node)`);
-    console.log(`  64 GiB pool                   ${f(k('handover64GiBMs'))} ms  (+${f(k('overhead64GiBMs'))} ms over bare node)`);
+    console.log(`  1 GiB pool                    ${f(k('handover1GiBMs'))} ms  (${signed(k('overhead1GiBMs'))} ms over bare node)`);
+    console.log(`  64 GiB pool                   ${f(k('handover64GiBMs'))} ms  (${signed(k('overhead64GiBMs'))} ms over bare node)`);
     console.log(`  64 GiB / 1 GiB                ${k('ratio64to1')!.toFixed(3)}`);
     console.log(`  where it goes (1 GiB): exec() → new process ${f(k('execToStartMs'))} ms, Node's start ${f(k('nodeBootstrapMs'))} ms, loading pmpool ${f(k('importMs'))} ms, incoming + restore ${f(k('incomingAndRestore1GiBMs'))} ms (64 GiB: ${f(k('incomingAndRestore64GiBMs'))} ms)`);
     console.log(`  target (within ${TARGET_MS} ms of bare node, 64 GiB within 10% of 1 GiB): ${k('target_met') ? 'MET' : 'MISSED'}`);
   }
   console.log(`CommonJS program that reopens a PersistentMap (${CLIENT_ENTRIES.toLocaleString('en')} entries) and a LogRing after the restore (1 GiB pool):`);
   console.log(`  exec() → Pool.restore done      ${f(r.cjs_clients_restoredMs)} ms`);
-  console.log(`  exec() → map and ring open      ${f(r.cjs_clients_openedMs)} ms  (+${f(r.cjs_clients_reopenMs)} ms to reopen them; +${f(r.cjs_clients_openedMs! - r.bareNodeStartMs!)} ms over bare node)`);
+  console.log(`  exec() → map and ring open      ${f(r.cjs_clients_openedMs)} ms  (+${f(r.cjs_clients_reopenMs)} ms to reopen them; ${signed(r.cjs_clients_openedOverheadMs)} ms over bare node)`);
   console.log(`CommonJS program started with ${FLAG} (1 GiB pool; bare \`node ${FLAG} -e\` start ${f(r.bareNodeFlagStartMs)} ms):`);
-  console.log(`  only the cache recorded at install (V8 refuses it)   ${f(r.cjs_flag_defaultCacheMs)} ms  (+${f(r.cjs_flag_defaultCacheOverheadMs)} ms over that bare node; loading pmpool ${f(r.cjs_flag_defaultCacheImportMs)} ms)`);
-  console.log(`  a cache recorded under its options (code-cache record) ${f(r.cjs_flag_keyedCacheMs)} ms  (+${f(r.cjs_flag_keyedCacheOverheadMs)} ms; loading pmpool ${f(r.cjs_flag_keyedCacheImportMs)} ms)`);
+  console.log(`  only the cache recorded at install (V8 refuses it)   ${f(r.cjs_flag_defaultCacheMs)} ms  (${signed(r.cjs_flag_defaultCacheOverheadMs)} ms over that bare node; loading pmpool ${f(r.cjs_flag_defaultCacheImportMs)} ms)`);
+  console.log(`  a cache recorded under its options (code-cache record) ${f(r.cjs_flag_keyedCacheMs)} ms  (${signed(r.cjs_flag_keyedCacheOverheadMs)} ms; loading pmpool ${f(r.cjs_flag_keyedCacheImportMs)} ms)`);
   console.log(JSON.stringify({ bench: 'handover', ...r }));
 }
