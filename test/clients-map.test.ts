@@ -227,6 +227,49 @@ describe('PersistentMap basics', () => {
     });
   });
 
+  test('byte values got in a fresh process: the first without loading node:worker_threads, and every one copied, not moved, by a transfer', () => {
+    // A fresh process: the first small copies go to Node's own (untransferable) Buffer pool, later
+    // ones to the map's slab, which loads node:worker_threads to mark it so. Both must behave alike.
+    const r = runModule(
+      `import { Pool, PersistentMap, MemoryRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+       const loaded = () => process.moduleLoadList.includes('NativeModule worker_threads');
+       const pool = Pool.create(new MemoryRegion(8 << 20), { size: 8 << 20 });
+       const map = PersistentMap.open(pool, 'kv');
+       const value = (i) => new Uint8Array([i & 0xff, (i >> 8) & 0xff, 7, 7, 7].slice(0, 1 + (i % 5)));
+       for (let i = 0; i < 600; i++) map.set('k' + i, value(i));
+       const before = loaded();
+       const first = map.get('k0');
+       const afterFirst = loaded();
+       const got = [first];
+       for (let i = 1; i < 600; i++) got.push(map.get('k' + i));
+       const intact = got.every((v, i) => v.constructor === Uint8Array && v.join() === value(i).join());
+       const transfers = [0, 599].map((i) => {
+         const v = got[i];
+         let how;
+         try {
+           how = structuredClone(v, { transfer: [v.buffer] }).join() === value(i).join() ? 'copied' : 'garbled';
+         } catch (e) {
+           how = e.name;
+         }
+         return [how, v.join() === value(i).join()];
+       });
+       const othersIntact = got.every((v, i) => v.join() === value(i).join());
+       console.log(JSON.stringify({ before, afterFirst, slab: loaded(), intact, transfers, othersIntact }));`,
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const seen = JSON.parse(r.stdout) as { before: boolean; afterFirst: boolean; slab: boolean; intact: boolean; transfers: [string, boolean][]; othersIntact: boolean };
+    assert.equal(seen.before, false, 'nothing loaded node:worker_threads before the first get');
+    assert.equal(seen.afterFirst, false, 'the first byte value did not load node:worker_threads');
+    assert.equal(seen.slab, true, 'the test reached the slab (600 values)');
+    assert.equal(seen.intact, true, 'every value reads back as a Uint8Array of its bytes');
+    for (const [how, kept] of seen.transfers) {
+      // Node 20 copies a transfer of an untransferable buffer; later Nodes refuse it. Never moved.
+      assert.ok(how === 'copied' || how === 'DataCloneError', how);
+      assert.equal(kept, true, 'the transferred value is not detached');
+    }
+    assert.equal(seen.othersIntact, true, 'no other value was detached or changed');
+  });
+
   test('another client\'s name, another type: WRONG_TYPE, and both stay intact', () => {
     const pool = memoryPool();
     const log = LogRing.open(pool, 'events', { bytes: 8192 });

@@ -38,11 +38,27 @@ function newSlab(): Uint8Array {
   process.getBuiltinModule('node:worker_threads').markAsUntransferable(fresh.buffer);
   return fresh;
 }
+/**
+ * Small copies made before the first slab go to Node's own pool of Buffer.allocUnsafe, which Node
+ * has already marked untransferable: a program that reads a few byte values after a restore does
+ * not load node:worker_threads for the first one (2-3 ms, measured). Past this many, the slab.
+ */
+const COPIES_BEFORE_SLAB = 256;
+let copiesBeforeSlab = COPIES_BEFORE_SLAB;
+
 /** A copy of `length` bytes of `from` at `start`; small copies share a slab, as Buffer.allocUnsafe does. */
 export function copyOut(from: Uint8Array, start: number, length: number): Uint8Array {
   if (length === 0) return new Uint8Array(0);
   if (length > 4096) return from.slice(start, start + length);
   if (slabAt + length > slab.length) {
+    // Node pools only what is under half its pool size (which a program may set to 0).
+    if (copiesBeforeSlab > 0 && length < Buffer.poolSize >>> 1) {
+      copiesBeforeSlab--;
+      const pooled = Buffer.allocUnsafe(length);
+      const out = new Uint8Array(pooled.buffer, pooled.byteOffset, length);
+      out.set(from.subarray(start, start + length));
+      return out;
+    }
     slab = newSlab();
     slabAt = 0;
   }
