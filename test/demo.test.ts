@@ -7,7 +7,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -191,7 +191,23 @@ describe('pmpool demo', () => {
     }
   });
 
-  test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
+  test('the service refused its pool says why in one line, as the command does; a bug keeps its stack', () => {
+    const app = fileURLToPath(new URL('../src/cli/demo-app-main.js', import.meta.url));
+    const { dir, cleanup } = tempDir('pmpool-demo-refused-');
+    try {
+      // A pool the service cannot make (here: its directory does not exist; a full or read-only /dev/shm alike).
+      const refused = spawnSync(process.execPath, [app, `--pmpool=${join(dir, 'missing', 'pool')},1M`, `--report=${join(dir, 'report')}`, '--entries=10'], { encoding: 'utf8' });
+      assert.equal(refused.status, 1);
+      assert.equal(refused.stderr, `pmpool demo service: NOT_FOUND: ${join(dir, 'missing', 'pool')} does not exist\n`);
+      // Not a refusal of pmpool's: a bug of the service's, with its stack.
+      const bug = spawnSync(process.execPath, [app, `--pmpool=${join(dir, 'pool')},1M`], { encoding: 'utf8' });
+      assert.equal(bug.status, 1);
+      assert.match(bug.stderr, /demo-app needs --report=FILE[\s\S]*\n\s+at /);
+    } finally {
+      cleanup();
+    }
+  });
+    test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
     const run = startDemo('none:v1');
     try {
       const ended = await run.exit(60_000);

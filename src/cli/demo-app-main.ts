@@ -7,6 +7,14 @@
  *
  *   node demo-app-main.js --pmpool=PATH,SIZE --report=FILE --entries=N
  */
-import { demoApp } from './demo-app.js';
+import { demoApp, isPmpoolError } from './demo-app.js';
 
-process.exitCode = await demoApp(process.argv.slice(2));
+try {
+  process.exitCode = await demoApp(process.argv.slice(2));
+} catch (e) {
+  // pmpool's own refusals (no room or no permission for the pool, say) are said in one line, as the
+  // pmpool command says them; anything else is a bug, and goes up with its stack.
+  if (!isPmpoolError(e)) throw e;
+  process.stderr.write(`pmpool demo service: ${e.code}: ${e.message}\n`);
+  process.exitCode = 1;
+}

@@ -21,7 +21,12 @@ import { crc32c } from '../util/crc32c.js';
  * code cache, as in any program that imports 'pmpool', not this tree's modules one by one.
  */
 const PACKAGE = 'pmpool';
-const { kexec, LogRing, PersistentMap } = (await import(PACKAGE)) as typeof import('../index.js');
+const { kexec, LogRing, PersistentMap, PmpoolError } = (await import(PACKAGE)) as typeof import('../index.js');
+
+/** A refusal of pmpool's (a typed error: a pool that cannot be made where it was asked for), told apart from a bug. */
+export function isPmpoolError(e: unknown): e is InstanceType<typeof PmpoolError> {
+  return e instanceof PmpoolError;
+}
 
 const MAP = 'visits';
 const LOG = 'events';
