@@ -57,7 +57,7 @@ function human(bytes: number): string {
 export function createCommand(args: string[], out: Out): number {
   const { values, positionals } = parse(
     args,
-    { size: { type: 'string' }, 'page-size': { type: 'string' }, 'order-per-bit': { type: 'string' }, 'max-allocations': { type: 'string' }, json: { type: 'boolean' } },
+    { size: { type: 'string' }, 'page-size': { type: 'string' }, 'order-per-bit': { type: 'string' }, 'max-allocations': { type: 'string' }, preallocate: { type: 'boolean' }, json: { type: 'boolean' } },
     1,
   );
   const size = sizeOption(values.size, '--size');
@@ -67,6 +67,7 @@ export function createCommand(args: string[], out: Out): number {
     pageSize: sizeOption(values['page-size'], '--page-size'),
     orderPerBit: integer(values['order-per-bit'], '--order-per-bit'),
     maxAllocations: integer(values['max-allocations'], '--max-allocations'),
+    preallocate: values.preallocate === true,
   });
   try {
     const s = pool.stats();

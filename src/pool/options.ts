@@ -14,6 +14,14 @@ export interface PoolCreateOptions {
   maxAllocations?: number;
   /** File mode of a new pool file. Default 0600. */
   mode?: number;
+  /**
+   * Reserve the new file's blocks now (fallocate), so that every page of the pool has its memory
+   * or disk space from the start. A file system without room then refuses the create (RegionError
+   * IO, errno ENOSPC) instead of the kernel killing a program with SIGBUS at its first write to a
+   * page it cannot back. Default false: a sparse file, which costs only the pages touched (a 1 TiB
+   * pool on a machine of a few GiB). A path only: a Region handed in is the caller's to reserve.
+   */
+  preallocate?: boolean;
   lockTimeoutMs?: number;
 }
 

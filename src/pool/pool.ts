@@ -126,15 +126,17 @@ export class Pool {
       throw new PoolError('BAD_ARGUMENT', `size must be a number of bytes or a size text such as "64M", got ${describeValue(options.size)}`);
     }
     checkMode(options.mode);
+    const preallocate = checkPoolBoolean(options.preallocate, 'preallocate') === true;
     checkOpenOptions({ lockTimeoutMs: options.lockTimeoutMs });
     const size = typeof options.size === 'string' ? parseSize(options.size) : options.size;
     const pageSize = options.pageSize ?? 4096;
     const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
     if (typeof target !== 'string') {
+      if (preallocate) throw new PoolError('BAD_ARGUMENT', 'preallocate applies to the file Pool.create makes at a path; a Region handed in is reserved by its maker (FileRegion.create { preallocate })');
       if (target.size < size) throw new PoolError('BAD_ARGUMENT', `region of ${target.size} bytes is smaller than the pool's ${size}`);
       return Pool.format(target, geometry, false, { lockTimeoutMs: options.lockTimeoutMs }, true);
     }
-    const region = FileRegion.create(target, { size, mode: options.mode });
+    const region = FileRegion.create(target, { size, mode: options.mode, preallocate });
     try {
       return Pool.format(region, geometry, true, { lockTimeoutMs: options.lockTimeoutMs }, false);
     } catch (e) {
