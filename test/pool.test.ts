@@ -735,3 +735,35 @@ describe('preallocate: a pool whose pages all have their memory from the start',
     }
   });
 });
+
+describe('a region mapped read-only', () => {
+  test('Pool.open and Pool.create refuse it, typed, and the pool file is untouched (no SIGSEGV at the first lock)', () => {
+    const { path, cleanup } = shmPath('read-only');
+    try {
+      const pool = Pool.create(path, { size: 4 * 1024 * 1024 });
+      pool.alloc(3, { name: 'kept' });
+      pool.close();
+      const before = readFileSync(path);
+      // In a child: were the refusal missing, the first store to the read-only mapping would kill the process.
+      const r = runModule(
+        `import { Pool, FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const outcome = (fn) => { try { fn(); return 'no error'; } catch (e) { return e.name + ' ' + e.code + ': ' + e.message; } };
+         const region = FileRegion.open(${JSON.stringify(path)}, { readOnly: true });
+         const opened = outcome(() => Pool.open(region).stats());
+         const created = outcome(() => Pool.create(region, { size: region.size }).stats());
+         region.close();
+         const writable = Pool.open(${JSON.stringify(path)});
+         console.log(JSON.stringify({ opened, created, kept: writable.find('kept')?.count ?? null }));
+         writable.close();`,
+      );
+      assert.equal(r.status, 0, `the child died (${r.signal ?? r.status}): ${r.stderr}`);
+      const seen = JSON.parse(r.stdout) as { opened: string; created: string; kept: number | null };
+      assert.match(seen.opened, /^PoolError BAD_ARGUMENT: .* is mapped read-only/);
+      assert.match(seen.created, /^PoolError BAD_ARGUMENT: .* is mapped read-only/);
+      assert.equal(seen.kept, 3, 'the pool opens writable afterwards, its allocation there');
+      assert.deepEqual(readFileSync(path).subarray(0, 4096), before.subarray(0, 4096), 'the superblock page is as it was before the refusals');
+    } finally {
+      cleanup();
+    }
+  });
+});

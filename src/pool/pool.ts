@@ -132,6 +132,7 @@ export class Pool {
     const pageSize = options.pageSize ?? 4096;
     const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
     if (typeof target !== 'string') {
+      checkWritable(target);
       if (preallocate) throw new PoolError('BAD_ARGUMENT', 'preallocate applies to the file Pool.create makes at a path; a Region handed in is reserved by its maker (FileRegion.create { preallocate })');
       if (target.size < size) throw new PoolError('BAD_ARGUMENT', `region of ${target.size} bytes is smaller than the pool's ${size}`);
       return Pool.format(target, geometry, false, { lockTimeoutMs: options.lockTimeoutMs }, true);
@@ -204,6 +205,7 @@ export class Pool {
   }
 
   private static attach(region: Region, ownsRegion: boolean, options: PoolOpenOptions): Pool {
+    checkWritable(region);
     if (region.size < AREA_ALIGN) throw new PoolError('NOT_A_POOL', `${describe(region)} is too small to hold a pool`);
     const probe = region.map(0, AREA_ALIGN);
     const page0 = probe.bytes().slice(0, AREA_ALIGN);
@@ -952,5 +954,16 @@ function metadataWindowBytes(g: Geometry): number {
 
 function describe(region: Region): string {
   return region.path ?? `${region.kind} region`;
+}
+
+/**
+ * A pool writes to its region from its first operation on (the lock, recovery, even stats()): on a
+ * region mapped read-only each of those stores would be a SIGSEGV, which kills the process. Refused
+ * at the open instead, typed.
+ */
+function checkWritable(region: Region): void {
+  if (region.readOnly === true) {
+    throw new PoolError('BAD_ARGUMENT', `${describe(region)} is mapped read-only; a pool writes to its region at every operation (its lock, its recovery): open the region writable`);
+  }
 }
 

@@ -76,6 +76,8 @@ export interface Region {
   readonly pageSize: number;
   /** True when the bytes survive a reboot (a file on disk, a DAX device). */
   readonly durable: boolean;
+  /** True when the region is mapped read-only (a store to it is a SIGSEGV): no pool can live on it. */
+  readonly readOnly?: boolean;
   readonly closed: boolean;
   /** Maps `[offset, offset + length)`. Windows are at most MAX_WINDOW_BYTES long. */
   map(offset: number, length: number): RegionWindow;
