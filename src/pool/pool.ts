@@ -966,4 +966,3 @@ function checkWritable(region: Region): void {
     throw new PoolError('BAD_ARGUMENT', `${describe(region)} is mapped read-only; a pool writes to its region at every operation (its lock, its recovery): open the region writable`);
   }
 }
-
