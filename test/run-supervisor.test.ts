@@ -75,3 +75,40 @@ test('pmpool run: stopped by SIGTERM or SIGINT, it exits with the status the sig
     }
   }
 });
+
+test('pmpool run: a program with no SIGHUP handler dies of an upgrade, and is started again at once, never given up on', async () => {
+  const { path, cleanup } = shmPath('run-no-hup');
+  // Prints a line when it is up, then waits; SIGHUP's default action ends it.
+  const program = "process.stdout.write('up ' + process.pid + '\\n'); setInterval(() => {}, 1000);";
+  const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--pool', `${path}:4M`, '--', process.execPath, '-e', program, '--'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  supervisor.stdout.on('data', (d) => (stdout += d));
+  supervisor.stderr.on('data', (d) => (stderr += d));
+  const ups = () => [...stdout.matchAll(/^up (\d+)$/gm)].map((m) => Number(m[1]));
+  const waitFor = async (n: number) => {
+    for (let i = 0; i < 600 && ups().length < n; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(ups().length, n, `expected ${n} starts; stdout:\n${stdout}\nstderr:\n${stderr}`);
+  };
+  try {
+    await waitFor(1);
+    // More upgrades than the crashes it tolerates in a minute (5): each one a cold start, none a failure.
+    for (let n = 2; n <= 8; n++) {
+      supervisor.kill('SIGHUP');
+      await waitFor(n);
+    }
+    assert.equal(new Set(ups()).size, 8, 'each upgrade started a new process');
+    assert.equal(stderr.match(/ended on the upgrade signal \(it has no SIGHUP handler\); starting .* again, cold/g)?.length, 7, stderr);
+    assert.doesNotMatch(stderr, /giving up|restarting/);
+    // A crash is still a crash.
+    process.kill(ups()[7]!, 'SIGKILL');
+    await waitFor(9);
+    assert.match(stderr, /ended \(SIGKILL\); restarting/);
+    supervisor.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => supervisor.on('exit', (c) => resolve(c)));
+    assert.equal(code, 143, 'stopped by SIGTERM: 128 + 15');
+  } finally {
+    if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
+    cleanup();
+  }
+});

@@ -5,7 +5,10 @@
  *  - the program gets `--pmpool=PATH,SIZE` (the pool is created on first run);
  *  - SIGHUP is a live upgrade: it is forwarded, and the program (with
  *    kexec.upgradeOnSignal) hands over and execs its new version in place —
- *    same PID, so the supervisor keeps watching the same process;
+ *    same PID, so the supervisor keeps watching the same process; a program
+ *    without a SIGHUP handler dies of it, and is started again at once (a
+ *    cold upgrade, not a crash: no back-off, and it does not count towards
+ *    giving up);
  *  - a crash (a signal, or a non-zero exit) restarts the program after a
  *    short back-off: the next Pool.open repairs whatever it was doing;
  *  - SIGINT/SIGTERM are forwarded, and the supervisor exits with the program's
@@ -27,6 +30,8 @@ function signalStatus(signal: NodeJS.Signals): number {
 }
 
 const RESTART_WINDOW_MS = 60_000;
+/** A death by SIGHUP this soon after the supervisor forwarded one is the program's answer to the upgrade. */
+const UPGRADE_ANSWER_MS = 10_000;
 
 export function parseRunArgs(args: string[]): { pool?: { path: string; size: number }; command: string[] } {
   const dashdash = args.indexOf('--');
@@ -76,9 +81,12 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
     let stopping = false;
     /** Set while a restart waits out its back-off: no child is running then. */
     let restartTimer: NodeJS.Timeout | undefined;
+    /** When a SIGHUP was last forwarded to the running program (0: none to it). */
+    let upgradeAskedAt = 0;
     let child = start();
     function start() {
       const c = spawn(command[0]!, argv, { stdio: 'inherit' });
+      upgradeAskedAt = 0;
       // No pid: the program could not be started (the 'error' below says why).
       if (c.pid !== undefined) out(`pmpool run: started ${command[0]} as pid ${c.pid}`);
       c.on('error', (e) => {
@@ -95,6 +103,12 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
           return;
         }
         const now = Date.now();
+        if (signal === 'SIGHUP' && upgradeAskedAt !== 0 && now - upgradeAskedAt < UPGRADE_ANSWER_MS) {
+          // The program has no SIGHUP handler: the upgrade it was asked for is a cold start of the code on disk.
+          err(`pmpool run: pid ${c.pid} ended on the upgrade signal (it has no SIGHUP handler); starting ${command[0]} again, cold — the pool recovers on open`);
+          child = start();
+          return;
+        }
         restarts.push(now);
         while (restarts.length && now - restarts[0]! > RESTART_WINDOW_MS) restarts.shift();
         if (restarts.length > MAX_RESTARTS) {
@@ -123,6 +137,7 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
         return;
       }
       if (signal !== 'SIGHUP') stopping = true;
+      else upgradeAskedAt = Date.now();
       child.kill(signal);
     };
     const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGHUP', 'SIGINT', 'SIGTERM'] as const).map((s) => [s, forward(s)]);
