@@ -57,6 +57,10 @@ export function decodeLabel(bytes: Uint8Array): string {
   decoder ??= new TextDecoder('utf-8', { fatal: false });
   return decoder.decode(bytes);
 }
+/** encodeLabel's inverse: no bytes is no label (an allocation without a name or an owner). */
+export function optionalLabel(bytes: Uint8Array): string | undefined {
+  return bytes.length === 0 ? undefined : decodeLabel(bytes);
+}
 
 export class Directory {
   constructor(
@@ -136,12 +140,10 @@ export class Directory {
     return this.w.bytes.subarray(at + NAME, at + NAME + Math.min(this.w.bytes[at + LENGTHS + 1]!, MAX_NAME_BYTES));
   }
   owner(slot: number): string | undefined {
-    const b = this.ownerBytes(slot);
-    return b.length === 0 ? undefined : decodeLabel(b);
+    return optionalLabel(this.ownerBytes(slot));
   }
   name(slot: number): string | undefined {
-    const b = this.nameBytes(slot);
-    return b.length === 0 ? undefined : decodeLabel(b);
+    return optionalLabel(this.nameBytes(slot));
   }
 
   /** Writes a whole record, uncommitted (state stays 0). The caller commits it after a barrier. */

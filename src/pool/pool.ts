@@ -22,7 +22,7 @@ import { BitmapAllocator, BitmapStateError } from '../alloc/index.js';
 import { FileRegion, RegionError, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
 import { checkParts } from './check.js';
 import { intentName, IntentOp, newRunId, peekIntentOp } from './control.js';
-import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel } from './directory.js';
+import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel, optionalLabel } from './directory.js';
 import { PoolError } from './errors.js';
 import {
   ABI_MAJOR,
@@ -303,7 +303,7 @@ export class Pool {
     }
     // Built after the unlock: the lock is held for the metadata alone.
     const pageCount = (count <= p.unitPages ? 1 : unitsOf(g, count)) * p.unitPages;
-    return new Allocation(this, pfn, pageCount, name.length > 0 ? decodeLabel(name) : undefined, owner.length > 0 ? decodeLabel(owner) : undefined, false);
+    return new Allocation(this, pfn, pageCount, optionalLabel(name), optionalLabel(owner), false);
   }
 
   /**
@@ -474,9 +474,7 @@ export class Pool {
     // the labels and making the Allocations wait for the unlock, not every other process.
     const records = this.withLock(() => liveRecords(p));
     records.sort((a, b) => a.seq - b.seq);
-    return records.map(
-      (r) => new Allocation(this, r.pfn, r.pageCount, r.name.length > 0 ? decodeLabel(r.name) : undefined, r.owner.length > 0 ? decodeLabel(r.owner) : undefined, r.subpool),
-    );
+    return records.map((r) => new Allocation(this, r.pfn, r.pageCount, optionalLabel(r.name), optionalLabel(r.owner), r.subpool));
   }
 
   /* ---------------- sub-pools ---------------- */
