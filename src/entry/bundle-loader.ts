@@ -189,6 +189,7 @@ function loadWithCache(bundlePath: string, explicitCache: string | undefined): L
   const bundleFile = native.loadFile(bundlePath);
   // A program started without options, the usual case, splits no words.
   const options = process.execArgv.length === 0 && !process.env.NODE_OPTIONS ? NO_OPTIONS : nodeOptionsOf();
+  const defaultCache = cachePathOf(bundlePath);
   let cachePath = explicitCache ?? cachePathOf(bundlePath, options);
   let cacheFile: ArrayBuffer | undefined;
   let script: Vm.Script;
@@ -199,7 +200,7 @@ function loadWithCache(bundlePath: string, explicitCache: string | undefined): L
     let read = readCacheFile(cachePath);
     if (read === undefined && explicitCache === undefined && options.length > 0) {
       // None recorded under these options: the default one, which V8 takes if they set no V8 flag.
-      cachePath = cachePathOf(bundlePath);
+      cachePath = defaultCache;
       read = readCacheFile(cachePath);
     }
     if (read instanceof ArrayBuffer) {
@@ -215,7 +216,7 @@ function loadWithCache(bundlePath: string, explicitCache: string | undefined): L
     // the file's own.
     const wrapped = `(function (exports, require, module, __filename, __dirname) {${bytes.toString('latin1')}\n})`;
     script = new Script(wrapped, { filename: bundlePath, cachedData });
-    if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = v8Refusal(options, cachePath === cachePathOf(bundlePath));
+    if (cachedData !== undefined && script.cachedDataRejected) cacheProblem = v8Refusal(options, cachePath === defaultCache);
   } finally {
     releaseFile(bundleFile);
     if (cacheFile !== undefined) releaseFile(cacheFile);
