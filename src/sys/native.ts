@@ -139,6 +139,11 @@ function addonFiles(root: string): string[] {
   return [join(root, 'build', 'Release', 'pmpool.node'), join(root, 'build', 'Debug', 'pmpool.node')];
 }
 
+/** How an addon for this machine is built, as the two refusals below say it. */
+function howToBuild(root: string): string {
+  return `\`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); it needs python3, make and a C compiler.`;
+}
+
 /** The addon; throws, saying how to build it, when it is not built. */
 function loadNative(): NativeAddon {
   const registered = loaded.size > 0 ? alreadyLoaded() : undefined;
@@ -149,8 +154,7 @@ function loadNative(): NativeAddon {
   if (!found) {
     throw new NativeAddonError(
       `pmpool: the native addon is not built (looked for ${candidates.join(', ')}). ` +
-        `Build it with \`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); ` +
-        'it needs python3, make and a C compiler.',
+        `Build it with ${howToBuild(root)}`,
     );
   }
   let addon = loaded.get(found);
@@ -164,9 +168,7 @@ function loadNative(): NativeAddon {
       // "wrong ELF class", a missing libc symbol): a build for another machine, copied with
       // node_modules, or a damaged one. Say whose addon it is and how to make a good one.
       throw new NativeAddonError(
-        `pmpool: the native addon ${found} cannot be loaded (${(e as Error).message}). ` +
-          `Rebuild it on this machine with \`npm rebuild pmpool\` (or \`npx node-gyp rebuild\` in ${root}); ` +
-          'it needs python3, make and a C compiler.',
+        `pmpool: the native addon ${found} cannot be loaded (${(e as Error).message}). Rebuild it on this machine with ${howToBuild(root)}`,
         { cause: e },
       );
     }
