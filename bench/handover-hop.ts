@@ -37,7 +37,8 @@ export async function finishHop(kexec: typeof Kexec, incoming: Handover | null, 
     const args = [...process.execArgv, self, ...process.argv.slice(2).filter((a) => !a.startsWith('--pmpool-fdt='))];
     process.env.PMPOOL_BENCH_EXEC_AT = String(now()); // the program stops serving here: closing its clients counts
     marks.beforeExec?.();
-    await kexec.exec(process.execPath, args, { env: process.env });
+    const teardown = arg('teardown') as 'inline' | 'background' | undefined;
+    await kexec.exec(process.execPath, args, { env: process.env, ...(teardown && { teardown }) });
   }
   pool.close();
 }

@@ -25,6 +25,11 @@
  * module read, and Node 20's resolution of an exports map, which loads and
  * runs its ESM resolver).
  *
+ * The CommonJS chain is run once more with exec()'s teardown 'inline': the
+ * old image freed inside execve, before the next program runs, as any
+ * execve does; by default a keeper process frees it meanwhile (exec.ts,
+ * native/pmpool.c). The difference is what the keeper takes off the downtime.
+ *
  * And a CommonJS program started with a V8 flag (--max-old-space-size), as
  * servers often are: V8 refuses the code cache recorded at install under
  * other flags. Once with only that cache, once with one recorded under its
@@ -110,12 +115,12 @@ interface Downtime {
 }
 
 /** One chain of `hops` hops of the program: one row of times (Downtime's fields, in order) per hop. */
-function hopRows(app: AppKind, size: string, hops: number, clients = 0, nodeOptions: readonly string[] = []): number[][] {
+function hopRows(app: AppKind, size: string, hops: number, clients = 0, nodeOptions: readonly string[] = [], teardown?: string): number[][] {
   const dir = mkdtempSync(join(tmpdir(), 'pmpool-bench-'));
   const pool = `/dev/shm/pmpool-bench-handover-${process.pid}-${app}-${size}`;
   try {
     const out = join(dir, 'times');
-    const args = [...nodeOptions, APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`, ...(clients > 0 ? [`--clients=${clients}`] : [])];
+    const args = [...nodeOptions, APPS[app], `--pmpool=${pool},${size}`, `--out=${out}`, `--hops=${hops}`, ...(clients > 0 ? [`--clients=${clients}`] : []), ...(teardown ? [`--teardown=${teardown}`] : [])];
     const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`handover app (${app}) failed: ${r.stderr}`);
     const rows = readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
@@ -148,6 +153,8 @@ export async function benchHandover(): Promise<Record<string, number>> {
     { key: 'esm64G', app: 'esm', size: '64G', clients: 0 },
     { key: 'cjs1G', app: 'cjs', size: '1G', clients: 0 },
     { key: 'cjs64G', app: 'cjs', size: '64G', clients: 0 },
+    // exec() with the old image freed inside execve, as without the keeper: what the keeper saves.
+    { key: 'cjs1GInline', app: 'cjs', size: '1G', clients: 0, teardown: 'inline' },
     { key: 'clients', app: 'cjs', size: '1G', clients: CLIENT_ENTRIES },
     { key: 'flagsKeyed', app: 'cjs', size: '1G', clients: 0, options: [FLAG] },
     { key: 'flagsDefault', app: 'cjs', size: '1G', clients: 0, options: [FLAG_UNRECORDED] },
@@ -182,7 +189,7 @@ export async function benchHandover(): Promise<Record<string, number>> {
       roundBare.push(bareHere.map((b) => b.main));
       roundBareFlags.push(bareFlagsHere.map((b) => b.main));
       for (const c of chains) {
-        const hops = hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients, 'options' in c ? c.options : []);
+        const hops = hopRows(c.app, c.size, HOPS_PER_ROUND, c.clients, 'options' in c ? c.options : [], 'teardown' in c ? c.teardown : undefined);
         rows[c.key]!.push(...hops);
         roundRows[c.key]!.push(hops);
       }
@@ -216,6 +223,13 @@ export async function benchHandover(): Promise<Record<string, number>> {
       });
       r[`${app}_target_met`] = Number(Math.max(r[`${app}_overhead1GiBMs`]!, r[`${app}_overhead64GiBMs`]!) <= TARGET_MS && Math.abs(r[`${app}_ratio64to1`]! - 1) <= 0.1);
     }
+    // The old image freed inside execve (teardown 'inline'), against the keeper's default.
+    const inline = downtimeOf(rows.cjs1GInline!, false);
+    Object.assign(r, {
+      cjs_inline_handover1GiBMs: inline.restored,
+      cjs_inline_execToStartMs: inline.start,
+      cjs_inline_overhead1GiBMs: overOf('cjs1GInline'),
+    });
     // A program that keeps its state in clients: downtime until its map (100,000 entries) and ring are open again.
     const withClients = downtimeOf(rows.clients!, true);
     Object.assign(r, {
@@ -273,6 +287,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     console.log(`  where it goes (1 GiB): exec() → new process ${f(k('execToStartMs'))} ms, Node's start ${f(k('nodeBootstrapMs'))} ms, loading pmpool ${f(k('importMs'))} ms, incoming + restore ${f(k('incomingAndRestore1GiBMs'))} ms (64 GiB: ${f(k('incomingAndRestore64GiBMs'))} ms)`);
     console.log(`  target (within ${TARGET_MS} ms of bare node, 64 GiB within 10% of 1 GiB): ${k('target_met') ? 'MET' : 'MISSED'}`);
   }
+  console.log(`CommonJS program, exec() with teardown 'inline' (the old image freed inside execve, before the next program runs; 1 GiB pool):`);
+  console.log(`  exec() → Pool.restore done      ${f(r.cjs_inline_handover1GiBMs)} ms  (${signed(r.cjs_inline_overhead1GiBMs)} ms over bare node; exec() → new process ${f(r.cjs_inline_execToStartMs)} ms, against ${f(r.cjs_execToStartMs)} ms with the keeper)`);
   console.log(`CommonJS program that reopens a PersistentMap (${CLIENT_ENTRIES.toLocaleString('en')} entries) and a LogRing after the restore (1 GiB pool):`);
   console.log(`  exec() → Pool.restore done      ${f(r.cjs_clients_restoredMs)} ms`);
   console.log(`  exec() → map and ring open      ${f(r.cjs_clients_openedMs)} ms  (+${f(r.cjs_clients_reopenMs)} ms to reopen them; ${signed(r.cjs_clients_openedOverheadMs)} ms over bare node)`);

@@ -12,6 +12,6 @@ export type { PoolCreateOptions, PoolOpenOptions, AllocOptions, ReleaseOptions, 
 export { Fdt, FdtError, FDT_ERR_NUMBERS, fdtStrerror, checkFdt, checkFdtHeader, fdtRwProbe } from './fdt/index.js';
 export type { FdtErrorCode, FdtHeader, FdtCheckResult, MemReservation, FdtValue, FdtWriteOptions, FdtLintFinding, FdtRegEntry } from './fdt/index.js';
 export { kexec, HandoverError, DEFAULT_POOL_NAME, ROOT_COMPATIBLE, POOL_COMPATIBLE } from './kexec/index.js';
-export type { Handover, HandoverCallback, HandoverErrorCode, ReplaceOptions, SpawnOptions, SpawnResult, PreparedHandover } from './kexec/index.js';
+export type { ExecOptions, Handover, HandoverCallback, HandoverErrorCode, ReplaceOptions, SpawnOptions, Teardown, SpawnResult, PreparedHandover } from './kexec/index.js';
 export { PersistentMap, LogRing, ClientError, MAX_KEY_BYTES, MAX_VALUE_BYTES, MAP_COMPATIBLE } from './clients/index.js';
 export type { MapKey, MapValue, PersistentMapOptions, PersistentMapStats, MapCheckReport, LogRingOptions, LogRecord, LogRingStats, ClientErrorCode, MapHandoverInfo } from './clients/index.js';

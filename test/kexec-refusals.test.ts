@@ -525,6 +525,7 @@ describe('options that are not an object, or fields of the wrong type', () => {
         [(o) => registry.prepare(o), { from: 42 }],
         [(o) => registry.onHandover('client', () => undefined, o), { onAbort: 'log it' }],
         [(o) => kexec.upgradeOnSignal('SIGUSR2', o), { passFlag: 'no' }],
+        [(o) => kexec.upgradeOnSignal('SIGUSR2', o), { teardown: 'later' }],
       ];
       for (const [call, options] of fields) expectHandoverError(() => call(options as never), 'BAD_ARGUMENT');
       // A callback's name is what its CALLBACK_FAILED message calls it.
@@ -536,6 +537,10 @@ describe('options that are not an object, or fields of the wrong type', () => {
       for (const options of asyncFields) {
         await assert.rejects(execInPlace(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
         await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
+      }
+      // exec() alone tears an image down: a teardown that is neither way is refused before anything is prepared.
+      for (const teardown of ['later', 'Background', true, null, 0]) {
+        await assert.rejects(execInPlace(registry, '/bin/true', [], { teardown } as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT' && e.message === `teardown must be "background" or "inline", got ${shown(teardown)}`);
       }
       for (const options of [{ readyTimeoutMs: Number.NaN }, { readyTimeoutMs: -1 }, { readyTimeoutMs: '10s' }, { stdio: 'inherited' }, { stdio: ['pipe'] }]) {
         await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');

@@ -4,7 +4,7 @@
  */
 import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkOptions, checkStringOption, describeValue } from '../util/options.js';
 import { HandoverError } from './errors.js';
-import type { ReplaceOptions, SpawnOptions } from './exec.js';
+import type { ExecOptions, ReplaceOptions, SpawnOptions } from './exec.js';
 import type { AbortHook } from './handover.js';
 
 const badArgument = (message: string): HandoverError => new HandoverError('BAD_ARGUMENT', message);
@@ -38,6 +38,16 @@ export function checkReplaceOptions(value: ReplaceOptions | undefined, what: str
   const blobDir = checkStringOption(options.blobDir, 'blobDir', badArgument);
   if (blobDir === '') throw badArgument('blobDir must be a directory, got ""');
   checkBooleanOption(options.passFlag, 'passFlag', badArgument);
+  return options;
+}
+
+const TEARDOWN = ['background', 'inline'];
+
+export function checkExecOptions(value: ExecOptions | undefined, what: string): ExecOptions {
+  const options = checkReplaceOptions(value, what) as ExecOptions;
+  if (options.teardown !== undefined && !TEARDOWN.includes(options.teardown)) {
+    throw badArgument(`teardown must be "background" or "inline", got ${describeValue(options.teardown)}`);
+  }
   return options;
 }
 

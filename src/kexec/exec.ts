@@ -8,7 +8,7 @@ import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
 import { ownTid } from '../sys/proc.js';
-import { checkReplaceOptions, checkSpawnOptions } from './arguments.js';
+import { checkExecOptions, checkSpawnOptions } from './arguments.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
 import { FDT_ENV, type HandoverRegistry } from './handover.js';
@@ -24,6 +24,21 @@ export interface ReplaceOptions {
   from?: string;
   /** Append --pmpool-fdt=PATH to the arguments (default true; PMPOOL_FDT is always set). */
   passFlag?: boolean;
+}
+
+/**
+ * How exec() leaves this program's image. 'background' (the default): a
+ * process of pmpool's, sharing the image, frees it while the next program
+ * starts (native/pmpool.c, the keeper) — execve frees a Node program's tens
+ * of megabytes page by page before the next program runs, most of the old
+ * side's share of the downtime. 'inline': execve frees it first, as any
+ * execve does, and the old and new images are never both in memory.
+ */
+export type Teardown = 'background' | 'inline';
+
+export interface ExecOptions extends ReplaceOptions {
+  /** Default 'background'. Without a keeper (pid 1, a subreaper, an old kernel) it is 'inline'. */
+  teardown?: Teardown;
 }
 
 export interface SpawnOptions extends ReplaceOptions {
@@ -188,9 +203,10 @@ function checkArgs(file: unknown, args: unknown): asserts args is string[] {
 }
 
 /** Hands over and replaces this process image with `file` (same PID). Returns only by throwing. */
-export async function execInPlace(registry: HandoverRegistry, file: string, args: string[] = [], options: ReplaceOptions = {}): Promise<never> {
+export async function execInPlace(registry: HandoverRegistry, file: string, args: string[] = [], options: ExecOptions = {}): Promise<never> {
   checkArgs(file, args);
-  options = checkReplaceOptions(options, 'exec options');
+  options = checkExecOptions(options, 'exec options');
+  const background = options.teardown !== 'inline';
   const prepared = registry.prepare({ from: options.from });
   let blob: string | undefined;
   // A program that exits while exec() waits for its output (process.exit in a SIGTERM handler, an
@@ -215,9 +231,9 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
       // writes through to on the main thread (a worker's process.env is a copy of its own, and an
       // object the program assigned to process.env is no view of environ at all). Passing
       // { env: process.env } asks for the same.
-      native.execve(file, argv, null, [`${FDT_ENV}=${blob}`]);
+      native.execve(file, argv, null, [`${FDT_ENV}=${blob}`], background);
     } else {
-      native.execve(file, argv, envStrings(handoverEnv(blob, options)), []);
+      native.execve(file, argv, envStrings(handoverEnv(blob, options)), [], background);
     }
     throw new HandoverError('EXEC_FAILED', `execve of ${file} returned without replacing the program`);
   } catch (e) {

@@ -3,9 +3,9 @@
  * program through an FDT blob. `kexec` is the front door (DESIGN.md §6).
  */
 import type { Pool } from '../pool/index.js';
-import { checkReplaceOptions } from './arguments.js';
+import { checkExecOptions } from './arguments.js';
 import { DEFAULT_POOL_NAME } from './binding.js';
-import { execInPlace, reportReady, spawnNext, type ReplaceOptions, type SpawnOptions, type SpawnResult } from './exec.js';
+import { execInPlace, reportReady, spawnNext, type ExecOptions, type ReplaceOptions, type SpawnOptions, type SpawnResult, type Teardown } from './exec.js';
 import { HandoverRegistry, type AbortHook, type Handover, type HandoverCallback, type PreparedHandover } from './handover.js';
 import { installRestoreHook, parsePoolFlag, poolFromCommandLine, restoreAll } from './restore.js';
 
@@ -21,7 +21,7 @@ export const kexec = {
   /** Makes a pool part of the handover as /pools/<name> (default "default_pmpool"). */
   addPool: (pool: Pool, name: string = DEFAULT_POOL_NAME): (() => void) => registry.addPool(pool, name),
   /** Replaces this program in place (same PID). */
-  exec: (file: string, args?: string[], options?: ReplaceOptions): Promise<never> => execInPlace(registry, file, args, options),
+  exec: (file: string, args?: string[], options?: ExecOptions): Promise<never> => execInPlace(registry, file, args, options),
   /** Starts the next program as a new process; resolves when it reports ready. */
   spawn: (file: string, args?: string[], options?: SpawnOptions): Promise<SpawnResult> => spawnNext(registry, file, args, options),
   /** In the new program: tells a spawn()ing predecessor that this one is up. */
@@ -38,9 +38,9 @@ export const kexec = {
    * it): hand over and exec this program's entry script again, in place —
    * the new code on disk is the new version.
    */
-  upgradeOnSignal: (signal: NodeJS.Signals = 'SIGHUP', options?: ReplaceOptions): (() => void) => {
+  upgradeOnSignal: (signal: NodeJS.Signals = 'SIGHUP', options?: ExecOptions): (() => void) => {
     // Checked now: at the signal, a bad option could only be reported on stderr.
-    options = checkReplaceOptions(options, 'upgradeOnSignal options');
+    options = checkExecOptions(options, 'upgradeOnSignal options');
     const handler = () => {
       const programArgs = process.argv.slice(1).filter((a) => !a.startsWith('--pmpool-fdt='));
       // A program given by -e or -p has no script among its arguments: without `--` the next Node
@@ -58,7 +58,7 @@ export const kexec = {
 
 export { HandoverError } from './errors.js';
 export type { HandoverErrorCode } from './errors.js';
-export type { Handover, HandoverCallback, AbortHook, PreparedHandover, ReplaceOptions, SpawnOptions, SpawnResult };
+export type { Handover, HandoverCallback, AbortHook, PreparedHandover, ExecOptions, ReplaceOptions, SpawnOptions, SpawnResult, Teardown };
 export { ROOT_COMPATIBLE, POOL_COMPATIBLE, DEFAULT_POOL_NAME, readPoolNode, writePoolNode } from './binding.js';
 export type { PoolNode } from './binding.js';
 export { readBlob, writeBlob, MAX_BLOB_BYTES } from './blob.js';

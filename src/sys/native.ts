@@ -73,8 +73,11 @@ export interface NativeAddon {
   msync(buffer: ArrayBuffer, offset: number, length: number, synchronous: boolean): void;
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
   mappings(): { count: number; bytes: number };
-  /** envp null: this process's environment (environ) with each "NAME=value" of `set` put in. */
-  execve(file: string, argv: string[], envp: string[] | null, set: string[]): never;
+  /**
+   * envp null: this process's environment (environ) with each "NAME=value" of `set` put in.
+   * background: the old image is freed by a keeper process while the next program starts.
+   */
+  execve(file: string, argv: string[], envp: string[] | null, set: string[], background: boolean): never;
   /** The code cache's checksum (src/entry/checksum.ts), as 16 hex digits. */
   checksum64(bytes: Uint8Array): string;
 }

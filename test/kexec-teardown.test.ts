@@ -1,0 +1,145 @@
+/**
+ * exec()'s teardown of the old image (native/pmpool.c, the keeper): by
+ * default a process that shares the old image frees it while the next
+ * program starts. What must hold whichever way it goes: nothing of the old
+ * program outlives the exec — no descriptor (a flock, a pipe), no child the
+ * next program would have to reap, no process once the image is freed — and
+ * a failed exec leaves the program as it was.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
+
+/** Pids of the processes whose command line holds `token` (a zombie has none: its image is gone). */
+function processesWith(token: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'latin1').includes(token)) found.push(Number(entry));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return found;
+}
+
+/** Waits, polling, until no process holds `token` in its command line; returns those left at the deadline. */
+async function untilNoneWith(token: string, deadlineMs = 10_000): Promise<number[]> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    const left = processesWith(token);
+    if (left.length === 0 || Date.now() > end) return left;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
+ * A program that takes a pool from its command line, holds `lockFile` under an exclusive flock
+ * (a FileRegion opened { exclusive: true }, its descriptor close-on-exec), and execs `next`.
+ */
+function execHoldingLock(lockFile: string, next: string[], teardown: string, blobDir: string, token: string) {
+  const { path, cleanup } = shmPath('teardown');
+  try {
+    return runModule(
+      `import { kexec, FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+       kexec.poolFromCommandLine();
+       FileRegion.open(${JSON.stringify(lockFile)}, { exclusive: true });
+       await kexec.exec(${JSON.stringify(next[0])}, ${JSON.stringify(next.slice(1))}, { teardown: ${JSON.stringify(teardown)}, blobDir: ${JSON.stringify(blobDir)}, passFlag: false });`,
+      ['--', `--pmpool=${path},1M`, token],
+    );
+  } finally {
+    cleanup();
+  }
+}
+
+describe('exec(): the old image torn down', () => {
+  test('the next program takes at once an exclusive flock the old one held: no copy of a descriptor outlives the exec', () => {
+    const tmp = tempDir();
+    try {
+      const lockFile = join(tmp.dir, 'locked');
+      writeFileSync(lockFile, Buffer.alloc(4096));
+      // flock(1) starts in about a millisecond, well before a Node image is freed: a keeper that still
+      // held its copy of the region's descriptor would hold the lock with it (-E: exit 75 on conflict).
+      for (const teardown of ['background', 'inline', 'background', 'background', 'background']) {
+        const token = `pmpool-teardown-lock-${process.pid}-${Math.random().toString(36).slice(2)}`;
+        const r = execHoldingLock(lockFile, ['/usr/bin/flock', '-n', '-x', '-E', '75', lockFile, '-c', 'echo locked'], teardown, tmp.dir, token);
+        assert.equal(r.status, 0, `${teardown}: flock exited ${r.status}: ${r.stderr}`);
+        assert.equal(r.stdout, 'locked\n');
+      }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  test('the next program has no child it must reap, and the process that freed the old image is gone', async () => {
+    const tmp = tempDir();
+    try {
+      for (const teardown of ['background', 'inline']) {
+        const token = `pmpool-teardown-children-${process.pid}-${Math.random().toString(36).slice(2)}`;
+        // The next program looks once the old image has had time to go: a keeper made its child would be
+        // there for good (alive, or a zombie nobody reaps).
+        const next = `setTimeout(() => process.stdout.write(JSON.stringify(require('node:fs').readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').trim())), 300)`;
+        const lockFile = join(tmp.dir, `lock-${teardown}`);
+        writeFileSync(lockFile, Buffer.alloc(4096));
+        const r = execHoldingLock(lockFile, [process.execPath, '-e', next], teardown, tmp.dir, token);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(JSON.parse(r.stdout), '', `${teardown}: the next program has children`);
+        // The keeper's command line is the old program's (it runs on the old image), token and all.
+        assert.deepEqual(await untilNoneWith(token), [], `${teardown}: a process of the old image is left`);
+      }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  test('as pid 1 of a pid namespace, where orphans come back to it, exec() makes no keeper and leaves no child', { skip: process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare') ? 'needs root and unshare(1)' : false }, () => {
+    const { path, cleanup } = shmPath('teardown-pid1');
+    const tmp = tempDir();
+    try {
+      const next = `setTimeout(() => process.stdout.write(JSON.stringify({ pid: process.pid, children: require('node:fs').readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').trim() })), 300)`;
+      const program = `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        kexec.poolFromCommandLine();
+        await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false, blobDir: ${JSON.stringify(tmp.dir)} });`;
+      const r = spawnSync('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '--input-type=module', '-e', program, '--', `--pmpool=${path},1M`], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), { pid: 1, children: '' });
+    } finally {
+      cleanup();
+      tmp.cleanup();
+    }
+  });
+
+  test('failed execs with a keeper each time leave no descriptor, process or quiesced pool behind', async () => {
+    const token = `pmpool-teardown-failed-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const { path, cleanup } = shmPath('teardown-failed');
+    try {
+      const r = runModule(
+        `import { readdirSync } from 'node:fs';
+         import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = kexec.poolFromCommandLine();
+         const fds = () => readdirSync('/proc/self/fd').length;
+         const before = fds();
+         let refused = 0;
+         for (let i = 0; i < 20; i++) {
+           await kexec.exec('/nonexistent/pmpool-teardown-test', []).catch((e) => { if (e.code === 'EXEC_FAILED') refused++; else throw e; });
+         }
+         const a = pool.alloc(1);
+         pool.release(a.pfn, a.count);
+         const after = fds(); // before process.stdout is first read: on a pipe, making the stream opens descriptors of Node's own
+         process.stdout.write(JSON.stringify({ refused, fdsBefore: before, fdsAfter: after }));`,
+        ['--', `--pmpool=${path},1M`, token],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const seen = JSON.parse(r.stdout) as { refused: number; fdsBefore: number; fdsAfter: number };
+      assert.equal(seen.refused, 20);
+      assert.equal(seen.fdsAfter, seen.fdsBefore, 'a descriptor (the keeper\'s pipe) was left open');
+      assert.deepEqual(await untilNoneWith(token), [], 'a keeper outlived its failed exec');
+    } finally {
+      cleanup();
+    }
+  });
+});
