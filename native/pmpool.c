@@ -26,6 +26,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
@@ -1003,9 +1004,10 @@ static int keeper_main(void *arg) {
   /* close_range (Linux 5.9): on an older kernel there is no keeper. */
   long closed = k->read_fd > 0 ? raw_syscall3(SYS_close_range, 0, k->read_fd - 1, 0) : 0;
   if (closed == 0) closed = raw_syscall3(SYS_close_range, (long)k->read_fd + 1, (long)~0U, 0);
-  /* SCHED_IDLE: the teardown takes a CPU only when nothing else wants it, the next program's threads first. */
-  struct sched_param idle = {0};
-  raw_syscall3(SYS_sched_setscheduler, 0, SCHED_IDLE, (long)&idle);
+  /* Nice 19: on an idle CPU the teardown runs at full speed; where it must share one (a machine of
+     one CPU, or a busy one) the next program's start comes first. Not SCHED_IDLE: on a saturated
+     machine that would hold the old image's memory five times as long. */
+  raw_syscall3(SYS_setpriority, PRIO_PROCESS, 0, 19);
   __atomic_store_n(&k->ready, closed == 0 ? 1 : -1, __ATOMIC_RELEASE);
   raw_syscall3(SYS_futex, (long)&k->ready, FUTEX_WAKE, 1);
   if (closed != 0) return 0;
