@@ -6,7 +6,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool, PoolError } from '../src/pool/index.js';
-import { MemoryRegion, RegionError } from '../src/region/index.js';
+import { FileRegion, MemoryRegion, RegionError } from '../src/region/index.js';
+import { kexec } from '../src/kexec/index.js';
 import { computeGeometry, decodeSuperblock, encodeSuperblock, isSuperblockProblem, SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BYTES } from '../src/pool/layout.js';
 import { HEADER_WORDS } from '../src/alloc/index.js';
 import { poolInternals } from '../src/pool/internals.js';
@@ -699,6 +700,68 @@ describe('preallocate: a pool whose pages all have their memory from the start',
     }
   });
 
+  test('Pool.open { preallocate } reserves what a sparse pool lacks, its allocations and data kept', () => {
+    const { path, cleanup } = shmPath('prealloc-open');
+    try {
+      const pool = Pool.create(path, { size: 8 * 1024 * 1024 });
+      pool.alloc(4, { name: 'kept' }).bytes().set([1, 2, 3], 10);
+      pool.close();
+      assert.ok(allocatedBytes(path) < 8 * 1024 * 1024, 'created sparse');
+      const reserved = Pool.open(path, { preallocate: true });
+      assert.ok(allocatedBytes(path) >= 8 * 1024 * 1024, `${allocatedBytes(path)} bytes allocated`);
+      assert.deepEqual([...reserved.find('kept')!.bytes(10, 3)], [1, 2, 3]);
+      assert.equal(reserved.check().ok, true);
+      reserved.close();
+      assert.equal(statSync(path).size, 8 * 1024 * 1024, 'the size stays');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('preallocate at open, bad input: not a boolean, a Region handed in, a read-only region: BAD_ARGUMENT, the file untouched', () => {
+    const { path, cleanup } = shmPath('prealloc-open-bad');
+    try {
+      Pool.create(path, { size: 4 * 1024 * 1024 }).close();
+      const before = allocatedBytes(path);
+      for (const value of ['yes', 1, null]) expectError(() => Pool.open(path, { preallocate: value as unknown as boolean }), PoolError, 'BAD_ARGUMENT');
+      const region = FileRegion.open(path);
+      try {
+        expectError(() => Pool.open(region, { preallocate: true }), PoolError, 'BAD_ARGUMENT');
+      } finally {
+        region.close();
+      }
+      expectError(() => FileRegion.open(path, { readOnly: true, preallocate: true }), RegionError, 'BAD_ARGUMENT');
+      assert.equal(allocatedBytes(path), before, 'nothing was reserved');
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('--pmpool=PATH,SIZE,preallocate: a pool created or opened cold with its memory reserved', () => {
+    assert.deepEqual(kexec.parsePoolFlag(['--pmpool=/dev/shm/a,b,8M,preallocate']), { path: '/dev/shm/a,b', size: 8 * 1024 * 1024, preallocate: true });
+    assert.deepEqual(kexec.parsePoolFlag(['--pmpool=/dev/shm/a,preallocate,8M']), { path: '/dev/shm/a,preallocate', size: 8 * 1024 * 1024, preallocate: false });
+    for (const bad of ['--pmpool=/dev/shm/a,preallocate', '--pmpool=/dev/shm/a,8M,preallocated', '--pmpool=,8M,preallocate']) {
+      assert.throws(() => kexec.parsePoolFlag([bad]), (e: unknown) => e instanceof Error && (e as { code?: string }).code === 'BAD_ARGUMENT', bad);
+    }
+    for (const existing of [false, true]) {
+      const { path, cleanup } = shmPath(`prealloc-flag-${existing}`);
+      try {
+        if (existing) Pool.create(path, { size: 8 * 1024 * 1024 }).close();
+        const r = runModule(
+          `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+           const pool = kexec.poolFromCommandLine();
+           process.stdout.write(String(pool.pageCount * pool.pageSize));`,
+          ['--', `--pmpool=${path},8M,preallocate`],
+        );
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, String(8 * 1024 * 1024));
+        assert.ok(allocatedBytes(path) >= 8 * 1024 * 1024, `${existing ? 'opened' : 'created'}: ${allocatedBytes(path)} bytes allocated`);
+      } finally {
+        cleanup();
+      }
+    }
+  });
+
   test('a file system without room refuses a preallocated create (ENOSPC), leaving no file; a sparse one is made', (t) => {
     // A tmpfs of 4 MiB of our own (root only: elsewhere skipped, saying why).
     if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
@@ -715,8 +778,17 @@ describe('preallocate: a pool whose pages all have their memory from the start',
       assert.match(error.message, /fallocate/);
       assert.equal(existsSync(path), false, 'the refused create leaves no file');
       // Sparse, the same pool is made: its program would meet SIGBUS only when it writes past the room.
-      Pool.create(path, { size: 16 * 1024 * 1024 }).close();
+      const made = Pool.create(path, { size: 16 * 1024 * 1024 });
+      made.alloc(2, { name: 'kept' });
+      made.close();
       assert.ok(allocatedBytes(path) < 4 * 1024 * 1024);
+      // Opened with preallocate, it is refused the same way, and stays a pool that opens as it was.
+      const refused = expectError(() => Pool.open(path, { preallocate: true }), RegionError, 'IO');
+      assert.equal(refused.errno, 'ENOSPC');
+      const again = Pool.open(path);
+      assert.equal(again.find('kept')?.count, 2);
+      assert.equal(again.check().ok, true);
+      again.close();
     } finally {
       // Lazily: a pool left mapped by a failed assertion would make a plain umount fail (EBUSY).
       spawnSync('umount', ['-l', dir]);

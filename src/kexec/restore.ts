@@ -79,19 +79,29 @@ export function restoreAll(registry: HandoverRegistry, handover: Handover): Map<
 export interface PoolFlag {
   path: string;
   size: number;
+  /** `,preallocate`: the pool's memory reserved when it is created or opened cold (Pool.create/open { preallocate }). */
+  preallocate: boolean;
 }
 
-/** Parses `--pmpool=PATH,SIZE` (the kernel's `pmpool=<base>,<size>`), or undefined when absent. */
+const PREALLOCATE_SUFFIX = ',preallocate';
+
+/**
+ * Parses `--pmpool=PATH,SIZE[,preallocate]` (the kernel's `pmpool=<base>,<size>`, whose memory is
+ * reserved at boot: `,preallocate` reserves the pool file's), or undefined when absent. SIZE is
+ * the last comma-separated word but for that one, so a PATH may hold commas.
+ */
 export function parsePoolFlag(argv: readonly string[] = process.argv): PoolFlag | undefined {
   const flag = argv.find((a) => a.startsWith('--pmpool='));
   if (!flag) return undefined;
   const value = flag.slice('--pmpool='.length);
-  const comma = value.lastIndexOf(',');
-  if (comma <= 0) throw new HandoverError('BAD_ARGUMENT', `--pmpool=${value}: expected --pmpool=PATH,SIZE (e.g. --pmpool=/dev/shm/pmpool-app,1G)`);
-  const path = value.slice(0, comma);
+  const preallocate = value.endsWith(PREALLOCATE_SUFFIX);
+  const pathAndSize = preallocate ? value.slice(0, -PREALLOCATE_SUFFIX.length) : value;
+  const comma = pathAndSize.lastIndexOf(',');
+  if (comma <= 0) throw new HandoverError('BAD_ARGUMENT', `--pmpool=${value}: expected --pmpool=PATH,SIZE[,preallocate] (e.g. --pmpool=/dev/shm/pmpool-app,1G)`);
+  const path = pathAndSize.slice(0, comma);
   if (!path.startsWith('/')) throw new HandoverError('BAD_ARGUMENT', `--pmpool path must be absolute, got "${path}"`);
   try {
-    return { path, size: parseSize(value.slice(comma + 1)) };
+    return { path, size: parseSize(pathAndSize.slice(comma + 1)), preallocate };
   } catch (e) {
     throw new HandoverError('BAD_ARGUMENT', `--pmpool=${value}: ${(e as Error).message}`, { cause: e });
   }
@@ -119,12 +129,16 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
       if (node.path === flag.path) return restoreNode(registry, h, name, node);
     }
   }
+  // A cold start: the pool's memory is reserved here when the flag asks. A restore (above) does not
+  // reserve it again: its predecessor did, under the same flag, and visiting every block of the
+  // pool would make the restore O(size).
+  const options = flag.preallocate ? { preallocate: true } : {};
   let pool: Pool;
   try {
-    pool = Pool.open(flag.path);
+    pool = Pool.open(flag.path, options);
   } catch (e) {
     if (!(e instanceof RegionError) || e.code !== 'NOT_FOUND') throw e;
-    pool = Pool.create(flag.path, { size: flag.size });
+    pool = Pool.create(flag.path, { size: flag.size, ...options });
   }
   if (pool.pageCount * pool.pageSize !== flag.size) {
     const actual = pool.pageCount * pool.pageSize;

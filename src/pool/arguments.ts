@@ -55,6 +55,7 @@ export function poolOptions<T extends object>(value: T | undefined, what: string
 export function checkOpenOptions(options: PoolOpenOptions): void {
   checkMillisOption(options.lockTimeoutMs, 'lockTimeoutMs', badArgument);
   checkBooleanOption(options.allowDamagedSuperblock, 'allowDamagedSuperblock', badArgument);
+  checkBooleanOption(options.preallocate, 'preallocate', badArgument);
   checkFunctionOption(options.isAlive, 'isAlive', badArgument);
   checkMillisOption(options.identityGraceMs, 'identityGraceMs', badArgument);
   checkMillisOption(options.livenessPeriodMs, 'livenessPeriodMs', badArgument);

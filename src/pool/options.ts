@@ -27,6 +27,13 @@ export interface PoolCreateOptions {
 
 export interface PoolOpenOptions {
   lockTimeoutMs?: number;
+  /**
+   * Reserve the blocks the pool file still lacks (fallocate), as PoolCreateOptions.preallocate does
+   * at create: a pool created sparse gets its memory now, or the open is refused (RegionError IO,
+   * errno ENOSPC) and the file is left as it was. Every block is visited: proportional to the pool's
+   * size, for a cold start, not a handover's restore. A path only, as at create.
+   */
+  preallocate?: boolean;
   /** Open a pool whose primary superblock is damaged, from its backup (for check/repair). */
   allowDamagedSuperblock?: boolean;
   /** @internal liveness oracle for the crash simulation. */

@@ -189,7 +189,10 @@ export class Pool {
     checkTarget(target, 'Pool.open');
     options = poolOptions(options, 'Pool.open options');
     checkOpenOptions(options);
-    const region = typeof target === 'string' ? FileRegion.open(target) : target;
+    if (options.preallocate === true && typeof target !== 'string') {
+      throw new PoolError('BAD_ARGUMENT', 'preallocate applies to the file Pool.open opens at a path; a Region handed in is reserved by its maker (FileRegion.open { preallocate })');
+    }
+    const region = typeof target !== 'string' ? target : options.preallocate === true ? FileRegion.open(target, { preallocate: true }) : FileRegion.open(target);
     try {
       return Pool.attach(region, typeof target === 'string', options);
     } catch (e) {

@@ -41,6 +41,14 @@ export interface RegionOpenOptions {
   exclusive?: boolean;
   /** Map read-only. */
   readOnly?: boolean;
+  /**
+   * Reserve every block of the region now (fallocate): at create, instead of a sparse file; at
+   * open, the holes a sparse file still has. A file system without room refuses (RegionError IO,
+   * errno ENOSPC), where a sparse region's program would be killed by SIGBUS at its first store
+   * to a page the file system cannot back. Proportional to the size (every block is visited),
+   * and not with readOnly. A DAX device's memory is all there: nothing to do. Default false.
+   */
+  preallocate?: boolean;
 }
 
 export interface RegionCreateOptions extends RegionOpenOptions {
@@ -48,8 +56,6 @@ export interface RegionCreateOptions extends RegionOpenOptions {
   size: number;
   /** File mode of a new file. Default 0600. */
   mode?: number;
-  /** Reserve the blocks now (fallocate) instead of a sparse file. Default false. */
-  preallocate?: boolean;
 }
 
 function wrapSystemError(e: unknown, path: string): never {
@@ -232,8 +238,9 @@ export class FileRegion implements Region {
   /** Opens an existing region. Refuses a symlink, another uid's file, a size that is not whole pages, a busy region. */
   static open(path: string, options: RegionOpenOptions & { size?: number } = {}): FileRegion {
     checkPath(path, 'FileRegion.open');
-    options = regionOptions(options, 'FileRegion.open options', path, ['exclusive', 'readOnly']);
+    options = regionOptions(options, 'FileRegion.open options', path, ['exclusive', 'readOnly', 'preallocate']);
     if (options.size !== undefined) checkSize(options.size, SYSTEM_PAGE_SIZE, path);
+    if (options.preallocate && options.readOnly) throw new RegionError('BAD_ARGUMENT', `${path}: a region opened read-only cannot be preallocated`, path);
     let fd: number;
     try {
       fd = native.open(path, false, false, options.readOnly ?? false, 0);
@@ -253,6 +260,13 @@ export class FileRegion implements Region {
         throw new RegionError('TOO_LARGE', `${path}: ${size} bytes asked but the ${backing.kind} holds ${backing.capacity}`, path);
       }
       takeFlock(fd, options.exclusive ?? false, path);
+      if (options.preallocate && backing.kind !== 'devdax') {
+        try {
+          native.fallocate(fd, 0, size, true); // the size stays; only holes get blocks
+        } catch (e) {
+          wrapSystemError(e, path);
+        }
+      }
       return new FileRegion(path, fd, backing.kind, size, backing.pageSize, options.readOnly ?? false);
     } catch (e) {
       native.close(fd);
