@@ -928,57 +928,89 @@ fail:
  *
  * execve frees the old image before the new one runs: every page of the old
  * program's memory is given back, one at a time, inside the system call.
- * For a Node program that is 40-60 MB of heap, code and stacks, and it was
- * most of a handover's time on the old side: 6-7 ms from exec() to the next
- * program's first instruction, measured here, where a small C program's
- * execve takes 0.7 ms (and a C program that has touched 50 MB, 5-9 ms).
+ * For a Node program that is 40-60 MB of heap, code and stacks: 3-5 ms from
+ * exec() to the next program's first instruction, measured here, where a
+ * small C program's execve takes 0.7 ms (and a C program that has touched
+ * 50 MB, 5-9 ms).
  *
  * The image is freed by whoever drops the last reference to it (mmput), so
  * a process that shares it, made with clone(CLONE_VM) as vfork makes one,
  * turns execve's teardown into a reference count going down. That process,
- * the keeper, waits on a pipe whose write end is close-on-exec: the execve
- * that replaces us closes it, the keeper's read sees end of file, and the
- * keeper exits, freeing the old image on another CPU while the next program
- * starts. (Kernels have discussed an asynchronous exit_mmap for the same
- * cost; process_mrelease does it for killed processes.)
+ * the keeper, waits on a pipe whose write end is close-on-exec: execve
+ * closes it after it has switched to the new image, the keeper's read sees
+ * end of file, and the keeper exits, freeing the old image while the next
+ * program starts — on another CPU when there is one free. (Kernels have
+ * discussed an asynchronous exit_mmap for the same cost; process_mrelease
+ * does it for killed processes.)
  *
  * The keeper is a grandchild: its parent, made for this alone, exits at
- * once, so the keeper is an orphan that init (or the nearest subreaper
- * above us) reaps; a child of ours would stay a zombie of the next
- * program, which knows nothing of it. When we are that reaper ourselves
- * (pid 1 of a namespace, a subreaper), or anything of it cannot be set up,
- * there is no keeper, and execve tears the image down itself, as before.
+ * once, so the keeper is an orphan, for init (or the nearest subreaper
+ * above us) to reap; a child of ours would stay a zombie of the next
+ * program, which knows nothing of it. An orphan is reaped only where that
+ * reaper reaps what it did not start: every init of a machine does, but a
+ * container's pid 1 is whatever the container runs (npm, a Node program),
+ * which often does not, and each exec would leave it a zombie for good. So
+ * by default (KEEPER_WHERE_REAPED) a keeper is made only in the initial pid
+ * namespace; a program that knows its container's pid 1 reaps (tini, docker
+ * --init, a shell) asks for one anyway (KEEPER_ALWAYS). Never when we are
+ * that reaper ourselves (pid 1 of a namespace, a subreaper), or when
+ * anything of it cannot be set up: then execve tears the image down itself.
  *
- * The keeper runs in our image, on a stack of its own but on the thread-
- * local storage of the thread that made it: it makes only raw system calls
- * (errno is thread-local, and ours), and closes its copies of our file
- * descriptors before execve runs, so that no lock (flock), socket or pipe
- * of ours outlives the exec in it. All signals are blocked in it. */
+ * What the keeper holds of ours: the image and its mappings — a mapped
+ * file stays open (and so does a flock taken on the descriptor it was
+ * mapped from: the region layer takes its locks on descriptors it never
+ * maps) until the keeper has freed them. Not our descriptors: it shares
+ * our table until it unshares it (close_range CLOSE_RANGE_UNSHARE keeps
+ * only those below the pipe's read end, which it then closes), all before
+ * execve is called. It runs in our image, on a stack of its own but on the
+ * thread-local storage of the thread that made it: it makes only raw
+ * system calls (errno is thread-local, and ours). Signals are blocked in
+ * it (all that can be: SIGKILL and SIGSTOP cannot, and glibc keeps two of
+ * its own open, which it ignores from other processes). */
+
+/* Linux 5.9's close_range, missing from the headers of older C libraries (glibc before 2.33):
+   the same number on x86-64 and aarch64. An older kernel answers ENOSYS: no keeper there. */
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+/* /proc/self/ns/pid of the initial pid namespace (include/linux/proc_ns.h, PROC_PID_INIT_INO). */
+#define PID_NS_INIT_INO 0xEFFFFFFCUL
+
+/* execve's teardown argument. */
+#define TEARDOWN_INLINE 0
+#define KEEPER_WHERE_REAPED 1
+#define KEEPER_ALWAYS 2
 
 #if defined(__x86_64__) || defined(__aarch64__)
 #define KEEPER_SUPPORTED 1
 
 /* A system call that leaves errno alone: -errno on failure. */
-static long raw_syscall3(long number, long a, long b, long c) {
+static long raw_syscall4(long number, long a, long b, long c, long d) {
 #if defined(__x86_64__)
   long ret;
-  __asm__ volatile("syscall" : "=a"(ret) : "a"(number), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+  register long r10 __asm__("r10") = d;
+  __asm__ volatile("syscall" : "=a"(ret) : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
   return ret;
 #else
   register long x8 __asm__("x8") = number;
   register long x0 __asm__("x0") = a;
   register long x1 __asm__("x1") = b;
   register long x2 __asm__("x2") = c;
-  __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+  register long x3 __asm__("x3") = d;
+  __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory");
   return x0;
 #endif
 }
+#define raw_syscall3(number, a, b, c) raw_syscall4(number, a, b, c, 0)
 #else
 #define KEEPER_SUPPORTED 0
 #endif
 
 #define KEEPER_STACK_BYTES (64 * 1024)
-/* How long exec() waits for the keeper to close its descriptors (it has a CPU within microseconds). */
+/* How long exec() waits for the keeper to let go of our descriptors (it has a CPU within microseconds). */
 #define KEEPER_READY_MS 100
 /* How long a failed execve waits for the keeper to exit before it gives up its stacks for lost. */
 #define KEEPER_EXIT_MS 1000
@@ -987,12 +1019,12 @@ static long raw_syscall3(long number, long a, long b, long c) {
 struct keeper {
   int read_fd;
   int write_fd;
-  /* 1 once the keeper runs with only read_fd open; -1 when it could not close the rest. */
+  /* 1 once the keeper holds no descriptor of ours but read_fd; -1 when it could not let them go. */
   int ready;
-  /* The keeper's pid, or -errno when its parent could not make it. */
+  /* The keeper's pid, or -1 when its parent could not make it. */
   int pid;
-  /* 1 while the keeper lives: the kernel zeroes it and wakes its waiters as the keeper exits
-     (CLONE_CHILD_CLEARTID, as pthread_join waits for a thread). */
+  /* 1 while the keeper lives: the kernel zeroes it and wakes its waiters as the keeper lets go of
+     the image (CLONE_CHILD_CLEARTID, as pthread_join waits for a thread). */
   int alive;
   char *keeper_stack_top;
 };
@@ -1001,12 +1033,17 @@ struct keeper {
 static int keeper_main(void *arg) {
   struct keeper *k = arg;
   raw_syscall3(SYS_prctl, PR_SET_NAME, (long)"pmpool-keeper", 0);
-  /* close_range (Linux 5.9): on an older kernel there is no keeper. */
-  long closed = k->read_fd > 0 ? raw_syscall3(SYS_close_range, 0, k->read_fd - 1, 0) : 0;
-  if (closed == 0) closed = raw_syscall3(SYS_close_range, (long)k->read_fd + 1, (long)~0U, 0);
-  /* Nice 19: on an idle CPU the teardown runs at full speed; where it must share one (a machine of
-     one CPU, or a busy one) the next program's start comes first. Not SCHED_IDLE: on a saturated
-     machine that would hold the old image's memory five times as long. */
+  /* Our table, shared until here: a table of its own holding copies of read_fd and the
+     descriptors below it only (the others are not copied, so nothing of theirs runs), then those
+     below it closed. On a kernel before 5.9, ENOSYS: no keeper. */
+  long closed = raw_syscall3(SYS_close_range, (long)k->read_fd + 1, (long)~0U, CLOSE_RANGE_UNSHARE);
+  if (closed == 0 && k->read_fd > 0) closed = raw_syscall3(SYS_close_range, 0, (long)k->read_fd - 1, 0);
+  /* Nice 19 under the ordinary policy (not a real-time one a program may run at): on an idle CPU
+     the teardown runs at full speed; where it must share one (a machine of one CPU, a busy one)
+     the next program's start comes first. Not SCHED_IDLE: on a saturated machine that would hold
+     the old image's memory five times as long. */
+  struct sched_param ordinary = {0};
+  raw_syscall3(SYS_sched_setscheduler, 0, SCHED_OTHER, (long)&ordinary);
   raw_syscall3(SYS_setpriority, PRIO_PROCESS, 0, 19);
   __atomic_store_n(&k->ready, closed == 0 ? 1 : -1, __ATOMIC_RELEASE);
   raw_syscall3(SYS_futex, (long)&k->ready, FUTEX_WAKE, 1);
@@ -1020,8 +1057,8 @@ static int keeper_main(void *arg) {
 
 static int keeper_parent_main(void *arg) {
   struct keeper *k = arg;
-  /* glibc's clone sets errno only when it fails; our thread sits in waitpid meanwhile. */
-  long pid = clone(keeper_main, k->keeper_stack_top, CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, k, NULL, NULL, &k->alive);
+  /* glibc's clone sets errno only when it fails; our thread sits in wait4 (raw) meanwhile. */
+  long pid = clone(keeper_main, k->keeper_stack_top, CLONE_VM | CLONE_FILES | CLONE_CHILD_CLEARTID | SIGCHLD, k, NULL, NULL, &k->alive);
   __atomic_store_n(&k->pid, pid > 0 ? (int)pid : -1, __ATOMIC_RELEASE);
   if (pid <= 0) __atomic_store_n(&k->alive, 0, __ATOMIC_RELEASE);
   return 0;
@@ -1049,18 +1086,28 @@ static int wait_while(int *word, int value, long ms) {
   return 1;
 }
 
-/* After a failed execve (or a keeper that did not come up): the keeper is told to go, and its
-   stacks are unmapped once it has gone. One that does not go in time keeps them (lost, not reused). */
-static void keeper_dismiss(struct keeper *k) {
+/* After a failed execve, or a keeper that did not come up in time: the keeper is told to go (end of
+   file; SIGKILL too when it did not come up, wherever it is stuck), and its stacks are unmapped once
+   it has let go of the image. One that does not in time keeps them (lost, not reused). */
+static void keeper_dismiss(struct keeper *k, int kill_it) {
   close(k->write_fd);
+  if (kill_it) kill(k->pid, SIGKILL);
   if (wait_while(&k->alive, 1, KEEPER_EXIT_MS)) keeper_area_free(k);
 }
 
-/* Starts a keeper of this image (see above); NULL when there is none. */
-static struct keeper *keeper_start(void) {
+/* This process is in the initial pid namespace, whose init reaps orphans. */
+static int in_initial_pid_namespace(void) {
+  struct stat st;
+  return stat("/proc/self/ns/pid", &st) == 0 && (unsigned long)st.st_ino == PID_NS_INIT_INO;
+}
+
+/* Starts a keeper of this image (see above) as `mode` asks; NULL when there is none. */
+static struct keeper *keeper_start(int mode) {
 #if KEEPER_SUPPORTED
-  int subreaper = 0;
-  if (getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper)) return NULL;
+  if (mode != KEEPER_WHERE_REAPED && mode != KEEPER_ALWAYS) return NULL;
+  int subreaper = 1; /* a prctl that fails (seccomp) counts as "yes": no keeper then */
+  if (getpid() == 1 || prctl(PR_GET_CHILD_SUBREAPER, &subreaper) != 0 || subreaper) return NULL;
+  if (mode == KEEPER_WHERE_REAPED && !in_initial_pid_namespace()) return NULL;
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   struct keeper *k = mmap(NULL, page + 2 * KEEPER_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (k == MAP_FAILED) return NULL;
@@ -1078,38 +1125,54 @@ static struct keeper *keeper_start(void) {
   sigset_t all, saved;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &saved);
-  /* Exit signal 0: no SIGCHLD reaches Node's handler; reaped with __WCLONE. */
-  pid_t parent = clone(keeper_parent_main, (char *)k + page + KEEPER_STACK_BYTES, CLONE_VM, k);
+  /* Exit signal 0: no SIGCHLD reaches Node's handler; reaped with __WCLONE. CLONE_FILES: its exit
+     drops a reference to our table, where a copy of it would close (and flush) every file. */
+  pid_t parent = clone(keeper_parent_main, (char *)k + page + KEEPER_STACK_BYTES, CLONE_VM | CLONE_FILES, k);
   pthread_sigmask(SIG_SETMASK, &saved, NULL);
-  if (parent > 0) {
-    while (waitpid(parent, NULL, __WCLONE) < 0 && errno == EINTR) {}
-  }
-  close(fds[0]);
-  if (parent <= 0 || __atomic_load_n(&k->pid, __ATOMIC_ACQUIRE) <= 0) {
+  if (parent <= 0) {
+    close(fds[0]);
     close(fds[1]);
     keeper_area_free(k);
     return NULL;
   }
-  if (!wait_while(&k->ready, 0, KEEPER_READY_MS) || k->ready != 1) {
-    keeper_dismiss(k);
+  /* Raw: the parent runs on our errno too. Any failure but EINTR leaves it unreaped, perhaps still
+     on its stack: the area is then lost, never unmapped under it. */
+  long reaped;
+  do reaped = raw_syscall4(SYS_wait4, parent, 0, __WCLONE, 0);
+  while (reaped == -EINTR);
+  int keeper_made = __atomic_load_n(&k->pid, __ATOMIC_ACQUIRE) > 0;
+  if (reaped != parent || !keeper_made) {
+    close(fds[0]);
+    close(fds[1]);
+    if (keeper_made) kill(k->pid, SIGKILL);
+    if (reaped == parent && !keeper_made) keeper_area_free(k);
+    return NULL;
+  }
+  /* The read end stays open here until the keeper has a table of its own: it shares ours until
+     then, and would find its read end closed. */
+  int ready = wait_while(&k->ready, 0, KEEPER_READY_MS) && k->ready == 1;
+  close(fds[0]);
+  if (!ready) {
+    keeper_dismiss(k, 1);
     return NULL;
   }
   return k;
 #else
+  (void)mode;
   return NULL;
 #endif
 }
 
-/* execve(file, argv, envp, set, background): replaces the process image;
+/* execve(file, argv, envp, set, teardown): replaces the process image;
  * returns only by throwing. envp null means this process's environment with
  * `set` put in (environ_with); an array is the environment as it stands.
- * background true: the old image is torn down by a keeper (above) while the
- * next program starts, when one can be made. The caller flushes stdio first
- * (Node writes pipes asynchronously). */
+ * teardown: TEARDOWN_INLINE, KEEPER_WHERE_REAPED or KEEPER_ALWAYS (above):
+ * whether a keeper frees the old image while the next program starts. The
+ * caller flushes stdio first (Node writes pipes asynchronously). */
 static napi_value js_execve(napi_env env, napi_callback_info info) {
   GET_ARGS(5);
-  bool background = false;
-  napi_get_value_bool(env, argv[4], &background); /* anything but true (undefined from an older caller): false */
+  int32_t teardown = TEARDOWN_INLINE;
+  napi_get_value_int32(env, argv[4], &teardown); /* not a number (undefined from an older caller): inline */
   char file[PATH_BYTES];
   if (!arg_string(env, argv[0], file, sizeof file, "file")) return NULL;
   char **args = string_array(env, argv[1], "argv entries must be strings");
@@ -1152,10 +1215,10 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   int prof_saved = sigaction(SIGPROF, &ignore, &saved_prof) == 0;
-  struct keeper *keeper = background ? keeper_start() : NULL;
+  struct keeper *keeper = keeper_start(teardown);
   execve(file, args, envp);
   int err = errno;
-  if (keeper) keeper_dismiss(keeper);
+  if (keeper) keeper_dismiss(keeper, 0);
   if (prof_saved) sigaction(SIGPROF, &saved_prof, NULL);
   for (int fd = 0; fd < 3; fd++) {
     if (saved_fd_flags[fd] >= 0) fcntl(fd, F_SETFD, saved_fd_flags[fd]);

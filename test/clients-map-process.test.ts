@@ -121,7 +121,7 @@ describe('PersistentMap across processes', () => {
       appendFileSync(report, JSON.stringify({ stage: 1, pid: process.pid, size: map.size }) + '\\n');
       // Replace this program in place without closing anything: the map's writer lock is left held by "us".
       native.execve(process.execPath, [process.execPath, '--input-type=module', '-e', stage2, path, fdtPath, String(N), report],
-        Object.entries(process.env).map(([k, v]) => k + '=' + v), [], true);
+        Object.entries(process.env).map(([k, v]) => k + '=' + v), [], 1);
     `;
     const child = startModule(stage1, [path, fdtPath, String(N), report, stage2]);
     let stderr = '';

@@ -540,7 +540,7 @@ describe('options that are not an object, or fields of the wrong type', () => {
       }
       // exec() alone tears an image down: a teardown that is neither way is refused before anything is prepared.
       for (const teardown of ['later', 'Background', true, null, 0]) {
-        await assert.rejects(execInPlace(registry, '/bin/true', [], { teardown } as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT' && e.message === `teardown must be "background" or "inline", got ${shown(teardown)}`);
+        await assert.rejects(execInPlace(registry, '/bin/true', [], { teardown } as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT' && e.message === `teardown must be "auto", "background" or "inline", got ${shown(teardown)}`);
       }
       for (const options of [{ readyTimeoutMs: Number.NaN }, { readyTimeoutMs: -1 }, { readyTimeoutMs: '10s' }, { stdio: 'inherited' }, { stdio: ['pipe'] }]) {
         await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');

@@ -13,6 +13,9 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
 
+/** Why the tests that make pid namespaces cannot run here (they need root and unshare(1)), or false. */
+const NO_PID_NAMESPACES = process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare') ? 'needs root and unshare(1)' : false;
+
 /** Pids of the processes whose command line holds `token` (a zombie has none: its image is gone). */
 function processesWith(token: string): number[] {
   const found: number[] = [];
@@ -39,7 +42,8 @@ async function untilNoneWith(token: string, deadlineMs = 10_000): Promise<number
 
 /**
  * A program that takes a pool from its command line, holds `lockFile` under an exclusive flock
- * (a FileRegion opened { exclusive: true }, its descriptor close-on-exec), and execs `next`.
+ * (a FileRegion opened { exclusive: true }, a window of it mapped: a mapping holds the file it
+ * was mapped from open, and the keeper holds the old program's mappings), and execs `next`.
  */
 function execHoldingLock(lockFile: string, next: string[], teardown: string, blobDir: string, token: string) {
   const { path, cleanup } = shmPath('teardown');
@@ -47,7 +51,7 @@ function execHoldingLock(lockFile: string, next: string[], teardown: string, blo
     return runModule(
       `import { kexec, FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
        kexec.poolFromCommandLine();
-       FileRegion.open(${JSON.stringify(lockFile)}, { exclusive: true });
+       FileRegion.open(${JSON.stringify(lockFile)}, { exclusive: true }).map(0, 4096).bytes()[0] = 1;
        await kexec.exec(${JSON.stringify(next[0])}, ${JSON.stringify(next.slice(1))}, { teardown: ${JSON.stringify(teardown)}, blobDir: ${JSON.stringify(blobDir)}, passFlag: false });`,
       ['--', `--pmpool=${path},1M`, token],
     );
@@ -64,7 +68,7 @@ describe('exec(): the old image torn down', () => {
       writeFileSync(lockFile, Buffer.alloc(4096));
       // flock(1) starts in about a millisecond, well before a Node image is freed: a keeper that still
       // held its copy of the region's descriptor would hold the lock with it (-E: exit 75 on conflict).
-      for (const teardown of ['background', 'inline', 'background', 'background', 'background']) {
+      for (const teardown of ['background', 'inline', 'auto', 'background', 'background']) {
         const token = `pmpool-teardown-lock-${process.pid}-${Math.random().toString(36).slice(2)}`;
         const r = execHoldingLock(lockFile, ['/usr/bin/flock', '-n', '-x', '-E', '75', lockFile, '-c', 'echo locked'], teardown, tmp.dir, token);
         assert.equal(r.status, 0, `${teardown}: flock exited ${r.status}: ${r.stderr}`);
@@ -78,7 +82,7 @@ describe('exec(): the old image torn down', () => {
   test('the next program has no child it must reap, and the process that freed the old image is gone', async () => {
     const tmp = tempDir();
     try {
-      for (const teardown of ['background', 'inline']) {
+      for (const teardown of ['background', 'auto', 'inline']) {
         const token = `pmpool-teardown-children-${process.pid}-${Math.random().toString(36).slice(2)}`;
         // The next program looks once the old image has had time to go: a keeper made its child would be
         // there for good (alive, or a zombie nobody reaps).
@@ -96,14 +100,14 @@ describe('exec(): the old image torn down', () => {
     }
   });
 
-  test('as pid 1 of a pid namespace, where orphans come back to it, exec() makes no keeper and leaves no child', { skip: process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare') ? 'needs root and unshare(1)' : false }, () => {
+  test('as pid 1 of a pid namespace, where orphans come back to it, exec() makes no keeper, even asked for one, and leaves no child', { skip: NO_PID_NAMESPACES }, () => {
     const { path, cleanup } = shmPath('teardown-pid1');
     const tmp = tempDir();
     try {
       const next = `setTimeout(() => process.stdout.write(JSON.stringify({ pid: process.pid, children: require('node:fs').readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').trim() })), 300)`;
       const program = `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
         kexec.poolFromCommandLine();
-        await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { passFlag: false, blobDir: ${JSON.stringify(tmp.dir)} });`;
+        await kexec.exec(process.execPath, ['-e', ${JSON.stringify(next)}], { teardown: 'background', passFlag: false, blobDir: ${JSON.stringify(tmp.dir)} });`;
       const r = spawnSync('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '--input-type=module', '-e', program, '--', `--pmpool=${path},1M`], { encoding: 'utf8', timeout: 60_000 });
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(JSON.parse(r.stdout), { pid: 1, children: '' });
@@ -111,6 +115,40 @@ describe('exec(): the old image torn down', () => {
       cleanup();
       tmp.cleanup();
     }
+  });
+
+  test("in a container's pid namespace whose pid 1 reaps nothing, 'auto' makes no keeper; 'background' leaves it a zombie there", { skip: NO_PID_NAMESPACES }, () => {
+    // Pid 1 is a Node program, as in a container started with \`npm start\`: libuv waits for the
+    // children it spawned, nothing else. It runs the exec'ing program, then lists its own children.
+    const seen: Record<string, { comm: string; state: string }[]> = {};
+    for (const teardown of ['auto', 'background']) {
+      const { path, cleanup } = shmPath(`teardown-ns-${teardown}`);
+      const tmp = tempDir();
+      try {
+        const program = `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+          kexec.poolFromCommandLine();
+          await kexec.exec('/bin/true', [], { teardown: ${JSON.stringify(teardown)}, passFlag: false, blobDir: ${JSON.stringify(tmp.dir)} });`;
+        const init = `const { spawnSync } = require('node:child_process');
+          const { readFileSync } = require('node:fs');
+          const r = spawnSync(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(program)}, '--', ${JSON.stringify(`--pmpool=${path},1M`)}], { stdio: 'inherit' });
+          if (r.status !== 0) process.exit(3);
+          setTimeout(() => {
+            const children = readFileSync('/proc/1/task/1/children', 'utf8').trim().split(' ').filter(Boolean).map((pid) => {
+              const stat = readFileSync('/proc/' + pid + '/stat', 'utf8');
+              return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), state: stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) };
+            });
+            process.stdout.write(JSON.stringify(children));
+          }, 500);`;
+        const r = spawnSync('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '-e', init], { encoding: 'utf8', timeout: 60_000 });
+        assert.equal(r.status, 0, r.stderr);
+        seen[teardown] = JSON.parse(r.stdout) as { comm: string; state: string }[];
+      } finally {
+        cleanup();
+        tmp.cleanup();
+      }
+    }
+    assert.deepEqual(seen.auto, [], "'auto' left pid 1 a child");
+    assert.deepEqual(seen.background, [{ comm: 'pmpool-keeper', state: 'Z' }], "'background' is asked for where pid 1 reaps: here it does not, and the keeper stays its zombie");
   });
 
   test('failed execs with a keeper each time leave no descriptor, process or quiesced pool behind', async () => {

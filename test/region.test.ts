@@ -413,19 +413,19 @@ describe("the addon's execve refuses what it cannot pass, and this program keeps
       for (const at of [0, 1]) {
         const args = at === 0 ? [] : ['a', 'b'];
         Object.defineProperty(args, at, { get: () => { throw new Error(`getter ${at}`); } });
-        assert.throws(() => native.execve(missing, args, [], [], false), { message: `getter ${at}` });
-        assert.throws(() => native.execve(missing, ['a'], args, [], false), { message: `getter ${at}` });
-        assert.throws(() => native.execve(missing, ['a'], null, args, false), { message: `getter ${at}` });
+        assert.throws(() => native.execve(missing, args, [], [], 0), { message: `getter ${at}` });
+        assert.throws(() => native.execve(missing, ['a'], args, [], 0), { message: `getter ${at}` });
+        assert.throws(() => native.execve(missing, ['a'], null, args, 0), { message: `getter ${at}` });
       }
     }
   });
 
   test('an argument or variable with a NUL is refused, not cut short at it', () => {
     const nul = (e: unknown): boolean => e instanceof TypeError && /NUL/.test(e.message);
-    assert.throws(() => native.execve(missing, ['a', 'b\0c'], [], [], false), nul);
-    assert.throws(() => native.execve(missing, ['a'], ['A=1\0B=2'], [], false), nul);
-    assert.throws(() => native.execve(missing, ['a'], null, ['A=1\0B=2'], false), nul);
-    assert.throws(() => native.execve(`${missing}\0`, ['a'], [], [], false), nul);
+    assert.throws(() => native.execve(missing, ['a', 'b\0c'], [], [], 0), nul);
+    assert.throws(() => native.execve(missing, ['a'], ['A=1\0B=2'], [], 0), nul);
+    assert.throws(() => native.execve(missing, ['a'], null, ['A=1\0B=2'], 0), nul);
+    assert.throws(() => native.execve(`${missing}\0`, ['a'], [], [], 0), nul);
   });
 });
 

@@ -41,12 +41,12 @@ export function checkReplaceOptions(value: ReplaceOptions | undefined, what: str
   return options;
 }
 
-const TEARDOWN = ['background', 'inline'];
+const TEARDOWN = ['auto', 'background', 'inline'];
 
 export function checkExecOptions(value: ExecOptions | undefined, what: string): ExecOptions {
   const options = checkReplaceOptions(value, what) as ExecOptions;
   if (options.teardown !== undefined && !TEARDOWN.includes(options.teardown)) {
-    throw badArgument(`teardown must be "background" or "inline", got ${describeValue(options.teardown)}`);
+    throw badArgument(`teardown must be "auto", "background" or "inline", got ${describeValue(options.teardown)}`);
   }
   return options;
 }

@@ -27,19 +27,33 @@ export interface ReplaceOptions {
 }
 
 /**
- * How exec() leaves this program's image. 'background' (the default): a
- * process of pmpool's, sharing the image, frees it while the next program
- * starts (native/pmpool.c, the keeper) — execve frees a Node program's tens
- * of megabytes page by page before the next program runs, most of the old
- * side's share of the downtime. 'inline': execve frees it first, as any
- * execve does, and the old and new images are never both in memory.
+ * How exec() leaves this program's image. An execve frees a Node program's
+ * tens of megabytes page by page before the next program runs, most of the
+ * old side's share of the downtime; a keeper — a process of pmpool's that
+ * shares the image (native/pmpool.c) — can free it instead, while the next
+ * program starts. The keeper exits as an orphan, for init to reap:
+ *
+ * - 'auto' (the default): a keeper where init is a machine's, which reaps
+ *   every orphan (the initial pid namespace); inline in a container's pid
+ *   namespace, whose pid 1 is whatever the container runs (npm, a Node
+ *   program) and may leave each keeper a zombie for good.
+ * - 'background': a keeper in a container too, for one whose pid 1 reaps
+ *   orphans (tini, docker --init, dumb-init, systemd, a shell).
+ * - 'inline': execve frees the image first, as any execve does: the old and
+ *   new images are never in memory together.
+ *
+ * A program that is pid 1 or a subreaper itself (orphans come back to it),
+ * or a kernel before 5.9, gets 'inline' whatever it asks.
  */
-export type Teardown = 'background' | 'inline';
+export type Teardown = 'auto' | 'background' | 'inline';
 
 export interface ExecOptions extends ReplaceOptions {
-  /** Default 'background'. Without a keeper (pid 1, a subreaper, an old kernel) it is 'inline'. */
+  /** Default 'auto'. */
   teardown?: Teardown;
 }
+
+/** execve's teardown argument (native/pmpool.c). */
+const TEARDOWN_MODE: Record<Teardown, number> = { inline: 0, auto: 1, background: 2 };
 
 export interface SpawnOptions extends ReplaceOptions {
   /** How long the new program has to call kexec.ready(). Default 10 s. */
@@ -206,7 +220,7 @@ function checkArgs(file: unknown, args: unknown): asserts args is string[] {
 export async function execInPlace(registry: HandoverRegistry, file: string, args: string[] = [], options: ExecOptions = {}): Promise<never> {
   checkArgs(file, args);
   options = checkExecOptions(options, 'exec options');
-  const background = options.teardown !== 'inline';
+  const teardown = TEARDOWN_MODE[options.teardown ?? 'auto'];
   const prepared = registry.prepare({ from: options.from });
   let blob: string | undefined;
   // A program that exits while exec() waits for its output (process.exit in a SIGTERM handler, an
@@ -231,9 +245,9 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
       // writes through to on the main thread (a worker's process.env is a copy of its own, and an
       // object the program assigned to process.env is no view of environ at all). Passing
       // { env: process.env } asks for the same.
-      native.execve(file, argv, null, [`${FDT_ENV}=${blob}`], background);
+      native.execve(file, argv, null, [`${FDT_ENV}=${blob}`], teardown);
     } else {
-      native.execve(file, argv, envStrings(handoverEnv(blob, options)), [], background);
+      native.execve(file, argv, envStrings(handoverEnv(blob, options)), [], teardown);
     }
     throw new HandoverError('EXEC_FAILED', `execve of ${file} returned without replacing the program`);
   } catch (e) {

@@ -179,16 +179,20 @@ class FileWindow implements RegionWindow {
 
 export class FileRegion implements Region {
   private fd: number;
+  /** The descriptor the flock is on (lockDescription): never mapped. */
+  private lockFd: number;
   private readonly live = new LiveWindows<FileWindow>();
   private constructor(
     readonly path: string,
     fd: number,
+    lockFd: number,
     readonly kind: RegionKind,
     readonly size: number,
     readonly pageSize: number,
     readonly readOnly: boolean,
   ) {
     this.fd = fd;
+    this.lockFd = lockFd;
   }
 
   get durable(): boolean {
@@ -210,20 +214,22 @@ export class FileRegion implements Region {
     } catch (e) {
       wrapSystemError(e, path);
     }
+    let lockFd = -1;
     try {
       const stat = native.fstat(fd);
       const backing = identifyBacking(stat, path);
       if (backing.kind === 'devdax') throw new RegionError('NOT_REGULAR', `${path}: a DAX device cannot be created`, path);
       checkSize(options.size, backing.pageSize, path);
-      takeFlock(fd, options.exclusive ?? false, path);
+      lockFd = lockDescription(stat, options.exclusive ?? false, path);
       try {
         native.ftruncate(fd, options.size);
         if (options.preallocate) native.fallocate(fd, 0, options.size, false);
       } catch (e) {
         wrapSystemError(e, path);
       }
-      return new FileRegion(path, fd, backing.kind, options.size, backing.pageSize, false);
+      return new FileRegion(path, fd, lockFd, backing.kind, options.size, backing.pageSize, false);
     } catch (e) {
+      if (lockFd >= 0) native.close(lockFd);
       native.close(fd);
       // We created this file a moment ago: take it away again rather than leave a half-made region.
       try {
@@ -247,6 +253,7 @@ export class FileRegion implements Region {
     } catch (e) {
       wrapSystemError(e, path);
     }
+    let lockFd = -1;
     try {
       const stat = native.fstat(fd);
       const uid = process.getuid?.();
@@ -259,7 +266,7 @@ export class FileRegion implements Region {
       if (size > backing.capacity) {
         throw new RegionError('TOO_LARGE', `${path}: ${size} bytes asked but the ${backing.kind} holds ${backing.capacity}`, path);
       }
-      takeFlock(fd, options.exclusive ?? false, path);
+      lockFd = lockDescription(stat, options.exclusive ?? false, path);
       if (options.preallocate && backing.kind !== 'devdax') {
         try {
           native.fallocate(fd, 0, size, true); // the size stays; only holes get blocks
@@ -267,8 +274,9 @@ export class FileRegion implements Region {
           wrapSystemError(e, path);
         }
       }
-      return new FileRegion(path, fd, backing.kind, size, backing.pageSize, options.readOnly ?? false);
+      return new FileRegion(path, fd, lockFd, backing.kind, size, backing.pageSize, options.readOnly ?? false);
     } catch (e) {
+      if (lockFd >= 0) native.close(lockFd);
       native.close(fd);
       throw e;
     }
@@ -319,11 +327,43 @@ export class FileRegion implements Region {
     // Closed whatever close(2) answers: it releases the descriptor even when it fails (EIO), and a
     // second close() would close the number again, by then perhaps another file's.
     this.fd = -1;
+    native.close(this.lockFd); // releases the flock
+    this.lockFd = -1;
     try {
-      native.close(fd); // closing the last fd releases the flock
+      native.close(fd);
     } catch (e) {
       wrapSystemError(e, this.path);
     }
+  }
+}
+
+/**
+ * Opens the region's file once more, for its flock alone, and takes the lock there. A flock
+ * belongs to an open file description and lasts while anything refers to it, a mapping
+ * included: taken on the descriptor the windows are mapped from, it would outlive that
+ * descriptor's close as long as a window stays mapped — after an exec(), in the process that
+ * frees the old image meanwhile (native/pmpool.c, the keeper), whose mappings are the old
+ * program's. On a description of its own, never mapped, the lock goes with its descriptor:
+ * at close(), and at an exec (O_CLOEXEC). The second open must find the same file (device and
+ * inode): a file renamed into the path between the two opens is refused, not locked instead.
+ */
+function lockDescription(mapped: NativeStat, exclusive: boolean, path: string): number {
+  let fd: number;
+  try {
+    fd = native.open(path, false, false, true, 0);
+  } catch (e) {
+    wrapSystemError(e, path);
+  }
+  try {
+    const stat = native.fstat(fd);
+    if (stat.dev !== mapped.dev || stat.ino !== mapped.ino) {
+      throw new RegionError('BUSY', `${path} was replaced by another file while it was being opened; try again`, path);
+    }
+    takeFlock(fd, exclusive, path);
+    return fd;
+  } catch (e) {
+    native.close(fd);
+    throw e;
   }
 }
 

@@ -75,9 +75,10 @@ export interface NativeAddon {
   mappings(): { count: number; bytes: number };
   /**
    * envp null: this process's environment (environ) with each "NAME=value" of `set` put in.
-   * background: the old image is freed by a keeper process while the next program starts.
+   * teardown: 0 inline; 1 a keeper frees the old image while the next program starts, in the
+   * initial pid namespace; 2 a keeper in any (exec.ts Teardown).
    */
-  execve(file: string, argv: string[], envp: string[] | null, set: string[], background: boolean): never;
+  execve(file: string, argv: string[], envp: string[] | null, set: string[], teardown: number): never;
   /** The code cache's checksum (src/entry/checksum.ts), as 16 hex digits. */
   checksum64(bytes: Uint8Array): string;
 }
