@@ -944,15 +944,16 @@ fail:
  * does it for killed processes.)
  *
  * The keeper is a grandchild: its parent, made for this alone, exits at
- * once, so the keeper is an orphan, for init (or the nearest subreaper
- * above us) to reap; a child of ours would stay a zombie of the next
+ * once, so the keeper is an orphan, for the nearest subreaper above us, or
+ * else init, to reap; a child of ours would stay a zombie of the next
  * program, which knows nothing of it. An orphan is reaped only where that
- * reaper reaps what it did not start: every init of a machine does, but a
- * container's pid 1 is whatever the container runs (npm, a Node program),
- * which often does not, and each exec would leave it a zombie for good. So
- * by default (KEEPER_WHERE_REAPED) a keeper is made only in the initial pid
- * namespace; a program that knows its container's pid 1 reaps (tini, docker
- * --init, a shell) asks for one anyway (KEEPER_ALWAYS). Never when we are
+ * reaper reaps what it did not start: a machine's init does, and so do the
+ * subreapers made for it (systemd --user), but a container's pid 1 is
+ * whatever the container runs (npm, a Node program), which often does not,
+ * and each exec would leave it a zombie for good. So by default
+ * (KEEPER_WHERE_REAPED) a keeper is made only in the initial pid namespace;
+ * a program that knows its container's pid 1 reaps (tini, docker --init,
+ * dumb-init) asks for one anyway (KEEPER_ALWAYS). Never when we are
  * that reaper ourselves (pid 1 of a namespace, a subreaper), or when
  * anything of it cannot be set up: then execve tears the image down itself.
  *
@@ -960,9 +961,13 @@ fail:
  * file stays open (and so does a flock taken on the descriptor it was
  * mapped from: the region layer takes its locks on descriptors it never
  * maps) until the keeper has freed them. Not our descriptors: it shares
- * our table until it unshares it (close_range CLOSE_RANGE_UNSHARE keeps
- * only those below the pipe's read end, which it then closes), all before
- * execve is called. It runs in our image, on a stack of its own but on the
+ * our table until it unshares it, all before execve is called. The kernel
+ * copies at least the first 64 slots of a table it unshares (close_range
+ * CLOSE_RANGE_UNSHARE drops only the slots past those and past the pipe's
+ * read end), and the keeper closes each copy but the read end: a file
+ * system with a flush operation (NFS, FUSE, CIFS) runs it for each such
+ * file of ours, before execve (tmpfs, ext4, sockets and pipes have none).
+ * It runs in our image, on a stack of its own but on the
  * thread-local storage of the thread that made it: it makes only raw
  * system calls (errno is thread-local, and ours). Signals are blocked in
  * it (all that can be: SIGKILL and SIGSTOP cannot, and glibc keeps two of
@@ -1033,11 +1038,13 @@ struct keeper {
 static int keeper_main(void *arg) {
   struct keeper *k = arg;
   raw_syscall3(SYS_prctl, PR_SET_NAME, (long)"pmpool-keeper", 0);
-  /* Our table, shared until here: a table of its own holding copies of read_fd and the
-     descriptors below it only (the others are not copied, so nothing of theirs runs), then those
-     below it closed. On a kernel before 5.9, ENOSYS: no keeper. */
+  /* Our table, shared until here: a table of its own (holding copies of at least our first 64
+     slots, and of read_fd), then every copy but read_fd closed. On a kernel before 5.9, ENOSYS:
+     no keeper. */
   long closed = raw_syscall3(SYS_close_range, (long)k->read_fd + 1, (long)~0U, CLOSE_RANGE_UNSHARE);
   if (closed == 0 && k->read_fd > 0) closed = raw_syscall3(SYS_close_range, 0, (long)k->read_fd - 1, 0);
+  /* The write end may sit below the read end (another thread freed a lower number during pipe2):
+     closed above then; above it, it was never copied or is closed here. */
   /* Nice 19 under the ordinary policy (not a real-time one a program may run at): on an idle CPU
      the teardown runs at full speed; where it must share one (a machine of one CPU, a busy one)
      the next program's start comes first. Not SCHED_IDLE: on a saturated machine that would hold
@@ -1086,13 +1093,21 @@ static int wait_while(int *word, int value, long ms) {
   return 1;
 }
 
-/* After a failed execve, or a keeper that did not come up in time: the keeper is told to go (end of
-   file; SIGKILL too when it did not come up, wherever it is stuck), and its stacks are unmapped once
-   it has let go of the image. One that does not in time keeps them (lost, not reused). */
-static void keeper_dismiss(struct keeper *k, int kill_it) {
+/* After a failed execve: the keeper is told to go (end of file), and its stacks are unmapped once it
+   has let go of the image. One that does not in time keeps them (lost, not reused). */
+static void keeper_dismiss(struct keeper *k) {
   close(k->write_fd);
-  if (kill_it) kill(k->pid, SIGKILL);
   if (wait_while(&k->alive, 1, KEEPER_EXIT_MS)) keeper_area_free(k);
+}
+
+/* A keeper that did not come up (ready still 0 at the deadline): killed first, wherever it is stuck,
+   before our end of its pipe is closed — a keeper that still shares our table could otherwise copy
+   whatever another thread opens under the freed number, and read from it. Not one that said it
+   failed (ready -1): that one is exiting by itself, and its pid may soon be another process's. */
+static void keeper_abandon(struct keeper *k) {
+  if (__atomic_load_n(&k->ready, __ATOMIC_ACQUIRE) == 0) kill(k->pid, SIGKILL);
+  close(k->read_fd);
+  keeper_dismiss(k);
 }
 
 /* This process is in the initial pid namespace, whose init reaps orphans. */
@@ -1141,21 +1156,26 @@ static struct keeper *keeper_start(int mode) {
   do reaped = raw_syscall4(SYS_wait4, parent, 0, __WCLONE, 0);
   while (reaped == -EINTR);
   int keeper_made = __atomic_load_n(&k->pid, __ATOMIC_ACQUIRE) > 0;
-  if (reaped != parent || !keeper_made) {
+  if (reaped != parent) {
+    /* Its stack may still be in use: the area is lost, never unmapped. */
+    if (keeper_made) kill(k->pid, SIGKILL);
     close(fds[0]);
     close(fds[1]);
-    if (keeper_made) kill(k->pid, SIGKILL);
-    if (reaped == parent && !keeper_made) keeper_area_free(k);
+    return NULL;
+  }
+  if (!keeper_made) {
+    close(fds[0]);
+    close(fds[1]);
+    keeper_area_free(k);
     return NULL;
   }
   /* The read end stays open here until the keeper has a table of its own: it shares ours until
      then, and would find its read end closed. */
-  int ready = wait_while(&k->ready, 0, KEEPER_READY_MS) && k->ready == 1;
-  close(fds[0]);
-  if (!ready) {
-    keeper_dismiss(k, 1);
+  if (!wait_while(&k->ready, 0, KEEPER_READY_MS) || __atomic_load_n(&k->ready, __ATOMIC_ACQUIRE) != 1) {
+    keeper_abandon(k);
     return NULL;
   }
+  close(fds[0]);
   return k;
 #else
   (void)mode;
@@ -1218,7 +1238,7 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
   struct keeper *keeper = keeper_start(teardown);
   execve(file, args, envp);
   int err = errno;
-  if (keeper) keeper_dismiss(keeper, 0);
+  if (keeper) keeper_dismiss(keeper);
   if (prof_saved) sigaction(SIGPROF, &saved_prof, NULL);
   for (int fd = 0; fd < 3; fd++) {
     if (saved_fd_flags[fd] >= 0) fcntl(fd, F_SETFD, saved_fd_flags[fd]);

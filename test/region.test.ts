@@ -126,6 +126,26 @@ describe('FileRegion over /dev/shm', () => {
     }
   });
 
+  test('a region holds its file on two descriptors (its flock on one never mapped); a close that fails on either still closes the other', () => {
+    for (const which of [0, 1]) {
+      const { path, cleanup } = shmPath(`close-both-${which}`);
+      try {
+        const region = FileRegion.create(path, { size: PAGE });
+        const fds = readdirSync('/proc/self/fd').filter((n) => readlinkSafe(`/proc/self/fd/${n}`) === path).map(Number).sort((a, b) => a - b);
+        assert.equal(fds.length, 2, 'the mapped descriptor and the lock\'s');
+        // Both read-write: NFS takes an exclusive flock only on a file open for writing.
+        const access = (fd: number) => Number.parseInt(/^flags:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8) & 3;
+        assert.deepEqual(fds.map(access), [2, 2], 'O_RDWR');
+        closeSync(fds[which]!); // behind its back: that close(2) fails (EBADF)
+        assertRegionError(() => region.close(), 'IO');
+        const left = readdirSync('/proc/self/fd').filter((n) => readlinkSafe(`/proc/self/fd/${n}`) === path);
+        assert.deepEqual(left, [], `descriptor ${fds[which]} closed behind its back: the other must be closed all the same`);
+      } finally {
+        cleanup();
+      }
+    }
+  });
+
   test("advice that discards contents never reaches the bytes around an unaligned window", () => {
     const { path, cleanup } = shmPath('advise');
     try {

@@ -34,11 +34,15 @@ export interface ReplaceOptions {
  * program starts. The keeper exits as an orphan, for init to reap:
  *
  * - 'auto' (the default): a keeper where init is a machine's, which reaps
- *   every orphan (the initial pid namespace); inline in a container's pid
+ *   orphans (the initial pid namespace); inline in a container's pid
  *   namespace, whose pid 1 is whatever the container runs (npm, a Node
  *   program) and may leave each keeper a zombie for good.
  * - 'background': a keeper in a container too, for one whose pid 1 reaps
- *   orphans (tini, docker --init, dumb-init, systemd, a shell).
+ *   orphans (tini, docker --init, dumb-init, systemd).
+ *
+ * The keeper closes its copies of the program's descriptors before the
+ * execve: on NFS, FUSE or CIFS each close flushes its file, and a program
+ * with many files open there is better served by 'inline'.
  * - 'inline': execve frees the image first, as any execve does: the old and
  *   new images are never in memory together.
  *

@@ -220,7 +220,7 @@ export class FileRegion implements Region {
       const backing = identifyBacking(stat, path);
       if (backing.kind === 'devdax') throw new RegionError('NOT_REGULAR', `${path}: a DAX device cannot be created`, path);
       checkSize(options.size, backing.pageSize, path);
-      lockFd = lockDescription(stat, options.exclusive ?? false, path);
+      lockFd = lockDescription(stat, options.exclusive ?? false, false, path);
       try {
         native.ftruncate(fd, options.size);
         if (options.preallocate) native.fallocate(fd, 0, options.size, false);
@@ -266,7 +266,7 @@ export class FileRegion implements Region {
       if (size > backing.capacity) {
         throw new RegionError('TOO_LARGE', `${path}: ${size} bytes asked but the ${backing.kind} holds ${backing.capacity}`, path);
       }
-      lockFd = lockDescription(stat, options.exclusive ?? false, path);
+      lockFd = lockDescription(stat, options.exclusive ?? false, options.readOnly ?? false, path);
       if (options.preallocate && backing.kind !== 'devdax') {
         try {
           native.fallocate(fd, 0, size, true); // the size stays; only holes get blocks
@@ -327,13 +327,18 @@ export class FileRegion implements Region {
     // Closed whatever close(2) answers: it releases the descriptor even when it fails (EIO), and a
     // second close() would close the number again, by then perhaps another file's.
     this.fd = -1;
-    native.close(this.lockFd); // releases the flock
+    const lockFd = this.lockFd;
     this.lockFd = -1;
-    try {
-      native.close(fd);
-    } catch (e) {
-      wrapSystemError(e, this.path);
+    let failure: unknown;
+    for (const descriptor of [lockFd, fd]) {
+      // Both, whatever the first answers: closing the lock's releases the flock.
+      try {
+        native.close(descriptor);
+      } catch (e) {
+        failure ??= e;
+      }
     }
+    if (failure !== undefined) wrapSystemError(failure, this.path);
   }
 }
 
@@ -347,10 +352,11 @@ export class FileRegion implements Region {
  * at close(), and at an exec (O_CLOEXEC). The second open must find the same file (device and
  * inode): a file renamed into the path between the two opens is refused, not locked instead.
  */
-function lockDescription(mapped: NativeStat, exclusive: boolean, path: string): number {
+function lockDescription(mapped: NativeStat, exclusive: boolean, readOnly: boolean, path: string): number {
   let fd: number;
   try {
-    fd = native.open(path, false, false, true, 0);
+    // With the mapped descriptor's access: NFS takes an exclusive flock only on a file open for writing.
+    fd = native.open(path, false, false, readOnly, 0);
   } catch (e) {
     wrapSystemError(e, path);
   }
