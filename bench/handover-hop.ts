@@ -12,7 +12,7 @@
  * performance.now(), which crosses the exec.
  */
 import { appendFileSync } from 'node:fs';
-import type { kexec as Kexec, Handover, Pool } from '../src/index.js';
+import type { kexec as Kexec, Handover, Pool, Teardown } from '../src/index.js';
 
 export const now = (): number => performance.timeOrigin + performance.now();
 
@@ -37,7 +37,7 @@ export async function finishHop(kexec: typeof Kexec, incoming: Handover | null, 
     const args = [...process.execArgv, self, ...process.argv.slice(2).filter((a) => !a.startsWith('--pmpool-fdt='))];
     process.env.PMPOOL_BENCH_EXEC_AT = String(now()); // the program stops serving here: closing its clients counts
     marks.beforeExec?.();
-    const teardown = arg('teardown') as 'inline' | 'background' | undefined;
+    const teardown = arg('teardown') as Teardown | undefined;
     await kexec.exec(process.execPath, args, { env: process.env, ...(teardown && { teardown }) });
   }
   pool.close();

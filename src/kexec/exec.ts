@@ -31,7 +31,8 @@ export interface ReplaceOptions {
  * tens of megabytes page by page before the next program runs, most of the
  * old side's share of the downtime; a keeper — a process of pmpool's that
  * shares the image (native/pmpool.c) — can free it instead, while the next
- * program starts. The keeper exits as an orphan, for init to reap:
+ * program starts. The keeper exits as an orphan, for the nearest subreaper
+ * or else init to reap:
  *
  * - 'auto' (the default): a keeper where init is a machine's, which reaps
  *   orphans (the initial pid namespace); inline in a container's pid
@@ -39,15 +40,14 @@ export interface ReplaceOptions {
  *   program) and may leave each keeper a zombie for good.
  * - 'background': a keeper in a container too, for one whose pid 1 reaps
  *   orphans (tini, docker --init, dumb-init, systemd).
- *
- * The keeper closes its copies of the program's descriptors before the
- * execve: on NFS, FUSE or CIFS each close flushes its file, and a program
- * with many files open there is better served by 'inline'.
  * - 'inline': execve frees the image first, as any execve does: the old and
  *   new images are never in memory together.
  *
- * A program that is pid 1 or a subreaper itself (orphans come back to it),
- * or a kernel before 5.9, gets 'inline' whatever it asks.
+ * The keeper closes its copies of the program's descriptors before the
+ * execve: on NFS, FUSE or CIFS each close flushes its file, and a program
+ * with many files open there is better served by 'inline'. A program that
+ * is pid 1 or a subreaper itself (orphans come back to it), or a kernel
+ * before 5.9, gets 'inline' whatever it asks.
  */
 export type Teardown = 'auto' | 'background' | 'inline';
 
