@@ -762,6 +762,37 @@ describe('preallocate: a pool whose pages all have their memory from the start',
     }
   });
 
+  test('--pmpool=...,preallocate reserves nothing on a restore from a handover: the restore stays O(1) in the pool\'s size', () => {
+    const { path, cleanup } = shmPath('prealloc-restore');
+    const blob = shmPath('prealloc-restore-blob');
+    try {
+      // The previous program: a sparse pool (no flag), and a handover blob for it.
+      const first = runModule(
+        `import { writeFileSync } from 'node:fs';
+         import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         writeFileSync(${JSON.stringify(blob.path)}, kexec.prepare().bytes, { mode: 0o600 });`,
+        ['--', `--pmpool=${path},8M`],
+      );
+      assert.equal(first.status, 0, first.stderr);
+      const sparse = allocatedBytes(path);
+      assert.ok(sparse < 8 * 1024 * 1024);
+      const next = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const incoming = kexec.incoming();
+         kexec.poolFromCommandLine();
+         process.stdout.write(String(incoming?.generation));`,
+        ['--', `--pmpool=${path},8M,preallocate`, `--pmpool-fdt=${blob.path}`],
+      );
+      assert.equal(next.status, 0, next.stderr);
+      assert.equal(next.stdout, '1', 'restored from the handover');
+      assert.equal(allocatedBytes(path), sparse, 'the restore reserved blocks');
+    } finally {
+      cleanup();
+      blob.cleanup();
+    }
+  });
+
   test('a file system without room refuses a preallocated create (ENOSPC), leaving no file; a sparse one is made', (t) => {
     // A tmpfs of 4 MiB of our own (root only: elsewhere skipped, saying why).
     if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
