@@ -1045,13 +1045,12 @@ static int keeper_main(void *arg) {
   if (closed == 0 && k->read_fd > 0) closed = raw_syscall3(SYS_close_range, 0, (long)k->read_fd - 1, 0);
   /* The write end may sit below the read end (another thread freed a lower number during pipe2):
      closed above then; above it, it was never copied or is closed here. */
-  /* Nice 19 under the ordinary policy (not a real-time one a program may run at): on an idle CPU
-     the teardown runs at full speed; where it must share one (a machine of one CPU, a busy one)
-     the next program's start comes first. Not SCHED_IDLE: on a saturated machine that would hold
-     the old image's memory five times as long. */
+  /* The ordinary policy (not a real-time one a program may run at), at the program's own nice:
+     the teardown takes the CPU share the old program's exit would have. Not lower: at nice 19,
+     a machine kept busy (four spinning processes on two CPUs, ten 1 GB programs exec'd in turn)
+     held every old image at once, for up to 37 s and 8 GB; at SCHED_IDLE it would be longer. */
   struct sched_param ordinary = {0};
   raw_syscall3(SYS_sched_setscheduler, 0, SCHED_OTHER, (long)&ordinary);
-  raw_syscall3(SYS_setpriority, PRIO_PROCESS, 0, 19);
   __atomic_store_n(&k->ready, closed == 0 ? 1 : -1, __ATOMIC_RELEASE);
   raw_syscall3(SYS_futex, (long)&k->ready, FUTEX_WAKE, 1);
   if (closed != 0) return 0;
