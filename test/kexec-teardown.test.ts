@@ -157,6 +157,61 @@ describe('exec(): the old image torn down', () => {
     assert.deepEqual(seen.background, [{ comm: 'pmpool-keeper', state: 'Z' }], "'background' is asked for where pid 1 reaps: here it does not, and the keeper stays its zombie");
   });
 
+  test("a lock the main thread held when a worker exec'd is broken by the next program, not taken for its own main thread's", () => {
+    // An execve from a worker gives the worker the main thread's pid and start time (de_thread): the
+    // lock's recorded holder then reads as the next program's main thread, alive. Without the waiter's
+    // rule (liveness.ts isAliveForWaiter) the restore waited 30 s and failed, and the pool stayed locked.
+    const { path, cleanup } = shmPath('teardown-worker-lock');
+    const internals = new URL('../src/pool/internals.js', import.meta.url).href;
+    try {
+      const next = `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const t0 = performance.now();
+        kexec.incoming();
+        const pool = kexec.poolFromCommandLine();
+        const a = pool.alloc(1);
+        pool.release(a.pfn, a.count);
+        process.stdout.write(JSON.stringify({ ms: performance.now() - t0, ok: pool.check().ok }));`;
+      // An ES module, as the program is (the worker inherits its --input-type=module). Its exec()
+      // takes the pool lock to prepare (the generation), then runs the handover callbacks: the one
+      // here has the main thread take the lock, and returns once it has. The worker's execve then
+      // ends the main thread inside its hold. Cells: 0 callback running, 1 lock taken, 2 pool made.
+      const worker = `import { parentPort, workerData } from 'node:worker_threads';
+        import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const cells = new Int32Array(workerData);
+        kexec.poolFromCommandLine();
+        kexec.onHandover('hold', () => {
+          Atomics.store(cells, 0, 1);
+          Atomics.notify(cells, 0);
+          Atomics.wait(cells, 1, 0);
+        });
+        Atomics.store(cells, 2, 1);
+        Atomics.notify(cells, 2);
+        kexec.exec(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(next)}, '--', ${JSON.stringify(`--pmpool=${path},4M`)}], { teardown: 'inline' });`;
+      const r = runModule(
+        `import { Worker } from 'node:worker_threads';
+         import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { poolInternals } from ${JSON.stringify(internals)};
+         const cells = new Int32Array(new SharedArrayBuffer(12));
+         new Worker(${JSON.stringify(worker)}, { eval: true, argv: [${JSON.stringify(`--pmpool=${path},4M`)}], workerData: cells.buffer });
+         Atomics.wait(cells, 2, 0);
+         const pool = Pool.open(${JSON.stringify(path)});
+         Atomics.wait(cells, 0, 0);
+         poolInternals(pool).parts.control.lock(); // the main thread holds the lock from here on
+         Atomics.store(cells, 1, 1);
+         Atomics.notify(cells, 1);
+         Atomics.wait(cells, 1, 1); // until the worker's exec ends this image`,
+        [],
+        [],
+        60_000,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const seen = JSON.parse(r.stdout) as { ms: number; ok: boolean };
+      assert.equal(seen.ok, true, 'the pool checks clean after the lock was broken');
+    } finally {
+      cleanup();
+    }
+  });
+
   test('failed execs with a keeper each time leave no descriptor, process or quiesced pool behind', async () => {
     const token = `pmpool-teardown-failed-${process.pid}-${Math.random().toString(36).slice(2)}`;
     const { path, cleanup } = shmPath('teardown-failed');

@@ -275,32 +275,49 @@ describe('SIGKILL', () => {
     }
   });
 
-  test('run ids: a lock word whose holder never wrote its identity is broken; the stale identity beside it is not trusted', () => {
+  test('run ids: a lock word whose holder never wrote its identity is broken; the stale identity beside it is not trusted', async () => {
     const { path, cleanup } = shmPath('stale-identity');
+    let holder: ChildProcess | undefined;
     try {
       Pool.create(path, { size: '4M' }).close();
-      const pool = Pool.open(path);
+      // A live holder — the identity matches the lock word — is waited for, not broken. Another
+      // process: this thread waiting for a lock recorded as its own would take the record for a
+      // previous image's (liveness.ts isAliveForWaiter).
+      holder = startModule(
+        `import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { poolInternals } from ${JSON.stringify(new URL('../src/pool/internals.js', import.meta.url).href)};
+         poolInternals(Pool.open(${JSON.stringify(path)})).parts.control.lock();
+         process.stdout.write('held\\n');
+         setInterval(() => {}, 1000);`,
+      );
+      await new Promise<void>((resolve, reject) => {
+        holder!.stdout!.once('data', () => resolve());
+        holder!.once('exit', (code) => reject(new Error(`the holder exited (${code})`)));
+      });
+      assert.throws(() => Pool.open(path, { lockTimeoutMs: 100 }), (e: unknown) => e instanceof PoolError && e.code === 'LOCK_TIMEOUT');
+      holder.kill('SIGKILL');
+      await new Promise((resolve) => holder!.once('exit', resolve));
+      holder = undefined;
+      const pool = Pool.open(path); // the dead holder's lock broken
       const { parts } = poolInternals(pool);
       const control = pool.geometry.areas.control.offset;
       // The identity slot names this open (this process, alive) under its run id.
       pool.stats(); // a locked operation: this open writes its identity beside the lock word
       const ourRun = parts.writer.atomicLoad(control + CONTROL_LAYOUT.OWNER_RUN_ID);
       assert.notEqual(ourRun, 0);
-      // A live holder — the identity matches the lock word — is waited for, not broken.
-      parts.writer.atomicStore(control, ourRun);
-      assert.throws(() => Pool.open(path, { lockTimeoutMs: 100 }), (e: unknown) => e instanceof PoolError && e.code === 'LOCK_TIMEOUT');
       // Another run won the lock word and died before writing its identity: the identity beside
       // the word (alive, but of another run) says nothing about it. Broken after the grace period.
       parts.writer.atomicStore(control, (ourRun % 0x7ffffffe) + 1);
       pool.close();
       const again = Pool.open(path, { lockTimeoutMs: 10_000 });
       try {
-        assert.equal(again.stats().lockBreaks, 1);
+        assert.equal(again.stats().lockBreaks, 2, 'the killed holder\'s, then the unidentified one\'s');
         assert.deepEqual(again.check(), { ok: true, problems: [], repaired: [] });
       } finally {
         again.close();
       }
     } finally {
+      holder?.kill('SIGKILL');
       cleanup();
     }
   });

@@ -36,7 +36,8 @@ function restoreNode(registry: HandoverRegistry, h: Handover, name: string, node
   try {
     pool = Pool.open(node.path);
   } catch (e) {
-    if (e instanceof RegionError || e instanceof PoolError) {
+    // A pool whose lock stays held is no mismatch of the handover: the wait's own error says who holds it.
+    if ((e instanceof RegionError || e instanceof PoolError) && !(e instanceof PoolError && e.code === 'LOCK_TIMEOUT')) {
       throw new HandoverError('MISMATCH', `pool node ${name} names ${node.path}, which cannot be opened as that pool: ${e.message}`, { cause: e });
     }
     throw e;

@@ -11,7 +11,7 @@
  */
 import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
-import { isAlive, selfIdentity, type ProcessIdentity } from './liveness.js';
+import { isAliveForWaiter, selfIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
 
 /*
@@ -157,7 +157,7 @@ export class Control {
     options: LockOptions = {},
   ) {
     this.base = controlOffset;
-    this.alive = options.isAlive ?? isAlive;
+    this.alive = options.isAlive ?? isAliveForWaiter;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
     this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;

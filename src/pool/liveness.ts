@@ -54,6 +54,22 @@ export function selfIdentity(): ProcessIdentity {
  * — when the holder recorded its task — that task, each with the start time
  * recorded (a reused pid or tid has another).
  */
+/**
+ * isAlive, asked by a thread that waits for the lock `id` holds: a holder recorded as this very
+ * thread is not alive. A thread never waits for a lock it holds (the pool lock is held within one
+ * synchronous operation), so such a record is a previous image's: an execve from another thread
+ * gives that thread the leader's pid and start time (fs/exec.c de_thread), and the main thread
+ * that held the lock is gone while its identity lives on in this one. Without this, a worker's
+ * exec() while the main thread held the lock left the pool locked for as long as the pid lived.
+ */
+export function isAliveForWaiter(id: ProcessIdentity): boolean {
+  const me = selfIdentity();
+  if (me.tid !== 0 && id.tid === me.tid && id.pid === me.pid && id.tidStartTime === me.tidStartTime && id.startTime === me.startTime && id.bootHash === me.bootHash) {
+    return false;
+  }
+  return isAlive(id);
+}
+
 export function isAlive(id: ProcessIdentity): boolean {
   if (id.pid <= 0) return false;
   if (id.bootHash !== bootHash()) return false;
