@@ -57,14 +57,16 @@ describe('refused opens give back what they took', () => {
       const sub = holder.subpool('sub', { count: 256 });
       const region = FileRegion.open(path);
       try {
-        // Another open holds each lock: this process's own opens count as live holders.
+        // Another open holds each lock. It is this very thread's, which a waiter takes for a previous
+        // image's (liveness.ts isAliveForWaiter): the liveness oracle says it lives, as another
+        // process's would.
         poolInternals(holder).parts.control.lock();
         poolInternals(sub).parts.control.lock();
         const maps = mappingsOf(path);
-        failRepeatedly(() => Pool.open(region, { lockTimeoutMs: 1 }), PoolError, 'LOCK_TIMEOUT', 50);
+        failRepeatedly(() => Pool.open(region, { lockTimeoutMs: 1, isAlive: () => true }), PoolError, 'LOCK_TIMEOUT', 50);
         assert.equal(mappingsOf(path), maps, 'Pool.open over a region the caller keeps');
         poolInternals(holder).parts.control.unlock();
-        const parent = Pool.open(path, { lockTimeoutMs: 1 });
+        const parent = Pool.open(path, { lockTimeoutMs: 1, isAlive: () => true });
         const withParent = mappingsOf(path);
         failRepeatedly(() => parent.subpool('sub'), PoolError, 'LOCK_TIMEOUT', 50);
         assert.equal(mappingsOf(path), withParent, 'a sub-pool opened in its parent');
@@ -78,7 +80,7 @@ describe('refused opens give back what they took', () => {
       const pool = Pool.create(memory, { size: 4 * MiB });
       poolInternals(pool).parts.control.lock();
       const windows = memory.windows().length;
-      failRepeatedly(() => Pool.open(memory, { lockTimeoutMs: 1 }), PoolError, 'LOCK_TIMEOUT', 20);
+      failRepeatedly(() => Pool.open(memory, { lockTimeoutMs: 1, isAlive: () => true }), PoolError, 'LOCK_TIMEOUT', 20);
       assert.equal(memory.windows().length, windows, 'windows of a memory region');
     } finally {
       cleanup();
