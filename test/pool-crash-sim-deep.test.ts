@@ -16,9 +16,9 @@ import { allocatorGeometry } from '../src/alloc/index.js';
 import { DEEP, DEEP_BYTES, DEEP_SCENARIOS, PAGE, simulateMany } from './support/pool-sim.js';
 
 describe('crash simulation, summaries of two levels', () => {
-  test('over summaries of two levels too: the operations that cascade into the second, crashed at every store', (t) => {
+  test('over summaries of two levels too: the operations that cascade into the second, crashed at every store', async (t) => {
     assert.equal(allocatorGeometry(computeGeometry({ size: DEEP_BYTES, pageSize: PAGE, orderPerBit: 0 }).unitCount).levels, 2, 'the deep pool has two summary levels');
-    const total = simulateMany(t, DEEP, DEEP_SCENARIOS, 0x9e37);
+    const total = await simulateMany(t, DEEP, DEEP_SCENARIOS, 0x9e37);
     // simulate() refuses a scenario whose run never wrote the second level: the shape is made so that each does.
     assert.ok(total.crashPoints >= 100 * DEEP_SCENARIOS, `${total.crashPoints} crash points`);
   });

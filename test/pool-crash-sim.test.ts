@@ -29,8 +29,8 @@ import { poolInternals } from '../src/pool/internals.js';
 import { describePoint, PAGE, POOL_BYTES, REOPEN, SCENARIOS, simulateMany, SMALL, SUBPOOL_OWNER } from './support/pool-sim.js';
 
 describe('crash simulation', () => {
-  test('every prefix of the stores of random operation sequences recovers to a consistent pool', (t) => {
-    const total = simulateMany(t, SMALL, SCENARIOS);
+  test('every prefix of the stores of random operation sequences recovers to a consistent pool', async (t) => {
+    const total = await simulateMany(t, SMALL, SCENARIOS);
     assert.ok(total.crashPoints >= 1000 * SCENARIOS / 6, `${total.crashPoints} crash points`);
   });
 });

@@ -402,7 +402,17 @@ export interface SimResult {
 }
 
 /** One scenario; `replay` says how to run it alone. */
-function simulate(seed: number, shape: Shape, replay: string): SimResult {
+/**
+ * How many crash points the simulation checks between two turns of the event loop. Sub-pools'
+ * windows are tracked by WeakRef (region.ts LiveWindows), and a WeakRef keeps its target alive
+ * until the job that made it ends (the ECMAScript KeepDuringJob set): a simulation run as one
+ * synchronous job kept every crash image it made, 24 GB for one seed (PMPOOL_SIM_SEED=3099590648),
+ * which the OOM killer ended in CI. A turn of the event loop ends the job and lets them go.
+ */
+const POINTS_PER_TURN = 64;
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function simulate(seed: number, shape: Shape, replay: string): Promise<SimResult> {
   const rng = new Prng(seed ^ 0x5eed);
   const orderPerBit = rng.pick(shape.orderPerBits);
   const start = new MemoryRegion(shape.bytes);
@@ -458,7 +468,12 @@ function simulate(seed: number, shape: Shape, replay: string): SimResult {
   let committedAt: string | null = null; // the first crash point of the current op showing its effect
   let interrupted = 0;
   let held = 0;
+  let sinceTurn = 0;
   for (const point of ref.points) {
+    if (++sinceTurn === POINTS_PER_TURN) {
+      sinceTurn = 0;
+      await nextTurn();
+    }
     while (ref.endOf[op]! < point.k) {
       op++;
       committedAt = null;
@@ -537,7 +552,7 @@ function crashRecovery(image: MemoryRegion, point: CrashPoint): MemoryRegion {
 }
 
 /** Runs `count` scenarios of `shape` from the test seed; returns their totals. */
-export function simulateMany(t: { diagnostic: (message: string) => void }, shape: Shape, count: number, seedOffset = 0): SimResult {
+export async function simulateMany(t: { diagnostic: (message: string) => void }, shape: Shape, count: number, seedOffset = 0): Promise<SimResult> {
   const seed = (testSeed('PMPOOL_SIM_SEED') + seedOffset) >>> 0;
   const total: SimResult = { crashPoints: 0, nestedPoints: 0, liveHolderChecks: 0, upperSummaryStores: 0 };
   for (let i = 0; i < count; i++) {
@@ -547,7 +562,7 @@ export function simulateMany(t: { diagnostic: (message: string) => void }, shape
       : `PMPOOL_SIM_SEED=${(s - seedOffset) >>> 0} PMPOOL_SIM_DEEP_SCENARIOS=1 node --test dist/test/pool-crash-sim-deep.test.js`;
     let r: SimResult;
     try {
-      r = simulate(s, shape, replay);
+      r = await simulate(s, shape, replay);
     } catch (e) {
       if (e instanceof assert.AssertionError) throw e;
       throw new Error(`seed ${s} (replay: ${replay}): ${String(e)}`, { cause: e });
