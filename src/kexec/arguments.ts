@@ -4,7 +4,7 @@
  */
 import { checkBooleanOption, checkFunctionOption, checkMillisOption, checkOptions, checkStringOption, describeValue } from '../util/options.js';
 import { HandoverError } from './errors.js';
-import type { ExecOptions, ReplaceOptions, SpawnOptions } from './exec.js';
+import type { ExecOptions, ReplaceOptions, SpawnOptions, Teardown } from './exec.js';
 import type { AbortHook } from './handover.js';
 
 const badArgument = (message: string): HandoverError => new HandoverError('BAD_ARGUMENT', message);
@@ -41,11 +41,12 @@ export function checkReplaceOptions(value: ReplaceOptions | undefined, what: str
   return options;
 }
 
-const TEARDOWN = ['auto', 'background', 'inline'];
+/** Each teardown exec() takes, as execve's argument (native/pmpool.c): the one list of them. */
+export const TEARDOWN_MODE: Readonly<Record<Teardown, number>> = { inline: 0, auto: 1, background: 2 };
 
 export function checkExecOptions(value: ExecOptions | undefined, what: string): ExecOptions {
   const options = checkReplaceOptions(value, what) as ExecOptions;
-  if (options.teardown !== undefined && !TEARDOWN.includes(options.teardown)) {
+  if (options.teardown !== undefined && !Object.hasOwn(TEARDOWN_MODE, options.teardown)) {
     throw badArgument(`teardown must be "auto", "background" or "inline", got ${describeValue(options.teardown)}`);
   }
   return options;

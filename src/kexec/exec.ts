@@ -8,7 +8,7 @@ import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
 import { ownTid } from '../sys/proc.js';
-import { checkExecOptions, checkSpawnOptions } from './arguments.js';
+import { checkExecOptions, checkSpawnOptions, TEARDOWN_MODE } from './arguments.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
 import { FDT_ENV, type HandoverRegistry } from './handover.js';
@@ -55,9 +55,6 @@ export interface ExecOptions extends ReplaceOptions {
   /** Default 'auto'. */
   teardown?: Teardown;
 }
-
-/** execve's teardown argument (native/pmpool.c). */
-const TEARDOWN_MODE: Record<Teardown, number> = { inline: 0, auto: 1, background: 2 };
 
 export interface SpawnOptions extends ReplaceOptions {
   /** How long the new program has to call kexec.ready(). Default 10 s. */
