@@ -8,10 +8,11 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
+import { Pool } from '../src/index.js';
+import { PMPOOL_ENTRY, runModule, shmPath, startModule, tempDir } from './support/child.js';
 
 /** Why the tests that make pid namespaces cannot run here (they need root and unshare(1)), or false. */
 const NO_PID_NAMESPACES = process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare') ? 'needs root and unshare(1)' : false;
@@ -209,6 +210,62 @@ describe('exec(): the old image torn down', () => {
       assert.equal(seen.ok, true, 'the pool checks clean after the lock was broken');
     } finally {
       cleanup();
+    }
+  });
+
+  test("a lock the main thread held when a worker exec'd is broken by another process, while the pid lives on", async () => {
+    // The same exec as above, seen from outside: the next program keeps the pid, and the holder
+    // recorded — pid, main task, their start times — reads as its live main thread. Only the image
+    // id (the hash of /proc/PID/auxv) tells that the holder is gone. Without it this open waits,
+    // and times out, for as long as the next program runs.
+    const { path, cleanup } = shmPath('teardown-worker-lock-other');
+    const blobs = tempDir('pmpool-blob-');
+    const internals = new URL('../src/pool/internals.js', import.meta.url).href;
+    let holder: ChildProcess | undefined;
+    try {
+      Pool.create(path, { size: '4M' }).close();
+      const worker = `import { workerData } from 'node:worker_threads';
+        import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const cells = new Int32Array(workerData);
+        Atomics.wait(cells, 0, 0);
+        kexec.exec('/bin/sh', ['-c', 'echo next; exec sleep 120'], { teardown: 'inline', passFlag: false, blobDir: ${JSON.stringify(blobs.dir)} });`;
+      holder = startModule(
+        `import { Worker } from 'node:worker_threads';
+         import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { poolInternals } from ${JSON.stringify(internals)};
+         const cells = new Int32Array(new SharedArrayBuffer(4));
+         new Worker(${JSON.stringify(worker)}, { eval: true, workerData: cells.buffer });
+         poolInternals(Pool.open(${JSON.stringify(path)})).parts.control.lock(); // held from here on
+         Atomics.store(cells, 0, 1);
+         Atomics.notify(cells, 0);
+         Atomics.wait(cells, 0, 1); // until the worker's exec ends this image`,
+      );
+      const pid = holder.pid!;
+      const statOf = () => readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const started = statOf().split(') ')[1]!.split(' ')[19];
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        holder!.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('next')) resolve();
+        });
+        holder!.once('exit', (code) => reject(new Error(`the program exited (${code}) before its next image ran`)));
+      });
+      // The shell has printed; its own exec of sleep follows.
+      for (let i = 0; i < 200 && !/^\d+ \(sleep\) /.test(statOf()); i++) await new Promise((r) => setTimeout(r, 25));
+      assert.match(statOf(), /^\d+ \(sleep\) /, 'the next program runs on the same pid');
+      assert.equal(statOf().split(') ')[1]!.split(' ')[19], started, 'with the same start time');
+      const pool = Pool.open(path, { lockTimeoutMs: 10_000 });
+      try {
+        assert.equal(pool.stats().lockBreaks, 1, 'the dead image\'s lock was broken');
+        assert.equal(pool.check().ok, true);
+      } finally {
+        pool.close();
+      }
+    } finally {
+      holder?.kill('SIGKILL');
+      cleanup();
+      blobs.cleanup();
     }
   });
 

@@ -132,7 +132,7 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
   test('control page: the offsets the code uses are the documented ones, and hold what the table says', () => {
     assert.deepEqual(tableRows('Control page'), [
       [0, 'u32'], [64, 'u32'], [68, 'u32'], [72, 'u32'], [76, 'u32'], [80, 'u64'], [88, 'u32'], [96, 'u64'],
-      [104, 'u32'], [128, 'u64'], [136, 'u32'], [140, 'u32'], [144, 'u64'], [152, 'u64'], [160, 'u32'], [164, 'u32'],
+      [104, 'u32'], [108, 'u32'], [128, 'u64'], [136, 'u32'], [140, 'u32'], [144, 'u64'], [152, 'u64'], [160, 'u32'], [164, 'u32'],
     ]);
     assert.deepEqual(CONTROL_LAYOUT, { LOCK_WORD: 0, OWNER_RUN_ID: 64, OWNER_PID: 68, LOCK_BREAKS: 104, NEXT_SEQ: 128, INTENT_OP: 136, INDEX_ALL: 164 });
     const c = g.areas.control.offset;
@@ -146,10 +146,11 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
       /* no procfs: the documented fallback */
     }
     assert.equal(view.getUint32(c + 72, true), crc32c(Buffer.from(bootId, 'latin1')), 'boot hash: CRC-32C of boot_id without its newline');
+    assert.equal(view.getUint32(c + 108, true), crc32c(readFileSync('/proc/self/auxv')) >>> 0, 'image id: CRC-32C of /proc/self/auxv');
     assert.equal(view.getBigUint64(c + 128, true), 2n, 'the last sequence number handed out: two allocations');
     assert.equal(view.getUint32(c + 136, true), 0, 'no intent');
     assert.equal(view.getUint32(c + 164, true), 0, 'INDEX_ALL clear');
-    for (const [from, to] of [[4, 64], [92, 96], [108, 128], [168, 4096]]) {
+    for (const [from, to] of [[4, 64], [92, 96], [112, 128], [168, 4096]]) {
       assert.ok(bytes.subarray(c + from!, c + to!).every((b) => b === 0), `control bytes [${from}, ${to}) are zero`);
     }
   });

@@ -2,8 +2,8 @@
  * The control page: the pool's robust lock and its intent record.
  *
  * The lock is one u32 word holding the run id of its holder (0 = free). Next
- * to it the holder writes who it is (pid, start time, boot, thread and task) and then
- * its run id again; a contender that finds the holder dead breaks the lock
+ * to it the holder writes who it is (pid, start time, boot, thread, task and
+ * program image) and then its run id again; a contender that finds the holder dead breaks the lock
  * with one compare-and-swap and repairs the holder's half-done operation from
  * the intent record — the userspace shape of a robust futex's EOWNERDEAD.
  * Run ids are random per open, so a lock word left by any earlier open is
@@ -31,6 +31,8 @@ const OWNER_START = 80; // u64
 const OWNER_TID = 88;
 const OWNER_TID_START = 96; // u64
 const LOCK_BREAKS = 104;
+/** The holder's program image (liveness.ts): changes at an exec in place, which keeps the pid. 0 = unknown. */
+const OWNER_IMAGE = 108;
 const NEXT_SEQ = 128; // u64: the last sequence number handed out, not the next
 const INTENT_OP = 136;
 const INTENT_SLOT = 140;
@@ -254,6 +256,7 @@ export class Control {
       threadId: u[(this.base + OWNER_THREAD) >>> 2]!,
       tid: u[(this.base + OWNER_TID) >>> 2]!,
       tidStartTime: this.w.load64(this.base + OWNER_TID_START),
+      imageId: u[(this.base + OWNER_IMAGE) >>> 2]!,
     };
   }
 
@@ -279,6 +282,7 @@ export class Control {
     this.w.store32(this.base + OWNER_THREAD, me.threadId);
     this.w.store32(this.base + OWNER_TID, me.tid);
     this.w.store64(this.base + OWNER_TID_START, me.tidStartTime);
+    this.w.store32(this.base + OWNER_IMAGE, me.imageId);
     this.w.atomicStore(this.base + OWNER_RUN_ID, this.runId);
   }
 

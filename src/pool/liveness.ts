@@ -9,8 +9,14 @@
  * (worker.terminate() mid-operation) leaves its process alive but its task
  * gone, and so does every thread but the caller when a process execve()s in
  * place: the holder is dead either way, though its pid lives on.
+ *
+ * And by its program image (a hash of its auxiliary vector, which ASLR makes
+ * new at every execve): an exec from a worker thread hands that thread the
+ * main thread's pid, task id and start time (fs/exec.c de_thread), so a lock
+ * the main thread held reads as held by the next program's main thread —
+ * alive, to every waiter — unless the image is compared too.
  */
-import { bootHash, ownStartTime, ownThreadId, ownTid, processStartTime, taskStartTime } from '../sys/proc.js';
+import { bootHash, ownImageId, ownStartTime, ownThreadId, ownTid, processImageId, processStartTime, taskStartTime } from '../sys/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
 
@@ -26,6 +32,8 @@ export interface ProcessIdentity {
   tid: number;
   /** Clock ticks after boot at which that task started. */
   tidStartTime: number;
+  /** The program image (ownImageId()), 0 when unknown (an older pmpool's record, no /proc). */
+  imageId: number;
 }
 
 // Module state is per isolate, so this cache is per thread: a worker computes its own identity.
@@ -44,37 +52,48 @@ export function selfIdentity(): ProcessIdentity {
       threadId: ownThreadId(tid),
       tid: tidStartTime === 0 ? 0 : tid,
       tidStartTime,
+      imageId: ownImageId(),
     };
   }
   return selfCache;
 }
 
 /**
- * True when the thread named by `id` may still be running: its process, and
- * — when the holder recorded its task — that task, each with the start time
- * recorded (a reused pid or tid has another).
- */
-/**
- * isAlive, asked by a thread that waits for the lock `id` holds: a holder recorded as this very
- * thread is not alive. A thread never waits for a lock it holds (the pool lock is held within one
- * synchronous operation), so such a record is a previous image's: an execve from another thread
- * gives that thread the leader's pid and start time (fs/exec.c de_thread), and the main thread
- * that held the lock is gone while its identity lives on in this one. Without this, a worker's
- * exec() while the main thread held the lock left the pool locked for as long as the pid lived.
+ * isAlive, asked by a thread that waits for the lock `id` holds. A holder
+ * recorded by this very process is judged without /proc where it can be:
+ *
+ * - another image of it (an exec in place) is gone;
+ * - a holder recorded as this very thread is taken for a previous image's
+ *   whatever the image ids say (they are equal across an exec where ASLR is
+ *   off, and unknown in an older pmpool's record): a thread never waits for
+ *   a lock it holds, for the pool lock is held within one synchronous
+ *   operation. Without this, a worker's exec while the main thread held the
+ *   lock left the pool locked for as long as the pid lived.
  */
 export function isAliveForWaiter(id: ProcessIdentity): boolean {
   const me = selfIdentity();
-  if (me.tid !== 0 && id.tid === me.tid && id.pid === me.pid && id.tidStartTime === me.tidStartTime && id.startTime === me.startTime && id.bootHash === me.bootHash) {
-    return false;
+  if (id.pid === me.pid && id.startTime === me.startTime && id.bootHash === me.bootHash) {
+    if (id.imageId !== 0 && me.imageId !== 0 && id.imageId !== me.imageId) return false;
+    if (me.tid !== 0 && id.tid === me.tid && id.tidStartTime === me.tidStartTime) return false;
   }
   return isAlive(id);
 }
 
+/**
+ * True when the thread named by `id` may still be running: its process, in
+ * the image recorded (when it was and /proc lets it be read), and — when the
+ * holder recorded its task — that task, each with the start time recorded (a
+ * reused pid or tid has another).
+ */
 export function isAlive(id: ProcessIdentity): boolean {
   if (id.pid <= 0) return false;
   if (id.bootHash !== bootHash()) return false;
   const start = processStartTime(id.pid);
   if (start === null || start !== id.startTime) return false;
+  if (id.imageId !== 0) {
+    const image = processImageId(id.pid);
+    if (image !== null && image !== id.imageId) return false;
+  }
   if (id.tid === 0) return true;
   const taskStart = taskStartTime(id.pid, id.tid);
   return taskStart !== null && taskStart === id.tidStartTime;

@@ -92,12 +92,31 @@ export function bootHash(): number {
  * addresses of the vDSO and of the kernel's random bytes on the new stack,
  * both randomised per image by ASLR (a few hundred bytes to read, where
  * /proc/self/maps is tens of KB). Without ASLR it is constant, and a stale
- * lock of the same pid is recognised by thread and token.
+ * lock of the same pid is recognised by thread and token. 0 when unknown.
  */
 export function ownImageId(): number {
+  return imageIdOf('/proc/self/auxv') ?? 0;
+}
+
+/**
+ * ownImageId() of process `pid`, read from its /proc/PID/auxv; null when it
+ * cannot be read (gone, or another user's: reading it needs the same ptrace
+ * read access as /proc/PID/environ). A lock waiter compares it with the image
+ * id its holder recorded: a process that exec'd in place kept its pid, its
+ * start time and, when the exec came from a worker thread, its main thread's
+ * task and start time too (fs/exec.c de_thread) — only the image tells.
+ */
+export function processImageId(pid: number): number | null {
+  return imageIdOf(`/proc/${pid}/auxv`);
+}
+
+function imageIdOf(auxvPath: string): number | null {
+  let auxv: ArrayBuffer;
   try {
-    return crc32c(new Uint8Array(native.readFile('/proc/self/auxv', PROC_FILE_BYTES, false, false).data)) >>> 0;
+    auxv = native.readFile(auxvPath, PROC_FILE_BYTES, false, false).data;
   } catch {
-    return 0;
+    return null;
   }
+  // A zombie's auxv reads empty: no image at all.
+  return auxv.byteLength === 0 ? null : crc32c(new Uint8Array(auxv)) >>> 0;
 }
