@@ -1182,6 +1182,44 @@ static struct keeper *keeper_start(int mode) {
 #endif
 }
 
+/* claimExec(claim: boolean) -> boolean
+ * One thread at a time may replace the program: the claim is the task id of
+ * the thread that holds it, process-wide (this library is loaded once per
+ * process, whatever the number of threads). exec() claims before it writes
+ * its blob and hands the claim back if execve fails. Without it, two
+ * threads exec'ing at once would each write a blob; the first execve ends
+ * the other thread (de_thread), whose blob no program would read, and the
+ * two would clear and restore the stdio flags under each other. A claim
+ * whose thread is gone (a worker terminated between its claim and its
+ * execve) is taken over. claim false hands back this thread's claim. */
+static int exec_claim_tid;
+
+static napi_value js_claim_exec(napi_env env, napi_callback_info info) {
+  GET_ARGS(1);
+  bool claim = false;
+  napi_get_value_bool(env, argv[0], &claim);
+  int self = (int)syscall(SYS_gettid);
+  bool held = false;
+  if (!claim) {
+    int expected = self;
+    __atomic_compare_exchange_n(&exec_claim_tid, &expected, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  } else {
+    for (;;) {
+      int holder = 0;
+      if (__atomic_compare_exchange_n(&exec_claim_tid, &holder, self, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) || holder == self) {
+        held = true;
+        break;
+      }
+      /* tgkill with signal 0 asks whether that task of this process still exists. */
+      if (syscall(SYS_tgkill, getpid(), holder, 0) == 0 || errno != ESRCH) break;
+      __atomic_compare_exchange_n(&exec_claim_tid, &holder, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+  }
+  napi_value out;
+  napi_get_boolean(env, held, &out);
+  return out;
+}
+
 /* execve(file, argv, envp, set, teardown): replaces the process image;
  * returns only by throwing. envp null means this process's environment with
  * `set` put in (environ_with); an array is the environment as it stands.
@@ -1321,6 +1359,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"msync", NULL, js_msync, NULL, NULL, NULL, napi_default, NULL},
       {"madvise", NULL, js_madvise, NULL, NULL, NULL, napi_default, NULL},
       {"mappings", NULL, js_mappings, NULL, NULL, NULL, napi_default, NULL},
+      {"claimExec", NULL, js_claim_exec, NULL, NULL, NULL, napi_default, NULL},
       {"execve", NULL, js_execve, NULL, NULL, NULL, napi_default, NULL},
       {"checksum64", NULL, js_checksum64, NULL, NULL, NULL, napi_default, NULL},
   };

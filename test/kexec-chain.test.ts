@@ -395,33 +395,90 @@ describe('kexec chains of real programs', () => {
     assert.deepEqual(r.stderr.match(/^[A-Z_]+(?=: )/gm), ['BAD_ARGUMENT', 'BAD_ARGUMENT', 'BAD_ARGUMENT'], r.stderr);
     assert.match(r.stderr, /^generation 0$/m, 'refused before anything was quiesced or bumped');
   });
-  test('a program that exits while exec() waits for its output takes its unread blob with it', async () => {
-    const { path, cleanup } = shmPath('exit-in-flush');
+  test('a program killed while exec() waits for its output leaves no blob: exec() writes it after the wait', async () => {
     // Its stdout is a pipe nobody reads: exec() waits for the queued output, and SIGTERM comes
-    // meanwhile, to a handler that exits (as a service's does).
-    const child = spawn(
-      process.execPath,
-      poolProgram(
-        path,
-        `process.on('SIGTERM', () => process.exit(0));
-         process.stdout.write('x'.repeat(1 << 20));
-         await kexec.exec(process.execPath, ['-e', '0', '--']);`,
-      ),
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    // meanwhile — from a supervisor, say — to the default action, or to a handler that exits (as a
+    // service's does). Neither leaves a handover blob in /dev/shm: none is written before the wait.
+    for (const handled of [false, true]) {
+      const { path, cleanup } = shmPath(`exit-in-flush-${handled}`);
+      const child = spawn(
+        process.execPath,
+        poolProgram(
+          path,
+          `${handled ? "process.on('SIGTERM', () => process.exit(0));" : ''}
+           process.stdout.write('x'.repeat(1 << 20));
+           process.stderr.write('exec\\n');
+           await kexec.exec(process.execPath, ['-e', '0', '--']);`,
+        ),
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      try {
+        const exited = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+        await new Promise<void>((resolve, reject) => {
+          let err = '';
+          child.stderr.on('data', (d: Buffer) => {
+            err += d.toString();
+            if (err.includes('exec\n')) resolve();
+          });
+          child.once('exit', () => reject(new Error(`the program exited before its exec(): ${err}`)));
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        assert.deepEqual([child.exitCode, child.signalCode], [null, null], 'exec() waits for the output nobody reads');
+        assert.deepEqual(blobsLeftBy(child.pid), [], 'and has written no blob while it waits');
+        child.kill('SIGTERM');
+        assert.deepEqual(await exited, handled ? [0, null] : [null, 'SIGTERM']);
+        assert.deepEqual(blobsLeftBy(child.pid), [], 'no handover happened: no blob is left in /dev/shm');
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        child.stdout.destroy();
+        for (const f of blobsLeftBy(child.pid)) rmSync(join('/dev/shm', f), { force: true });
+        cleanup();
+      }
+    }
+  });
+  test('one thread replaces the program at a time: an exec() from another meanwhile is refused before it writes a blob', () => {
+    // A worker holds the claim exec() takes just before it writes its blob (as a worker half-way
+    // through its own exec() would). The main thread's exec() is refused, writes nothing and leaves
+    // the pool usable. The worker is then terminated without handing the claim back: the claim of a
+    // thread that is gone is taken over, and the next exec() goes through.
+    const blobs = tempDir('pmpool-claim-');
+    const nativeModule = new URL('../src/sys/native.js', import.meta.url).href;
     try {
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      // The blob is written before exec() waits: once it is on disk, the program is waiting.
-      for (let i = 0; i < 600 && blobsLeftBy(child.pid).length === 0 && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
-      assert.equal(blobsLeftBy(child.pid).length, 1, 'exec() wrote its blob and waits for the output');
-      child.kill('SIGTERM');
-      assert.equal(await exited, 0);
-      assert.deepEqual(blobsLeftBy(child.pid), [], 'no handover happened: its blob is not left in /dev/shm');
+      const r = runPoolProgram(
+        'exec-claim',
+        `const { Worker } = await import('node:worker_threads');
+         const { readdirSync } = await import('node:fs');
+         const cells = new Int32Array(new SharedArrayBuffer(4));
+         const worker = new Worker(
+           \`import { workerData } from 'node:worker_threads';
+            import { native } from \${JSON.stringify(${JSON.stringify(nativeModule)})};
+            const cells = new Int32Array(workerData);
+            Atomics.store(cells, 0, native.claimExec(true) ? 1 : 2);
+            Atomics.notify(cells, 0);
+            setInterval(() => {}, 1000);\`,
+           { eval: true, workerData: cells.buffer },
+         );
+         Atomics.wait(cells, 0, 0);
+         process.stderr.write('worker claimed ' + (Atomics.load(cells, 0) === 1) + '\\n');
+         const options = { passFlag: false, blobDir: ${JSON.stringify(blobs.dir)} };
+         const next = ['-c', 'rm -f "$PMPOOL_FDT"; echo next ran'];
+         await kexec.exec('/bin/sh', next, options).catch((e) => process.stderr.write('refused ' + e.code + ': ' + e.message + '\\n'));
+         process.stderr.write('blobs ' + readdirSync(${JSON.stringify(blobs.dir)}).length + '\\n');
+         const a = pool.alloc(1);
+         pool.release(a.pfn, a.count);
+         process.stderr.write('pool usable\\n');
+         await worker.terminate();
+         await kexec.exec('/bin/sh', next, options);`,
+        { encoding: 'utf8', timeout: 60_000 },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /^worker claimed true$/m);
+      assert.match(r.stderr, /^refused EXEC_FAILED: exec of \/bin\/sh refused: another thread of this program is replacing it/m, 'the second exec() is refused');
+      assert.match(r.stderr, /^blobs 0$/m, 'before it wrote a blob');
+      assert.match(r.stderr, /^pool usable$/m, 'and its pool is not left quiesced');
+      assert.equal(r.stdout, 'next ran\n', 'the claim of the terminated worker was taken over');
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      child.stdout.destroy();
-      for (const f of blobsLeftBy(child.pid)) rmSync(join('/dev/shm', f), { force: true });
-      cleanup();
+      blobs.cleanup();
     }
   });
   test('output queued in an unref()ed stdout at exec() reaches the reader whole', () => {

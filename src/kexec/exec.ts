@@ -224,21 +224,21 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
   const teardown = TEARDOWN_MODE[options.teardown ?? 'auto'];
   const prepared = registry.prepare({ from: options.from });
   let blob: string | undefined;
-  // A program that exits while exec() waits for its output (process.exit in a SIGTERM handler, an
-  // uncaught exception) hands nothing over: its blob, which no program will read, goes with it.
-  const removeAtExit = (): void => {
-    if (blob) removeBlob(blob);
-  };
+  let claimed = false;
   try {
-    blob = writeBlob(prepared.bytes, options.blobDir);
-    process.on('exit', removeAtExit);
-    const argv = [file, ...handoverArgs(args, blob, options)];
     // One turn first, always: what the program wrote on its way here a tick later (process.nextTick,
     // a stream that passes its writes on in one) or in a promise job queued before this call is
     // written then, before the streams are looked at; an execve at once would drop it. Only when a
-    // stream then holds bytes are they waited for.
+    // stream then holds bytes are they waited for — for as long as its reader takes: the output is
+    // the program's, and not dropped. The blob is written after that wait, never before: a program
+    // killed while it waits (a supervisor's SIGTERM to a program whose stdout reader has stalled)
+    // leaves no blob behind, and from the blob to execve nothing but this function runs.
     await undefined;
     if (stdioHoldsBytes()) await flushStdio();
+    claimed = native.claimExec(true);
+    if (!claimed) throw new HandoverError('EXEC_FAILED', `exec of ${file} refused: another thread of this program is replacing it; this program keeps running until then`);
+    blob = writeBlob(prepared.bytes, options.blobDir);
+    const argv = [file, ...handoverArgs(args, blob, options)];
     // Pools need no closing: their mappings vanish with the image, their fds
     // are O_CLOEXEC, and a quiesced pool holds no lock.
     if ((options.env === undefined || options.env === NODE_ENV) && process.env === NODE_ENV && ownTid() === process.pid) {
@@ -253,11 +253,10 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     throw new HandoverError('EXEC_FAILED', `execve of ${file} returned without replacing the program`);
   } catch (e) {
     if (blob) removeBlob(blob);
+    if (claimed) native.claimExec(false);
     const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `exec of ${file} failed: ${(e as Error).message}; this program keeps running`, { cause: e });
     prepared.abort(error);
     throw error;
-  } finally {
-    process.off('exit', removeAtExit);
   }
 }
 

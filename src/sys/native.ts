@@ -74,6 +74,12 @@ export interface NativeAddon {
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
   mappings(): { count: number; bytes: number };
   /**
+   * Claims (true) the right to replace the program for this thread, or hands it back (false).
+   * True when this thread holds it; false when another thread of this process does (its exec is
+   * under way). A claim whose thread is gone is taken over.
+   */
+  claimExec(claim: boolean): boolean;
+  /**
    * envp null: this process's environment (environ) with each "NAME=value" of `set` put in.
    * teardown: 0 inline; 1 a keeper frees the old image while the next program starts, in the
    * initial pid namespace; 2 a keeper in any (exec.ts Teardown).
