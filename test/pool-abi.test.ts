@@ -13,6 +13,8 @@ import { SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BYTES } from '../src/pool/layout.j
 import { CONTROL_LAYOUT } from '../src/pool/control.js';
 import { hashName, hashPfn, homeSlot } from '../src/pool/parts.js';
 import { crc32c } from '../src/util/crc32c.js';
+import { CACHE_BATCH, CACHE_ENTRIES, CACHE_ENTRY_BYTES, CACHE_ENTRY_LAYOUT, CACHE_MIN_RECORDS, CACHE_SEQ_BLOCK, CACHE_TABLE, CACHE_UNITS } from '../src/pool/caches.js';
+import { poolInternals } from '../src/pool/internals.js';
 import { expectError } from './support/expect.js';
 
 const MiB = 1024 * 1024;
@@ -111,8 +113,8 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
       [80, '6 × (u64 offset, u64 length)'], [176, 'u64'], [184, 'u64'], [192, 'u32'], [196, '—'], [252, 'u32'],
     ]);
     assert.equal(Buffer.from(bytes.subarray(0, 8)).toString('latin1'), 'PMPOOLv2');
-    assert.deepEqual([view.getUint16(8, true), view.getUint16(10, true)], [2, 0]);
-    assert.deepEqual([view.getUint32(12, true), view.getUint32(16, true), view.getUint32(20, true)], [0, 0, 0]);
+    assert.deepEqual([view.getUint16(8, true), view.getUint16(10, true)], [2, 1]);
+    assert.deepEqual([view.getUint32(12, true), view.getUint32(16, true), view.getUint32(20, true)], [0, 1, 0], 'incompat bit 0: the per-open caches');
     assert.deepEqual(bytes.slice(24, 40), pool.uuidBytes);
     assert.deepEqual([view.getUint32(40, true), view.getUint32(44, true)], [g.pageSize, g.orderPerBit]);
     const u64 = (at: number) => Number(view.getBigUint64(at, true));
@@ -133,6 +135,7 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
     assert.deepEqual(tableRows('Control page'), [
       [0, 'u32'], [64, 'u32'], [68, 'u32'], [72, 'u32'], [76, 'u32'], [80, 'u64'], [88, 'u32'], [96, 'u64'],
       [104, 'u32'], [108, 'u32'], [128, 'u64'], [136, 'u32'], [140, 'u32'], [144, 'u64'], [152, 'u64'], [160, 'u32'], [164, 'u32'],
+      [CACHE_TABLE, `${CACHE_ENTRIES} × ${CACHE_ENTRY_BYTES} bytes`],
     ]);
     assert.deepEqual(CONTROL_LAYOUT, { LOCK_WORD: 0, OWNER_RUN_ID: 64, OWNER_PID: 68, LOCK_BREAKS: 104, NEXT_SEQ: 128, INTENT_OP: 136, INDEX_ALL: 164 });
     const c = g.areas.control.offset;
@@ -150,9 +153,39 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
     assert.equal(view.getBigUint64(c + 128, true), 2n, 'the last sequence number handed out: two allocations');
     assert.equal(view.getUint32(c + 136, true), 0, 'no intent');
     assert.equal(view.getUint32(c + 164, true), 0, 'INDEX_ALL clear');
-    for (const [from, to] of [[4, 64], [92, 96], [112, 128], [168, 4096]]) {
+    for (const [from, to] of [[4, 64], [92, 96], [112, 128], [168, 4096]] /* this pool's directory is too small for caches: its table is zero too */) {
       assert.ok(bytes.subarray(c + from!, c + to!).every((b) => b === 0), `control bytes [${from}, ${to}) are zero`);
     }
+  });
+
+  test('cache entries: the offsets the code uses are the documented ones, and hold what the table says', () => {
+    assert.deepEqual(tableRows('Per-open caches'), [
+      [0, 'u32'], [4, 'u32'], [8, 'u32'], [12, 'u32'], [16, 'u64'], [24, 'u64'], [64, '48 bytes'], [128, `u32[${CACHE_UNITS}]`],
+    ]);
+    assert.deepEqual(CACHE_ENTRY_LAYOUT, { LOCK: 0, OP: 4, UNIT: 8, COUNT: 12, NEXT_SEQ: 16, END_SEQ: 24, OWNER: 64, UNITS: 128 });
+    // A pool whose directory is big enough, one open with a cache: its entry as documented.
+    const r = new MemoryRegion(MiB);
+    const p = Pool.create(r, { size: MiB, maxAllocations: CACHE_MIN_RECORDS });
+    const seqBefore = new DataView(r.buffer).getBigUint64(p.geometry.areas.control.offset + 128, true);
+    const first = p.alloc(1, { owner: 'kv' });
+    const v = new DataView(r.buffer);
+    const e = p.geometry.areas.control.offset + CACHE_TABLE; // the first entry: this open's
+    assert.equal(v.getUint32(e + 0, true), 0, 'the entry lock is free between operations');
+    assert.deepEqual([v.getUint32(e + 4, true), v.getUint32(e + 8, true)], [0, first.pfn], 'no intent; the unit of the last one');
+    assert.equal(v.getUint32(e + 12, true), CACHE_BATCH - 1, 'a batch, less the unit allocated');
+    const units = Array.from({ length: CACHE_BATCH - 1 }, (_, i) => v.getUint32(e + 128 + 4 * i, true));
+    assert.deepEqual(units, Array.from({ length: CACHE_BATCH - 1 }, (_, i) => first.pfn + CACHE_BATCH - 1 - i), 'highest first: the next to allocate last');
+    const next = v.getBigUint64(e + 16, true);
+    assert.deepEqual([next, v.getBigUint64(e + 24, true)], [seqBefore + 2n, seqBefore + 1n + BigInt(CACHE_SEQ_BLOCK)], 'the block after the control page\'s last, one number used');
+    assert.equal(v.getBigUint64(p.geometry.areas.control.offset + 128, true), seqBefore + BigInt(CACHE_SEQ_BLOCK), 'the control page handed the block out');
+    const record = p.geometry.areas.records.offset + (first.pfn % p.geometry.maxRecords) * 128;
+    assert.equal(v.getBigUint64(record + 24, true), seqBefore + 1n, 'the record took the block\'s first');
+    assert.equal(v.getUint32(e + 64, true), poolInternals(p).parts.control.runId, 'the owner: this open');
+    assert.equal(v.getUint32(e + 68, true), process.pid);
+    assert.equal(v.getUint32(e + 108, true), crc32c(readFileSync('/proc/self/auxv')) >>> 0, 'the owner\'s image id');
+    assert.ok(new Uint8Array(r.buffer, e + CACHE_ENTRY_BYTES, (CACHE_ENTRIES - 1) * CACHE_ENTRY_BYTES).every((b) => b === 0), 'the other entries are zero');
+    p.close();
+    assert.ok(new Uint8Array(r.buffer, e, CACHE_ENTRY_BYTES).every((b) => b === 0), 'given back at close: zero');
   });
 
   test('directory records: fields, the CRC-32C over their documented concatenation, home slots', () => {

@@ -5,10 +5,15 @@
  *  - no operation was left half done (intent record), no uncommitted record;
  *  - every directory record is free (all zeros) or committed with a good
  *    checksum, within the pool, clear of the metadata, on unit boundaries;
- *  - every page is free or owned by exactly one record (or by the metadata):
- *    the unit bitmap equals the one the directory implies;
+ *  - every page is free or owned by exactly one record (or by the metadata,
+ *    or cached by an open): the unit bitmap equals the one the directory and
+ *    the cache lists imply;
  *  - the allocators' summaries and counters agree with their bitmaps;
- *  - the record-slot bitmap marks exactly the non-free records;
+ *  - the record-slot bitmap marks exactly the non-free records and the home
+ *    slots of the cached units;
+ *  - every cache entry is free and zero, or owned with no operation left
+ *    half done, and each unit on its list is an allocatable unit no record
+ *    and no other list holds, whose home record is free;
  *  - the control page's sequence number is at least every committed record's, and exact;
  *  - each index holds each live record exactly once, reachable by lookup
  *    (the pfn index: each live record away from its home slot, no other;
@@ -16,6 +21,7 @@
  *    some committed record is not honoured).
  */
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
+import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
 import { describeRecord, extentProblem, liveRecords, markPlausibleExtent } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
@@ -29,6 +35,25 @@ export function checkParts(p: PoolParts): string[] {
 
   const intent = p.control.intent();
   if (intent) problems.push(`an operation was interrupted (intent: op ${intent.op}, slot ${intent.slot}, pfn ${intent.pfn})`);
+
+  // The cache entries, and the home slots their units hold (their records free, their slots used).
+  const c = p.caches;
+  const cachedHomes = new Set<number>();
+  const lists: { entry: number; units: number[] }[] = [];
+  for (let e = 0; e < CACHE_ENTRIES; e++) {
+    if (!c.enabled || c.owner(e) === 0) {
+      if (!entryIsZero(p, e)) problems.push(`cache entry ${e} is not zero, though ${c.enabled ? 'it has no owner' : 'this pool does not use caches'}`);
+      continue;
+    }
+    if (c.op(e) !== CacheOp.None) problems.push(`cache entry ${e}: a cached operation was interrupted (op ${c.op(e)}, unit ${c.opUnit(e)})`);
+    if (c.count(e) > CACHE_UNITS) problems.push(`cache entry ${e}: its count ${c.count(e)} is past ${CACHE_UNITS}`);
+    if (c.nextSeq(e) > c.endSeq(e) || c.endSeq(e) > p.control.lastSeq() + 1) {
+      problems.push(`cache entry ${e}: its sequence numbers [${c.nextSeq(e)}, ${c.endSeq(e)}) were not handed out by the control page (last ${p.control.lastSeq()})`);
+    }
+    const units = c.units(e);
+    lists.push({ entry: e, units });
+    for (const unit of units) if (Number.isSafeInteger(unit) && unit < g.unitCount) cachedHomes.add(unit % g.maxRecords);
+  }
 
   // Directory records, one by one.
   let dishonoured = 0;
@@ -45,7 +70,8 @@ export function checkParts(p: PoolParts): string[] {
     if (status === 'corrupt') problems.push(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
     if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
     const slotUsed = p.slots.isUsed(slot, 1);
-    if (status === 'free' && slotUsed) problems.push(`record slot ${slot} is marked in use but the record is free`);
+    if (status === 'free' && slotUsed && !cachedHomes.has(slot)) problems.push(`record slot ${slot} is marked in use but the record is free`);
+    if (status === 'free' && !slotUsed && cachedHomes.has(slot)) problems.push(`record slot ${slot} is the home slot of a cached unit but marked free`);
     if (status !== 'free' && status !== 'uncommitted' && !slotUsed) problems.push(`record slot ${slot} is in use but marked free`);
   }
 
@@ -83,6 +109,19 @@ export function checkParts(p: PoolParts): string[] {
   // As recovery does: a corrupt record's plausible extent stays out of reuse, around the pages of
   // the honoured records — those pages are held for it, not leaked.
   for (const slot of corrupt) markPlausibleExtent(p, expected, d.pfn(slot), d.pageCount(slot));
+  // Cached units: each an allocatable unit that nothing else holds, with a free home record.
+  const listedHomes = new Set<number>();
+  for (const { entry, units } of lists) {
+    for (const unit of units) {
+      const why = cachedUnitProblem(p, unit, expected, (slot) => !listedHomes.has(slot));
+      if (why !== null) {
+        problems.push(`cache entry ${entry} lists unit ${unit}: ${why}`);
+        continue;
+      }
+      expected.markUsed(unit, 1);
+      listedHomes.add(unit % g.maxRecords);
+    }
+  }
   dishonoured += corrupt.length;
   // INDEX_ALL (docs/abi.md): set exactly when some committed record is not honoured; then every
   // honoured record is in the pfn index, else only those away from their home slot.

@@ -11,7 +11,7 @@
  */
 import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
-import { isAliveForWaiter, selfIdentity, type ProcessIdentity } from './liveness.js';
+import { isAlive, isAliveForWaiter, selfIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
 
 /*
@@ -59,11 +59,13 @@ export const enum IntentOp {
   Superblock = 3,
   /** check({ repair }) rebuilding the derived state (and the superblock copies). */
   Repair = 4,
+  /** Moving units between a cache entry's list and the bitmap, or claiming or dissolving an entry (caches.ts); slot = the entry. */
+  Cache = 5,
 }
 
 /** The name of an intent's operation, for messages. */
 export function intentName(op: IntentOp): string {
-  return ['none', 'alloc', 'release', 'superblock write', 'repair'][op] ?? `op ${op}`;
+  return ['none', 'alloc', 'release', 'superblock write', 'repair', 'cache refill or spill'][op] ?? `op ${op}`;
 }
 
 /**
@@ -139,6 +141,56 @@ function pause(n: number): void {
 /** This process's id, read once: `process.pid` is an accessor, and lock() compares it on every call. */
 const PID = process.pid;
 
+/*
+ * A holder's identity, as the lock and each open's cache entry (caches.ts) record it: offsets
+ * from the identity's first word, its run id. The lock's identity starts at OWNER_RUN_ID.
+ */
+const HOLDER_PID = OWNER_PID - OWNER_RUN_ID;
+const HOLDER_BOOT = OWNER_BOOT - OWNER_RUN_ID;
+const HOLDER_THREAD = OWNER_THREAD - OWNER_RUN_ID;
+const HOLDER_START = OWNER_START - OWNER_RUN_ID;
+const HOLDER_TID = OWNER_TID - OWNER_RUN_ID;
+const HOLDER_TID_START = OWNER_TID_START - OWNER_RUN_ID;
+const HOLDER_IMAGE = OWNER_IMAGE - OWNER_RUN_ID;
+/** Bytes an identity spans (the lock's breaks counter sits inside it, at +40). */
+export const HOLDER_BYTES = HOLDER_IMAGE + 4;
+
+/** The identity recorded at `at` (its run id word first). */
+export function readHolder(w: MetaWriter, at: number): ProcessIdentity {
+  const u = w.u32;
+  return {
+    pid: u[(at + HOLDER_PID) >>> 2]!,
+    bootHash: u[(at + HOLDER_BOOT) >>> 2]!,
+    startTime: w.load64(at + HOLDER_START),
+    threadId: u[(at + HOLDER_THREAD) >>> 2]!,
+    tid: u[(at + HOLDER_TID) >>> 2]!,
+    tidStartTime: w.load64(at + HOLDER_TID_START),
+    imageId: u[(at + HOLDER_IMAGE) >>> 2]!,
+  };
+}
+
+/**
+ * Records this thread as the holder at `at` under `runId`. A holder that finds its own run id
+ * and pid in place (relocking, the common case) stores nothing. Otherwise the run id word goes
+ * to 0 first and back to `runId` last: a holder that dies half-way through these stores (a
+ * thread of this very process, say) leaves an identity that confirms no run id — least of all
+ * the previous one.
+ */
+export function writeHolder(w: MetaWriter, at: number, runId: number): void {
+  const u = w.u32;
+  if (u[at >>> 2] === runId && u[(at + HOLDER_PID) >>> 2] === PID) return;
+  const me = selfIdentity();
+  w.atomicStore(at, 0);
+  w.store32(at + HOLDER_PID, me.pid);
+  w.store32(at + HOLDER_BOOT, me.bootHash);
+  w.store64(at + HOLDER_START, me.startTime);
+  w.store32(at + HOLDER_THREAD, me.threadId);
+  w.store32(at + HOLDER_TID, me.tid);
+  w.store64(at + HOLDER_TID_START, me.tidStartTime);
+  w.store32(at + HOLDER_IMAGE, me.imageId);
+  w.atomicStore(at, runId);
+}
+
 export function newRunId(): number {
   return randomNonZeroU31();
 }
@@ -146,11 +198,15 @@ export function newRunId(): number {
 export class Control {
   private readonly base: number;
   private readonly alive: (owner: ProcessIdentity) => boolean;
-  private readonly timeoutMs: number;
+  private readonly aliveOpen: (owner: ProcessIdentity) => boolean;
+  /** How long a waiter gives a live holder (LockOptions.timeoutMs); the cache entries' waits too. */
+  readonly timeoutMs: number;
   private readonly identityGraceMs: number;
   private readonly livenessPeriodMs: number;
   /** Set once lock() has found the lock held by another open: the pool is shared by busy processes. */
   contended = false;
+  /** The run id of the dead holder whose lock lock() broke last (0: none yet). */
+  brokenRunId = 0;
 
   constructor(
     private readonly w: MetaWriter,
@@ -160,6 +216,7 @@ export class Control {
   ) {
     this.base = controlOffset;
     this.alive = options.isAlive ?? isAliveForWaiter;
+    this.aliveOpen = options.isAlive ?? isAlive;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
     this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;
@@ -215,6 +272,7 @@ export class Control {
       if (now - lastCheck >= this.livenessPeriodMs) {
         lastCheck = now;
         if (this.holderIsDead(seen, now - watchedSince) && this.w.compareExchange(at, seen, this.runId) === seen) {
+          this.brokenRunId = seen;
           this.writeOwner();
           this.w.store32(this.base + LOCK_BREAKS, this.w.u32[(this.base + LOCK_BREAKS) >>> 2]! + 1);
           return true;
@@ -248,16 +306,7 @@ export class Control {
   }
 
   owner(): ProcessIdentity {
-    const u = this.w.u32;
-    return {
-      pid: u[(this.base + OWNER_PID) >>> 2]!,
-      bootHash: u[(this.base + OWNER_BOOT) >>> 2]!,
-      startTime: this.w.load64(this.base + OWNER_START),
-      threadId: u[(this.base + OWNER_THREAD) >>> 2]!,
-      tid: u[(this.base + OWNER_TID) >>> 2]!,
-      tidStartTime: this.w.load64(this.base + OWNER_TID_START),
-      imageId: u[(this.base + OWNER_IMAGE) >>> 2]!,
-    };
+    return readHolder(this.w, this.base + OWNER_RUN_ID);
   }
 
   lockWord(): number {
@@ -269,21 +318,21 @@ export class Control {
   }
 
   private writeOwner(): void {
-    const u = this.w.u32;
-    // Relocking by the last holder (the common case) finds its identity in place: no stores.
-    if (u[(this.base + OWNER_RUN_ID) >>> 2] === this.runId && u[(this.base + OWNER_PID) >>> 2] === PID) return;
-    const me = selfIdentity();
-    // Unconfirm first: a holder that dies half-way through these stores (a thread of this very
-    // process, say) must leave an identity that confirms no run id — least of all the previous one.
-    this.w.atomicStore(this.base + OWNER_RUN_ID, 0);
-    this.w.store32(this.base + OWNER_PID, me.pid);
-    this.w.store32(this.base + OWNER_BOOT, me.bootHash);
-    this.w.store64(this.base + OWNER_START, me.startTime);
-    this.w.store32(this.base + OWNER_THREAD, me.threadId);
-    this.w.store32(this.base + OWNER_TID, me.tid);
-    this.w.store64(this.base + OWNER_TID_START, me.tidStartTime);
-    this.w.store32(this.base + OWNER_IMAGE, me.imageId);
-    this.w.atomicStore(this.base + OWNER_RUN_ID, this.runId);
+    writeHolder(this.w, this.base + OWNER_RUN_ID, this.runId);
+  }
+
+  /**
+   * Whether the open named by `id` (a cache entry's owner, caches.ts) may still be running, by
+   * this open's liveness oracle. Not the lock waiter's rule: another open in this very thread
+   * owns an entry as much as one anywhere else.
+   */
+  openAlive(id: ProcessIdentity): boolean {
+    return this.aliveOpen(id);
+  }
+
+  /** Whether a lock holder named by `id` may still be running, by the lock waiter's rule (isAliveForWaiter) or the oracle. */
+  holderAlive(id: ProcessIdentity): boolean {
+    return this.alive(id);
   }
 
   /** True while every honoured record must be in the pfn index (INDEX_ALL). */

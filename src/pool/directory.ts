@@ -21,6 +21,21 @@ import type { MetaWriter } from './meta-writer.js';
 
 /** "LIVE" in ASCII: a single bit flip turns it into neither 0 nor LIVE. */
 export const RECORD_LIVE = 0x4556494c;
+/**
+ * The state of a record claimed by a release, not yet uncommitted (claim()): "RELE" in ASCII with
+ * its first byte the claimer's tag — CLAIM_BY_POOL_LOCK ("R") for the pool lock's holder, or
+ * CLAIM_BY_CACHE + e ("0" to "7") for cache entry e. Left behind only by a crash inside a
+ * release; its recovery knows, by the tag, whose it is.
+ */
+export const RECORD_RELEASING = 0x454c4500;
+export const CLAIM_BY_POOL_LOCK = 0x52;
+export const CLAIM_BY_CACHE = 0x30;
+
+/** The claimer's tag of a RELE state word, or -1 for any other state. */
+export function claimTag(state: number): number {
+  const tag = state & 0xff;
+  return (state & 0xffffff00) === RECORD_RELEASING && (tag === CLAIM_BY_POOL_LOCK || (tag >= CLAIM_BY_CACHE && tag < CLAIM_BY_CACHE + 8)) ? tag : -1;
+}
 export const RECORD_FLAG_SUBPOOL = 1;
 /**
  * The CRC-32C of the LIVE state word, crc32cU32(RECORD_LIVE): where every
@@ -165,7 +180,42 @@ export class Directory {
     this.w.store32(this.offsetOf(slot), RECORD_LIVE);
   }
 
-  /** The commit point of a release: the state word goes to 0 first; then the rest is zeroed. */
+  /**
+   * Claims a committed record for its release: one compare-and-swap of the state word from LIVE
+   * to RELE with the claimer's `tag`, which settles a race between two releases of it (the pool
+   * lock's holder and the opens' caches, caches.ts). False when it is not LIVE (released, or
+   * being released, already). A claimed record is changed by its claimer alone, which checks it
+   * and then either commits the release (uncommit) or puts it back (unclaim).
+   */
+  claim(slot: number, tag: number): boolean {
+    return this.w.compareExchange(this.offsetOf(slot), RECORD_LIVE, RECORD_RELEASING | tag) === RECORD_LIVE;
+  }
+
+  /** Puts a claimed record back: the release it was claimed for is refused. */
+  unclaim(slot: number): void {
+    this.w.store32(this.offsetOf(slot), RECORD_LIVE);
+  }
+
+  /** The tag of the claim on the record, or -1 when it is not claimed. */
+  claimedBy(slot: number): number {
+    return claimTag(this.state(slot));
+  }
+
+  /**
+   * Settles a record left claimed by a release that stopped (a crash): an intact one is put back
+   * to LIVE — the release did not happen — and one whose wipe had begun is wiped whole. Returns
+   * what it did, or null when the record was not claimed.
+   */
+  settleClaim(slot: number): 'restored' | 'wiped' | null {
+    if (this.claimedBy(slot) < 0) return null;
+    this.w.store32(this.offsetOf(slot), RECORD_LIVE);
+    if (this.status(slot) === 'live') return 'restored';
+    this.w.store32(this.offsetOf(slot), 0);
+    this.wipeAll(slot);
+    return 'wiped';
+  }
+
+  /** The commit point of a release (of a claimed record): the state word goes to 0 first; then the rest is zeroed. */
   uncommit(slot: number): void {
     this.w.store32(this.offsetOf(slot), 0);
   }

@@ -1,5 +1,5 @@
 /**
- * The region ABI, version 2.0: where everything lives and how the superblock
+ * The region ABI, version 2.1: where everything lives and how the superblock
  * is encoded. docs/abi.md is the prose twin of this file; change both or
  * neither. All integers are little-endian (the region is host memory and
  * pmpool refuses big-endian hosts).
@@ -9,12 +9,18 @@ import { crc32c } from '../util/crc32c.js';
 import { PoolError } from './errors.js';
 
 export const ABI_MAJOR = 2;
-export const ABI_MINOR = 0;
+export const ABI_MINOR = 1;
 /** "PMPOOLv2" — the first eight bytes of every pool (the suffix is the ABI major). */
 export const MAGIC = Uint8Array.from([0x50, 0x4d, 0x50, 0x4f, 0x4f, 0x4c, 0x76, 0x32]);
 
+/**
+ * The control page's cache table is in use (caches.ts): units on its lists are marked used with
+ * no record of theirs, and a record's state word may read RELEASING. A reader that does not know
+ * this would take them for leaks and damage, and repair them away under their owners.
+ */
+export const INCOMPAT_OPEN_CACHES = 1;
 /** Incompatible features this code understands (a reader refuses any other incompat bit). */
-export const INCOMPAT_SUPPORTED = 0;
+export const INCOMPAT_SUPPORTED = INCOMPAT_OPEN_CACHES;
 /**
  * Read-only-compatible features this code understands. A reader that does not
  * know one may only read the pool, and pmpool has no read-only open (every

@@ -157,7 +157,10 @@ export class TracedMetaWriter extends MetaWriter {
   /** Logged only when it succeeds. */
   override compareExchange(offset: number, expected: number, replacement: number): number {
     const seen = super.compareExchange(offset, expected, replacement);
-    if (this.storeLog !== null && seen === expected >>> 0) this.logStore(offset, u32Bytes(expected));
+    if (seen === expected >>> 0) {
+      if (this.storeLog !== null) this.logStore(offset, u32Bytes(expected));
+      if (this.durable) this.dirty(offset, 4);
+    }
     return seen;
   }
 

@@ -82,6 +82,8 @@ export interface PoolStats {
   maxAllocations: number;
   /** Pages and allocations per owner ("" for allocations without one). */
   byOwner: Record<string, { allocations: number; pages: number }>;
+  /** Pages held free in the opens' caches (counted in `free`; docs/abi.md, "Per-open caches"). */
+  cached: number;
   generation: bigint;
   lockBreaks: number;
 }

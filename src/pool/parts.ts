@@ -6,9 +6,10 @@
 import { BitmapAllocator } from '../alloc/index.js';
 import type { RegionWindow } from '../region/index.js';
 import { crc32c } from '../util/crc32c.js';
+import { CACHE_MIN_RECORDS, CacheTable } from './caches.js';
 import { Control, type LockOptions } from './control.js';
 import { Directory } from './directory.js';
-import type { Geometry, Superblock } from './layout.js';
+import { INCOMPAT_OPEN_CACHES, type Geometry, type Superblock } from './layout.js';
 import { MetaWriter, TracedMetaWriter } from './meta-writer.js';
 import { hashPfn, RecordIndex } from './record-index.js';
 
@@ -21,6 +22,8 @@ export interface PoolParts {
   readonly endPfn: number;
   readonly writer: MetaWriter;
   readonly control: Control;
+  /** The per-open caches of free units (caches.ts); disabled on a pool made before them, and on a small directory. */
+  readonly caches: CacheTable;
   readonly units: BitmapAllocator;
   readonly slots: BitmapAllocator;
   readonly directory: Directory;
@@ -47,6 +50,7 @@ export function attachParts(
     endPfn: g.unitCount * 2 ** g.orderPerBit,
     writer,
     control: new Control(writer, a.control.offset, runId, lockOptions),
+    caches: new CacheTable(writer, a.control.offset, (sb.incompat & INCOMPAT_OPEN_CACHES) !== 0 && g.maxRecords >= CACHE_MIN_RECORDS),
     units: new BitmapAllocator(writer.wordStore(a.unitBitmap.offset, a.unitBitmap.length >>> 2), g.unitCount),
     slots: new BitmapAllocator(writer.wordStore(a.recordBitmap.offset, a.recordBitmap.length >>> 2), g.maxRecords),
     directory: new Directory(writer, a.records.offset, g.maxRecords),

@@ -20,9 +20,10 @@ import { rmSync } from 'node:fs';
 import { randomBytes } from '../sys/random.js';
 import { BitmapAllocator, BitmapStateError } from '../alloc/index.js';
 import { FileRegion, RegionError, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
+import { beginCacheIntent, cachedUnits, CACHE_BATCH, CACHE_ENTRIES, CACHE_UNITS, CacheOp, claimEntry, dissolve, drainAll, endCacheIntent, lockEntries, lockEntry, refill, spill, unlockEntries } from './caches.js';
 import { checkParts } from './check.js';
 import { intentName, IntentOp, newRunId, peekIntentOp } from './control.js';
-import { encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel, optionalLabel } from './directory.js';
+import { CLAIM_BY_CACHE, CLAIM_BY_POOL_LOCK, encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel, optionalLabel } from './directory.js';
 import { PoolError } from './errors.js';
 import {
   ABI_MAJOR,
@@ -31,6 +32,7 @@ import {
   computeGeometry,
   decodeSuperblock,
   encodeSuperblock,
+  INCOMPAT_OPEN_CACHES,
   isSuperblockProblem,
   MAX_NAME_BYTES,
   MAX_OWNER_BYTES,
@@ -64,6 +66,9 @@ let restoreHook: RestoreHook | null = null;
 export function setRestoreHook(hook: RestoreHook): void {
   restoreHook = hook;
 }
+
+/** Cached operations an open lets go by before it asks again for a cache entry, when it found none free. */
+const CACHE_CLAIM_BACKOFF = 4096;
 
 /** Zeroing (alloc with `zero`) maps at most this much at a time. */
 const ZERO_WINDOW_BYTES = 64 * 1024 * 1024;
@@ -102,9 +107,16 @@ export class Pool {
     // the lock, which waits for a live holder, or breaks a dead one and repairs its operation. A
     // free lock and no intent — the usual case — cost two word reads, and no lock at all.
     const control = this.parts.control;
-    if (control.lockWord() !== 0 || control.intent() !== null) {
+    const caches = this.parts.caches;
+    // So is a cached operation an open left half done (caches.ts): the look is O(entries).
+    if (control.lockWord() !== 0 || control.intent() !== null || caches.anyBusy()) {
       try {
-        this.withLock(() => undefined);
+        this.withLock(() => {
+          if (!caches.anyBusy()) return;
+          const dissolved: number[] = [];
+          unlockEntries(this.parts!, lockEntries(this.parts!, this.parts!.control.timeoutMs, true, dissolved));
+          for (const e of dissolved) this.recovered.push(`dissolved cache entry ${e}: its open died in a cached operation`);
+        });
       } catch (e) {
         // The open fails (LOCK_TIMEOUT, a repair that throws): its metadata window goes back now.
         // The region may be the caller's, or a parent pool's for a sub-pool, and stays open.
@@ -168,7 +180,7 @@ export class Pool {
       abiMajor: ABI_MAJOR,
       abiMinor: ABI_MINOR,
       compat: 0,
-      incompat: 0,
+      incompat: INCOMPAT_OPEN_CACHES,
       roCompat: 0,
       uuid: uuidV4(randomBytes(16)),
       flags,
@@ -295,6 +307,11 @@ export class Pool {
       owner = encodeLabel(checkLabel(options.owner, 'owner', MAX_OWNER_BYTES));
       zero = checkPoolBoolean(options.zero, 'zero') === true;
     }
+    // One unit without a name: from this open's cache, without the pool lock (caches.ts).
+    if (count <= p.unitPages && align <= p.unitPages && name.length === 0 && p.caches.enabled) {
+      const cached = this.cachedAlloc(p, owner, zero);
+      if (cached >= 0) return new Allocation(this, cached, p.unitPages, undefined, optionalLabel(owner), false);
+    }
     this.lockAndRecover(p);
     let pfn: number;
     try {
@@ -330,7 +347,11 @@ export class Pool {
       throw new PoolError('NAME_TAKEN', `an allocation named "${decodeLabel(name)}" exists`);
     }
     // An alignment past the pool's units leaves unit 0, in the metadata, as the only start: no fit.
-    const start = units <= g.unitCount && alignUnits <= g.unitCount ? p.units.find(units, alignUnits) : -1;
+    const fits = units <= g.unitCount && alignUnits <= g.unitCount;
+    let start = fits ? p.units.find(units, alignUnits) : -1;
+    // Units cached by opens (this one's too) are free in all but the bitmap: before the pool is
+    // called full, they go back to it.
+    if (start < 0 && fits && this.drainCaches(p)) start = p.units.find(units, alignUnits);
     if (start < 0) {
       const largest = p.units.largestFreeRun() * unitPages;
       throw new PoolError(
@@ -340,7 +361,9 @@ export class Pool {
     }
     // The home slot when it is free (no pfn index entry then); else any free slot.
     const home = homeSlotOfUnit(g, start);
-    const slot = p.slots.isFree(home, 1) ? home : p.slots.find(1, 1);
+    let slot = p.slots.isFree(home, 1) ? home : p.slots.find(1, 1);
+    // Cached units hold their home slots: given back, one may be this allocation's.
+    if (slot < 0 && this.drainCaches(p)) slot = p.slots.isFree(home, 1) ? home : p.slots.find(1, 1);
     if (slot < 0) throw new PoolError('NO_RECORDS', `the directory is full (${g.maxRecords} allocations); release some or create the pool with a larger maxAllocations`);
     const d = p.directory;
     // The slot bitmap is derived; the record is the truth. A record that is not all zeros would be
@@ -355,7 +378,7 @@ export class Pool {
     w.barrier();
     p.units.markUsed(start, units);
     p.slots.markUsed(slot, 1);
-    d.write(slot, pfn, pageCount, p.control.nextSeq(), flags, owner, name);
+    d.write(slot, pfn, pageCount, this.nextSeqLocked(p), flags, owner, name);
     w.barrier();
     if (prepare) {
       try {
@@ -391,10 +414,16 @@ export class Pool {
     }
     checkCount(count, g.pageCount);
     const owner = options === undefined ? NO_BYTES : encodeLabel(checkLabel(poolOptions(options, 'release options').owner, 'owner', MAX_OWNER_BYTES));
+    // One unit without a name, in its home slot: onto this open's cache, without the pool lock.
+    // Anything else, or anything the cache finds wrong, goes the way below (which says what).
+    if (count <= p.unitPages && p.caches.enabled && this.cachedRelease(p, pfn, owner)) return;
     // Lock and unlock by hand (not withLock): no closure on the hot path.
     this.lockAndRecover(p);
     try {
-      const slot = this.slotOfPfn(p, pfn);
+      let slot = this.slotOfPfn(p, pfn);
+      // Claimed by a cache whose release has not finished: settled under that entry's lock (waited
+      // for, or dissolved when its owner is dead), the record reads as what it is.
+      if (slot < 0 && this.settleCacheClaim(p, pfn)) slot = this.slotOfPfn(p, pfn);
       if (slot < 0) throw new PoolError('NOT_ALLOCATED', `no allocation starts at pfn ${pfn}`);
       const d = p.directory;
       const pageCount = d.pageCount(slot);
@@ -407,18 +436,31 @@ export class Pool {
       if ((d.flags(slot) & RECORD_FLAG_SUBPOOL) !== 0 && [...this.children].some((c) => c.basePfn() === pfn)) {
         throw new PoolError('BAD_ARGUMENT', `the allocation at pfn ${pfn} is an open sub-pool; close it first`);
       }
-      this.releaseLocked(p, slot, pfn, pageCount);
+      this.releaseLocked(p, slot, pfn, pageCount, owner);
     } finally {
       p.control.unlock();
     }
   }
 
-  private releaseLocked(p: PoolParts, slot: number, pfn: number, pageCount: number): void {
+  private releaseLocked(p: PoolParts, slot: number, pfn: number, pageCount: number, owner: Uint8Array): void {
     const d = p.directory;
     const w = p.writer;
-    const name = d.nameLength(slot) > 0 ? d.nameBytes(slot).slice() : NO_BYTES;
     const start = pfn / p.unitPages;
     p.control.beginIntent(IntentOp.Release, slot, pfn, pageCount);
+    w.barrier();
+    // Claimed first (an open's cache may be releasing the same record without the pool lock), and
+    // then checked again: a one-unit record may have been released and made again in its home
+    // slot since, by caches, under another owner.
+    if (!d.claim(slot, CLAIM_BY_POOL_LOCK)) {
+      p.control.endIntent();
+      throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} was released by another open meanwhile`);
+    }
+    if (d.pfn(slot) !== pfn || d.pageCount(slot) !== pageCount || (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner))) {
+      d.unclaim(slot);
+      p.control.endIntent();
+      throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} was released and made again by another open meanwhile; release it again if it is yours`);
+    }
+    const name = d.nameLength(slot) > 0 ? d.nameBytes(slot).slice() : NO_BYTES;
     w.barrier();
     d.uncommit(slot);
     w.barrier();
@@ -464,10 +506,12 @@ export class Pool {
     if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn >= p.geometry.pageCount) {
       throw new PoolError('BAD_ARGUMENT', `pfn must be an integer page number below ${p.geometry.pageCount}, got ${String(pfn)}`);
     }
-    return this.withLock(() => {
-      const slot = this.slotOfPfn(p, pfn);
-      return slot < 0 ? undefined : this.allocationAt(p, slot);
-    });
+    return this.withLock(() =>
+      this.withEntries(p, () => {
+        const slot = this.slotOfPfn(p, pfn);
+        return slot < 0 ? undefined : this.allocationAt(p, slot);
+      }),
+    );
   }
 
   /** Every allocation, in the order they were made. */
@@ -475,7 +519,7 @@ export class Pool {
     const p = this.live();
     // Under the lock the records are only read (with copies of their labels); sorting them, decoding
     // the labels and making the Allocations wait for the unlock, not every other process.
-    const records = this.withLock(() => liveRecords(p));
+    const records = this.withLock(() => this.withEntries(p, () => liveRecords(p)));
     records.sort((a, b) => a.seq - b.seq);
     return records.map((r) => new Allocation(this, r.pfn, r.pageCount, optionalLabel(r.name), optionalLabel(r.owner), r.subpool));
   }
@@ -549,10 +593,12 @@ export class Pool {
     const p = this.live();
     const g = p.geometry;
     const unitPages = 2 ** g.orderPerBit;
-    return this.withLock(() => {
+    return this.withLock(() => this.withEntries(p, () => {
       const { allocations, byOwner } = ownerUsage(p);
-      const free = p.units.freeUnits() * unitPages;
-      const largestFree = p.units.largestFreeRun() * unitPages;
+      // Cached units are free: marked used in the bitmap, they are any allocation's once drained.
+      const cached = cachedUnits(p) * unitPages;
+      const free = p.units.freeUnits() * unitPages + cached;
+      const largestFree = (cached === 0 ? p.units.largestFreeRun() : largestFreeRunWithCached(p)) * unitPages;
       const metadata = g.metadataPages;
       const tail = g.pageCount - g.unitCount * unitPages;
       return {
@@ -568,10 +614,11 @@ export class Pool {
         allocations,
         maxAllocations: g.maxRecords,
         byOwner,
+        cached,
         generation: this.sb.generation,
         lockBreaks: p.control.lockBreaks(),
       };
-    });
+    }));
   }
 
   /**
@@ -583,7 +630,7 @@ export class Pool {
     options = poolOptions(options, 'check options');
     checkPoolBoolean(options.repair, 'repair');
     return this.withLock(
-      () => {
+      () => this.withEntries(p, () => {
         const report = this.checkLocked(p, options.repair === true);
         // A sub-pool lives in a run of this pool, and subpool() sends a sub-pool it cannot open to
         // `check --repair` of this one: its check is part of this one. Under this pool's lock, so
@@ -595,7 +642,7 @@ export class Pool {
           report.repaired.push(...sub.repaired);
         }
         return { ...report, ok: report.problems.length === 0 };
-      },
+      }, false),
       { skipRecovery: true },
     );
   }
@@ -718,6 +765,8 @@ export class Pool {
    */
   quiesce(): void {
     this.live();
+    // The next program is another open: this one's cached units go back to the pool first.
+    this.returnCache();
     this.quiesced = true;
   }
   resume(): void {
@@ -741,6 +790,13 @@ export class Pool {
     }
     this.children.clear();
     this.parent?.children.delete(this);
+    try {
+      this.returnCache();
+    } catch (e) {
+      // The pool lock timed out, or a store failed: the entry stays this open's, and is taken for
+      // dead's once this program is gone (or this thread, or this image).
+      failure ??= e;
+    }
     try {
       this.region.flush();
     } catch (e) {
@@ -824,7 +880,9 @@ export class Pool {
 
   private withLock<T>(fn: () => T, options: { skipRecovery?: boolean } = {}): T {
     const p = this.live();
-    if (options.skipRecovery) p.control.lock();
+    if (options.skipRecovery) {
+      if (p.control.lock()) this.freeEntriesOfBrokenHolder(p);
+    }
     else this.lockAndRecover(p);
     try {
       return fn();
@@ -837,7 +895,7 @@ export class Pool {
 
   /** Takes the lock and, if the last holder died mid-operation, repairs before anything else. */
   private lockAndRecover(p: PoolParts): void {
-    p.control.lock();
+    if (p.control.lock()) this.freeEntriesOfBrokenHolder(p);
     if (p.control.contended && !this.spread) this.spreadRotor(p);
     if (p.control.intent() !== null) {
       try {
@@ -868,7 +926,8 @@ export class Pool {
   /** A holder died mid-operation: rebuild the derived state from the directory, then clear its intent. */
   private recover(p: PoolParts): void {
     const intent = p.control.intent()!;
-    const changes = rebuildDerived(p);
+    // With every cache entry held: rebuildDerived reads the lists, and must not race a cached operation.
+    const changes = this.withEntries(p, () => rebuildDerived(p));
     if (intent.op === IntentOp.Superblock || intent.op === IntentOp.Repair) {
       const change = this.reconcileSuperblocks(p);
       if (change !== null) changes.push(change);
@@ -878,6 +937,258 @@ export class Pool {
     p.writer.barrier();
     const what = intent.op === IntentOp.Alloc || intent.op === IntentOp.Release ? ` of pfn ${intent.pfn} (${intent.pageCount} pages)` : '';
     this.recovered.push(`repaired an interrupted ${intentName(intent.op)}${what}`, ...changes);
+  }
+
+  /* ---------------- this open's cache (caches.ts) ---------------- */
+
+  /** This open's cache entry; -1 when it has none (not claimed yet, given back, or none free). */
+  private cacheEntry = -1;
+  /** Cached operations to let go by before asking again for an entry, after the table was full. */
+  private cacheClaimBackoff = 0;
+
+  /** The open's entry, claimed on first use; -1 when it has none to use now. */
+  private cacheOf(p: PoolParts): number {
+    if (this.cacheEntry >= 0) return this.cacheEntry;
+    if (this.cacheClaimBackoff > 0) {
+      this.cacheClaimBackoff--;
+      return -1;
+    }
+    this.cacheEntry = this.withLock(() => claimEntry(p, p.control.timeoutMs));
+    if (this.cacheEntry < 0) this.cacheClaimBackoff = CACHE_CLAIM_BACKOFF;
+    return this.cacheEntry;
+  }
+
+  /**
+   * Allocates one unit from the open's cache; returns its pfn, or -1 when the cache cannot (none,
+   * empty and nothing to fill it with, or its lock held by the pool lock's holder): the caller then
+   * goes through the pool lock. The steps and their intent are docs/abi.md's "Per-open caches".
+   */
+  private cachedAlloc(p: PoolParts, owner: Uint8Array, zero: boolean): number {
+    // While INDEX_ALL is set every record goes in the pfn index, which only the pool lock's holder writes.
+    if (p.control.indexAll()) return -1;
+    const e = this.cacheOf(p);
+    if (e < 0) return -1;
+    const c = p.caches;
+    if (!this.lockOwnEntry(p, e)) return -1;
+    let k = c.count(e);
+    if (k === 0 || c.nextSeq(e) >= c.endSeq(e)) {
+      c.unlockOwn(e, p.control.runId);
+      if (!this.moveCacheBatch(p, e, true) || !this.lockOwnEntry(p, e)) return -1;
+      k = c.count(e);
+      if (k === 0 || c.nextSeq(e) >= c.endSeq(e)) {
+        c.unlockOwn(e, p.control.runId);
+        return -1;
+      }
+    }
+    const g = p.geometry;
+    const d = p.directory;
+    const w = p.writer;
+    try {
+      const unit = k <= CACHE_UNITS ? c.unit(e, k - 1) : -1;
+      const slot = homeSlotOfUnit(g, unit);
+      if (unit < g.reservedUnits || unit >= g.unitCount || !d.isFree(slot)) {
+        throw new PoolError('CORRUPT', `cache entry ${e} of the pool holds unit ${unit}, which is not a free one (damaged metadata); run \`pmpool check --repair\``);
+      }
+      const pfn = unit * p.unitPages;
+      c.beginOp(e, CacheOp.Alloc, unit);
+      c.setCount(e, k - 1);
+      w.barrier();
+      d.write(slot, pfn, p.unitPages, c.takeSeq(e), 0, owner, NO_BYTES);
+      w.barrier();
+      if (zero) {
+        try {
+          this.zeroRun(pfn, p.unitPages);
+        } catch (err) {
+          d.wipeAll(slot);
+          c.setCount(e, k);
+          c.endOp(e);
+          throw err;
+        }
+        w.barrier();
+      }
+      d.commit(slot);
+      w.barrier();
+      c.endOp(e);
+      w.barrier();
+      return pfn;
+    } finally {
+      c.unlockOwn(e, p.control.runId);
+    }
+  }
+
+  /**
+   * Releases a one-unit, unnamed allocation in its home slot onto the open's cache; false when
+   * the cache does not take it (anything else, or anything wrong: the pool lock's way then
+   * releases it or says why not).
+   */
+  private cachedRelease(p: PoolParts, pfn: number, owner: Uint8Array): boolean {
+    const g = p.geometry;
+    const unit = pfn / p.unitPages;
+    if (!Number.isInteger(unit) || unit < g.reservedUnits || unit >= g.unitCount || p.control.indexAll()) return false;
+    const d = p.directory;
+    const slot = homeSlotOfUnit(g, unit);
+    // A look before any lock: a release the cache does not take (or one the pool lock's way refuses)
+    // is told apart here, before a claim would make the record read as taken to anyone else.
+    if (!d.isCommitted(slot) || d.pfn(slot) !== pfn || d.pageCount(slot) !== p.unitPages || d.nameLength(slot) !== 0 || d.flags(slot) !== 0) return false;
+    if (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner)) return false;
+    const e = this.cacheOf(p);
+    if (e < 0) return false;
+    const c = p.caches;
+    if (!this.lockOwnEntry(p, e)) return false;
+    let k = c.count(e);
+    if (k >= CACHE_UNITS) {
+      c.unlockOwn(e, p.control.runId);
+      if (!this.moveCacheBatch(p, e, false) || !this.lockOwnEntry(p, e)) return false;
+      k = c.count(e);
+      if (k >= CACHE_UNITS) {
+        c.unlockOwn(e, p.control.runId);
+        return false;
+      }
+    }
+    const w = p.writer;
+    try {
+      c.beginOp(e, CacheOp.Release, unit);
+      w.barrier();
+      // Claimed, the record is this release's alone; then it is seen to be one the cache takes.
+      if (!d.claim(slot, CLAIM_BY_CACHE + e)) {
+        c.endOp(e);
+        return false;
+      }
+      if (d.pfn(slot) !== pfn || d.pageCount(slot) !== p.unitPages || d.nameLength(slot) !== 0 || d.flags(slot) !== 0 || (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner))) {
+        d.unclaim(slot);
+        c.endOp(e);
+        return false;
+      }
+      // From here the release is the entry's to finish, whatever happens (CacheOp.Released). The
+      // claim reaches the file first: a durable pool's intent must never say "past the claim" over
+      // a record the power cut left LIVE.
+      w.barrier();
+      c.markReleased(e);
+      w.barrier();
+      d.uncommit(slot);
+      w.barrier();
+      d.wipe(slot);
+      c.setUnit(e, k, unit);
+      c.setCount(e, k + 1);
+      w.barrier();
+      c.endOp(e);
+      w.barrier();
+      return true;
+    } finally {
+      c.unlockOwn(e, p.control.runId);
+    }
+  }
+
+  /** Locks the open's own entry for a cached operation; false (unlocked) when it is not to be used now. */
+  private lockOwnEntry(p: PoolParts, e: number): boolean {
+    const c = p.caches;
+    // Held by the pool lock's holder (a drain, a check): this operation takes the pool lock instead.
+    if (!c.tryLock(e, p.control.runId)) return false;
+    if (c.owner(e) === p.control.runId && c.op(e) === CacheOp.None) return true;
+    c.unlockOwn(e, p.control.runId);
+    this.cacheEntry = -1;
+    // Dissolved, the open taken for dead: it claims an entry again at its next operation. Or an
+    // operation of its own stopped half-way on an exception (a store that failed): the entry is
+    // dissolved, as a dead owner's would be, and the operation settled.
+    if (c.owner(e) === p.control.runId) this.dissolveOwnEntry(p, e);
+    return false;
+  }
+
+  /** Fills the open's list (fill) or empties half of it (spill), under the pool lock; false when the entry is no longer the open's. */
+  private moveCacheBatch(p: PoolParts, e: number, fill: boolean): boolean {
+    return this.withLock(() => {
+      if (!lockEntry(p, e, p.control.timeoutMs)) {
+        this.cacheEntry = -1;
+        return false;
+      }
+      try {
+        if (p.caches.owner(e) !== p.control.runId) {
+          this.cacheEntry = -1;
+          return false;
+        }
+        beginCacheIntent(p, e);
+        if (fill) refill(p, e);
+        else spill(p, e, CACHE_UNITS - CACHE_BATCH);
+        endCacheIntent(p);
+        return true;
+      } finally {
+        p.caches.unlock(e);
+      }
+    });
+  }
+
+  /** Gives every cached unit back to the bitmap (under the pool lock): true when that freed any. */
+  private drainCaches(p: PoolParts): boolean {
+    if (!p.caches.enabled || cachedUnits(p) === 0) return false;
+    beginCacheIntent(p, 0);
+    const freed = drainAll(p, p.control.timeoutMs);
+    endCacheIntent(p);
+    return freed > 0;
+  }
+
+  /** Gives the open's entry back, with its units (at close, and when a handover quiesces the pool). */
+  private returnCache(): void {
+    const p = this.parts;
+    const e = this.cacheEntry;
+    this.cacheEntry = -1;
+    if (p === null || e < 0) return;
+    this.dissolveOwnEntry(p, e);
+  }
+
+  /** Dissolves entry `e` if it is still this open's, under the pool lock. */
+  private dissolveOwnEntry(p: PoolParts, e: number): void {
+    this.withLock(() => {
+      if (!lockEntry(p, e, p.control.timeoutMs)) return;
+      try {
+        if (p.caches.owner(e) === p.control.runId) dissolve(p, e);
+      } finally {
+        p.caches.unlock(e);
+      }
+    });
+  }
+
+  /**
+   * The pool lock was broken: its dead holder may have held cache entries' locks too (an operation
+   * on the whole pool takes them all). Released now, so that their owners' caches work again.
+   */
+  private freeEntriesOfBrokenHolder(p: PoolParts): void {
+    const dead = p.control.brokenRunId;
+    if (!p.caches.enabled || dead === 0) return;
+    for (let e = 0; e < CACHE_ENTRIES; e++) if (p.caches.lockWord(e) === dead && p.caches.owner(e) !== dead) p.caches.breakLock(e, dead, 0);
+  }
+
+  /**
+   * The next record sequence number, under the pool lock: from this open's block when it has one
+   * (so that one open's records sort in the order it made them, cached or not), else the control
+   * page's. Its entry's lock is not needed: only the owner writes its block, and this is the owner.
+   */
+  private nextSeqLocked(p: PoolParts): number {
+    const e = this.cacheEntry;
+    const c = p.caches;
+    if (e >= 0 && c.owner(e) === p.control.runId && c.nextSeq(e) < c.endSeq(e)) return c.takeSeq(e);
+    return p.control.nextSeq();
+  }
+
+  /** When the home record of `pfn` is claimed by a cache, settles it under that entry's lock; true when it was. */
+  private settleCacheClaim(p: PoolParts, pfn: number): boolean {
+    if (!p.caches.enabled || pfn % p.unitPages !== 0) return false;
+    const unit = pfn / p.unitPages;
+    if (unit >= p.geometry.unitCount) return false;
+    const tag = p.directory.claimedBy(homeSlotOfUnit(p.geometry, unit));
+    if (tag < CLAIM_BY_CACHE || tag >= CLAIM_BY_CACHE + CACHE_ENTRIES) return false;
+    const e = tag - CLAIM_BY_CACHE;
+    if (lockEntry(p, e, p.control.timeoutMs)) p.caches.unlock(e);
+    return true;
+  }
+
+  /** Runs `fn` with every cache entry's lock held too (the pool lock held already): the operations on the whole pool. */
+  private withEntries<T>(p: PoolParts, fn: () => T, settle = true): T {
+    const held = lockEntries(p, p.control.timeoutMs, settle);
+    try {
+      return fn();
+    } finally {
+      unlockEntries(p, held);
+    }
   }
 
   private probePfn = 0;
@@ -909,6 +1220,26 @@ export class Pool {
 }
 
 /* ---------------- helpers ---------------- */
+
+/** The longest run of free units, cached units counted free (they join the bitmap's runs they touch). */
+function largestFreeRunWithCached(p: PoolParts): number {
+  const runs: { start: number; count: number }[] = [...p.units.freeRuns()];
+  for (let e = 0; e < CACHE_ENTRIES; e++) if (p.caches.owner(e) !== 0) for (const unit of p.caches.units(e)) runs.push({ start: unit, count: 1 });
+  runs.sort((a, b) => a.start - b.start);
+  let largest = 0;
+  let start = -1;
+  let end = -1;
+  for (const r of runs) {
+    if (r.start === end) {
+      end += r.count;
+    } else {
+      start = r.start;
+      end = r.start + r.count;
+    }
+    largest = Math.max(largest, end - start);
+  }
+  return largest;
+}
 
 /** RFC 9562 version 4 (random) UUID from 16 random bytes. */
 function uuidV4(bytes: Uint8Array): Uint8Array {

@@ -1,12 +1,14 @@
 /**
  * Recovery: rebuild everything derived — the unit bitmap and its summaries,
- * the record-slot bitmap, both hash indices — from the directory, the source
- * of truth (the pfn index gets only the records away from their home slot).
+ * the record-slot bitmap, both hash indices — from the directory and the
+ * opens' cache lists, the source of truth (the pfn index gets only the
+ * records away from their home slot).
  * Run after a crash (an intent record was left behind) and by repair. It is
  * O(metadata), and only ever runs after something went wrong; a clean open
  * never scans.
  */
 import type { BitmapAllocator } from '../alloc/index.js';
+import { rebuildCaches } from './caches.js';
 import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
 import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
 import { bytesEqual } from '../util/bytes.js';
@@ -88,6 +90,9 @@ export function rebuildDerived(p: PoolParts): string[] {
   const corrupt: number[] = [];
   let dishonoured = 0;
   for (let slot = 0; slot < d.capacity; slot++) {
+    // A release that claimed its record and stopped: undone when the record is intact, else finished.
+    const settled = d.settleClaim(slot);
+    if (settled !== null) changes.push(`${settled === 'restored' ? 'put back' : 'wiped'} record ${slot}, claimed by a release that did not finish`);
     const status = d.status(slot);
     if (status === 'free') continue;
     if (status === 'uncommitted') {
@@ -133,6 +138,8 @@ export function rebuildDerived(p: PoolParts): string[] {
   // A damaged record's pages are kept out of reuse only after every intact record has its own:
   // its fields are not to be trusted, and must not cost an intact record its pages.
   for (const slot of corrupt) markPlausibleExtent(p, p.units, d.pfn(slot), d.pageCount(slot));
+  // The opens' cached units, after every record (a unit a record holds is no list's).
+  changes.push(...rebuildCaches(p));
   // A record recovery did not honour may sit in the home slot of a pfn: then a lookup must not
   // take the home slot on trust, and every honoured record goes in the pfn index (INDEX_ALL).
   const indexAll = dishonoured > 0;

@@ -57,6 +57,18 @@ export interface Shape {
    * filler (which empties most of them at once).
    */
   bracket?: number;
+  /** The directory's capacity (default 24); from caches.ts CACHE_MIN_RECORDS on, the opens' caches are used. */
+  maxAllocations?: number;
+  /**
+   * The share of allocations in the parent that are plain one-unit ones, sometimes owned — what
+   * the opens' caches serve — on top of those the random mix makes. Default 0.
+   */
+  plainSingles?: number;
+  /**
+   * A second open of the pool, in the same program, makes half of the plain one-unit allocations
+   * and releases: each open has a cache, and each releases the other's allocations onto its own.
+   */
+  peer?: boolean;
 }
 
 /** A pool of 128 or 256 units: every summary is a single word. */
@@ -77,6 +89,15 @@ export const DEEP: Shape = {
   focusUpper: true,
   bracket: 8,
 };
+/**
+ * The small pool with a directory big enough for the opens' caches (caches.ts): most allocations
+ * are plain one-unit ones, taken from a cache and released onto it — by two opens, each with a
+ * cache of its own, releasing each other's allocations too — and the caches are filled,
+ * spilled, drained (a full pool), given back (a close) and dissolved (a crashed owner's, at the
+ * reopen): every store of each crashed in turn, as everywhere else.
+ */
+export const CACHED: Shape = { bytes: POOL_BYTES, orderPerBits: [0, 1], prefill: 0, ops: OPS, maxAllocations: 2048, plainSingles: 0.75, peer: true };
+export const CACHED_SCENARIOS = Number(process.env.PMPOOL_SIM_CACHED_SCENARIOS ?? 4);
 export const DEEP_SCENARIOS = Number(process.env.PMPOOL_SIM_DEEP_SCENARIOS ?? 3);
 /** Every NESTED_EVERY-th crash point that left an operation half done also crashes its recovery, at every store. */
 const NESTED_EVERY = Number(process.env.PMPOOL_SIM_NESTED_EVERY ?? 97);
@@ -156,6 +177,10 @@ interface Run {
   model: Model;
   rng: Prng;
   serial: number;
+  /** Shape.plainSingles. */
+  plainSingles: number;
+  /** A second open of the pool in the same program (Shape.peer), or null. */
+  peer: Pool | null;
 }
 
 const EXPECTED = new Set(['NO_SPACE', 'NO_RECORDS', 'NAME_TAKEN', 'NOT_ALLOCATED', 'WRONG_OWNER']);
@@ -191,7 +216,18 @@ function step(run: Run): void {
   const { rng, model } = run;
   const roll = rng.int(100);
   trace(`op roll ${roll}`);
-  if (roll < 38) {
+  if (roll < 38 && run.plainSingles > 0 && rng.chance(run.plainSingles)) {
+    // A plain one-unit allocation, sometimes owned: the opens' caches serve these.
+    const serial = ++run.serial;
+    const owner = rng.chance(0.3) ? 'kv' : undefined;
+    const by = run.peer !== null && rng.chance(0.5) ? run.peer : run.pool;
+    trace(`  alloc 1 owner ${owner}${by === run.peer ? ' by the peer' : ''}`);
+    attempt(() => {
+      const a = by.alloc(1, owner === undefined ? undefined : { owner });
+      model.parent.set(a.pfn, { pfn: a.pfn, count: a.count, owner, serial });
+      writePattern(a, serial);
+    });
+  } else if (roll < 38) {
     // Allocate in the parent, sometimes named, owned, aligned.
     const count = rng.chance(0.7) ? rng.range(1, 4) : rng.range(5, 20);
     const align = rng.pick([1, 1, 1, 2, 4, 8, 16]);
@@ -218,8 +254,9 @@ function step(run: Run): void {
         return;
       }
     }
+    const by = run.peer !== null && rng.chance(0.5) ? run.peer : run.pool;
     attempt(() => {
-      run.pool.release(e.pfn, e.count, { owner: e.owner });
+      by.release(e.pfn, e.count, { owner: e.owner });
       model.parent.delete(e.pfn);
     });
   } else if (roll < 74) {
@@ -270,9 +307,11 @@ function step(run: Run): void {
     model.generation = next;
   } else {
     // The program restarts cleanly: a new open, a new run id.
+    run.peer?.close();
     run.pool.close();
     run.subs.clear();
     run.pool = Pool.open(run.region);
+    if (run.peer !== null) run.peer = Pool.open(run.region);
   }
 }
 
@@ -291,7 +330,8 @@ function execute(start: MemoryRegion, initial: Model, shape: Shape, seed: number
   const region = start.clone();
   return traced(region, crashAt, (tracer) => {
     const model = cloneModel(initial);
-    const run: Run = { region, pool: Pool.open(region), subs: new Map(), model, rng: new Prng(seed), serial: 0 };
+    const pool = Pool.open(region);
+    const run: Run = { region, pool, subs: new Map(), model, rng: new Prng(seed), serial: 0, plainSingles: shape.plainSingles ?? 0, peer: shape.peer ? Pool.open(region) : null };
     onStep?.(cloneModel(run.model), tracer.count);
     if (shape.bracket !== undefined) {
       const serial = ++run.serial;
@@ -310,6 +350,7 @@ function execute(start: MemoryRegion, initial: Model, shape: Shape, seed: number
       model.parent.delete(fill.pfn);
       onStep?.(cloneModel(run.model), tracer.count);
     }
+    run.peer?.close();
     run.pool.close();
   });
 }
@@ -417,7 +458,7 @@ async function simulate(seed: number, shape: Shape, replay: string): Promise<Sim
   const orderPerBit = rng.pick(shape.orderPerBits);
   const start = new MemoryRegion(shape.bytes);
   const initial: Model = { generation: 0n, parent: new Map(), subs: new Map() };
-  const created = Pool.create(start, { size: shape.bytes, orderPerBit, maxAllocations: 24 });
+  const created = Pool.create(start, { size: shape.bytes, orderPerBit, maxAllocations: shape.maxAllocations ?? 24 });
   if (shape.prefill > 0) {
     const fill = created.alloc(shape.prefill, { name: 'fill' });
     initial.parent.set(fill.pfn, { pfn: fill.pfn, count: fill.count, name: 'fill', serial: 0 });
@@ -557,9 +598,8 @@ export async function simulateMany(t: { diagnostic: (message: string) => void },
   const total: SimResult = { crashPoints: 0, nestedPoints: 0, liveHolderChecks: 0, upperSummaryStores: 0 };
   for (let i = 0; i < count; i++) {
     const s = (seed + i) >>> 0;
-    const replay = shape === SMALL
-      ? `PMPOOL_SIM_SEED=${s} PMPOOL_SIM_SCENARIOS=1 node --test dist/test/pool-crash-sim.test.js`
-      : `PMPOOL_SIM_SEED=${(s - seedOffset) >>> 0} PMPOOL_SIM_DEEP_SCENARIOS=1 node --test dist/test/pool-crash-sim-deep.test.js`;
+    const [variable, file] = shape === SMALL ? ['PMPOOL_SIM_SCENARIOS', 'pool-crash-sim'] : shape === CACHED ? ['PMPOOL_SIM_CACHED_SCENARIOS', 'pool-crash-sim-cached'] : ['PMPOOL_SIM_DEEP_SCENARIOS', 'pool-crash-sim-deep'];
+    const replay = `PMPOOL_SIM_SEED=${(s - seedOffset) >>> 0} ${variable}=1 node --test dist/test/${file}.test.js`;
     let r: SimResult;
     try {
       r = await simulate(s, shape, replay);
