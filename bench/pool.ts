@@ -10,8 +10,12 @@
  * Scenarios (pools on /dev/shm through FileRegion unless said otherwise):
  *   single50     1 GiB pool of 4 KiB pages at 50% random occupancy; one-page
  *                alloc + release of a random used page ("pair").
- *                Target: >= 2 M pairs/s in one process.
- *                Peers: the same Pool over a MemoryRegion (reference); the
+ *                Target: >= 2 M pairs/s in one process. Both ops go through
+ *                the open's cache (src/pool/caches.ts): a released page goes
+ *                onto it, and the next alloc takes it back, cache-hot, as the
+ *                kernel's per-CPU lists do.
+ *                Peers: the same Pool over a MemoryRegion (reference, built
+ *                and measured after the /dev/shm sides: see below); the
  *                same Pool releasing the page it allocated 256 pairs before
  *                (cache-hot: splits the Pool's fixed cost from its cache
  *                misses); the allocator layer alone (BitmapAllocator over a
@@ -37,7 +41,15 @@
  *                threads, each allocating one page and releasing its oldest
  *                (a ring of 256 of its own) for a common 1 s window; also the
  *                CPU the clients got, and pairs per CPU second.
- *                Target: 2 processes' aggregate >= 1x one process's.
+ *                Target: 2 processes' aggregate >= 1x one process's. Each
+ *                client allocates from and releases onto its own cache: the
+ *                pool lock is taken only to move a batch of 32 pages.
+ *
+ * Polymorphism: a Pool over a MemoryRegion (a SharedArrayBuffer) and one
+ * over a FileRegion (an external ArrayBuffer) in one process make the typed
+ * array accesses and Atomics under both polymorphic; a program keeps its
+ * pools in files, and the /dev/shm sides are measured before anything else
+ * is built.
  *
  * How occupancy is built: the pool is filled with one-page allocations
  * (maxAllocations = one record per page), then a random subset is released
@@ -334,7 +346,8 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
   const recordsPath = shmPath('single50-records');
   // Set by the record_floor side when its turn comes (a holder: TypeScript does not follow the assignment into the closure).
   const records: { region: FileRegion | null } = { region: null };
-  let mem: Pool | null = null;
+  // Made when the mem side's turn comes (a holder, like `records`).
+  const mem: { pool: Pool | null } = { pool: null };
   try {
     const t0 = performance.now();
     const kept = buildSingle50(shm, 50);
@@ -347,19 +360,14 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
     // the in-memory peers start from `usedUnits`, and each gets its own copy of `kept`.
     const keptShm = kept.slice();
 
-    // The MemoryRegion twin is built the same way (same seed: the same pages), when measured.
-    let keptMem = kept;
-    if (!sidesFilter || sidesFilter.has('mem')) {
-      mem = Pool.create(new MemoryRegion(GiB), { size: GiB, maxAllocations: PAGES });
-      keptMem = buildSingle50(mem, 50);
-    }
-
-    // Peers are built when their turn comes, after both Pools are measured: an ArrayWordStore
-    // allocator built earlier would make the allocator's store calls polymorphic under the Pools.
+    // Every other side is built when its turn comes, after the /dev/shm Pool is measured: an
+    // ArrayWordStore allocator, or a Pool over a MemoryRegion (a SharedArrayBuffer, where a
+    // FileRegion's window is an external ArrayBuffer), built earlier would make the calls and the
+    // Atomics under the measured Pool polymorphic — as they never are in a program that keeps
+    // its pools in files. The MemoryRegion twin is measured after the /dev/shm sides for that.
     let al: BitmapAllocator;
     let cma: CmaFirstFit;
     let fl: MapFreeList;
-    const m = mem;
     const allSides: [string, string, OpFactory, Float64Array][] = [
       ['shm', 'Pool, FileRegion on /dev/shm', (used, rnd) => {
         const n = used.length;
@@ -371,16 +379,6 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
           shm.release(v, 1);
         };
       }, keptShm],
-      ['mem', 'Pool, MemoryRegion (reference)', (used, rnd) => {
-        const n = used.length;
-        return () => {
-          const u = m!.alloc(1).pfn;
-          const k = (rnd() * n) | 0;
-          const v = used[k]!;
-          used[k] = u;
-          m!.release(v, 1);
-        };
-      }, keptMem],
       ['shm_hot', 'Pool on /dev/shm, release the page allocated 256 pairs before (cache-hot reference)', (used) => {
         // Uses the last 256 pages of `used` as a FIFO ring; the rest stay allocated.
         let h = used.length - 256;
@@ -391,6 +389,19 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
           h = h + 1 === used.length ? used.length - 256 : h + 1;
         };
       }, keptShm],
+      ['mem', 'Pool, MemoryRegion (reference; measured after the /dev/shm sides)', (used, rnd) => {
+        // Built the same way (the same seed: the same pages as the /dev/shm Pool's `kept`).
+        const m = (mem.pool = Pool.create(new MemoryRegion(GiB), { size: GiB, maxAllocations: PAGES }));
+        used.set(buildSingle50(m, 50));
+        const n = used.length;
+        return () => {
+          const u = m.alloc(1).pfn;
+          const k = (rnd() * n) | 0;
+          const v = used[k]!;
+          used[k] = u;
+          m.release(v, 1);
+        };
+      }, kept],
       ['alloc_layer', 'allocator layer alone (no Pool)', (used, rnd) => {
         al = allocLayerFrom(usedUnits);
         const n = used.length;
@@ -481,7 +492,7 @@ function scenarioSingle50(r: Record<string, number>, tables: Table[], keep: { pa
     });
   } finally {
     shm.close();
-    mem?.close();
+    mem.pool?.close();
     records.region?.close();
     rmSync(recordsPath, { force: true });
   }
