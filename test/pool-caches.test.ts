@@ -218,7 +218,7 @@ describe('per-open caches', () => {
   });
 
   test('a cached operation stopped by an exception (a store that failed) is settled at the open\'s next operation', () => {
-    for (const failAt of [1, 2, 3]) {
+    for (const failAt of [1, 2, 3, 4]) {
       for (const op of ['alloc', 'release'] as const) {
         const { pool } = cachedPool();
         try {
@@ -235,6 +235,14 @@ describe('per-open caches', () => {
             assert.throws(() => (op === 'alloc' ? pool.alloc(1) : pool.release(held.pfn, held.count)), /EIO \(injected\)/);
           } finally {
             writer.barrier = barrier;
+          }
+          if (op === 'release') {
+            // The open's own pool-lock paths settle what its failed release left: the allocation is
+            // there or not, and a release of it acts once.
+            const listed = pool.allocations().some((a) => a.pfn === held.pfn);
+            assert.equal(pool.at(held.pfn)?.pfn, listed ? held.pfn : undefined, `${op}, barrier ${failAt}: at() agrees with allocations()`);
+            if (listed) pool.release(held.pfn, held.count);
+            expectError(() => pool.release(held.pfn, held.count), PoolError, 'NOT_ALLOCATED');
           }
           const after = pool.alloc(1);
           const report = pool.check();
@@ -269,6 +277,76 @@ describe('per-open caches', () => {
       for (const a of made) assert.equal(pool.at(a.pfn)?.pfn, a.pfn, 'every record reached through the pfn index');
       for (const a of made) pool.release(a.pfn, a.count);
       assert.deepEqual(pool.check().problems.filter((p) => !/corrupt/.test(p)), []);
+    } finally {
+      pool.close();
+    }
+  });
+
+  test('INDEX_ALL set by a repair between an open\'s look at its cache and its lock: the allocation goes through the pool lock', () => {
+    const { region, pool } = cachedPool();
+    const other = Pool.open(region);
+    try {
+      pool.alloc(1); // a cache, filled
+      const victim = other.alloc(1, { name: 'victim' });
+      const parts = poolInternals(other).parts;
+      parts.writer.store64(parts.directory.offsetOf(victim.pfn % parts.geometry.maxRecords) + 16, 2);
+      // The repair runs just before the open takes its entry's lock.
+      const internal = pool as unknown as { cacheOf: (p: PoolParts) => number };
+      const cacheOf = internal.cacheOf;
+      internal.cacheOf = function (this: unknown, p: PoolParts) {
+        const e = cacheOf.call(this, p);
+        other.check({ repair: true });
+        return e;
+      };
+      let made;
+      try {
+        made = pool.alloc(1);
+      } finally {
+        internal.cacheOf = cacheOf;
+      }
+      assert.equal(parts.control.indexAll(), true);
+      assert.equal(pool.at(made.pfn)?.pfn, made.pfn, 'reached through the pfn index');
+      pool.release(made.pfn, made.count);
+      assert.deepEqual(pool.check().problems.filter((p) => !/corrupt/.test(p)), []);
+    } finally {
+      other.close();
+      pool.close();
+    }
+  });
+
+  test('a full pool that cannot take back a live open\'s cache (its lock held past the timeout) says LOCK_TIMEOUT, and leaves no intent', () => {
+    const { region, pool: holder } = cachedPool();
+    const pool = Pool.open(region, { lockTimeoutMs: 50, isAlive: () => true });
+    try {
+      holder.alloc(1);
+      const { parts } = poolInternals(holder);
+      const e = entryOf(holder);
+      assert.ok(parts.caches.tryLock(e, parts.control.runId), 'the holder "in" a cached operation');
+      try {
+        for (;;) pool.alloc(5);
+      } catch (err) {
+        assert.ok(err instanceof PoolError && err.code === 'LOCK_TIMEOUT', String(err));
+      }
+      assert.equal(parts.control.intent(), null, 'no intent left: nothing was half done');
+      parts.caches.unlock(e);
+      assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+    } finally {
+      pool.close();
+      holder.close();
+    }
+  });
+
+  test('check() names a cached unit\'s home slot marked free, and repair marks it again', () => {
+    const { pool } = cachedPool();
+    try {
+      pool.alloc(1);
+      const { parts } = poolInternals(pool);
+      const e = entryOf(pool);
+      const slot = parts.caches.unit(e, 0) % parts.geometry.maxRecords;
+      parts.slots.markFree(slot, 1);
+      assert.ok(pool.check().problems.includes(`record slot ${slot} is the home slot of a cached unit but marked free`), pool.check().problems.join('\n'));
+      assert.equal(pool.check({ repair: true }).ok, true);
+      assert.equal(parts.slots.isUsed(slot, 1), true);
     } finally {
       pool.close();
     }

@@ -229,6 +229,7 @@ export function lockEntry(p: PoolParts, e: number, timeoutMs: number, settle = t
   const c = p.caches;
   const runId = p.control.runId;
   const started = performance.now();
+  let looked = -Infinity;
   for (let attempt = 0; ; attempt++) {
     if (c.tryLock(e, runId)) break;
     const seen = c.lockWord(e);
@@ -238,19 +239,26 @@ export function lockEntry(p: PoolParts, e: number, timeoutMs: number, settle = t
       if (c.breakLock(e, seen, runId)) break;
       continue;
     }
-    // The owner, in a cached operation: well under a microsecond, unless it died in it.
+    // The owner, in a cached operation: well under a microsecond, unless it died in it (or is
+    // zeroing a large unit). Its liveness is looked at as often as a pool-lock waiter looks.
     if (attempt < 64) continue;
-    if (!c.holderAlive(e, p.control)) {
-      if (c.breakLock(e, seen, runId)) break;
-      continue;
+    const now = performance.now();
+    if (now - looked >= p.control.livenessPeriodMs) {
+      looked = now;
+      if (!c.holderAlive(e, p.control)) {
+        if (c.breakLock(e, seen, runId)) break;
+        continue;
+      }
     }
     if (performance.now() - started > timeoutMs) {
       throw new PoolError('LOCK_TIMEOUT', `waited over ${timeoutMs} ms for cache entry ${e} of the pool, held by its owner (run ${seen}), which is alive`);
     }
     Atomics.wait(sleepCell, 0, 0, Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - 64) >>> 6)));
   }
-  // An owner clears its intent before it unlocks: one left over is a dead owner's.
-  if (settle && c.op(e) !== CacheOp.None && c.owner(e) !== runId) {
+  // An owner clears its intent before it unlocks: one left over is a dead owner's — or this open's
+  // own, left by an exception (a store that failed), for none of its cached operations runs while
+  // it holds the pool lock.
+  if (settle && c.op(e) !== CacheOp.None) {
     try {
       dissolve(p, e);
     } finally {
@@ -398,8 +406,8 @@ export function claimEntry(p: PoolParts, timeoutMs: number): number {
 
 /**
  * Fills entry `e`'s list up to CACHE_BATCH units and its block of sequence numbers (under the pool
- * lock and the entry's lock). A unit whose home slot is not free (another unit's record sits there)
- * cannot be cached and stays in the bitmap: the fill stops at the first. Returns the units added.
+ * lock, the entry's lock and a pool intent). A unit whose home slot is not free (another unit's
+ * record sits there) cannot be cached and stays in the bitmap. Returns the units added.
  */
 export function refill(p: PoolParts, e: number): number {
   const c = p.caches;
@@ -458,9 +466,13 @@ export function spill(p: PoolParts, e: number, keep: number): void {
 export function drainAll(p: PoolParts, timeoutMs: number): number {
   if (!p.caches.enabled) return 0;
   const before = p.units.freeUnits();
+  // Every lock first (a LOCK_TIMEOUT then changes nothing, and leaves no intent), then the spills
+  // under one intent.
   const held = lockEntries(p, timeoutMs);
   try {
+    beginCacheIntent(p, 0);
     for (const e of held) spill(p, e, 0);
+    endCacheIntent(p);
   } finally {
     unlockEntries(p, held);
   }

@@ -59,7 +59,7 @@ export function checkParts(p: PoolParts): string[] {
   let dishonoured = 0;
   const corrupt: number[] = [];
   for (let slot = 0; slot < d.capacity; slot++) {
-    if (d.state(slot) === 0 && p.slots.isFree(slot, 1)) {
+    if (d.state(slot) === 0 && p.slots.isFree(slot, 1) && !cachedHomes.has(slot)) {
       // Fast path for the common free record: all-zero check only.
       const status = d.status(slot);
       if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);

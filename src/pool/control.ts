@@ -202,7 +202,8 @@ export class Control {
   /** How long a waiter gives a live holder (LockOptions.timeoutMs); the cache entries' waits too. */
   readonly timeoutMs: number;
   private readonly identityGraceMs: number;
-  private readonly livenessPeriodMs: number;
+  /** How often a waiter looks at a holder's liveness (LockOptions.livenessPeriodMs); the cache entries' waits too. */
+  readonly livenessPeriodMs: number;
   /** Set once lock() has found the lock held by another open: the pool is shared by busy processes. */
   contended = false;
   /** The run id of the dead holder whose lock lock() broke last (0: none yet). */

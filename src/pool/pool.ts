@@ -457,6 +457,7 @@ export class Pool {
     }
     if (d.pfn(slot) !== pfn || d.pageCount(slot) !== pageCount || (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner))) {
       d.unclaim(slot);
+      w.barrier();
       p.control.endIntent();
       throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} was released and made again by another open meanwhile; release it again if it is yours`);
     }
@@ -514,7 +515,10 @@ export class Pool {
     );
   }
 
-  /** Every allocation, in the order they were made. */
+  /**
+   * Every allocation, by sequence number: one open's in the order it made them; those of several
+   * opens by the blocks of numbers their caches took (docs/abi.md, "Per-open caches").
+   */
   allocations(): Allocation[] {
     const p = this.live();
     // Under the lock the records are only read (with copies of their labels); sorting them, decoding
@@ -654,7 +658,15 @@ export class Pool {
     // crash before it re-marks every record must not leave owned pages free for the next locker.
     p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
     p.writer.barrier();
-    const changes = rebuildDerived(p);
+    // A cached operation left half done (check() reports it, and takes the entries' locks as they
+    // are) is settled as a dead owner's, by its intent, before the rebuild reads the directory.
+    const changes: string[] = [];
+    for (let e = 0; e < CACHE_ENTRIES; e++) {
+      if (!p.caches.enabled || p.caches.owner(e) === 0 || p.caches.op(e) === CacheOp.None) continue;
+      changes.push(`dissolved cache entry ${e}: its open died in a cached operation`);
+      dissolve(p, e);
+    }
+    changes.push(...rebuildDerived(p));
     this.reconcileSuperblocks(p);
     p.writer.barrier(); // the rebuilt state on the file before the intent is cleared
     p.control.endIntent();
@@ -964,8 +976,6 @@ export class Pool {
    * goes through the pool lock. The steps and their intent are docs/abi.md's "Per-open caches".
    */
   private cachedAlloc(p: PoolParts, owner: Uint8Array, zero: boolean): number {
-    // While INDEX_ALL is set every record goes in the pfn index, which only the pool lock's holder writes.
-    if (p.control.indexAll()) return -1;
     const e = this.cacheOf(p);
     if (e < 0) return -1;
     const c = p.caches;
@@ -1001,6 +1011,7 @@ export class Pool {
         } catch (err) {
           d.wipeAll(slot);
           c.setCount(e, k);
+          w.barrier();
           c.endOp(e);
           throw err;
         }
@@ -1024,7 +1035,7 @@ export class Pool {
   private cachedRelease(p: PoolParts, pfn: number, owner: Uint8Array): boolean {
     const g = p.geometry;
     const unit = pfn / p.unitPages;
-    if (!Number.isInteger(unit) || unit < g.reservedUnits || unit >= g.unitCount || p.control.indexAll()) return false;
+    if (!Number.isInteger(unit) || unit < g.reservedUnits || unit >= g.unitCount) return false;
     const d = p.directory;
     const slot = homeSlotOfUnit(g, unit);
     // A look before any lock: a release the cache does not take (or one the pool lock's way refuses)
@@ -1056,6 +1067,7 @@ export class Pool {
       }
       if (d.pfn(slot) !== pfn || d.pageCount(slot) !== p.unitPages || d.nameLength(slot) !== 0 || d.flags(slot) !== 0 || (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner))) {
         d.unclaim(slot);
+        w.barrier(); // the record LIVE again on the file before the intent that could settle it goes
         c.endOp(e);
         return false;
       }
@@ -1084,7 +1096,13 @@ export class Pool {
     const c = p.caches;
     // Held by the pool lock's holder (a drain, a check): this operation takes the pool lock instead.
     if (!c.tryLock(e, p.control.runId)) return false;
-    if (c.owner(e) === p.control.runId && c.op(e) === CacheOp.None) return true;
+    if (c.owner(e) === p.control.runId && c.op(e) === CacheOp.None) {
+      // While INDEX_ALL is set every record goes in the pfn index, which only the pool lock's holder
+      // writes. Looked at under the entry lock: only a holder of every entry's lock sets it.
+      if (!p.control.indexAll()) return true;
+      c.unlockOwn(e, p.control.runId);
+      return false;
+    }
     c.unlockOwn(e, p.control.runId);
     this.cacheEntry = -1;
     // Dissolved, the open taken for dead: it claims an entry again at its next operation. Or an
@@ -1120,10 +1138,7 @@ export class Pool {
   /** Gives every cached unit back to the bitmap (under the pool lock): true when that freed any. */
   private drainCaches(p: PoolParts): boolean {
     if (!p.caches.enabled || cachedUnits(p) === 0) return false;
-    beginCacheIntent(p, 0);
-    const freed = drainAll(p, p.control.timeoutMs);
-    endCacheIntent(p);
-    return freed > 0;
+    return drainAll(p, p.control.timeoutMs) > 0;
   }
 
   /** Gives the open's entry back, with its units (at close, and when a handover quiesces the pool). */
