@@ -94,7 +94,7 @@ export function infoCommand(args: string[], out: Out): number {
       `abi         ${ABI_MAJOR}.${ABI_MINOR}, generation ${s.generation}`,
       `geometry    ${s.pages} pages of ${human(s.pageSize)} = ${human(s.pages * s.pageSize)}, order-per-bit ${s.orderPerBit}`,
       `metadata    ${s.metadata} pages${s.tail ? `, tail ${s.tail} pages unusable` : ''}`,
-      `free        ${s.free} pages (${human(s.free * s.pageSize)}), largest run ${s.largestFree} pages, fragmentation ${(s.fragmentation * 100).toFixed(1)}%`,
+      `free        ${s.free} pages (${human(s.free * s.pageSize)}), largest run ${s.largestFree} pages, fragmentation ${(s.fragmentation * 100).toFixed(1)}%${s.cached > 0 ? `; ${s.cached} of them held in opens' caches` : ''}`,
       `used        ${s.used} pages in ${s.allocations} allocations (directory holds ${s.maxAllocations})`,
       `lock        ${s.lockBreaks} dead holder(s) recovered from`,
     ];
