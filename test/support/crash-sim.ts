@@ -20,7 +20,12 @@
  * in any order, each page as of some moment. An "ahead" crash point models
  * the adversarial case for each store k of the pool's own writer: every page
  * as of the last barrier before k, but the page(s) of store k as of store k
- * — a later store on disk without the earlier stores of its epoch.
+ * — a later store on disk without the earlier stores of its epoch. A
+ * "mixed" one goes further: each page the epoch dirtied as of a moment of
+ * its own (the barrier, or after one of the epoch's stores to it), so that
+ * a page may reach the file as of a store that a later store to it undid —
+ * a record claimed and put back, say, with its intent already cleared on
+ * another page.
  */
 import { setAttachHook, type StoreLog, type StoreRecord } from '../../src/pool/internals.js';
 import { MemoryRegion } from '../../src/region/index.js';
@@ -38,6 +43,13 @@ export interface CrashPoint {
   torn: boolean;
   /** A power cut: every page as of the barrier that followed store `ahead` (0: the start), but store k's page(s). */
   ahead?: number;
+  /**
+   * With `ahead`: each page the pool's writer dirtied since that barrier as of some moment of the
+   * epoch instead — as of the barrier, or after one of its stores to that page, chosen by a hash
+   * of k and the page — and store k's page(s) as of store k. Writeback takes a page whenever it
+   * likes: a page may reach the file as of a store that a later store to it undoes.
+   */
+  mixed?: boolean;
 }
 
 /** The granule of writeback: pages reach the file whole, each as of some moment. */
@@ -80,9 +92,20 @@ export function crashPoints(stores: readonly StoreInfo[], durable = false): Cras
       const [f, l] = pagesOf(e);
       return l < first || f > last;
     });
-    if (overtakes) points.push({ k: i + 1, torn: false, ahead: s.epochStart });
+    if (!overtakes) return;
+    points.push({ k: i + 1, torn: false, ahead: s.epochStart });
+    points.push({ k: i + 1, torn: false, ahead: s.epochStart, mixed: true });
   });
   return points;
+}
+
+/** Which moment of its epoch a page reaches the file as, at a mixed power cut at store k: 0 (the barrier) to `versions`. */
+function versionOf(k: number, page: number, versions: number): number {
+  let h = Math.imul(k, 0x9e3779b1) ^ Math.imul(page + 1, 0x85ebca6b);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 13;
+  return (h >>> 0) % (versions + 1);
 }
 
 export class Tracer {
@@ -96,6 +119,8 @@ export class Tracer {
   private epochStart = 0;
   /** For an "ahead" point: the region as of the barrier its epoch starts at. */
   private barrierImage: MemoryRegion | null = null;
+  /** For a mixed point: the root writer's stores since its last barrier (where, and the bytes after). */
+  private epochStores: { at: number; bytes: Uint8Array }[] = [];
 
   constructor(
     /** The region every traced writer writes into (its windows' byteOffset is a region offset). */
@@ -125,16 +150,19 @@ export class Tracer {
         // A barrier: orders stores, changes no byte. The root writer's mark the epochs of "ahead" points.
         if (root) {
           this.epochStart = this.count;
+          this.epochStores = [];
           if (this.crashAt?.ahead === this.count && this.barrierImage === null) this.barrierImage = this.root.clone();
         }
         return 0;
       }
       this.count++;
       this.stores?.push({ at: base + r.offset, length: r.bytes.length, root, epochStart: this.epochStart });
+      if (root && this.crashAt?.mixed === true) this.epochStores.push({ at: r.offset, bytes: r.bytes });
       if (this.crashAt !== null && this.count === this.crashAt.k) {
         if (this.crashAt.ahead !== undefined) {
           // Every page as of the barrier, but this store's page(s) as of now.
           const image = this.barrierImage!;
+          if (this.crashAt.mixed === true) this.mixPages(image, this.crashAt.k);
           const from = Math.floor((base + r.offset) / WRITEBACK_PAGE) * WRITEBACK_PAGE;
           const to = Math.ceil((base + r.offset + r.bytes.length) / WRITEBACK_PAGE) * WRITEBACK_PAGE;
           new Uint8Array(image.buffer).set(new Uint8Array(this.root.buffer, from, to - from), from);
@@ -153,6 +181,31 @@ export class Tracer {
       return 0;
     };
     return { records: { push } as unknown as StoreRecord[] };
+  }
+
+  /** Brings each page the epoch's stores dirtied to the moment versionOf() picks for it. */
+  private mixPages(image: MemoryRegion, k: number): void {
+    const bytes = new Uint8Array(image.buffer);
+    const perPage = new Map<number, { at: number; bytes: Uint8Array }[]>();
+    for (const s of this.epochStores) {
+      const [first, last] = pagesOf({ at: s.at, length: s.bytes.length, root: true, epochStart: 0 });
+      for (let page = first; page <= last; page++) {
+        let list = perPage.get(page);
+        if (list === undefined) perPage.set(page, (list = []));
+        list.push(s);
+      }
+    }
+    for (const [page, stores] of perPage) {
+      const from = page * WRITEBACK_PAGE;
+      const to = from + WRITEBACK_PAGE;
+      const upTo = versionOf(k, page, stores.length);
+      for (let i = 0; i < upTo; i++) {
+        const s = stores[i]!;
+        const a = Math.max(from, s.at);
+        const b = Math.min(to, s.at + s.bytes.length);
+        bytes.set(s.bytes.subarray(a - s.at, b - s.at), a);
+      }
+    }
   }
 }
 

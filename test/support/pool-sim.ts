@@ -570,6 +570,7 @@ async function simulate(seed: number, shape: Shape, replay: string): Promise<Sim
 }
 
 export function describePoint(p: CrashPoint): string {
+  if (p.ahead !== undefined && p.mixed === true) return `power cut with each page written since the barrier after store ${p.ahead} as of some store of that epoch, and that of store`;
   if (p.ahead !== undefined) return `power cut with every page as of the barrier after store ${p.ahead} but that of store`;
   return `crash ${p.torn ? 'in the middle of' : 'after'} store`;
 }
