@@ -24,6 +24,9 @@ describe('pmpool CLI', () => {
       const info = pmpool('info', path);
       assert.match(info.stdout, /^free +16299 pages \(63\.7 MiB\), largest run 16299 pages, fragmentation 0\.0%; 31 of them held in opens' caches$/m);
       assert.match(info.stdout, /^used +85 pages in 1 allocations/m);
+      assert.match(info.stdout, /^abi +2\.1, generation 0, per-open caches on$/m);
+      const json = JSON.parse(pmpool('info', path, '--json').stdout) as { abi: string; caches: boolean; cached: number };
+      assert.deepEqual([json.abi, json.caches, json.cached], ['2.1', true, 31]);
       assert.equal(pmpool('check', path).code, 0);
     } finally {
       cleanup();

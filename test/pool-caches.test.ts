@@ -400,6 +400,7 @@ describe('per-open caches', () => {
       const pool = Pool.open(r);
       const { parts } = poolInternals(pool);
       assert.equal(parts.caches.enabled, false);
+      assert.deepEqual([pool.abiVersion, pool.usesCaches], [r === region ? '2.0' : '2.1', false]);
       const made = Array.from({ length: 40 }, () => pool.alloc(1));
       assert.equal(pool.stats().cached, 0);
       for (const a of made) pool.release(a.pfn, a.count);

@@ -280,6 +280,17 @@ export class Pool {
   get closed(): boolean {
     return this.parts === null;
   }
+  /** The ABI version the pool's superblock records ("2.1"): the version of the pmpool that made it. */
+  get abiVersion(): string {
+    return `${this.sb.abiMajor}.${this.sb.abiMinor}`;
+  }
+  /**
+   * Whether this open allocates single units through a cache of its own (docs/abi.md, "Per-open
+   * caches"): false for a pool made before ABI 2.1, or whose directory is under 2,048 records.
+   */
+  get usesCaches(): boolean {
+    return this.live().caches.enabled;
+  }
   /** The superblock checksum as stored (the handover node records it). */
   get superblockCrc(): number {
     this.live(); // CLOSED as a PoolError, like every other use of a closed pool (not the window's RegionError)
