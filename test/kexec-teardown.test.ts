@@ -238,7 +238,9 @@ describe('exec(): the old image torn down', () => {
          poolInternals(Pool.open(${JSON.stringify(path)})).parts.control.lock(); // held from here on
          Atomics.store(cells, 0, 1);
          Atomics.notify(cells, 0);
-         Atomics.wait(cells, 0, 1); // until the worker's exec ends this image`,
+         // Until the worker's exec ends this image; should it fail, the program ends, and the test with it.
+         Atomics.wait(cells, 0, 1, 30_000);
+         process.exit(3);`,
       );
       const pid = holder.pid!;
       const statOf = () => readFileSync(`/proc/${pid}/stat`, 'latin1');
