@@ -30,6 +30,7 @@
 import { PoolError } from './errors.js';
 import { HOLDER_BYTES, IntentOp, readHolder, writeHolder, type Control } from './control.js';
 import { CLAIM_BY_CACHE, RECORD_LIVE } from './directory.js';
+import { homeSlotOfUnit } from './layout.js';
 import type { MetaWriter } from './meta-writer.js';
 import type { PoolParts } from './parts.js';
 
@@ -250,7 +251,7 @@ export function lockEntry(p: PoolParts, e: number, timeoutMs: number, settle = t
         continue;
       }
     }
-    if (performance.now() - started > timeoutMs) {
+    if (now - started > timeoutMs) {
       throw new PoolError('LOCK_TIMEOUT', `waited over ${timeoutMs} ms for cache entry ${e} of the pool, held by its owner (run ${seen}), which is alive`);
     }
     Atomics.wait(sleepCell, 0, 0, Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - 64) >>> 6)));
@@ -259,11 +260,7 @@ export function lockEntry(p: PoolParts, e: number, timeoutMs: number, settle = t
   // own, left by an exception (a store that failed), for none of its cached operations runs while
   // it holds the pool lock.
   if (settle && c.op(e) !== CacheOp.None) {
-    try {
-      dissolve(p, e);
-    } finally {
-      c.unlock(e);
-    }
+    dissolveAndUnlock(p, e);
     return false;
   }
   return true;
@@ -292,6 +289,36 @@ export function lockEntries(p: PoolParts, timeoutMs: number, settle = true, diss
 
 export function unlockEntries(p: PoolParts, held: readonly number[]): void {
   for (const e of held) p.caches.unlock(e);
+}
+
+/** What recovery, repair and an open report of an entry dissolved for its interrupted operation. */
+export function dissolvedLine(e: number): string {
+  return `dissolved cache entry ${e}: its open died in a cached operation`;
+}
+
+/** Dissolves entry `e`, whose lock the pool lock's holder holds, and unlocks it, whatever happens. */
+export function dissolveAndUnlock(p: PoolParts, e: number): void {
+  try {
+    dissolve(p, e);
+  } finally {
+    p.caches.unlock(e);
+  }
+}
+
+/**
+ * Dissolves every owned entry whose operation was interrupted (each entry's lock held by the pool
+ * lock's holder): the first step of recovery and repair, before the directory is read, so that a
+ * record a cache claimed is settled by that cache's intent and tag. Returns a line for each.
+ */
+export function dissolveInterrupted(p: PoolParts): string[] {
+  const changes: string[] = [];
+  if (!p.caches.enabled) return changes;
+  for (let e = 0; e < CACHE_ENTRIES; e++) {
+    if (p.caches.owner(e) === 0 || p.caches.op(e) === CacheOp.None) continue;
+    changes.push(dissolvedLine(e));
+    dissolve(p, e);
+  }
+  return changes;
 }
 
 /**
@@ -326,7 +353,7 @@ function dissolveUnder(p: PoolParts, e: number): void {
   const op = c.op(e);
   const unit = c.opUnit(e);
   if (op !== CacheOp.None && unit >= p.geometry.reservedUnits && unit < p.geometry.unitCount) {
-    const slot = homeSlotOf(p.geometry, unit);
+    const slot = homeSlotOfUnit(p.geometry, unit);
     const mine = d.claimedBy(slot) === CLAIM_BY_CACHE + e;
     if (op === CacheOp.Alloc) {
       // The unit came off this list: it is the entry's. Its record committed, the allocation
@@ -359,7 +386,7 @@ function dissolveUnder(p: PoolParts, e: number): void {
 function returnUnit(p: PoolParts, unit: number): void {
   const g = p.geometry;
   if (unit < g.reservedUnits || unit >= g.unitCount) return;
-  const slot = homeSlotOf(g, unit);
+  const slot = homeSlotOfUnit(g, unit);
   if (p.units.isUsed(unit, 1)) p.units.markFree(unit, 1);
   if (p.directory.isFree(slot) && p.slots.isUsed(slot, 1)) p.slots.markFree(slot, 1);
 }
@@ -376,13 +403,7 @@ export function claimEntry(p: PoolParts, timeoutMs: number): number {
       if (pass === 1 && c.owner(e) !== 0) {
         // Every entry is taken: one whose owner is dead is dissolved and reused.
         if (c.ownerAlive(e, p.control)) continue;
-        if (lockEntry(p, e, timeoutMs)) {
-          try {
-            dissolve(p, e);
-          } finally {
-            c.unlock(e);
-          }
-        }
+        if (lockEntry(p, e, timeoutMs)) dissolveAndUnlock(p, e);
       }
       if (c.owner(e) !== 0) continue;
       // Nobody's: only the pool lock's holder takes its lock, so one held was a dead holder's.
@@ -425,7 +446,7 @@ export function refill(p: PoolParts, e: number): number {
     const unit = p.units.find(1, 1);
     if (unit < 0) break;
     p.units.markUsed(unit, 1);
-    const slot = homeSlotOf(g, unit);
+    const slot = homeSlotOfUnit(g, unit);
     if (!p.slots.isFree(slot, 1) || !d.isFree(slot)) {
       skipped.push(unit);
       continue;
@@ -501,10 +522,9 @@ export function entryIsZero(p: PoolParts, e: number): boolean {
 }
 
 /**
- * Recovery's part (rebuildDerived, every entry's lock held, after the records have marked their
- * units and slots): free entries are zeroed; an entry whose operation was interrupted — its owner
- * is dead — is dissolved (its record was settled with the directory's); every other list is
- * kept, less any unit that cannot be a cached one, and its units and home slots marked used.
+ * Recovery's part (rebuildDerived, every entry's lock held, after dissolveInterrupted() and after
+ * the records have marked their units and slots): free entries are zeroed; every list is kept,
+ * less any unit that cannot be a cached one, and its units and home slots marked used.
  * Returns a line per change.
  */
 export function rebuildCaches(p: PoolParts): string[] {
@@ -526,11 +546,6 @@ export function rebuildCaches(p: PoolParts): string[] {
       }
       continue;
     }
-    if (c.op(e) !== CacheOp.None) {
-      changes.push(`dissolved cache entry ${e}: its owner died in a cached ${c.op(e) === CacheOp.Alloc ? 'allocation' : 'release'} of unit ${c.opUnit(e)}`);
-      c.clear(e);
-      continue;
-    }
     const kept: number[] = [];
     const listed = Math.min(c.count(e), CACHE_UNITS);
     if (c.count(e) > CACHE_UNITS) changes.push(`cache entry ${e}: its count ${c.count(e)} is past ${CACHE_UNITS}; kept the first ${CACHE_UNITS}`);
@@ -542,7 +557,7 @@ export function rebuildCaches(p: PoolParts): string[] {
         continue;
       }
       p.units.markUsed(unit, 1);
-      p.slots.markUsed(homeSlotOf(g, unit), 1);
+      p.slots.markUsed(homeSlotOfUnit(g, unit), 1);
       kept.push(unit);
     }
     if (kept.length !== c.count(e)) {
@@ -565,13 +580,9 @@ export function cachedUnitProblem(p: PoolParts, unit: number, units: { isFree(st
   const g = p.geometry;
   if (!Number.isSafeInteger(unit) || unit < g.reservedUnits || unit >= g.unitCount) return `unit ${unit} is not one of the pool's allocatable units`;
   if (!units.isFree(unit, 1)) return 'a record, the metadata or another list holds it';
-  const slot = homeSlotOf(g, unit);
+  const slot = homeSlotOfUnit(g, unit);
   if (!p.directory.isFree(slot)) return `its home record ${slot} is not free`;
   if (!slotFree(slot)) return `its home slot ${slot} is taken`;
   return null;
 }
 
-/** parts.ts homeSlotOfUnit (which imports this module). */
-function homeSlotOf(g: { maxRecords: number }, unit: number): number {
-  return unit % g.maxRecords;
-}

@@ -25,7 +25,7 @@ import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } f
 import { RECORD_BYTES } from './layout.js';
 import { describeRecord, extentProblem, liveRecords, markPlausibleExtent } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
-import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
+import { hashName, hashPfn, homeSlot, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 
 export function checkParts(p: PoolParts): string[] {
   const problems: string[] = [];
@@ -52,7 +52,7 @@ export function checkParts(p: PoolParts): string[] {
     }
     const units = c.units(e);
     lists.push({ entry: e, units });
-    for (const unit of units) if (Number.isSafeInteger(unit) && unit < g.unitCount) cachedHomes.add(unit % g.maxRecords);
+    for (const unit of units) if (Number.isSafeInteger(unit) && unit < g.unitCount) cachedHomes.add(homeSlotOfUnit(g, unit));
   }
 
   // Directory records, one by one.
@@ -119,7 +119,7 @@ export function checkParts(p: PoolParts): string[] {
         continue;
       }
       expected.markUsed(unit, 1);
-      listedHomes.add(unit % g.maxRecords);
+      listedHomes.add(homeSlotOfUnit(g, unit));
     }
   }
   dishonoured += corrupt.length;

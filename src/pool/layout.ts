@@ -167,6 +167,15 @@ export function computeGeometry(input: GeometryInput): Geometry {
   return { pageSize, pageCount, orderPerBit, unitCount, maxRecords, indexSlots, areas, metadataBytes, metadataPages, reservedUnits };
 }
 
+/**
+ * The home slot of an allocation whose first unit is `unit`: the unit modulo the directory's
+ * capacity (docs/abi.md, "Home slots"). parts.ts homeSlot() takes a pfn; the pool's hot paths and
+ * the opens' caches know the unit.
+ */
+export function homeSlotOfUnit(g: Pick<Geometry, 'maxRecords'>, unit: number): number {
+  return unit % g.maxRecords;
+}
+
 /** The superblock: fixed fields, checksummed. */
 export interface Superblock {
   abiMajor: number;

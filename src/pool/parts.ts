@@ -9,7 +9,7 @@ import { crc32c } from '../util/crc32c.js';
 import { CACHE_MIN_RECORDS, CacheTable } from './caches.js';
 import { Control, type LockOptions } from './control.js';
 import { Directory } from './directory.js';
-import { INCOMPAT_OPEN_CACHES, type Geometry, type Superblock } from './layout.js';
+import { homeSlotOfUnit, INCOMPAT_OPEN_CACHES, type Geometry, type Superblock } from './layout.js';
 import { MetaWriter, TracedMetaWriter } from './meta-writer.js';
 import { hashPfn, RecordIndex } from './record-index.js';
 
@@ -79,7 +79,7 @@ export function hashName(name: Uint8Array): number {
   return crc32c(name);
 }
 
-export { hashPfn };
+export { hashPfn, homeSlotOfUnit };
 
 /**
  * The home slot of an allocation starting at `pfn`: its unit modulo the
@@ -92,10 +92,6 @@ export function homeSlot(g: Geometry, pfn: number): number {
   return homeSlotOfUnit(g, Math.floor(pfn / 2 ** g.orderPerBit));
 }
 
-/** homeSlot() of the allocation whose first unit is `unit` (the hot paths know the unit). */
-export function homeSlotOfUnit(g: Geometry, unit: number): number {
-  return unit % g.maxRecords;
-}
 
 /** Units of a run of pages: rounded up to whole units of 2^orderPerBit pages. */
 export function unitsOf(g: Geometry, pageCount: number): number {

@@ -20,7 +20,7 @@ import { rmSync } from 'node:fs';
 import { randomBytes } from '../sys/random.js';
 import { BitmapAllocator, BitmapStateError } from '../alloc/index.js';
 import { FileRegion, RegionError, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
-import { beginCacheIntent, cachedUnits, CACHE_BATCH, CACHE_ENTRIES, CACHE_UNITS, CacheOp, claimEntry, dissolve, drainAll, endCacheIntent, lockEntries, lockEntry, refill, spill, unlockEntries } from './caches.js';
+import { beginCacheIntent, cachedUnits, CACHE_BATCH, CACHE_ENTRIES, CACHE_UNITS, CacheOp, claimEntry, dissolveAndUnlock, dissolvedLine, drainAll, endCacheIntent, lockEntries, lockEntry, refill, spill, unlockEntries } from './caches.js';
 import { checkParts } from './check.js';
 import { intentName, IntentOp, newRunId, peekIntentOp } from './control.js';
 import { CLAIM_BY_CACHE, CLAIM_BY_POOL_LOCK, encodeLabel, RECORD_FLAG_SUBPOOL, decodeLabel, optionalLabel } from './directory.js';
@@ -115,7 +115,7 @@ export class Pool {
           if (!caches.anyBusy()) return;
           const dissolved: number[] = [];
           unlockEntries(this.parts!, lockEntries(this.parts!, this.parts!.control.timeoutMs, true, dissolved));
-          for (const e of dissolved) this.recovered.push(`dissolved cache entry ${e}: its open died in a cached operation`);
+          for (const e of dissolved) this.recovered.push(dissolvedLine(e));
         });
       } catch (e) {
         // The open fails (LOCK_TIMEOUT, a repair that throws): its metadata window goes back now.
@@ -669,15 +669,8 @@ export class Pool {
     // crash before it re-marks every record must not leave owned pages free for the next locker.
     p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
     p.writer.barrier();
-    // A cached operation left half done (check() reports it, and takes the entries' locks as they
-    // are) is settled as a dead owner's, by its intent, before the rebuild reads the directory.
-    const changes: string[] = [];
-    for (let e = 0; e < CACHE_ENTRIES; e++) {
-      if (!p.caches.enabled || p.caches.owner(e) === 0 || p.caches.op(e) === CacheOp.None) continue;
-      changes.push(`dissolved cache entry ${e}: its open died in a cached operation`);
-      dissolve(p, e);
-    }
-    changes.push(...rebuildDerived(p));
+    // (A cached operation left half done, which check() reports, is settled first by rebuildDerived.)
+    const changes = rebuildDerived(p);
     this.reconcileSuperblocks(p);
     p.writer.barrier(); // the rebuilt state on the file before the intent is cleared
     p.control.endIntent();
@@ -903,9 +896,7 @@ export class Pool {
 
   private withLock<T>(fn: () => T, options: { skipRecovery?: boolean } = {}): T {
     const p = this.live();
-    if (options.skipRecovery) {
-      if (p.control.lock()) this.freeEntriesOfBrokenHolder(p);
-    }
+    if (options.skipRecovery) this.lockPool(p);
     else this.lockAndRecover(p);
     try {
       return fn();
@@ -918,7 +909,7 @@ export class Pool {
 
   /** Takes the lock and, if the last holder died mid-operation, repairs before anything else. */
   private lockAndRecover(p: PoolParts): void {
-    if (p.control.lock()) this.freeEntriesOfBrokenHolder(p);
+    this.lockPool(p);
     if (p.control.contended && !this.spread) this.spreadRotor(p);
     if (p.control.intent() !== null) {
       try {
@@ -990,17 +981,8 @@ export class Pool {
     const e = this.cacheOf(p);
     if (e < 0) return -1;
     const c = p.caches;
-    if (!this.lockOwnEntry(p, e)) return -1;
-    let k = c.count(e);
-    if (k === 0 || c.nextSeq(e) >= c.endSeq(e)) {
-      c.unlockOwn(e, p.control.runId);
-      if (!this.moveCacheBatch(p, e, true) || !this.lockOwnEntry(p, e)) return -1;
-      k = c.count(e);
-      if (k === 0 || c.nextSeq(e) >= c.endSeq(e)) {
-        c.unlockOwn(e, p.control.runId);
-        return -1;
-      }
-    }
+    const k = this.lockOwnEntryFor(p, e, true);
+    if (k < 0) return -1;
     const g = p.geometry;
     const d = p.directory;
     const w = p.writer;
@@ -1051,22 +1033,12 @@ export class Pool {
     const slot = homeSlotOfUnit(g, unit);
     // A look before any lock: a release the cache does not take (or one the pool lock's way refuses)
     // is told apart here, before a claim would make the record read as taken to anyone else.
-    if (!d.isCommitted(slot) || d.pfn(slot) !== pfn || d.pageCount(slot) !== p.unitPages || d.nameLength(slot) !== 0 || d.flags(slot) !== 0) return false;
-    if (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner)) return false;
+    if (!d.isCommitted(slot) || !cacheTakesRelease(d, slot, pfn, p.unitPages, owner)) return false;
     const e = this.cacheOf(p);
     if (e < 0) return false;
     const c = p.caches;
-    if (!this.lockOwnEntry(p, e)) return false;
-    let k = c.count(e);
-    if (k >= CACHE_UNITS) {
-      c.unlockOwn(e, p.control.runId);
-      if (!this.moveCacheBatch(p, e, false) || !this.lockOwnEntry(p, e)) return false;
-      k = c.count(e);
-      if (k >= CACHE_UNITS) {
-        c.unlockOwn(e, p.control.runId);
-        return false;
-      }
-    }
+    const k = this.lockOwnEntryFor(p, e, false);
+    if (k < 0) return false;
     const w = p.writer;
     try {
       c.beginOp(e, CacheOp.Release, unit);
@@ -1076,7 +1048,7 @@ export class Pool {
         c.endOp(e);
         return false;
       }
-      if (d.pfn(slot) !== pfn || d.pageCount(slot) !== p.unitPages || d.nameLength(slot) !== 0 || d.flags(slot) !== 0 || (d.ownerLength(slot) > 0 && !d.ownerIs(slot, owner))) {
+      if (!cacheTakesRelease(d, slot, pfn, p.unitPages, owner)) {
         d.unclaim(slot);
         w.barrier(); // the record LIVE again on the file before the intent that could settle it goes
         c.endOp(e);
@@ -1100,6 +1072,22 @@ export class Pool {
     } finally {
       c.unlockOwn(e, p.control.runId);
     }
+  }
+
+  /**
+   * Locks the open's own entry for a cached allocation (`alloc`: a unit and a sequence number on
+   * hand) or release (room on the list), filling or spilling a batch under the pool lock first when
+   * it must. Returns the list's count, or -1 (unlocked) when the cache is not to be used now.
+   */
+  private lockOwnEntryFor(p: PoolParts, e: number, alloc: boolean): number {
+    const c = p.caches;
+    if (!this.lockOwnEntry(p, e)) return -1;
+    if (entryReady(c, e, alloc)) return c.count(e);
+    c.unlockOwn(e, p.control.runId);
+    if (!this.moveCacheBatch(p, e, alloc) || !this.lockOwnEntry(p, e)) return -1;
+    if (entryReady(c, e, alloc)) return c.count(e);
+    c.unlockOwn(e, p.control.runId);
+    return -1;
   }
 
   /** Locks the open's own entry for a cached operation; false (unlocked) when it is not to be used now. */
@@ -1165,19 +1153,18 @@ export class Pool {
   private dissolveOwnEntry(p: PoolParts, e: number): void {
     this.withLock(() => {
       if (!lockEntry(p, e, p.control.timeoutMs)) return;
-      try {
-        if (p.caches.owner(e) === p.control.runId) dissolve(p, e);
-      } finally {
-        p.caches.unlock(e);
-      }
+      if (p.caches.owner(e) === p.control.runId) dissolveAndUnlock(p, e);
+      else p.caches.unlock(e);
     });
   }
 
   /**
-   * The pool lock was broken: its dead holder may have held cache entries' locks too (an operation
-   * on the whole pool takes them all). Released now, so that their owners' caches work again.
+   * Takes the pool lock. When it was broken, its dead holder may have held cache entries' locks
+   * too (an operation on the whole pool takes them all): they are released, so that their owners'
+   * caches work again.
    */
-  private freeEntriesOfBrokenHolder(p: PoolParts): void {
+  private lockPool(p: PoolParts): void {
+    if (!p.control.lock()) return;
     const dead = p.control.brokenRunId;
     if (!p.caches.enabled || dead === 0) return;
     for (let e = 0; e < CACHE_ENTRIES; e++) if (p.caches.lockWord(e) === dead && p.caches.owner(e) !== dead) p.caches.breakLock(e, dead, 0);
@@ -1246,6 +1233,20 @@ export class Pool {
 }
 
 /* ---------------- helpers ---------------- */
+
+/** An entry ready for a cached allocation (a unit and a sequence number on hand) or release (room on its list). */
+function entryReady(c: PoolParts['caches'], e: number, alloc: boolean): boolean {
+  return alloc ? c.count(e) > 0 && c.nextSeq(e) < c.endSeq(e) : c.count(e) < CACHE_UNITS;
+}
+
+/**
+ * Whether the open's cache takes the release of the record in `slot`: one unit at `pfn`, no name,
+ * no flags (no sub-pool), and no owner or the caller's. Looked at before the record is claimed and
+ * again after (a one-unit record may have been released and made again in between).
+ */
+function cacheTakesRelease(d: PoolParts['directory'], slot: number, pfn: number, unitPages: number, owner: Uint8Array): boolean {
+  return d.pfn(slot) === pfn && d.pageCount(slot) === unitPages && d.nameLength(slot) === 0 && d.flags(slot) === 0 && (d.ownerLength(slot) === 0 || d.ownerIs(slot, owner));
+}
 
 /** The longest run of free units, cached units counted free (they join the bitmap's runs they touch). */
 function largestFreeRunWithCached(p: PoolParts): number {

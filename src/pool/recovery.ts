@@ -8,7 +8,7 @@
  * never scans.
  */
 import type { BitmapAllocator } from '../alloc/index.js';
-import { rebuildCaches } from './caches.js';
+import { dissolveInterrupted, rebuildCaches } from './caches.js';
 import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
 import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
 import { bytesEqual } from '../util/bytes.js';
@@ -77,7 +77,9 @@ export function liveRecords(p: PoolParts): LiveRecord[] {
  * Returns a line per change of the source of truth (wiped records).
  */
 export function rebuildDerived(p: PoolParts): string[] {
-  const changes: string[] = [];
+  // A cached operation left half done is settled by its own intent first: the record it claimed
+  // is then the directory's to read, as any other.
+  const changes = dissolveInterrupted(p);
   const d = p.directory;
   const g = p.geometry;
   p.units.reset();
