@@ -436,6 +436,62 @@ describe('kexec chains of real programs', () => {
       }
     }
   });
+  test('exec() gives up on a stalled stdout reader after stdioTimeoutMs: refused, no blob, pools usable, the output kept for the reader', async () => {
+    // Its stdout is a pipe nobody reads yet. The first exec() waits 300 ms for the queued output,
+    // then is refused; the program allocates (its pool is no longer quiesced) and says so, and only
+    // then does the reader start reading. The second exec() (default timeout) goes through, and the
+    // reader gets every byte, then the next program's.
+    const { path, cleanup } = shmPath('stalled-reader');
+    const child = spawn(
+      process.execPath,
+      poolProgram(
+        path,
+        `process.stdout.write('x'.repeat(1 << 20));
+         const started = Date.now();
+         const refused = await kexec.exec(process.execPath, ['-e', ${JSON.stringify(NEXT_PRINTS_AFTER)}, '--'], { stdioTimeoutMs: 300 }).catch((e) => e);
+         const waited = Date.now() - started;
+         const a = pool.alloc(1);
+         pool.release(a.pfn, a.count);
+         process.stderr.write(JSON.stringify({ code: refused.code, message: refused.message, waited, generation: String(pool.generation), queued: process.stdout.writableLength > 0 }) + '\\n');
+         await kexec.exec(process.execPath, ['-e', ${JSON.stringify(NEXT_PRINTS_AFTER)}, '--']);`,
+      ),
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    try {
+      const exited = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+      child.stdout.pause();
+      const report = await new Promise<{ code: string; message: string; waited: number; generation: string; queued: boolean }>((resolve, reject) => {
+        let err = '';
+        child.stderr.on('data', (d: Buffer) => {
+          err += d.toString();
+          const line = err.split('\n').find((l) => l.startsWith('{'));
+          if (line !== undefined) resolve(JSON.parse(line) as { code: string; message: string; waited: number; generation: string; queued: boolean });
+        });
+        child.once('exit', () => reject(new Error(`the program exited before its report: ${err}`)));
+        // An exec() that never gives up waits for this test to read: the test ends it instead.
+        setTimeout(() => reject(new Error('exec() was still waiting for the stalled reader after 20 s')), 20_000).unref();
+      });
+      assert.equal(report.code, 'EXEC_FAILED');
+      assert.match(report.message, /did not drain within 300 ms/);
+      assert.ok(report.waited >= 300, `it waited the whole 300 ms (${report.waited} ms)`);
+      assert.equal(report.generation, '2', 'the handover was aborted, its generation burned');
+      assert.ok(report.queued, 'the output is still queued for the reader, not dropped');
+      assert.deepEqual(blobsLeftBy(child.pid), [], 'the refused exec wrote no blob');
+      let out = '';
+      child.stdout.setEncoding('latin1');
+      child.stdout.on('data', (d: string) => (out += d));
+      child.stdout.resume();
+      assert.deepEqual(await exited, [0, null]);
+      await new Promise<void>((resolve) => (child.stdout.readableEnded ? resolve() : child.stdout.once('end', () => resolve())));
+      assert.equal(out.length, (1 << 20) + 'after\n'.length, 'every byte reached the reader, then the next program ran');
+      assert.ok(/^x+after\n$/.test(out), 'in order');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      child.stdout.destroy();
+      for (const f of blobsLeftBy(child.pid)) rmSync(join('/dev/shm', f), { force: true });
+      cleanup();
+    }
+  });
   test('one thread replaces the program at a time: an exec() from another meanwhile is refused before it writes a blob', () => {
     // A worker holds the claim exec() takes just before it writes its blob (as a worker half-way
     // through its own exec() would). The main thread's exec() is refused, writes nothing and leaves

@@ -542,6 +542,9 @@ describe('options that are not an object, or fields of the wrong type', () => {
       for (const teardown of ['later', 'Background', true, null, 0]) {
         await assert.rejects(execInPlace(registry, '/bin/true', [], { teardown } as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT' && e.message === `teardown must be "auto", "background" or "inline", got ${shown(teardown)}`);
       }
+      for (const stdioTimeoutMs of [Number.NaN, -1, Infinity, '10s']) {
+        await assert.rejects(execInPlace(registry, '/bin/true', [], { stdioTimeoutMs } as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT' && e.message.startsWith('stdioTimeoutMs must be a finite number of milliseconds'));
+      }
       for (const options of [{ readyTimeoutMs: Number.NaN }, { readyTimeoutMs: -1 }, { readyTimeoutMs: '10s' }, { stdio: 'inherited' }, { stdio: ['pipe'] }]) {
         await assert.rejects(spawnNext(registry, '/bin/true', [], options as never), (e: unknown) => e instanceof HandoverError && e.code === 'BAD_ARGUMENT');
       }

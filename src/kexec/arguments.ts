@@ -49,6 +49,7 @@ export function checkExecOptions(value: ExecOptions | undefined, what: string): 
   if (options.teardown !== undefined && !Object.hasOwn(TEARDOWN_MODE, options.teardown)) {
     throw badArgument(`teardown must be "auto", "background" or "inline", got ${describeValue(options.teardown)}`);
   }
+  checkMillisOption(options.stdioTimeoutMs, 'stdioTimeoutMs', badArgument);
   return options;
 }
 

@@ -54,7 +54,19 @@ export type Teardown = 'auto' | 'background' | 'inline';
 export interface ExecOptions extends ReplaceOptions {
   /** Default 'auto'. */
   teardown?: Teardown;
+  /**
+   * How long exec() waits for output already written to stdout and stderr to reach their
+   * readers. A reader that has stalled (a log shipper that stopped reading its pipe) would
+   * otherwise hold the program with its pools quiesced, serving nothing, for as long as it
+   * stalls. Past this the exec is refused with EXEC_FAILED: the handover is aborted, the pools
+   * are usable again, no blob has been written, and the output stays queued, as it was, for the
+   * reader. Default 10 s (DEFAULT_STDIO_TIMEOUT_MS).
+   */
+  stdioTimeoutMs?: number;
 }
+
+/** exec()'s default stdioTimeoutMs: as long as spawn() gives a new program to come up. */
+export const DEFAULT_STDIO_TIMEOUT_MS = 10_000;
 
 export interface SpawnOptions extends ReplaceOptions {
   /** How long the new program has to call kexec.ready(). Default 10 s. */
@@ -234,7 +246,12 @@ export async function execInPlace(registry: HandoverRegistry, file: string, args
     // killed while it waits (a supervisor's SIGTERM to a program whose stdout reader has stalled)
     // leaves no blob behind, and from the blob to execve nothing but this function runs.
     await undefined;
-    if (stdioHoldsBytes()) await flushStdio();
+    if (stdioHoldsBytes()) {
+      const limit = options.stdioTimeoutMs ?? DEFAULT_STDIO_TIMEOUT_MS;
+      if (!(await withinMs(flushStdio(), limit))) {
+        throw new HandoverError('EXEC_FAILED', `exec of ${file} refused: the output already written to stdout or stderr did not drain within ${limit} ms (stdioTimeoutMs: their reader has stalled); it stays queued, and this program keeps running`);
+      }
+    }
     claimed = native.claimExec(true);
     if (!claimed) throw new HandoverError('EXEC_FAILED', `exec of ${file} refused: another thread of this program is replacing it; this program keeps running until then`);
     blob = writeBlob(prepared.bytes, options.blobDir);
