@@ -224,6 +224,14 @@ function runProperty(sizeArb: fc.Arbitrary<number>, maxOps: number, numRuns: num
       });
       const largest = w.model.runs().reduce((m, [, c]) => Math.max(m, c), 0);
       assert.equal(w.a.largestFreeRun(), largest);
+      // Some used units counted free as well (a pool's cached units): against the model with them freed.
+      const alsoFree: number[] = [];
+      for (let u = 0; u < n; u++) if (w.model.used[u] && Math.imul(u ^ fill.seed, 0x9e3779b1) >>> 29 < 3) alsoFree.push(u);
+      const counted = new Set(alsoFree);
+      let longest = 0;
+      for (let u = 0, run = 0; u < n; u++) longest = Math.max(longest, (run = w.model.used[u] && !counted.has(u) ? 0 : run + 1));
+      assert.equal(w.a.largestFreeRunWith(alsoFree), longest, `with ${alsoFree.length} used units counted free`);
+      assert.equal(w.a.largestFreeRunWith([]), largest);
     }),
     { numRuns },
   );

@@ -213,6 +213,37 @@ export class BitmapAllocator {
     return largest;
   }
 
+  /**
+   * The longest run of units that are free, or in `alsoFree`: used units, ascending (a pool's
+   * units held in its opens' caches, which are marked used here and are any allocation's once
+   * given back). One pass over the free runs, merging the extra units in as it goes: no run is
+   * made an object, and nothing is sorted. O(runs * levels + words / 32 + alsoFree).
+   */
+  largestFreeRunWith(alsoFree: ArrayLike<number>): number {
+    let largest = 0;
+    let start = 0; // the run being extended: [start, end)
+    let end = -1;
+    let next = 0;
+    let p = 0;
+    for (;;) {
+      const freeStart = p < this.unitCount ? this.nextFreeUnit(p) : -1;
+      for (; next < alsoFree.length && (freeStart < 0 || alsoFree[next]! < freeStart); next++) {
+        const u = alsoFree[next]!;
+        if (u < end) continue; // within the run already counted (a free unit, or a repeat)
+        if (u !== end) start = u;
+        end = u + 1;
+        if (end - start > largest) largest = end - start;
+      }
+      if (freeStart < 0) return largest;
+      const used = this.firstUsedUnit(freeStart, this.unitCount);
+      const freeEnd = used < 0 ? this.unitCount : used;
+      if (freeStart !== end) start = freeStart;
+      end = freeEnd;
+      if (end - start > largest) largest = end - start;
+      p = freeEnd + 1;
+    }
+  }
+
   /** Every maximal run of free units, lowest first (for stats and maps). */
   *freeRuns(): Iterable<{ start: number; count: number }> {
     let p = 0;

@@ -1250,22 +1250,9 @@ function cacheTakesRelease(d: PoolParts['directory'], slot: number, pfn: number,
 
 /** The longest run of free units, cached units counted free (they join the bitmap's runs they touch). */
 function largestFreeRunWithCached(p: PoolParts): number {
-  const runs: { start: number; count: number }[] = [...p.units.freeRuns()];
-  for (let e = 0; e < CACHE_ENTRIES; e++) if (p.caches.owner(e) !== 0) for (const unit of p.caches.units(e)) runs.push({ start: unit, count: 1 });
-  runs.sort((a, b) => a.start - b.start);
-  let largest = 0;
-  let start = -1;
-  let end = -1;
-  for (const r of runs) {
-    if (r.start === end) {
-      end += r.count;
-    } else {
-      start = r.start;
-      end = r.start + r.count;
-    }
-    largest = Math.max(largest, end - start);
-  }
-  return largest;
+  const cached: number[] = [];
+  for (let e = 0; e < CACHE_ENTRIES; e++) if (p.caches.owner(e) !== 0) cached.push(...p.caches.units(e));
+  return p.units.largestFreeRunWith(cached.sort((a, b) => a - b));
 }
 
 /** RFC 9562 version 4 (random) UUID from 16 random bytes. */
