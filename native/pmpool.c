@@ -547,6 +547,84 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* ---------- liveness marks ----------
+ *
+ * An open of a pool holds a write lock on one byte of the pool's file, far past its end
+ * (locks there change nothing of the file): an open file description lock (F_OFD_SETLK,
+ * Linux 3.15), which the kernel drops when the last descriptor of that description is closed
+ * — at close(), at the process's death whatever kills it, at an execve (the descriptors are
+ * close-on-exec). Another open asks whether the byte is locked by anyone but itself
+ * (F_OFD_GETLK): an answer /proc cannot give for a process of another PID namespace, whose
+ * pid names nothing, or another process, in this one's. A mark is taken without waiting:
+ * the byte is the open's own (its random run id), and one held by another is taken as
+ * refused, not waited for. */
+
+static int mark_lock(int fd, int64_t offset, short type, int cmd, struct flock *out) {
+  struct flock l;
+  memset(&l, 0, sizeof l);
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = (off_t)offset;
+  l.l_len = 1;
+  int r;
+  do r = fcntl(fd, cmd, &l);
+  while (r < 0 && errno == EINTR);
+  if (out) *out = l;
+  return r;
+}
+
+static int mark_args(napi_env env, napi_value *argv, int32_t *fd, int64_t *offset) {
+  return arg_int32(env, argv[0], fd, "fd") && arg_int64(env, argv[1], offset, "offset");
+}
+
+/* markHold(fd, offset) -> true when taken, false when another description holds the byte. */
+static napi_value js_mark_hold(napi_env env, napi_callback_info info) {
+  GET_ARGS(2);
+  int32_t fd;
+  int64_t offset;
+  if (!mark_args(env, argv, &fd, &offset)) return NULL;
+  napi_value result;
+  if (mark_lock(fd, offset, F_WRLCK, F_OFD_SETLK, NULL) < 0) {
+    if (errno == EAGAIN || errno == EACCES) {
+      napi_get_boolean(env, false, &result);
+      return result;
+    }
+    throw_errno(env, errno, "fcntl(F_OFD_SETLK)", NULL);
+    return NULL;
+  }
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* markRelease(fd, offset) */
+static napi_value js_mark_release(napi_env env, napi_callback_info info) {
+  GET_ARGS(2);
+  int32_t fd;
+  int64_t offset;
+  if (!mark_args(env, argv, &fd, &offset)) return NULL;
+  if (mark_lock(fd, offset, F_UNLCK, F_OFD_SETLK, NULL) < 0) {
+    throw_errno(env, errno, "fcntl(F_OFD_SETLK)", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* markHeld(fd, offset) -> true when a description other than fd's holds the byte. */
+static napi_value js_mark_held(napi_env env, napi_callback_info info) {
+  GET_ARGS(2);
+  int32_t fd;
+  int64_t offset;
+  if (!mark_args(env, argv, &fd, &offset)) return NULL;
+  struct flock l;
+  if (mark_lock(fd, offset, F_WRLCK, F_OFD_GETLK, &l) < 0) {
+    throw_errno(env, errno, "fcntl(F_OFD_GETLK)", NULL);
+    return NULL;
+  }
+  napi_value result;
+  napi_get_boolean(env, l.l_type != F_UNLCK, &result);
+  return result;
+}
+
 /* ---------- mappings ----------
  * Each window is one mmap and one external ArrayBuffer. V8 aborts if two
  * ArrayBuffers share a backing address, so a mapping is handed to JS exactly
@@ -1349,6 +1427,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_default, NULL},
       {"fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL},
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
+      {"markHold", NULL, js_mark_hold, NULL, NULL, NULL, napi_default, NULL},
+      {"markRelease", NULL, js_mark_release, NULL, NULL, NULL, napi_default, NULL},
+      {"markHeld", NULL, js_mark_held, NULL, NULL, NULL, napi_default, NULL},
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_default, NULL},
       {"loadFile", NULL, js_load_file, NULL, NULL, NULL, napi_default, NULL},
       {"readFile", NULL, js_read_file, NULL, NULL, NULL, napi_default, NULL},

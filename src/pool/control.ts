@@ -11,7 +11,7 @@
  */
 import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
-import { isAlive, isAliveForWaiter, selfIdentity, type ProcessIdentity } from './liveness.js';
+import { inOtherPidNamespace, isAlive, isAliveAcrossNamespaces, isAliveForWaiter, selfIdentity, type HolderIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
 
 /*
@@ -33,6 +33,8 @@ const OWNER_TID_START = 96; // u64
 const LOCK_BREAKS = 104;
 /** The holder's program image (liveness.ts): changes at an exec in place, which keeps the pid. 0 = unknown. */
 const OWNER_IMAGE = 108;
+/** The holder's PID namespace (liveness.ts): a holder of another is judged by its open's liveness mark. 0 = unknown. */
+const OWNER_PID_NS = 112;
 const NEXT_SEQ = 128; // u64: the last sequence number handed out, not the next
 const INTENT_OP = 136;
 const INTENT_SLOT = 140;
@@ -98,6 +100,11 @@ export interface LockOptions {
    */
   identityGraceMs?: number;
   livenessPeriodMs?: number;
+  /**
+   * Whether anyone holds the liveness mark of run `runId` on the pool's file (Region
+   * livenessMarkHeld; null when it cannot tell): how a holder of another PID namespace is judged.
+   */
+  markHeld?: (runId: number) => boolean | null;
 }
 
 /** How long a lock word may stand without its holder's identity before the holder is deemed dead mid-acquire. */
@@ -152,13 +159,15 @@ const HOLDER_START = OWNER_START - OWNER_RUN_ID;
 const HOLDER_TID = OWNER_TID - OWNER_RUN_ID;
 const HOLDER_TID_START = OWNER_TID_START - OWNER_RUN_ID;
 const HOLDER_IMAGE = OWNER_IMAGE - OWNER_RUN_ID;
+const HOLDER_PID_NS = OWNER_PID_NS - OWNER_RUN_ID;
 /** Bytes an identity spans (the lock's breaks counter sits inside it, at +40). */
-export const HOLDER_BYTES = HOLDER_IMAGE + 4;
+export const HOLDER_BYTES = HOLDER_PID_NS + 4;
 
 /** The identity recorded at `at` (its run id word first). */
-export function readHolder(w: MetaWriter, at: number): ProcessIdentity {
+export function readHolder(w: MetaWriter, at: number): HolderIdentity {
   const u = w.u32;
   return {
+    runId: u[at >>> 2]!,
     pid: u[(at + HOLDER_PID) >>> 2]!,
     bootHash: u[(at + HOLDER_BOOT) >>> 2]!,
     startTime: w.load64(at + HOLDER_START),
@@ -166,6 +175,7 @@ export function readHolder(w: MetaWriter, at: number): ProcessIdentity {
     tid: u[(at + HOLDER_TID) >>> 2]!,
     tidStartTime: w.load64(at + HOLDER_TID_START),
     imageId: u[(at + HOLDER_IMAGE) >>> 2]!,
+    pidNs: u[(at + HOLDER_PID_NS) >>> 2]!,
   };
 }
 
@@ -188,6 +198,7 @@ export function writeHolder(w: MetaWriter, at: number, runId: number): void {
   w.store32(at + HOLDER_TID, me.tid);
   w.store64(at + HOLDER_TID_START, me.tidStartTime);
   w.store32(at + HOLDER_IMAGE, me.imageId);
+  w.store32(at + HOLDER_PID_NS, me.pidNs);
   w.atomicStore(at, runId);
 }
 
@@ -197,8 +208,8 @@ export function newRunId(): number {
 
 export class Control {
   private readonly base: number;
-  private readonly alive: (owner: ProcessIdentity) => boolean;
-  private readonly aliveOpen: (owner: ProcessIdentity) => boolean;
+  private readonly alive: (owner: HolderIdentity) => boolean;
+  private readonly aliveOpen: (owner: HolderIdentity) => boolean;
   /** How long a waiter gives a live holder (LockOptions.timeoutMs); the cache entries' waits too. */
   readonly timeoutMs: number;
   private readonly identityGraceMs: number;
@@ -216,8 +227,10 @@ export class Control {
     options: LockOptions = {},
   ) {
     this.base = controlOffset;
-    this.alive = options.isAlive ?? isAliveForWaiter;
-    this.aliveOpen = options.isAlive ?? isAlive;
+    // A holder of another PID namespace by its open's liveness mark; any other by /proc.
+    const markHeld = options.markHeld;
+    this.alive = options.isAlive ?? ((id: HolderIdentity) => (inOtherPidNamespace(id) ? isAliveAcrossNamespaces(id, markHeld) : isAliveForWaiter(id)));
+    this.aliveOpen = options.isAlive ?? ((id: HolderIdentity) => (inOtherPidNamespace(id) ? isAliveAcrossNamespaces(id, markHeld) : isAlive(id)));
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
     this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;
@@ -282,7 +295,7 @@ export class Control {
           const owner = this.owner();
           throw new PoolError(
             'LOCK_TIMEOUT',
-            `waited over ${this.timeoutMs} ms for the pool lock, held last by pid ${owner.pid} (task ${owner.tid}, run ${seen}), which is alive: one long hold, or many short ones that kept winning the lock`,
+            `waited over ${this.timeoutMs} ms for the pool lock, held last by pid ${owner.pid} (task ${owner.tid}, run ${seen})${inOtherPidNamespace(owner) ? ' of another PID namespace' : ''}, which is alive: one long hold, or many short ones that kept winning the lock`,
           );
         }
       }
@@ -306,7 +319,7 @@ export class Control {
     return this.w.atomicLoad(this.base + LOCK_WORD) === this.runId;
   }
 
-  owner(): ProcessIdentity {
+  owner(): HolderIdentity {
     return readHolder(this.w, this.base + OWNER_RUN_ID);
   }
 
@@ -327,12 +340,12 @@ export class Control {
    * this open's liveness oracle. Not the lock waiter's rule: another open in this very thread
    * owns an entry as much as one anywhere else.
    */
-  openAlive(id: ProcessIdentity): boolean {
+  openAlive(id: HolderIdentity): boolean {
     return this.aliveOpen(id);
   }
 
   /** Whether a lock holder named by `id` may still be running, by the lock waiter's rule (isAliveForWaiter) or the oracle. */
-  holderAlive(id: ProcessIdentity): boolean {
+  holderAlive(id: HolderIdentity): boolean {
     return this.alive(id);
   }
 

@@ -15,8 +15,14 @@
  * main thread's pid, task id and start time (fs/exec.c de_thread), so a lock
  * the main thread held reads as held by the next program's main thread —
  * alive, to every waiter — unless the image is compared too.
+ *
+ * And by its PID namespace: a pool on a /dev/shm that two containers share is
+ * locked by processes whose pids mean nothing in each other's /proc. A holder
+ * of another namespace is judged by its open's liveness mark instead (an OFD
+ * lock on a byte of the pool file, which the kernel drops when the holder's
+ * descriptor goes: isAliveAcrossNamespaces).
  */
-import { bootHash, ownImageId, ownStartTime, ownThreadId, ownTid, processImageId, processStartTime, taskStartTime } from '../sys/proc.js';
+import { bootHash, ownImageId, ownPidNamespace, ownStartTime, ownThreadId, ownTid, processImageId, processStartTime, taskStartTime } from '../sys/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
 
@@ -34,6 +40,13 @@ export interface ProcessIdentity {
   tidStartTime: number;
   /** The program image (ownImageId()), 0 when unknown (an older pmpool's record, no /proc). */
   imageId: number;
+  /** The PID namespace (ownPidNamespace()), 0 when unknown (an older pmpool's record, no /proc). */
+  pidNs: number;
+}
+
+/** A recorded holder: an identity, and the run id of the open it recorded (0 when unknown). */
+export interface HolderIdentity extends ProcessIdentity {
+  runId: number;
 }
 
 // Module state is per isolate, so this cache is per thread: a worker computes its own identity.
@@ -53,9 +66,29 @@ export function selfIdentity(): ProcessIdentity {
       tid: tidStartTime === 0 ? 0 : tid,
       tidStartTime,
       imageId: ownImageId(),
+      pidNs: ownPidNamespace(),
     };
   }
   return selfCache;
+}
+
+/** Whether `id` was recorded in another PID namespace than this process's (both known): its pid names nothing here. */
+export function inOtherPidNamespace(id: ProcessIdentity): boolean {
+  const mine = selfIdentity().pidNs;
+  return id.pidNs !== 0 && mine !== 0 && id.pidNs !== mine;
+}
+
+/**
+ * The liveness of a holder of another PID namespace, by its open's liveness mark: `markHeld`
+ * answers whether anyone holds the mark of run `runId` (null when it cannot tell: a region with no
+ * file, a file system without OFD locks). What cannot be told is taken for alive — a lock broken
+ * under a live holder corrupts the pool, one left held costs a LOCK_TIMEOUT — and so is a record
+ * without a run id.
+ */
+export function isAliveAcrossNamespaces(id: HolderIdentity, markHeld: ((runId: number) => boolean | null) | undefined): boolean {
+  if (id.bootHash !== bootHash()) return false;
+  if (id.runId === 0 || markHeld === undefined) return true;
+  return markHeld(id.runId) ?? true;
 }
 
 /**

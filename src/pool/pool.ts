@@ -101,7 +101,11 @@ export class Pool {
       isAlive: options.isAlive,
       identityGraceMs: options.identityGraceMs,
       livenessPeriodMs: options.livenessPeriodMs,
+      markHeld: (id) => region.livenessMarkHeld?.(id) ?? null,
     });
+    // This open's liveness mark, held until it closes (or its descriptor goes with the process):
+    // how a process of another PID namespace tells that it lives (liveness.ts).
+    region.holdLivenessMark?.(this.parts.control.runId);
     this.recovered = [];
     // A held lock or an operation left half done is dealt with now, not at the first alloc: take
     // the lock, which waits for a live holder, or breaks a dead one and repairs its operation. A
@@ -120,6 +124,7 @@ export class Pool {
       } catch (e) {
         // The open fails (LOCK_TIMEOUT, a repair that throws): its metadata window goes back now.
         // The region may be the caller's, or a parent pool's for a sub-pool, and stays open.
+        region.releaseLivenessMark?.(control.runId);
         this.parts = null;
         metaWindow.unmap();
         throw e;
@@ -822,6 +827,7 @@ export class Pool {
     for (const w of this.chunks.values()) w.unmap();
     this.chunks.clear();
     this.metaWindow.unmap();
+    this.region.releaseLivenessMark?.(this.parts.control.runId);
     this.parts = null;
     if (this.ownsRegion) this.region.close();
     if (failure !== undefined) throw failure;

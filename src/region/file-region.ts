@@ -23,6 +23,7 @@ import {
   checkWindow,
   checkWindowRange,
   LiveWindows,
+  LIVENESS_MARKS,
   MAX_WINDOW_BYTES,
   regionOptions,
   RegionError,
@@ -318,6 +319,34 @@ export class FileRegion implements Region {
 
   flush(): void {
     for (const w of this.windows()) w.flush();
+  }
+
+  /** Region.holdLivenessMark: an OFD lock on the mark's byte; false when it cannot be taken (held by another description, or no OFD locks here). */
+  holdLivenessMark(id: number): boolean {
+    if (this.fd < 0) return false;
+    try {
+      return native.markHold(this.fd, LIVENESS_MARKS + id);
+    } catch {
+      return false; // a file system without OFD locks: livenessMarkHeld answers null there too
+    }
+  }
+
+  releaseLivenessMark(id: number): void {
+    if (this.fd < 0) return;
+    try {
+      native.markRelease(this.fd, LIVENESS_MARKS + id);
+    } catch {
+      /* never taken (see holdLivenessMark); closing the descriptor drops it anyway */
+    }
+  }
+
+  livenessMarkHeld(id: number): boolean | null {
+    if (this.fd < 0) return null;
+    try {
+      return native.markHeld(this.fd, LIVENESS_MARKS + id);
+    } catch {
+      return null;
+    }
   }
 
   close(): void {

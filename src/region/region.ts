@@ -87,7 +87,25 @@ export interface Region {
   flush(): void;
   /** Unmaps every window and releases the file. Idempotent. */
   close(): void;
+  /**
+   * Liveness marks (optional): an open of a pool on the region marks its run id here for as long
+   * as it lives, and another open, of any process, asks whether a run's mark is still held — the
+   * one question about a lock holder of another PID namespace that /proc cannot answer. A
+   * FileRegion marks with an OFD lock on byte LIVENESS_MARKS + id of its file, which the kernel
+   * drops when the descriptor goes (close, death, execve). `livenessMarkHeld` is null when it
+   * cannot tell. A region without them (in memory: one process) leaves such holders to be taken
+   * for alive.
+   */
+  holdLivenessMark?(id: number): boolean;
+  releaseLivenessMark?(id: number): void;
+  livenessMarkHeld?(id: number): boolean | null;
 }
+
+/**
+ * Where a FileRegion's liveness marks are: byte 2^52 + id of its file, far past the end of any
+ * region (a lock there changes nothing of the file). docs/abi.md, "Liveness marks".
+ */
+export const LIVENESS_MARKS = 2 ** 52;
 
 /**
  * The live windows of a region, held weakly: a window the program drops is collected and its

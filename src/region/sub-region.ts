@@ -98,6 +98,17 @@ export class SubRegion implements Region {
     for (const w of this.windows()) w.flush();
   }
 
+  /* Liveness marks are the parent's: a sub-pool's opens mark their run ids in the parent's file. */
+  holdLivenessMark(id: number): boolean {
+    return this.parent.holdLivenessMark?.(id) ?? false;
+  }
+  releaseLivenessMark(id: number): void {
+    this.parent.releaseLivenessMark?.(id);
+  }
+  livenessMarkHeld(id: number): boolean | null {
+    return this.parent.livenessMarkHeld?.(id) ?? null;
+  }
+
   close(): void {
     if (this.isClosed) return;
     for (const w of this.live.mapped()) w.unmap();

@@ -56,6 +56,11 @@ export interface NativeAddon {
   ftruncate(fd: number, size: number): void;
   fallocate(fd: number, offset: number, length: number, keepSize: boolean): void;
   flock(fd: number, op: number, nonBlocking: boolean): boolean;
+  /** Takes an open file description write lock on byte `offset` (F_OFD_SETLK): false when another description holds it. */
+  markHold(fd: number, offset: number): boolean;
+  markRelease(fd: number, offset: number): void;
+  /** True when a description other than fd's holds a lock on byte `offset` (F_OFD_GETLK). */
+  markHeld(fd: number, offset: number): boolean;
   mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
   /** A private, read-only copy of a whole regular file (the bundle loader's reads); munmap() releases it. */
   loadFile(path: string): ArrayBuffer;

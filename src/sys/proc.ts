@@ -55,6 +55,27 @@ export function ownStartTime(): number | null {
   return ownStart.startTime;
 }
 
+let pidNamespaceCache: number | undefined;
+/**
+ * The inode number of this process's PID namespace (the link /proc/self/ns/pid, "pid:[N]"), 0 when
+ * unknown. Pids, and /proc, mean something only within one namespace: a lock holder recorded by a
+ * process of another (a container sharing this one's /dev/shm) is judged by other means. Fixed for
+ * the life of the process (unshare(CLONE_NEWPID) moves its children, not itself).
+ */
+export function ownPidNamespace(): number {
+  if (pidNamespaceCache === undefined) {
+    let ns = 0;
+    try {
+      const match = /^pid:\[(\d+)\]$/.exec(process.getBuiltinModule('node:fs').readlinkSync('/proc/self/ns/pid'));
+      if (match) ns = Number(match[1]) >>> 0;
+    } catch {
+      /* no procfs: every holder is taken for one of this namespace, as before pmpool recorded it */
+    }
+    pidNamespaceCache = ns;
+  }
+  return pidNamespaceCache;
+}
+
 /** This thread's kernel task id (gettid). */
 export function ownTid(): number {
   return native.gettid();
