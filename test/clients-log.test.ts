@@ -623,7 +623,7 @@ describe('pmpool log dump', () => {
       assert.match(missing.err.join('\n'), /NOT_FOUND/);
       assert.equal(run(['dump', path, 'kv']).code, 1);
       assert.equal(run(['dump', `${path}-absent`, 'app']).code, 1);
-      for (const bad of [[], ['dump'], ['dump', path], ['show', path, 'app'], ['dump', path, 'app', '--yaml'], ['dump', path, 'app', 'extra']]) {
+      for (const bad of [[], ['dump'], ['dump', path], ['show', path, 'app'], ['dump', path, 'app', '--yaml'], ['dump', path, 'app', 'extra'], ['dump', path, 'a/b']]) {
         const r = run(bad);
         assert.equal(r.code, 2, JSON.stringify(bad));
         assert.match(r.err.join('\n'), /usage: pmpool log dump/);
@@ -722,5 +722,66 @@ describe('LogRing.open with options that are not an object, or fields of the wro
     const again = LogRing.open(pool, 'log', { readOnly: true });
     assert.deepEqual([...again.records()].map((r) => r.text), ['first']);
     again.close();
+  });
+
+  test('a Uint8Array whose length lies is appended as the bytes it holds; one that only looks like one is BAD_VALUE; nothing else changes', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'log', { bytes: 4096 });
+    for (let i = 0; i < 8; i++) ring.append(`record ${i}`);
+    const before = ring.records();
+    // A subclass that says it is empty over 300 real bytes: the copy takes all 300, and the
+    // room made for them is 300 bytes' worth, not none (which let the copy run over the oldest).
+    class Lying extends Uint8Array {
+      override get length(): number {
+        return 0;
+      }
+    }
+    const lying = new Lying(300).fill(7);
+    const seq = ring.append(lying);
+    const after = ring.records();
+    assert.equal(after.at(-1)!.seq, seq);
+    assert.deepEqual(after.at(-1)!.bytes, new Uint8Array(300).fill(7));
+    assert.equal(ring.stats().skipped, 0, 'no record was overwritten unannounced');
+    assertInOrder(after);
+    assert.deepEqual(after.slice(0, -1), before.slice(before.length - (after.length - 1)), 'the older records kept are intact');
+    const held = ring.records();
+    for (const fake of [new Proxy(new Uint8Array(16), {}), Object.create(Uint8Array.prototype) as Uint8Array]) {
+      const e = expectClientError(() => ring.append(fake), 'BAD_VALUE');
+      assert.match(e.message, /only looks like one/);
+    }
+    assert.deepEqual(ring.records(), held, 'refused: nothing changed');
+    ring.close();
+    pool.close();
+  });
+
+  test('positions are counted to 2^53 bytes over a ring\'s life: an append past that is NO_SPACE, and the ring stays readable', () => {
+    const pool = memoryPool();
+    let ring = LogRing.open(pool, 'log', { bytes: 4096 });
+    ring.close();
+    // An empty ring whose positions have counted almost 2^53 bytes, as a ring that long in use has.
+    const headerBytes = pool.find('log')!.bytes(0, HEADER);
+    const header = new DataView(headerBytes.buffer, headerBytes.byteOffset, HEADER);
+    const near = 2n ** 53n - 256n;
+    header.setBigUint64(HEAD_OFFSET, near, true);
+    header.setBigUint64(TAIL_OFFSET, near, true);
+    ring = LogRing.open(pool, 'log');
+    ring.append('x'.repeat(100)); // 128 bytes: still within
+    const e = expectClientError(() => ring.append('y'.repeat(200)), 'NO_SPACE');
+    assert.match(e.message, /2\^53/);
+    assert.deepEqual(ring.records().map((r) => r.text), ['x'.repeat(100)], 'nothing changed');
+    ring.close();
+    const reader = LogRing.open(pool, 'log', { readOnly: true });
+    assert.deepEqual(reader.records().map((r) => r.text), ['x'.repeat(100)], 'readable, and reopened');
+    reader.close();
+    pool.close();
+  });
+
+  test('a ring larger than the whole pool is NO_SPACE, a ClientError like every other refusal', () => {
+    const pool = memoryPool(4 * MiB);
+    const e = expectClientError(() => LogRing.open(pool, 'huge', { bytes: 8 * MiB }), 'NO_SPACE');
+    assert.match(e.message, /more than the whole pool holds/);
+    assert.equal(pool.find('huge'), undefined);
+    assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+    pool.close();
   });
 });

@@ -311,4 +311,40 @@ describe('PersistentMap across processes', () => {
       cleanup();
     }
   });
+
+  test('a reader\'s check() beside a writer that goes on writing in another process reports only what is wrong', async () => {
+    const { path, cleanup } = shmPath('map-reader-check');
+    let writer: ReturnType<typeof startModule> | undefined;
+    try {
+      const pool = Pool.create(path, { size: '128M' });
+      try {
+        const first = PersistentMap.open(pool, 'rc');
+        for (let i = 0; i < 20_000; i++) first.set(key(i), 'initial');
+        first.close();
+        // Inserts and updates for as long as the reader checks: appends, compactions, no pause.
+        writer = startModule(
+          `import { Pool, PersistentMap } from ${JSON.stringify(PMPOOL_ENTRY)};
+           const pool = Pool.open(${JSON.stringify(path)});
+           const map = PersistentMap.open(pool, 'rc');
+           process.stdout.write('writing\\n');
+           const write = () => { for (let n = 0; n < 2000; n++) { const i = Math.floor(Math.random() * 25_000); map.set('key:' + i.toString(16).padStart(12, '0'), 'v'.repeat(i % 50)); } setImmediate(write); };
+           write();`,
+        );
+        await waitForLine(writer, (l) => l === 'writing');
+        const reader = PersistentMap.open(pool, 'rc', { readOnly: true });
+        try {
+          const problems: string[] = [];
+          for (let n = 0; n < 20; n++) problems.push(...reader.check().problems);
+          assert.deepEqual(problems, [], 'a healthy map, checked 20 times as it changed');
+        } finally {
+          reader.close();
+        }
+      } finally {
+        pool.close();
+      }
+    } finally {
+      writer?.kill('SIGKILL');
+      cleanup();
+    }
+  });
 });

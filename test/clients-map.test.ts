@@ -1142,4 +1142,98 @@ describe('PersistentMap.open with options that are not an object, or fields of t
     assert.equal(again.get('a'), 'one');
     again.close();
   });
+
+  test('a full pool: an insert that would only shrink the table goes through; a set refused with NO_SPACE leaves the table as it was; compact() leaves the map writable', () => {
+    // Fills what the pool has left with allocations of another owner; some single pages can be given back.
+    const fill = (pool: Pool) => {
+      const singles: { pfn: number; count: number }[] = [];
+      for (let largest = pool.stats().largestFree; largest > 16; largest = pool.stats().largestFree) pool.alloc(largest - 8, { owner: 'filler' });
+      for (;;) {
+        try {
+          singles.push(pool.alloc(1, { owner: 'filler' }));
+        } catch (e) {
+          if (e instanceof PoolError && e.code === 'NO_SPACE') break;
+          throw e;
+        }
+      }
+      return (n: number) => {
+        for (const a of singles.splice(0, n)) pool.release(a.pfn, a.count, { owner: 'filler' });
+      };
+    };
+    {
+      // 200 entries in a table sized for 2,000: the next insert would shrink it, which needs a new
+      // (smaller) table the full pool cannot give. The present one has room: the insert is made.
+      const pool = memoryPool(16 * MiB);
+      const map = PersistentMap.open(pool, 'shrink');
+      for (let i = 0; i < 2000; i++) map.set(`k${i}`, 'v');
+      for (let i = 0; i < 1800; i++) map.delete(`k${i}`);
+      const slots = map.stats().tableSlots;
+      fill(pool);
+      map.set('new', 'x');
+      assert.equal(map.get('new'), 'x');
+      assert.equal(map.stats().tableSlots, slots, 'the table kept');
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+      map.close();
+      assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+      pool.close();
+    }
+    {
+      // An insert that grows the table (the pool has room for that) and needs a segment of its own
+      // for its value (the pool has none): refused, and the table is the one it was.
+      const pool = memoryPool(16 * MiB);
+      const map = PersistentMap.open(pool, 'grow');
+      for (let i = 0; i < 768; i++) map.set(`k${i}`, 'v');
+      const release = fill(pool);
+      release(4); // a grown table's pages, not the new segment's
+      const before = { map: map.stats(), used: pool.stats().used };
+      expectClientError(() => map.set('big', new Uint8Array(300_000)), 'NO_SPACE');
+      assert.equal(map.has('big'), false);
+      assert.equal(map.stats().tableSlots, before.map.tableSlots, 'the table is the one it was');
+      assert.equal(map.stats().pages, before.map.pages);
+      assert.equal(pool.stats().used, before.used, 'the pool holds what it held');
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+      map.close();
+      pool.close();
+    }
+    {
+      // compact() that a full pool postpones: the segment it would have emptied stays the one
+      // appends go to, and the map takes new entries without a new segment.
+      const pool = memoryPool(16 * MiB);
+      const map = PersistentMap.open(pool, 'compact');
+      for (let i = 0; i < 100; i++) map.set(`k${i}`, 'v'.repeat(100));
+      fill(pool);
+      map.compact();
+      map.set('after', 'x');
+      map.set('k1', 'y');
+      assert.deepEqual([map.get('after'), map.get('k1'), map.size], ['x', 'y', 101]);
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+      map.close();
+      assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+      pool.close();
+    }
+  });
+
+  test('a key or value whose length lies is taken as the bytes it holds; one that only looks like a Uint8Array is BAD_KEY or BAD_VALUE', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'kv');
+    for (let i = 0; i < 50; i++) map.set(`k${i}`, `value ${i}`);
+    class Lying extends Uint8Array {
+      override get length(): number {
+        return 1;
+      }
+    }
+    map.set('lying', new Lying(2000).fill(9));
+    assert.deepEqual(map.get('lying'), new Uint8Array(2000).fill(9), 'all 2,000 bytes, in the room of 2,000');
+    map.set(new Lying(40).fill(3), 'by a lying key');
+    assert.equal(map.get(new Uint8Array(40).fill(3)), 'by a lying key', 'the key is its 40 bytes');
+    for (let i = 0; i < 50; i++) assert.equal(map.get(`k${i}`), `value ${i}`, 'the other entries are intact');
+    for (const fake of [new Proxy(new Uint8Array(8), {}), Object.create(Uint8Array.prototype) as Uint8Array]) {
+      expectClientError(() => map.set('fake', fake), 'BAD_VALUE');
+      expectClientError(() => map.set(fake, 'fake'), 'BAD_KEY');
+    }
+    assert.equal(map.size, 52);
+    assert.deepEqual(map.check(), { ok: true, problems: [] });
+    map.close();
+    pool.close();
+  });
 });

@@ -1,8 +1,11 @@
 /**
  * `pmpool log dump PATH NAME [--json]`: the records a LogRing holds, oldest
  * first — what a program left behind before it crashed, read by the next
- * one's operator. Opens the pool and the ring read-only: a running writer
- * goes on appending. Exit 0 on success, 1 when the pool or the ring cannot
+ * one's operator. Opens the ring read-only, beside a running writer, which
+ * goes on appending; the pool is opened as any open is (it has no read-only
+ * open: its lookup of the ring takes the pool lock, which records the dump
+ * as its last holder), so the dump needs write access to the pool's file.
+ * Exit 0 on success, 1 when the pool or the ring cannot
  * be read (not found, not a ring, corrupt), 2 on bad usage.
  *
  * Text output: a summary line starting with "#", then one line per record,
@@ -11,7 +14,7 @@
  * as \x30, so that it cannot read as bytes) and "<seq> 0x<hex>" for bytes.
  * JSON: { name, capacity, used, skipped, records: [{ seq, text } | { seq, base64 }] }.
  */
-import { LogRing, PmpoolError, Pool } from '../index.js';
+import { ClientError, LogRing, PmpoolError, Pool } from '../index.js';
 import { splitArgs, unknownOption } from './args.js';
 
 const USAGE = ['usage: pmpool log dump PATH NAME [--json]', 'A lone -- ends the options: a NAME that starts with "-" follows it (pmpool log dump PATH -- -name).'].join('\n');
@@ -64,6 +67,11 @@ export function logCommand(args: string[], out: Out, err: Out): number {
     return 0;
   } catch (e) {
     err(`pmpool log: ${describeError(e)}`);
+    // A NAME that is no client name is bad usage, as a missing one is.
+    if (e instanceof ClientError && e.code === 'BAD_ARGUMENT') {
+      err(USAGE);
+      return 2;
+    }
     return 1;
   } finally {
     pool.close();

@@ -190,6 +190,10 @@ export function poolCall<T>(fn: () => T, what: string): T {
         throw new ClientError('BUSY', `${what}: the pool is quiesced for a handover`, { cause: e });
       case 'CORRUPT':
         throw new ClientError('CORRUPT', `${what}: ${e.message}`, { cause: e });
+      case 'BAD_ARGUMENT':
+        // The clients check what they are given, and size their runs themselves: a run the pool
+        // refuses as an argument is one larger than the whole pool.
+        throw new ClientError('NO_SPACE', `${what}: more than the whole pool holds (${e.message})`, { cause: e });
       default:
         throw e;
     }

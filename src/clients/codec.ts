@@ -105,7 +105,9 @@ export class Scratch {
       return;
     }
     if (item instanceof Uint8Array) {
-      const n = item.length;
+      // The typed array's own length, as set() copies it, not one a subclass or a Proxy says.
+      const n = typedArrayLength(item);
+      if (n === undefined) throw new ClientError(what === 'key' ? 'BAD_KEY' : 'BAD_VALUE', `a ${what} must be a string or a Uint8Array, got ${describe(item)}, which only looks like one`);
       if (n === 0 && isDetached(item)) throw new ClientError(what === 'key' ? 'BAD_KEY' : 'BAD_VALUE', `the ${what} is a view of a detached ArrayBuffer, or out of its bounds`);
       if (n > maxBytes) tooLarge(what, n, maxBytes);
       if (n > this.u8.length) this.grow(n);
@@ -173,6 +175,18 @@ export class Scratch {
 
 export function tooLarge(what: string, bytes: number, max: number): never {
   throw new ClientError('TOO_LARGE', `the ${what} is ${bytes} bytes; at most ${max} are allowed`);
+}
+
+/** The intrinsic length getter of typed arrays: reads the array's own length, and throws for anything that is none. */
+const TYPED_ARRAY_LENGTH = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype) as object, 'length')!.get!;
+
+/** The length of `bytes` as a copy from it sees it; undefined when it is no typed array (a Proxy, an object made from Uint8Array.prototype). */
+export function typedArrayLength(bytes: Uint8Array): number | undefined {
+  try {
+    return TYPED_ARRAY_LENGTH.call(bytes) as number;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

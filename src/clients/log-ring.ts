@@ -20,7 +20,7 @@ import type { Allocation, Pool } from '../index.js';
 import { crc32c, crc32cWords } from '../util/crc32c.js';
 import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, findRoot, LOCK_INDEX, MUTABLE, newClientId, poolCall, readFixedHeader, TYPE_LOG, writeFixedHeader } from './client-header.js';
-import { describe, isDetached, isWellFormed, LENGTH_MASK, readUtf8, writeUtf8 } from './codec.js';
+import { describe, isDetached, isWellFormed, LENGTH_MASK, readUtf8, typedArrayLength, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { WriterLock } from './writer-lock.js';
 
@@ -127,7 +127,7 @@ export class LogRing {
     this.data = bytes.subarray(HEADER_BYTES, HEADER_BYTES + this.capacity);
     this.dataWords = new Uint32Array(bytes.buffer, bytes.byteOffset + HEADER_BYTES, this.capacity / 4);
     this.dataBuf = Buffer.from(bytes.buffer, bytes.byteOffset + HEADER_BYTES, this.capacity);
-    this.lock = new WriterLock(this.words, LOCK_INDEX);
+    this.lock = new WriterLock(this.words, LOCK_INDEX, pool.region);
   }
 
   /**
@@ -247,7 +247,11 @@ export class LogRing {
       n = Buffer.byteLength(record, 'utf8');
       text = true;
     } else if (record instanceof Uint8Array) {
-      n = record.length;
+      // Its length as the copy below will see it: the typed array's own, not a `length` a subclass
+      // or a Proxy may say (the copy would then run past the record's room, over the oldest records).
+      const own = typedArrayLength(record);
+      if (own === undefined) throw new ClientError('BAD_VALUE', `a record must be a string or a Uint8Array, got ${describe(record)}, which only looks like one`);
+      n = own;
       // Refused here: copying it would throw a TypeError after the tail had dropped the oldest records.
       if (n === 0 && isDetached(record)) throw new ClientError('BAD_VALUE', 'the record is a view of a detached ArrayBuffer, or out of its bounds');
     } else {
@@ -260,6 +264,11 @@ export class LogRing {
     const phys = pos % cap;
     const pad = phys + length > cap ? cap - phys : 0;
     const end = pos + pad + length;
+    // Positions are exact in a double up to 2^53 bytes appended over the ring's life (at 0.5 GB/s,
+    // some 200 days of nothing but appends): past that they would round, and the ring read as corrupt.
+    if (!Number.isSafeInteger(end)) {
+      throw new ClientError('NO_SPACE', `${this.what} has had ${pos} bytes appended over its life, the most its positions count (2^53); nothing changed: read its records, then destroy() it and create it again`);
+    }
     // 1. Drop the oldest records the new one will overwrite: one store of the tail.
     if (end - this.tail > cap) {
       let t = this.tail;

@@ -73,6 +73,20 @@ export function checkNow(s: MapState): MapCheckReport {
   else if (desc.pfn !== s.tablePfn) problems.push(`the active descriptor names table pfn ${desc.pfn}, the map uses ${s.tablePfn}`);
   // The writer's running count the compaction policy weighs: drift would let garbage grow unbounded, or compact for nothing.
   if (!s.readOnly && s.garbage !== countGarbage(s)) problems.push(`the writer counts ${s.garbage} bytes of garbage, its segments hold ${countGarbage(s)}`);
+  // A reader checks beside a writer that goes on writing: the count is compared only when nothing
+  // was written meanwhile (the count and every segment's bump pointer as they were), and the
+  // slots are read before the segments are walked — a writer bumps a segment's pointer past a
+  // record before a slot points to it, so every record a slot read here names is walked below.
+  const entriesBefore = s.entries();
+  const bumpsBefore = s.readOnly ? segmentBumps(s) : 0;
+  let count = 0;
+  const refs: { slot: number; ref: number }[] = [];
+  for (let i = 0; i < s.cap; i++) {
+    const ref = Atomics.load(s.slots, 2 * i);
+    if (ref <= TOMB) continue;
+    count++;
+    refs.push({ slot: i, ref });
+  }
   const records = new Map<number, Set<number>>();
   for (let k = 0; k < MAX_SEGMENTS; k++) {
     if (h[SEGTAB + 2 * k] === 0) continue;
@@ -83,12 +97,11 @@ export function checkNow(s: MapState): MapCheckReport {
     }
     records.set(k, recordStarts(s.segU32[k]!, k, problems));
   }
-  let count = 0;
   const seen = new Set<number>();
-  for (let i = 0; i < s.cap; i++) {
-    const ref = s.slots[2 * i]!;
-    if (ref <= TOMB) continue;
-    count++;
+  for (const { slot: i, ref } of refs) {
+    // A reader's slot that has moved on since it was read (an update, a delete, a compaction that
+    // moved the record) says nothing about the map as it is: the record it named may be reused.
+    if (s.readOnly && Atomics.load(s.slots, 2 * i) !== ref) continue;
     const k = ref >>> 19;
     const off = (ref & 0x7ffff) << 3;
     if (seen.has(ref)) problems.push(`slot ${i}: record ${k}:${off} is referenced twice`);
@@ -100,6 +113,12 @@ export function checkNow(s: MapState): MapCheckReport {
     const u32 = s.segU32[k]!;
     const w = off >>> 2;
     const kl = u32[w + 1]! & LENGTH_MASK;
+    // Within the segment, or the hash below would run past it (for up to 2^30 bytes).
+    if (w + 3 + ((kl + 3) >>> 2) > u32.length) {
+      if (s.readOnly && Atomics.load(s.slots, 2 * i) !== ref) continue;
+      problems.push(`slot ${i}: the key at ${k}:${off} runs past the end of its segment`);
+      continue;
+    }
     const hash = hashWords(u32, w + 3, kl, u32[w + 1]! & (KIND_BYTES | KIND_ASCII), s.seed);
     if (hash !== u32[w] || hash !== s.slots[2 * i + 1]) {
       // A reader may race the writer, which marks a record it superseded (inverts its hash word): the slot has moved on.
@@ -107,7 +126,8 @@ export function checkNow(s: MapState): MapCheckReport {
       problems.push(`slot ${i}: the key at ${k}:${off} does not hash to the slot's hash`);
     }
   }
-  if (count !== s.entries()) problems.push(`the table holds ${count} entries, the map counts ${s.entries()}`);
+  const unchanged = s.entries() === entriesBefore && (!s.readOnly || segmentBumps(s) === bumpsBefore);
+  if (unchanged && count !== entriesBefore) problems.push(`the table holds ${count} entries, the map counts ${entriesBefore}`);
   if (!s.readOnly) {
     for (const run of s.ownedRuns()) {
       const ok =
@@ -119,4 +139,20 @@ export function checkNow(s: MapState): MapCheckReport {
     if (!bytesEqual(s.pool.uuidBytes, s.root.bytes(32, 16))) problems.push('the header names another pool uuid');
   }
   return { ok: problems.length === 0, problems };
+}
+
+/** A reader's fingerprint of the writes so far: the entry count, and every segment's bump pointer (each append raises one). */
+export function writesSoFar(s: MapState): string {
+  return `${s.entries()} ${segmentBumps(s)}`;
+}
+
+/** The sum of every published segment's bump pointer (each append raises one). */
+function segmentBumps(s: MapState): number {
+  let sum = 0;
+  for (let k = 0; k < MAX_SEGMENTS; k++) {
+    if (s.hdr[SEGTAB + 2 * k] === 0) continue;
+    if (s.segRun[k] === null) loadSegment(s, k, true);
+    if (s.segRun[k] !== null) sum += Atomics.load(s.segU32[k]!, SEG_W_USED);
+  }
+  return sum;
 }

@@ -296,7 +296,7 @@ export function queue(s: MapState, k: number): void {
 }
 
 /** Takes segment k off the compaction queue, if it is on it. */
-function dequeue(s: MapState, k: number): void {
+export function dequeue(s: MapState, k: number): void {
   if (!s.segQueued[k]) return;
   s.segQueued[k] = 0;
   const at = s.pending.indexOf(k);

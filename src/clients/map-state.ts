@@ -98,7 +98,7 @@ export class MapState {
       throw new ClientError('CORRUPT', `${this.what}: its header run has ${root.count} pages, fewer than a map header needs`);
     }
     this.hdr = u32View(root.bytes(0, HEADER_RUN_BYTES));
-    this.lock = new WriterLock(this.hdr, LOCK_INDEX);
+    this.lock = new WriterLock(this.hdr, LOCK_INDEX, pool.region);
   }
 
   /** Entries: the writer's count; a reader's, as the writer last stored it. */

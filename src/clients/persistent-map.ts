@@ -34,10 +34,10 @@
 import { Fdt, type Allocation, type Pool } from '../index.js';
 import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, poolCall } from './client-header.js';
-import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, KIND_MASK, LENGTH_MASK, readLatin1, readUtf8, tooLarge, writeUtf8 } from './codec.js';
+import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, KIND_MASK, LENGTH_MASK, readLatin1, readUtf8, tooLarge, typedArrayLength, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
-import { checkNow, computeStats } from './map-check.js';
+import { checkNow, computeStats, writesSoFar } from './map-check.js';
 import { compactPending } from './map-compaction.js';
 import {
   align8,
@@ -59,7 +59,7 @@ import { attachReader, attachWriter, openRoot } from './map-open.js';
 import { fresh, shared } from './map-reader.js';
 import { resetToEmpty, resize } from './map-resize.js';
 import { copyOut, fault, scratch, Torn } from './map-runtime.js';
-import { compactionDue, dropRecord, freeSegment, loadSegment, queue, reserve } from './map-space.js';
+import { compactionDue, dequeue, dropRecord, freeSegment, loadSegment, queue, reserve } from './map-space.js';
 import { MapState } from './map-state.js';
 
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from './map-layout.js';
@@ -375,7 +375,11 @@ export class PersistentMap {
       }
     } else if (value instanceof Uint8Array) {
       vkind = KIND_BYTES;
-      vmax = value.length;
+      // The copy below takes the typed array's own length: a length a subclass or a Proxy says
+      // would size the record's room, and the copy would run past it.
+      const own = typedArrayLength(value);
+      if (own === undefined) throw new ClientError('BAD_VALUE', `a value must be a string or a Uint8Array, got ${describe(value)}, which only looks like one`);
+      vmax = own;
       // Refused before space is reserved: copying it would throw a raw TypeError mid-set.
       if (vmax === 0 && isDetached(value)) throw new ClientError('BAD_VALUE', 'the value is a view of a detached ArrayBuffer, or out of its bounds');
       if (vmax > MAX_VALUE_BYTES) tooLarge('value', vmax, MAX_VALUE_BYTES);
@@ -387,17 +391,42 @@ export class PersistentMap {
     const n = s.count + 1;
     const mayResize = (n + s.tombs) * 4 > s.cap * 3 || (s.cap > 2 ** MIN_TABLE_LOG2 && n * 16 < s.cap);
     let pos = 0;
+    /** The table's log2 before a resize this set made: undone when the set is refused after it. */
+    let grownFrom = -1;
     if (mayResize) {
       pos = s.cap === 0 ? -1 : this.probe(h);
       if (pos < 0) {
-        resize(s, targetLog2(n));
+        const log2 = targetLog2(n);
+        const fromLog2 = s.cap === 0 ? -1 : Math.log2(s.cap);
+        try {
+          resize(s, log2);
+          grownFrom = fromLog2;
+        } catch (e) {
+          // A smaller table is only the map giving pages back: a pool too full to give it one is
+          // no reason to refuse the insert, which the present table has room for.
+          if (!(log2 < fromLog2 && e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+        }
         pos = this.probe(h);
       }
     } else {
       touched = s.slots[2 * (h & s.mask)]!;
     }
     // Write the record where nothing points yet.
-    const k = reserve(s, align8(REC_HEADER + klen + vmax));
+    let k: number;
+    try {
+      k = reserve(s, align8(REC_HEADER + klen + vmax));
+    } catch (e) {
+      // Refused with the table resized for it: back to the table it had, the pool willing (the old
+      // one's pages went back to it a moment ago). Every entry is where it was either way.
+      if (grownFrom >= 0 && e instanceof ClientError && e.code === 'NO_SPACE') {
+        try {
+          resize(s, grownFrom);
+        } catch {
+          /* the larger table stays: the map is whole, only roomier */
+        }
+      }
+      throw e;
+    }
     const u8 = s.segU8[k]!;
     const u32 = s.segU32[k]!;
     const off = s.segUsed[k]!;
@@ -485,9 +514,17 @@ export class PersistentMap {
     for (let k = 0; k < MAX_SEGMENTS; k++) {
       if (s.segRun[k] !== null && !s.segDedicated[k] && s.segLive[k]! < s.segUsed[k]! - SEG_HEADER) queue(s, k);
     }
-    if (s.active >= 0) queue(s, s.active);
+    const active = s.active;
+    if (active >= 0) queue(s, active);
     s.active = -1;
     compactPending(s, true);
+    // A full pool postponed the compaction with the old active segment still queued: it is the
+    // active one again (appends go on into its free tail), not a candidate the next set would
+    // replace with a new segment the full pool cannot give.
+    if (s.active < 0 && active >= 0 && s.segRun[active] !== null) {
+      dequeue(s, active);
+      s.active = active;
+    }
     while (s.spares.length > 0) freeSegment(s, s.spares[s.spares.length - 1]!);
     if (s.cap > 2 ** targetLog2(s.count) || s.tombs > 0) resize(s, targetLog2(s.count));
   }
@@ -606,10 +643,14 @@ export class PersistentMap {
   check(): MapCheckReport {
     this.live();
     if (this.readOnly) {
+      // Beside a writer that goes on writing: a report of problems is trusted only from a check
+      // during which nothing was written (no restructuring, no append, no count change).
       for (let tries = 0; ; tries++) {
         const seq = fresh(this.s);
+        const before = writesSoFar(this.s);
         const report = checkNow(this.s);
-        if (Atomics.load(this.s.hdr, HDR_SEQ) === seq || tries > 10) return report;
+        const still = Atomics.load(this.s.hdr, HDR_SEQ) === seq && writesSoFar(this.s) === before;
+        if (report.ok ? still || tries > 10 : still || tries > 30) return report;
       }
     }
     return checkNow(this.s);

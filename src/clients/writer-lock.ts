@@ -6,14 +6,21 @@
  * token again, and a contender that finds the holder dead breaks the lock with
  * one compare-and-swap.
  *
- * "Who" is pid + process start time (/proc/PID/stat field 22) + boot id, as for
- * the pool lock, plus two things a client lock needs because it is held for a
- * long time: an image id (execve keeps the pid and start time but replaces the
- * address space, so a program that exec'd in place without closing its clients
- * must not find itself locked out) and the worker thread id.
+ * "Who" is what names the pool lock's holder (docs/abi.md, "The robust lock"):
+ * pid + process start time (/proc/PID/stat field 22) + boot id; the thread, by
+ * its kernel task id and the task's start time (a worker that died holding the
+ * lock leaves its process alive); the program image (execve keeps the pid and
+ * the start time but replaces the image: a program that exec'd in place
+ * without closing its clients must not find itself locked out, nor lock out
+ * anyone else); and the PID namespace. A holder of another PID namespace — a
+ * container sharing this one's /dev/shm — is judged not by /proc, where its
+ * pid names nothing or another process, but by the liveness mark the writer
+ * holds on the pool's file under its token (Region.holdLivenessMark), which
+ * the kernel drops when the writer's process dies.
  */
+import type { Region } from '../region/index.js';
 import { randomNonZeroU31 } from '../sys/random.js';
-import { bootHash, ownImageId, ownStartTime, ownThreadId, processStartTime } from '../sys/proc.js';
+import { bootHash, ownImageId, ownPidNamespace, ownStartTime, ownThreadId, ownTid, recordedThreadAlive, taskStartTime } from '../sys/proc.js';
 import { ClientError } from './errors.js';
 
 /* Word offsets from the lock's base (u32 index). */
@@ -26,8 +33,12 @@ const START_HI = 5;
 const BOOT = 6;
 const IMAGE = 7;
 const BREAKS = 8;
+const TID = 9; // 0: unknown (an older record, or no /proc/thread-self): the process alone is watched
+const TID_START_LO = 10;
+const TID_START_HI = 11;
+const PID_NS = 12; // 0: unknown (an older record, or no /proc): the holder is taken for one of this namespace
 /** Words the lock occupies. */
-export const LOCK_WORDS = 9;
+export const LOCK_WORDS = 13;
 
 /** How long a lock word may stand without its holder's identity before that holder is deemed dead mid-acquire. */
 const IDENTITY_GRACE_MS = 200;
@@ -38,7 +49,15 @@ export interface LockHolder {
   startTime: number;
   bootHash: number;
   imageId: number;
+  /** Kernel task id of the holding thread, and the task's start time; 0 when unknown. */
+  tid: number;
+  tidStartTime: number;
+  /** The holder's PID namespace (ownPidNamespace), 0 when unknown. */
+  pidNs: number;
 }
+
+/** Whether anyone holds the liveness mark `id` on the pool's file (null: cannot tell). */
+export type MarkHeld = (id: number) => boolean | null;
 
 /** Tokens of the locks this JavaScript realm holds (a second open in the same thread is BUSY, not "dead"). */
 const heldTokens = new Set<number>();
@@ -54,32 +73,55 @@ export function selfHolder(): LockHolder {
   if (selfCache === undefined || selfCache.pid !== process.pid) {
     // The main thread's id is known without node:worker_threads, and the start time is the one
     // the pool's lock already read: reopening a client after a handover reads little of /proc.
-    selfCache = { pid: process.pid, threadId: ownThreadId(), startTime: ownStartTime() ?? 0, bootHash: bootHash(), imageId: ownImageId() };
+    const tid = ownTid();
+    const startTime = ownStartTime() ?? 0;
+    // The main thread's task is the process's first, and started with it.
+    const tidStartTime = tid === process.pid ? startTime : (taskStartTime(process.pid, tid) ?? 0);
+    selfCache = {
+      pid: process.pid,
+      threadId: ownThreadId(tid),
+      startTime,
+      bootHash: bootHash(),
+      imageId: ownImageId(),
+      tid: tidStartTime === 0 ? 0 : tid,
+      tidStartTime,
+      pidNs: ownPidNamespace(),
+    };
   }
   return selfCache;
 }
 
-/** Whether the holder may still be running (a thread of a live process counts as alive). */
-export function holderAlive(h: LockHolder): boolean {
+/**
+ * Whether the holder, whose lock word holds `token`, may still be running: its process (with
+ * the start time, image and boot recorded) and its thread. One of another PID namespace by its
+ * liveness mark (`markHeld`, asked for `token`); when that cannot be told, it is taken for alive.
+ */
+export function holderAlive(h: LockHolder, token: number, markHeld?: MarkHeld): boolean {
   if (h.pid <= 0) return false;
   const me = selfHolder();
   if (h.bootHash !== me.bootHash) return false;
+  if (h.pidNs !== 0 && me.pidNs !== 0 && h.pidNs !== me.pidNs) return markHeld?.(token) ?? true;
   if (h.pid === me.pid && h.startTime === me.startTime) {
-    // This process. Another image (exec in place) is gone; another thread is alive.
+    // This process. Another image (exec in place) is gone. This very thread holds no lock it does
+    // not know of (heldTokens): one recorded as this thread is a previous image's.
     if (h.imageId !== me.imageId) return false;
-    return h.threadId !== me.threadId;
+    if (h.tid !== 0 ? h.tid === me.tid && h.tidStartTime === me.tidStartTime : h.threadId === me.threadId) return false;
   }
-  const start = processStartTime(h.pid);
-  return start !== null && start === h.startTime;
+  return recordedThreadAlive(h);
 }
 
 export class WriterLock {
   private token = 0;
+  private readonly markHeld: MarkHeld | undefined;
 
   constructor(
     private readonly words: Uint32Array,
     private readonly base: number,
-  ) {}
+    /** The pool's region: the writer holds its liveness mark there (see the module comment). */
+    private readonly region?: Region,
+  ) {
+    this.markHeld = region?.livenessMarkHeld === undefined ? undefined : (id) => region.livenessMarkHeld!(id);
+  }
 
   get held(): boolean {
     return this.token !== 0 && Atomics.load(this.words, this.base + TOKEN) === this.token;
@@ -102,6 +144,9 @@ export class WriterLock {
       startTime: w[b + START_LO]! + w[b + START_HI]! * 2 ** 32,
       bootHash: w[b + BOOT]!,
       imageId: w[b + IMAGE]!,
+      tid: w[b + TID]!,
+      tidStartTime: w[b + TID_START_LO]! + w[b + TID_START_HI]! * 2 ** 32,
+      pidNs: w[b + PID_NS]!,
     };
   }
 
@@ -111,7 +156,7 @@ export class WriterLock {
     if (token === 0) return false;
     if (heldTokens.has(token)) return true;
     const h = this.holder();
-    return h === null ? true : holderAlive(h);
+    return h === null ? true : holderAlive(h, token, this.markHeld);
   }
 
   /**
@@ -144,9 +189,15 @@ export class WriterLock {
         }
       } else {
         const h = this.holder();
-        dead = h === null ? false : !holderAlive(h);
+        dead = h === null ? false : !holderAlive(h, seen, this.markHeld);
         if (!dead && h !== null) {
-          const who = h.pid === process.pid ? `thread ${h.threadId} of this process` : `process ${h.pid}`;
+          const me = selfHolder();
+          const who =
+            h.pidNs !== 0 && me.pidNs !== 0 && h.pidNs !== me.pidNs
+              ? `process ${h.pid} of another PID namespace`
+              : h.pid === process.pid
+                ? `thread ${h.threadId} of this process`
+                : `process ${h.pid}`;
           throw new ClientError('BUSY', `${what} is open for writing by ${who}; a client has one writer at a time (readers may open it with { readOnly: true })`);
         }
         if (!dead) continue; // released meanwhile: try again
@@ -163,6 +214,8 @@ export class WriterLock {
     const w = this.words;
     const b = this.base;
     const me = selfHolder();
+    // The mark first: a contender of another PID namespace that sees the token confirmed finds it.
+    this.region?.holdLivenessMark?.(token);
     Atomics.store(w, b + CONFIRM, 0);
     w[b + PID] = me.pid;
     w[b + THREAD] = me.threadId;
@@ -170,6 +223,10 @@ export class WriterLock {
     w[b + START_HI] = Math.floor(me.startTime / 2 ** 32);
     w[b + BOOT] = me.bootHash;
     w[b + IMAGE] = me.imageId;
+    w[b + TID] = me.tid;
+    w[b + TID_START_LO] = me.tidStartTime >>> 0;
+    w[b + TID_START_HI] = Math.floor(me.tidStartTime / 2 ** 32);
+    w[b + PID_NS] = me.pidNs;
     Atomics.store(w, b + CONFIRM, token);
     this.token = token;
     heldTokens.add(token);
@@ -184,12 +241,14 @@ export class WriterLock {
       Atomics.store(w, b + CONFIRM, 0);
       Atomics.store(w, b + TOKEN, 0);
     }
+    this.region?.releaseLivenessMark?.(this.token);
     heldTokens.delete(this.token);
     this.token = 0;
   }
 
   /** @internal crash simulation: forget the lock as a killed process would, leaving it held. */
   abandon(): void {
+    this.region?.releaseLivenessMark?.(this.token);
     heldTokens.delete(this.token);
     this.token = 0;
   }

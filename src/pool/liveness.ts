@@ -22,7 +22,7 @@
  * lock on a byte of the pool file, which the kernel drops when the holder's
  * descriptor goes: isAliveAcrossNamespaces).
  */
-import { bootHash, ownImageId, ownPidNamespace, ownStartTime, ownThreadId, ownTid, processImageId, processStartTime, taskStartTime } from '../sys/proc.js';
+import { bootHash, ownImageId, ownPidNamespace, ownStartTime, ownThreadId, ownTid, processStartTime, recordedThreadAlive, taskStartTime } from '../sys/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
 
@@ -119,15 +119,5 @@ export function isAliveForWaiter(id: ProcessIdentity): boolean {
  * reused pid or tid has another).
  */
 export function isAlive(id: ProcessIdentity): boolean {
-  if (id.pid <= 0) return false;
-  if (id.bootHash !== bootHash()) return false;
-  const start = processStartTime(id.pid);
-  if (start === null || start !== id.startTime) return false;
-  if (id.imageId !== 0) {
-    const image = processImageId(id.pid);
-    if (image !== null && image !== id.imageId) return false;
-  }
-  if (id.tid === 0) return true;
-  const taskStart = taskStartTime(id.pid, id.tid);
-  return taskStart !== null && taskStart === id.tidStartTime;
+  return id.bootHash === bootHash() && recordedThreadAlive(id);
 }

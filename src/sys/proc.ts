@@ -55,6 +55,26 @@ export function ownStartTime(): number | null {
   return ownStart.startTime;
 }
 
+/**
+ * Whether the thread a lock holder recorded may still run: its process (the pid with the start
+ * time recorded: a reused pid has another), in the program image recorded (when it was, and
+ * /proc/PID/auxv can be read: an exec in place keeps pid and start time), and its task (when it
+ * was recorded: a worker that died leaves its process alive). The pool lock's and the clients'
+ * writer locks' rule alike.
+ */
+export function recordedThreadAlive(h: { pid: number; startTime: number; imageId: number; tid: number; tidStartTime: number }): boolean {
+  if (h.pid <= 0) return false;
+  const start = processStartTime(h.pid);
+  if (start === null || start !== h.startTime) return false;
+  if (h.imageId !== 0) {
+    const image = processImageId(h.pid);
+    if (image !== null && image !== h.imageId) return false;
+  }
+  if (h.tid === 0) return true;
+  const taskStart = taskStartTime(h.pid, h.tid);
+  return taskStart !== null && taskStart === h.tidStartTime;
+}
+
 let pidNamespaceCache: number | undefined;
 /**
  * The inode number of this process's PID namespace (the link /proc/self/ns/pid, "pid:[N]"), 0 when

@@ -10,6 +10,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 /** Runs an ES module snippet in a new PID namespace (its node is pid 1 there); resolves once it prints "ready". */
 export async function inNewPidNamespace(source: string): Promise<ChildProcess> {
   const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, '--input-type=module', '-e', source], { stdio: ['ignore', 'pipe', 'pipe'] });
+  await untilReady(child);
+  return child;
+}
+
+/** Resolves once `child` prints "ready" on stdout; rejects, with what it said on stderr, if it exits first. */
+export async function untilReady(child: ChildProcess): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     let out = '';
     let err = '';
@@ -18,9 +24,8 @@ export async function inNewPidNamespace(source: string): Promise<ChildProcess> {
       if (out.includes('ready\n')) resolve();
     });
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('exit', (code) => reject(new Error(`the program in its own PID namespace exited (${code}) before it was ready: ${err}`)));
+    child.once('exit', (code) => reject(new Error(`the program exited (${code}) before it was ready: ${err}`)));
   });
-  return child;
 }
 
 /**

@@ -1,0 +1,159 @@
+/**
+ * The clients' writer lock (src/clients/writer-lock.ts) judges its holder as
+ * the pool lock does: a writer of another PID namespace by its liveness mark,
+ * a worker thread by its task, a process that exec'd in place by its image.
+ * Each test has a live holder refused to a second writer (BUSY), then the
+ * holder gone and its lock broken.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { LogRing, PersistentMap, Pool } from '../src/index.js';
+import { ClientError } from '../src/clients/index.js';
+import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
+import { inNewPidNamespace, killNamespace, untilReady } from './support/pid-namespace.js';
+
+function expectBusy(open: () => unknown, holder: RegExp): void {
+  assert.throws(open, (e: unknown) => e instanceof ClientError && e.code === 'BUSY' && holder.test(e.message), `BUSY naming ${holder}`);
+}
+
+describe('the clients\' writer lock', () => {
+  test('a writer of another PID namespace is BUSY to this one while it lives; once it is killed, its lock is broken', async () => {
+    const { path, cleanup } = shmPath('wl-pidns');
+    let holder: ChildProcess | undefined;
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      try {
+        LogRing.open(pool, 'log', { bytes: 64 * 1024 }).close();
+        PersistentMap.open(pool, 'kv').close();
+        holder = await inNewPidNamespace(
+          `import { LogRing, PersistentMap, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+           const pool = Pool.open(${JSON.stringify(path)});
+           const ring = LogRing.open(pool, 'log');
+           const map = PersistentMap.open(pool, 'kv');
+           ring.append('from the other namespace');
+           map.set('who', 'the other namespace');
+           process.stdout.write('ready\\n');
+           setInterval(() => {}, 1000);`,
+        );
+        // Its pid (1, or some small number) is another process here, or none: the lock is not broken for that.
+        expectBusy(() => LogRing.open(pool, 'log'), /by process \d+ of another PID namespace/);
+        expectBusy(() => PersistentMap.open(pool, 'kv'), /by process \d+ of another PID namespace/);
+        await killNamespace(holder);
+        holder = undefined;
+        const ring = LogRing.open(pool, 'log');
+        const map = PersistentMap.open(pool, 'kv');
+        try {
+          assert.deepEqual(ring.records().map((r) => r.text), ['from the other namespace']);
+          assert.equal(map.get('who'), 'the other namespace');
+          ring.append('here');
+          map.set('who', 'here');
+        } finally {
+          ring.close();
+          map.close();
+        }
+        assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+      } finally {
+        pool.close();
+      }
+    } finally {
+      if (holder) await killNamespace(holder);
+      cleanup();
+    }
+  });
+
+  test('a worker thread that died holding the writer lock leaves it to be broken by another thread of its process', async () => {
+    const { path, cleanup } = shmPath('wl-worker');
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      try {
+        PersistentMap.open(pool, 'kv').close();
+        LogRing.open(pool, 'log', { bytes: 64 * 1024 }).close();
+        const worker = new Worker(
+          `import { LogRing, PersistentMap, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+           import { parentPort } from 'node:worker_threads';
+           const pool = Pool.open(${JSON.stringify(path)});
+           const map = PersistentMap.open(pool, 'kv');
+           const ring = LogRing.open(pool, 'log');
+           map.set('who', 'the worker');
+           ring.append('the worker');
+           parentPort.postMessage('ready');
+           parentPort.once('message', () => { throw new Error('the worker dies holding both writer locks'); });`,
+          { eval: true, type: 'module' } as never,
+        );
+        await new Promise<void>((resolve, reject) => {
+          worker.once('message', () => resolve());
+          worker.once('error', reject);
+        });
+        // Alive: another thread of this process holds them.
+        expectBusy(() => PersistentMap.open(pool, 'kv'), /by thread \d+ of this process/);
+        expectBusy(() => LogRing.open(pool, 'log'), /by thread \d+ of this process/);
+        const died = new Promise((resolve) => worker.once('error', resolve));
+        const exited = new Promise((resolve) => worker.once('exit', resolve));
+        worker.postMessage('die');
+        await died;
+        await exited;
+        const map = PersistentMap.open(pool, 'kv');
+        const ring = LogRing.open(pool, 'log');
+        try {
+          assert.equal(map.get('who'), 'the worker');
+          assert.deepEqual(ring.records().map((r) => r.text), ['the worker']);
+        } finally {
+          map.close();
+          ring.close();
+        }
+      } finally {
+        pool.close();
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a writer that exec\'d in place into another program holds no lock, for any process', async () => {
+    const { path, cleanup } = shmPath('wl-exec');
+    let holder: ChildProcess | undefined;
+    try {
+      Pool.create(path, { size: '16M' }).close();
+      holder = startModule(
+        `import { kexec, LogRing, PersistentMap, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.open(${JSON.stringify(path)});
+         PersistentMap.open(pool, 'kv').set('who', 'before the exec');
+         LogRing.open(pool, 'log', { bytes: 64 * 1024 }).append('before the exec');
+         process.stdout.write('ready\\n');
+         // Neither client closed: the next program (same pid and start time) knows nothing of them.
+         await kexec.exec('/bin/sh', ['-c', 'rm -f "$PMPOOL_FDT"; exec sleep 30']);`,
+      );
+      await untilReady(holder);
+      const pool = Pool.open(path);
+      try {
+        // The pid lives on, with its start time: only the image tells.
+        let map: PersistentMap | undefined;
+        for (let tries = 0; map === undefined; tries++) {
+          try {
+            map = PersistentMap.open(pool, 'kv');
+          } catch (e) {
+            // Until the exec has happened, the writer is the live first program.
+            if (!(e instanceof ClientError && e.code === 'BUSY') || tries > 500) throw e;
+            await new Promise((r) => setTimeout(r, 10));
+          }
+        }
+        const ring = LogRing.open(pool, 'log');
+        try {
+          assert.equal(map.get('who'), 'before the exec');
+          assert.deepEqual(ring.records().map((r) => r.text), ['before the exec']);
+          assert.equal(holder.exitCode, null, 'the next program is still running');
+        } finally {
+          map.close();
+          ring.close();
+        }
+      } finally {
+        pool.close();
+      }
+    } finally {
+      holder?.kill('SIGKILL');
+      cleanup();
+    }
+  });
+});
