@@ -312,7 +312,7 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     child = spawnChild(file, handoverArgs(args, blob, options), { env: { ...handoverEnv(blob, options), [READY_FD_ENV]: '3' }, stdio });
     await waitReady(child, options.readyTimeoutMs ?? 10_000);
   } catch (e) {
-    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (child) await endNewProgram(child);
     if (blob) removeBlob(blob);
     const error = e instanceof HandoverError ? e : new HandoverError('EXEC_FAILED', `spawn of ${file} failed: ${(e as Error).message}`, { cause: e });
     prepared.abort(error);
@@ -329,7 +329,94 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     }
   }
   prepared.complete();
+  // Consumed by the new program's incoming(), normally; one that reported ready without reading it
+  // (it restores nothing, or later) would leave it in /dev/shm for good.
+  removeBlob(blob);
   return { child, generation: prepared.generation, closeFailures };
+}
+
+/**
+ * Ends a new program a rollback gives up on, with every process it started: one run through a
+ * wrapper (`sh -c 'node next.js'`) is the wrapper's child, and killing the wrapper alone left it
+ * running, in charge of the pools beside this program. The tree is stopped first, so that no
+ * process forks past the look at its children, then killed; the rollback goes on once they are
+ * dead (at most ROLLBACK_EXIT_MS). Processes that left the tree before it was looked
+ * at (a daemon's double fork) are beyond this; /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)
+ * is how the tree is found, and without it the new program alone is killed.
+ */
+async function endNewProgram(child: ChildProcess): Promise<void> {
+  const root = child.pid;
+  if (root === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  const stopped = new Set<number>();
+  for (let look = 0; look < 16; look++) {
+    const found = [root, ...descendantsOf(root)].filter((pid) => !stopped.has(pid));
+    if (found.length === 0) break;
+    for (const pid of found) {
+      try {
+        process.kill(pid, 'SIGSTOP');
+        stopped.add(pid);
+      } catch {
+        /* gone already */
+      }
+    }
+  }
+  for (const pid of [root, ...stopped]) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  }
+  // Dead, each of them, before the rollback goes on (SIGKILL is delivered, not done, when kill() returns).
+  const deadline = performance.now() + ROLLBACK_EXIT_MS;
+  while ([root, ...stopped].some(running) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+/** Whether process `pid` still runs: not gone, nor a zombie. */
+function running(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = process.getBuiltinModule('node:fs').readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return false;
+  }
+  const state = stat.charAt(stat.lastIndexOf(')') + 2);
+  return state !== 'Z' && state !== 'X';
+}
+
+/** How long a rollback waits for the killed processes to be dead. */
+const ROLLBACK_EXIT_MS = 2_000;
+
+/** Every process below `pid`, by /proc/PID/task/TID/children; none when that cannot be read. */
+function descendantsOf(pid: number): number[] {
+  const { readdirSync, readFileSync } = process.getBuiltinModule('node:fs');
+  const found: number[] = [];
+  const pending = [pid];
+  while (pending.length > 0) {
+    const parent = pending.pop()!;
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${parent}/task`);
+    } catch {
+      continue;
+    }
+    for (const task of tasks) {
+      let children = '';
+      try {
+        children = readFileSync(`/proc/${parent}/task/${task}/children`, 'latin1');
+      } catch {
+        /* the task is gone, or no CONFIG_PROC_CHILDREN */
+      }
+      for (const word of children.split(' ')) {
+        const child = Number(word);
+        if (word !== '' && Number.isInteger(child) && !found.includes(child)) {
+          found.push(child);
+          pending.push(child);
+        }
+      }
+    }
+  }
+  return found;
 }
 
 /**

@@ -53,7 +53,20 @@ export const FDT_ENV = 'PMPOOL_FDT';
 export function fdtPathFromCommandLine(argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const flag = argv.find((a) => a.startsWith(FDT_FLAG));
   if (flag) return flag.slice(FDT_FLAG.length);
-  return env[FDT_ENV] || undefined;
+  return env[FDT_ENV] || (env === process.env ? startupFdt : undefined) || undefined;
+}
+
+/**
+ * The blob PMPOOL_FDT named when pmpool loaded, taken out of the environment there: left in it
+ * until the program calls incoming(), it passed to every process the program started meanwhile,
+ * which could consume the blob first (and a child of a program that never calls incoming() got it
+ * for good). exec.ts takes the ready pipe's variable out the same way.
+ */
+const startupFdt = takeStartupFdt();
+function takeStartupFdt(): string | undefined {
+  const value = process.env[FDT_ENV];
+  delete process.env[FDT_ENV];
+  return value;
 }
 
 export class HandoverRegistry {
@@ -82,6 +95,8 @@ export class HandoverRegistry {
     if (!(pool instanceof Pool)) throw new HandoverError('BAD_ARGUMENT', `addPool needs a Pool, got ${describeValue(pool)}`);
     poolNodePath(name); // validates the name now, not at handover time
     if (pool.path === null) throw new HandoverError('BAD_ARGUMENT', 'only a pool with a path can be handed over (an in-memory region dies with its process)');
+    // The node names the pool by its path to a program that may start in another directory.
+    if (!pool.path.startsWith('/')) throw new HandoverError('BAD_ARGUMENT', `a pool handed over must be opened by an absolute path (the next program may start in another directory), got "${pool.path}"`);
     // A sub-pool has no file of its own: its parent is handed over, and the sub-pool found in it by name.
     if (pool.region instanceof SubRegion) throw new HandoverError('BAD_ARGUMENT', 'a sub-pool is handed over with its parent pool; register the parent');
     this.checkPoolName(name, pool);
@@ -133,6 +148,10 @@ export class HandoverRegistry {
       throw e;
     } finally {
       if (process.env[FDT_ENV] === path) delete process.env[FDT_ENV];
+      // Nor does a child the program starts with its own arguments (cluster.fork passes them on).
+      if (argv === process.argv) {
+        for (let i = process.argv.length - 1; i >= 2; i--) if (process.argv[i]!.startsWith(FDT_FLAG)) process.argv.splice(i, 1);
+      }
     }
   }
 
@@ -162,6 +181,9 @@ export class HandoverRegistry {
     generation += 1n;
 
     this.inFlight = true;
+    // The callbacks of this handover: one registered while it runs (by another callback) takes
+    // part in the next one, and is not told of this one's abort.
+    const participants = [...this.callbacks];
     const quiesced: Pool[] = [];
     const bumped = new Set<Pool>();
     // Aborted or completed, once: a second abort() (or one after complete()) would resume pools
@@ -170,15 +192,8 @@ export class HandoverRegistry {
     const rollback = (reason: Error, failed?: CallbackEntry): void => {
       if (settled) return;
       settled = true;
-      this.inFlight = false;
-      for (const entry of this.callbacks) {
-        if (entry === failed || !entry.onAbort) continue;
-        try {
-          entry.onAbort(reason);
-        } catch {
-          /* an abort hook must not stop the others from hearing */
-        }
-      }
+      // The pools first, then the hooks: a hook may start the next handover at once (a retry),
+      // which must find them as this one found them, and quiesce them for itself.
       for (const pool of quiesced) {
         try {
           // Burn the aborted generation: the pool moves to N+2, a generation no blob carries, so
@@ -188,6 +203,15 @@ export class HandoverRegistry {
           /* the pool stays at N+1: still no blob will match once the next handover moves past it */
         } finally {
           pool.resume();
+        }
+      }
+      this.inFlight = false;
+      for (const entry of participants) {
+        if (entry === failed || !entry.onAbort || !this.callbacks.includes(entry)) continue;
+        try {
+          entry.onAbort(reason);
+        } catch {
+          /* an abort hook must not stop the others from hearing */
         }
       }
     };
@@ -215,7 +239,7 @@ export class HandoverRegistry {
       throw e;
     }
 
-    for (const entry of [...this.callbacks]) {
+    for (const entry of participants) {
       // Unregistered by a callback that ran before it (a client closed in another's callback): it is
       // out of this handover as it would be out of the next one.
       if (!this.callbacks.includes(entry)) continue;
@@ -226,7 +250,7 @@ export class HandoverRegistry {
         // Inside the try: reading `then` runs code of the callback's (a getter, a proxy).
         thenable = isThenable(result);
       } catch (e) {
-        const error = new HandoverError('CALLBACK_FAILED', `handover callback "${entry.name}" failed: ${(e as Error).message}; handover aborted`, { cause: e });
+        const error = new HandoverError('CALLBACK_FAILED', `handover callback "${entry.name}" failed: ${thrownMessage(e)}; handover aborted`, { cause: e });
         rollback(error, entry);
         throw error;
       }
@@ -286,3 +310,13 @@ function defaultFrom(): string {
 }
 
 export { removeBlob };
+
+/** What a callback threw, as text: an Error's message, or any other value (null, a string, an object whose toString throws) shown as it is. */
+function thrownMessage(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  try {
+    return `it threw ${describeValue(e)}`;
+  } catch {
+    return 'it threw a value that cannot be shown';
+  }
+}

@@ -127,7 +127,14 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
     const h = asHandover(incoming, 'kexec.poolFromCommandLine');
     if (poolNames(h.fdt).includes(name)) {
       const node = readPoolNode(h.fdt, name);
-      if (node.path === flag.path) return restoreNode(registry, h, name, node);
+      if (node.path === flag.path) {
+        // The flag's size holds for a restore as for a cold start: refused before anything is
+        // attached (the pool stays as it was handed over, openable by Pool.open).
+        if (node.pageCount * node.pageSize !== flag.size) {
+          throw new HandoverError('BAD_ARGUMENT', `--pmpool=${flag.path},${flag.size}: the pool handed over there is ${node.pageCount * node.pageSize} bytes`);
+        }
+        return restoreNode(registry, h, name, node);
+      }
     }
   }
   // A cold start: the pool's memory is reserved here when the flag asks. A restore (above) does not

@@ -1,0 +1,210 @@
+/**
+ * Handovers at their edges: what callbacks throw, what abort hooks do, what
+ * a program does before it reads its handover, how a new program that does
+ * not come up is ended, and what a flag says about a pool handed over.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HandoverError, Pool, PoolError } from '../src/index.js';
+import { spawnNext } from '../src/kexec/exec.js';
+import { HandoverRegistry } from '../src/kexec/handover.js';
+import { poolFromCommandLine } from '../src/kexec/restore.js';
+import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
+import { expectError } from './support/expect.js';
+
+const expectHandoverError = (fn: () => unknown, code: string): HandoverError => expectError(fn, HandoverError, code);
+
+function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+  } catch {
+    return false;
+  }
+}
+
+describe('handover edges', () => {
+  test('a callback that throws something other than an Error aborts the handover like any other: the others told, the pools usable', () => {
+    const { path, cleanup } = shmPath('edge-throw');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      for (const thrown of [null, undefined, 'a string', 42, { toString: () => { throw new Error('no'); } }]) {
+        const told: unknown[] = [];
+        const offFirst = registry.onHandover('first', () => undefined, { onAbort: (e) => told.push(e) });
+        const offBad = registry.onHandover('bad', () => {
+          throw thrown;
+        });
+        const e = expectHandoverError(() => registry.prepare(), 'CALLBACK_FAILED');
+        assert.match(e.message, /handover callback "bad" failed: it threw/);
+        assert.equal(told.length, 1, 'the other callback was told');
+        const a = pool.alloc(1);
+        pool.release(a.pfn, a.count);
+        offFirst();
+        offBad();
+      }
+      const prepared = registry.prepare();
+      prepared.abort(new Error('done'));
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('an abort hook that starts the next handover gets its pools quiesced for it, not resumed under it', () => {
+    const { path, cleanup } = shmPath('edge-retry');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      let retry: ReturnType<HandoverRegistry['prepare']> | undefined;
+      let failOnce = true;
+      registry.onHandover('flaky', () => {
+        if (failOnce) {
+          failOnce = false;
+          throw new Error('not yet');
+        }
+      });
+      registry.onHandover('retrier', () => undefined, { onAbort: () => void (retry ??= registry.prepare()) }); // retries once
+      expectHandoverError(() => registry.prepare(), 'CALLBACK_FAILED');
+      assert.ok(retry, 'the hook started the retry');
+      assert.throws(() => pool.alloc(1), (e: unknown) => e instanceof PoolError && e.code === 'QUIESCED', 'no allocation races the retry');
+      expectHandoverError(() => registry.prepare(), 'BUSY');
+      retry.abort(new Error('the test ends it'));
+      const a = pool.alloc(1);
+      pool.release(a.pfn, a.count);
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('a callback registered while a handover runs takes part in the next one, and is not told of this one\'s abort', () => {
+    const registry = new HandoverRegistry();
+    const heard: string[] = [];
+    const ran: string[] = [];
+    let failing = true;
+    registry.onHandover('first', () => {
+      ran.push('first');
+      if (failing) registry.onHandover('late', () => void ran.push('late'), { onAbort: () => heard.push('late') });
+    });
+    registry.onHandover('failing', () => {
+      if (failing) throw new Error('abort this one');
+    });
+    expectHandoverError(() => registry.prepare(), 'CALLBACK_FAILED');
+    assert.deepEqual([ran, heard], [['first'], []]);
+    failing = false;
+    const prepared = registry.prepare();
+    assert.deepEqual(ran, ['first', 'first', 'late']);
+    prepared.abort(new Error('done'));
+  });
+
+  test('a pool opened by a relative path is refused when it is registered: the next program may start elsewhere', () => {
+    const { dir, cleanup } = tempDir();
+    const cwd = process.cwd();
+    try {
+      process.chdir(dir);
+      const pool = Pool.create('relative-pool', { size: '4M' });
+      try {
+        const e = expectHandoverError(() => new HandoverRegistry().addPool(pool), 'BAD_ARGUMENT');
+        assert.match(e.message, /absolute path/);
+      } finally {
+        pool.close();
+      }
+    } finally {
+      process.chdir(cwd);
+      cleanup();
+    }
+  });
+
+  test('--pmpool=PATH,SIZE with another size than the pool handed over is refused, as at a cold start; the pool stays openable', () => {
+    const { path, cleanup } = shmPath('edge-size');
+    const { dir, cleanup: cleanDir } = tempDir();
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const out = new HandoverRegistry();
+      out.addPool(pool);
+      const prepared = out.prepare();
+      const blob = join(dir, 'handover.dtb');
+      writeFileSync(blob, prepared.bytes, { mode: 0o600 });
+      prepared.complete();
+      pool.close();
+      const e = expectHandoverError(() => poolFromCommandLine(new HandoverRegistry(), ['node', `--pmpool=${path},8M`, `--pmpool-fdt=${blob}`]), 'BAD_ARGUMENT');
+      assert.match(e.message, /the pool handed over there is 4194304 bytes/);
+      Pool.open(path).close();
+    } finally {
+      cleanDir();
+      cleanup();
+    }
+  });
+
+  test('a child the next program starts, before or after it reads its handover, gets neither PMPOOL_FDT nor --pmpool-fdt', () => {
+    const { path, cleanup } = shmPath('edge-env');
+    try {
+      // The child prints what it got; the next program starts one before incoming() and one after,
+      // each with the program's own arguments (as cluster.fork does).
+      const child = `process.stdout.write(JSON.stringify({ env: process.env.PMPOOL_FDT ?? null, flag: process.argv.some((a) => a.startsWith('--pmpool-fdt=')) }) + '\\n')`;
+      const next = `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        import { spawnSync } from 'node:child_process';
+        const run = () => spawnSync(process.execPath, ['-e', ${JSON.stringify(child)}, '--', ...process.argv.slice(2)], { encoding: 'utf8' }).stdout.trim();
+        const before = run();
+        const pool = kexec.poolFromCommandLine();
+        const after = run();
+        process.stdout.write(JSON.stringify({ before: JSON.parse(before), after: JSON.parse(after), generation: String(pool.generation) }) + '\\n');
+        pool.close();`;
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         await kexec.exec(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(next)}, '--', '--pmpool=${path},4M']);`,
+        ['--', `--pmpool=${path},4M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout.trim()), {
+        before: { env: null, flag: true }, // the flag is the program's own until it has read the handover
+        after: { env: null, flag: false },
+        generation: '1',
+      });
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('spawn(): a new program that does not come up is ended with every process it started; one that reports ready without reading its blob leaves none', async () => {
+    const { path, cleanup } = shmPath('edge-spawn');
+    const { dir, cleanup: cleanDir } = tempDir();
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      // Through a wrapper that does not exec: the real program is the wrapper's child. It says its
+      // pid, and never reports ready.
+      const pidFile = join(dir, 'pid');
+      const slow = join(dir, 'slow.mjs');
+      writeFileSync(slow, `import { writeFileSync } from 'node:fs'; writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); setInterval(() => {}, 1000);`);
+      await assert.rejects(
+        spawnNext(registry, '/bin/sh', ['-c', `"${process.execPath}" ${slow}; echo wrapper done`], { readyTimeoutMs: 1500, stdio: 'ignore' }),
+        (e: unknown) => e instanceof HandoverError && e.code === 'NOT_READY',
+      );
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      assert.equal(isRunning(pid), false, 'the wrapper\'s child was ended with it');
+      const a = pool.alloc(1); // still this program's
+      pool.release(a.pfn, a.count);
+      // A new program that reports ready without reading its blob: the blob does not outlive the handover.
+      const blobDir = join(dir, 'blobs');
+      rmSync(blobDir, { recursive: true, force: true });
+      spawnSync('mkdir', ['-m', '700', blobDir]);
+      const result = await spawnNext(registry, process.execPath, ['--input-type=module', '-e', `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)}; kexec.ready();`, '--'], { blobDir, stdio: 'ignore' });
+      assert.equal(result.generation, 3n);
+      assert.deepEqual(readdirSync(blobDir), [], 'no blob left');
+      assert.equal(existsSync(path), true);
+    } finally {
+      cleanDir();
+      cleanup();
+    }
+  });
+});
+
