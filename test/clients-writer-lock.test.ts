@@ -156,4 +156,41 @@ describe('the clients\' writer lock', () => {
       cleanup();
     }
   });
+
+  test('words an earlier writer left beside the lock say nothing of the next one, which is judged by /proc', async () => {
+    // A live writer whose words 9-13 are another token's, as a pmpool that writes none of them
+    // leaves the last writer's that did: a task that does not exist, another namespace.
+    const { path, cleanup } = shmPath('wl-stale');
+    let holder: ChildProcess | undefined;
+    try {
+      Pool.create(path, { size: '16M' }).close();
+      holder = startModule(
+        `import { PersistentMap, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.open(${JSON.stringify(path)});
+         const map = PersistentMap.open(pool, 'kv');
+         const header = pool.find('kv').bytes(128, 56); // the writer lock's 14 words
+         const words = new Uint32Array(header.buffer, header.byteOffset, 14);
+         words[9] = 0x7ffffff0; // no such task
+         words[12] = 0x7fff0001; // nobody's namespace
+         words[13] = (0x80000000 | ((words[0] % 0x7ffffffe) + 1)) >>> 0; // another token's, marked
+         for (const id of [words[0], 2 ** 32 + words[0]]) pool.region.releaseLivenessMark(id); // as a pmpool that takes none
+         process.stdout.write('ready\\n');
+         setInterval(() => map.size, 1000);`,
+      );
+      await untilReady(holder);
+      const pool = Pool.open(path);
+      try {
+        expectBusy(() => PersistentMap.open(pool, 'kv'), /by process \d+(?! of another)/);
+        holder.kill('SIGKILL');
+        await new Promise((resolve) => holder!.once('exit', resolve));
+        holder = undefined;
+        PersistentMap.open(pool, 'kv').close(); // dead: broken
+      } finally {
+        pool.close();
+      }
+    } finally {
+      holder?.kill('SIGKILL');
+      cleanup();
+    }
+  });
 });

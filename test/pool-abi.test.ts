@@ -139,7 +139,7 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
   test('control page: the offsets the code uses are the documented ones, and hold what the table says', () => {
     assert.deepEqual(tableRows('Control page'), [
       [0, 'u32'], [64, 'u32'], [68, 'u32'], [72, 'u32'], [76, 'u32'], [80, 'u64'], [88, 'u32'], [96, 'u64'],
-      [104, 'u32'], [108, 'u32'], [112, 'u32'], [128, 'u64'], [136, 'u32'], [140, 'u32'], [144, 'u64'], [152, 'u64'], [160, 'u32'], [164, 'u32'],
+      [104, 'u32'], [108, 'u32'], [112, 'u32'], [116, 'u32'], [128, 'u64'], [136, 'u32'], [140, 'u32'], [144, 'u64'], [152, 'u64'], [160, 'u32'], [164, 'u32'],
       [CACHE_TABLE, `${CACHE_ENTRIES} × ${CACHE_ENTRY_BYTES} bytes`],
     ]);
     assert.deepEqual(CONTROL_LAYOUT, { LOCK_WORD: 0, OWNER_RUN_ID: 64, OWNER_PID: 68, LOCK_BREAKS: 104, NEXT_SEQ: 128, INTENT_OP: 136, INDEX_ALL: 164 });
@@ -156,17 +156,18 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
     assert.equal(view.getUint32(c + 72, true), crc32c(Buffer.from(bootId, 'latin1')), 'boot hash: CRC-32C of boot_id without its newline');
     assert.equal(view.getUint32(c + 108, true), crc32c(readFileSync('/proc/self/auxv')) >>> 0, 'image id: CRC-32C of /proc/self/auxv');
     assert.equal(view.getUint32(c + 112, true), pidNamespaceInode(), 'PID namespace: the inode in /proc/self/ns/pid');
+    assert.equal(view.getUint32(c + 116, true), view.getUint32(c + 64, true), 'the run id the namespace belongs to; bit 31 clear: an open of a MemoryRegion holds no liveness mark');
     assert.equal(view.getBigUint64(c + 128, true), 2n, 'the last sequence number handed out: two allocations');
     assert.equal(view.getUint32(c + 136, true), 0, 'no intent');
     assert.equal(view.getUint32(c + 164, true), 0, 'INDEX_ALL clear');
-    for (const [from, to] of [[4, 64], [92, 96], [116, 128], [168, 4096]] /* this pool's directory is too small for caches: its table is zero too */) {
+    for (const [from, to] of [[4, 64], [92, 96], [120, 128], [168, 4096]] /* this pool's directory is too small for caches: its table is zero too */) {
       assert.ok(bytes.subarray(c + from!, c + to!).every((b) => b === 0), `control bytes [${from}, ${to}) are zero`);
     }
   });
 
   test('cache entries: the offsets the code uses are the documented ones, and hold what the table says', () => {
     assert.deepEqual(tableRows('Per-open caches'), [
-      [0, 'u32'], [4, 'u32'], [8, 'u32'], [12, 'u32'], [16, 'u64'], [24, 'u64'], [64, '52 bytes'], [128, `u32[${CACHE_UNITS}]`],
+      [0, 'u32'], [4, 'u32'], [8, 'u32'], [12, 'u32'], [16, 'u64'], [24, 'u64'], [64, '56 bytes'], [128, `u32[${CACHE_UNITS}]`],
     ]);
     assert.deepEqual(CACHE_ENTRY_LAYOUT, { LOCK: 0, OP: 4, UNIT: 8, COUNT: 12, NEXT_SEQ: 16, END_SEQ: 24, OWNER: 64, UNITS: 128 });
     // A pool whose directory is big enough, one open with a cache: its entry as documented.
@@ -190,6 +191,7 @@ describe('the layout tables of docs/abi.md, against a real pool', () => {
     assert.equal(v.getUint32(e + 68, true), process.pid);
     assert.equal(v.getUint32(e + 108, true), crc32c(readFileSync('/proc/self/auxv')) >>> 0, 'the owner\'s image id');
     assert.equal(v.getUint32(e + 112, true), pidNamespaceInode(), 'the owner\'s PID namespace');
+    assert.equal(v.getUint32(e + 116, true), poolInternals(p).parts.control.runId, 'the run id it belongs to, no mark (a MemoryRegion)');
     assert.ok(new Uint8Array(r.buffer, e + CACHE_ENTRY_BYTES, (CACHE_ENTRIES - 1) * CACHE_ENTRY_BYTES).every((b) => b === 0), 'the other entries are zero');
     p.close();
     assert.ok(new Uint8Array(r.buffer, e, CACHE_ENTRY_BYTES).every((b) => b === 0), 'given back at close: zero');

@@ -13,8 +13,8 @@ import type { ChildProcess } from 'node:child_process';
 import { Pool, PoolError } from '../src/index.js';
 import { CACHE_ENTRIES } from '../src/pool/caches.js';
 import { poolInternals } from '../src/pool/internals.js';
-import { PMPOOL_ENTRY, shmPath } from './support/child.js';
-import { inNewPidNamespace, killNamespace } from './support/pid-namespace.js';
+import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
+import { inNewPidNamespace, killNamespace, untilReady } from './support/pid-namespace.js';
 
 const INTERNALS = new URL('../src/pool/internals.js', import.meta.url).href;
 
@@ -96,6 +96,70 @@ describe('pools shared across PID namespaces', () => {
     } finally {
       for (const pool of opens) pool.close();
       if (owner) await killNamespace(owner);
+      cleanup();
+    }
+  });
+
+  test('a namespace left in the control page by an earlier holder says nothing of the next one, which is judged by /proc', async () => {
+    // A holder of this namespace whose record carries another run's namespace word, as a pmpool that
+    // writes none leaves the last one that did: 112 names another namespace, 116 another run.
+    const { path, cleanup } = shmPath('pidns-stale');
+    let holder: ChildProcess | undefined;
+    try {
+      Pool.create(path, { size: '8M' }).close();
+      holder = startModule(
+        `import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { poolInternals } from ${JSON.stringify(INTERNALS)};
+         const pool = Pool.open(${JSON.stringify(path)});
+         const { parts } = poolInternals(pool);
+         pool.region.releaseLivenessMark(parts.control.runId); // as a pmpool that takes none
+         parts.control.lock();
+         const c = parts.geometry.areas.control.offset;
+         parts.writer.store32(c + 112, 0x7fff0001); // a namespace of nobody here
+         parts.writer.store32(c + 116, (0x80000000 | ((parts.control.runId % 0x7ffffffe) + 1)) >>> 0); // another run's, marked
+         process.stdout.write('ready\\n');
+         setInterval(() => {}, 1000);`,
+      );
+      await untilReady(holder);
+      assert.throws(() => Pool.open(path, { lockTimeoutMs: 300 }), (e: unknown) => e instanceof PoolError && e.code === 'LOCK_TIMEOUT', 'the live holder is waited for');
+      holder.kill('SIGKILL');
+      await new Promise((resolve) => holder!.once('exit', resolve));
+      holder = undefined;
+      const pool = Pool.open(path, { lockTimeoutMs: 10_000 });
+      assert.equal(pool.stats().lockBreaks, 1);
+      pool.close();
+    } finally {
+      holder?.kill('SIGKILL');
+      cleanup();
+    }
+  });
+
+  test('a holder of another PID namespace that holds no liveness mark (its region has none) is taken for alive', async () => {
+    const { path, cleanup } = shmPath('pidns-nomark');
+    let holder: ChildProcess | undefined;
+    try {
+      Pool.create(path, { size: '8M' }).close();
+      // A Region of the program's own that forwards to a FileRegion, without the optional marks.
+      holder = await inNewPidNamespace(
+        `import { FileRegion, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { poolInternals } from ${JSON.stringify(INTERNALS)};
+         const file = FileRegion.open(${JSON.stringify(path)});
+         const region = {
+           kind: file.kind, path: file.path, size: file.size, pageSize: file.pageSize, durable: file.durable,
+           get closed() { return file.closed; },
+           map: (offset, length) => file.map(offset, length), windows: () => file.windows(), flush: () => file.flush(), close: () => file.close(),
+         };
+         poolInternals(Pool.open(region)).parts.control.lock();
+         process.stdout.write('ready\\n');
+         setInterval(() => {}, 1000);`,
+      );
+      assert.throws(
+        () => Pool.open(path, { lockTimeoutMs: 300 }),
+        (e: unknown) => e instanceof PoolError && e.code === 'LOCK_TIMEOUT' && /of another PID namespace/.test(e.message),
+        'no mark to ask: taken for alive, not for dead',
+      );
+    } finally {
+      if (holder) await killNamespace(holder);
       cleanup();
     }
   });

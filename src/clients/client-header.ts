@@ -9,7 +9,7 @@
  *   4  version (major<<16) 20 three type-specific    48 created at (ms, u64)
  *   8  type tag            ..  fixed words          56 name length, 60 name (64 bytes)
  *  12  header bytes                                 124 CRC-32C of bytes [0, 124)
- * 128  writer lock (9 words)                        192 the client's mutable words
+ * 128  writer lock (14 words)                       192 the client's mutable words
  */
 import { randomNonZeroU31 } from '../sys/random.js';
 import { Pool, PoolError, type Allocation } from '../index.js';

@@ -33,12 +33,22 @@ const START_HI = 5;
 const BOOT = 6;
 const IMAGE = 7;
 const BREAKS = 8;
-const TID = 9; // 0: unknown (an older record, or no /proc/thread-self): the process alone is watched
+const TID = 9; // 0: unknown (no /proc/thread-self): the process alone is watched
 const TID_START_LO = 10;
 const TID_START_HI = 11;
-const PID_NS = 12; // 0: unknown (an older record, or no /proc): the holder is taken for one of this namespace
+const PID_NS = 12; // 0: unknown (no /proc): the holder is taken for one of this namespace
+/**
+ * The token words 9-12 were written under, with MARKED (bit 31) when the writer holds its liveness
+ * mark: they are believed only when this word names the token in the lock word. A writer of a
+ * pmpool that writes none of them leaves them as the last writer that did wrote them.
+ */
+const EXTRA_TOKEN = 13;
 /** Words the lock occupies. */
-export const LOCK_WORDS = 13;
+export const LOCK_WORDS = 14;
+/** Bit 31 of EXTRA_TOKEN (tokens are 31 bits). */
+const MARKED = 0x80000000;
+/** Writers' liveness marks sit past the pools' opens' (run ids, below 2^31): id WRITER_MARKS + token. */
+const WRITER_MARKS = 2 ** 32;
 
 /** How long a lock word may stand without its holder's identity before that holder is deemed dead mid-acquire. */
 const IDENTITY_GRACE_MS = 200;
@@ -54,6 +64,8 @@ export interface LockHolder {
   tidStartTime: number;
   /** The holder's PID namespace (ownPidNamespace), 0 when unknown. */
   pidNs: number;
+  /** Whether the holder holds its liveness mark. */
+  marked: boolean;
 }
 
 /** Whether anyone holds the liveness mark `id` on the pool's file (null: cannot tell). */
@@ -86,6 +98,7 @@ export function selfHolder(): LockHolder {
       tid: tidStartTime === 0 ? 0 : tid,
       tidStartTime,
       pidNs: ownPidNamespace(),
+      marked: false, // each lock's own: publish() records whether its mark was taken
     };
   }
   return selfCache;
@@ -100,7 +113,9 @@ export function holderAlive(h: LockHolder, token: number, markHeld?: MarkHeld): 
   if (h.pid <= 0) return false;
   const me = selfHolder();
   if (h.bootHash !== me.bootHash) return false;
-  if (h.pidNs !== 0 && me.pidNs !== 0 && h.pidNs !== me.pidNs) return markHeld?.(token) ?? true;
+  // Another namespace, or this one's cannot be told (/proc may name another process by its pid): by
+  // its mark, when it took one; taken for alive when it did not, or the mark cannot be read.
+  if (h.pidNs !== 0 && (me.pidNs === 0 || h.pidNs !== me.pidNs)) return !h.marked || markHeld === undefined || (markHeld(WRITER_MARKS + token) ?? true);
   if (h.pid === me.pid && h.startTime === me.startTime) {
     // This process. Another image (exec in place) is gone. This very thread holds no lock it does
     // not know of (heldTokens): one recorded as this thread is a previous image's.
@@ -138,15 +153,19 @@ export class WriterLock {
     const b = this.base;
     const token = Atomics.load(w, b + TOKEN);
     if (token === 0 || Atomics.load(w, b + CONFIRM) !== token) return null;
+    const extra = w[b + EXTRA_TOKEN]!;
+    const extraKnown = (extra & ~MARKED) >>> 0 === token;
     return {
       pid: w[b + PID]!,
       threadId: w[b + THREAD]!,
       startTime: w[b + START_LO]! + w[b + START_HI]! * 2 ** 32,
       bootHash: w[b + BOOT]!,
       imageId: w[b + IMAGE]!,
-      tid: w[b + TID]!,
-      tidStartTime: w[b + TID_START_LO]! + w[b + TID_START_HI]! * 2 ** 32,
-      pidNs: w[b + PID_NS]!,
+      // Another writer's (one that does not write them came after): unknown.
+      tid: extraKnown ? w[b + TID]! : 0,
+      tidStartTime: extraKnown ? w[b + TID_START_LO]! + w[b + TID_START_HI]! * 2 ** 32 : 0,
+      pidNs: extraKnown ? w[b + PID_NS]! : 0,
+      marked: extraKnown && (extra & MARKED) !== 0,
     };
   }
 
@@ -215,7 +234,7 @@ export class WriterLock {
     const b = this.base;
     const me = selfHolder();
     // The mark first: a contender of another PID namespace that sees the token confirmed finds it.
-    this.region?.holdLivenessMark?.(token);
+    const marked = this.region?.holdLivenessMark?.(WRITER_MARKS + token) ?? false;
     Atomics.store(w, b + CONFIRM, 0);
     w[b + PID] = me.pid;
     w[b + THREAD] = me.threadId;
@@ -227,6 +246,7 @@ export class WriterLock {
     w[b + TID_START_LO] = me.tidStartTime >>> 0;
     w[b + TID_START_HI] = Math.floor(me.tidStartTime / 2 ** 32);
     w[b + PID_NS] = me.pidNs;
+    w[b + EXTRA_TOKEN] = (token | (marked ? MARKED : 0)) >>> 0;
     Atomics.store(w, b + CONFIRM, token);
     this.token = token;
     heldTokens.add(token);
@@ -241,14 +261,14 @@ export class WriterLock {
       Atomics.store(w, b + CONFIRM, 0);
       Atomics.store(w, b + TOKEN, 0);
     }
-    this.region?.releaseLivenessMark?.(this.token);
+    this.region?.releaseLivenessMark?.(WRITER_MARKS + this.token);
     heldTokens.delete(this.token);
     this.token = 0;
   }
 
   /** @internal crash simulation: forget the lock as a killed process would, leaving it held. */
   abandon(): void {
-    this.region?.releaseLivenessMark?.(this.token);
+    this.region?.releaseLivenessMark?.(WRITER_MARKS + this.token);
     heldTokens.delete(this.token);
     this.token = 0;
   }

@@ -180,8 +180,8 @@ export class CacheTable {
   }
 
   /** Records this open as the entry's owner (its identity first, its run id last). */
-  claim(entry: number, runId: number): void {
-    writeHolder(this.w, this.base(entry) + E_OWNER, runId);
+  claim(entry: number, runId: number, marked: boolean): void {
+    writeHolder(this.w, this.base(entry) + E_OWNER, runId, marked);
   }
 
   /** Makes the entry free: every word of it zero. */
@@ -414,7 +414,7 @@ export function claimEntry(p: PoolParts, timeoutMs: number): number {
         beginCacheIntent(p, e);
         c.clear(e);
         takeSeqBlock(p, e);
-        c.claim(e, runId);
+        c.claim(e, runId, p.control.marked);
         endCacheIntent(p);
       } finally {
         c.unlock(e);

@@ -11,7 +11,7 @@
  */
 import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
-import { inOtherPidNamespace, isAlive, isAliveAcrossNamespaces, isAliveForWaiter, selfIdentity, type HolderIdentity, type ProcessIdentity } from './liveness.js';
+import { inOtherPidNamespace, isAlive, isAliveAcrossNamespaces, isAliveForWaiter, judgedByMark, selfIdentity, type HolderIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
 
 /*
@@ -35,6 +35,12 @@ const LOCK_BREAKS = 104;
 const OWNER_IMAGE = 108;
 /** The holder's PID namespace (liveness.ts): a holder of another is judged by its open's liveness mark. 0 = unknown. */
 const OWNER_PID_NS = 112;
+/**
+ * The run id the PID namespace at 112 was written under, with MARKED (bit 31) when that open holds
+ * its liveness mark: 112 is believed only when this word names the run id at 64. A holder of a
+ * pmpool that writes neither leaves both as the last holder that did wrote them.
+ */
+const OWNER_NS_RUN = 116;
 const NEXT_SEQ = 128; // u64: the last sequence number handed out, not the next
 const INTENT_OP = 136;
 const INTENT_SLOT = 140;
@@ -105,6 +111,8 @@ export interface LockOptions {
    * livenessMarkHeld; null when it cannot tell): how a holder of another PID namespace is judged.
    */
   markHeld?: (runId: number) => boolean | null;
+  /** Whether this open holds its liveness mark (recorded with its identity: a holder without one is not judged by one). */
+  marked?: boolean;
 }
 
 /** How long a lock word may stand without its holder's identity before the holder is deemed dead mid-acquire. */
@@ -160,14 +168,21 @@ const HOLDER_TID = OWNER_TID - OWNER_RUN_ID;
 const HOLDER_TID_START = OWNER_TID_START - OWNER_RUN_ID;
 const HOLDER_IMAGE = OWNER_IMAGE - OWNER_RUN_ID;
 const HOLDER_PID_NS = OWNER_PID_NS - OWNER_RUN_ID;
+const HOLDER_NS_RUN = OWNER_NS_RUN - OWNER_RUN_ID;
 /** Bytes an identity spans (the lock's breaks counter sits inside it, at +40). */
-export const HOLDER_BYTES = HOLDER_PID_NS + 4;
+export const HOLDER_BYTES = HOLDER_NS_RUN + 4;
+/** Bit 31 of the namespace's run-id word: the open holds its liveness mark (run ids are 31 bits). */
+const MARKED = 0x80000000;
 
 /** The identity recorded at `at` (its run id word first). */
 export function readHolder(w: MetaWriter, at: number): HolderIdentity {
   const u = w.u32;
+  const runId = u[at >>> 2]!;
+  const nsRun = u[(at + HOLDER_NS_RUN) >>> 2]!;
+  const nsKnown = runId !== 0 && (nsRun & ~MARKED) >>> 0 === runId;
   return {
-    runId: u[at >>> 2]!,
+    runId,
+    marked: nsKnown && (nsRun & MARKED) !== 0,
     pid: u[(at + HOLDER_PID) >>> 2]!,
     bootHash: u[(at + HOLDER_BOOT) >>> 2]!,
     startTime: w.load64(at + HOLDER_START),
@@ -175,7 +190,8 @@ export function readHolder(w: MetaWriter, at: number): HolderIdentity {
     tid: u[(at + HOLDER_TID) >>> 2]!,
     tidStartTime: w.load64(at + HOLDER_TID_START),
     imageId: u[(at + HOLDER_IMAGE) >>> 2]!,
-    pidNs: u[(at + HOLDER_PID_NS) >>> 2]!,
+    // Another run's (a holder that does not write it came after): unknown.
+    pidNs: nsKnown ? u[(at + HOLDER_PID_NS) >>> 2]! : 0,
   };
 }
 
@@ -186,7 +202,7 @@ export function readHolder(w: MetaWriter, at: number): HolderIdentity {
  * thread of this very process, say) leaves an identity that confirms no run id — least of all
  * the previous one.
  */
-export function writeHolder(w: MetaWriter, at: number, runId: number): void {
+export function writeHolder(w: MetaWriter, at: number, runId: number, marked: boolean): void {
   const u = w.u32;
   if (u[at >>> 2] === runId && u[(at + HOLDER_PID) >>> 2] === PID) return;
   const me = selfIdentity();
@@ -199,6 +215,7 @@ export function writeHolder(w: MetaWriter, at: number, runId: number): void {
   w.store64(at + HOLDER_TID_START, me.tidStartTime);
   w.store32(at + HOLDER_IMAGE, me.imageId);
   w.store32(at + HOLDER_PID_NS, me.pidNs);
+  w.store32(at + HOLDER_NS_RUN, (runId | (marked ? MARKED : 0)) >>> 0);
   w.atomicStore(at, runId);
 }
 
@@ -219,6 +236,8 @@ export class Control {
   contended = false;
   /** The run id of the dead holder whose lock lock() broke last (0: none yet). */
   brokenRunId = 0;
+  /** Whether this open holds its liveness mark (Region.holdLivenessMark). */
+  readonly marked: boolean;
 
   constructor(
     private readonly w: MetaWriter,
@@ -229,8 +248,9 @@ export class Control {
     this.base = controlOffset;
     // A holder of another PID namespace by its open's liveness mark; any other by /proc.
     const markHeld = options.markHeld;
-    this.alive = options.isAlive ?? ((id: HolderIdentity) => (inOtherPidNamespace(id) ? isAliveAcrossNamespaces(id, markHeld) : isAliveForWaiter(id)));
-    this.aliveOpen = options.isAlive ?? ((id: HolderIdentity) => (inOtherPidNamespace(id) ? isAliveAcrossNamespaces(id, markHeld) : isAlive(id)));
+    this.marked = options.marked ?? false;
+    this.alive = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id) ? isAliveAcrossNamespaces(id, markHeld) : isAliveForWaiter(id)));
+    this.aliveOpen = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id) ? isAliveAcrossNamespaces(id, markHeld) : isAlive(id)));
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
     this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;
@@ -332,7 +352,7 @@ export class Control {
   }
 
   private writeOwner(): void {
-    writeHolder(this.w, this.base + OWNER_RUN_ID, this.runId);
+    writeHolder(this.w, this.base + OWNER_RUN_ID, this.runId, this.marked);
   }
 
   /**

@@ -44,9 +44,10 @@ export interface ProcessIdentity {
   pidNs: number;
 }
 
-/** A recorded holder: an identity, and the run id of the open it recorded (0 when unknown). */
+/** A recorded holder: an identity, the run id of the open it recorded (0 when unknown), and whether that open holds its liveness mark. */
 export interface HolderIdentity extends ProcessIdentity {
   runId: number;
+  marked: boolean;
 }
 
 // Module state is per isolate, so this cache is per thread: a worker computes its own identity.
@@ -79,15 +80,29 @@ export function inOtherPidNamespace(id: ProcessIdentity): boolean {
 }
 
 /**
- * The liveness of a holder of another PID namespace, by its open's liveness mark: `markHeld`
- * answers whether anyone holds the mark of run `runId` (null when it cannot tell: a region with no
- * file, a file system without OFD locks). What cannot be told is taken for alive — a lock broken
- * under a live holder corrupts the pool, one left held costs a LOCK_TIMEOUT — and so is a record
- * without a run id.
+ * Whether a holder is judged by its liveness mark rather than by /proc: it recorded its namespace,
+ * and that is another than this process's — or this process cannot tell its own (no
+ * /proc/self/ns), when /proc may name another process by the holder's pid. A holder of this
+ * namespace is judged by /proc, down to its thread.
+ */
+export function judgedByMark(id: ProcessIdentity): boolean {
+  const mine = selfIdentity().pidNs;
+  return id.pidNs !== 0 && (mine === 0 || id.pidNs !== mine);
+}
+
+/**
+ * The liveness of a holder judged by its open's liveness mark (judgedByMark): `markHeld` answers
+ * whether anyone holds the mark of run `runId` (null when it cannot tell: a region with no file, a
+ * file system without OFD locks). What cannot be told is taken for alive — a lock broken under a
+ * live holder corrupts the pool, one left held costs a LOCK_TIMEOUT — and so is a holder that
+ * recorded no mark. The mark lives as long as the holder's descriptor: a worker thread of another
+ * namespace that died holding the lock leaves it held until its process exits (this namespace
+ * cannot see its threads).
  */
 export function isAliveAcrossNamespaces(id: HolderIdentity, markHeld: ((runId: number) => boolean | null) | undefined): boolean {
   if (id.bootHash !== bootHash()) return false;
-  if (id.runId === 0 || markHeld === undefined) return true;
+  // A holder that took no mark (its region has none, or the lock could not be taken) cannot be judged.
+  if (!id.marked || markHeld === undefined) return true;
   return markHeld(id.runId) ?? true;
 }
 

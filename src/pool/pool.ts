@@ -96,16 +96,24 @@ export class Pool {
     this.sb = sb;
     this.metaWindow = metaWindow;
     this.lockOptions = lockOptionsOf(options);
-    this.parts = attachParts(sb, metaWindow, region.durable, newRunId(), {
-      timeoutMs: options.lockTimeoutMs,
-      isAlive: options.isAlive,
-      identityGraceMs: options.identityGraceMs,
-      livenessPeriodMs: options.livenessPeriodMs,
-      markHeld: (id) => region.livenessMarkHeld?.(id) ?? null,
-    });
     // This open's liveness mark, held until it closes (or its descriptor goes with the process):
-    // how a process of another PID namespace tells that it lives (liveness.ts).
-    region.holdLivenessMark?.(this.parts.control.runId);
+    // how a process of another PID namespace tells that it lives (liveness.ts). Recorded with the
+    // open's identity whether it could be taken: a holder without one is not judged by one.
+    const runId = newRunId();
+    const marked = region.holdLivenessMark?.(runId) ?? false;
+    try {
+      this.parts = attachParts(sb, metaWindow, region.durable, runId, {
+        timeoutMs: options.lockTimeoutMs,
+        isAlive: options.isAlive,
+        identityGraceMs: options.identityGraceMs,
+        livenessPeriodMs: options.livenessPeriodMs,
+        markHeld: (id) => region.livenessMarkHeld?.(id) ?? null,
+        marked,
+      });
+    } catch (e) {
+      if (marked) region.releaseLivenessMark?.(runId);
+      throw e;
+    }
     this.recovered = [];
     // A held lock or an operation left half done is dealt with now, not at the first alloc: take
     // the lock, which waits for a live holder, or breaks a dead one and repairs its operation. A
