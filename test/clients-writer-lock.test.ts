@@ -8,6 +8,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { LogRing, PersistentMap, Pool } from '../src/index.js';
 import { ClientError } from '../src/clients/index.js';
@@ -153,6 +155,8 @@ describe('the clients\' writer lock', () => {
       }
     } finally {
       holder?.kill('SIGKILL');
+      // The next program removes its blob first thing; killed before it got to, it leaves it.
+      for (const f of readdirSync('/dev/shm')) if (f.startsWith(`pmpool-handover-${holder?.pid}-`)) rmSync(join('/dev/shm', f), { force: true });
       cleanup();
     }
   });
