@@ -342,3 +342,34 @@ describe('FdtError', () => {
     assert.match(e.message, /magic/);
   });
 });
+
+describe('names that share one long string', () => {
+  test('properties named by offsets inside one long string each get their suffix, in time linear in the blob', { timeout: 60_000 }, () => {
+    // N properties whose names start at N offsets of one string of S bytes: each is a suffix of it
+    // (libfdt hands out pointers). Read name by name, the blob cost N * S: minutes, then no memory.
+    const S = 300_000;
+    const N = 30_000;
+    const strings = new Uint8Array(S + 1).fill(0x61);
+    strings[S] = 0;
+    strings.set([0x62, 0x63], S - 2); // "...aabc": every suffix is a different string
+    const words = [1, 0]; // FDT_BEGIN_NODE, the root's empty name
+    for (let i = 0; i < N; i++) words.push(3, 0, i * 10); // FDT_PROP, no value, name offset
+    words.push(2, 9); // FDT_END_NODE, FDT_END
+    const headerBytes = 40;
+    const offStruct = headerBytes + 16; // after a reserve map of one terminating entry
+    const offStrings = offStruct + words.length * 4;
+    const blob = new Uint8Array(offStrings + strings.length);
+    const v = new DataView(blob.buffer);
+    [0xd00dfeed, blob.length, offStruct, offStrings, headerBytes, 17, 16, 0, strings.length, words.length * 4].forEach((w, i) => v.setUint32(i * 4, w));
+    words.forEach((w, i) => v.setUint32(offStruct + i * 4, w));
+    blob.set(strings, offStrings);
+    const fdt = Fdt.parse(blob);
+    const names = fdt.props('/');
+    assert.equal(names.length, N);
+    for (const i of [0, 1, N / 2, N - 1]) {
+      const name = names[i]!;
+      assert.equal(name.length, S - i * 10);
+      assert.ok(name.endsWith('aabc') && /^a+bc$/.test(name), `property ${i}: the string's suffix from its offset`);
+    }
+  });
+});

@@ -322,3 +322,44 @@ describe('usage and files', () => {
     }
   });
 });
+
+describe('trees too deep to print, and an output named as a directory', () => {
+  /** A valid blob of `depth` nested nodes, each named `name` (libfdt reads it; dtc prints it). */
+  function nested(depth: number, name: string): string {
+    // The name, NUL-terminated and padded to whole words, as the structure block holds it.
+    const padded = Buffer.alloc(Math.ceil((name.length + 1) / 4) * 4);
+    padded.write(name, 'latin1');
+    const nameWords = Array.from({ length: padded.length / 4 }, (_, i) => padded.readUInt32BE(i * 4));
+    const words: number[] = [1, 0]; // the root
+    for (let i = 1; i < depth; i++) words.push(1, ...nameWords);
+    for (let i = 0; i < depth; i++) words.push(2);
+    words.push(9);
+    const blob = Buffer.alloc(56 + words.length * 4);
+    words.forEach((w, i) => blob.writeUInt32BE(w >>> 0, 56 + i * 4));
+    [0xd00dfeed, blob.length, 56, blob.length, 40, 17, 16, 0, 0, words.length * 4].forEach((w, i) => blob.writeUInt32BE(w, i * 4));
+    const file = join(dir, `nested-${depth}-${name || 'root'}.dtb`);
+    writeFileSync(file, blob);
+    return file;
+  }
+
+  test('a blob nested too deep for its DTS text is NOSPACE, exit 1; its --json lint report too long is exit 1', () => {
+    // 30,000 levels: every line indented by its depth, some 450 million tabs.
+    const deep = nested(30_000, 'a');
+    const dump = run('dump', deep);
+    assert.equal(dump.code, 1, dump.err.join('\n'));
+    assert.match(dump.err.join('\n'), /NOSPACE: the tree's DTS text is longer than a string can hold/);
+    // 20,000 nodes "a@1" without reg: a finding each, each naming its whole path.
+    const findings = nested(20_000, 'a@1');
+    const check = run('check', '--json', findings);
+    assert.equal(check.code, 1, check.err.join('\n'));
+    assert.match(check.err.join('\n'), /longer than a string can hold; run without --json/);
+    assert.equal(run('check', findings).code, 0, 'without --json it reports them line by line');
+  });
+
+  test('pack to a name ending in "/" that does not exist is refused, as dtc refuses it: no file is made', () => {
+    const out = join(dir, 'no-such-dir') + '/';
+    const r = run('pack', vector('test_tree1.dtb'), out);
+    assert.equal(r.code, 1, r.err.join('\n'));
+    assert.throws(() => lstatSync(out.slice(0, -1)), /ENOENT/);
+  });
+});

@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { Fdt } from '../src/fdt/index.js';
+import { Fdt, FdtError } from '../src/fdt/index.js';
 import type { FdtValue } from '../src/fdt/index.js';
 import { fdtArbitrary } from './support/fdt-arbitrary.js';
 
@@ -178,6 +178,12 @@ describe('the writer\'s dtc rules, checked against dtc', () => {
     // dtc: "Can't set both -p and -S".
     assert.notEqual(spawnSync(DTC, ['-I', 'dtb', '-O', 'dtb', '-S', '2000', '-p', '7', '-o', tmp('dtb'), src]).status, 0);
     assert.throws(() => fdt.toBytes({ minSize: 2000, freeSpace: 7 }), /exclude each other/);
+    // dtc refuses a negative -a or -p ("Invalid argument"): so does toBytes, whatever the sign's size.
+    assert.notEqual(spawnSync(DTC, ['-I', 'dtb', '-O', 'dtb', '-a', '-4', '-o', tmp('dtb'), src]).status, 0);
+    for (const options of [{ align: -4 }, { align: -Infinity }, { freeSpace: -1 }, { freeSpace: -Infinity }]) {
+      assert.throws(() => fdt.toBytes(options), (e: unknown) => e instanceof FdtError && e.code === 'BADVALUE', JSON.stringify(options));
+    }
+    assert.deepEqual(fdt.toBytes({ align: 0, freeSpace: 0 }), fdt.toBytes(), 'zero asks for nothing');
   });
 
   test('strings block: first use order, suffixes shared backwards only', () => {

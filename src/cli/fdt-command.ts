@@ -53,7 +53,15 @@ export function fdtCommand(args: string[], out: Out, err: Out): number {
 function dump([file]: string[], out: Out, err: Out): number {
   const fdt = parseFile(file, 'dump', err);
   if (fdt === undefined) return 1;
-  out(fdt.toDts().replace(/\n$/, ''));
+  let text: string;
+  try {
+    text = fdt.toDts();
+  } catch (e) {
+    if (!(e instanceof FdtError)) throw e;
+    err(`pmpool fdt dump: ${file}: ${e.code}: ${e.message}`);
+    return 1;
+  }
+  out(text.replace(/\n$/, ''));
   return 0;
 }
 
@@ -79,7 +87,17 @@ function check([file]: string[], opts: Set<string>, out: Out, err: Out): number 
   }
   const failed = opts.has('--lint') && findings.some((f) => f.severity === 'error');
   if (json) {
-    out(JSON.stringify({ ok: !failed, ...summary, lint: findings }));
+    let text: string;
+    try {
+      text = JSON.stringify({ ok: !failed, ...summary, lint: findings });
+    } catch (e) {
+      // Each finding names its node's whole path: tens of thousands of nested nodes make a report
+      // past the longest string V8 can make.
+      if (!(e instanceof RangeError)) throw e;
+      err(`pmpool fdt check: ${file}: the JSON report of its ${findings.length} findings is longer than a string can hold; run without --json`);
+      return 1;
+    }
+    out(text);
     return failed ? 1 : 0;
   }
   out(`${file}: ok (version ${summary.version}, ${summary.totalSize} bytes, ${summary.reservations} reservations)`);
@@ -98,6 +116,11 @@ function pack(split: SplitArgs, err: Out): number {
   try {
     // Writing to a FIFO would wait for a reader; to a device or directory is no blob file either.
     const existing = statOrUndefined(output);
+    // A name ending in "/" names a directory (dtc: "Is a directory"), not a file to create.
+    if (existing === undefined && output.endsWith('/')) {
+      err(`pmpool fdt pack: ${output}: no such directory, and a blob is no directory`);
+      return 1;
+    }
     if (existing !== undefined && !existing.isFile()) {
       notRegular('pack', output, existing, err);
       return 1;

@@ -231,6 +231,13 @@ class StructWalk {
   /** Absolute end of what fdt_offset_ptr lets a read reach. */
   private readonly limit: number;
   private readonly nameEnds = new Map<number, number>();
+  /**
+   * The NUL each byte from the strings block on is followed by, once a name's scan has passed it
+   * (-1 before). Names may start anywhere in a string (a suffix shared with a longer name): scanned
+   * from each start alone, N names inside one string of S bytes cost N * S, and a blob of some
+   * hundreds of kilobytes took minutes. With this, every byte is scanned once.
+   */
+  private nulAfter: Int32Array | undefined;
   /** The NUL ending the node name `skip` just stepped over. */
   private lastNodeNameEnd = 0;
 
@@ -370,11 +377,16 @@ class StructWalk {
       }
       end = Math.min(end, abs + (h.sizeDtStrings - nameoff));
     }
+    // `end` is the same for every name of the blob (the strings block's end, or the blob's).
+    const from = h.offDtStrings;
+    const nul = (this.nulAfter ??= new Int32Array(h.totalSize - from).fill(-1));
     let i = abs;
-    while (i < end && this.bytes[i] !== 0) i++;
-    if (i >= end) fail('TRUNCATED', `property name at strings offset ${nameoff} has no terminating NUL`, fieldAt);
-    this.nameEnds.set(nameoff, i);
-    return i;
+    while (i < end && this.bytes[i] !== 0 && nul[i - from] === -1) i++;
+    const found = i >= end ? end : this.bytes[i] === 0 ? i : nul[i - from]!;
+    for (let j = abs; j < i; j++) nul[j - from] = found;
+    if (found >= end) fail('TRUNCATED', `property name at strings offset ${nameoff} has no terminating NUL`, fieldAt);
+    this.nameEnds.set(nameoff, found);
+    return found;
   }
 
   /** fdt_offset_ptr: `len` bytes at relative `off` lie inside the structure block. */

@@ -15,6 +15,7 @@
  * as they are (lint() reports them; dtc cannot read them back).
  */
 import { readBe32 } from './bytes.js';
+import { FdtError } from './errors.js';
 import type { MemReservation } from './check.js';
 import { findExactChildIndex, findProp, walkTree, type FdtNode } from './tree.js';
 
@@ -25,6 +26,17 @@ export interface DtsSource {
 }
 
 export function formatDts(tree: DtsSource): string {
+  try {
+    return formatLines(tree);
+  } catch (e) {
+    // Each level of nesting indents every line below it by one more tab: a valid blob of some
+    // tens of thousands of nested nodes has a text past the longest string V8 can make.
+    if (e instanceof RangeError) throw new FdtError('NOSPACE', `the tree's DTS text is longer than a string can hold (${e.message}): its nodes nest too deep, or its values are too large, to print`);
+    throw e;
+  }
+}
+
+function formatLines(tree: DtsSource): string {
   const lines: string[] = ['/dts-v1/;'];
   const guessed = guessBootCpuid(tree.root);
   if (tree.bootCpuidPhys !== guessed) {

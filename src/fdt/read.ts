@@ -63,6 +63,7 @@ class TreeBuilder implements StructVisitor {
 
   start(h: FdtHeader): void {
     this.version = h.version;
+    this.tailFrom = h.offDtStrings;
   }
 
   beginNode(tagOffset: number, nameStart: number, nameEnd: number): void {
@@ -111,11 +112,22 @@ class TreeBuilder implements StructVisitor {
   private propName(start: number, end: number): string {
     let name = this.names.get(start);
     if (name === undefined) {
-      name = decodeLatin1(this.blob, start, end);
+      // A long name is a slice of the rest of the blob, decoded once: names inside one long string
+      // (suffixes of it) would each decode it again, N names of S bytes costing N * S.
+      if (end - start > 64) {
+        // Names start in the strings block (a name offset is never negative).
+        this.tail ??= decodeLatin1(this.blob, this.tailFrom, this.blob.length);
+        name = this.tail.slice(start - this.tailFrom, end - this.tailFrom);
+      } else {
+        name = decodeLatin1(this.blob, start, end);
+      }
       this.names.set(start, name);
     }
     return name;
   }
+  /** The blob from the strings block on (tailFrom), as latin1 text: long names are sliced from it. */
+  private tail: string | undefined;
+  private tailFrom = 0;
 
   private refuse(message: string, offset: number): void {
     this.refusal ??= new FdtError('BADSTRUCTURE', message, offset);

@@ -119,9 +119,10 @@ function padding(used: number, options: FdtWriteOptions): number {
   if (options.minSize !== undefined && options.freeSpace !== undefined) fail('BADVALUE', 'freeSpace and minSize exclude each other (dtc: "Can\'t set both -p and -S")');
   let pad = 0;
   if (options.minSize !== undefined) pad = Math.max(0, wholeNumber(options.minSize, 'minSize') - used);
-  if (options.freeSpace !== undefined && options.freeSpace > 0) pad = wholeNumber(options.freeSpace, 'freeSpace');
-  if (options.align !== undefined && options.align > 0) {
-    const a = wholeNumber(options.align, 'align');
+  // Negative values refused, as dtc refuses -p/-a with one; 0 asks for nothing.
+  if (options.freeSpace !== undefined) pad = wholeNumber(options.freeSpace, 'freeSpace');
+  const a = options.align === undefined ? 0 : wholeNumber(options.align, 'align');
+  if (a > 0) {
     if ((a & (a - 1)) !== 0) fail('BADVALUE', `align ${a} is not a power of two`);
     pad = Math.ceil((used + pad) / a) * a - used;
   }
