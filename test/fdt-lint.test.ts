@@ -175,6 +175,12 @@ describe('unit addresses', () => {
     assert.deepEqual(dtcChecks(noUnit.toBytes()), ['unit_address_vs_reg']);
   });
 
+  test('the root with reg has no unit name to match it, as dtc says of it too', () => {
+    const root = bus(1, (f) => f.set('/', 'reg', [1, 2]));
+    assert.deepEqual(checks(root.lint()), ['reg_format', 'unit_address_vs_reg']);
+    assert.deepEqual(dtcChecks(root.toBytes()), ['reg_format', 'unit_address_vs_reg']);
+  });
+
   test('non-empty ranges stands in for reg; empty ranges does not', () => {
     assert.deepEqual(bus(1, (f) => (f.addNode('/b@0'), f.set('/b@0', 'ranges', [0, 0, 1]))).lint(), []);
     assert.deepEqual(checks(bus(1, (f) => (f.addNode('/b@0'), f.set('/b@0', 'ranges', new Uint8Array(0)))).lint()), ['unit_address_vs_reg']);

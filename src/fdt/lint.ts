@@ -35,7 +35,10 @@ export function lintTree(root: FdtNode): FdtLintFinding[] {
     if (depth > 0) checkNodeName(node, report);
     checkProperties(node, report);
     checkPhandles(node, path, phandles, report);
-    if (depth > 0) checkUnitAddress(node, parents[depth - 1], report);
+    // dtc's unit_address_vs_reg looks at the root too: a root with reg or ranges has no unit name to
+    // match. And its reg_format says a root has no reg at all: there is no parent whose cells size it.
+    if (depth === 0 && findProp(node, 'reg') !== undefined) report('reg_format', 'warning', 'Root node has a "reg" property', 'reg');
+    if (checkUnitName(node, report) && depth > 0) checkUnitAddress(node, parents[depth - 1]!, report);
   });
   return findings;
 }
@@ -117,14 +120,21 @@ function phandleProperty(node: FdtNode, name: string, report: Report): number {
  * only under a simple-bus (simple_bus_reg); we check it for 1- and 2-cell
  * addresses everywhere (wider ones, like PCI's 3, have bus-specific forms).
  */
-function checkUnitAddress(node: FdtNode, parent: FdtNode, report: Report): void {
-  if (node.children.some((c) => c.name === '__overlay__')) return; // dtc: overlay fragments are exempt
+/** dtc's unit_address_vs_reg: a unit name without reg or ranges, or the reverse. False for an overlay fragment, which is exempt from both. */
+function checkUnitName(node: FdtNode, report: Report): boolean {
+  if (node.children.some((c) => c.name === '__overlay__')) return false; // dtc: overlay fragments are exempt
   const unit = unitAddress(node.name);
-  const reg = findProp(node, 'reg');
   const ranges = findProp(node, 'ranges');
-  const hasAddress = reg !== undefined || (ranges !== undefined && ranges.value.length > 0);
+  const hasAddress = findProp(node, 'reg') !== undefined || (ranges !== undefined && ranges.value.length > 0);
   if (hasAddress && unit.length === 0) report('unit_address_vs_reg', 'warning', 'node has a reg or ranges property, but no unit name');
   if (!hasAddress && unit.length > 0) report('unit_address_vs_reg', 'warning', 'node has a unit name, but no reg or ranges property');
+  return true;
+}
+
+/** The unit address against the first address of reg, in the parent's cells. */
+function checkUnitAddress(node: FdtNode, parent: FdtNode, report: Report): void {
+  const unit = unitAddress(node.name);
+  const reg = findProp(node, 'reg');
   if (reg === undefined || unit.length === 0) return;
   let cells: number;
   try {
