@@ -20,7 +20,7 @@
  */
 import type { Region } from '../region/index.js';
 import { randomNonZeroU31 } from '../sys/random.js';
-import { bootHash, ownImageId, ownPidNamespace, ownStartTime, ownThreadId, ownTid, recordedThreadAlive, taskStartTime } from '../sys/proc.js';
+import { judgedByMark, otherPidNamespace, ownIdentity, recordedThreadAlive, type ThreadIdentity } from '../sys/proc.js';
 import { ClientError } from './errors.js';
 
 /* Word offsets from the lock's base (u32 index). */
@@ -53,18 +53,8 @@ const WRITER_MARKS = 2 ** 32;
 /** How long a lock word may stand without its holder's identity before that holder is deemed dead mid-acquire. */
 const IDENTITY_GRACE_MS = 200;
 
-export interface LockHolder {
-  pid: number;
-  threadId: number;
-  startTime: number;
-  bootHash: number;
-  imageId: number;
-  /** Kernel task id of the holding thread, and the task's start time; 0 when unknown. */
-  tid: number;
-  tidStartTime: number;
-  /** The holder's PID namespace (ownPidNamespace), 0 when unknown. */
-  pidNs: number;
-  /** Whether the holder holds its liveness mark. */
+/** A recorded holder: its identity, and whether it holds its liveness mark. */
+export interface LockHolder extends ThreadIdentity {
   marked: boolean;
 }
 
@@ -79,31 +69,6 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
 
-let selfCache: LockHolder | undefined;
-/** This thread of this program image. */
-export function selfHolder(): LockHolder {
-  if (selfCache === undefined || selfCache.pid !== process.pid) {
-    // The main thread's id is known without node:worker_threads, and the start time is the one
-    // the pool's lock already read: reopening a client after a handover reads little of /proc.
-    const tid = ownTid();
-    const startTime = ownStartTime() ?? 0;
-    // The main thread's task is the process's first, and started with it.
-    const tidStartTime = tid === process.pid ? startTime : (taskStartTime(process.pid, tid) ?? 0);
-    selfCache = {
-      pid: process.pid,
-      threadId: ownThreadId(tid),
-      startTime,
-      bootHash: bootHash(),
-      imageId: ownImageId(),
-      tid: tidStartTime === 0 ? 0 : tid,
-      tidStartTime,
-      pidNs: ownPidNamespace(),
-      marked: false, // each lock's own: publish() records whether its mark was taken
-    };
-  }
-  return selfCache;
-}
-
 /**
  * Whether the holder, whose lock word holds `token`, may still be running: its process (with
  * the start time, image and boot recorded) and its thread. One of another PID namespace by its
@@ -111,11 +76,10 @@ export function selfHolder(): LockHolder {
  */
 export function holderAlive(h: LockHolder, token: number, markHeld?: MarkHeld): boolean {
   if (h.pid <= 0) return false;
-  const me = selfHolder();
+  const me = ownIdentity();
   if (h.bootHash !== me.bootHash) return false;
-  // Another namespace, or this one's cannot be told (/proc may name another process by its pid): by
-  // its mark, when it took one; taken for alive when it did not, or the mark cannot be read.
-  if (h.pidNs !== 0 && (me.pidNs === 0 || h.pidNs !== me.pidNs)) return !h.marked || markHeld === undefined || (markHeld(WRITER_MARKS + token) ?? true);
+  // By its mark, when it took one; taken for alive when it did not, or the mark cannot be read.
+  if (judgedByMark(h.pidNs)) return !h.marked || markHeld === undefined || (markHeld(WRITER_MARKS + token) ?? true);
   if (h.pid === me.pid && h.startTime === me.startTime) {
     // This process. Another image (exec in place) is gone. This very thread holds no lock it does
     // not know of (heldTokens): one recorded as this thread is a previous image's.
@@ -210,9 +174,7 @@ export class WriterLock {
         const h = this.holder();
         dead = h === null ? false : !holderAlive(h, seen, this.markHeld);
         if (!dead && h !== null) {
-          const me = selfHolder();
-          const who =
-            h.pidNs !== 0 && me.pidNs !== 0 && h.pidNs !== me.pidNs
+          const who = otherPidNamespace(h.pidNs)
               ? `process ${h.pid} of another PID namespace`
               : h.pid === process.pid
                 ? `thread ${h.threadId} of this process`
@@ -232,7 +194,7 @@ export class WriterLock {
   private publish(token: number): void {
     const w = this.words;
     const b = this.base;
-    const me = selfHolder();
+    const me = ownIdentity();
     // The mark first: a contender of another PID namespace that sees the token confirmed finds it.
     const marked = this.region?.holdLivenessMark?.(WRITER_MARKS + token) ?? false;
     Atomics.store(w, b + CONFIRM, 0);

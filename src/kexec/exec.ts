@@ -5,9 +5,9 @@
  * reports ready, and takes everything back if it does not.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync, writeSync } from 'node:fs';
 import { native } from '../sys/native.js';
-import { ownTid } from '../sys/proc.js';
+import { ownTid, processStartTime } from '../sys/proc.js';
 import { checkExecOptions, checkSpawnOptions, TEARDOWN_MODE } from './arguments.js';
 import { writeBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
@@ -369,19 +369,8 @@ async function endNewProgram(child: ChildProcess): Promise<void> {
   }
   // Dead, each of them, before the rollback goes on (SIGKILL is delivered, not done, when kill() returns).
   const deadline = performance.now() + ROLLBACK_EXIT_MS;
-  while ([root, ...stopped].some(running) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
-}
-
-/** Whether process `pid` still runs: not gone, nor a zombie. */
-function running(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = process.getBuiltinModule('node:fs').readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return false;
-  }
-  const state = stat.charAt(stat.lastIndexOf(')') + 2);
-  return state !== 'Z' && state !== 'X';
+  // processStartTime: null once a process is gone or a zombie.
+  while ([root, ...stopped].some((pid) => processStartTime(pid) !== null) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
 }
 
 /** How long a rollback waits for the killed processes to be dead. */
@@ -389,7 +378,6 @@ const ROLLBACK_EXIT_MS = 2_000;
 
 /** Every process below `pid`, by /proc/PID/task/TID/children; none when that cannot be read. */
 function descendantsOf(pid: number): number[] {
-  const { readdirSync, readFileSync } = process.getBuiltinModule('node:fs');
   const found: number[] = [];
   const pending = [pid];
   while (pending.length > 0) {

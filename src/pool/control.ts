@@ -9,9 +9,10 @@
  * Run ids are random per open, so a lock word left by any earlier open is
  * never mistaken for ours.
  */
+import { judgedByMark, otherPidNamespace } from '../sys/proc.js';
 import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
-import { inOtherPidNamespace, isAlive, isAliveAcrossNamespaces, isAliveForWaiter, judgedByMark, selfIdentity, type HolderIdentity, type ProcessIdentity } from './liveness.js';
+import { isAlive, isAliveAcrossNamespaces, isAliveForWaiter, selfIdentity, type HolderIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
 
 /*
@@ -249,8 +250,8 @@ export class Control {
     // A holder of another PID namespace by its open's liveness mark; any other by /proc.
     const markHeld = options.markHeld;
     this.marked = options.marked ?? false;
-    this.alive = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id) ? isAliveAcrossNamespaces(id, markHeld) : isAliveForWaiter(id)));
-    this.aliveOpen = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id) ? isAliveAcrossNamespaces(id, markHeld) : isAlive(id)));
+    this.alive = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id.pidNs) ? isAliveAcrossNamespaces(id, markHeld) : isAliveForWaiter(id)));
+    this.aliveOpen = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id.pidNs) ? isAliveAcrossNamespaces(id, markHeld) : isAlive(id)));
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
     this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;
@@ -315,7 +316,7 @@ export class Control {
           const owner = this.owner();
           throw new PoolError(
             'LOCK_TIMEOUT',
-            `waited over ${this.timeoutMs} ms for the pool lock, held last by pid ${owner.pid} (task ${owner.tid}, run ${seen})${inOtherPidNamespace(owner) ? ' of another PID namespace' : ''}, which is alive: one long hold, or many short ones that kept winning the lock`,
+            `waited over ${this.timeoutMs} ms for the pool lock, held last by pid ${owner.pid} (task ${owner.tid}, run ${seen})${otherPidNamespace(owner.pidNs) ? ' of another PID namespace' : ''}, which is alive: one long hold, or many short ones that kept winning the lock`,
           );
         }
       }

@@ -22,27 +22,12 @@
  * lock on a byte of the pool file, which the kernel drops when the holder's
  * descriptor goes: isAliveAcrossNamespaces).
  */
-import { bootHash, ownImageId, ownPidNamespace, ownStartTime, ownThreadId, ownTid, processStartTime, recordedThreadAlive, taskStartTime } from '../sys/proc.js';
+import { bootHash, ownIdentity, processStartTime, recordedThreadAlive, taskStartTime, type ThreadIdentity } from '../sys/proc.js';
 
 export { bootHash, processStartTime, taskStartTime };
 
-export interface ProcessIdentity {
-  pid: number;
-  /** Clock ticks after boot at which the process started. */
-  startTime: number;
-  /** CRC-32C of /proc/sys/kernel/random/boot_id. */
-  bootHash: number;
-  /** Node's threadId (for messages). */
-  threadId: number;
-  /** The kernel task id of the thread, 0 when unknown (no /proc/thread-self: process liveness only). */
-  tid: number;
-  /** Clock ticks after boot at which that task started. */
-  tidStartTime: number;
-  /** The program image (ownImageId()), 0 when unknown (an older pmpool's record, no /proc). */
-  imageId: number;
-  /** The PID namespace (ownPidNamespace()), 0 when unknown (an older pmpool's record, no /proc). */
-  pidNs: number;
-}
+/** A holder's identity as the locks record it (sys/proc.ts ThreadIdentity). */
+export type ProcessIdentity = ThreadIdentity;
 
 /** A recorded holder: an identity, the run id of the open it recorded (0 when unknown), and whether that open holds its liveness mark. */
 export interface HolderIdentity extends ProcessIdentity {
@@ -50,48 +35,11 @@ export interface HolderIdentity extends ProcessIdentity {
   marked: boolean;
 }
 
-// Module state is per isolate, so this cache is per thread: a worker computes its own identity.
-let selfCache: ProcessIdentity | undefined;
-export function selfIdentity(): ProcessIdentity {
-  if (selfCache === undefined || selfCache.pid !== process.pid) {
-    const tid = ownTid();
-    // The main thread's task is the process's first (tid == pid), and its start time is the
-    // process's (an execve from another thread gives that thread the leader's, fs/exec.c de_thread):
-    // already read once per process, and one /proc read fewer on the way to a handover's first lock.
-    const tidStartTime = tid === 0 ? 0 : tid === process.pid ? (ownStartTime() ?? 0) : (taskStartTime(process.pid, tid) ?? 0);
-    selfCache = {
-      pid: process.pid,
-      startTime: ownStartTime() ?? 0,
-      bootHash: bootHash(),
-      threadId: ownThreadId(tid),
-      tid: tidStartTime === 0 ? 0 : tid,
-      tidStartTime,
-      imageId: ownImageId(),
-      pidNs: ownPidNamespace(),
-    };
-  }
-  return selfCache;
-}
-
-/** Whether `id` was recorded in another PID namespace than this process's (both known): its pid names nothing here. */
-export function inOtherPidNamespace(id: ProcessIdentity): boolean {
-  const mine = selfIdentity().pidNs;
-  return id.pidNs !== 0 && mine !== 0 && id.pidNs !== mine;
-}
+/** This thread of this program image (sys/proc.ts ownIdentity). */
+export const selfIdentity = ownIdentity;
 
 /**
- * Whether a holder is judged by its liveness mark rather than by /proc: it recorded its namespace,
- * and that is another than this process's — or this process cannot tell its own (no
- * /proc/self/ns), when /proc may name another process by the holder's pid. A holder of this
- * namespace is judged by /proc, down to its thread.
- */
-export function judgedByMark(id: ProcessIdentity): boolean {
-  const mine = selfIdentity().pidNs;
-  return id.pidNs !== 0 && (mine === 0 || id.pidNs !== mine);
-}
-
-/**
- * The liveness of a holder judged by its open's liveness mark (judgedByMark): `markHeld` answers
+ * The liveness of a holder judged by its open's liveness mark (sys/proc.ts judgedByMark): `markHeld` answers
  * whether anyone holds the mark of run `runId` (null when it cannot tell: a region with no file, a
  * file system without OFD locks). What cannot be told is taken for alive — a lock broken under a
  * live holder corrupts the pool, one left held costs a LOCK_TIMEOUT — and so is a holder that

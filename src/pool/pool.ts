@@ -132,7 +132,7 @@ export class Pool {
       } catch (e) {
         // The open fails (LOCK_TIMEOUT, a repair that throws): its metadata window goes back now.
         // The region may be the caller's, or a parent pool's for a sub-pool, and stays open.
-        region.releaseLivenessMark?.(control.runId);
+        if (marked) region.releaseLivenessMark?.(runId);
         this.parts = null;
         metaWindow.unmap();
         throw e;
@@ -835,7 +835,7 @@ export class Pool {
     for (const w of this.chunks.values()) w.unmap();
     this.chunks.clear();
     this.metaWindow.unmap();
-    this.region.releaseLivenessMark?.(this.parts.control.runId);
+    if (this.parts.control.marked) this.region.releaseLivenessMark?.(this.parts.control.runId);
     this.parts = null;
     if (this.ownsRegion) this.region.close();
     if (failure !== undefined) throw failure;

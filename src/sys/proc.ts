@@ -161,3 +161,68 @@ function imageIdOf(auxvPath: string): number | null {
   // A zombie's auxv reads empty: no image at all.
   return auxv.byteLength === 0 ? null : crc32c(new Uint8Array(auxv)) >>> 0;
 }
+
+/**
+ * Who a lock holder is: the process (pid, start time, boot), its thread (Node's id for messages;
+ * the kernel task and its start time for liveness, 0 when unknown), the program image and the
+ * PID namespace (0 when unknown). What the pool lock, the cache entries and the clients' writer
+ * locks record, and each judges its holders by (recordedThreadAlive, judgedByMark).
+ */
+export interface ThreadIdentity {
+  pid: number;
+  /** Clock ticks after boot at which the process started. */
+  startTime: number;
+  /** CRC-32C of /proc/sys/kernel/random/boot_id. */
+  bootHash: number;
+  /** Node's threadId (for messages). */
+  threadId: number;
+  /** The kernel task id of the thread, 0 when unknown (no /proc/thread-self: process liveness only). */
+  tid: number;
+  /** Clock ticks after boot at which that task started. */
+  tidStartTime: number;
+  /** The program image (ownImageId()), 0 when unknown (an older pmpool's record, no /proc). */
+  imageId: number;
+  /** The PID namespace (ownPidNamespace()), 0 when unknown (no /proc). */
+  pidNs: number;
+}
+
+// Module state is per isolate, so this cache is per thread: a worker computes its own identity.
+let ownIdentityCache: ThreadIdentity | undefined;
+/** This thread of this program image. */
+export function ownIdentity(): ThreadIdentity {
+  if (ownIdentityCache === undefined || ownIdentityCache.pid !== process.pid) {
+    const tid = ownTid();
+    // The main thread's task is the process's first (tid == pid), and its start time is the
+    // process's (an execve from another thread gives that thread the leader's, fs/exec.c de_thread):
+    // already read once per process, and one /proc read fewer on the way to a handover's first lock.
+    const tidStartTime = tid === 0 ? 0 : tid === process.pid ? (ownStartTime() ?? 0) : (taskStartTime(process.pid, tid) ?? 0);
+    ownIdentityCache = {
+      pid: process.pid,
+      startTime: ownStartTime() ?? 0,
+      bootHash: bootHash(),
+      threadId: ownThreadId(tid),
+      tid: tidStartTime === 0 ? 0 : tid,
+      tidStartTime,
+      imageId: ownImageId(),
+      pidNs: ownPidNamespace(),
+    };
+  }
+  return ownIdentityCache;
+}
+
+/** Whether a holder recorded in PID namespace `ns` is of another than this process's (both known): its pid names nothing here. */
+export function otherPidNamespace(ns: number): boolean {
+  const mine = ownPidNamespace();
+  return ns !== 0 && mine !== 0 && ns !== mine;
+}
+
+/**
+ * Whether a holder recorded in PID namespace `ns` is judged by its liveness mark rather than by
+ * /proc: it recorded its namespace, and that is another than this process's — or this process
+ * cannot tell its own (no /proc/self/ns), when /proc may name another process by the holder's
+ * pid. A holder of this namespace is judged by /proc, down to its thread.
+ */
+export function judgedByMark(ns: number): boolean {
+  const mine = ownPidNamespace();
+  return ns !== 0 && (mine === 0 || ns !== mine);
+}

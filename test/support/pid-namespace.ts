@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { processStartTime } from '../../src/sys/proc.js';
 
 /** Runs an ES module snippet in a new PID namespace (its node is pid 1 there); resolves once it prints "ready". */
 export async function inNewPidNamespace(source: string): Promise<ChildProcess> {
@@ -42,14 +43,13 @@ export async function killNamespace(child: ChildProcess): Promise<void> {
   // Dead when its last thread has exited: the leader shows Z as soon as its own thread has, while
   // the others may still be on their way out, the descriptors shared by all of them still open.
   for (;;) {
-    let stat = '';
+    let lastThread: boolean;
     try {
-      if (readdirSync(`/proc/${init}/task`).length === 1) stat = readFileSync(`/proc/${init}/stat`, 'latin1');
+      lastThread = readdirSync(`/proc/${init}/task`).length === 1;
     } catch {
       return; // gone
     }
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    if (state === 'Z' || state === 'X') return;
+    if (lastThread && processStartTime(init) === null) return; // a zombie, or gone since
     await new Promise((r) => setTimeout(r, 5));
   }
 }
