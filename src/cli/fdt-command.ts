@@ -58,7 +58,7 @@ function dump([file]: string[], out: Out, err: Out): number {
     text = fdt.toDts();
   } catch (e) {
     if (!(e instanceof FdtError)) throw e;
-    err(`pmpool fdt dump: ${file}: ${e.code}: ${e.message}`);
+    reportFdtError('dump', file, e, err);
     return 1;
   }
   out(text.replace(/\n$/, ''));
@@ -163,9 +163,13 @@ function parseFile(file: string, sub: string, err: Out): Fdt | undefined {
     return Fdt.parse(bytes);
   } catch (e) {
     if (!(e instanceof FdtError)) throw e;
-    err(`pmpool fdt ${sub}: ${file}: ${e.code}${e.offset === undefined ? '' : ` at offset ${e.offset}`}: ${e.message}`);
+    reportFdtError(sub, file, e, err);
     return undefined;
   }
+}
+
+function reportFdtError(sub: string, file: string, e: FdtError, err: Out): void {
+  err(`pmpool fdt ${sub}: ${file}: ${e.code}${e.offset === undefined ? '' : ` at offset ${e.offset}`}: ${e.message}`);
 }
 
 /**

@@ -59,8 +59,12 @@ export function computeStats(s: MapState): PersistentMapStats {
   };
 }
 
-/** The problems check() reports (PersistentMap.check lists what is verified), for the map as it is now. */
-export function checkNow(s: MapState): MapCheckReport {
+/**
+ * The problems check() reports (PersistentMap.check lists what is verified), for the map as it is
+ * now; and, for a reader, whether nothing was written while it looked (`quiet`: the count and every
+ * segment's bump pointer as they were). The writer writes nothing while it checks.
+ */
+export function checkNow(s: MapState): { report: MapCheckReport; quiet: boolean } {
   const problems: string[] = [];
   try {
     readFixedHeader(s.root.bytes(0, 128), s.what, TYPE_MAP);
@@ -126,8 +130,8 @@ export function checkNow(s: MapState): MapCheckReport {
       problems.push(`slot ${i}: the key at ${k}:${off} does not hash to the slot's hash`);
     }
   }
-  const unchanged = s.entries() === entriesBefore && (!s.readOnly || segmentBumps(s) === bumpsBefore);
-  if (unchanged && count !== entriesBefore) problems.push(`the table holds ${count} entries, the map counts ${entriesBefore}`);
+  const quiet = s.entries() === entriesBefore && (!s.readOnly || segmentBumps(s) === bumpsBefore);
+  if (quiet && count !== entriesBefore) problems.push(`the table holds ${count} entries, the map counts ${entriesBefore}`);
   if (!s.readOnly) {
     for (const run of s.ownedRuns()) {
       const ok =
@@ -138,12 +142,7 @@ export function checkNow(s: MapState): MapCheckReport {
     }
     if (!bytesEqual(s.pool.uuidBytes, s.root.bytes(32, 16))) problems.push('the header names another pool uuid');
   }
-  return { ok: problems.length === 0, problems };
-}
-
-/** A reader's fingerprint of the writes so far: the entry count, and every segment's bump pointer (each append raises one). */
-export function writesSoFar(s: MapState): string {
-  return `${s.entries()} ${segmentBumps(s)}`;
+  return { report: { ok: problems.length === 0, problems }, quiet };
 }
 
 /** The sum of every published segment's bump pointer (each append raises one). */

@@ -37,7 +37,7 @@ import { checkClientName, checkOpenArguments, poolCall } from './client-header.j
 import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, KIND_MASK, LENGTH_MASK, readLatin1, readUtf8, tooLarge, typedArrayLength, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
 import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
-import { checkNow, computeStats, writesSoFar } from './map-check.js';
+import { checkNow, computeStats } from './map-check.js';
 import { compactPending } from './map-compaction.js';
 import {
   align8,
@@ -647,13 +647,12 @@ export class PersistentMap {
       // during which nothing was written (no restructuring, no append, no count change).
       for (let tries = 0; ; tries++) {
         const seq = fresh(this.s);
-        const before = writesSoFar(this.s);
-        const report = checkNow(this.s);
-        const still = Atomics.load(this.s.hdr, HDR_SEQ) === seq && writesSoFar(this.s) === before;
+        const { report, quiet } = checkNow(this.s);
+        const still = quiet && Atomics.load(this.s.hdr, HDR_SEQ) === seq;
         if (report.ok ? still || tries > 10 : still || tries > 30) return report;
       }
     }
-    return checkNow(this.s);
+    return checkNow(this.s).report;
   }
 }
 

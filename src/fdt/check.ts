@@ -230,7 +230,6 @@ class StructWalk {
   private readonly base: number;
   /** Absolute end of what fdt_offset_ptr lets a read reach. */
   private readonly limit: number;
-  private readonly nameEnds = new Map<number, number>();
   /**
    * The NUL each byte from the strings block on is followed by, once a name's scan has passed it
    * (-1 before). Names may start anywhere in a string (a suffix shared with a longer name): scanned
@@ -361,10 +360,8 @@ class StructWalk {
     this.visitor?.property(at, nameStart, nameEnd, valueStart, len);
   }
 
-  /** fdt_get_string: the NUL ending the string at `nameoff`, cached per offset. */
+  /** fdt_get_string: the NUL ending the string at `nameoff` (each byte scanned once: nulAfter). */
   private stringEnd(nameoff: number, fieldAt: number): number {
-    const cached = this.nameEnds.get(nameoff);
-    if (cached !== undefined) return cached;
     const h = this.h;
     const abs = h.offDtStrings + nameoff;
     // nameoff is a C int in libfdt: 2^31 and above are negative, refused.
@@ -385,7 +382,6 @@ class StructWalk {
     const found = i >= end ? end : this.bytes[i] === 0 ? i : nul[i - from]!;
     for (let j = abs; j < i; j++) nul[j - from] = found;
     if (found >= end) fail('TRUNCATED', `property name at strings offset ${nameoff} has no terminating NUL`, fieldAt);
-    this.nameEnds.set(nameoff, found);
     return found;
   }
 
