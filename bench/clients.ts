@@ -15,14 +15,23 @@
  * table, segments) / entries; the heap growth of a Map built from fresh
  * strings / entries (needs --expose-gc); lmdb's pages in use / entries.
  *
+ * The PersistentMap asks for huge pages under its table and full segments
+ * (docs/clients.md, Speed), collapsed by the addon's thread in the
+ * background during the inserts; the gets start once that work is done (the
+ * wait is reported), as a long-lived map's are. It is measured a second
+ * time on a pool whose windows ask for none (FourKiBRegion), to show what
+ * the huge pages bring.
+ *
  * Also measured: the floor of a get on this machine (benchGetFloor): what
  * every get of a key must do — its hash, its slot, its record, the value
- * made a string, each the map's own way — and nothing else.
+ * made a string, each the map's own way — and nothing else, on huge pages
+ * as the map's.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { PersistentMap, Pool } from '../src/index.js';
+import { FileRegion, PersistentMap, Pool, type Region, type RegionWindow } from '../src/index.js';
+import { native } from '../src/sys/native.js';
 import { readLatin1, Scratch } from '../src/clients/codec.js';
 import { REC_HEADER } from '../src/clients/map-layout.js';
 import { prng as unitPrng } from './alloc.js';
@@ -89,6 +98,59 @@ function opsPerSec(n: number, fn: () => void): number {
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
+/**
+ * A FileRegion whose windows ask for no huge pages: the PersistentMap on 4 KiB pages, as on a
+ * kernel without MADV_COLLAPSE. Everything else is the FileRegion's own.
+ */
+class FourKiBRegion implements Region {
+  private readonly own = new Set<RegionWindow>();
+  constructor(private readonly inner: FileRegion) {}
+  get kind() { return this.inner.kind; }
+  get path() { return this.inner.path; }
+  get size() { return this.inner.size; }
+  get pageSize() { return this.inner.pageSize; }
+  get durable() { return this.inner.durable; }
+  get closed() { return this.inner.closed; }
+  map(offset: number, length: number): RegionWindow {
+    const w = this.inner.map(offset, length);
+    const window: RegionWindow = {
+      region: this,
+      offset: w.offset,
+      length: w.length,
+      buffer: w.buffer,
+      byteOffset: w.byteOffset,
+      get mapped() { return w.mapped; },
+      bytes: () => w.bytes(),
+      flush: (o, l) => w.flush(o, l),
+      advise: (a, o, l) => w.advise(a, o, l),
+      preferHugePages: () => 0,
+      unmap: () => {
+        this.own.delete(window);
+        w.unmap();
+      },
+    };
+    this.own.add(window);
+    return window;
+  }
+  windows(): readonly RegionWindow[] {
+    return [...this.own].filter((w) => w.mapped);
+  }
+  flush(): void {
+    this.inner.flush();
+  }
+  close(): void {
+    this.own.clear();
+    this.inner.close();
+  }
+}
+
+/** Waits for the addon's huge-page thread to finish what it was asked; returns the ms waited. */
+async function hugePagesSettled(): Promise<number> {
+  const t = performance.now();
+  while (native.hugePageWork().pending > 0) await new Promise((r) => setTimeout(r, 5));
+  return performance.now() - t;
+}
+
 interface Side {
   insert: number;
   get: number;
@@ -99,18 +161,26 @@ interface Side {
   batchedInsert?: number;
   /** The PersistentMap's table size after the inserts (the get floor is measured on one as large). */
   tableSlots?: number;
+  /** The PersistentMap: ms waited after the inserts for the huge-page thread, and the extents it collapsed and was refused. */
+  hugePageWaitMs?: number;
+  hugeExtents?: number;
+  hugeRefused?: number;
 }
 
-function benchPersistentMap(d: Data): Side {
+async function benchPersistentMap(d: Data, hugePages: boolean): Promise<Side> {
   const path = `/dev/shm/pmpool-bench-clients-${process.pid}`;
   rmSync(path, { force: true });
-  const pool = Pool.create(path, { size: '2G' });
+  const size = 2 * 1024 ** 3;
+  const pool = hugePages ? Pool.create(path, { size }) : Pool.create(new FourKiBRegion(FileRegion.create(path, { size })), { size });
   try {
     const map = PersistentMap.open(pool, 'bench');
     const { insertKeys, insertValues, getKeys, updateKeys, updateValues, n } = d;
+    const work = native.hugePageWork();
     const insert = opsPerSec(n, () => {
       for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
     });
+    const hugePageWaitMs = await hugePagesSettled();
+    const worked = native.hugePageWork();
     const { bytesPerEntry, tableSlots } = map.stats();
     let sink = 0;
     const get = opsPerSec(n, () => {
@@ -125,7 +195,18 @@ function benchPersistentMap(d: Data): Side {
     if (sink !== 2 * n * VALUE_BYTES || map.size !== n) throw new Error('PersistentMap bench: wrong results');
     const bytesPerEntryAfterUpdate = map.stats().bytesPerEntry;
     map.close();
-    return { insert, get, update, getAfterUpdate, bytesPerEntry, bytesPerEntryAfterUpdate, tableSlots };
+    return {
+      insert,
+      get,
+      update,
+      getAfterUpdate,
+      bytesPerEntry,
+      bytesPerEntryAfterUpdate,
+      tableSlots,
+      hugePageWaitMs,
+      hugeExtents: worked.collapsed - work.collapsed,
+      hugeRefused: worked.refused - work.refused,
+    };
   } finally {
     pool.close();
     rmSync(path, { force: true });
@@ -181,7 +262,7 @@ function benchJsMap(d: Data): Side {
  *           allows, not what a get can reach.
  * Each is the best of three passes.
  */
-function benchGetFloor(d: Data, tableSlots: number): { keyed: number; memory: number } {
+async function benchGetFloor(d: Data, tableSlots: number): Promise<{ keyed: number; memory: number }> {
   const path = `/dev/shm/pmpool-bench-floor-${process.pid}`;
   rmSync(path, { force: true });
   const pool = Pool.create(path, { size: '1G' });
@@ -189,8 +270,12 @@ function benchGetFloor(d: Data, tableSlots: number): { keyed: number; memory: nu
     const { n, insertKeys, getKeys } = d;
     const RECORD = 128;
     const mask = tableSlots - 1;
-    const table = new Uint32Array(pool.alloc(Math.ceil((tableSlots * 8) / pool.pageSize)).bytes().buffer, 0, tableSlots * 2);
-    const recordBytes = pool.alloc(Math.ceil((n * RECORD) / pool.pageSize)).bytes();
+    // On huge pages, as the map's table and segments are: runs on 2 MiB boundaries, collapsed once written.
+    const extentPages = (2 * 1024 * 1024) / pool.pageSize;
+    const tableRun = pool.alloc(Math.ceil((tableSlots * 8) / pool.pageSize), { align: extentPages });
+    const recordRun = pool.alloc(Math.ceil((n * RECORD) / pool.pageSize), { align: extentPages });
+    const table = new Uint32Array(tableRun.bytes().buffer, 0, tableSlots * 2);
+    const recordBytes = recordRun.bytes();
     const records = Buffer.from(recordBytes.buffer, recordBytes.byteOffset, recordBytes.byteLength);
     records.fill(97);
     const scratch = new Scratch();
@@ -204,6 +289,9 @@ function benchGetFloor(d: Data, tableSlots: number): { keyed: number; memory: nu
       table[2 * slot] = place[i]! * RECORD + RECORD; // never 0: 0 is an empty slot
       table[2 * slot + 1] = h;
     }
+    tableRun.preferHugePages();
+    recordRun.preferHugePages();
+    await hugePagesSettled();
     /** The slot of `key`: its hash, then the first slot from there holding that hash (taken as the key). */
     const slotOf = (key: string): number => {
       const h = scratch.encodeKey(key, KEY_BYTES, seed);
@@ -315,13 +403,15 @@ export async function benchClients(options: { entries?: number; print?: boolean 
   const print = options.print ?? false;
   const data = makeData(n);
   gc?.();
-  const ours = benchPersistentMap(data);
+  const ours = await benchPersistentMap(data, true);
+  gc?.();
+  const ours4k = await benchPersistentMap(data, false);
   gc?.();
   const js = benchJsMap(data);
   gc?.();
   const lmdb = await benchLmdb(data);
   gc?.();
-  const getFloor = benchGetFloor(data, ours.tableSlots!);
+  const getFloor = await benchGetFloor(data, ours.tableSlots!);
   const result: Record<string, number> = {
     entries: n,
     key_bytes: KEY_BYTES,
@@ -330,6 +420,13 @@ export async function benchClients(options: { entries?: number; print?: boolean 
     pmap_get_ops_per_s: Math.round(ours.get),
     pmap_update_ops_per_s: Math.round(ours.update),
     pmap_get_after_update_ops_per_s: Math.round(ours.getAfterUpdate),
+    pmap_huge_extents: ours.hugeExtents!,
+    pmap_huge_refused: ours.hugeRefused!,
+    pmap_huge_wait_ms: Math.round(ours.hugePageWaitMs!),
+    pmap4k_set_ops_per_s: Math.round(ours4k.insert),
+    pmap4k_get_ops_per_s: Math.round(ours4k.get),
+    pmap4k_update_ops_per_s: Math.round(ours4k.update),
+    pmap4k_get_after_update_ops_per_s: Math.round(ours4k.getAfterUpdate),
     get_floor_keyed_ops_per_s: Math.round(getFloor.keyed),
     get_floor_memory_ops_per_s: Math.round(getFloor.memory),
     pmap_get_vs_keyed_floor: Math.round((ours.get / getFloor.keyed) * 1000) / 1000,
@@ -360,18 +457,22 @@ export async function benchClients(options: { entries?: number; print?: boolean 
     const b = (x: number) => (Number.isFinite(x) ? `${Math.round(x)} (+${Math.round(x - KEY_BYTES - VALUE_BYTES)})` : 'n/a (run with --expose-gc)');
     const l = typeof lmdb === 'string' ? null : lmdb;
     const rows = [
-      ['', 'PersistentMap', 'JS Map', 'lmdb-js (noSync)'],
-      ['set, insert', m(ours.insert), m(js.insert), l ? `${m(l.insert)} (async batched: ${m(l.batchedInsert!)})` : lmdb as string],
-      ['get', m(ours.get), m(js.get), l ? m(l.get) : '-'],
-      ['set, update', m(ours.update), m(js.update), l ? m(l.update) : '-'],
-      ['get, after update', m(ours.getAfterUpdate), m(js.getAfterUpdate), l ? m(l.getAfterUpdate) : '-'],
-      ['bytes/entry (+overhead)', b(ours.bytesPerEntry), b(js.bytesPerEntry), l ? b(l.bytesPerEntry) : '-'],
-      ['bytes/entry after update', b(ours.bytesPerEntryAfterUpdate), b(js.bytesPerEntryAfterUpdate), l ? b(l.bytesPerEntryAfterUpdate) : '-'],
+      ['', 'PersistentMap', 'PersistentMap, 4 KiB pages', 'JS Map', 'lmdb-js (noSync)'],
+      ['set, insert', m(ours.insert), m(ours4k.insert), m(js.insert), l ? `${m(l.insert)} (async batched: ${m(l.batchedInsert!)})` : lmdb as string],
+      ['get', m(ours.get), m(ours4k.get), m(js.get), l ? m(l.get) : '-'],
+      ['set, update', m(ours.update), m(ours4k.update), m(js.update), l ? m(l.update) : '-'],
+      ['get, after update', m(ours.getAfterUpdate), m(ours4k.getAfterUpdate), m(js.getAfterUpdate), l ? m(l.getAfterUpdate) : '-'],
+      ['bytes/entry (+overhead)', b(ours.bytesPerEntry), b(ours4k.bytesPerEntry), b(js.bytesPerEntry), l ? b(l.bytesPerEntry) : '-'],
+      ['bytes/entry after update', b(ours.bytesPerEntryAfterUpdate), b(ours4k.bytesPerEntryAfterUpdate), b(js.bytesPerEntryAfterUpdate), l ? b(l.bytesPerEntryAfterUpdate) : '-'],
     ];
     const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
     console.log(`clients: ${n.toLocaleString('en')} entries, ${KEY_BYTES}-byte keys, ${VALUE_BYTES}-byte values, random order; one process`);
     for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
     console.log('(PersistentMap: pool on /dev/shm, every set crash-atomic; bytes/entry: pool pages held, incl. table and garbage not yet compacted)');
+    console.log(
+      `(huge pages: ${ours.hugeExtents} extents of 2 MiB collapsed in the background during the inserts, ${ours.hugeRefused} refused; the gets waited ${Math.round(ours.hugePageWaitMs!)} ms more for them. ` +
+        `4 KiB pages: the same map on a pool whose windows ask for none)`,
+    );
     console.log(
       `get floor, keyed (hash the key, its slot, its record, the value as a string; nothing else): ${m(getFloor.keyed)}; PersistentMap get = ${(ours.get / getFloor.keyed).toFixed(2)}x of it`,
     );

@@ -421,6 +421,42 @@ describe("the addon's flock", () => {
   });
 });
 
+describe("the addon's flags and errors", () => {
+  test('a flag is a boolean and nothing else: 1 for true would map read-only what was asked writable, or the reverse', () => {
+    const { path, cleanup } = shmPath('addon-flags');
+    const fd = native.open(path, true, true, false, 0o600);
+    try {
+      native.ftruncate(fd, PAGE);
+      for (const flag of [1, 0, 'yes', undefined, null, {}]) {
+        assert.throws(() => native.mmap(fd, 0, PAGE, flag as unknown as boolean, false), (e: unknown) => e instanceof TypeError && /writable must be a boolean/.test((e as Error).message), shown(flag));
+        assert.throws(() => native.open(path, false, false, flag as unknown as boolean, 0), (e: unknown) => e instanceof TypeError && /readOnly must be a boolean/.test((e as Error).message), shown(flag));
+        assert.throws(() => native.flock(fd, FLOCK_SHARED, flag as unknown as boolean), TypeError, shown(flag));
+        assert.throws(() => native.claimExec(flag as unknown as boolean), TypeError, shown(flag));
+      }
+    } finally {
+      native.close(fd);
+      cleanup();
+    }
+  });
+
+  test('an errno is named by its own name, whichever it is', () => {
+    // ESPIPE: fallocate on a pipe. Not one of the handful the addon once named; they got "EUNKNOWN".
+    const { dir, cleanup } = tempDir('pmpool-errno-');
+    try {
+      const fifo = join(dir, 'fifo');
+      execFileSync('mkfifo', [fifo]);
+      const fd = openSync(fifo, 'r+');
+      try {
+        assert.throws(() => native.fallocate(fd, 0, PAGE, false), (e: NodeJS.ErrnoException) => e.code === 'ESPIPE' && e.errno === -29 && /ESPIPE/.test(e.message));
+      } finally {
+        closeSync(fd);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+});
+
 describe("the addon's execve refuses what it cannot pass, and this program keeps running", () => {
   // A file that does not exist: a call the addon wrongly lets through fails there (ENOENT) instead
   // of replacing the test runner.

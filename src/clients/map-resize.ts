@@ -12,7 +12,7 @@ import { poolCall } from './client-header.js';
 import { ClientError } from './errors.js';
 import { HDR_ACTIVE, HDR_COUNT, MAX_TABLE_LOG2, NO_U32, u32View } from './map-layout.js';
 import { fault } from './map-runtime.js';
-import { dropSegment } from './map-space.js';
+import { dropSegment, newRun } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { rehash, writeDescriptor } from './map-table.js';
 
@@ -22,7 +22,7 @@ export function resize(s: MapState, log2: number): void {
   const cap = 2 ** log2;
   const seq = (s.tableSeq + 1) >>> 0;
   const pages = Math.ceil((cap * 8) / s.pageSize);
-  const run = poolCall(() => s.pool.alloc(pages, { name: `${s.name}/t${seq}`, owner: s.owner }), `${s.what}: a table of ${pages} pages`);
+  const run = newRun(s, pages, `${s.name}/t${seq}`, `${s.what}: a table of ${pages} pages`);
   const d = 1 - s.activeDesc;
   let slots: Uint32Array;
   try {
@@ -33,6 +33,7 @@ export function resize(s: MapState, log2: number): void {
     slots.fill(0);
     if (!rehash(s.slots, s.cap, slots, cap - 1)) throw new ClientError('CORRUPT', `${s.what}: its table holds more than the ${s.count} entries it counts`);
     writeDescriptor(s.hdr, d, run.pfn, log2, seq, s.mapId);
+    run.preferHugePages(); // written whole: its extents can be copied into huge pages now (newRun)
     fault('resize:built');
   } catch (e) {
     if (e instanceof PmpoolError) s.release(run, `${s.what}: releasing the unused table`);

@@ -34,6 +34,31 @@ import type { MapState } from './map-state.js';
 /** Emptied segments a writer keeps for reuse. */
 const MAX_SPARES = 1;
 
+/** A PMD's span: the unit of a huge page under a run (Allocation.preferHugePages). */
+const HUGE_EXTENT_BYTES = 2 * 1024 * 1024;
+
+/**
+ * A fresh run of `pages` for the map's table or a segment. Both are read at random, and a
+ * million-entry map spans tens of thousands of 4 KiB pages, far past the TLB: once written, each is
+ * asked to be huge pages (Allocation.preferHugePages; a table once rehashed into, a segment once
+ * full — a collapse copies the extent, and a write to it waits for the copy). A run of 2 MiB or more
+ * starts on a 2 MiB boundary where the pool has one free, else anywhere, so that its whole extents
+ * are as many as can be.
+ */
+export function newRun(s: MapState, pages: number, name: string, what: string): Allocation {
+  const extentPages = HUGE_EXTENT_BYTES / s.pageSize;
+  let run: Allocation | undefined;
+  if (Number.isInteger(extentPages) && pages >= extentPages) {
+    try {
+      run = poolCall(() => s.pool.alloc(pages, { name, owner: s.owner, align: extentPages }), what);
+    } catch (e) {
+      if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+    }
+  }
+  run ??= poolCall(() => s.pool.alloc(pages, { name, owner: s.owner }), what);
+  return run;
+}
+
 /** A segment with `bytes` free at its bump pointer. Throws NO_SPACE before anything changes. */
 export function reserve(s: MapState, bytes: number): number {
   if (bytes > DEDICATED_MIN) return newSegment(s, bytes, true);
@@ -46,10 +71,14 @@ export function reserve(s: MapState, bytes: number): number {
   return k;
 }
 
-/** The active segment is full: it becomes a compaction candidate like any other. */
+/**
+ * The active segment is full: it becomes a compaction candidate like any other, and one that stays
+ * is asked to be huge pages (newRun).
+ */
 function retire(s: MapState, k: number): void {
   if (s.segLive[k] === 0) emptied(s, k);
   else if (sparse(s, k)) queue(s, k);
+  else s.segRun[k]?.preferHugePages();
 }
 
 /**
@@ -111,7 +140,7 @@ function newSegment(s: MapState, bytes: number, dedicated: boolean): number {
   let run: Allocation;
   for (;;) {
     try {
-      run = poolCall(() => s.pool.alloc(pages, { name: `${s.name}/s${k}`, owner: s.owner }), `${s.what}: a new segment of ${pages} pages`);
+      run = newRun(s, pages, `${s.name}/s${k}`, `${s.what}: a new segment of ${pages} pages`);
       break;
     } catch (e) {
       if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;

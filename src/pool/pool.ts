@@ -887,6 +887,24 @@ export class Pool {
     }
   }
 
+  /**
+   * @internal Allocation.preferHugePages(): asks for huge pages under the whole 2 MiB extents of
+   * `[byteOffset, +length)`, through the chunk windows view() hands out (so the views already out
+   * gain too); returns the bytes asked for (RegionWindow.preferHugePages).
+   */
+  preferHugePages(byteOffset: number, length: number): number {
+    this.live();
+    let asked = 0;
+    for (let at = byteOffset, end = byteOffset + length; at < end; ) {
+      const chunk = Math.floor(at / CHUNK_BYTES);
+      const w = this.chunkWindow(chunk);
+      const upTo = Math.min(end, w.offset + w.length);
+      asked += w.preferHugePages(at - w.offset, upTo - at);
+      at = upTo;
+    }
+    return asked;
+  }
+
   private chunkWindow(chunk: number): RegionWindow {
     let w = this.chunks.get(chunk);
     if (!w || !w.mapped) {

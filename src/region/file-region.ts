@@ -170,6 +170,18 @@ class FileWindow implements RegionWindow {
       wrapSystemError(e, this.region.path);
     }
   }
+  preferHugePages(offset = 0, length = this.length - offset): number {
+    checkWindowRange(this, offset, length);
+    // tmpfs alone: its pages can be collapsed whatever its huge= option. A writable mapping of a disk
+    // file cannot be (the kernel collapses read-only file pages only), and hugetlbfs and DAX pages
+    // are huge already.
+    if (!this.live || this.region.kind !== 'shm') return 0;
+    try {
+      return native.preferHugePages(this.buffer, this.byteOffset + offset, length);
+    } catch (e) {
+      wrapSystemError(e, this.region.path);
+    }
+  }
   unmap(): void {
     if (!this.live) return;
     this.live = false;
@@ -299,7 +311,8 @@ export class FileRegion implements Region {
     }
     let buffer: ArrayBuffer;
     try {
-      buffer = native.mmap(this.fd, mappedFrom, mappedEnd - mappedFrom, !this.readOnly);
+      // On tmpfs, windows are placed so that their 2 MiB extents can be huge pages (preferHugePages).
+      buffer = native.mmap(this.fd, mappedFrom, mappedEnd - mappedFrom, !this.readOnly, this.kind === 'shm');
     } catch (e) {
       wrapSystemError(e, this.path);
     }

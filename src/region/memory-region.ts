@@ -35,6 +35,11 @@ class MemoryWindow implements RegionWindow {
     checkAdvice(advice, null);
     checkWindowRange(this, offset, length);
   }
+  // A SharedArrayBuffer is V8's memory: nothing to ask of it.
+  preferHugePages(offset = 0, length = this.length - offset): number {
+    checkWindowRange(this, offset, length);
+    return 0;
+  }
   unmap(): void {
     this.live = false;
   }

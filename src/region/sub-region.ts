@@ -35,6 +35,9 @@ class SubWindow implements RegionWindow {
   advise(advice: WindowAdvice, offset?: number, length?: number): void {
     this.inner.advise(advice, offset, length);
   }
+  preferHugePages(offset?: number, length?: number): number {
+    return this.inner.preferHugePages(offset, length);
+  }
   unmap(): void {
     this.inner.unmap();
     this.region.forget(this);

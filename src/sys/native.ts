@@ -61,7 +61,11 @@ export interface NativeAddon {
   markRelease(fd: number, offset: number): void;
   /** True when a description other than fd's holds a lock on byte `offset` (F_OFD_GETLK). */
   markHeld(fd: number, offset: number): boolean;
-  mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  /**
+   * A shared mapping of `[offset, +length)` of fd. `extentAligned`: at an address congruent to the
+   * offset modulo 2 MiB when the window spans one (tmpfs: its extents can then be PMD-mapped).
+   */
+  mmap(fd: number, offset: number, length: number, writable: boolean, extentAligned: boolean): ArrayBuffer;
   /** A private, read-only copy of a whole regular file (the bundle loader's reads); munmap() releases it. */
   loadFile(path: string): ArrayBuffer;
   /**
@@ -78,6 +82,13 @@ export interface NativeAddon {
   msync(buffer: ArrayBuffer, offset: number, length: number, synchronous: boolean): void;
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: MadviseAdvice): void;
   mappings(): { count: number; bytes: number };
+  /**
+   * Queues the whole 2 MiB extents (by address) of `[offset, +length)` of a mapping to be collapsed
+   * into huge pages (MADV_COLLAPSE) by the addon's background thread; returns the bytes queued.
+   */
+  preferHugePages(buffer: ArrayBuffer, offset: number, length: number): number;
+  /** Extents of 2 MiB queued and not yet done, collapsed, and refused by the kernel, over the process's life. */
+  hugePageWork(): { pending: number; collapsed: number; refused: number };
   /**
    * Claims (true) the right to replace the program for this thread, or hands it back (false).
    * True when this thread holds it; false when another thread of this process does (its exec is
