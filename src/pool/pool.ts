@@ -16,7 +16,6 @@
  * directory capacity) when that is free; only records elsewhere are entered
  * in the pfn index (docs/abi.md, "Home slots").
  */
-import { rmSync } from 'node:fs';
 import { randomBytes } from '../sys/random.js';
 import { BitmapAllocator, BitmapStateError } from '../alloc/index.js';
 import { FileRegion, RegionError, SubRegion, parseSize, type Region, type RegionWindow } from '../region/index.js';
@@ -166,9 +165,9 @@ export class Pool {
     try {
       return Pool.format(region, geometry, true, { lockTimeoutMs: options.lockTimeoutMs }, false);
     } catch (e) {
-      region.close();
-      // The file is ours (created O_EXCL a moment ago) and holds no pool: do not leave it in the way.
-      rmSync(target, { force: true });
+      // The file is ours (created O_EXCL a moment ago) and holds no pool: do not leave it in the way
+      // (unless another file was renamed over the path meanwhile: that one is not ours to remove).
+      region.closeAndRemove();
       throw e;
     }
   }
@@ -917,6 +916,9 @@ export class Pool {
 
   private live(): PoolParts {
     if (this.parts === null) throw new PoolError('CLOSED', 'the pool is closed');
+    // A Region handed to Pool.create/open and closed by its maker under the pool: its windows are
+    // unmapped, and every store would be a TypeError on a detached buffer.
+    if (this.region.closed) throw new PoolError('CLOSED', 'the pool\'s region was closed under it; close the pool');
     return this.parts;
   }
 

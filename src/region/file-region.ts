@@ -6,7 +6,7 @@
  * Every refusal happens before anything is written: a file we did not create
  * is never truncated, extended or unlinked by a failed open.
  */
-import { readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { lstatSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import { checkModeOption } from '../util/options.js';
 import {
   FLOCK_EXCLUSIVE,
@@ -22,6 +22,7 @@ import {
   checkSize,
   checkWindow,
   checkWindowRange,
+  holdWhileBufferLives,
   LiveWindows,
   LIVENESS_MARKS,
   MAX_WINDOW_BYTES,
@@ -228,8 +229,9 @@ export class FileRegion implements Region {
       wrapSystemError(e, path);
     }
     let lockFd = -1;
+    let stat: NativeStat | undefined;
     try {
-      const stat = native.fstat(fd);
+      stat = native.fstat(fd);
       const backing = identifyBacking(stat, path);
       if (backing.kind === 'devdax') throw new RegionError('NOT_REGULAR', `${path}: a DAX device cannot be created`, path);
       checkSize(options.size, backing.pageSize, path);
@@ -244,12 +246,9 @@ export class FileRegion implements Region {
     } catch (e) {
       if (lockFd >= 0) native.close(lockFd);
       native.close(fd);
-      // We created this file a moment ago: take it away again rather than leave a half-made region.
-      try {
-        unlinkSync(path);
-      } catch {
-        /* already gone */
-      }
+      // We created this file a moment ago: take it away again rather than leave a half-made region —
+      // unless the path names another file by now (lockDescription's BUSY: one renamed over it).
+      if (stat !== undefined) unlinkIfSame(path, stat);
       throw e;
     }
   }
@@ -309,6 +308,20 @@ export class FileRegion implements Region {
         this.path,
       );
     }
+    // A file cut short by another process since it was opened: a window past its end would be a
+    // SIGBUS at the first touch. Pages already mapped when it shrank are docs/abi.md's to warn of;
+    // a window mapped now can still be refused.
+    if (this.kind !== 'devdax') {
+      let now: number;
+      try {
+        now = native.fstat(this.fd).size;
+      } catch (e) {
+        wrapSystemError(e, this.path);
+      }
+      if (now < mappedEnd) {
+        throw new RegionError('TOO_LARGE', `${this.path} is ${now} bytes now, cut short under the region's ${this.size}: bytes to ${mappedEnd} cannot be mapped`, this.path);
+      }
+    }
     let buffer: ArrayBuffer;
     try {
       // On tmpfs, windows are placed so that their 2 MiB extents can be huge pages (preferHugePages).
@@ -318,6 +331,7 @@ export class FileRegion implements Region {
     }
     const window = new FileWindow(this, offset, length, buffer, mappedFrom);
     this.live.add(window);
+    holdWhileBufferLives(window);
     return window;
   }
 
@@ -362,6 +376,18 @@ export class FileRegion implements Region {
     }
   }
 
+  /**
+   * Closes the region and removes its file, if the path still names the file it opened: what a
+   * maker does with a region it has just created and cannot use (Pool.create over a failed format).
+   * A file that was renamed over the path meanwhile is another's, and stays.
+   */
+  closeAndRemove(): void {
+    if (this.fd < 0) return;
+    const own = native.fstat(this.fd);
+    this.close();
+    unlinkIfSame(this.path, own);
+  }
+
   close(): void {
     if (this.fd < 0) return;
     for (const w of this.windows()) w.unmap();
@@ -381,6 +407,16 @@ export class FileRegion implements Region {
       }
     }
     if (failure !== undefined) wrapSystemError(failure, this.path);
+  }
+}
+
+/** Removes `path` if it still names the file `own` describes (device and inode); anything else there stays. */
+function unlinkIfSame(path: string, own: NativeStat): void {
+  try {
+    const now = lstatSync(path);
+    if (now.dev === own.dev && now.ino === own.ino) unlinkSync(path);
+  } catch {
+    /* already gone */
   }
 }
 

@@ -59,7 +59,12 @@ export class MemoryRegion implements Region {
   constructor(sizeOrBuffer: number | SharedArrayBuffer) {
     if (typeof sizeOrBuffer === 'number') {
       this.size = checkSize(sizeOrBuffer, SYSTEM_PAGE_SIZE, null);
-      this.buffer = new SharedArrayBuffer(this.size);
+      try {
+        this.buffer = new SharedArrayBuffer(this.size);
+      } catch (e) {
+        // V8's RangeError ("Array buffer allocation failed"): more than this process may have.
+        throw new RegionError('TOO_LARGE', `a MemoryRegion of ${this.size} bytes cannot be allocated: ${(e as Error).message}`, null, { cause: e });
+      }
     } else {
       if (!(sizeOrBuffer instanceof SharedArrayBuffer)) {
         throw new RegionError('BAD_ARGUMENT', `MemoryRegion needs a size in bytes or a SharedArrayBuffer, got ${describeValue(sizeOrBuffer)}`, null);

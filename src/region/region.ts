@@ -151,6 +151,21 @@ export class LiveWindows<W extends RegionWindow> {
   }
 }
 
+/**
+ * Windows kept alive by their buffers. A view of a window's memory (`bytes()`, a typed array over
+ * `buffer`) holds the buffer, never the window object; a window collected while its views lived on
+ * would be gone from its region's LiveWindows, and close() would leave its mapping in place,
+ * writable, after the region's lock was released. Held here, a window lives as long as any view
+ * of its memory — and no longer: once the buffer is unreachable, so is the window, and the addon's
+ * finalizer unmaps it.
+ */
+const heldByBuffer = new WeakMap<object, RegionWindow[]>();
+export function holdWhileBufferLives(window: RegionWindow): void {
+  const held = heldByBuffer.get(window.buffer);
+  if (held) held.push(window);
+  else heldByBuffer.set(window.buffer, [window]);
+}
+
 /** Node 20 refuses external ArrayBuffers larger than 4 GiB. */
 export const MAX_WINDOW_BYTES = 4 * 1024 ** 3;
 
@@ -223,9 +238,10 @@ export function regionOptions<T extends object>(
   return options;
 }
 
-/** A path argument: a non-empty string. */
+/** A path argument: a non-empty string with no NUL (which no system call takes). */
 export function checkPath(path: unknown, what: string): asserts path is string {
   if (typeof path !== 'string' || path.length === 0) {
     throw new RegionError('BAD_ARGUMENT', `${what} needs a path, got ${describeValue(path)}`, null);
   }
+  if (path.includes('\0')) throw new RegionError('BAD_ARGUMENT', `${what}: a path cannot hold a NUL character, got ${JSON.stringify(path)}`, null);
 }

@@ -4,26 +4,31 @@
  * region"). Windows map through to the parent; closing the slice leaves the
  * parent open.
  */
-import { checkSize, checkWindow, LiveWindows, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
+import { checkSize, checkWindow, holdWhileBufferLives, LiveWindows, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
 import { describeValue } from '../util/options.js';
 
+/**
+ * A window of a slice: the parent's window, under the slice's offset. Its fields are copied, and
+ * its state is its own and its region's, so that nothing is a walk up the chain of parents: a
+ * sub-pool's sub-pool's window answers as fast as a pool's.
+ */
 class SubWindow implements RegionWindow {
+  readonly length: number;
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  readonly byteOffset: number;
+  private unmapped = false;
   constructor(
     readonly region: SubRegion,
     private readonly inner: RegionWindow,
     readonly offset: number,
-  ) {}
-  get length(): number {
-    return this.inner.length;
+  ) {
+    this.length = inner.length;
+    this.buffer = inner.buffer;
+    this.byteOffset = inner.byteOffset;
   }
-  get buffer(): ArrayBuffer | SharedArrayBuffer {
-    return this.inner.buffer;
-  }
-  get byteOffset(): number {
-    return this.inner.byteOffset;
-  }
+  /** The inner window is this one's alone: it is unmapped only through here, or by the close of a region above, which closes this one's. */
   get mapped(): boolean {
-    return this.inner.mapped && !this.region.closed;
+    return !this.unmapped && !this.region.closed;
   }
   bytes(): Uint8Array {
     if (!this.mapped) throw new RegionError('CLOSED', 'window is unmapped', this.region.path);
@@ -39,6 +44,7 @@ class SubWindow implements RegionWindow {
     return this.inner.preferHugePages(offset, length);
   }
   unmap(): void {
+    this.unmapped = true;
     this.inner.unmap();
     this.region.forget(this);
   }
@@ -46,6 +52,10 @@ class SubWindow implements RegionWindow {
 
 export class SubRegion implements Region {
   private isClosed = false;
+  /** The first region up the chain that is not a slice: its `closed` answers for every slice of it. */
+  private readonly root: Region;
+  /** Slices of this one, open: closed with it, so that `closed` never walks the chain. */
+  private readonly slices = new Set<SubRegion>();
   /* Weakly, as a FileRegion holds its own: a window held here would keep the parent's window,
      and so its mapping, alive until the slice is closed. */
   private readonly live = new LiveWindows<SubWindow>();
@@ -63,6 +73,13 @@ export class SubRegion implements Region {
     if (!Number.isSafeInteger(base) || base < 0 || base % parent.pageSize !== 0 || base + size > parent.size) {
       throw new RegionError('BAD_RANGE', `slice [${base}, +${size}) does not fit the parent region`, parent.path);
     }
+    if (parent instanceof SubRegion) {
+      this.root = parent.root;
+      if (parent.closed) this.isClosed = true;
+      else parent.slices.add(this);
+    } else {
+      this.root = parent;
+    }
   }
 
   get kind(): RegionKind {
@@ -77,14 +94,19 @@ export class SubRegion implements Region {
   get durable(): boolean {
     return this.parent.durable;
   }
+  /** The parent's: a pool refuses a read-only region, where a store would be a SIGSEGV. */
+  get readOnly(): boolean | undefined {
+    return this.parent.readOnly;
+  }
   get closed(): boolean {
-    return this.isClosed || this.parent.closed;
+    return this.isClosed || this.root.closed;
   }
 
   map(offset: number, length: number): RegionWindow {
     checkWindow(this, offset, length);
     const w = new SubWindow(this, this.parent.map(this.base + offset, length), offset);
     this.live.add(w);
+    holdWhileBufferLives(w);
     return w;
   }
 
@@ -114,7 +136,9 @@ export class SubRegion implements Region {
 
   close(): void {
     if (this.isClosed) return;
+    for (const slice of this.slices) slice.close();
     for (const w of this.live.mapped()) w.unmap();
     this.isClosed = true;
+    if (this.parent instanceof SubRegion) this.parent.slices.delete(this);
   }
 }
