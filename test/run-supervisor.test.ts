@@ -54,7 +54,9 @@ test('pmpool run: stopped by SIGTERM or SIGINT, it exits with the status the sig
   for (const [signal, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
     const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--', process.execPath, '-e', 'setInterval(() => {}, 1000); console.log("up")'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
+    let stderr = '';
     supervisor.stdout.on('data', (d) => (stdout += d));
+    supervisor.stderr.on('data', (d) => (stderr += d));
     try {
       for (let i = 0; i < 600 && !stdout.includes('up\n'); i++) await new Promise((r) => setTimeout(r, 50));
       assert.ok(stdout.includes('up\n'), stdout);
@@ -64,7 +66,7 @@ test('pmpool run: stopped by SIGTERM or SIGINT, it exits with the status the sig
     } finally {
       if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
       // The program, should the test have failed before the signal ended it.
-      const pid = /started \S+ as pid (\d+)/.exec(stdout)?.[1];
+      const pid = /started \S+ as pid (\d+)/.exec(stderr)?.[1];
       if (pid !== undefined) {
         try {
           process.kill(Number(pid), 'SIGKILL');
@@ -110,5 +112,24 @@ test('pmpool run: a program with no SIGHUP handler dies of an upgrade, and is st
   } finally {
     if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
     cleanup();
+  }
+});
+
+test('pmpool run: the program\'s stdout is its own output, byte for byte; the supervisor speaks on stderr', async () => {
+  // A program whose stdout is data (JSON read by the next program of a pipeline).
+  const program = 'process.stdout.write(JSON.stringify({ pid: process.pid }) + "\\n")';
+  const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--', process.execPath, '-e', program], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  supervisor.stdout.on('data', (d) => (stdout += d));
+  supervisor.stderr.on('data', (d) => (stderr += d));
+  try {
+    const code = await new Promise<number | null>((resolve) => supervisor.on('close', (c) => resolve(c)));
+    assert.equal(code, 0, stderr);
+    const own = /^\{"pid":(\d+)\}\n$/.exec(stdout);
+    assert.ok(own, `stdout holds nothing but the program's own line: ${JSON.stringify(stdout)}`);
+    assert.match(stderr, new RegExp(`^pmpool run: started \\S+ as pid ${own[1]}$`, 'm'));
+  } finally {
+    if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
   }
 });

@@ -69,7 +69,7 @@ function checkExistingPool(path: string, size: number): void {
   if (actual !== size) throw new PoolError('BAD_ARGUMENT', `--pool ${path}:${size}: the pool there is ${actual} bytes`);
 }
 
-export function runCommand(args: string[], out: Out, err: Out): Promise<number> {
+export function runCommand(args: string[], _out: Out, err: Out): Promise<number> {
   const { pool, command } = parseRunArgs(args);
   const created = pool !== undefined && !existsSync(pool.path);
   if (created) Pool.create(pool.path, { size: pool.size }).close();
@@ -87,8 +87,9 @@ export function runCommand(args: string[], out: Out, err: Out): Promise<number> 
     function start() {
       const c = spawn(command[0]!, argv, { stdio: 'inherit' });
       upgradeAskedAt = 0;
-      // No pid: the program could not be started (the 'error' below says why).
-      if (c.pid !== undefined) out(`pmpool run: started ${command[0]} as pid ${c.pid}`);
+      // No pid: the program could not be started (the 'error' below says why). On stderr, as
+      // every word of the supervisor's: the program's stdout is its own (JSON, a pipe's data).
+      if (c.pid !== undefined) err(`pmpool run: started ${command[0]} as pid ${c.pid}`);
       c.on('error', (e) => {
         err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
         // A pool made for a program that never ran is not left behind.
