@@ -51,7 +51,8 @@ if (report !== undefined) {
 
 interface DemoRun {
   demo: ReturnType<typeof spawn>;
-  pool: string;
+  /** The files in /dev/shm named as this demo's pools are: /dev/shm/pmpool-demo-<pid>-<random>. */
+  pools: () => string[];
   mark: string;
   stdout: () => string;
   stderr: () => string;
@@ -68,9 +69,10 @@ function startDemo(action: string, entries = 20_000): DemoRun {
   const demo = spawn(process.execPath, [CLI_PATH, 'demo', '--entries', String(entries)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: '/', // the demo finds its service and the package from where it is installed, not from here
-    env: { ...process.env, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, PMPOOL_DEMO_TEST: action, PMPOOL_DEMO_TEST_MARK: mark, PMPOOL_DEMO_TEST_ENTRY: PACKAGE_ENTRY },
+    // TMPDIR: the demo's own directory (report, blob) inside the test's, gone with it even when the demo is killed.
+    env: { ...process.env, TMPDIR: dir, NODE_OPTIONS: `--import=${pathToFileURL(preload).href}`, PMPOOL_DEMO_TEST: action, PMPOOL_DEMO_TEST_MARK: mark, PMPOOL_DEMO_TEST_ENTRY: PACKAGE_ENTRY },
   });
-  const pool = `/dev/shm/pmpool-demo-${demo.pid}`;
+  const pools = () => demoPools(demo.pid!);
   let stdout = '';
   let stderr = '';
   demo.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -78,27 +80,34 @@ function startDemo(action: string, entries = 20_000): DemoRun {
   const ended = once(demo, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   return {
     demo,
-    pool,
+    pools,
     mark,
     stdout: () => stdout,
     stderr: () => stderr,
     exit: (ms) => Promise.race([ended, new Promise<undefined>((r) => setTimeout(() => r(undefined), ms).unref())]),
     cleanup: () => {
       demo.kill('SIGKILL');
-      for (const pid of servicePids(pool)) process.kill(pid, 'SIGKILL');
-      rmSync(pool, { force: true });
+      for (const pid of servicePids(demo.pid!)) process.kill(pid, 'SIGKILL');
+      for (const pool of pools()) rmSync(pool, { force: true });
       removeDir();
     },
   };
 }
 
-/** The processes started with `pool` on their command line (the demo's service, in any life). */
-function servicePids(pool: string): number[] {
+function demoPools(demoPid: number): string[] {
+  return readdirSync('/dev/shm')
+    .filter((name) => name.startsWith(`pmpool-demo-${demoPid}-`))
+    .map((name) => join('/dev/shm', name));
+}
+
+/** The processes started with a pool of the demo `demoPid` on their command line (its service, in any life). */
+function servicePids(demoPid: number): number[] {
   return readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .filter((d) => {
       try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(`--pmpool=${pool},256M`);
+        const flag = new RegExp(`^--pmpool=/dev/shm/pmpool-demo-${demoPid}[-,]`);
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').some((a) => flag.test(a));
       } catch {
         return false; // gone meanwhile
       }
@@ -126,9 +135,9 @@ describe('pmpool demo', () => {
         const ended = await run.exit(30_000);
         assert.ok(ended !== undefined, `${signal}: the demo still runs`);
         assert.equal(ended.signal, signal, `${signal}: ended by ${JSON.stringify(ended)}`);
-        assert.deepEqual(servicePids(run.pool), [], `${signal}: no service left running`);
+        assert.deepEqual(servicePids(run.demo.pid!), [], `${signal}: no service left running`);
         assert.equal(existsSync(`/proc/${service.pid}`), false, `${signal}: the held service is gone`);
-        assert.equal(existsSync(run.pool), false, `${signal}: the pool is gone`);
+        assert.deepEqual(run.pools(), [], `${signal}: the pool is gone`);
       } finally {
         run.cleanup();
       }
@@ -145,10 +154,54 @@ describe('pmpool demo', () => {
       const ended = await run.exit(30_000);
       assert.equal(ended?.signal, 'SIGTERM');
       assert.equal(existsSync(blob), false, `${blob} is left behind`);
-      assert.equal(existsSync(run.pool), false);
+      assert.deepEqual(run.pools(), []);
     } finally {
       run.cleanup();
       if (blob !== undefined) rmSync(blob, { force: true });
+    }
+  });
+
+  test('killed by SIGKILL, which runs no handler of its, it still takes its service with it: the service stops on its own', async () => {
+    const run = startDemo('none:v1');
+    try {
+      // Killed while its service is in its first life: that life goes on to exec itself, and its
+      // second would serve writes for ever, with nobody left to kill it.
+      while (servicePids(run.demo.pid!).length === 0) {
+        const ended = await run.exit(10);
+        if (ended) assert.fail(`the demo ended (${JSON.stringify(ended)}) before its service started: ${run.stderr()}`);
+      }
+      run.demo.kill('SIGKILL');
+      assert.equal((await run.exit(30_000))?.signal, 'SIGKILL');
+      const deadline = Date.now() + 30_000;
+      while (servicePids(run.demo.pid!).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(servicePids(run.demo.pid!), [], `the service still runs, orphaned: ${run.stderr()}`);
+      assert.match(run.stderr(), /pmpool demo service: the demo is gone; stopping/);
+    } finally {
+      run.cleanup();
+    }
+  });
+
+  test('a file already at the pid-named path is none of the demo\'s business: neither opened nor removed', () => {
+    const { dir, cleanup } = tempDir('pmpool-demo-taken-');
+    let shell: number | undefined;
+    try {
+      // The shell writes the file at its own pid, then becomes the demo (exec): the demo's pid is the file's name.
+      const r = spawnSync('bash', ['-c', 'echo precious > /dev/shm/pmpool-demo-$$; exec "$@"', 'bash', process.execPath, CLI_PATH, 'demo', '--entries', '1000'], {
+        encoding: 'utf8',
+        timeout: 120_000,
+        env: { ...process.env, TMPDIR: dir },
+      });
+      shell = r.pid;
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /pmpool demo: ok/);
+      assert.equal(readFileSync(`/dev/shm/pmpool-demo-${r.pid}`, 'utf8'), 'precious\n', 'the file is as it was');
+      assert.deepEqual(demoPools(r.pid!), [], 'and the demo\'s own pool is gone');
+    } finally {
+      if (shell !== undefined) {
+        rmSync(`/dev/shm/pmpool-demo-${shell}`, { force: true });
+        for (const pool of demoPools(shell)) rmSync(pool, { force: true });
+      }
+      cleanup();
     }
   });
 
@@ -160,7 +213,7 @@ describe('pmpool demo', () => {
       assert.doesNotMatch(run.stderr(), /exit null/);
       assert.match(run.stderr(), /killed by SIGBUS/);
       assert.match(run.stderr(), /\/dev\/shm/, 'a SIGBUS on a mapped pool is named for what it most likely is');
-      assert.equal(existsSync(run.pool), false);
+      assert.deepEqual(run.pools(), []);
     } finally {
       run.cleanup();
     }
@@ -207,7 +260,7 @@ describe('pmpool demo', () => {
       cleanup();
     }
   });
-    test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
+  test('undisturbed, it tells the story and ends ok, from any working directory', async () => {
     const run = startDemo('none:v1');
     try {
       const ended = await run.exit(60_000);
@@ -215,7 +268,7 @@ describe('pmpool demo', () => {
       assert.match(run.stdout(), /20,000 of 20,000 entries intact/);
       assert.match(run.stdout(), /LogRing "events": \d+ records/);
       assert.match(run.stdout(), /pmpool demo: ok/);
-      assert.equal(existsSync(run.pool), false);
+      assert.deepEqual(run.pools(), []);
     } finally {
       run.cleanup();
     }

@@ -5,7 +5,9 @@
  * and none of the CLI's modules, so the restore and reopen times the demo
  * reports are the ones such a program sees after a handover.
  *
- *   node demo-app-main.js --pmpool=PATH,SIZE --report=FILE --entries=N
+ *   node demo-app-main.js --pmpool=PATH,SIZE --report=FILE --entries=N [--lifeline]
+ *
+ * --lifeline: stdin is a pipe from the demo, and its end (the demo gone) stops the service.
  */
 import { demoApp, isPmpoolError } from './demo-app.js';
 

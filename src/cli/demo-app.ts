@@ -86,11 +86,29 @@ function elapsedMs(since: number): number {
   return performance.now() - since;
 }
 
+/**
+ * With --lifeline, stdin is a pipe whose other end the demo holds: end of file on it means the
+ * demo is gone, however it went — a SIGKILL runs no handler of the demo's, and v2 would serve for
+ * ever, orphaned. The service stops then. Seen between two rounds of work (v2 yields to the event
+ * loop every LOG_EVERY updates); unref'd, the pipe keeps no life of the service running.
+ */
+function stopWithTheDemo(): void {
+  const stop = () => {
+    process.stderr.write('pmpool demo service: the demo is gone; stopping\n');
+    process.exit(1);
+  };
+  process.stdin.on('end', stop);
+  process.stdin.on('error', stop);
+  process.stdin.resume();
+  (process.stdin as { unref?: () => void }).unref?.();
+}
+
 export async function demoApp(args: string[]): Promise<number> {
   const arg = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
   const reportFile = arg('report');
   const entries = Number(arg('entries') ?? '100000');
   if (!reportFile || !Number.isSafeInteger(entries) || entries < 1) throw new Error('demo-app needs --report=FILE and --entries=N');
+  if (args.includes('--lifeline')) stopWithTheDemo();
   const report = (r: Report) => appendFileSync(reportFile, JSON.stringify({ pid: process.pid, ...r }) + '\n');
 
   const t0 = performance.now();

@@ -5,11 +5,13 @@
  * narrates what the child reports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parseSize, Pool } from '../index.js';
 import { integer, UsageError, type Out } from './usage.js';
 
 type Line = Record<string, unknown> & { stage: string; pid: number };
@@ -67,14 +69,17 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   if (entries < 1 || entries > 2_000_000) throw new UsageError('--entries must be 1..2000000');
 
   const app = fileURLToPath(new URL('./demo-app-main.js', import.meta.url));
-  const pool = `/dev/shm/pmpool-demo-${process.pid}`;
-  const dir = mkdtempSync(join(tmpdir(), 'pmpool-demo-'));
-  const report = join(dir, 'report.jsonl');
-  const appArgs = [app, `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`];
+  // A name of the pid alone could already be taken (by anyone: /dev/shm is shared), and the
+  // service would open what is there and the clean-up remove it. The random part makes the name
+  // this demo's, and the pool is created here, exclusively (O_EXCL), before any service starts:
+  // the service opens this demo's pool, and the clean-up removes only a pool this demo made.
+  const pool = `/dev/shm/pmpool-demo-${process.pid}-${randomBytes(6).toString('hex')}`;
+  let poolMade = false;
+  let dir: string | undefined;
 
   const cleanup = () => {
-    rmSync(dir, { recursive: true, force: true });
-    if (!values.keep) rmSync(pool, { force: true });
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    if (poolMade && !values.keep) rmSync(pool, { force: true });
   };
   // Stopped midway, the demo takes its service with it: the service serves writes until it is
   // killed, and would go on for ever, orphaned, its pool kept alive in /dev/shm.
@@ -94,14 +99,36 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   };
   for (const s of STOP_SIGNALS) process.on(s, interrupted);
 
+  dir = mkdtempSync(join(tmpdir(), 'pmpool-demo-'));
+  const report = join(dir, 'report.jsonl');
+  // The service is told the pool's size as the flag says it, and opens the pool made here with it.
+  const appArgs = [app, `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`, '--lifeline'];
+  try {
+    Pool.create(pool, { size: parseSize(POOL_SIZE) }).close();
+    poolMade = true;
+  } catch (e) {
+    for (const s of STOP_SIGNALS) process.off(s, interrupted);
+    cleanup();
+    throw e;
+  }
+
   /**
    * Starts one life of the service. Each runs as a child the stop signals above can reach: one
    * run synchronously would hold the demo's event loop, and a stop would wait for its end.
    */
   const startService = () => {
-    const child = spawn(process.execPath, appArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+    // Its stdin is a pipe whose other end only this demo holds, never written to: the service's
+    // lifeline (--lifeline). A demo killed by SIGKILL runs no handler, but its end of the pipe is
+    // closed all the same, and the service, reading end of file, stops; the pipe is the service's
+    // fd 0, which outlives its execve in place.
+    const child = spawn(process.execPath, appArgs, { stdio: ['pipe', 'inherit', 'inherit'] });
     service = child;
-    const exited = new Promise<Ended>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<Ended>((resolve) =>
+      child.on('exit', (code, signal) => {
+        child.stdin?.destroy();
+        resolve({ code, signal });
+      }),
+    );
     return { child, exited };
   };
 
@@ -127,7 +154,7 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
       err(`pmpool demo: the service did not get through its upgrade (${howItEnded(await exited)}); report: ${JSON.stringify(readReport(report))}`);
       return 1;
     }
-    out(`[1] pid ${v1.pid}, cold start: created the pool; PersistentMap "visits" filled with ${n(v1.entries)} entries in ${ms(v1.writeMs)}`);
+    out(`[1] pid ${v1.pid}, cold start on the new, empty pool: PersistentMap "visits" filled with ${n(v1.entries)} entries in ${ms(v1.writeMs)}`);
     out(`[2] pid ${v2.pid} replaced itself in place (execve — ${v1.pid === v2.pid ? 'same PID' : 'NEW PID?!'}), handing over generation ${v2.generation} as an FDT blob`);
     out(`    Pool.restore ${ms(v2.restoreMs)}, PersistentMap + LogRing open ${ms(v2.openMs)}: ${n(v2.intact)} of ${n(entries)} entries intact, not a byte copied`);
 
