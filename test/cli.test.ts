@@ -85,6 +85,36 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('map: a dot is a free page — the metadata\'s whole units and the unusable tail are not free, whatever the unit', () => {
+    const { path, cleanup } = shmPath('cli-map-units');
+    try {
+      // Sizes of odd page counts (a tail past the last whole unit) and metadata that does not fill its last unit.
+      for (const [size, orderPerBit] of [['4222976', '3'], ['1M', '0'], ['2101248', '2'], ['8392704', '5']] as const) {
+        let r = pmpool('create', path, '--size', size, '--order-per-bit', orderPerBit);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(pmpool('alloc', path, '1').code, 0);
+        assert.equal(pmpool('alloc', path, '3', '--align', '4').code, 0);
+        const info = JSON.parse(pmpool('info', path, '--json').stdout) as { pages: number; free: number; metadata: number; tail: number };
+        // One page per cell: 64 × 40 cells hold each of these pools.
+        r = pmpool('map', path, '--width', '64', '--rows', '40');
+        assert.equal(r.code, 0, r.stderr);
+        const picture = r.stdout.split('\n').filter((l) => /^[M#+.x]+$/.test(l)).join('');
+        const count = (c: string) => picture.split(c).length - 1;
+        const what = `${size} --order-per-bit ${orderPerBit}`;
+        assert.equal(picture.length, info.pages, what);
+        assert.equal(count('.'), info.free, `${what}: the dots are the free pages`);
+        assert.equal(count('x'), info.tail, `${what}: the tail is shown as such`);
+        assert.equal(count('M') % 2 ** Number(orderPerBit), 0, `${what}: the metadata in whole units`);
+        assert.ok(count('M') >= info.metadata, what);
+        assert.equal(count('+'), 0, what);
+        assert.match(r.stdout, info.tail > 0 ? /; M metadata, # used, \+ partly used, \. free, x unusable tail\n/ : /\. free\n/, what);
+        rmSync(path);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   test('release says how many pages it freed: the whole allocation, in units', () => {
     const { path, cleanup } = shmPath('cli-release');
     try {

@@ -104,7 +104,12 @@ export function infoCommand(args: string[], out: Out): number {
   });
 }
 
-/** One character per cell of pages: '.' free, '#' used, 'M' metadata, '+' partly used. */
+/**
+ * One character per cell of pages: '.' free, '#' used, 'M' metadata, 'x' the unusable tail, '+'
+ * partly used. The allocator hands out whole units of 2^orderPerBit pages: the metadata holds
+ * whole units (its last one partly empty, and no allocation's), and the pages past the last whole
+ * unit are no unit's at all. Neither is free, and neither is shown so.
+ */
 export function mapCommand(args: string[], out: Out): number {
   const { values, positionals } = parse(args, { width: { type: 'string' }, rows: { type: 'string' } }, 1);
   const width = integer(values.width, '--width') ?? 64;
@@ -112,9 +117,13 @@ export function mapCommand(args: string[], out: Out): number {
   if (width < 8 || width > 512 || rows < 1 || rows > 256) throw new UsageError('--width must be 8..512 and --rows 1..256');
   return withPool(positionals[0]!, (pool) => {
     const s: PoolStats = pool.stats();
+    const unitPages = 2 ** s.orderPerBit;
+    const metadata = pool.geometry.reservedUnits * unitPages;
+    const tailFrom = s.pages - s.tail;
     const cells = width * rows;
     const perCell = Math.max(1, Math.ceil(s.pages / cells));
-    const used = new Float64Array(Math.ceil(s.pages / perCell));
+    const cellCount = Math.ceil(s.pages / perCell);
+    const used = new Float64Array(cellCount);
     const mark = (from: number, count: number) => {
       for (let p = from; p < from + count; ) {
         const cell = Math.floor(p / perCell);
@@ -123,15 +132,19 @@ export function mapCommand(args: string[], out: Out): number {
         p = end;
       }
     };
-    mark(0, s.metadata);
+    mark(0, metadata);
+    mark(tailFrom, s.tail);
     for (const a of pool.allocations()) mark(a.pfn, a.count);
     let picture = '';
-    for (let c = 0; c < used.length; c++) {
-      const share = used[c]! / Math.min(perCell, s.pages - c * perCell);
-      picture += (c + 1) * perCell <= s.metadata ? 'M' : share === 0 ? '.' : share >= 1 ? '#' : '+';
+    for (let c = 0; c < cellCount; c++) {
+      const from = c * perCell;
+      const to = Math.min(from + perCell, s.pages);
+      const share = used[c]! / (to - from);
+      picture += to <= metadata ? 'M' : from >= tailFrom ? 'x' : share === 0 ? '.' : share >= 1 ? '#' : '+';
       if ((c + 1) % width === 0) picture += '\n';
     }
-    out(`${pool.path}: ${s.pages} pages, ${perCell} page${perCell === 1 ? '' : 's'} per cell; M metadata, # used, + partly used, . free`);
+    const tail = s.tail > 0 ? ', x unusable tail' : '';
+    out(`${pool.path}: ${s.pages} pages, ${perCell} page${perCell === 1 ? '' : 's'} per cell; M metadata, # used, + partly used, . free${tail}`);
     out(picture.trimEnd());
     out(`free ${s.free} pages, largest run ${s.largestFree}, fragmentation ${(s.fragmentation * 100).toFixed(1)}%`);
     return 0;
