@@ -115,6 +115,42 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('owners and names a program stored are printed escaped: they forge no line and send the terminal nothing', () => {
+    const { path, cleanup } = shmPath('cli-escape');
+    const owner = 'x\n  owner root: 9\x1b[31m';
+    const escaped = 'x\\n  owner root: 9\\x1b[31m';
+    try {
+      assert.equal(pmpool('create', path, '--size', '4M').code, 0);
+      let r = pmpool('alloc', path, '1', '--owner', owner, '--name', `cfg\r${owner}`);
+      assert.equal(r.code, 0, r.stderr);
+      const pfn = r.stdout.trim();
+      r = pmpool('info', path);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(r.stdout.split('\n').includes(`  owner ${escaped}: 1 allocations, 1 pages`), r.stdout);
+      assert.doesNotMatch(r.stdout, /^ +owner root/m, 'no line forged');
+      assert.doesNotMatch(r.stdout, /\x1b/, 'no escape sequence reaches the terminal');
+      // Refusals that quote the stored owner, or the name, are one line too.
+      r = pmpool('release', path, pfn, '1', '--owner', 'someone');
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `pmpool release: WRONG_OWNER: the allocation at pfn ${pfn} belongs to "${escaped}", not "someone"\n`);
+      r = pmpool('alloc', path, '1', '--name', `cfg\r${owner}`);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `pmpool alloc: NAME_TAKEN: an allocation named "cfg\\r${escaped}" exists\n`);
+      // The JSON says the same text, JSON's way.
+      assert.deepEqual(Object.keys((JSON.parse(pmpool('info', path, '--json').stdout) as { byOwner: object }).byOwner), [owner]);
+      // A node's name in a blob is bytes too, which lint finds bad and names.
+      const blob = new Fdt();
+      blob.addNode(`/${owner}`);
+      writeFileSync(`${path}.dtb`, blob.toBytes());
+      r = pmpool('fdt', 'check', `${path}.dtb`, '--lint');
+      assert.ok(r.stdout.split('\n').some((l) => l.startsWith(`error (node_name_chars): /${escaped}: `)), r.stdout);
+      assert.doesNotMatch(r.stdout, /\x1b|^ +owner root/m);
+    } finally {
+      cleanup();
+      rmSync(`${path}.dtb`, { force: true });
+    }
+  });
+
   test('release says how many pages it freed: the whole allocation, in units', () => {
     const { path, cleanup } = shmPath('cli-release');
     try {

@@ -13,6 +13,7 @@ import { checkFdt, Fdt, FdtError, fdtRwProbe } from '../fdt/index.js';
 import type { FdtLintFinding } from '../fdt/index.js';
 import { FDT_MAGIC, FDT_V17_SIZE, HDR_MAGIC, HDR_TOTALSIZE } from '../fdt/constants.js';
 import { splitArgs, unknownOption, type SplitArgs } from './args.js';
+import { oneLine } from './usage.js';
 
 const USAGE = [
   'usage: pmpool fdt dump FILE.dtb',
@@ -103,7 +104,8 @@ function check([file]: string[], opts: Set<string>, out: Out, err: Out): number 
   out(`${file}: ok (version ${summary.version}, ${summary.totalSize} bytes, ${summary.reservations} reservations)`);
   if (summary.rw !== null) out(`note: libfdt's read-write functions refuse it in place (${summary.rw}) until fdt_open_into repacks it`);
   for (const f of findings) {
-    out(`${f.severity} (${f.check}): ${f.path}${f.property === undefined ? '' : `:${f.property}`}: ${f.message}`);
+    // Names are the blob's bytes, any of them (node_name_chars says which are bad), and a message may quote one: escaped.
+    out(`${f.severity} (${f.check}): ${oneLine(f.path)}${f.property === undefined ? '' : `:${oneLine(f.property)}`}: ${oneLine(f.message)}`);
   }
   return failed ? 1 : 0;
 }

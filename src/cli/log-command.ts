@@ -16,6 +16,7 @@
  */
 import { ClientError, LogRing, PmpoolError, Pool } from '../index.js';
 import { splitArgs, unknownOption } from './args.js';
+import { oneLine } from './usage.js';
 
 const USAGE = ['usage: pmpool log dump PATH NAME [--json]', 'A lone -- ends the options: a NAME that starts with "-" follows it (pmpool log dump PATH -- -name).'].join('\n');
 
@@ -39,7 +40,7 @@ export function logCommand(args: string[], out: Out, err: Out): number {
   try {
     pool = Pool.open(path);
   } catch (e) {
-    err(`pmpool log: ${path}: ${describeError(e)}`);
+    err(`pmpool log: ${oneLine(path)}: ${describeError(e)}`);
     return 1;
   }
   try {
@@ -59,9 +60,9 @@ export function logCommand(args: string[], out: Out, err: Out): number {
       );
     } else {
       const span = records.length === 0 ? 'no records' : `${records.length} records, seq ${records[0]!.seq}..${records[records.length - 1]!.seq}`;
-      out(`# log ring "${name}": ${span}; ${stats.used} of ${stats.capacity} bytes${stats.skipped > 0 ? `; ${stats.skipped} damaged record(s) skipped` : ''}`);
+      out(`# log ring "${oneLine(name)}": ${span}; ${stats.used} of ${stats.capacity} bytes${stats.skipped > 0 ? `; ${stats.skipped} damaged record(s) skipped` : ''}`);
       for (const r of records) {
-        out(r.text !== undefined ? `${r.seq} ${oneLine(r.text)}` : `${r.seq} 0x${Buffer.from(r.bytes).toString('hex')}`);
+        out(r.text !== undefined ? `${r.seq} ${recordLine(r.text)}` : `${r.seq} 0x${Buffer.from(r.bytes).toString('hex')}`);
       }
     }
     return 0;
@@ -78,20 +79,17 @@ export function logCommand(args: string[], out: Out, err: Out): number {
   }
 }
 
-const NAMED_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-
 /**
- * A text record as one line that says what it holds: the records are what a program left, and
- * printed raw, a control character would act on the operator's terminal (erase the line above,
- * move the cursor) and a text "0x..." would read as a bytes record.
+ * A text record as one line that says what it holds (oneLine), and a text "0x..." written so that
+ * it cannot read as a bytes record.
  */
-function oneLine(text: string): string {
-  const escaped = text.replace(/[\\\x00-\x1f\x7f-\x9f]/g, (c) => NAMED_ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+function recordLine(text: string): string {
+  const escaped = oneLine(text);
   return escaped.startsWith('0x') ? `\\x30${escaped.slice(1)}` : escaped;
 }
 
 function describeError(e: unknown): string {
-  if (e instanceof PmpoolError) return `${e.code}: ${e.message}`; // as the other commands print it
-  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') return `${e.message}`;
+  if (e instanceof PmpoolError) return `${e.code}: ${oneLine(e.message)}`; // as the other commands print it
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') return oneLine(e.message);
   throw e;
 }

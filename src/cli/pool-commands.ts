@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ABI_MAJOR, ABI_MINOR, Pool, PmpoolError, parseSize, type PoolStats } from '../index.js';
-import { integer, UsageError, type Out } from './usage.js';
+import { integer, oneLine, UsageError, type Out } from './usage.js';
 
 function parse(args: string[], options: NonNullable<Parameters<typeof parseArgs>[0]>['options'], positionals: number) {
   let parsed;
@@ -98,7 +98,8 @@ export function infoCommand(args: string[], out: Out): number {
       `used        ${s.used} pages in ${s.allocations} allocations (directory holds ${s.maxAllocations})`,
       `lock        ${s.lockBreaks} dead holder(s) recovered from`,
     ];
-    for (const [owner, o] of Object.entries(s.byOwner)) lines.push(`  owner ${owner || '(none)'}: ${o.allocations} allocations, ${o.pages} pages`);
+    // An owner is any program's label: escaped, it can neither forge a line nor reach the terminal.
+    for (const [owner, o] of Object.entries(s.byOwner)) lines.push(`  owner ${owner === '' ? '(none)' : oneLine(owner)}: ${o.allocations} allocations, ${o.pages} pages`);
     out(lines.join('\n'));
     return 0;
   });
@@ -160,8 +161,9 @@ export function checkCommand(args: string[], out: Out): number {
         const report = pool.check({ repair: values.repair === true });
         if (values.json) out(json(report));
         else {
-          for (const line of report.repaired) out(`repaired: ${line}`);
-          for (const line of report.problems) out(`problem: ${line}`);
+          // A line may quote a record's name, as damaged or as forged as the rest of the record.
+          for (const line of report.repaired) out(`repaired: ${oneLine(line)}`);
+          for (const line of report.problems) out(`problem: ${oneLine(line)}`);
           out(report.ok ? `${pool.path}: clean` : `${pool.path}: ${report.problems.length} problem(s)${values.repair ? '' : '; pmpool check --repair rebuilds what is derived'}`);
         }
         return report.ok ? 0 : 1;

@@ -28,7 +28,21 @@ export function integer(text: string | boolean | undefined, what: string): numbe
   return n;
 }
 
+/** A refusal of pmpool's in one line; its message may quote a name or an owner a program stored (oneLine). */
 export function describeError(e: unknown): string | null {
-  if (e instanceof PmpoolError) return `${e.code}: ${e.message}`;
+  if (e instanceof PmpoolError) return `${e.code}: ${oneLine(e.message)}`;
   return null;
+}
+
+const NAMED_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Text some program stored — an owner, an allocation's or a node's name, a log record — or a
+ * message that quotes it, as one line of visible characters. Printed raw, a newline would forge
+ * a line of the output (an "owner root" that is none) and a control character would act on the
+ * operator's terminal (erase the line above, move the cursor). A backslash, \n, \r and \t are
+ * escaped as in C, the other control characters (C0, DEL, C1) as \xHH.
+ */
+export function oneLine(text: string): string {
+  return text.replace(/[\\\x00-\x1f\x7f-\x9f]/g, (c) => NAMED_ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
