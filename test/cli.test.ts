@@ -385,6 +385,38 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('alloc whose pfn cannot be written (a full disk, a reader gone) releases what it allocated and exits 1', async () => {
+    const { path, cleanup } = shmPath('cli-alloc-out');
+    const allocations = () => (JSON.parse(pmpool('info', path, '--json').stdout) as { allocations: number; free: number });
+    try {
+      assert.equal(pmpool('create', path, '--size', '4M', '--order-per-bit', '1').code, 0);
+      const before = allocations();
+      const full = openSync('/dev/full', 'w');
+      try {
+        for (const json of [[], ['--json']]) {
+          const r = spawnSync(process.execPath, [CLI_PATH, 'alloc', path, '3', '--name', `n${json.length}`, '--owner', 'me', ...json], { encoding: 'utf8', stdio: ['ignore', full, 'pipe'], timeout: 30_000 });
+          assert.equal(r.status, 1, r.stderr);
+          assert.match(r.stderr, /^pmpool alloc: cannot write the output \(ENOSPC.*nothing was allocated\n$/);
+          assert.deepEqual(allocations(), before, 'the allocation went back');
+        }
+      } finally {
+        closeSync(full);
+      }
+      // The reader closes its end before the command writes: EPIPE, which no one would otherwise see.
+      const child = spawn(process.execPath, [CLI_PATH, 'alloc', path, '3'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const [code] = (await once(child, 'close')) as [number | null];
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, /^pmpool alloc: cannot write the output \(EPIPE.*nothing was allocated\n$/);
+      assert.deepEqual(allocations(), before);
+      assert.equal(pmpool('check', path).code, 0);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('output that cannot be written: a message and exit 1 (a full disk), or nothing (a reader gone); never a stack trace', async () => {
     const { path, cleanup } = shmPath('cli-out');
     try {

@@ -3,6 +3,7 @@
  * Exit 0 on success, 1 on a finding or a refused operation, 2 on bad usage.
  * Everything here goes through the public API.
  */
+import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ABI_MAJOR, ABI_MINOR, Pool, PmpoolError, parseSize, type PoolStats } from '../index.js';
 import { integer, oneLine, UsageError, type Out } from './usage.js';
@@ -179,16 +180,40 @@ export function checkCommand(args: string[], out: Out): number {
   }
 }
 
-export function allocCommand(args: string[], out: Out): number {
+/**
+ * Writes all of `text` to stdout now, or throws. A pipe's end may be non-blocking (Node makes it
+ * so): EAGAIN is a reader behind, waited for, not a failure.
+ */
+function writeStdoutSync(text: string): void {
+  const bytes = Buffer.from(text);
+  for (let done = 0; done < bytes.length; ) {
+    try {
+      done += writeSync(1, bytes, done);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+  }
+}
+
+/**
+ * The pfn printed is the only way to the allocation (an unnamed one is found by nobody else): it
+ * is written before the pool is let go, and when it cannot be (a full disk, a reader gone: EPIPE)
+ * the allocation goes back, so that a failed alloc leaves nothing allocated.
+ */
+export function allocCommand(args: string[], _out: Out, err: Out): number {
   const { values, positionals } = parse(args, { align: { type: 'string' }, name: { type: 'string' }, owner: { type: 'string' }, json: { type: 'boolean' } }, 2);
   const count = integer(positionals[1], 'COUNT')!;
+  const owner = values.owner as string | undefined;
   return withPool(positionals[0]!, (pool) => {
-    const a = pool.alloc(count, {
-      align: integer(values.align, '--align'),
-      name: values.name as string | undefined,
-      owner: values.owner as string | undefined,
-    });
-    out(values.json ? json(a.toJSON()) : String(a.pfn));
+    const a = pool.alloc(count, { align: integer(values.align, '--align'), name: values.name as string | undefined, owner });
+    try {
+      writeStdoutSync(`${values.json ? json(a.toJSON()) : String(a.pfn)}\n`);
+    } catch (e) {
+      pool.release(a.pfn, a.count, { owner });
+      err(`pmpool alloc: cannot write the output (${(e as Error).message}); the allocation was released: nothing was allocated`);
+      return 1;
+    }
     return 0;
   });
 }
