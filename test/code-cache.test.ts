@@ -9,14 +9,15 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cachePathOf, checkCache, type CacheHeader } from '../src/entry/bundle-loader.js';
 import { formatNodeOptions, nodeOptionsOf, splitNodeOptions } from '../src/entry/node-options.js';
 import { recordCache, recordCaches } from '../tools/record-cache.js';
-import { CLI_PATH } from './support/child.js';
+import { CLI_PATH, tempDir } from './support/child.js';
 
 const DIST = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(DIST, 'pmpool.bundle.cjs');
@@ -307,6 +308,41 @@ describe('pmpool code-cache', () => {
       assert.match(r.stdout, /^bypassed: /);
     } finally {
       rmSync(keyed, { force: true });
+    }
+  });
+
+  test('record stopped by a signal removes what it made (the scratch pool and blob, the cache not yet in place), then ends by that signal', async () => {
+    const flag = '--max-old-space-size=3193';
+    const keyed = cachePathOf(BUNDLE, [flag]);
+    // Moments of a recording, each told by a file it has made: the warm-up's pool, the cache being checked.
+    const moments: [NodeJS.Signals, string, (tmp: string, pid: number) => boolean][] = [
+      ['SIGINT', 'the warm-up runs', (tmp) => readdirSync(tmp).some((d) => d.startsWith('pmpool-warm-') && existsSync(join(tmp, d, 'pool')))],
+      ['SIGTERM', 'the warm-up runs', (tmp) => readdirSync(tmp).some((d) => d.startsWith('pmpool-warm-') && existsSync(join(tmp, d, 'pool')))],
+      ['SIGINT', 'the recorded cache is checked', (_tmp, pid) => existsSync(`${keyed}.${pid}`)],
+    ];
+    for (const [signal, moment, reached] of moments) {
+      // TMPDIR: the recording's scratch directory inside one of the test's own, where nothing else runs.
+      const { dir: tmp, cleanup } = tempDir('pmpool-code-cache-stop-');
+      const child = spawn(process.execPath, [CLI_PATH, 'code-cache', 'record', '--', flag], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '', TMPDIR: tmp } });
+      let stderr = '';
+      child.stdout.resume();
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const ended = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+      try {
+        while (child.exitCode === null && child.signalCode === null && !reached(tmp, child.pid!)) await new Promise((r) => setTimeout(r, 2));
+        assert.ok(reached(tmp, child.pid!), `${moment}: the recording ended before (${stderr})`);
+        child.kill(signal);
+        const [code, killedBy] = await ended;
+        assert.equal(killedBy, signal, `${moment}, ${signal}: ended by ${killedBy ?? `exit ${code}`}; ${stderr}`);
+        assert.deepEqual(readdirSync(tmp), [], `${moment}, ${signal}: the scratch directory is gone`);
+        const prefix = `${basename(BUNDLE)}.`;
+        assert.deepEqual(readdirSync(DIST).filter((name) => name.startsWith(prefix) && name.endsWith(`.cache.${child.pid}`)), [], `${moment}, ${signal}: no cache file of its left`);
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        rmSync(`${keyed}.${child.pid}`, { force: true });
+        rmSync(keyed, { force: true });
+        cleanup();
+      }
     }
   });
 

@@ -21,7 +21,7 @@
  * (recordCaches). At install a failure is a warning: the bundle works
  * without a cache.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -43,10 +43,43 @@ export function childEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function run(args: string[], what: string): string {
+/** One run of node in a recording: its arguments, and what an error calls it. */
+interface Run {
+  args: string[];
+  what: string;
+}
+
+function run({ args, what }: Run): string {
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', env: childEnv() });
   if (r.status !== 0) throw new Error(`${what} failed (${r.signal ?? `exit ${r.status}`}): ${r.stderr.trim()}`);
   return r.stdout;
+}
+
+/** run(), without holding the event loop: `stop` kills the run, and it fails once the child is gone. */
+function runUntil({ args, what }: Run, stop: AbortSignal): Promise<string> {
+  return new Promise((resolve, reject) => {
+    if (stop.aborted) {
+      reject(stop.reason);
+      return;
+    }
+    const child = spawn(process.execPath, args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const kill = () => child.kill('SIGKILL');
+    stop.addEventListener('abort', kill, { once: true });
+    child.on('error', (e) => {
+      stop.removeEventListener('abort', kill);
+      reject(new Error(`${what} failed: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      stop.removeEventListener('abort', kill);
+      if (stop.aborted) reject(stop.reason);
+      else if (code !== 0) reject(new Error(`${what} failed (${signal ?? `exit ${code}`}): ${stderr.trim()}`));
+      else resolve(stdout);
+    });
+  });
 }
 
 /**
@@ -97,6 +130,48 @@ const RUNS_SOMETHING_ELSE = new Set([
  * returns its path. Throws an Error that says why when it cannot.
  */
 export function recordCache(bundlePath: string = BUNDLE, options: readonly string[] = []): string {
+  const steps = recording(bundlePath, options);
+  let step = steps.next();
+  while (!step.done) {
+    let stdout: string;
+    try {
+      stdout = run(step.value);
+    } catch (e) {
+      step = steps.throw(e); // the recording's finally runs, and the error comes back out
+      continue;
+    }
+    step = steps.next(stdout);
+  }
+  return step.value;
+}
+
+/**
+ * recordCache, for a caller that must stay responsive while the warm-up runs (`pmpool code-cache
+ * record`, which a signal must be able to stop): the runs do not hold the event loop, and `stop`
+ * ends the recording — the run under way is killed, the recording's files are removed, and the
+ * promise is rejected with the signal's reason.
+ */
+export async function recordCacheUntil(stop: AbortSignal, bundlePath: string = BUNDLE, options: readonly string[] = []): Promise<string> {
+  const steps = recording(bundlePath, options);
+  let step = steps.next();
+  while (!step.done) {
+    let stdout: string;
+    try {
+      stdout = await runUntil(step.value, stop);
+    } catch (e) {
+      step = steps.throw(e);
+      continue;
+    }
+    step = steps.next(stdout);
+  }
+  return step.value;
+}
+
+/**
+ * A recording, as the runs of node it needs: each is yielded, and its stdout given back (a run
+ * that fails is thrown in). Its files are removed in its finally, however it ends.
+ */
+function* recording(bundlePath: string, options: readonly string[]): Generator<Run, string, string> {
   const unrecordable = unrecordableOptions(options);
   if (unrecordable !== undefined) throw new UnrecordableOptionsError(unrecordable);
   const cachePath = cachePathOf(bundlePath, options);
@@ -108,8 +183,8 @@ export function recordCache(bundlePath: string = BUNDLE, options: readonly strin
     const blob = join(scratch, 'handover.dtb');
     const payload = join(scratch, 'payload');
     const warm = [...options, WARM, `--bundle=${bundlePath}`, `--scratch=${scratch}`, pool];
-    run([...warm, '--phase=hand-over', `--blob=${blob}`], 'the warm-up hand-over');
-    const recorded = run([...warm, '--phase=record', `--pmpool-fdt=${blob}`, `--cache=${payload}`], 'the warm-up record');
+    yield { args: [...warm, '--phase=hand-over', `--blob=${blob}`], what: 'the warm-up hand-over' };
+    const recorded = yield { args: [...warm, '--phase=record', `--pmpool-fdt=${blob}`, `--cache=${payload}`], what: 'the warm-up record' };
     // The options as the warm-up saw them, which is how a program that runs with them sees them.
     const seen = JSON.stringify(JSON.parse(recorded.trim().split('\n').pop()!));
     if (seen !== JSON.stringify(options)) throw new Error(`the warm-up ran under the Node options ${seen}, not ${JSON.stringify(options)}`);
@@ -119,7 +194,7 @@ export function recordCache(bundlePath: string = BUNDLE, options: readonly strin
     const header = { bundle: bundlePath, bundleChecksum, payloadChecksum: checksum64(bytes), node: process.version, ...(options.length > 0 && { options: [...options] }) };
     writeFileSync(temporary, encodeCache(header, bytes));
     // The cache as a program that runs with these options would load it (the header binds the bundle's path, not the cache's).
-    const check = run([...options, WARM, `--bundle=${bundlePath}`, '--phase=check', `--cache=${temporary}`], 'loading the bundle with its cache');
+    const check = yield { args: [...options, WARM, `--bundle=${bundlePath}`, '--phase=check', `--cache=${temporary}`], what: 'loading the bundle with its cache' };
     const outcome = JSON.parse(check.trim().split('\n').pop()!) as { cache: string; problem: string | null };
     if (outcome.cache !== 'accepted') throw new Error(`the recorded cache is not used${options.length > 0 ? ` under ${formatNodeOptions(options)}` : ''}: ${outcome.cache} ${outcome.problem ?? ''}`.trim());
     renameSync(temporary, cachePath); // a reader sees the old file or the new, whole

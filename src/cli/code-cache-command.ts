@@ -17,7 +17,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { formatNodeOptions } from '../entry/node-options.js';
-import { BUNDLE, childEnv, notProgramOptions, recordCache, UnrecordableOptionsError, WARM } from '../../tools/record-cache.js';
+import { BUNDLE, childEnv, notProgramOptions, recordCacheUntil, UnrecordableOptionsError, WARM } from '../../tools/record-cache.js';
 import { UsageError, type Out } from './usage.js';
 
 interface Status {
@@ -26,7 +26,39 @@ interface Status {
   problem: string | null;
 }
 
-export function codeCacheCommand(args: string[], out: Out, err: Out): number {
+/** The signals that stop a recording: Ctrl-C, kill, a terminal that goes away. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Records, stopped by any of STOP_SIGNALS: the signal is noted, the recording removes what it made
+ * (a 64 MiB pool, a blob, a cache file not yet in place), and then the signal ends this process as
+ * it would have without a handler (status 128 + its number). Left to its default, it ended the
+ * process at once, and the files stayed.
+ */
+async function record(options: string[], under: string, out: Out, err: Out): Promise<number> {
+  const stop = new AbortController();
+  let stoppedBy: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    stoppedBy ??= signal;
+    stop.abort(new Error(`stopped by ${signal}`));
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  try {
+    const path = await recordCacheUntil(stop.signal, BUNDLE, options);
+    if (stoppedBy === undefined) out(`recorded ${path} for ${under}`);
+    return 0;
+  } catch (e) {
+    // The options are checked first of all (unrecordableOptions): a refusal of them is bad usage.
+    if (e instanceof UnrecordableOptionsError) throw new UsageError(e.message);
+    if (stoppedBy === undefined) err(`pmpool code-cache: no cache recorded for ${under}: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+    if (stoppedBy !== undefined) process.kill(process.pid, stoppedBy);
+  }
+}
+
+export function codeCacheCommand(args: string[], out: Out, err: Out): number | Promise<number> {
   const [sub, ...rest] = args;
   const dashdash = rest.indexOf('--');
   const flags = dashdash < 0 ? rest : rest.slice(0, dashdash);
@@ -37,17 +69,7 @@ export function codeCacheCommand(args: string[], out: Out, err: Out): number {
   if (unknown !== undefined) throw new UsageError(unknown.startsWith('-') ? `unknown option ${unknown}` : `unexpected "${unknown}": the Node options go after --`);
   const under = options.length === 0 ? 'programs run without Node options' : `programs run with ${formatNodeOptions(options)}`;
 
-  if (sub === 'record') {
-    try {
-      out(`recorded ${recordCache(BUNDLE, options)} for ${under}`);
-      return 0;
-    } catch (e) {
-      // The options are checked first of all (unrecordableOptions): a refusal of them is bad usage.
-      if (e instanceof UnrecordableOptionsError) throw new UsageError(e.message);
-      err(`pmpool code-cache: no cache recorded for ${under}: ${(e as Error).message}`);
-      return 1;
-    }
-  }
+  if (sub === 'record') return record(options, under, out, err);
 
   const problem = notProgramOptions(options);
   if (problem !== undefined) throw new UsageError(problem);
