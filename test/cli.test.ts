@@ -238,6 +238,16 @@ describe('pmpool CLI', () => {
     assert.match(r.stdout, /program got \[--help\]/);
   });
 
+  test('the README\'s command block is the usage `pmpool --help` prints, line for line', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const block = /^## The command\n\n```\n([\s\S]*?)```\n/m.exec(readme);
+    assert.ok(block, 'README.md has a "## The command" section with a code block');
+    const help = pmpool('--help');
+    assert.equal(help.code, 0);
+    const usage = help.stdout.split('\n').filter((l) => l.startsWith('usage: ') || l.startsWith('       pmpool '));
+    assert.deepEqual(block[1]!.trimEnd().split('\n'), usage);
+  });
+
   test('fdt and log: an unknown short option is bad usage (exit 2), not a file or ring name', () => {
     const { path, cleanup } = shmPath('cli-short');
     try {
