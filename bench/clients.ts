@@ -20,7 +20,8 @@
  * background during the inserts; the gets start once that work is done (the
  * wait is reported), as a long-lived map's are. It is measured a second
  * time on a pool whose windows ask for none (FourKiBRegion), to show what
- * the huge pages bring.
+ * the huge pages bring: both maps are built, then their get passes are
+ * taken in turn, the best pass of each reported (as the floor's).
  *
  * Also measured: the floor of a get on this machine (benchGetFloor): what
  * every get of a key must do — its hash, its slot, its record, the value
@@ -167,49 +168,85 @@ interface Side {
   hugeRefused?: number;
 }
 
-async function benchPersistentMap(d: Data, hugePages: boolean): Promise<Side> {
-  const path = `/dev/shm/pmpool-bench-clients-${process.pid}`;
+/** A PersistentMap on a fresh pool, its entries inserted (timed), the huge-page thread done with it. */
+interface BuiltMap {
+  pool: Pool;
+  map: PersistentMap;
+  path: string;
+  insert: number;
+  hugePageWaitMs: number;
+  hugeExtents: number;
+  hugeRefused: number;
+}
+
+async function buildMap(d: Data, hugePages: boolean): Promise<BuiltMap> {
+  const path = `/dev/shm/pmpool-bench-clients-${process.pid}-${hugePages ? 'huge' : '4k'}`;
   rmSync(path, { force: true });
   const size = 2 * 1024 ** 3;
   const pool = hugePages ? Pool.create(path, { size }) : Pool.create(new FourKiBRegion(FileRegion.create(path, { size })), { size });
+  const map = PersistentMap.open(pool, 'bench');
+  const { insertKeys, insertValues, n } = d;
+  const work = native.hugePageWork();
+  const insert = opsPerSec(n, () => {
+    for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
+  });
+  const hugePageWaitMs = await hugePagesSettled();
+  const worked = native.hugePageWork();
+  return { pool, map, path, insert, hugePageWaitMs, hugeExtents: worked.collapsed - work.collapsed, hugeRefused: worked.refused - work.refused };
+}
+
+/**
+ * The PersistentMap twice: on huge pages (as it runs) and on 4 KiB pages. Each is built and
+ * updated once (the huge one first, as the only side was before); their gets are passes taken in
+ * turn, the best of each kept, so that the machine's drift falls on both alike.
+ */
+async function benchPersistentMaps(d: Data): Promise<{ huge: Side; small: Side }> {
+  const { getKeys, updateKeys, updateValues, n } = d;
+  const built: BuiltMap[] = [];
   try {
-    const map = PersistentMap.open(pool, 'bench');
-    const { insertKeys, insertValues, getKeys, updateKeys, updateValues, n } = d;
-    const work = native.hugePageWork();
-    const insert = opsPerSec(n, () => {
-      for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
-    });
-    const hugePageWaitMs = await hugePagesSettled();
-    const worked = native.hugePageWork();
-    const { bytesPerEntry, tableSlots } = map.stats();
+    built.push(await buildMap(d, true));
+    gc?.();
+    built.push(await buildMap(d, false));
     let sink = 0;
-    const get = opsPerSec(n, () => {
-      for (let i = 0; i < n; i++) sink += (map.get(getKeys[i]!) as string).length;
-    });
-    const update = opsPerSec(n, () => {
-      for (let i = 0; i < n; i++) map.set(updateKeys[i]!, updateValues[i]!);
-    });
-    const getAfterUpdate = opsPerSec(n, () => {
-      for (let i = 0; i < n; i++) sink += (map.get(getKeys[i]!) as string).length;
-    });
-    if (sink !== 2 * n * VALUE_BYTES || map.size !== n) throw new Error('PersistentMap bench: wrong results');
-    const bytesPerEntryAfterUpdate = map.stats().bytesPerEntry;
-    map.close();
-    return {
-      insert,
-      get,
-      update,
-      getAfterUpdate,
-      bytesPerEntry,
-      bytesPerEntryAfterUpdate,
-      tableSlots,
-      hugePageWaitMs,
-      hugeExtents: worked.collapsed - work.collapsed,
-      hugeRefused: worked.refused - work.refused,
+    const getPass = (m: BuiltMap) =>
+      opsPerSec(n, () => {
+        for (let i = 0; i < n; i++) sink += (m.map.get(getKeys[i]!) as string).length;
+      });
+    const bestGets = (passes: number): number[] => {
+      const best = [0, 0];
+      for (let pass = 0; pass < passes; pass++) {
+        for (const side of pass % 2 === 0 ? [0, 1] : [1, 0]) best[side] = Math.max(best[side]!, getPass(built[side]!));
+      }
+      return best;
     };
+    const stats = built.map((m) => m.map.stats());
+    const gets = bestGets(4);
+    const updates = built.map((m) =>
+      opsPerSec(n, () => {
+        for (let i = 0; i < n; i++) m.map.set(updateKeys[i]!, updateValues[i]!);
+      }),
+    );
+    const getsAfterUpdate = bestGets(2);
+    if (sink !== 12 * n * VALUE_BYTES || built.some((m) => m.map.size !== n)) throw new Error('PersistentMap bench: wrong results');
+    const [huge, small] = built.map((m, side) => ({
+      insert: m.insert,
+      get: gets[side]!,
+      update: updates[side]!,
+      getAfterUpdate: getsAfterUpdate[side]!,
+      bytesPerEntry: stats[side]!.bytesPerEntry,
+      bytesPerEntryAfterUpdate: m.map.stats().bytesPerEntry,
+      tableSlots: stats[side]!.tableSlots,
+      hugePageWaitMs: m.hugePageWaitMs,
+      hugeExtents: m.hugeExtents,
+      hugeRefused: m.hugeRefused,
+    }));
+    return { huge: huge!, small: small! };
   } finally {
-    pool.close();
-    rmSync(path, { force: true });
+    for (const m of built) {
+      m.map.close();
+      m.pool.close();
+      rmSync(m.path, { force: true });
+    }
   }
 }
 
@@ -403,9 +440,7 @@ export async function benchClients(options: { entries?: number; print?: boolean 
   const print = options.print ?? false;
   const data = makeData(n);
   gc?.();
-  const ours = await benchPersistentMap(data, true);
-  gc?.();
-  const ours4k = await benchPersistentMap(data, false);
+  const { huge: ours, small: ours4k } = await benchPersistentMaps(data);
   gc?.();
   const js = benchJsMap(data);
   gc?.();
