@@ -15,13 +15,14 @@
  * table, segments) / entries; the heap growth of a Map built from fresh
  * strings / entries (needs --expose-gc); lmdb's pages in use / entries.
  *
- * The PersistentMap asks for huge pages under its table and full segments
- * (docs/clients.md, Speed), collapsed by the addon's thread in the
- * background during the inserts; the gets start once that work is done (the
- * wait is reported), as a long-lived map's are. It is measured a second
- * time on a pool whose windows ask for none (FourKiBRegion), to show what
- * the huge pages bring: both maps are built, then their get passes are
- * taken in turn, the best pass of each reported (as the floor's).
+ * Once its entries are inserted, the PersistentMap is asked for huge pages
+ * under its table and full segments (map.preferHugePages(), docs/clients.md,
+ * Speed), which the addon's thread collapses in the background; the gets
+ * start once that is done (the wait is reported), as a long-lived map's
+ * would. It is measured a second time on a pool whose windows give no huge
+ * pages (FourKiBRegion), to show what they bring: both maps are built, then
+ * their get passes are taken in turn, the best pass of each reported (as
+ * the floor's).
  *
  * Also measured: the floor of a get on this machine (benchGetFloor): what
  * every get of a key must do — its hash, its slot, its record, the value
@@ -190,6 +191,9 @@ async function buildMap(d: Data, hugePages: boolean): Promise<BuiltMap> {
   const insert = opsPerSec(n, () => {
     for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
   });
+  // Built: the map is asked for huge pages (0 bytes on the 4 KiB side's region), and the gets start
+  // once the addon's thread is done with them.
+  map.preferHugePages();
   const hugePageWaitMs = await hugePagesSettled();
   const worked = native.hugePageWork();
   return { pool, map, path, insert, hugePageWaitMs, hugeExtents: worked.collapsed - work.collapsed, hugeRefused: worked.refused - work.refused };
@@ -505,8 +509,8 @@ export async function benchClients(options: { entries?: number; print?: boolean 
     for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
     console.log('(PersistentMap: pool on /dev/shm, every set crash-atomic; bytes/entry: pool pages held, incl. table and garbage not yet compacted)');
     console.log(
-      `(huge pages: ${ours.hugeExtents} extents of 2 MiB collapsed in the background during the inserts, ${ours.hugeRefused} refused; the gets waited ${Math.round(ours.hugePageWaitMs!)} ms more for them. ` +
-        `4 KiB pages: the same map on a pool whose windows ask for none)`,
+      `(huge pages: map.preferHugePages() after the inserts; ${ours.hugeExtents} extents of 2 MiB collapsed in the background in ${Math.round(ours.hugePageWaitMs!)} ms, ${ours.hugeRefused} refused. ` +
+        `4 KiB pages: the same map on a pool whose windows give none)`,
     );
     console.log(
       `get floor, keyed (hash the key, its slot, its record, the value as a string; nothing else): ${m(getFloor.keyed)}; PersistentMap get = ${(ours.get / getFloor.keyed).toFixed(2)}x of it`,

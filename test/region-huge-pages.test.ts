@@ -215,7 +215,7 @@ describe('huge pages for allocations', () => {
     }
   });
 
-  test('a PersistentMap asks for huge pages under its table and its full segments', async (t) => {
+  test('PersistentMap.preferHugePages asks for its table and full segments, not the segment being appended to', async (t) => {
     if (!KERNEL_COLLAPSES) return t.skip(NO_COLLAPSE);
     const { path, cleanup } = shmPath('huge-map');
     const pool = Pool.create(path, { size: '512M' });
@@ -225,9 +225,15 @@ describe('huge pages for allocations', () => {
       const n = 150_000;
       for (let i = 0; i < n; i++) map.set(`key-${i}`, `value-${i}-`.padEnd(100, 'x'));
       await settled();
+      assert.deepEqual(native.hugePageWork(), before, 'nothing asked before the map is');
+      // A table of 2^19 slots (4 MiB) and full segments of up to 4 MiB, each on a 2 MiB boundary.
+      const asked = map.preferHugePages();
+      assert.ok(asked >= 4 * EXTENT && asked % EXTENT === 0, `asked ${asked}`);
+      map.set('written while they collapse', 'and found after');
+      await settled();
       const after = native.hugePageWork();
-      // A table of 2^18 slots (2 MiB) and segments of up to 4 MiB, each on a 2 MiB boundary.
-      assert.ok(after.collapsed - before.collapsed >= 4, `collapsed ${after.collapsed - before.collapsed}, refused ${after.refused - before.refused}`);
+      assert.equal((after.collapsed - before.collapsed) * EXTENT, asked, `collapsed ${after.collapsed - before.collapsed}, refused ${after.refused - before.refused}`);
+      assert.equal(map.get('written while they collapse'), 'and found after');
       assert.ok(mappingsOf(path).reduce((kib, m) => kib + m.pmdKiB, 0) >= 4 * 2048);
       for (let i = 0; i < n; i += 7) assert.equal(map.get(`key-${i}`), `value-${i}-`.padEnd(100, 'x'));
       assert.equal(map.check().ok, true);

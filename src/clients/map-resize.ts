@@ -33,7 +33,6 @@ export function resize(s: MapState, log2: number): void {
     slots.fill(0);
     if (!rehash(s.slots, s.cap, slots, cap - 1)) throw new ClientError('CORRUPT', `${s.what}: its table holds more than the ${s.count} entries it counts`);
     writeDescriptor(s.hdr, d, run.pfn, log2, seq, s.mapId);
-    run.preferHugePages(); // written whole: its extents can be copied into huge pages now (newRun)
     fault('resize:built');
   } catch (e) {
     if (e instanceof PmpoolError) s.release(run, `${s.what}: releasing the unused table`);

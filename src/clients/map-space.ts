@@ -38,12 +38,9 @@ const MAX_SPARES = 1;
 const HUGE_EXTENT_BYTES = 2 * 1024 * 1024;
 
 /**
- * A fresh run of `pages` for the map's table or a segment. Both are read at random, and a
- * million-entry map spans tens of thousands of 4 KiB pages, far past the TLB: once written, each is
- * asked to be huge pages (Allocation.preferHugePages; a table once rehashed into, a segment once
- * full — a collapse copies the extent, and a write to it waits for the copy). A run of 2 MiB or more
- * starts on a 2 MiB boundary where the pool has one free, else anywhere, so that its whole extents
- * are as many as can be.
+ * A fresh run of `pages` for the map's table or a segment. A run of 2 MiB or more starts on a 2 MiB
+ * boundary where the pool has one free, else anywhere: every extent of it can then be one huge page
+ * when the map is asked for them (PersistentMap.preferHugePages).
  */
 export function newRun(s: MapState, pages: number, name: string, what: string): Allocation {
   const extentPages = HUGE_EXTENT_BYTES / s.pageSize;
@@ -71,14 +68,10 @@ export function reserve(s: MapState, bytes: number): number {
   return k;
 }
 
-/**
- * The active segment is full: it becomes a compaction candidate like any other, and one that stays
- * is asked to be huge pages (newRun).
- */
+/** The active segment is full: it becomes a compaction candidate like any other. */
 function retire(s: MapState, k: number): void {
   if (s.segLive[k] === 0) emptied(s, k);
   else if (sparse(s, k)) queue(s, k);
-  else s.segRun[k]?.preferHugePages();
 }
 
 /**

@@ -545,6 +545,28 @@ export class PersistentMap {
     throw new ClientError('CLOSED', this.state !== State.Open ? `${this.s.what} is closed` : `${this.s.what}: its pool is closed`);
   }
 
+  /**
+   * Asks for huge pages under the map's table and its full segments (Allocation.preferHugePages),
+   * and returns the bytes asked for. A large map is read at random over tens of thousands of 4 KiB
+   * pages, far past the TLB, and most gets pay a page walk; on huge pages they do not. The addon's
+   * thread collapses the extents in the background, and the huge pages stay with the pool's file:
+   * the next program that opens the map has them too. A collapse copies 2 MiB and takes
+   * milliseconds, and a write to that extent waits for it: ask once the map is built, or after a
+   * restart, rather than in a burst of writes (every set writes the table). The segment that takes
+   * the appends is left as it is; a reader asks for the segments it has read. 0 where the pool has
+   * nothing to gain (on hugetlbfs, DAX, a disk file, or in memory: see Allocation.preferHugePages).
+   */
+  preferHugePages(): number {
+    this.live();
+    const s = this.s;
+    let asked = s.tableRun?.preferHugePages() ?? 0;
+    for (let k = 0; k < MAX_SEGMENTS; k++) {
+      const run = s.segRun[k];
+      if (run !== null && run !== undefined && k !== s.active) asked += run.preferHugePages();
+    }
+    return asked;
+  }
+
   /** What the map's handover node says. */
   handoverInfo(): MapHandoverInfo {
     this.live();
