@@ -57,6 +57,7 @@ typedef struct mapping {
   int requests;   /* huge-page requests that name it, queued or running: it is freed after the last */
   int finalized;  /* its ArrayBuffer is gone; the last request frees it */
   int collapsing; /* an extent of it is being collapsed: an unmap waits for that one */
+  int unmapping;  /* an unmap waits: no further extent of it is taken */
   struct mapping *next;
 } mapping;
 
@@ -93,6 +94,7 @@ static pthread_cond_t extent_done = PTHREAD_COND_INITIALIZER;
 static void unmap_now(mapping *m) {
   pthread_mutex_lock(&mappings_lock);
   /* Not under a collapse: the range could be mapped again by anyone (V8's heap) meanwhile. */
+  m->unmapping = 1;
   while (m->collapsing) pthread_cond_wait(&extent_done, &mappings_lock);
   if (!m->unmapped) {
     munmap(m->addr, m->length);
@@ -154,6 +156,9 @@ napi_value wrap_mapping(napi_env env, void *addr, size_t length, const char *sys
    offset modulo HUGE_EXTENT: a reservation one extent longer, the mapping
    placed in it, the rest given back. */
 static void *mmap_extent_aligned(int fd, int64_t offset, size_t length, int prot) {
+  /* The kernel maps whole pages: the placement and the tail given back are reckoned in them. */
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  length = (length + page - 1) & ~(page - 1);
   size_t span = length + HUGE_EXTENT;
   char *reserved = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (reserved == MAP_FAILED) return MAP_FAILED;
@@ -332,7 +337,7 @@ static char *next_extent(mapping **owner) {
   while (queue_head) {
     huge_request *r = queue_head;
     mapping *m = r->m;
-    if (!m->unmapped && r->from < r->to) {
+    if (!m->unmapped && !m->unmapping && r->from < r->to) {
       char *at = (char *)m->addr + r->from;
       r->from += HUGE_EXTENT;
       *owner = m;
@@ -421,7 +426,7 @@ napi_value js_prefer_huge_pages(napi_env env, napi_callback_info info) {
   r->from = from - base;
   r->to = to - base;
   pthread_mutex_lock(&mappings_lock);
-  int err = m->unmapped ? EINVAL : start_collapser();
+  int err = m->unmapped || m->unmapping ? EINVAL : start_collapser();
   if (err) {
     pthread_mutex_unlock(&mappings_lock);
     free(r);

@@ -10,6 +10,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { FileRegion, MemoryRegion, PersistentMap, Pool, PoolError, RegionError, SubRegion } from '../src/index.js';
@@ -179,6 +180,49 @@ describe('huge pages on tmpfs', () => {
       again.close();
     } finally {
       region.close();
+      cleanup();
+    }
+  });
+});
+
+describe('huge pages and unmapping', () => {
+  test('an unmap waits for the extent under way, not for the rest of the queue: those are dropped', async (t) => {
+    if (!KERNEL_COLLAPSES) return t.skip(NO_COLLAPSE);
+    const { path, cleanup } = shmPath('huge-unmap-early');
+    const extents = 64;
+    const region = FileRegion.create(path, { size: extents * EXTENT });
+    try {
+      const w = region.map(0, extents * EXTENT);
+      w.advise('populate');
+      const before = native.hugePageWork();
+      assert.equal(w.preferHugePages(), extents * EXTENT);
+      // Once the first extent is done, the unmap: the one under way then is the last to be collapsed.
+      while (native.hugePageWork().collapsed + native.hugePageWork().refused === before.collapsed + before.refused) {
+        /* spin: no timer, so that the thread is seen as early as can be */
+      }
+      w.unmap();
+      await settled();
+      const after = native.hugePageWork();
+      const done = after.collapsed - before.collapsed + (after.refused - before.refused);
+      assert.ok(done < extents / 2, `${done} of ${extents} extents were collapsed for a window unmapped after the first`);
+      assert.equal(after.pending, 0);
+    } finally {
+      region.close();
+      cleanup();
+    }
+  });
+
+  test('a window whose length is not whole pages leaves no reservation behind', () => {
+    const { path, cleanup } = shmPath('huge-slop');
+    const fd = native.open(path, true, true, false, 0o600);
+    try {
+      native.ftruncate(fd, 2 * EXTENT);
+      const mappingsNow = () => readFileSync('/proc/self/maps', 'latin1').split('\n').length;
+      const before = mappingsNow();
+      for (let i = 0; i < 20; i++) native.munmap(native.mmap(fd, 0, EXTENT + 100, true, true));
+      assert.equal(mappingsNow(), before);
+    } finally {
+      native.close(fd);
       cleanup();
     }
   });

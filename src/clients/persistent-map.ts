@@ -559,12 +559,14 @@ export class PersistentMap {
   preferHugePages(): number {
     this.live();
     const s = this.s;
-    let asked = s.tableRun?.preferHugePages() ?? 0;
-    for (let k = 0; k < MAX_SEGMENTS; k++) {
-      const run = s.segRun[k];
-      if (run !== null && run !== undefined && k !== s.active) asked += run.preferHugePages();
-    }
-    return asked;
+    return poolCall(() => {
+      let asked = s.tableRun?.preferHugePages() ?? 0;
+      for (let k = 0; k < MAX_SEGMENTS; k++) {
+        const run = s.segRun[k];
+        if (run !== null && run !== undefined && k !== s.active) asked += run.preferHugePages();
+      }
+      return asked;
+    }, `${s.what}: asking for huge pages`);
   }
 
   /** What the map's handover node says. */

@@ -5,7 +5,7 @@
  * run's stores.
  */
 import { describeValue } from '../util/options.js';
-import { checkAdvice, checkSize, checkWindow, checkWindowRange, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
+import { checkAdvice, checkSize, checkWindow, checkWindowRange, LiveWindows, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
 
 class MemoryWindow implements RegionWindow {
   private live = true;
@@ -42,6 +42,7 @@ class MemoryWindow implements RegionWindow {
   }
   unmap(): void {
     this.live = false;
+    this.region.forget(this);
   }
 }
 
@@ -53,7 +54,8 @@ export class MemoryRegion implements Region {
   readonly size: number;
   readonly buffer: SharedArrayBuffer;
   private isClosed = false;
-  private readonly live = new Set<MemoryWindow>();
+  /* Weakly, as a FileRegion holds its own: a window the program drops (without unmap()) is not kept for the region's life. */
+  private readonly live = new LiveWindows<MemoryWindow>();
 
   /** A zeroed region of `size` bytes, or a region over an existing buffer (e.g. one shared with a worker). */
   constructor(sizeOrBuffer: number | SharedArrayBuffer) {
@@ -86,7 +88,12 @@ export class MemoryRegion implements Region {
   }
 
   windows(): readonly RegionWindow[] {
-    return [...this.live].filter((w) => w.mapped);
+    return this.live.mapped();
+  }
+
+  /** @internal called by a window as it unmaps. */
+  forget(window: MemoryWindow): void {
+    this.live.forget(window);
   }
 
   flush(): void {
@@ -94,8 +101,8 @@ export class MemoryRegion implements Region {
   }
 
   close(): void {
+    for (const w of this.live.mapped()) w.unmap();
     this.isClosed = true;
-    this.live.clear();
   }
 
   /** A new, independent region holding a copy of these bytes. */

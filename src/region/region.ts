@@ -161,6 +161,9 @@ export class LiveWindows<W extends RegionWindow> {
  */
 const heldByBuffer = new WeakMap<object, RegionWindow[]>();
 export function holdWhileBufferLives(window: RegionWindow): void {
+  // A SharedArrayBuffer is a MemoryRegion's one buffer, shared by all its windows and its slices'
+  // windows: nothing to unmap, and held here each of them would live as long as the region.
+  if (!(window.buffer instanceof ArrayBuffer)) return;
   const held = heldByBuffer.get(window.buffer);
   if (held) held.push(window);
   else heldByBuffer.set(window.buffer, [window]);
