@@ -915,11 +915,13 @@ export class Pool {
   }
 
   private live(): PoolParts {
-    if (this.parts === null) throw new PoolError('CLOSED', 'the pool is closed');
+    const p = this.parts;
+    if (p === null) throw new PoolError('CLOSED', 'the pool is closed');
     // A Region handed to Pool.create/open and closed by its maker under the pool: its windows are
-    // unmapped, and every store would be a TypeError on a detached buffer.
-    if (this.region.closed) throw new PoolError('CLOSED', 'the pool\'s region was closed under it; close the pool');
-    return this.parts;
+    // unmapped, their buffers detached, and every store would be a TypeError. Seen as the metadata's
+    // view gone empty: a length, not a call on the Region (which is on every alloc and release).
+    if (p.writer.u32.length === 0) throw new PoolError('CLOSED', 'the pool\'s region was closed under it; close the pool');
+    return p;
   }
 
   private mutable(): PoolParts {
