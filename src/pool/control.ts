@@ -375,8 +375,10 @@ export class Control {
     return this.w.u32[(this.base + INDEX_ALL) >>> 2] !== 0;
   }
 
+  /** Stores 1 or 0, unless the word holds it already: a damaged word (2, say) reads as set, and is still rewritten. */
   setIndexAll(on: boolean): void {
-    if (this.indexAll() !== on) this.w.store32(this.base + INDEX_ALL, on ? 1 : 0);
+    const word = on ? 1 : 0;
+    if (this.indexAllWord() !== word) this.w.store32(this.base + INDEX_ALL, word);
   }
 
   /** The raw word, for check(): anything but 0 or 1 is damage. */

@@ -146,8 +146,12 @@ export function rebuildDerived(p: PoolParts): string[] {
   // take the home slot on trust, and every honoured record goes in the pfn index (INDEX_ALL).
   const indexAll = dishonoured > 0;
   for (const r of honoured) if (indexAll || r.slot !== homeSlot(g, r.pfn)) p.pfnIndex.insert(hashPfn(r.pfn), r.slot);
-  if (indexAll !== p.control.indexAll()) {
-    changes.push(indexAll ? `${dishonoured} record(s) not honoured: lookups by pfn go through the index for every record` : 'every record honoured: lookups by pfn use home slots again');
+  // The stored word, not what lookups make of it: a damaged word (2, say) reads as set, and is
+  // still rewritten to the 1 or 0 the directory implies.
+  const word = p.control.indexAllWord();
+  if (word !== (indexAll ? 1 : 0)) {
+    if (word !== 0 && word !== 1) changes.push(`set the control page's INDEX_ALL word from ${word} to ${indexAll ? 1 : 0}`);
+    else changes.push(indexAll ? `${dishonoured} record(s) not honoured: lookups by pfn go through the index for every record` : 'every record honoured: lookups by pfn use home slots again');
   }
   p.control.setIndexAll(indexAll);
   return changes;
