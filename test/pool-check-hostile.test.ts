@@ -107,3 +107,56 @@ describe('the INDEX_ALL word', () => {
     });
   }
 });
+
+describe('an index with no empty entry', () => {
+  test('a named alloc is refused with CORRUPT before anything is written, and repair makes room', () => {
+    const f = fixture(4 * MiB);
+    const kept = f.pool.alloc(1, { name: 'kept' });
+    kept.bytes().fill(0x5a);
+    junkIndex(f, 'nameIndex');
+    f.pool.stats(); // the lock taken once: this open's identity is on the control page
+    const before = f.bytes.slice(0, f.g.metadataBytes);
+    const error = expectPoolError(() => f.pool.alloc(1, { name: 'new' }), 'CORRUPT');
+    assert.match(error.message, /name index has no empty entry.*check --repair/);
+    assert.deepEqual(f.bytes.slice(0, f.g.metadataBytes), before, 'no metadata byte changed: no record, no intent');
+    assert.equal(f.pool.find('new'), undefined);
+    // A sub-pool is a named allocation: refused the same way.
+    expectPoolError(() => f.pool.subpool('sub', { count: 64 }), 'CORRUPT');
+    assert.deepEqual(f.bytes.slice(0, f.g.metadataBytes), before);
+    // The insert itself, should anything reach it, throws the same typed error.
+    expectPoolError(() => f.parts.nameIndex.insert(hashName(new TextEncoder().encode('new')), 0), 'CORRUPT');
+
+    const report = repairConverges(f.pool);
+    assert.ok(report.repaired.length > 0);
+    assert.deepEqual(report.problems, []);
+    assert.equal(f.pool.alloc(1, { name: 'new' }).name, 'new');
+    assert.equal(f.pool.find('kept')?.pfn, kept.pfn);
+    assert.ok(kept.bytes().every((x) => x === 0x5a));
+    assert.equal(f.pool.check().ok, true);
+    f.pool.close();
+  });
+
+  test('an alloc away from its home slot is refused with CORRUPT when the pfn index has no room', () => {
+    // 16 records for 256 units: units u and u + 16 share a home slot (and the pool has no caches).
+    const f = fixture(1 * MiB, { maxAllocations: 16 });
+    const a = f.pool.alloc(1);
+    a.bytes().fill(0x11);
+    f.pool.alloc(15);
+    junkIndex(f, 'pfnIndex');
+    f.pool.stats();
+    const before = f.bytes.slice(0, f.g.metadataBytes);
+    // The next unit's home slot is a's: its record would go elsewhere, and into the pfn index.
+    assert.equal(homeSlot(f.g, a.pfn + 16), homeSlot(f.g, a.pfn));
+    expectPoolError(() => f.pool.alloc(1), 'CORRUPT');
+    assert.deepEqual(f.bytes.slice(0, f.g.metadataBytes), before);
+    assert.equal(f.pool.allocations().length, 2);
+
+    repairConverges(f.pool);
+    assert.equal(f.pool.check().ok, true);
+    const b = f.pool.alloc(1);
+    assert.equal(homeSlot(f.g, b.pfn), homeSlot(f.g, a.pfn));
+    assert.equal(f.pool.at(b.pfn)?.pfn, b.pfn);
+    assert.ok(a.bytes().every((x) => x === 0x11));
+    f.pool.close();
+  });
+});

@@ -396,6 +396,11 @@ export class Pool {
     }
     const pfn = start * unitPages;
     const pageCount = units * unitPages;
+    // The indices are derived, and a damaged one may have no empty entry: found out after the
+    // commit, the allocation would exist while its caller is told it failed. Refused now, whole.
+    const pfnIndexed = slot !== home || p.control.indexAll();
+    const full = pfnIndexed && !p.pfnIndex.hasRoom(hashPfn(pfn)) ? 'pfn' : name.length > 0 && !p.nameIndex.hasRoom(hashName(name)) ? 'name' : null;
+    if (full !== null) throw new PoolError('CORRUPT', `the pool's ${full} index has no empty entry (damaged metadata); run \`pmpool check --repair\``);
     const w = p.writer;
     p.control.beginIntent(IntentOp.Alloc, slot, pfn, pageCount);
     w.barrier();
@@ -414,7 +419,7 @@ export class Pool {
     }
     d.commit(slot);
     w.barrier();
-    if (slot !== home || p.control.indexAll()) p.pfnIndex.insert(hashPfn(pfn), slot);
+    if (pfnIndexed) p.pfnIndex.insert(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.insert(hashName(name), slot);
     // The index entries reach the file before the intent is cleared: a power cut in between must
     // leave the intent (and so a rebuild), never a cleared intent over an index missing its entries.

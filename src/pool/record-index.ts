@@ -10,6 +10,7 @@
  * It is derived data: repair rebuilds it from the directory. With at most
  * half of the slots used (slots >= 2 x records), probes stay short.
  */
+import { PoolError } from './errors.js';
 import { INDEX_ENTRY_BYTES as ENTRY_BYTES } from './layout.js';
 import type { MetaWriter } from './meta-writer.js';
 
@@ -41,6 +42,18 @@ export class RecordIndex {
     return -1;
   }
 
+  /**
+   * Whether insert(hash, …) finds an empty entry. A table of twice the directory's capacity always
+   * has one, unless it is damaged: an operation asks before it writes anything, so that it is
+   * refused whole rather than stopped with its record committed and not indexed.
+   */
+  hasRoom(hash: number): boolean {
+    for (let i = hash & this.mask, probes = 0; probes < this.slots; i = (i + 1) & this.mask, probes++) {
+      if (this.slotAt(i) === 0) return true;
+    }
+    return false;
+  }
+
   insert(hash: number, slot: number): void {
     for (let i = hash & this.mask, probes = 0; probes < this.slots; i = (i + 1) & this.mask, probes++) {
       if (this.slotAt(i) === 0) {
@@ -50,7 +63,8 @@ export class RecordIndex {
         return;
       }
     }
-    throw new RangeError('record index full: slots must be at least twice the directory capacity');
+    // The table has twice the directory's entries: only damage fills it.
+    throw new PoolError('CORRUPT', 'a record index of the pool has no empty entry (damaged metadata); run `pmpool check --repair`');
   }
 
   /** Removes the entry for directory `slot` (found by its hash) and closes the gap. False when absent. */
