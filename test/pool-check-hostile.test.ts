@@ -160,3 +160,44 @@ describe('an index with no empty entry', () => {
     f.pool.close();
   });
 });
+
+describe('a committed record whose sequence number is past 2^53', () => {
+  test('is not honoured, the counter is not blamed, and repair converges', () => {
+    const f = fixture(1 * MiB);
+    const kept = f.pool.alloc(2, { name: 'kept' });
+    kept.bytes().fill(0x33);
+    const forged = f.pool.alloc(2);
+    const slot = [...Array(f.g.maxRecords).keys()].find((s) => f.parts.directory.pfn(s) === forged.pfn && f.parts.directory.isCommitted(s))!;
+    f.view.setBigUint64(recordAt(f.g, slot) + REC_SEQ, 2n ** 60n, true);
+    forgeCrc(f, slot);
+    const lastSeq = f.parts.control.lastSeq();
+    const report = f.pool.check();
+    assert.ok(report.problems.some((p) => new RegExp(`record ${slot} .*sequence number \\d+ is past 2\\^53`).test(p)), report.problems.join('\n'));
+    assert.ok(!report.problems.some((p) => /last sequence number/.test(p)), 'the counter is not to blame');
+    const repaired = repairConverges(f.pool);
+    assert.equal(repaired.problems.length, 1, repaired.problems.join('\n'));
+    assert.equal(f.parts.control.lastSeq(), lastSeq, 'the counter is not raised to a number past 2^53');
+    assert.equal(f.parts.control.indexAll(), true);
+    assert.equal(f.pool.at(forged.pfn), undefined, 'not reached by pfn');
+    // Its pages stay out of reuse, as a corrupt record's plausible extent does.
+    const handedOut: number[] = [];
+    for (;;) {
+      try {
+        handedOut.push(f.pool.alloc(1).pfn);
+      } catch (e) {
+        assert.ok(e instanceof PoolError && e.code === 'NO_SPACE', String(e));
+        break;
+      }
+    }
+    assert.ok(!handedOut.includes(forged.pfn) && !handedOut.includes(forged.pfn + 1));
+    assert.ok(kept.bytes().every((x) => x === 0x33));
+    for (const pfn of handedOut) f.pool.release(pfn, 1);
+    assert.deepEqual(f.pool.check().problems, repaired.problems);
+    // Recovery at open agrees with check().
+    f.pool.close();
+    f.view.setUint32(f.g.areas.control.offset + CONTROL_LAYOUT.INTENT_OP, INTENT_REPAIR, true);
+    const reopened = Pool.open(f.region);
+    assert.deepEqual(reopened.check().problems, repaired.problems);
+    reopened.close();
+  });
+});

@@ -14,7 +14,8 @@
  *  - every cache entry is free and zero, or owned with no operation left
  *    half done, and each unit on its list is an allocatable unit no record
  *    and no other list holds, whose home record is free;
- *  - the control page's sequence number is at least every committed record's, and exact;
+ *  - every committed record's sequence number is below 2^53 (no record can have been given
+ *    another), and the control page's is at least each of theirs, and exact;
  *  - each index holds each live record exactly once, reachable by lookup
  *    (the pfn index: each live record away from its home slot, no other;
  *    every honoured record while INDEX_ALL is set, which it is exactly when
@@ -23,7 +24,7 @@
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
-import { describeRecord, extentProblem, liveRecords, markPlausibleExtent } from './recovery.js';
+import { describeRecord, extentProblem, liveRecords, markPlausibleExtent, seqProblem, type LiveRecord } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { hashName, hashPfn, homeSlot, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 
@@ -79,17 +80,32 @@ export function checkParts(p: PoolParts): string[] {
   const expectedWords = new Uint32Array(allocatorGeometry(g.unitCount).wordCount);
   const expected = BitmapAllocator.format(new ArrayWordStore(expectedWords), g.unitCount);
   expected.markUsed(0, g.reservedUnits);
-  const live = liveRecords(p).sort((a, b) => a.seq - b.seq);
+  // A record whose sequence number no record can have is damaged, as a corrupt one is: recovery
+  // honours neither, and keeps the pages of both out of reuse where their extents are plausible.
+  const live = liveRecords(p);
+  const damaged = [...corrupt];
+  const ordered: LiveRecord[] = [];
+  for (const r of live) {
+    const bad = seqProblem(r.seq);
+    if (bad === null) {
+      ordered.push(r);
+      continue;
+    }
+    problems.push(`${describeRecord(r)}: ${bad}`);
+    damaged.push(r.slot);
+    dishonoured++;
+  }
+  ordered.sort((a, b) => a.seq - b.seq);
   const lastSeq = p.control.lastSeq();
-  const newest = live.at(-1);
+  const newest = ordered.at(-1);
   if (!Number.isSafeInteger(lastSeq)) {
     problems.push(`the control page's last sequence number ${lastSeq} is past 2^53: new records would share one number`);
   } else if (newest !== undefined && newest.seq > lastSeq) {
     problems.push(`the control page's last sequence number is ${lastSeq}, below the ${newest.seq} of ${describeRecord(newest)}: new records would not sort after it`);
   }
   const names = new Map<string, number>();
-  const honoured: typeof live = [];
-  for (const r of live) {
+  const honoured: LiveRecord[] = [];
+  for (const r of ordered) {
     const bad = extentProblem(p, r.pfn, r.pageCount);
     if (bad !== null) {
       problems.push(`${describeRecord(r)}: ${bad}`);
@@ -106,9 +122,9 @@ export function checkParts(p: PoolParts): string[] {
     expected.markUsed(start, count);
     honoured.push(r);
   }
-  // As recovery does: a corrupt record's plausible extent stays out of reuse, around the pages of
+  // As recovery does: a damaged record's plausible extent stays out of reuse, around the pages of
   // the honoured records — those pages are held for it, not leaked.
-  for (const slot of corrupt) markPlausibleExtent(p, expected, d.pfn(slot), d.pageCount(slot));
+  for (const slot of damaged) markPlausibleExtent(p, expected, d.pfn(slot), d.pageCount(slot));
   // Cached units: each an allocatable unit that nothing else holds, with a free home record.
   const listedHomes = new Set<number>();
   for (const { entry, units } of lists) {

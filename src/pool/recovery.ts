@@ -34,6 +34,15 @@ export function extentFits(p: PoolParts, pfn: number, pageCount: number): boolea
   return pageCount > 0 && pfn >= p.firstPfn && pageCount <= p.endPfn - pfn && pfn % p.unitPages === 0;
 }
 
+/**
+ * Why a committed record's sequence number cannot be honoured, or null when it can. Past 2^53 a
+ * number is not exact, and the control page could never hand out one after it: such a record is
+ * damage (a forged checksum), not the newest allocation, and the counter is not raised to it.
+ */
+export function seqProblem(seq: number): string | null {
+  return Number.isSafeInteger(seq) ? null : `sequence number ${seq} is past 2^53, where no record's can be`;
+}
+
 /** Why a committed record cannot be honoured as it stands, or null when it can. */
 export function extentProblem(p: PoolParts, pfn: number, pageCount: number): string | null {
   const g = p.geometry;
@@ -70,10 +79,12 @@ export function liveRecords(p: PoolParts): LiveRecord[] {
 /**
  * Rebuilds the derived metadata from the directory. Uncommitted records
  * (allocations cut short before their commit) are wiped. A record that
- * cannot be honoured — corrupt, out of bounds, overlapping an older record,
- * or reusing an older record's name — is left in place for check() to
- * report, and its slot is kept out of reuse; where its extent is plausible
- * its pages stay marked used, so nothing that may be someone's is handed out.
+ * cannot be honoured — corrupt, with a sequence number past 2^53, out of
+ * bounds, overlapping an older record, or reusing an older record's name — is
+ * left in place for check() to report, and its slot is kept out of reuse;
+ * where a corrupt record's extent is plausible (or that of a record whose
+ * sequence number is past 2^53) its pages stay marked used, so nothing that
+ * may be someone's is handed out.
  * Returns a line per change of the source of truth (wiped records).
  */
 export function rebuildDerived(p: PoolParts): string[] {
@@ -103,7 +114,8 @@ export function rebuildDerived(p: PoolParts): string[] {
       continue;
     }
     p.slots.markUsed(slot, 1);
-    if (status === 'corrupt') {
+    // A sequence number no record can have is damage of the record, as a bad checksum is.
+    if (status === 'corrupt' || seqProblem(d.seq(slot)) !== null) {
       corrupt.push(slot);
       dishonoured++;
       continue;
@@ -117,7 +129,7 @@ export function rebuildDerived(p: PoolParts): string[] {
   // numbers again (below the newest), or one number for ever (past 2^53, where +1 is lost).
   const lastSeq = p.control.lastSeq();
   const newest = live.at(-1)?.seq ?? 0;
-  if (Number.isSafeInteger(newest) && (newest > lastSeq || !Number.isSafeInteger(lastSeq))) {
+  if (newest > lastSeq || !Number.isSafeInteger(lastSeq)) {
     changes.push(`set the last sequence number from ${lastSeq} to ${newest}, the newest record's`);
     p.control.setLastSeq(newest);
   }
