@@ -24,7 +24,7 @@
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
-import { describeRecord, extentProblem, liveRecords, markPlausibleExtent, seqProblem, type LiveRecord } from './recovery.js';
+import { describeRecord, extentProblem, liveRecords, markPlausibleExtents, seqProblem, type LiveRecord } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { hashName, hashPfn, homeSlot, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 
@@ -124,7 +124,7 @@ export function checkParts(p: PoolParts): string[] {
   }
   // As recovery does: a damaged record's plausible extent stays out of reuse, around the pages of
   // the honoured records — those pages are held for it, not leaked.
-  for (const slot of damaged) markPlausibleExtent(p, expected, d.pfn(slot), d.pageCount(slot));
+  markPlausibleExtents(p, expected, damaged);
   // Cached units: each an allocatable unit that nothing else holds, with a free home record.
   const listedHomes = new Set<number>();
   for (const { entry, units } of lists) {

@@ -693,7 +693,9 @@ export class Pool {
     p.control.endIntent();
     p.writer.barrier();
     const after = [...this.superblockProblems(), ...checkParts(p)];
-    const repaired = [...before.filter((x) => !after.includes(x)), ...changes];
+    // A set: a damaged directory makes a line per record, and each line of before is looked up.
+    const still = new Set(after);
+    const repaired = [...before.filter((x) => !still.has(x)), ...changes];
     return { ok: after.length === 0, problems: after, repaired };
   }
 

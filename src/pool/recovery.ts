@@ -151,7 +151,7 @@ export function rebuildDerived(p: PoolParts): string[] {
   }
   // A damaged record's pages are kept out of reuse only after every intact record has its own:
   // its fields are not to be trusted, and must not cost an intact record its pages.
-  for (const slot of corrupt) markPlausibleExtent(p, p.units, d.pfn(slot), d.pageCount(slot));
+  markPlausibleExtents(p, p.units, corrupt);
   // The opens' cached units, after every record (a unit a record holds is no list's).
   changes.push(...rebuildCaches(p));
   // A record recovery did not honour may sit in the home slot of a pfn: then a lookup must not
@@ -170,15 +170,47 @@ export function rebuildDerived(p: PoolParts): string[] {
 }
 
 /**
- * Keeps a damaged record's pages out of reuse where its fields still look like an extent: marks
- * in `units` (the pool's bitmap, or the one check() builds) those of its units still free.
+ * Keeps damaged records' pages out of reuse where their fields still look like an extent: marks in
+ * `units` (the pool's bitmap, or the one check() builds) those of their units still free. The
+ * records in `slots` may all claim the same units — a damaged directory can hold thousands of
+ * records over the whole pool — so their extents are merged first, and each merged run is
+ * marked once, where it meets the bitmap's free runs: O(records log records + words), not
+ * O(records × units).
  */
-export function markPlausibleExtent(p: PoolParts, units: BitmapAllocator, pfn: number, pageCount: number): void {
-  if (extentProblem(p, pfn, pageCount) !== null) return;
-  const unitPages = 2 ** p.geometry.orderPerBit;
-  const start = pfn / unitPages;
-  const count = unitsOf(p.geometry, pageCount);
-  for (let u = start; u < start + count; u++) if (units.isFree(u, 1)) units.markUsed(u, 1);
+export function markPlausibleExtents(p: PoolParts, units: BitmapAllocator, slots: readonly number[]): void {
+  const g = p.geometry;
+  const d = p.directory;
+  const unitPages = 2 ** g.orderPerBit;
+  const extents: { start: number; end: number }[] = [];
+  for (const slot of slots) {
+    const pfn = d.pfn(slot);
+    const pageCount = d.pageCount(slot);
+    if (extentProblem(p, pfn, pageCount) !== null) continue;
+    extents.push({ start: pfn / unitPages, end: pfn / unitPages + unitsOf(g, pageCount) });
+  }
+  if (extents.length === 0) return;
+  extents.sort((a, b) => a.start - b.start);
+  const merged = [extents[0]!];
+  for (const e of extents) {
+    const last = merged.at(-1)!;
+    if (e.start <= last.end) last.end = Math.max(last.end, e.end);
+    else merged.push(e);
+  }
+  // Where the merged runs meet free runs, collected before any store: freeRuns() reads the words
+  // that markUsed() writes. Both lists are sorted and disjoint; one walk pairs them.
+  const marks: number[] = [];
+  let next = 0;
+  for (const free of units.freeRuns()) {
+    const freeEnd = free.start + free.count;
+    while (next < merged.length && merged[next]!.end <= free.start) next++;
+    if (next === merged.length) break;
+    for (let i = next; i < merged.length && merged[i]!.start < freeEnd; i++) {
+      const start = Math.max(free.start, merged[i]!.start);
+      const end = Math.min(freeEnd, merged[i]!.end);
+      if (start < end) marks.push(start, end - start);
+    }
+  }
+  for (let i = 0; i < marks.length; i += 2) units.markUsed(marks[i]!, marks[i + 1]!);
 }
 
 export function describeRecord(r: { slot: number; pfn: number; pageCount: number; name: Uint8Array }): string {
