@@ -280,3 +280,145 @@ describe("damaged records' plausible extents: O(records + words), not O(records 
     );
   });
 });
+
+describe('check() over a damaged index: one pass, a bounded report', () => {
+  test('a name index of junk over 32768 named records: a few lines, and repair restores every name', () => {
+    const n = 32768;
+    const f = fixture((2 * n + 4096) * 4096, { maxAllocations: n });
+    for (let i = 0; i < n; i++) f.pool.alloc(1, { name: `r${i}` });
+    f.pool.find('r7')!.bytes().fill(7);
+    junkIndex(f, 'nameIndex');
+    const report = f.pool.check();
+    const lines = report.problems.filter((p) => /name index/.test(p));
+    assert.equal(lines.length, INDEX_PROBLEM_LINES + 1, report.problems.slice(0, 3).join('\n'));
+    // Every entry is stray, and every record missing.
+    assert.equal(lines.at(-1), `... and ${f.g.indexSlots + n - INDEX_PROBLEM_LINES} more problems of the name index`);
+    assert.equal(report.problems.length, lines.length, 'nothing else is wrong');
+
+    const repaired = repairConverges(f.pool);
+    assert.deepEqual(repaired.problems, []);
+    for (let i = 0; i < n; i += 997) assert.ok(f.pool.find(`r${i}`), `r${i}`);
+    assert.ok(f.pool.find('r7')!.bytes().every((x) => x === 7));
+    f.pool.close();
+  });
+
+  test('a sub-pool is checked whatever the name index holds', () => {
+    const f = fixture(4 * MiB);
+    const sub = f.pool.subpool('inner', { count: 256 });
+    sub.alloc(2, { name: 'x' }).bytes().fill(3);
+    const subControl = f.pool.find('inner')!.pfn * f.g.pageSize + sub.geometry.areas.control.offset;
+    sub.close();
+    // Damage inside the sub-pool (its INDEX_ALL word) and, in the parent, a name index of junk.
+    f.view.setUint32(subControl + INDEX_ALL, 2, true);
+    junkIndex(f, 'nameIndex');
+    const report = f.pool.check();
+    assert.ok(report.problems.some((p) => p.startsWith('sub-pool "inner"') && /INDEX_ALL/.test(p)), report.problems.join('\n'));
+    const repaired = repairConverges(f.pool);
+    assert.deepEqual(repaired.problems, []);
+    const again = f.pool.subpool('inner');
+    assert.ok(again.find('x')!.bytes().every((b) => b === 3));
+    again.close();
+    f.pool.close();
+  });
+
+  test('an entry past an empty one, and an entry held twice, are named', () => {
+    const f = fixture(1 * MiB);
+    const a = f.pool.alloc(1, { name: 'a' });
+    a.bytes().fill(9);
+    const [entry] = [...f.parts.nameIndex.entries()];
+    assert.ok(entry);
+    const mask = f.g.indexSlots - 1;
+    const entryAt = (i: number) => f.g.areas.nameIndex.offset + (i & mask) * 8;
+    const copy = (from: number, to: number) => f.bytes.copyWithin(entryAt(to), entryAt(from), entryAt(from) + 8);
+    // Moved two entries on, past an empty one: present, but no lookup reaches it.
+    copy(entry.position, entry.position + 2);
+    f.bytes.fill(0, entryAt(entry.position), entryAt(entry.position) + 8);
+    assert.equal(f.pool.find('a'), undefined);
+    let report = f.pool.check();
+    assert.ok(report.problems.some((p) => /"a" .* is in the name index \(entry \d+\) past an empty entry/.test(p)), report.problems.join('\n'));
+    assert.deepEqual(repairConverges(f.pool).problems, []);
+    assert.equal(f.pool.find('a')?.pfn, a.pfn);
+    // A second entry for the same record: a release would remove one and leave the other.
+    const [again] = [...f.parts.nameIndex.entries()];
+    copy(again!.position, again!.position + 1);
+    report = f.pool.check();
+    assert.ok(report.problems.some((p) => /name index entry \d+ points at record \d+, which another entry points at too/.test(p)), report.problems.join('\n'));
+    assert.deepEqual(repairConverges(f.pool).problems, []);
+    assert.equal([...f.parts.nameIndex.entries()].length, 1);
+    assert.ok(a.bytes().every((x) => x === 9));
+    f.pool.close();
+  });
+
+  test('verify() agrees with find() on every table', () => {
+    // A small index and arbitrary contents: each expected entry is reported missing or unreachable
+    // exactly when find() does not return it; entries found but not expected are strays.
+    const f = fixture(1 * MiB, { maxAllocations: 8 });
+    const index = f.parts.pfnIndex;
+    const slots = index.slots;
+    const base = f.g.areas.pfnIndex.offset;
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ slot: fc.integer({ min: 0, max: 9 }), hash: fc.integer({ min: 0, max: 2 * slots - 1 }) }), { minLength: slots, maxLength: slots }),
+        fc.array(fc.boolean(), { minLength: slots, maxLength: slots }),
+        fc.uniqueArray(fc.integer({ min: 0, max: 9 }), { maxLength: 10 }),
+        (table, empty, expectedSlots) => {
+          for (let i = 0; i < slots; i++) {
+            f.view.setUint32(base + i * 8, empty[i] ? 0 : table[i]!.slot + 1, true);
+            f.view.setUint32(base + i * 8 + 4, table[i]!.hash, true);
+          }
+          // Expected pairs: some held in the table, some not.
+          const expected = new Map<number, number>();
+          for (const slot of expectedSlots) {
+            const held = table.findIndex((e, i) => !empty[i] && e.slot === slot);
+            expected.set(slot, held >= 0 && slot % 2 === 0 ? table[held]!.hash : slot * 3);
+          }
+          const faults = new Map<number, string>();
+          let strays = 0;
+          index.verify(expected, (fault) => {
+            if (fault.kind === 'stray') strays++;
+            else if (fault.kind !== 'duplicate') faults.set(fault.slot, fault.kind);
+          });
+          for (const [slot, hash] of expected) {
+            const found = index.find(hash, (s) => s === slot) === slot;
+            const entries = [...index.entries()].filter((e) => e.slot === slot && e.hash === hash);
+            // With one entry per pair, find() reaches it exactly when verify() has nothing to say.
+            if (entries.length === 1) assert.equal(found, !faults.has(slot), `slot ${slot}`);
+            if (entries.length === 0) assert.equal(faults.get(slot), 'missing');
+          }
+          const unexpected = [...index.entries()].filter((e) => expected.get(e.slot) !== e.hash).length;
+          assert.equal(strays, unexpected);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    f.pool.close();
+  });
+
+  test('a name index entry for a record that is not honoured is reported, and its removal too', () => {
+    const f = fixture(1 * MiB);
+    const a = f.pool.alloc(4, { name: 'a' });
+    const b = f.pool.alloc(4, { name: 'b' });
+    a.bytes().fill(0xaa);
+    const g = f.g;
+    // b's record made to start at a's pfn, its checksum forged: b overlaps the older a.
+    const slotB = [...Array(g.maxRecords).keys()].find((s) => f.parts.directory.pfn(s) === b.pfn && f.parts.directory.isCommitted(s))!;
+    f.view.setBigUint64(recordAt(g, slotB) + REC_PFN, BigInt(a.pfn), true);
+    forgeCrc(f, slotB);
+    const first = f.pool.check({ repair: true });
+    assert.ok(first.problems.some((p) => /"b" .* overlaps pages owned by an older record/.test(p)), first.problems.join('\n'));
+    assert.ok(first.repaired.some((p) => /name index entry \d+ points at record \d+, which is not honoured/.test(p)), first.repaired.join('\n'));
+    assert.equal(f.pool.find('b'), undefined);
+    // The entry put back (damage again): find() would hand out a's pages as b's.
+    f.parts.nameIndex.insert(hashName(new TextEncoder().encode('b')), slotB);
+    assert.equal(f.pool.find('b')?.pfn, a.pfn);
+    const report = f.pool.check();
+    assert.ok(report.problems.some((p) => new RegExp(`name index entry \\d+ points at record ${slotB}, which is not honoured`).test(p)), report.problems.join('\n'));
+    const repaired = repairConverges(f.pool);
+    assert.ok(repaired.repaired.some((p) => /which is not honoured/.test(p)), 'the removal is reported');
+    assert.equal(f.pool.find('b'), undefined);
+    assert.equal(f.pool.find('a')?.pfn, a.pfn);
+    assert.ok(a.bytes().every((x) => x === 0xaa));
+    f.pool.close();
+  });
+
+});

@@ -19,16 +19,27 @@
  *  - each index holds each live record exactly once, reachable by lookup
  *    (the pfn index: each live record away from its home slot, no other;
  *    every honoured record while INDEX_ALL is set, which it is exactly when
- *    some committed record is not honoured).
+ *    some committed record is not honoured; the name index: the honoured
+ *    record of each name, no other).
+ * Every check is O(metadata): a damaged directory or index costs no more than a sound one.
  */
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
 import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
+import type { RecordIndex } from './record-index.js';
 import { describeRecord, extentProblem, liveRecords, markPlausibleExtents, seqProblem, type LiveRecord } from './recovery.js';
-import { bytesEqual } from '../util/bytes.js';
 import { hashName, hashPfn, homeSlot, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 
-export function checkParts(p: PoolParts): string[] {
+/** Problem lines each index may add; past them, one line counts the rest. */
+const INDEX_PROBLEM_LINES = 32;
+
+export interface PartsReport {
+  problems: string[];
+  /** The sub-pools the pool honours under their names — those a sound name index leads to — each to be checked in turn. */
+  subpools: LiveRecord[];
+}
+
+export function checkParts(p: PoolParts): PartsReport {
   const problems: string[] = [];
   const g = p.geometry;
   const d = p.directory;
@@ -103,7 +114,9 @@ export function checkParts(p: PoolParts): string[] {
   } else if (newest !== undefined && newest.seq > lastSeq) {
     problems.push(`the control page's last sequence number is ${lastSeq}, below the ${newest.seq} of ${describeRecord(newest)}: new records would not sort after it`);
   }
+  // The honoured record of each name (the oldest) is the one the name index must lead to.
   const names = new Map<string, number>();
+  const nameEntries = new Map<number, number>();
   const honoured: LiveRecord[] = [];
   for (const r of ordered) {
     const bad = extentProblem(p, r.pfn, r.pageCount);
@@ -121,6 +134,16 @@ export function checkParts(p: PoolParts): string[] {
     }
     expected.markUsed(start, count);
     honoured.push(r);
+    if (r.name.length > 0) {
+      const key = Buffer.from(r.name).toString('latin1');
+      const first = names.get(key);
+      if (first !== undefined) {
+        problems.push(`${describeRecord(r)} reuses the name of record ${first}`);
+      } else {
+        names.set(key, r.slot);
+        nameEntries.set(r.slot, hashName(r.name));
+      }
+    }
   }
   // As recovery does: a damaged record's plausible extent stays out of reuse, around the pages of
   // the honoured records — those pages are held for it, not leaked.
@@ -144,40 +167,62 @@ export function checkParts(p: PoolParts): string[] {
   const indexAll = dishonoured > 0;
   const flag = p.control.indexAllWord();
   if (flag !== (indexAll ? 1 : 0)) problems.push(`the control page's INDEX_ALL word is ${flag}, but the directory implies ${indexAll ? 1 : 0}`);
-  const indexed = new Set(honoured.filter((r) => indexAll || r.slot !== homeSlot(g, r.pfn)).map((r) => r.slot));
-  for (const r of honoured) {
-    if (indexed.has(r.slot) && p.pfnIndex.find(hashPfn(r.pfn), (s) => s === r.slot) !== r.slot) problems.push(`${describeRecord(r)} is missing from the pfn index`);
-    if (r.name.length > 0) {
-      const key = Buffer.from(r.name).toString('latin1');
-      const first = names.get(key);
-      if (first !== undefined) {
-        problems.push(`${describeRecord(r)} reuses the name of record ${first}`);
-      } else {
-        names.set(key, r.slot);
-        const found = p.nameIndex.find(hashName(r.name), (s) => bytesEqual(d.nameBytes(s), r.name));
-        if (found !== r.slot) problems.push(`${describeRecord(r)} is missing from the name index`);
-      }
-    }
-  }
+  const pfnEntries = new Map<number, number>();
+  for (const r of honoured) if (indexAll || r.slot !== homeSlot(g, r.pfn)) pfnEntries.set(r.slot, hashPfn(r.pfn));
   compareBitmaps(p.units, expected, unitPages, problems);
   for (const problem of p.units.checkSummaries()) problems.push(`unit bitmap: ${problem}`);
   for (const problem of p.slots.checkSummaries()) problems.push(`record-slot bitmap: ${problem}`);
 
-  // No stray index entries: each entry points at a live record with that key's hash.
-  const liveSlots = new Set(live.map((r) => r.slot));
-  let pfnEntries = 0;
-  for (const e of p.pfnIndex.entries()) {
-    pfnEntries++;
-    if (!liveSlots.has(e.slot) || hashPfn(d.pfn(e.slot)) !== e.hash) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which it does not describe`);
-    else if (!indexed.has(e.slot)) problems.push(`pfn index entry ${e.position} points at record ${e.slot}, which ${indexAll ? 'is not honoured' : 'is in its home slot'}`);
-  }
-  for (const e of p.nameIndex.entries()) {
-    if (!liveSlots.has(e.slot) || d.nameBytes(e.slot).length === 0 || hashName(d.nameBytes(e.slot)) !== e.hash) {
-      problems.push(`name index entry ${e.position} points at record ${e.slot}, which it does not describe`);
+  // Each index holds its expected entries, reachable, and nothing else.
+  const bySlot = new Map(live.map((r) => [r.slot, r]));
+  const honouredSlots = new Set(honoured.map((r) => r.slot));
+  checkIndex('pfn', p.pfnIndex, pfnEntries, bySlot, problems, (slot, hash) => {
+    const r = bySlot.get(slot);
+    if (r === undefined || hashPfn(r.pfn) !== hash) return 'it does not describe';
+    return indexAll ? 'is not honoured' : 'is in its home slot';
+  });
+  checkIndex('name', p.nameIndex, nameEntries, bySlot, problems, (slot, hash) => {
+    const r = bySlot.get(slot);
+    if (r === undefined || r.name.length === 0 || hashName(r.name) !== hash) return 'it does not describe';
+    // A lookup by name would hand out this record, and pages that may be another's.
+    if (!honouredSlots.has(slot)) return 'is not honoured';
+    return `is not the oldest record of its name (record ${names.get(Buffer.from(r.name).toString('latin1'))} is)`;
+  });
+  return { problems, subpools: honoured.filter((r) => r.subpool && nameEntries.has(r.slot)) };
+}
+
+/**
+ * Verifies one index against the entries it must hold (directory slot → key hash) in one pass over
+ * its table, and names what is wrong: at most INDEX_PROBLEM_LINES lines, then a count of the rest —
+ * a table overwritten with junk is one problem, not one line per entry.
+ */
+function checkIndex(
+  which: 'pfn' | 'name',
+  index: RecordIndex,
+  entries: ReadonlyMap<number, number>,
+  records: ReadonlyMap<number, LiveRecord>,
+  problems: string[],
+  whyStray: (slot: number, hash: number) => string,
+): void {
+  let faults = 0;
+  index.verify(entries, (fault) => {
+    if (faults++ >= INDEX_PROBLEM_LINES) return;
+    switch (fault.kind) {
+      case 'stray':
+        problems.push(`${which} index entry ${fault.position} points at record ${fault.slot}, which ${whyStray(fault.slot, fault.hash)}`);
+        break;
+      case 'duplicate':
+        problems.push(`${which} index entry ${fault.position} points at record ${fault.slot}, which another entry points at too`);
+        break;
+      case 'unreachable':
+        problems.push(`${describeRecord(records.get(fault.slot)!)} is in the ${which} index (entry ${fault.position}) past an empty entry, where no lookup reaches it`);
+        break;
+      case 'missing':
+        problems.push(`${describeRecord(records.get(fault.slot)!)} is missing from the ${which} index`);
+        break;
     }
-  }
-  if (pfnEntries > indexed.size) problems.push(`pfn index holds ${pfnEntries} entries for ${indexed.size} records that belong there`);
-  return problems;
+  });
+  if (faults > INDEX_PROBLEM_LINES) problems.push(`... and ${faults - INDEX_PROBLEM_LINES} more problems of the ${which} index`);
 }
 
 /** Reports each run where the stored bitmap and the implied one disagree, as pages. */

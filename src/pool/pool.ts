@@ -44,7 +44,7 @@ import {
 } from './layout.js';
 import { MetaWriter } from './meta-writer.js';
 import { attachParts, hashName, hashPfn, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
-import { extentFits, extentProblem, liveRecords, rebuildDerived } from './recovery.js';
+import { extentFits, liveRecords, rebuildDerived, type LiveRecord } from './recovery.js';
 import { bytesEqual } from '../util/bytes.js';
 import { describeValue } from '../util/options.js';
 import { Allocation } from './allocation.js';
@@ -663,12 +663,13 @@ export class Pool {
     checkPoolBoolean(options.repair, 'repair');
     return this.withLock(
       () => this.withEntries(p, () => {
-        const report = this.checkLocked(p, options.repair === true);
+        const { report, subpools } = this.checkLocked(p, options.repair === true);
         // A sub-pool lives in a run of this pool, and subpool() sends a sub-pool it cannot open to
         // `check --repair` of this one: its check is part of this one. Under this pool's lock, so
-        // that its run is not released and handed out meanwhile.
-        for (const r of liveRecords(p)) {
-          if (!r.subpool || extentProblem(p, r.pfn, r.pageCount) !== null || this.findSlot(p, r.name) !== r.slot) continue;
+        // that its run is not released and handed out meanwhile. The sub-pools are those the check
+        // honours under their names, not looked up one by one: a lookup in a damaged name index
+        // may probe the whole table.
+        for (const r of subpools) {
           const sub = this.checkSubpool(r.pfn, r.pageCount, decodeLabel(r.name), options.repair === true);
           report.problems.push(...sub.problems);
           report.repaired.push(...sub.repaired);
@@ -679,9 +680,11 @@ export class Pool {
     );
   }
 
-  private checkLocked(p: PoolParts, repair: boolean): CheckReport {
-    const before = [...this.superblockProblems(), ...checkParts(p)];
-    if (!repair || before.length === 0) return { ok: before.length === 0, problems: before, repaired: [] };
+  /** Checks this pool's own metadata (and repairs it); names the sub-pools to check next, as they stand after any repair. */
+  private checkLocked(p: PoolParts, repair: boolean): { report: CheckReport; subpools: LiveRecord[] } {
+    const found = checkParts(p);
+    const before = [...this.superblockProblems(), ...found.problems];
+    if (!repair || before.length === 0) return { report: { ok: before.length === 0, problems: before, repaired: [] }, subpools: found.subpools };
     // Under an intent, like any operation: rebuildDerived() first clears the bitmaps, and a
     // crash before it re-marks every record must not leave owned pages free for the next locker.
     p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
@@ -692,11 +695,12 @@ export class Pool {
     p.writer.barrier(); // the rebuilt state on the file before the intent is cleared
     p.control.endIntent();
     p.writer.barrier();
-    const after = [...this.superblockProblems(), ...checkParts(p)];
+    const rebuilt = checkParts(p);
+    const after = [...this.superblockProblems(), ...rebuilt.problems];
     // A set: a damaged directory makes a line per record, and each line of before is looked up.
     const still = new Set(after);
     const repaired = [...before.filter((x) => !still.has(x)), ...changes];
-    return { ok: after.length === 0, problems: after, repaired };
+    return { report: { ok: after.length === 0, problems: after, repaired }, subpools: rebuilt.subpools };
   }
 
   /** Checks (and repairs) the sub-pool in `[pfn, +pageCount)`: its lines, each naming it. */

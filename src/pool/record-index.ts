@@ -14,6 +14,13 @@ import { PoolError } from './errors.js';
 import { INDEX_ENTRY_BYTES as ENTRY_BYTES } from './layout.js';
 import type { MetaWriter } from './meta-writer.js';
 
+/** What verify() finds wrong with one entry of the table, or with one expected entry. */
+export type IndexFault =
+  | { kind: 'stray'; position: number; slot: number; hash: number } // no expected (slot, hash) pair
+  | { kind: 'duplicate'; position: number; slot: number } // an expected pair held a second time
+  | { kind: 'unreachable'; position: number; slot: number } // an empty entry lies between it and its probe start
+  | { kind: 'missing'; slot: number }; // an expected pair the table does not hold
+
 export class RecordIndex {
   private readonly mask: number;
 
@@ -100,6 +107,52 @@ export class RecordIndex {
     const at = this.base + i * ENTRY_BYTES;
     this.w.store32(at, entry);
     this.w.store32(at + 4, hash);
+  }
+
+  /**
+   * Compares the table with the entries it should hold, `expected` (directory slot → key hash), in
+   * one pass over the table: O(slots + expected), where a find() per record would cost
+   * O(records × slots) on a damaged table with no empty entry to stop its probes. An entry is
+   * sound when its pair is expected, held once, and reachable — no empty entry lies cyclically
+   * between its probe start and its position (on a table with no empty entry a probe goes round
+   * the whole table, and reaches every entry). Each fault is handed to `report`, in table order,
+   * then the missing pairs.
+   */
+  verify(expected: ReadonlyMap<number, number>, report: (fault: IndexFault) => void): void {
+    // Where the last empty entry before each position is: begin just after one, so that the walk
+    // knows it from its first step.
+    let lastEmpty = -1;
+    for (let i = this.slots - 1; i >= 0; i--) {
+      if (this.slotAt(i) === 0) {
+        lastEmpty = i;
+        break;
+      }
+    }
+    const held = new Set<number>();
+    const first = lastEmpty < 0 ? 0 : (lastEmpty + 1) & this.mask;
+    for (let n = 0, i = first; n < this.slots; n++, i = (i + 1) & this.mask) {
+      const entry = this.slotAt(i);
+      if (entry === 0) {
+        lastEmpty = i;
+        continue;
+      }
+      const slot = entry - 1;
+      const hash = this.hashAt(i);
+      if (expected.get(slot) !== hash) {
+        report({ kind: 'stray', position: i, slot, hash });
+        continue;
+      }
+      if (held.has(slot)) {
+        report({ kind: 'duplicate', position: i, slot });
+        continue;
+      }
+      held.add(slot);
+      // Probes from the start to here, against the distance back to the last empty entry.
+      if (lastEmpty >= 0 && ((i - (hash & this.mask)) & this.mask) >= ((i - lastEmpty) & this.mask)) {
+        report({ kind: 'unreachable', position: i, slot });
+      }
+    }
+    for (const slot of expected.keys()) if (!held.has(slot)) report({ kind: 'missing', slot });
   }
 
   /** Every (directory slot, hash) pair, in table order. */
