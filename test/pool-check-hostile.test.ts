@@ -422,3 +422,26 @@ describe('check() over a damaged index: one pass, a bounded report', () => {
   });
 
 });
+
+describe('an index entry naming a slot past the directory', () => {
+  test('matches nothing: its offset would wrap in the 32-bit word index onto another record', () => {
+    const f = fixture(1 * MiB);
+    // INDEX_ALL on: every record goes in the pfn index, as after a recovery that left one unhonoured.
+    f.view.setUint32(f.g.areas.control.offset + INDEX_ALL, 1, true);
+    const a = f.pool.alloc(2, { name: 'a' });
+    a.bytes().fill(5);
+    const [entry] = [...f.parts.pfnIndex.entries()];
+    assert.ok(entry, 'the allocation is in the pfn index');
+    // The same record, named 2^25 slots on: 2^25 records of 128 bytes are 2^32 bytes, a whole wrap.
+    const at = f.g.areas.pfnIndex.offset + entry.position * 8;
+    const wrapped = entry.slot + 2 ** 25;
+    f.view.setUint32(at, wrapped + 1, true);
+    assert.equal(f.pool.at(a.pfn), undefined, 'not found through an entry past the directory');
+    expectPoolError(() => f.pool.release(a.pfn, 2, {}), 'NOT_ALLOCATED');
+    assert.equal(a.bytes().every((b) => b === 5), true);
+    assert.ok(f.pool.check().problems.length > 0, 'and check() names the entry');
+    repairConverges(f.pool);
+    assert.equal(f.pool.at(a.pfn)?.name, 'a');
+    f.pool.close();
+  });
+});

@@ -1252,7 +1252,12 @@ export class Pool {
   }
 
   private probePfn = 0;
-  private readonly matchPfn = (slot: number): boolean => this.parts!.directory.pfn(slot) === this.probePfn && this.parts!.directory.isCommitted(slot);
+  // An index entry naming a slot past the directory (a damaged or hostile file) matches nothing: its
+  // offset would wrap in the 32-bit word index and alias another record.
+  private readonly matchPfn = (slot: number): boolean => {
+    const d = this.parts!.directory;
+    return slot < d.capacity && d.pfn(slot) === this.probePfn && d.isCommitted(slot);
+  };
 
   private slotOfPfn(p: PoolParts, pfn: number): number {
     // The home slot first: there is the record of every allocation that found it free — unless
@@ -1270,7 +1275,7 @@ export class Pool {
   }
 
   private findSlot(p: PoolParts, name: Uint8Array): number {
-    return p.nameIndex.find(hashName(name), (s) => bytesEqual(p.directory.nameBytes(s), name) && p.directory.isCommitted(s));
+    return p.nameIndex.find(hashName(name), (s) => s < p.directory.capacity && bytesEqual(p.directory.nameBytes(s), name) && p.directory.isCommitted(s));
   }
 
   private allocationAt(p: PoolParts, slot: number): Allocation {
