@@ -5,7 +5,7 @@
  * run's stores.
  */
 import { describeValue } from '../util/options.js';
-import { checkAdvice, checkSize, checkWindow, checkWindowRange, LiveWindows, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
+import { checkAdvice, checkSize, checkWindow, checkWindowRange, RegionError, SYSTEM_PAGE_SIZE, type Region, type RegionWindow, type WindowAdvice } from './region.js';
 
 class MemoryWindow implements RegionWindow {
   private live = true;
@@ -54,8 +54,14 @@ export class MemoryRegion implements Region {
   readonly size: number;
   readonly buffer: SharedArrayBuffer;
   private isClosed = false;
-  /* Weakly, as a FileRegion holds its own: a window the program drops (without unmap()) is not kept for the region's life. */
-  private readonly live = new LiveWindows<MemoryWindow>();
+  /*
+   * Strongly, unlike a FileRegion's: a MemoryRegion has no mapping for a finalizer to release, and a
+   * WeakRef keeps its target alive until the current job ends anyway — a program (the crash
+   * simulation) that makes thousands of regions and windows in one synchronous run kept every one
+   * of them, gigabytes, when they were held weakly. An unmapped window is forgotten; a dropped one
+   * goes with the region.
+   */
+  private readonly live = new Set<MemoryWindow>();
 
   /** A zeroed region of `size` bytes, or a region over an existing buffer (e.g. one shared with a worker). */
   constructor(sizeOrBuffer: number | SharedArrayBuffer) {
@@ -88,12 +94,12 @@ export class MemoryRegion implements Region {
   }
 
   windows(): readonly RegionWindow[] {
-    return this.live.mapped();
+    return [...this.live].filter((w) => w.mapped);
   }
 
   /** @internal called by a window as it unmaps. */
   forget(window: MemoryWindow): void {
-    this.live.forget(window);
+    this.live.delete(window);
   }
 
   flush(): void {
@@ -101,8 +107,8 @@ export class MemoryRegion implements Region {
   }
 
   close(): void {
-    for (const w of this.live.mapped()) w.unmap();
     this.isClosed = true;
+    this.live.clear();
   }
 
   /** A new, independent region holding a copy of these bytes. */
