@@ -1,15 +1,15 @@
 /**
  * A Region that is a slice of another: how a sub-pool lives inside a run of
  * its parent pool (the kernel RFC's subsystems that "set aside their
- * region"). Windows map through to the parent; closing the slice leaves the
+ * region"). Windows are mapped from the root region; closing the slice leaves the
  * parent open.
  */
 import { checkSize, checkWindow, holdWhileBufferLives, LiveWindows, RegionError, type Region, type RegionKind, type RegionWindow, type WindowAdvice } from './region.js';
 import { describeValue } from '../util/options.js';
 
 /**
- * A window of a slice: the parent's window, under the slice's offset. Its fields are copied, and
- * its state is its own and its region's, so that nothing is a walk up the chain of parents: a
+ * A window of a slice: a window of the root region, under the slice's offset. Its fields are copied,
+ * and its state is its own and its region's, so that nothing is a walk up the chain of parents: a
  * sub-pool's sub-pool's window answers as fast as a pool's.
  */
 class SubWindow implements RegionWindow {
@@ -52,11 +52,17 @@ class SubWindow implements RegionWindow {
 
 export class SubRegion implements Region {
   private isClosed = false;
-  /** The first region up the chain that is not a slice: its `closed` answers for every slice of it. */
+  /**
+   * The first region up the chain that is not a slice, and where this slice starts in it. Its
+   * `closed` answers for every slice of it, and windows are mapped from it directly: through each
+   * parent in turn, a window of a slice n deep cost n maps, and a chain of sub-pools n deep n² to
+   * open or check (a hostile file can nest hundreds).
+   */
   private readonly root: Region;
+  private readonly rootBase: number;
   /** Slices of this one, open: closed with it, so that `closed` never walks the chain. */
   private readonly slices = new Set<SubRegion>();
-  /* Weakly, as a FileRegion holds its own: a window held here would keep the parent's window,
+  /* Weakly, as a FileRegion holds its own: a window held here would keep the root's window,
      and so its mapping, alive until the slice is closed. */
   private readonly live = new LiveWindows<SubWindow>();
 
@@ -75,10 +81,12 @@ export class SubRegion implements Region {
     }
     if (parent instanceof SubRegion) {
       this.root = parent.root;
+      this.rootBase = parent.rootBase + base;
       if (parent.closed) this.isClosed = true;
       else parent.slices.add(this);
     } else {
       this.root = parent;
+      this.rootBase = base;
     }
   }
 
@@ -104,7 +112,7 @@ export class SubRegion implements Region {
 
   map(offset: number, length: number): RegionWindow {
     checkWindow(this, offset, length);
-    const w = new SubWindow(this, this.parent.map(this.base + offset, length), offset);
+    const w = new SubWindow(this, this.root.map(this.rootBase + offset, length), offset);
     this.live.add(w);
     holdWhileBufferLives(w);
     return w;
@@ -123,15 +131,15 @@ export class SubRegion implements Region {
     for (const w of this.windows()) w.flush();
   }
 
-  /* Liveness marks are the parent's: a sub-pool's opens mark their run ids in the parent's file. */
+  /* Liveness marks are the root's: a sub-pool's opens mark their run ids in the file they live in. */
   holdLivenessMark(id: number): boolean {
-    return this.parent.holdLivenessMark?.(id) ?? false;
+    return this.root.holdLivenessMark?.(id) ?? false;
   }
   releaseLivenessMark(id: number): void {
-    this.parent.releaseLivenessMark?.(id);
+    this.root.releaseLivenessMark?.(id);
   }
   livenessMarkHeld(id: number): boolean | null {
-    return this.parent.livenessMarkHeld?.(id) ?? null;
+    return this.root.livenessMarkHeld?.(id) ?? null;
   }
 
   close(): void {
