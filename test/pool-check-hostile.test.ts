@@ -445,3 +445,47 @@ describe('an index entry naming a slot past the directory', () => {
     f.pool.close();
   });
 });
+
+describe('sub-pools nested past the limit', () => {
+  // check()'s recursion is a few frames a level: a hostile file of thousands of levels ran out of
+  // stack (a bare RangeError). Sub-pools nest at most 32 deep (src/pool/pool.ts MAX_SUBPOOL_NESTING).
+  const MAX_NESTING = 32;
+
+  test('subpool() refuses to nest deeper than the limit', () => {
+    const region = new MemoryRegion(8 * MiB);
+    const root = Pool.create(region, { size: 8 * MiB });
+    let deepest = root;
+    for (let depth = 1; depth <= MAX_NESTING; depth++) deepest = deepest.subpool('s', { count: deepest.stats().free - 8, maxAllocations: 4 });
+    const before = deepest.stats();
+    expectPoolError(() => deepest.subpool('s', { count: 8 }), 'BAD_ARGUMENT');
+    assert.deepEqual(deepest.stats(), before, 'nothing allocated');
+    assert.equal(root.check().ok, true);
+    root.close();
+  });
+
+  test('a file nested deeper than the limit is checked to the limit, and the rest is named, not a RangeError', () => {
+    // Built level by level: each level is a pool whose one allocation is the sub-pool of the next.
+    const depth = MAX_NESTING + 8;
+    const LEVEL = 8;
+    const pagesTotal = (depth + 2) * LEVEL;
+    const image = new MemoryRegion(pagesTotal * 4096);
+    let base = 0;
+    for (let k = 0, pages = pagesTotal; k <= depth; k++) {
+      const scratch = new MemoryRegion(pages * 4096);
+      const p = Pool.create(scratch, { size: pages * 4096, maxAllocations: 1 });
+      const meta = p.geometry.metadataPages;
+      if (k < depth) p.subpool('s', { count: pages - meta, maxAllocations: 1 }).close();
+      p.close();
+      new Uint8Array(image.buffer).set(new Uint8Array(scratch.buffer, 0, meta * 4096), base);
+      base += meta * 4096;
+      pages -= meta;
+    }
+    const pool = Pool.open(image);
+    const report = pool.check();
+    assert.equal(report.problems.length, 1, report.problems.join('\n'));
+    assert.match(report.problems[0]!, new RegExp(`is nested ${MAX_NESTING + 1} deep, past the ${MAX_NESTING} levels sub-pools may nest: not checked$`));
+    assert.equal(report.problems[0]!.split('sub-pool "s"').length - 1, MAX_NESTING + 1, 'named through every level above it');
+    assert.deepEqual(pool.check({ repair: true }).repaired, []);
+    pool.close();
+  });
+});

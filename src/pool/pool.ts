@@ -57,6 +57,12 @@ const SUBPOOL_OWNER = 'pmpool:subpool';
 
 /** Data is mapped in aligned chunks of this size, on demand. */
 const CHUNK_BYTES = 1024 ** 3;
+/**
+ * Sub-pools nest at most this deep: subpool() refuses to go deeper, and check() does not descend
+ * past it. Each level is a few frames of check()'s recursion, and a hostile file can nest
+ * thousands (3,000 levels of 8 pages ran out of stack: a bare RangeError).
+ */
+const MAX_SUBPOOL_NESTING = 32;
 const NO_BYTES = new Uint8Array(0);
 
 export type RestoreHook = (handover: unknown, name?: string) => Pool;
@@ -567,6 +573,9 @@ export class Pool {
     const p = this.mutable();
     const key = encodeLabel(checkLabel(name, 'name', MAX_NAME_BYTES));
     if (key.length === 0) throw new PoolError('BAD_ARGUMENT', 'a sub-pool needs a name');
+    if (this.nesting >= MAX_SUBPOOL_NESTING) {
+      throw new PoolError('BAD_ARGUMENT', `sub-pools nest at most ${MAX_SUBPOOL_NESTING} deep, and this pool is a sub-pool ${this.nesting} deep`);
+    }
     options = poolOptions(options, 'subpool options');
     // Typed up front, even when the sub-pool exists and they go unused: a wrong type is a mistake either way.
     for (const field of ['count', 'orderPerBit', 'maxAllocations'] as const) {
@@ -611,10 +620,13 @@ export class Pool {
     }
     this.children.add(child);
     child.parent = this;
+    child.nesting = this.nesting + 1;
     return child;
   }
 
   private parent: Pool | null = null;
+  /** How deep this pool is as a sub-pool (0: not opened as one); see MAX_SUBPOOL_NESTING. */
+  private nesting = 0;
   private basePfn(): number {
     return this.region instanceof SubRegion ? this.region.base / (this.parent?.pageSize ?? this.pageSize) : 0;
   }
@@ -706,6 +718,9 @@ export class Pool {
   /** Checks (and repairs) the sub-pool in `[pfn, +pageCount)`: its lines, each naming it. */
   private checkSubpool(pfn: number, pageCount: number, name: string, repair: boolean): { problems: string[]; repaired: string[] } {
     const what = `sub-pool "${name}" at pfn ${pfn}`;
+    if (this.nesting >= MAX_SUBPOOL_NESTING) {
+      return { problems: [`${what} is nested ${this.nesting + 1} deep, past the ${MAX_SUBPOOL_NESTING} levels sub-pools may nest: not checked`], repaired: [] };
+    }
     let sub: Pool;
     try {
       // From its backup when its primary superblock is damaged: that is what a repair restores.
@@ -715,6 +730,7 @@ export class Pool {
       if (!(e instanceof PoolError) || e.code === 'LOCK_TIMEOUT') throw e;
       return { problems: [`${what} holds no pool that can be opened: ${e.message}`], repaired: [] };
     }
+    sub.nesting = this.nesting + 1;
     try {
       const report = sub.check({ repair });
       const named = (lines: string[]) => lines.map((line) => `${what}: ${line}`);
