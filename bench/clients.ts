@@ -32,7 +32,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { FileRegion, PersistentMap, Pool, type Region, type RegionWindow } from '../src/index.js';
+import { FileRegion, HUGE_EXTENT_BYTES, PersistentMap, Pool, type Region, type RegionWindow } from '../src/index.js';
 import { native } from '../src/sys/native.js';
 import { readLatin1, Scratch } from '../src/clients/codec.js';
 import { REC_HEADER } from '../src/clients/map-layout.js';
@@ -312,7 +312,7 @@ async function benchGetFloor(d: Data, tableSlots: number): Promise<{ keyed: numb
     const RECORD = 128;
     const mask = tableSlots - 1;
     // On huge pages, as the map's table and segments are: runs on 2 MiB boundaries, collapsed once written.
-    const extentPages = (2 * 1024 * 1024) / pool.pageSize;
+    const extentPages = HUGE_EXTENT_BYTES / pool.pageSize;
     const tableRun = pool.alloc(Math.ceil((tableSlots * 8) / pool.pageSize), { align: extentPages });
     const recordRun = pool.alloc(Math.ceil((n * RECORD) / pool.pageSize), { align: extentPages });
     const table = new Uint32Array(tableRun.bytes().buffer, 0, tableSlots * 2);

@@ -4,7 +4,7 @@
  */
 import './sys/node-version.js'; // first: on a Node without process.getBuiltinModule, a clear error before anything needs it
 export { PmpoolError } from './errors.js';
-export { RegionError, FileRegion, MemoryRegion, MAX_WINDOW_BYTES, parseSize } from './region/index.js';
+export { RegionError, FileRegion, MemoryRegion, HUGE_EXTENT_BYTES, MAX_WINDOW_BYTES, parseSize } from './region/index.js';
 export type { Region, RegionKind, RegionWindow, RegionErrorCode, RegionOpenOptions, RegionCreateOptions } from './region/index.js';
 export { SubRegion } from './region/index.js';
 export { Pool, Allocation, PoolError, ABI_MAJOR, ABI_MINOR } from './pool/index.js';

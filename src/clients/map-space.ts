@@ -8,7 +8,7 @@
  * the spare, or unpublished and given back. Moving live records out of a
  * queued segment is map-compaction.ts; a segment's words are map-segments.ts.
  */
-import type { Allocation } from '../index.js';
+import { HUGE_EXTENT_BYTES, type Allocation } from '../index.js';
 import { poolCall } from './client-header.js';
 import { ClientError } from './errors.js';
 import {
@@ -33,9 +33,6 @@ import type { MapState } from './map-state.js';
 
 /** Emptied segments a writer keeps for reuse. */
 const MAX_SPARES = 1;
-
-/** A PMD's span: the unit of a huge page under a run (Allocation.preferHugePages). */
-const HUGE_EXTENT_BYTES = 2 * 1024 * 1024;
 
 /**
  * A fresh run of `pages` for the map's table or a segment. A run of 2 MiB or more starts on a 2 MiB

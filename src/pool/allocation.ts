@@ -58,7 +58,7 @@ export class Allocation {
    * pages stay with the pool's file, for the next program too. Returns the bytes asked for, 0 where
    * there is nothing to do: a pool on a disk file (the kernel does not collapse writable file
    * pages), on hugetlbfs or DAX (huge already), or in memory; and an allocation with no whole
-   * extent (align it to 2 MiB, `{ align: 2 MiB / pageSize }`, for every extent to count). Only a
+   * extent (align it to 2 MiB, `{ align: HUGE_EXTENT_BYTES / pageSize }`, for every extent to count). Only a
    * hint: an extent the kernel refuses (none of its pages in memory yet, memory short, an older
    * kernel) stays as it is. On tmpfs the kernel fills an extent's missing pages as it collapses
    * it: ask for what is, or is about to be, written through.

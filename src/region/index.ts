@@ -1,4 +1,4 @@
-export { RegionError, MAX_WINDOW_BYTES, SYSTEM_PAGE_SIZE, parseSize } from './region.js';
+export { RegionError, HUGE_EXTENT_BYTES, MAX_WINDOW_BYTES, SYSTEM_PAGE_SIZE, parseSize } from './region.js';
 export type { Region, RegionKind, RegionWindow, RegionErrorCode, WindowAdvice } from './region.js';
 export { FileRegion } from './file-region.js';
 export type { RegionOpenOptions, RegionCreateOptions } from './file-region.js';

@@ -169,6 +169,13 @@ export function holdWhileBufferLives(window: RegionWindow): void {
   else heldByBuffer.set(window.buffer, [window]);
 }
 
+/**
+ * The span of one huge page under a tmpfs window (a PMD's, with 4 KiB pages): what preferHugePages
+ * collapses, and what native/mappings.c's HUGE_EXTENT aligns windows to. A run meant to be huge
+ * pages starts on a multiple of it.
+ */
+export const HUGE_EXTENT_BYTES = 2 * 1024 * 1024;
+
 /** Node 20 refuses external ArrayBuffers larger than 4 GiB. */
 export const MAX_WINDOW_BYTES = 4 * 1024 ** 3;
 
