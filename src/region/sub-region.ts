@@ -90,21 +90,22 @@ export class SubRegion implements Region {
     }
   }
 
+  /* What the backing is, the root's: every slice of a region is of the same file or memory. */
   get kind(): RegionKind {
-    return this.parent.kind;
+    return this.root.kind;
   }
   get path(): string | null {
-    return this.parent.path;
+    return this.root.path;
   }
   get pageSize(): number {
-    return this.parent.pageSize;
+    return this.root.pageSize;
   }
   get durable(): boolean {
-    return this.parent.durable;
+    return this.root.durable;
   }
-  /** The parent's: a pool refuses a read-only region, where a store would be a SIGSEGV. */
+  /** A pool refuses a read-only region, where a store would be a SIGSEGV. */
   get readOnly(): boolean | undefined {
-    return this.parent.readOnly;
+    return this.root.readOnly;
   }
   get closed(): boolean {
     return this.isClosed || this.root.closed;
