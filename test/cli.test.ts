@@ -22,11 +22,12 @@ describe('pmpool CLI', () => {
       const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import { Pool } from ${JSON.stringify(new URL('../src/index.js', import.meta.url).href)}; Pool.open(${JSON.stringify(path)}).alloc(1);`], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
       const info = pmpool('info', path);
-      assert.match(info.stdout, /^free +16299 pages \(63\.7 MiB\), largest run 16299 pages, fragmentation 0\.0%; 31 of them held in opens' caches$/m);
-      assert.match(info.stdout, /^used +85 pages in 1 allocations/m);
-      assert.match(info.stdout, /^abi +2\.1, generation 0, per-open caches on$/m);
-      const json = JSON.parse(pmpool('info', path, '--json').stdout) as { abi: string; caches: boolean; cached: number };
-      assert.deepEqual([json.abi, json.caches, json.cached], ['2.1', true, 31]);
+      // 85 pages of metadata: 84 as at 2.1, and the bare-unit map's page.
+      assert.match(info.stdout, /^free +16298 pages \(63\.7 MiB\), largest run 16298 pages, fragmentation 0\.0%; 31 of them held in opens' caches$/m);
+      assert.match(info.stdout, /^used +86 pages in 1 allocations/m);
+      assert.match(info.stdout, /^abi +2\.2, generation 0, per-open caches on, bare units on$/m);
+      const json = JSON.parse(pmpool('info', path, '--json').stdout) as { abi: string; caches: boolean; bareUnits: boolean; cached: number };
+      assert.deepEqual([json.abi, json.caches, json.bareUnits, json.cached], ['2.2', true, true, 31]);
       assert.equal(pmpool('check', path).code, 0);
     } finally {
       cleanup();

@@ -20,8 +20,12 @@ import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
 
 const MiB = 1024 * 1024;
-/** A pool small enough to copy, with a directory big enough for the caches. */
-const CACHED = { size: MiB, maxAllocations: CACHE_MIN_RECORDS };
+/**
+ * A pool small enough to copy, with a directory big enough for the caches; without bare units
+ * (test/pool-bare-units.test.ts has those), so that every cached allocation has a record. The
+ * worker and SIGKILL tests below use pools made with the defaults: records and bare units both.
+ */
+const CACHED = { size: MiB, maxAllocations: CACHE_MIN_RECORDS, bareUnits: false };
 
 function cachedPool(): { region: MemoryRegion; pool: Pool } {
   const region = new MemoryRegion(MiB);
@@ -355,9 +359,9 @@ describe('per-open caches', () => {
   test('check() names each kind of damage to an entry, and repair mends it', () => {
     const damage: [string, (parts: PoolParts, e: number, pool: Pool) => void, RegExp][] = [
       ['a count past the list', (parts, e) => parts.writer.store32(parts.caches.base(e) + CACHE_ENTRY_LAYOUT.COUNT, CACHE_UNITS + 1), /its count 65 is past 64/],
-      ['a unit a record holds', (parts, e, pool) => parts.caches.setUnit(e, 0, pool.allocations()[0]!.pfn), /lists unit \d+: a record, the metadata or another list holds it/],
+      ['a unit a record holds', (parts, e, pool) => parts.caches.setUnit(e, 0, pool.allocations()[0]!.pfn), /lists unit \d+: a record, a bare unit, the metadata or another list holds it/],
       ['a unit of the metadata', (parts, e) => parts.caches.setUnit(e, 0, 0), /lists unit 0: unit 0 is not one of the pool's allocatable units/],
-      ['one unit on two lists', (parts, e) => parts.caches.setUnit(e, 1, parts.caches.unit(e, 0)), /lists unit \d+: a record, the metadata or another list holds it/],
+      ['one unit on two lists', (parts, e) => parts.caches.setUnit(e, 1, parts.caches.unit(e, 0)), /lists unit \d+: a record, a bare unit, the metadata or another list holds it/],
       ['stray bytes in a free entry', (parts, e) => parts.writer.store32(parts.caches.base((e + 1) % CACHE_ENTRIES) + CACHE_ENTRY_LAYOUT.COUNT, 3), /cache entry \d is not zero, though it has no owner/],
       ['sequence numbers never handed out', (parts, e) => parts.caches.setSeqBlock(e, 1e6, 1e6 + 10), /its sequence numbers \[1000000, 1000010\) were not handed out/],
     ];
@@ -400,7 +404,7 @@ describe('per-open caches', () => {
       const pool = Pool.open(r);
       const { parts } = poolInternals(pool);
       assert.equal(parts.caches.enabled, false);
-      assert.deepEqual([pool.abiVersion, pool.usesCaches], [r === region ? '2.0' : '2.1', false]);
+      assert.deepEqual([pool.abiVersion, pool.usesCaches], [r === region ? '2.0' : '2.2', false]);
       const made = Array.from({ length: 40 }, () => pool.alloc(1));
       assert.equal(pool.stats().cached, 0);
       for (const a of made) pool.release(a.pfn, a.count);
@@ -436,7 +440,7 @@ describe('per-open caches', () => {
     }
   });
 
-  test('worker threads allocating and releasing through their caches at once leave a clean pool', async () => {
+  test('worker threads allocating and releasing through their caches at once leave a clean pool (records and bare units)', async () => {
     const { path, cleanup } = shmPath('caches-workers');
     try {
       Pool.create(path, { size: '64M' }).close();
@@ -447,7 +451,8 @@ describe('per-open caches', () => {
         let cached = 0;
         for (let i = 0; i < 20000; i++) {
           if (held.length < 100 && (held.length === 0 || (i * 2654435761 >>> 0) % 3 !== 0)) {
-            const a = pool.alloc(1, { owner: workerData.owner });
+            // Without an owner, a bare unit (the pool has them): its release is a bit cleared by an atomic AND.
+            const a = pool.alloc(1, workerData.owner === undefined ? undefined : { owner: workerData.owner });
             const w = new Uint32Array(a.bytes().buffer, a.bytes().byteOffset, 2);
             w[0] = a.pfn; w[1] = workerData.tag;
             held.push(a);
@@ -465,7 +470,7 @@ describe('per-open caches', () => {
       const runs = [1, 2, 3].map(
         (tag) =>
           new Promise<number>((resolve, reject) => {
-            const w = new Worker(source, { eval: true, workerData: { path, owner: `w${tag}`, tag } });
+            const w = new Worker(source, { eval: true, workerData: { path, owner: tag === 3 ? undefined : `w${tag}`, tag } });
             w.once('message', resolve);
             w.once('error', reject);
           }),
@@ -473,6 +478,7 @@ describe('per-open caches', () => {
       const cached = await Promise.all(runs);
       assert.ok(cached.every((n) => n > 0), `each worker used its cache: ${cached}`);
       const pool = Pool.open(path);
+      assert.equal(pool.usesBareUnits, true);
       assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
       const s = pool.stats();
       assert.deepEqual([s.allocations, s.cached, s.free], [0, 0, s.pages - s.metadata - s.tail], 'every page free, every cache given back');
@@ -482,7 +488,7 @@ describe('per-open caches', () => {
     }
   });
 
-  test('processes killed in the middle of cached operations, over and over: every next open is clean, every page accounted for', async (t) => {
+  test('processes killed in the middle of cached operations (records and bare units), over and over: every next open is clean, every page accounted for', async (t) => {
     const seed = testSeed('PMPOOL_CACHE_SIGKILL_SEED');
     const rng = new Prng(seed);
     const { path, cleanup } = shmPath('caches-sigkill');
@@ -496,6 +502,8 @@ describe('per-open caches', () => {
       control.close();
       for (let kill = 0; kill < KILLS; kill++) {
         const owner = `c${kill}`;
+        // Every other child allocates without an owner: bare units, released with the owner all the same (anyone may).
+        const bare = kill % 2 === 1;
         // Allocates and releases single pages for ever; each page it holds carries its pfn and the owner's tag.
         const child = startModule(
           `import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
@@ -505,7 +513,7 @@ describe('per-open caches', () => {
            process.stdout.write('ready\\n');
            for (;;) {
              if (held.length < 200 && (i++ & 3) !== 3) {
-               const a = pool.alloc(1, { owner: ${JSON.stringify(owner)} });
+               const a = pool.alloc(1, ${bare ? 'undefined' : `{ owner: ${JSON.stringify(owner)} }`});
                const w = new Uint32Array(a.bytes().buffer, a.bytes().byteOffset, 2);
                w[0] = a.pfn; w[1] = ${kill + 1};
                held.push(a);
@@ -533,7 +541,7 @@ describe('per-open caches', () => {
           dissolvedAtOpen += pool.recovered.filter((line) => line.startsWith('dissolved cache entry')).length;
           assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] }, `after kill ${kill} (seed ${seed})`);
           for (const a of pool.allocations()) {
-            assert.equal(a.owner, owner, `only the killed child's pages are left (seed ${seed})`);
+            assert.equal(a.owner, bare ? undefined : owner, `only the killed child's pages are left (seed ${seed})`);
             const w = new Uint32Array(a.bytes().buffer, a.bytes().byteOffset, 2);
             // A page allocated just before the kill may not be written yet; a written one is its own.
             if (w[1] === kill + 1) assert.equal(w[0], a.pfn, `page ${a.pfn} holds another page's mark (seed ${seed})`);

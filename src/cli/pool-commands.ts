@@ -86,13 +86,13 @@ export function infoCommand(args: string[], out: Out): number {
     const s = pool.stats();
     const g = pool.geometry;
     if (values.json) {
-      out(json({ path: pool.path, uuid: pool.uuid, kind: pool.region.kind, abi: pool.abiVersion, caches: pool.usesCaches, metadataBytes: g.metadataBytes, ...s }));
+      out(json({ path: pool.path, uuid: pool.uuid, kind: pool.region.kind, abi: pool.abiVersion, caches: pool.usesCaches, bareUnits: pool.usesBareUnits, metadataBytes: g.metadataBytes, ...s }));
       return 0;
     }
     const lines = [
       `pool        ${pool.path} (${pool.region.kind})`,
       `uuid        ${pool.uuid}`,
-      `abi         ${pool.abiVersion}${pool.abiVersion === `${ABI_MAJOR}.${ABI_MINOR}` ? '' : ` (this pmpool: ${ABI_MAJOR}.${ABI_MINOR})`}, generation ${s.generation}, per-open caches ${pool.usesCaches ? 'on' : 'off'}`,
+      `abi         ${pool.abiVersion}${pool.abiVersion === `${ABI_MAJOR}.${ABI_MINOR}` ? '' : ` (this pmpool: ${ABI_MAJOR}.${ABI_MINOR})`}, generation ${s.generation}, per-open caches ${pool.usesCaches ? 'on' : 'off'}, bare units ${pool.usesBareUnits ? 'on' : 'off'}`,
       `geometry    ${s.pages} pages of ${human(s.pageSize)} = ${human(s.pages * s.pageSize)}, order-per-bit ${s.orderPerBit}`,
       `metadata    ${s.metadata} pages${s.tail ? `, tail ${s.tail} pages unusable` : ''}`,
       `free        ${s.free} pages (${human(s.free * s.pageSize)}), largest run ${s.largestFree} pages, fragmentation ${(s.fragmentation * 100).toFixed(1)}%${s.cached > 0 ? `; ${s.cached} of them held in opens' caches` : ''}`,

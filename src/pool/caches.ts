@@ -30,7 +30,7 @@
 import { PoolError } from './errors.js';
 import { HOLDER_BYTES, IntentOp, readHolder, writeHolder, type Control } from './control.js';
 import { CLAIM_BY_CACHE, RECORD_LIVE } from './directory.js';
-import { homeSlotOfUnit } from './layout.js';
+import { BARE_UNITS_MIN_RECORDS, homeSlotOfUnit } from './layout.js';
 import type { MetaWriter } from './meta-writer.js';
 import type { PoolParts } from './parts.js';
 
@@ -47,6 +47,7 @@ export const CACHE_BATCH = 32;
  * and all of them together at most a quarter of the directory's.
  */
 export const CACHE_MIN_RECORDS = 4 * CACHE_ENTRIES * CACHE_UNITS;
+if (CACHE_MIN_RECORDS !== BARE_UNITS_MIN_RECORDS) throw new Error('pmpool: a pool has bare units exactly when its opens use caches');
 /** Record sequence numbers an entry takes from the control page at a time. */
 export const CACHE_SEQ_BLOCK = 256;
 
@@ -76,6 +77,11 @@ export const enum CacheOp {
   Release = 2,
   /** A release past its claim and its checks: the record and the unit are the entry's. */
   Released = 3,
+  /**
+   * A release of a bare unit (bare-units.ts): before its bit is cleared, or after — by this
+   * entry, or by another release of the same unit that got there first.
+   */
+  BareRelease = 4,
 }
 
 /** The words of one open's cache table. */
@@ -299,7 +305,7 @@ export function dissolvedLine(e: number): string {
 /** Dissolves entry `e`, whose lock the pool lock's holder holds, and unlocks it, whatever happens. */
 export function dissolveAndUnlock(p: PoolParts, e: number): void {
   try {
-    dissolve(p, e);
+    dissolve(p, e, false);
   } finally {
     p.caches.unlock(e);
   }
@@ -316,22 +322,23 @@ export function dissolveInterrupted(p: PoolParts): string[] {
   for (let e = 0; e < CACHE_ENTRIES; e++) {
     if (p.caches.owner(e) === 0 || p.caches.op(e) === CacheOp.None) continue;
     changes.push(dissolvedLine(e));
-    dissolve(p, e);
+    dissolve(p, e, true);
   }
   return changes;
 }
 
 /**
  * Dissolves entry `e` (its lock held by the pool lock's holder): settles its interrupted
- * operation, returns its units to the bitmap, and frees the entry.
+ * operation, returns its units to the bitmap, and frees the entry. `rebuilding`: inside
+ * rebuildDerived, with every entry's lock held, which then marks the bitmaps from the truth alone.
  */
-export function dissolve(p: PoolParts, e: number): void {
+function dissolve(p: PoolParts, e: number, rebuilding: boolean): void {
   // Under an intent of the pool's: a crash half-way is finished by the next locker's recovery,
   // which rebuilds the bitmaps from the directory and the lists. Inside another operation's
   // (a recovery, a drain), that one's covers it.
   const own = p.control.intent() === null;
   if (own) beginCacheIntent(p, e);
-  dissolveUnder(p, e);
+  dissolveUnder(p, e, rebuilding);
   if (own) endCacheIntent(p);
 }
 
@@ -346,7 +353,7 @@ export function endCacheIntent(p: PoolParts): void {
   p.writer.barrier();
 }
 
-function dissolveUnder(p: PoolParts, e: number): void {
+function dissolveUnder(p: PoolParts, e: number, rebuilding: boolean): void {
   const c = p.caches;
   const d = p.directory;
   const free = new Set(c.units(e));
@@ -356,9 +363,11 @@ function dissolveUnder(p: PoolParts, e: number): void {
     const slot = homeSlotOfUnit(p.geometry, unit);
     const mine = d.claimedBy(slot) === CLAIM_BY_CACHE + e;
     if (op === CacheOp.Alloc) {
-      // The unit came off this list: it is the entry's. Its record committed, the allocation
-      // stands; cut short before, the record is wiped and the unit free.
-      if (d.state(slot) === RECORD_LIVE) {
+      // The unit came off this list: it is the entry's. Made bare, or its record committed, the
+      // allocation stands; cut short before, the record is wiped and the unit free.
+      if (p.bare.enabled && p.bare.has(unit)) {
+        free.delete(unit);
+      } else if (d.state(slot) === RECORD_LIVE) {
         free.delete(unit);
       } else if (d.state(slot) === 0) {
         if (!d.isFree(slot)) d.wipeAll(slot);
@@ -376,10 +385,49 @@ function dissolveUnder(p: PoolParts, e: number): void {
         if (!d.isFree(slot)) d.wipeAll(slot);
         free.add(unit);
       }
+    } else if (op === CacheOp.BareRelease && p.bare.enabled) {
+      // Its bit still set, the release did not happen. Cleared, and the unit on the list, it is
+      // finished. Cleared and not on the list: by this release — then the unit is no one's, and
+      // goes back — or by another one of the same unit, which got there first and holds it now.
+      // Inside a rebuild the bitmap is marked from the truth alone, and a unit no one's is free.
+      if (!p.bare.has(unit) && !free.has(unit) && !rebuilding && releasedByEntry(p, e, unit)) free.add(unit);
     }
   }
   c.clear(e);
   for (const unit of free) returnUnit(p, unit);
+}
+
+/**
+ * Whether entry `e`'s interrupted release of bare unit `unit`, whose bit is clear and which is not
+ * on `e`'s list, is the one that cleared it (under the pool lock and `e`'s lock). Another release
+ * that clears a unit names it in its intent until the unit is on its list; it may be under way
+ * now, without the pool lock, so every other entry's lock is taken first (a live owner is waited
+ * for, a dead one's taken as it stands). Then the unit is no one's exactly when it is still marked
+ * used, no list holds it, it is not bare, no record holds it, and no other entry's interrupted
+ * operation names it (that entry's own dissolving settles it, and frees it if it must): only the
+ * release that cleared it could have passed it on, and this one died before it did.
+ */
+function releasedByEntry(p: PoolParts, e: number, unit: number): boolean {
+  const c = p.caches;
+  const runId = p.control.runId;
+  const taken: number[] = [];
+  try {
+    for (let other = 0; other < CACHE_ENTRIES; other++) {
+      // Held already by this pool-lock holder (an operation on the whole pool dissolving its way
+      // through the table): still, and not this function's to unlock.
+      if (other === e || c.lockWord(other) === runId) continue;
+      if (lockEntry(p, other, p.control.timeoutMs, false)) taken.push(other);
+    }
+    if (p.bare.has(unit) || unit < p.geometry.reservedUnits || unit >= p.geometry.unitCount || !p.units.isUsed(unit, 1)) return false;
+    for (let other = 0; other < CACHE_ENTRIES; other++) {
+      if (other === e || c.owner(other) === 0) continue;
+      if (c.units(other).includes(unit) || (c.op(other) !== CacheOp.None && c.opUnit(other) === unit)) return false;
+    }
+    const slot = homeSlotOfUnit(p.geometry, unit);
+    return !(p.directory.state(slot) !== 0 && p.directory.pfn(slot) === unit * p.unitPages);
+  } finally {
+    for (const other of taken) c.unlock(other);
+  }
 }
 
 /** Marks a unit that was cached (or held by an interrupted cached operation) free again, with its home slot. */
@@ -579,7 +627,7 @@ export function rebuildCaches(p: PoolParts): string[] {
 export function cachedUnitProblem(p: PoolParts, unit: number, units: { isFree(start: number, count: number): boolean }, slotFree: (slot: number) => boolean): string | null {
   const g = p.geometry;
   if (!Number.isSafeInteger(unit) || unit < g.reservedUnits || unit >= g.unitCount) return `unit ${unit} is not one of the pool's allocatable units`;
-  if (!units.isFree(unit, 1)) return 'a record, the metadata or another list holds it';
+  if (!units.isFree(unit, 1)) return 'a record, a bare unit, the metadata or another list holds it';
   const slot = homeSlotOfUnit(g, unit);
   if (!p.directory.isFree(slot)) return `its home record ${slot} is not free`;
   if (!slotFree(slot)) return `its home slot ${slot} is taken`;

@@ -5,12 +5,15 @@
  *  - no operation was left half done (intent record), no uncommitted record;
  *  - every directory record is free (all zeros) or committed with a good
  *    checksum, within the pool, clear of the metadata, on unit boundaries;
- *  - every page is free or owned by exactly one record (or by the metadata,
- *    or cached by an open): the unit bitmap equals the one the directory and
- *    the cache lists imply;
+ *  - every page is free or owned by exactly one record or bare unit (or by
+ *    the metadata, or cached by an open): the unit bitmap equals the one the
+ *    directory, the bare-unit map and the cache lists imply;
+ *  - each word of the bare-unit map has equal halves, and each bare unit is
+ *    an allocatable unit no record holds, whose home record is free and whose
+ *    home slot no other bare unit holds (a map the pool does not use is zero);
  *  - the allocators' summaries and counters agree with their bitmaps;
  *  - the record-slot bitmap marks exactly the non-free records and the home
- *    slots of the cached units;
+ *    slots of the cached and bare units;
  *  - every cache entry is free and zero, or owned with no operation left
  *    half done, and each unit on its list is an allocatable unit no record
  *    and no other list holds, whose home record is free;
@@ -24,6 +27,7 @@
  * Every check is O(metadata): a damaged directory or index costs no more than a sound one.
  */
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
+import { bareUnitProblem, eitherHalf, unitList } from './bare-units.js';
 import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
 import type { RecordIndex } from './record-index.js';
@@ -67,11 +71,32 @@ export function checkParts(p: PoolParts): PartsReport {
     for (const unit of units) if (Number.isSafeInteger(unit) && unit < g.unitCount) cachedHomes.add(homeSlotOfUnit(g, unit));
   }
 
+  // The bare-unit map: each word's halves equal; every unit set in either half may be someone's.
+  const b = p.bare;
+  const bareUnits: number[] = [];
+  const bareHomes = new Set<number>();
+  for (let i = 0; i < b.words; i++) {
+    const word = b.word(i);
+    if (word === 0) continue;
+    if (!b.enabled) {
+      problems.push(`word ${i} of the bare-unit map is not zero, though this pool ${c.enabled ? 'has no bare units' : 'does not use caches'}`);
+      continue;
+    }
+    const halves = (word & 0xffff) ^ (word >>> 16);
+    if (halves !== 0) problems.push(`word ${i} of the bare-unit map is damaged: its halves differ at units ${unitList(i, halves)}`);
+    for (let bits = eitherHalf(word); bits !== 0; bits &= bits - 1) {
+      const unit = i * 16 + (31 - Math.clz32(bits & -bits));
+      bareUnits.push(unit);
+      if (unit < g.unitCount) bareHomes.add(homeSlotOfUnit(g, unit));
+    }
+  }
+
   // Directory records, one by one.
   let dishonoured = 0;
   const corrupt: number[] = [];
   for (let slot = 0; slot < d.capacity; slot++) {
-    if (d.state(slot) === 0 && p.slots.isFree(slot, 1) && !cachedHomes.has(slot)) {
+    const heldHome = cachedHomes.has(slot) || bareHomes.has(slot);
+    if (d.state(slot) === 0 && p.slots.isFree(slot, 1) && !heldHome) {
       // Fast path for the common free record: all-zero check only.
       const status = d.status(slot);
       if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
@@ -82,8 +107,8 @@ export function checkParts(p: PoolParts): PartsReport {
     if (status === 'corrupt') problems.push(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
     if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
     const slotUsed = p.slots.isUsed(slot, 1);
-    if (status === 'free' && slotUsed && !cachedHomes.has(slot)) problems.push(`record slot ${slot} is marked in use but the record is free`);
-    if (status === 'free' && !slotUsed && cachedHomes.has(slot)) problems.push(`record slot ${slot} is the home slot of a cached unit but marked free`);
+    if (status === 'free' && slotUsed && !heldHome) problems.push(`record slot ${slot} is marked in use but the record is free`);
+    if (status === 'free' && !slotUsed && heldHome) problems.push(`record slot ${slot} is the home slot of a ${cachedHomes.has(slot) ? 'cached' : 'bare'} unit but marked free`);
     if (status !== 'free' && status !== 'uncommitted' && !slotUsed) problems.push(`record slot ${slot} is in use but marked free`);
   }
 
@@ -145,14 +170,25 @@ export function checkParts(p: PoolParts): PartsReport {
       }
     }
   }
+  // Bare units, as recovery takes them: after the honoured records, before the damaged records' extents.
+  const bareHomesTaken = new Set<number>();
+  for (const unit of bareUnits) {
+    const why = bareUnitProblem(p, unit, expected, (slot) => bareHomesTaken.has(slot));
+    if (why !== null) {
+      problems.push(`bare unit ${unit}: ${why}`);
+      continue;
+    }
+    expected.markUsed(unit, 1);
+    bareHomesTaken.add(homeSlotOfUnit(g, unit));
+  }
   // As recovery does: a damaged record's plausible extent stays out of reuse, around the pages of
-  // the honoured records — those pages are held for it, not leaked.
+  // the honoured records and bare units — those pages are held for it, not leaked.
   markPlausibleExtents(p, expected, damaged);
   // Cached units: each an allocatable unit that nothing else holds, with a free home record.
   const listedHomes = new Set<number>();
   for (const { entry, units } of lists) {
     for (const unit of units) {
-      const why = cachedUnitProblem(p, unit, expected, (slot) => !listedHomes.has(slot));
+      const why = cachedUnitProblem(p, unit, expected, (slot) => !listedHomes.has(slot) && !bareHomesTaken.has(slot));
       if (why !== null) {
         problems.push(`cache entry ${entry} lists unit ${unit}: ${why}`);
         continue;

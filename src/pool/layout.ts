@@ -1,5 +1,5 @@
 /**
- * The region ABI, version 2.1: where everything lives and how the superblock
+ * The region ABI, version 2.2: where everything lives and how the superblock
  * is encoded. docs/abi.md is the prose twin of this file; change both or
  * neither. All integers are little-endian (the region is host memory and
  * pmpool refuses big-endian hosts).
@@ -9,7 +9,7 @@ import { crc32c } from '../util/crc32c.js';
 import { PoolError } from './errors.js';
 
 export const ABI_MAJOR = 2;
-export const ABI_MINOR = 1;
+export const ABI_MINOR = 2;
 /** "PMPOOLv2" — the first eight bytes of every pool (the suffix is the ABI major). */
 export const MAGIC = Uint8Array.from([0x50, 0x4d, 0x50, 0x4f, 0x4f, 0x4c, 0x76, 0x32]);
 
@@ -19,8 +19,15 @@ export const MAGIC = Uint8Array.from([0x50, 0x4d, 0x50, 0x4f, 0x4f, 0x4c, 0x76, 
  * this would take them for leaks and damage, and repair them away under their owners.
  */
 export const INCOMPAT_OPEN_CACHES = 1;
+/**
+ * The pool has a bare-unit map (bare-units.ts): one-unit allocations without a name or an owner,
+ * made and released through the caches, are recorded by a bit there and have no directory record.
+ * A reader that does not know this would take their units for leaks, and free them under their
+ * holders.
+ */
+export const INCOMPAT_BARE_UNITS = 2;
 /** Incompatible features this code understands (a reader refuses any other incompat bit). */
-export const INCOMPAT_SUPPORTED = INCOMPAT_OPEN_CACHES;
+export const INCOMPAT_SUPPORTED = INCOMPAT_OPEN_CACHES | INCOMPAT_BARE_UNITS;
 /**
  * Read-only-compatible features this code understands. A reader that does not
  * know one may only read the pool, and pmpool has no read-only open (every
@@ -66,6 +73,23 @@ export interface Area {
   length: number;
 }
 
+/**
+ * Units per word of the bare-unit map: the low half of a u32 holds one bit per unit, the high half
+ * the same bits again (bare-units.ts), so that one atomic store changes both and a flipped bit
+ * shows as halves that differ.
+ */
+export const BARE_UNITS_PER_WORD = 16;
+/**
+ * A pool made by create has a bare-unit map when its opens use caches — a directory of at least
+ * this many records, CACHE_MIN_RECORDS of caches.ts, which asserts the two agree — and ...
+ */
+export const BARE_UNITS_MIN_RECORDS = 2048;
+/**
+ * ... at most this many units: 2 bits a unit, the map of a pool of 2^28 units (1 TiB of 4 KiB
+ * pages) is 64 MiB of metadata window; past that, one-unit allocations keep directory records.
+ */
+export const BARE_UNITS_MAX_UNITS = 2 ** 28;
+
 export interface Geometry {
   pageSize: number;
   pageCount: number;
@@ -75,6 +99,8 @@ export interface Geometry {
   /** Slots in each of the two hash indices (a power of two, at least twice maxRecords). */
   indexSlots: number;
   areas: Record<AreaName, Area>;
+  /** The bare-unit map, after the directory; null when the pool has none (no INCOMPAT_BARE_UNITS). */
+  bareUnits: Area | null;
   /** Bytes of metadata (superblock through records), before rounding to pages. */
   metadataBytes: number;
   /** Pages holding metadata: exactly ceil(metadataBytes / pageSize). */
@@ -102,6 +128,12 @@ export interface GeometryInput {
   pageSize: number;
   orderPerBit: number;
   maxRecords?: number;
+  /**
+   * Whether the pool has a bare-unit map. A superblock says (INCOMPAT_BARE_UNITS); left out, as
+   * at create, the pool has one when its opens use caches (BARE_UNITS_MIN_RECORDS), it has at most
+   * BARE_UNITS_MAX_UNITS units, and the map leaves the metadata within the pool.
+   */
+  bareUnits?: boolean;
 }
 
 /**
@@ -151,20 +183,32 @@ export function computeGeometry(input: GeometryInput): Geometry {
     areas[name] = { offset: cursor, length: sizes[name] };
     cursor = alignUp(cursor + sizes[name], AREA_ALIGN);
   }
-  const last = areas.records;
-  const metadataBytes = last.offset + last.length;
-  if (metadataBytes > MAX_METADATA_BYTES) {
-    throw new PoolError('BAD_ARGUMENT', `metadata of ${metadataBytes} bytes is over the ${MAX_METADATA_BYTES}-byte limit; lower maxAllocations`);
+  const fixed = { pageSize, pageCount, orderPerBit, unitCount, maxRecords, indexSlots, areas };
+  const withBare = (bare: boolean): Geometry => {
+    const bareUnits = bare ? { offset: cursor, length: Math.ceil(unitCount / BARE_UNITS_PER_WORD) * 4 } : null;
+    const last = bareUnits ?? areas.records;
+    const metadataBytes = last.offset + last.length;
+    if (metadataBytes > MAX_METADATA_BYTES) {
+      throw new PoolError('BAD_ARGUMENT', `metadata of ${metadataBytes} bytes is over the ${MAX_METADATA_BYTES}-byte limit; lower maxAllocations`);
+    }
+    const metadataPages = Math.ceil(metadataBytes / pageSize);
+    const reservedUnits = Math.ceil(metadataPages / unitPages);
+    if (reservedUnits >= unitCount) {
+      throw new PoolError(
+        'BAD_ARGUMENT',
+        `a pool of ${pageCount} pages is too small: its metadata alone takes ${metadataPages} pages (lower maxAllocations or grow the pool)`,
+      );
+    }
+    return { ...fixed, bareUnits, metadataBytes, metadataPages, reservedUnits };
+  };
+  if (input.bareUnits !== undefined) return withBare(input.bareUnits);
+  if (maxRecords < BARE_UNITS_MIN_RECORDS || unitCount > BARE_UNITS_MAX_UNITS) return withBare(false);
+  // A pool the map would leave without room for data (or metadata past the limit) does without it.
+  try {
+    return withBare(true);
+  } catch {
+    return withBare(false);
   }
-  const metadataPages = Math.ceil(metadataBytes / pageSize);
-  const reservedUnits = Math.ceil(metadataPages / unitPages);
-  if (reservedUnits >= unitCount) {
-    throw new PoolError(
-      'BAD_ARGUMENT',
-      `a pool of ${pageCount} pages is too small: its metadata alone takes ${metadataPages} pages (lower maxAllocations or grow the pool)`,
-    );
-  }
-  return { pageSize, pageCount, orderPerBit, unitCount, maxRecords, indexSlots, areas, metadataBytes, metadataPages, reservedUnits };
 }
 
 /**
@@ -196,8 +240,9 @@ export interface Superblock {
  *  20 u32 roCompat  24 uuid[16]  40 u32 pageSize  44 u32 orderPerBit
  *  48 u64 pageCount  56 u64 unitCount  64 u64 metadataPages  72 u32 maxRecords
  *  76 u32 indexSlots  80 area table: 6 x (u64 offset, u64 length) = 96 bytes
- * 176 u64 generation  184 u64 createdAtMs  192 u32 flags  196..251 zero
- * 252 u32 crc32c of bytes [0, 252)
+ * 176 u64 generation  184 u64 createdAtMs  192 u32 flags
+ * 196 u64 bare-unit map offset  204 u64 its length (both 0 without INCOMPAT_BARE_UNITS)
+ * 212..251 zero  252 u32 crc32c of bytes [0, 252)
  */
 const SB_CRC_OFFSET = 252;
 
@@ -227,6 +272,8 @@ export function encodeSuperblock(sb: Superblock, out: Uint8Array): void {
   v.setBigUint64(176, sb.generation, true);
   v.setBigUint64(184, BigInt(sb.createdAtMs), true);
   v.setUint32(192, sb.flags, true);
+  v.setBigUint64(196, BigInt(g.bareUnits?.offset ?? 0), true);
+  v.setBigUint64(204, BigInt(g.bareUnits?.length ?? 0), true);
   v.setUint32(SB_CRC_OFFSET, crc32c(out, 0, SB_CRC_OFFSET), true);
 }
 
@@ -272,7 +319,7 @@ export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superbl
   const maxRecords = v.getUint32(72, true);
   let geometry: Geometry;
   try {
-    geometry = computeGeometry({ size: pageCount * pageSize, pageSize, orderPerBit, maxRecords });
+    geometry = computeGeometry({ size: pageCount * pageSize, pageSize, orderPerBit, maxRecords, bareUnits: (incompat & INCOMPAT_BARE_UNITS) !== 0 });
   } catch (e) {
     return { code: 'CORRUPT', message: `superblock geometry is impossible: ${(e as Error).message}` };
   }
@@ -285,7 +332,9 @@ export function decodeSuperblock(bytes: Uint8Array, regionSize: number): Superbl
       (name, i) =>
         Number(v.getBigUint64(80 + i * 16, true)) !== geometry.areas[name].offset ||
         Number(v.getBigUint64(88 + i * 16, true)) !== geometry.areas[name].length,
-    );
+    ) ||
+    Number(v.getBigUint64(196, true)) !== (geometry.bareUnits?.offset ?? 0) ||
+    Number(v.getBigUint64(204, true)) !== (geometry.bareUnits?.length ?? 0);
   if (mismatch) return { code: 'CORRUPT', message: 'superblock layout fields disagree with its geometry' };
   if (pageCount * pageSize > regionSize) {
     return { code: 'CORRUPT', message: `superblock says ${pageCount * pageSize} bytes but the region has ${regionSize}` };

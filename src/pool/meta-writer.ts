@@ -93,6 +93,16 @@ export class MetaWriter {
     return Atomics.load(this.i32, offset >>> 2) >>> 0;
   }
 
+  /** Atomic OR into a u32 word; returns the word as it was (the bare-unit map's allocation). */
+  atomicOr(offset: number, bits: number): number {
+    return Atomics.or(this.i32, offset >>> 2, bits | 0) >>> 0;
+  }
+
+  /** Atomic AND into a u32 word; returns the word as it was (the bare-unit map's release). */
+  atomicAnd(offset: number, bits: number): number {
+    return Atomics.and(this.i32, offset >>> 2, bits | 0) >>> 0;
+  }
+
   /**
    * Orders stores on a durable pool: everything written before the barrier
    * reaches the file before anything written after it. Nothing to do in
@@ -171,6 +181,20 @@ export class TracedMetaWriter extends MetaWriter {
     if (this.durable) this.dirty(offset, 4);
   }
 
+  /** Logged only when it changes the word. */
+  override atomicOr(offset: number, bits: number): number {
+    const seen = super.atomicOr(offset, bits);
+    if ((seen | bits) >>> 0 !== seen) this.loggedRmw(offset, seen);
+    return seen;
+  }
+
+  /** Logged only when it changes the word. */
+  override atomicAnd(offset: number, bits: number): number {
+    const seen = super.atomicAnd(offset, bits);
+    if ((seen & bits) >>> 0 !== seen) this.loggedRmw(offset, seen);
+    return seen;
+  }
+
   override barrier(): void {
     if (this.storeLog !== null) this.storeLog.records.push({ barrier: true });
     if (!this.durable || this.dirtyFrom === Infinity) return;
@@ -186,6 +210,11 @@ export class TracedMetaWriter extends MetaWriter {
     if (length === 8) this.u32[(offset >>> 2) + 1] = hi;
     if (before !== null) this.logStore(offset, before);
     if (this.durable) this.dirty(offset, length);
+  }
+
+  private loggedRmw(offset: number, before: number): void {
+    if (this.storeLog !== null) this.logStore(offset, u32Bytes(before));
+    if (this.durable) this.dirty(offset, 4);
   }
 
   private logStore(offset: number, before: Uint8Array): void {

@@ -22,6 +22,14 @@ export interface PoolCreateOptions {
    * pool on a machine of a few GiB). A path only: a Region handed in is the caller's to reserve.
    */
   preallocate?: boolean;
+  /**
+   * Record one-unit allocations without a name or an owner by a bit of a bare-unit map instead of
+   * a directory record (docs/abi.md, "Bare units"): their alloc + release pairs run about twice
+   * as fast, and `allocations()` lists them after the records, by pfn. Default true, where the pool's
+   * opens use caches (a directory of at least 2,048 records) and it has at most 2^28 units. false
+   * makes a pool that pmpool of ABI 2.1 can still open.
+   */
+  bareUnits?: boolean;
   lockTimeoutMs?: number;
 }
 

@@ -1,5 +1,5 @@
 /**
- * stats()'s figures that only the directory holds: how many allocations are
+ * stats()'s figures that only the directory (and the bare-unit map) holds: how many allocations are
  * live, and the allocations and pages each owner holds. One pass over the
  * directory under the pool lock, without an object, a copy or a decoded
  * label per record: built from liveRecords(), stats() held the lock about
@@ -43,6 +43,15 @@ export function ownerUsage(p: PoolParts): { allocations: number; byOwner: PoolSt
     }
     owner.entry.allocations++;
     owner.entry.pages += d.pageCount(slot);
+  }
+  // Bare units (bare-units.ts) are allocations without an owner, as an untagged record is.
+  const bare = p.bare.enabled ? p.bare.count() : 0;
+  if (bare > 0) {
+    allocations += bare;
+    let entry = byOwner.get('');
+    if (entry === undefined) byOwner.set('', (entry = { allocations: 0, pages: 0 }));
+    entry.allocations += bare;
+    entry.pages += bare * p.unitPages;
   }
   // fromEntries defines each key as an own property, "__proto__" included (no prototype setter).
   return { allocations, byOwner: Object.fromEntries(byOwner) };

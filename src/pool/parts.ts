@@ -6,10 +6,11 @@
 import { BitmapAllocator } from '../alloc/index.js';
 import type { RegionWindow } from '../region/index.js';
 import { crc32c } from '../util/crc32c.js';
+import { BareUnits } from './bare-units.js';
 import { CACHE_MIN_RECORDS, CacheTable } from './caches.js';
 import { Control, type LockOptions } from './control.js';
 import { Directory } from './directory.js';
-import { homeSlotOfUnit, INCOMPAT_OPEN_CACHES, type Geometry, type Superblock } from './layout.js';
+import { homeSlotOfUnit, INCOMPAT_BARE_UNITS, INCOMPAT_OPEN_CACHES, type Geometry, type Superblock } from './layout.js';
 import { MetaWriter, TracedMetaWriter } from './meta-writer.js';
 import { hashPfn, RecordIndex } from './record-index.js';
 
@@ -24,6 +25,8 @@ export interface PoolParts {
   readonly control: Control;
   /** The per-open caches of free units (caches.ts); disabled on a pool made before them, and on a small directory. */
   readonly caches: CacheTable;
+  /** The bare-unit map (bare-units.ts); disabled on a pool without one, or whose opens do not use caches. */
+  readonly bare: BareUnits;
   readonly units: BitmapAllocator;
   readonly slots: BitmapAllocator;
   readonly directory: Directory;
@@ -43,6 +46,8 @@ export function attachParts(
   // both need the traced writer. Every other pool gets the plain one, whose stores are just stores.
   const writer = durable || attachHook !== null ? new TracedMetaWriter(window, durable) : new MetaWriter(window);
   const a = g.areas;
+  const cachesEnabled = (sb.incompat & INCOMPAT_OPEN_CACHES) !== 0 && g.maxRecords >= CACHE_MIN_RECORDS;
+  const bareArea = g.bareUnits;
   const parts: PoolParts = {
     geometry: g,
     unitPages: 2 ** g.orderPerBit,
@@ -50,7 +55,8 @@ export function attachParts(
     endPfn: g.unitCount * 2 ** g.orderPerBit,
     writer,
     control: new Control(writer, a.control.offset, runId, lockOptions),
-    caches: new CacheTable(writer, a.control.offset, (sb.incompat & INCOMPAT_OPEN_CACHES) !== 0 && g.maxRecords >= CACHE_MIN_RECORDS),
+    caches: new CacheTable(writer, a.control.offset, cachesEnabled),
+    bare: new BareUnits(writer, bareArea?.offset ?? 0, g.unitCount, bareArea !== null && (sb.incompat & INCOMPAT_BARE_UNITS) !== 0 && cachesEnabled, bareArea !== null),
     units: new BitmapAllocator(writer.wordStore(a.unitBitmap.offset, a.unitBitmap.length >>> 2), g.unitCount),
     slots: new BitmapAllocator(writer.wordStore(a.recordBitmap.offset, a.recordBitmap.length >>> 2), g.maxRecords),
     directory: new Directory(writer, a.records.offset, g.maxRecords),

@@ -31,6 +31,7 @@ import {
   computeGeometry,
   decodeSuperblock,
   encodeSuperblock,
+  INCOMPAT_BARE_UNITS,
   INCOMPAT_OPEN_CACHES,
   isSuperblockProblem,
   MAX_NAME_BYTES,
@@ -157,10 +158,12 @@ export class Pool {
     }
     checkMode(options.mode);
     const preallocate = checkPoolBoolean(options.preallocate, 'preallocate') === true;
+    // Asked for, a pool that cannot have one is no error: its allocations keep records, as at 2.1.
+    const bareUnits = checkPoolBoolean(options.bareUnits, 'bareUnits') === false ? false : undefined;
     checkOpenOptions({ lockTimeoutMs: options.lockTimeoutMs });
     const size = typeof options.size === 'string' ? parseSize(options.size) : options.size;
     const pageSize = options.pageSize ?? 4096;
-    const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations });
+    const geometry = computeGeometry({ size, pageSize, orderPerBit: options.orderPerBit ?? 0, maxRecords: options.maxAllocations, bareUnits });
     if (typeof target !== 'string') {
       checkWritable(target);
       if (preallocate) throw new PoolError('BAD_ARGUMENT', 'preallocate applies to the file Pool.create makes at a path; a Region handed in is reserved by its maker (FileRegion.create { preallocate })');
@@ -198,7 +201,7 @@ export class Pool {
       abiMajor: ABI_MAJOR,
       abiMinor: ABI_MINOR,
       compat: 0,
-      incompat: INCOMPAT_OPEN_CACHES,
+      incompat: INCOMPAT_OPEN_CACHES | (g.bareUnits !== null ? INCOMPAT_BARE_UNITS : 0),
       roCompat: 0,
       uuid: uuidV4(randomBytes(16)),
       flags,
@@ -298,7 +301,7 @@ export class Pool {
   get closed(): boolean {
     return this.parts === null;
   }
-  /** The ABI version the pool's superblock records ("2.1"): the version of the pmpool that made it. */
+  /** The ABI version the pool's superblock records ("2.2"): the version of the pmpool that made it. */
   get abiVersion(): string {
     return `${this.sb.abiMajor}.${this.sb.abiMinor}`;
   }
@@ -308,6 +311,14 @@ export class Pool {
    */
   get usesCaches(): boolean {
     return this.live().caches.enabled;
+  }
+  /**
+   * Whether one-unit allocations without a name or an owner are bare units, recorded by a bit and
+   * no record (docs/abi.md, "Bare units"): false for a pool made before ABI 2.2, or with
+   * `bareUnits: false`, or whose opens use no caches.
+   */
+  get usesBareUnits(): boolean {
+    return this.live().bare.enabled;
   }
   /** The superblock checksum as stored (the handover node records it). */
   get superblockCrc(): number {
@@ -458,6 +469,11 @@ export class Pool {
       // Claimed by a cache whose release has not finished: settled under that entry's lock (waited
       // for, or dissolved when its owner is dead), the record reads as what it is.
       if (slot < 0 && this.settleCacheClaim(p, pfn)) slot = this.slotOfPfn(p, pfn);
+      if (slot < 0 && this.isBare(p, pfn)) {
+        if (count > p.unitPages) throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} has ${p.unitPages} pages, not ${count}; release it whole`);
+        this.releaseBareLocked(p, pfn);
+        return;
+      }
       if (slot < 0) throw new PoolError('NOT_ALLOCATED', `no allocation starts at pfn ${pfn}`);
       const d = p.directory;
       const pageCount = d.pageCount(slot);
@@ -502,26 +518,59 @@ export class Pool {
     if (slot !== homeSlotOfUnit(p.geometry, start) || p.control.indexAll()) p.pfnIndex.remove(hashPfn(pfn), slot);
     if (name.length > 0) p.nameIndex.remove(hashName(name), slot);
     d.wipe(slot);
+    this.freeReleased(p, start, pageCount <= p.unitPages ? 1 : unitsOf(p.geometry, pageCount), slot, pfn, 'its record is wiped');
+  }
+
+  /**
+   * The end of a release whose commit point is past (`done` says what it did): its units and slot
+   * freed, its intent cleared. A damaged bitmap (a bit of this run or slot already clear) shows
+   * only here, when the release has happened. The intent's recovery rebuilds the bitmaps from the
+   * truth — now, or at the next lock if it cannot — and the caller is told so. A store that fails
+   * underneath is no damage, and goes up as it is.
+   */
+  private freeReleased(p: PoolParts, start: number, units: number, slot: number, pfn: number, done: string): void {
+    const w = p.writer;
     try {
-      p.units.markFree(start, pageCount <= p.unitPages ? 1 : unitsOf(p.geometry, pageCount));
+      p.units.markFree(start, units);
       p.slots.markFree(slot, 1);
     } catch (e) {
-      // A damaged bitmap (a bit of this run or slot already clear) shows only here, after the
-      // record is wiped: the release has happened. The intent's recovery rebuilds the bitmaps
-      // from the directory — now, or at the next lock if it cannot — and the caller is told so.
-      // A store that fails underneath is no damage, and goes up as it is.
       if (!(e instanceof BitmapStateError)) throw e;
-      let done = 'the bitmaps were rebuilt from the directory';
+      let rebuilt = 'the bitmaps were rebuilt from the directory';
       try {
         this.recover(p);
       } catch {
-        done = 'the next lock of the pool rebuilds the bitmaps from the directory';
+        rebuilt = 'the next lock of the pool rebuilds the bitmaps from the directory';
       }
-      throw new PoolError('CORRUPT', `release of pfn ${pfn} (${pageCount} pages) found the allocation bitmap damaged (${(e as Error).message}); the release is complete: its record is wiped and ${done}`, { cause: e });
+      throw new PoolError('CORRUPT', `release of pfn ${pfn} (${units * p.unitPages} pages) found the allocation bitmap damaged (${(e as Error).message}); the release is complete: ${done} and ${rebuilt}`, { cause: e });
     }
     w.barrier();
     p.control.endIntent();
     w.barrier();
+  }
+
+  /** Whether a bare unit starts at `pfn` (bare-units.ts). */
+  private isBare(p: PoolParts, pfn: number): boolean {
+    const unit = pfn / p.unitPages;
+    return p.bare.enabled && Number.isInteger(unit) && unit >= p.geometry.reservedUnits && unit < p.geometry.unitCount && p.bare.has(unit);
+  }
+
+  /**
+   * Releases the bare unit at `pfn` under the pool lock (no cache of this open's to take it). The
+   * opens' caches release bare units without the pool lock: the atomic AND that clears the bit
+   * settles which of two releases of the unit happens.
+   */
+  private releaseBareLocked(p: PoolParts, pfn: number): void {
+    const w = p.writer;
+    const unit = pfn / p.unitPages;
+    const home = homeSlotOfUnit(p.geometry, unit);
+    p.control.beginIntent(IntentOp.Release, home, pfn, p.unitPages);
+    w.barrier();
+    if (!p.bare.clear(unit)) {
+      p.control.endIntent();
+      throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} was released by another open meanwhile`);
+    }
+    w.barrier();
+    this.freeReleased(p, unit, 1, home, pfn, 'its bit is cleared');
   }
 
   /** The named allocation, or undefined. */
@@ -544,22 +593,26 @@ export class Pool {
     return this.withLock(() =>
       this.withEntries(p, () => {
         const slot = this.slotOfPfn(p, pfn);
-        return slot < 0 ? undefined : this.allocationAt(p, slot);
+        if (slot >= 0) return this.allocationAt(p, slot);
+        return this.isBare(p, pfn) ? new Allocation(this, pfn, p.unitPages, undefined, undefined, false) : undefined;
       }),
     );
   }
 
   /**
-   * Every allocation, by sequence number: one open's in the order it made them; those of several
-   * opens by the blocks of numbers their caches took (docs/abi.md, "Per-open caches").
+   * Every allocation: those with records by sequence number — one open's in the order it made
+   * them, those of several opens by the blocks of numbers their caches took (docs/abi.md, "Per-open
+   * caches") — then the bare units, which have none, by pfn.
    */
   allocations(): Allocation[] {
     const p = this.live();
     // Under the lock the records are only read (with copies of their labels); sorting them, decoding
     // the labels and making the Allocations wait for the unlock, not every other process.
-    const records = this.withLock(() => this.withEntries(p, () => liveRecords(p)));
+    const { records, bare } = this.withLock(() => this.withEntries(p, () => ({ records: liveRecords(p), bare: p.bare.enabled ? p.bare.units() : [] })));
     records.sort((a, b) => a.seq - b.seq);
-    return records.map((r) => new Allocation(this, r.pfn, r.pageCount, optionalLabel(r.name), optionalLabel(r.owner), r.subpool));
+    const out = records.map((r) => new Allocation(this, r.pfn, r.pageCount, optionalLabel(r.name), optionalLabel(r.owner), r.subpool));
+    for (const unit of bare) out.push(new Allocation(this, unit * p.unitPages, p.unitPages, undefined, undefined, false));
+    return out;
   }
 
   /* ---------------- sub-pools ---------------- */
@@ -1049,23 +1102,31 @@ export class Pool {
     const g = p.geometry;
     const d = p.directory;
     const w = p.writer;
+    // Without an owner, a bare unit: its bit is its record (bare-units.ts).
+    const bare = owner.length === 0 && p.bare.enabled;
     try {
       const unit = k <= CACHE_UNITS ? c.unit(e, k - 1) : -1;
       const slot = homeSlotOfUnit(g, unit);
-      if (unit < g.reservedUnits || unit >= g.unitCount || !d.isFree(slot)) {
+      // A listed unit's home record is free: it was when the unit joined the list, and no record
+      // goes in a slot a list holds. A bare unit's is not read — that line, in no cache after a
+      // release elsewhere in the pool, was the most of a bare pair's time — only its bit is: a
+      // damaged list that names an allocation is caught there, or by check().
+      if (unit < g.reservedUnits || unit >= g.unitCount || (bare ? p.bare.has(unit) : !d.isFree(slot))) {
         throw new PoolError('CORRUPT', `cache entry ${e} of the pool holds unit ${unit}, which is not a free one (damaged metadata); run \`pmpool check --repair\``);
       }
       const pfn = unit * p.unitPages;
       c.beginOp(e, CacheOp.Alloc, unit);
       c.setCount(e, k - 1);
       w.barrier();
-      d.write(slot, pfn, p.unitPages, c.takeSeq(e), 0, owner, NO_BYTES);
-      w.barrier();
+      if (!bare) {
+        d.write(slot, pfn, p.unitPages, c.takeSeq(e), 0, owner, NO_BYTES);
+        w.barrier();
+      }
       if (zero) {
         try {
           this.zeroRun(pfn, p.unitPages);
         } catch (err) {
-          d.wipeAll(slot);
+          if (!bare) d.wipeAll(slot);
           c.setCount(e, k);
           w.barrier();
           c.endOp(e);
@@ -1073,7 +1134,8 @@ export class Pool {
         }
         w.barrier();
       }
-      d.commit(slot);
+      if (bare) p.bare.set(unit);
+      else d.commit(slot);
       w.barrier();
       c.endOp(e);
       w.barrier();
@@ -1092,6 +1154,8 @@ export class Pool {
     const g = p.geometry;
     const unit = pfn / p.unitPages;
     if (!Number.isInteger(unit) || unit < g.reservedUnits || unit >= g.unitCount) return false;
+    // A bare unit has no owner, so any owner may release it, as an untagged record.
+    if (p.bare.enabled && p.bare.has(unit)) return this.cachedBareRelease(p, unit);
     const d = p.directory;
     const slot = homeSlotOfUnit(g, unit);
     // A look before any lock: a release the cache does not take (or one the pool lock's way refuses)
@@ -1126,6 +1190,37 @@ export class Pool {
       d.uncommit(slot);
       w.barrier();
       d.wipe(slot);
+      c.setUnit(e, k, unit);
+      c.setCount(e, k + 1);
+      w.barrier();
+      c.endOp(e);
+      w.barrier();
+      return true;
+    } finally {
+      c.unlockOwn(e, p.control.runId);
+    }
+  }
+
+  /**
+   * Releases bare unit `unit` onto the open's cache; false when the cache does not take it (the
+   * pool lock's way then releases it or says why not). Its bit is cleared by one atomic AND, whose
+   * old value says whether this release did it or another release of the unit got there first.
+   */
+  private cachedBareRelease(p: PoolParts, unit: number): boolean {
+    const e = this.cacheOf(p);
+    if (e < 0) return false;
+    const c = p.caches;
+    const k = this.lockOwnEntryFor(p, e, false);
+    if (k < 0) return false;
+    const w = p.writer;
+    try {
+      c.beginOp(e, CacheOp.BareRelease, unit);
+      w.barrier();
+      if (!p.bare.clear(unit)) {
+        c.endOp(e);
+        return false;
+      }
+      w.barrier();
       c.setUnit(e, k, unit);
       c.setCount(e, k + 1);
       w.barrier();

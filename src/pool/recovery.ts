@@ -1,13 +1,14 @@
 /**
  * Recovery: rebuild everything derived — the unit bitmap and its summaries,
- * the record-slot bitmap, both hash indices — from the directory and the
- * opens' cache lists, the source of truth (the pfn index gets only the
+ * the record-slot bitmap, both hash indices — from the directory, the
+ * bare-unit map and the opens' cache lists, the source of truth (the pfn index gets only the
  * records away from their home slot).
  * Run after a crash (an intent record was left behind) and by repair. It is
  * O(metadata), and only ever runs after something went wrong; a clean open
  * never scans.
  */
 import type { BitmapAllocator } from '../alloc/index.js';
+import { rebuildBareUnits } from './bare-units.js';
 import { dissolveInterrupted, rebuildCaches } from './caches.js';
 import { decodeLabel, RECORD_FLAG_SUBPOOL } from './directory.js';
 import { hashName, hashPfn, homeSlot, unitsOf, type PoolParts } from './parts.js';
@@ -149,8 +150,11 @@ export function rebuildDerived(p: PoolParts): string[] {
       if (p.nameIndex.find(h, (s) => bytesEqual(d.nameBytes(s), r.name)) < 0) p.nameIndex.insert(h, r.slot);
     }
   }
-  // A damaged record's pages are kept out of reuse only after every intact record has its own:
-  // its fields are not to be trusted, and must not cost an intact record its pages.
+  // The bare units, after the records (a unit an honoured record holds is no bare unit's: the
+  // record has a checksum, the bit has none).
+  changes.push(...rebuildBareUnits(p));
+  // A damaged record's pages are kept out of reuse only after every intact record and bare unit
+  // has its own: its fields are not to be trusted, and must not cost an allocation its pages.
   markPlausibleExtents(p, p.units, corrupt);
   // The opens' cached units, after every record (a unit a record holds is no list's).
   changes.push(...rebuildCaches(p));

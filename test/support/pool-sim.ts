@@ -69,6 +69,11 @@ export interface Shape {
    * and releases: each open has a cache, and each releases the other's allocations onto its own.
    */
   peer?: boolean;
+  /**
+   * Scenarios of even seeds make their pool with bare units (src/pool/bare-units.ts), those of odd
+   * seeds without: plain one-unit allocations are then bits in one, records in the other.
+   */
+  alternateBareUnits?: boolean;
 }
 
 /** A pool of 128 or 256 units: every summary is a single word. */
@@ -96,7 +101,7 @@ export const DEEP: Shape = {
  * spilled, drained (a full pool), given back (a close) and dissolved (a crashed owner's, at the
  * reopen): every store of each crashed in turn, as everywhere else.
  */
-export const CACHED: Shape = { bytes: POOL_BYTES, orderPerBits: [0, 1], prefill: 0, ops: OPS, maxAllocations: 2048, plainSingles: 0.75, peer: true };
+export const CACHED: Shape = { bytes: POOL_BYTES, orderPerBits: [0, 1], prefill: 0, ops: OPS, maxAllocations: 2048, plainSingles: 0.75, peer: true, alternateBareUnits: true };
 export const CACHED_SCENARIOS = Number(process.env.PMPOOL_SIM_CACHED_SCENARIOS ?? 4);
 export const DEEP_SCENARIOS = Number(process.env.PMPOOL_SIM_DEEP_SCENARIOS ?? 3);
 /** Every NESTED_EVERY-th crash point that left an operation half done also crashes its recovery, at every store. */
@@ -458,7 +463,10 @@ async function simulate(seed: number, shape: Shape, replay: string): Promise<Sim
   const orderPerBit = rng.pick(shape.orderPerBits);
   const start = new MemoryRegion(shape.bytes);
   const initial: Model = { generation: 0n, parent: new Map(), subs: new Map() };
-  const created = Pool.create(start, { size: shape.bytes, orderPerBit, maxAllocations: shape.maxAllocations ?? 24 });
+  const bareUnits = shape.alternateBareUnits === true ? (seed & 1) === 0 : undefined;
+  trace(`  pool of ${shape.bytes} bytes, orderPerBit ${orderPerBit}, bare units ${bareUnits ?? 'by default'}`);
+  const created = Pool.create(start, { size: shape.bytes, orderPerBit, maxAllocations: shape.maxAllocations ?? 24, bareUnits });
+  if (bareUnits === true) assert.notEqual(created.geometry.bareUnits, null, 'the pool has bare units');
   if (shape.prefill > 0) {
     const fill = created.alloc(shape.prefill, { name: 'fill' });
     initial.parent.set(fill.pfn, { pfn: fill.pfn, count: fill.count, name: 'fill', serial: 0 });

@@ -1,0 +1,182 @@
+/**
+ * Bare units: one-unit allocations without a name or an owner, recorded by a
+ * bit and nothing else — the kernel RFC's pmpool, whose only record of an
+ * allocation is its bitmap bit, for the allocations that need no more.
+ *
+ * A record costs a one-unit allocation and its release a 128-byte write,
+ * a checksum, a claim and a wipe of a line that a release elsewhere in the
+ * pool finds in no cache. Most of the time of a pair of them went there. A
+ * bare unit is made and released through the opens' caches (caches.ts): its
+ * allocation sets its bit, its release clears it, each one atomic
+ * read-modify-write of a u32 of the bare-unit map, which is small enough to
+ * stay in cache (2 bits a unit: 64 KiB for a 1 GiB pool of 4 KiB pages).
+ *
+ * Word `i` of the map holds units 16 i to 16 i + 15: bit j of its low half
+ * is unit 16 i + j, and bit j of its high half is the same bit again. Every
+ * change sets or clears both at once, so the halves of a sound word are
+ * equal, and a single flipped bit anywhere shows as halves that differ
+ * (check() names it; repair keeps the union: a unit that may be someone's
+ * stays allocated).
+ *
+ * A bare unit is the map's truth, as a record is the directory's: it is
+ * marked used in the unit bitmap, and holds its home slot (the slot bitmap
+ * marks it, the record stays free), as a cached unit does — it came off a
+ * list, and goes back onto one. Only a unit on a list becomes bare, and
+ * only a cache or the pool lock's holder clears one; both do it with one
+ * atomic AND, whose old value says which of two releases of the same unit
+ * did it. The layout is in docs/abi.md ("Bare units").
+ */
+import { BARE_UNITS_PER_WORD } from './layout.js';
+import type { MetaWriter } from './meta-writer.js';
+import type { PoolParts } from './parts.js';
+
+/** Both copies of unit bit j of a word. */
+function maskOf(unit: number): number {
+  return 0x10001 << (unit & 15);
+}
+
+export class BareUnits {
+  private readonly word0: number;
+  /** Words in the map (0 when the pool has none). */
+  readonly words: number;
+
+  constructor(
+    private readonly w: MetaWriter,
+    offset: number,
+    readonly unitCount: number,
+    /** False when the pool has no map (a pool made before 2.2, or too big) or does not use caches: every allocation has a record. */
+    readonly enabled: boolean,
+    /** Whether the pool has a map at all (its words, even unused, are checked to be zero). */
+    present: boolean,
+  ) {
+    this.word0 = offset >>> 2;
+    this.words = present ? Math.ceil(unitCount / BARE_UNITS_PER_WORD) : 0;
+  }
+
+  /** Unit `unit` is a bare allocation (its low-half bit; check() compares the halves). */
+  has(unit: number): boolean {
+    return (this.w.u32[this.word0 + (unit >>> 4)]! & (1 << (unit & 15))) !== 0;
+  }
+
+  /** Makes `unit` a bare allocation: both bits set in one atomic store. */
+  set(unit: number): void {
+    this.w.atomicOr((this.word0 + (unit >>> 4)) << 2, maskOf(unit));
+  }
+
+  /**
+   * Clears `unit`'s bits in one atomic store; true when this call released it (its bit was set),
+   * false when it was not a bare allocation, or another release got there first.
+   */
+  clear(unit: number): boolean {
+    return (this.w.atomicAnd((this.word0 + (unit >>> 4)) << 2, ~maskOf(unit)) & (1 << (unit & 15))) !== 0;
+  }
+
+  /** Word `i` as stored. */
+  word(i: number): number {
+    return this.w.u32[this.word0 + i]!;
+  }
+
+  /** Stores word `i` whole (recovery and repair, with every cache entry's lock held). */
+  setWord(i: number, value: number): void {
+    this.w.store32((this.word0 + i) << 2, value);
+  }
+
+  /** The bare allocations, in unit order (low halves: what allocations see). */
+  units(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.words; i++) {
+      let bits = this.word(i) & 0xffff;
+      while (bits !== 0) {
+        const j = 31 - Math.clz32(bits & -bits);
+        out.push(i * BARE_UNITS_PER_WORD + j);
+        bits &= bits - 1;
+      }
+    }
+    return out;
+  }
+
+  /** How many bare allocations there are. */
+  count(): number {
+    let n = 0;
+    for (let i = 0; i < this.words; i++) n += popcount16(this.word(i) & 0xffff);
+    return n;
+  }
+}
+
+function popcount16(x: number): number {
+  x -= (x >>> 1) & 0x5555;
+  x = (x & 0x3333) + ((x >>> 2) & 0x3333);
+  x = (x + (x >>> 4)) & 0x0f0f;
+  return (x + (x >>> 8)) & 0x1f;
+}
+
+/** Units set in either half of `word`, as a 16-bit mask: those that may be someone's. */
+export function eitherHalf(word: number): number {
+  return (word | (word >>> 16)) & 0xffff;
+}
+
+/**
+ * Why `unit` cannot be a bare allocation, given the units marked so far (the metadata's, the
+ * honoured records') and the home slots taken so far; null when it can.
+ */
+export function bareUnitProblem(
+  p: PoolParts,
+  unit: number,
+  units: { isFree(start: number, count: number): boolean },
+  slotTaken: (slot: number) => boolean,
+): string | null {
+  const g = p.geometry;
+  if (unit < g.reservedUnits) return 'it lies in the metadata';
+  if (unit >= g.unitCount) return `it is past the pool's ${g.unitCount} units`;
+  if (!units.isFree(unit, 1)) return 'a record holds its pages';
+  const slot = unit % g.maxRecords;
+  if (!p.directory.isFree(slot)) return `its home record ${slot} is not free`;
+  if (slotTaken(slot)) return `its home slot ${slot} is another bare unit's`;
+  return null;
+}
+
+/**
+ * Recovery's part (rebuildDerived, every cache entry's lock held, after the honoured records have
+ * marked their units and slots, before the damaged records' extents and the lists): each bare
+ * unit that can be one is marked used with its home slot; one that cannot is cleared, and a word
+ * whose halves differ is made whole with the union of its halves. Returns a line per change.
+ */
+export function rebuildBareUnits(p: PoolParts): string[] {
+  const changes: string[] = [];
+  const b = p.bare;
+  for (let i = 0; i < b.words; i++) {
+    const stored = b.word(i);
+    if (stored === 0) continue;
+    if (!b.enabled) {
+      b.setWord(i, 0);
+      changes.push(`zeroed word ${i} of the bare-unit map: this pool ${p.caches.enabled ? 'has no bare units' : 'does not use caches'}`);
+      continue;
+    }
+    let keep = 0;
+    for (let bits = eitherHalf(stored); bits !== 0; bits &= bits - 1) {
+      const j = 31 - Math.clz32(bits & -bits);
+      const unit = i * 16 + j;
+      const why = bareUnitProblem(p, unit, p.units, (slot) => p.slots.isUsed(slot, 1));
+      if (why !== null) {
+        changes.push(`cleared bare unit ${unit}: ${why}`);
+        continue;
+      }
+      keep |= 1 << j;
+      p.units.markUsed(unit, 1);
+      p.slots.markUsed(unit % p.geometry.maxRecords, 1);
+    }
+    const word = (keep | (keep << 16)) >>> 0;
+    if (word === stored) continue;
+    b.setWord(i, word);
+    const halves = (stored & 0xffff) ^ (stored >>> 16);
+    if ((halves & keep) !== 0) changes.push(`made word ${i} of the bare-unit map whole (its halves differed): units ${unitList(i, halves & keep)} kept allocated`);
+  }
+  return changes;
+}
+
+/** The units of word `i` whose bits are set in `mask`, as text. */
+export function unitList(i: number, mask: number): string {
+  const out: number[] = [];
+  for (let bits = mask; bits !== 0; bits &= bits - 1) out.push(i * 16 + (31 - Math.clz32(bits & -bits)));
+  return out.join(', ');
+}
