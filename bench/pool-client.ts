@@ -4,9 +4,6 @@
  * for a fixed window of wall time allocates one page and releases its oldest
  * (one "pair"), counting pairs and timing every `sampleEvery`-th pair alone.
  *
- * Also, as `pool-client.js --time-open pool|floor PATH META_BYTES`, times one
- * open in a fresh process (modules loaded, nothing else warm) and prints ms.
- *
  * Runs as a worker thread (workerData + parentPort) or as a child process
  * (options as argv[2], messages as JSON lines on stdin/stdout). Protocol:
  *   client → { ready: true }                 pool open, ring filled, JIT warm
@@ -17,7 +14,6 @@ import { isMainThread, parentPort, threadId, workerData } from 'node:worker_thre
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import { Pool } from '../src/pool/index.js';
-import { FileRegion } from '../src/region/index.js';
 
 export interface ClientOptions {
   path: string;
@@ -116,21 +112,6 @@ if (!isMainThread && parentPort && (workerData as { poolClient?: ClientOptions }
     port.postMessage(client.run(m));
   });
   port.postMessage({ ready: true });
-} else if (isMainThread && process.argv[2] === '--time-open') {
-  const [, , , kind, path, metaBytes] = process.argv;
-  const a = process.hrtime.bigint();
-  if (kind === 'pool') {
-    const pool = Pool.open(path!);
-    const b = process.hrtime.bigint();
-    pool.close();
-    process.stdout.write(`${Number(b - a) / 1e6}\n`);
-  } else {
-    const region = FileRegion.open(path!);
-    region.map(0, Number(metaBytes)).bytes();
-    const b = process.hrtime.bigint();
-    region.close();
-    process.stdout.write(`${Number(b - a) / 1e6}\n`);
-  }
 } else if (isMainThread && process.argv[2]?.startsWith('{')) {
   const client = new Client(JSON.parse(process.argv[2]) as ClientOptions);
   const lines = createInterface({ input: process.stdin });

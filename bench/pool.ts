@@ -35,7 +35,8 @@
  *                1 GiB pool has), and of a 1 GiB pool holding 100,000; floor:
  *                FileRegion.open + one map of the metadata window, same
  *                files. Repeated opens in this process (median), and the one
- *                open of a fresh process (what a restarted program pays).
+ *                open of a fresh process (what a restarted program pays,
+ *                pmpool loaded by its package entry: bench/open-fresh.ts).
  *                Targets: 64 GiB open <= 2 ms, and <= 1.5x the 1 GiB open.
  *   concurrency  1 GiB pool at 50%; 1 and 2 child processes, 1 and 2 worker
  *                threads, each allocating one page and releasing its oldest
@@ -93,6 +94,7 @@ const TARGET_OPEN_RATIO = 1.5;
 const TARGET_CONC_RATIO = 1;
 
 const CLIENT = fileURLToPath(new URL('./pool-client.js', import.meta.url));
+const OPEN_FRESH = fileURLToPath(new URL('./open-fresh.js', import.meta.url));
 
 // ------------------------------------------------------------ timing
 
@@ -705,7 +707,7 @@ async function scenarioOpen(r: Record<string, number>, tables: Table[]): Promise
     for (const v of variants) {
       const xs: number[] = [];
       for (let i = 0; i < FRESH; i++) {
-        const out = spawnSync(process.execPath, [CLIENT, '--time-open', v.kind, v.t.path, String(v.t.metaBytes)], { encoding: 'utf8' });
+        const out = spawnSync(process.execPath, [OPEN_FRESH, v.kind, v.t.path, String(v.t.metaBytes)], { encoding: 'utf8' });
         if (out.status !== 0) throw new Error(`fresh open failed: ${out.stderr}`);
         xs.push(Number(out.stdout.trim()));
       }
