@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fdtCommand } from '../src/cli/fdt-command.js';
+import { Fdt } from '../src/fdt/index.js';
 import { CLI_PATH } from './support/child.js';
 
 const VECTORS = new URL('../../test/fixtures/fdt-vectors/', import.meta.url);
@@ -39,6 +40,24 @@ describe('pmpool fdt dump', () => {
     const dts = join(dir, 'dump.dts');
     writeFileSync(dts, r.out[0] + '\n');
     assert.deepEqual(dtcToBlob(['-I', 'dts', '-O', 'dtb'], dts), readFileSync(vector('valid/test_tree1.dtb')));
+  });
+
+  test('control characters in a node or property name are written as \\xHH, not sent to the terminal', () => {
+    // libfdt takes any byte but NUL and '/' in a name: a blob from anywhere may hold an ESC there.
+    const tree = new Fdt();
+    tree.addNode('/nodeQname');
+    tree.set('/nodeQname', 'propQname', 'v');
+    const blob = Buffer.from(tree.toBytes());
+    blob[blob.indexOf('nodeQname')! + 4] = 0x1b; // in the structure block
+    blob[blob.indexOf('propQname')! + 4] = 0x0a; // in the strings block
+    assert.equal(Fdt.parse(blob).children('/')[0], 'node\x1bname', 'the blob is valid, with an ESC in a name');
+    const file = join(dir, 'control-names.dtb');
+    writeFileSync(file, blob);
+    const r = run('dump', file);
+    assert.equal(r.code, 0);
+    assert.match(r.out[0]!, /^\tnode\\x1bname \{$/m);
+    assert.match(r.out[0]!, /^\t\tprop\\x0aname = "v";$/m);
+    assert.doesNotMatch(r.out[0]!, /[\x00-\x08\x0b-\x1f\x7f-\x9f]/, "no control character but tab and newline, which the text's own lines use");
   });
 
   test('a malformed blob: exit 1 and libfdt\'s error', () => {

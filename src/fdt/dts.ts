@@ -50,8 +50,8 @@ function formatLines(tree: DtsSource): string {
     enter(node, depth) {
       if (depth > 0) lines.push('');
       const indent = '\t'.repeat(depth);
-      lines.push(`${indent}${depth === 0 ? '/' : node.name} {`);
-      for (const p of node.props) lines.push(`${indent}\t${p.name}${formatValue(p.value)};`);
+      lines.push(`${indent}${depth === 0 ? '/' : visibleName(node.name)} {`);
+      for (const p of node.props) lines.push(`${indent}\t${visibleName(p.name)}${formatValue(p.value)};`);
     },
     leave(_node, depth) {
       lines.push(`${'\t'.repeat(depth)}};`);
@@ -71,6 +71,17 @@ export function guessBootCpuid(root: FdtNode): number {
   if (first === undefined) return 0;
   const reg = findProp(first, 'reg');
   return reg !== undefined && reg.value.length === 4 ? readBe32(reg.value, 0) : 0;
+}
+
+/**
+ * A node or property name as DTS text. libfdt takes any bytes but NUL and '/' in a name, and a
+ * blob from anywhere may hold control characters there: printed raw (as dtc prints names), an ESC
+ * would act on the terminal of whoever dumps the blob, a newline forge a line of the tree. Those
+ * (C0, DEL, C1) are written as \xHH, which no name dtc compiles holds, so nothing that DTS can
+ * carry changes.
+ */
+function visibleName(name: string): string {
+  return name.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** " = <value>" or "" for an empty (boolean) property. */
