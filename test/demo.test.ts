@@ -53,6 +53,8 @@ interface DemoRun {
   demo: ReturnType<typeof spawn>;
   /** The files in /dev/shm named as this demo's pools are: /dev/shm/pmpool-demo-<pid>-<random>. */
   pools: () => string[];
+  /** The demo's own directories (report, blobs) in the TMPDIR it was given. */
+  demoDirs: () => string[];
   mark: string;
   stdout: () => string;
   stderr: () => string;
@@ -81,6 +83,7 @@ function startDemo(action: string, entries = 20_000): DemoRun {
   return {
     demo,
     pools,
+    demoDirs: () => readdirSync(dir).filter((name) => name.startsWith('pmpool-demo-')),
     mark,
     stdout: () => stdout,
     stderr: () => stderr,
@@ -176,6 +179,10 @@ describe('pmpool demo', () => {
       while (servicePids(run.demo.pid!).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(servicePids(run.demo.pid!), [], `the service still runs, orphaned: ${run.stderr()}`);
       assert.match(run.stderr(), /pmpool demo service: the demo is gone; stopping/);
+      // And it took the demo's files with it, as the demo would have at its end: no pool left in
+      // /dev/shm, no directory of the demo's in its TMPDIR.
+      assert.deepEqual(run.pools(), []);
+      assert.deepEqual(run.demoDirs(), []);
     } finally {
       run.cleanup();
     }

@@ -5,9 +5,11 @@
  * and none of the CLI's modules, so the restore and reopen times the demo
  * reports are the ones such a program sees after a handover.
  *
- *   node demo-app-main.js --pmpool=PATH,SIZE --report=FILE --entries=N [--lifeline]
+ *   node demo-app-main.js --pmpool=PATH,SIZE --report=FILE --entries=N [--lifeline=DIR[,POOL]]
  *
- * --lifeline: stdin is a pipe from the demo, and its end (the demo gone) stops the service.
+ * --lifeline: stdin is a pipe from the demo, and its end (the demo gone) stops the service, which
+ * first removes the demo's directory DIR (a pmpool-demo-* directory: anything else is left) and
+ * the pool file POOL, as the demo would have at its end.
  */
 import { demoApp, isPmpoolError } from './demo-app.js';
 

@@ -9,8 +9,8 @@
  *   v3  cold start, the map already there: a crash happened; verify it.
  * Every step is reported as one JSON line on the report file.
  */
-import { appendFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { appendFileSync, rmSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Pool } from '../index.js';
 import { crc32c } from '../util/crc32c.js';
@@ -89,12 +89,20 @@ function elapsedMs(since: number): number {
 /**
  * With --lifeline, stdin is a pipe whose other end the demo holds: end of file on it means the
  * demo is gone, however it went — a SIGKILL runs no handler of the demo's, and v2 would serve for
- * ever, orphaned. The service stops then. Seen between two rounds of work (v2 yields to the event
- * loop every LOG_EVERY updates); unref'd, the pipe keeps no life of the service running.
+ * ever, orphaned. The service stops then, and removes the files the demo would have removed at
+ * its end: its directory (report, handover blobs), and its pool unless the demo was to keep it —
+ * else a demo killed by SIGKILL left a pool of some MiB in /dev/shm (memory, until a reboot).
+ * Seen between two rounds of work (v2 yields to the event loop every LOG_EVERY updates);
+ * unref'd, the pipe keeps no life of the service running.
  */
-function stopWithTheDemo(): void {
+function stopWithTheDemo(files: string): void {
+  const [dir, pool] = files.split(',');
   const stop = () => {
     process.stderr.write('pmpool demo service: the demo is gone; stopping\n');
+    // Only a directory the demo made (mkdtemp's pmpool-demo- prefix): the flag names it, and a
+    // mistyped one must not take a user's directory with it.
+    if (dir !== undefined && basename(dir).startsWith('pmpool-demo-')) rmSync(dir, { recursive: true, force: true });
+    if (pool !== undefined && pool !== '') rmSync(pool, { force: true });
     process.exit(1);
   };
   process.stdin.on('end', stop);
@@ -108,7 +116,8 @@ export async function demoApp(args: string[]): Promise<number> {
   const reportFile = arg('report');
   const entries = Number(arg('entries') ?? '100000');
   if (!reportFile || !Number.isSafeInteger(entries) || entries < 1) throw new Error('demo-app needs --report=FILE and --entries=N');
-  if (args.includes('--lifeline')) stopWithTheDemo();
+  const lifeline = arg('lifeline');
+  if (lifeline !== undefined) stopWithTheDemo(lifeline);
   const report = (r: Report) => appendFileSync(reportFile, JSON.stringify({ pid: process.pid, ...r }) + '\n');
 
   const t0 = performance.now();

@@ -102,7 +102,10 @@ export async function demoCommand(args: string[], out: Out, err: Out): Promise<n
   dir = mkdtempSync(join(tmpdir(), 'pmpool-demo-'));
   const report = join(dir, 'report.jsonl');
   // The service is told the pool's size as the flag says it, and opens the pool made here with it.
-  const appArgs = [app, `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`, '--lifeline'];
+  // --lifeline: the service stops when this demo is gone, and removes what the demo would have at
+  // its end — the directory, and the pool unless it is to be kept (a demo killed by SIGKILL cannot).
+  const lifeline = values.keep ? `--lifeline=${dir}` : `--lifeline=${dir},${pool}`;
+  const appArgs = [app, `--pmpool=${pool},${POOL_SIZE}`, `--report=${report}`, `--entries=${entries}`, lifeline];
   try {
     Pool.create(pool, { size: parseSize(POOL_SIZE) }).close();
     poolMade = true;
