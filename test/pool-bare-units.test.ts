@@ -462,3 +462,36 @@ function findUnitWithHome(parts: PoolParts, slot: number, except: number): numbe
   }
   return -1;
 }
+
+describe('bare units: a dead release whose unit moved on', () => {
+  test('a release that died past a bit another open cleared first does not free the unit from inside a run allocated since', () => {
+    const region = new MemoryRegion(4 * MiB);
+    const maker = Pool.create(region, { size: 4 * MiB, maxAllocations: CACHE_MIN_RECORDS });
+    const victim = Pool.open(region);
+    const winner = Pool.open(region);
+    const other = Pool.open(region); // allocates nothing before the run: its search starts at the pool's start
+    try {
+      // The maker's first two bare units are the pool's first two free units; the second is the one raced for.
+      const first = maker.alloc(1).pfn;
+      const unit = maker.alloc(1).pfn;
+      assert.equal(unit, first + 1);
+      maker.release(first, 1);
+      for (const o of [victim, winner]) o.alloc(1); // each claims an entry, and a batch past the maker's
+      winner.release(unit, 1); // onto the winner's list
+      // The victim's release of the same unit found its bit clear, and died before it said so.
+      dieInside(poolInternals(victim).parts, entryOf(victim), BARE_RELEASE, unit);
+      // The maker's and the winner's lists go back to the bitmap, and a run is made over both units.
+      maker.close();
+      winner.close();
+      const run = other.alloc(2, { name: 'run' });
+      assert.equal(run.pfn, first, 'the run starts at the unit before the one raced for, and holds it');
+      run.bytes().fill(5);
+      other.stats(); // takes every entry's lock: the victim's entry is dissolved
+      const { parts } = poolInternals(other);
+      assert.equal(parts.units.isUsed(unit, 1), true, 'the run\'s second unit stays allocated');
+      assert.deepEqual(other.check(), CLEAN);
+    } finally {
+      for (const o of [other, winner, victim, maker]) o.close();
+    }
+  });
+});

@@ -423,11 +423,32 @@ function releasedByEntry(p: PoolParts, e: number, unit: number): boolean {
       if (other === e || c.owner(other) === 0) continue;
       if (c.units(other).includes(unit) || (c.op(other) !== CacheOp.None && c.opUnit(other) === unit)) return false;
     }
-    const slot = homeSlotOfUnit(p.geometry, unit);
-    return !(p.directory.state(slot) !== 0 && p.directory.pfn(slot) === unit * p.unitPages);
+    return !recordHolds(p, unit);
   } finally {
     for (const other of taken) c.unlock(other);
   }
+}
+
+/**
+ * Whether a record that is not free has `unit` among its pages. Not only the unit's home record:
+ * once another release put the unit on its list, it may have gone back to the bitmap and into a
+ * run of several units since (its record in the run's first unit's home slot), or into a record
+ * away from its home slot. Every record is looked at — a damaged one too, by its extent where that
+ * still reads as one — for this is asked only of a dead owner's release, and a unit freed from
+ * under an allocation is handed out twice, where one kept too long is only a leak check() names.
+ */
+function recordHolds(p: PoolParts, unit: number): boolean {
+  const d = p.directory;
+  const unitPages = p.unitPages;
+  const first = unit * unitPages;
+  for (let slot = 0; slot < d.capacity; slot++) {
+    if (d.state(slot) === 0 && d.isFree(slot)) continue;
+    const pfn = d.pfn(slot);
+    const pageCount = d.pageCount(slot);
+    if (!Number.isSafeInteger(pageCount) || pageCount <= 0 || pfn % unitPages !== 0) continue;
+    if (pfn <= first && first < pfn + Math.ceil(pageCount / unitPages) * unitPages) return true;
+  }
+  return false;
 }
 
 /** Marks a unit that was cached (or held by an interrupted cached operation) free again, with its home slot. */
