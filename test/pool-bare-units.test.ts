@@ -495,3 +495,37 @@ describe('bare units: a dead release whose unit moved on', () => {
     }
   });
 });
+
+describe('bare units: repair of a damaged word', () => {
+  test('a bit flipped on in one half, for a unit whose home slot a sound bare unit holds: the sound one stays, the stray one goes', () => {
+    // Twice as many units as records: units 2,048 apart share a home slot.
+    const region = new MemoryRegion(16 * MiB);
+    const pool = Pool.create(region, { size: 16 * MiB, maxAllocations: CACHE_MIN_RECORDS });
+    try {
+      const { parts } = poolInternals(pool);
+      const g = parts.geometry;
+      // A bare unit past the first 2,048 units, whose home slot a unit below it shares.
+      const big = pool.alloc(CACHE_MIN_RECORDS + 64, { name: 'big' });
+      const kept = pool.alloc(1);
+      kept.bytes().fill(3);
+      pool.release(big.pfn, big.count);
+      const stray = kept.pfn - g.maxRecords;
+      assert.ok(stray >= g.reservedUnits && parts.units.isFree(stray, 1), 'a free unit below it, with the same home slot');
+      // One bit flipped: the stray unit's, in the low half of its word (a sound word before).
+      const { offset, value } = mapWord(parts, stray);
+      assert.equal(value, 0);
+      parts.writer.store32(offset, 1 << (stray & 15));
+      assert.ok(pool.check().problems.some((p) => p.startsWith(`word ${stray >>> 4} of the bare-unit map is damaged`)));
+      const repaired = pool.check({ repair: true });
+      assert.deepEqual(repaired.problems, []);
+      assert.equal(parts.bare.has(kept.pfn), true, `the allocation stands: ${repaired.repaired.join('\n')}`);
+      assert.equal(parts.bare.has(stray), false);
+      assert.ok(repaired.repaired.some((line) => line.startsWith(`cleared bare unit ${stray}: its home slot`)), repaired.repaired.join('\n'));
+      assert.deepEqual(pool.allocations().map((a) => a.pfn), [kept.pfn]);
+      assert.equal(pool.at(kept.pfn)!.bytes()[0], 3);
+      assert.deepEqual(pool.check(), CLEAN);
+    } finally {
+      pool.close();
+    }
+  });
+});

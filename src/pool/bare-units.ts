@@ -136,35 +136,63 @@ export function bareUnitProblem(
 }
 
 /**
+ * The units set in either half of the map, in the order recovery and check() take them: those set
+ * in both halves first, then those set in one. Two units that contend for one home slot cannot
+ * both be bare, and the first taken stays. A bit in one half only is a word's damage, as likely a
+ * bit flipped on as one flipped off; one set twice was written by an allocation. Taken in unit
+ * order instead, a single bit flipped on below a bare unit that shares its home slot would cost
+ * that allocation its unit, and hand it out again.
+ */
+export function bareCandidates(b: BareUnits): number[] {
+  const sound: number[] = [];
+  const halves: number[] = [];
+  for (let i = 0; i < b.words; i++) {
+    const word = b.word(i);
+    if (word === 0) continue;
+    const both = word & (word >>> 16) & 0xffff;
+    for (let bits = eitherHalf(word); bits !== 0; bits &= bits - 1) {
+      const j = 31 - Math.clz32(bits & -bits);
+      ((both & (1 << j)) !== 0 ? sound : halves).push(i * BARE_UNITS_PER_WORD + j);
+    }
+  }
+  return sound.length === 0 ? halves : halves.length === 0 ? sound : sound.concat(halves);
+}
+
+/**
  * Recovery's part (rebuildDerived, every cache entry's lock held, after the honoured records have
  * marked their units and slots, before the damaged records' extents and the lists): each bare
- * unit that can be one is marked used with its home slot; one that cannot is cleared, and a word
- * whose halves differ is made whole with the union of its halves. Returns a line per change.
+ * unit that can be one is marked used with its home slot (bareCandidates' order); one that cannot
+ * is cleared, and a word whose halves differ is made whole with the union of its halves. Returns
+ * a line per change.
  */
 export function rebuildBareUnits(p: PoolParts): string[] {
   const changes: string[] = [];
   const b = p.bare;
+  if (!b.enabled) {
+    for (let i = 0; i < b.words; i++) {
+      if (b.word(i) === 0) continue;
+      b.setWord(i, 0);
+      changes.push(`zeroed word ${i} of the bare-unit map: this pool ${p.caches.enabled ? 'has no bare units' : 'does not use caches'}`);
+    }
+    return changes;
+  }
+  // The units kept, by word (only words that hold any: the map of a large pool is mostly zero).
+  const kept = new Map<number, number>();
+  for (const unit of bareCandidates(b)) {
+    const why = bareUnitProblem(p, unit, p.units, (slot) => p.slots.isUsed(slot, 1));
+    if (why !== null) {
+      changes.push(`cleared bare unit ${unit}: ${why}`);
+      continue;
+    }
+    const i = unit >>> 4;
+    kept.set(i, (kept.get(i) ?? 0) | (1 << (unit & 15)));
+    p.units.markUsed(unit, 1);
+    p.slots.markUsed(unit % p.geometry.maxRecords, 1);
+  }
   for (let i = 0; i < b.words; i++) {
     const stored = b.word(i);
     if (stored === 0) continue;
-    if (!b.enabled) {
-      b.setWord(i, 0);
-      changes.push(`zeroed word ${i} of the bare-unit map: this pool ${p.caches.enabled ? 'has no bare units' : 'does not use caches'}`);
-      continue;
-    }
-    let keep = 0;
-    for (let bits = eitherHalf(stored); bits !== 0; bits &= bits - 1) {
-      const j = 31 - Math.clz32(bits & -bits);
-      const unit = i * 16 + j;
-      const why = bareUnitProblem(p, unit, p.units, (slot) => p.slots.isUsed(slot, 1));
-      if (why !== null) {
-        changes.push(`cleared bare unit ${unit}: ${why}`);
-        continue;
-      }
-      keep |= 1 << j;
-      p.units.markUsed(unit, 1);
-      p.slots.markUsed(unit % p.geometry.maxRecords, 1);
-    }
+    const keep = kept.get(i) ?? 0;
     const word = (keep | (keep << 16)) >>> 0;
     if (word === stored) continue;
     b.setWord(i, word);

@@ -27,7 +27,7 @@
  * Every check is O(metadata): a damaged directory or index costs no more than a sound one.
  */
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
-import { bareUnitProblem, eitherHalf, unitList } from './bare-units.js';
+import { bareCandidates, bareUnitProblem, eitherHalf, unitList } from './bare-units.js';
 import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
 import type { RecordIndex } from './record-index.js';
@@ -73,7 +73,6 @@ export function checkParts(p: PoolParts): PartsReport {
 
   // The bare-unit map: each word's halves equal; every unit set in either half may be someone's.
   const b = p.bare;
-  const bareUnits: number[] = [];
   const bareHomes = new Set<number>();
   for (let i = 0; i < b.words; i++) {
     const word = b.word(i);
@@ -86,10 +85,12 @@ export function checkParts(p: PoolParts): PartsReport {
     if (halves !== 0) problems.push(`word ${i} of the bare-unit map is damaged: its halves differ at units ${unitList(i, halves)}`);
     for (let bits = eitherHalf(word); bits !== 0; bits &= bits - 1) {
       const unit = i * 16 + (31 - Math.clz32(bits & -bits));
-      bareUnits.push(unit);
       if (unit < g.unitCount) bareHomes.add(homeSlotOfUnit(g, unit));
     }
   }
+  // In the order recovery takes them (sound words' units first): which of two units contending for
+  // a home slot is named is the one repair clears.
+  const bareUnits = b.enabled ? bareCandidates(b) : [];
 
   // Directory records, one by one.
   let dishonoured = 0;
