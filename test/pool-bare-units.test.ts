@@ -529,3 +529,57 @@ describe('bare units: repair of a damaged word', () => {
     }
   });
 });
+
+describe('bare units: repair next to a damaged record', () => {
+  test('a bit flipped in the state word of a bare unit\'s free home record: repair keeps the allocation, and the damaged record', () => {
+    const { region, pool } = barePool();
+    const opens: Pool[] = [];
+    try {
+      const { parts } = poolInternals(pool);
+      const g = parts.geometry;
+      const kept = pool.alloc(1);
+      kept.bytes().fill(4);
+      const home = kept.pfn % g.maxRecords;
+      assert.equal(parts.directory.isFree(home), true);
+      // One bit of the free record's state word: the record reads as corrupt, and stays so.
+      parts.writer.store32(parts.directory.offsetOf(home), 1 << 9);
+      const corruptLine = `record ${home} is corrupt (checksum or state word; at metadata offset ${parts.directory.offsetOf(home)}, 128 bytes)`;
+      assert.ok(pool.check().problems.includes(corruptLine));
+      const repaired = pool.check({ repair: true });
+      assert.equal(parts.bare.has(kept.pfn), true, `the allocation stands: ${repaired.repaired.join('\n')}`);
+      assert.deepEqual(repaired.problems, [corruptLine], 'only the damaged record, which repair never rewrites');
+      assert.deepEqual(pool.allocations().map((a) => a.pfn), [kept.pfn]);
+      assert.equal(pool.at(kept.pfn)!.bytes()[0], 4);
+      // Its unit is no one else's: every other unit is handed out before NO_SPACE, and never it.
+      const others: number[] = [];
+      for (;;) {
+        try {
+          others.push(pool.alloc(1, { name: `n${others.length}` }).pfn);
+        } catch (e) {
+          if (!(e instanceof PoolError) || e.code !== 'NO_SPACE' && e.code !== 'NO_RECORDS') throw e;
+          break;
+        }
+      }
+      assert.ok(others.length > 0 && !others.includes(kept.pfn));
+      for (const pfn of others) pool.release(pfn, 1);
+      // Released (here through the pool lock: the open gave its cache entry back, and eight other
+      // opens hold them all), the unit goes back; the damaged record's slot stays out of reuse.
+      pool.quiesce();
+      pool.resume();
+      for (let i = 0; i < CACHE_ENTRIES; i++) {
+        const o = Pool.open(region);
+        opens.push(o);
+        o.release(o.alloc(1).pfn, 1);
+      }
+      pool.release(kept.pfn, 1);
+      assert.equal(entryOf(pool), -1, 'released without a cache');
+      assert.equal(parts.units.isUsed(kept.pfn, 1), false, 'freed in the bitmap, not cached');
+      assert.equal(parts.slots.isUsed(home, 1), true, 'the damaged record holds its slot');
+      assert.deepEqual(pool.check().problems, [corruptLine]);
+      assert.deepEqual(pool.allocations(), []);
+    } finally {
+      for (const o of opens) o.close();
+      pool.close();
+    }
+  });
+});

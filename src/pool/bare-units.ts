@@ -130,7 +130,12 @@ export function bareUnitProblem(
   if (unit >= g.unitCount) return `it is past the pool's ${g.unitCount} units`;
   if (!units.isFree(unit, 1)) return 'a record holds its pages';
   const slot = unit % g.maxRecords;
-  if (!p.directory.isFree(slot)) return `its home record ${slot} is not free`;
+  // An intact record there contradicts the bit (the record has a checksum, the bit has none), and
+  // so does one claimed by a release that stopped (recovery settles the claim first). A damaged
+  // one does not: a bit flipped in a free record's state word must not cost a bare unit its
+  // allocation. That record is kept as it is, and holds the slot with the bare unit.
+  const d = p.directory;
+  if (!d.isFree(slot) && (d.status(slot) === 'live' || d.claimedBy(slot) >= 0)) return `its home record ${slot} is not free`;
   if (slotTaken(slot)) return `its home slot ${slot} is another bare unit's`;
   return null;
 }
@@ -178,16 +183,20 @@ export function rebuildBareUnits(p: PoolParts): string[] {
   }
   // The units kept, by word (only words that hold any: the map of a large pool is mostly zero).
   const kept = new Map<number, number>();
+  // The home slots of the units kept so far (the slot bitmap also marks the damaged records' slots).
+  const homes = new Set<number>();
   for (const unit of bareCandidates(b)) {
-    const why = bareUnitProblem(p, unit, p.units, (slot) => p.slots.isUsed(slot, 1));
+    const why = bareUnitProblem(p, unit, p.units, (slot) => homes.has(slot));
     if (why !== null) {
       changes.push(`cleared bare unit ${unit}: ${why}`);
       continue;
     }
     const i = unit >>> 4;
     kept.set(i, (kept.get(i) ?? 0) | (1 << (unit & 15)));
+    const home = unit % p.geometry.maxRecords;
+    homes.add(home);
     p.units.markUsed(unit, 1);
-    p.slots.markUsed(unit % p.geometry.maxRecords, 1);
+    if (p.slots.isFree(home, 1)) p.slots.markUsed(home, 1);
   }
   for (let i = 0; i < b.words; i++) {
     const stored = b.word(i);

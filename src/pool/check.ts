@@ -9,8 +9,8 @@
  *    the metadata, or cached by an open): the unit bitmap equals the one the
  *    directory, the bare-unit map and the cache lists imply;
  *  - each word of the bare-unit map has equal halves, and each bare unit is
- *    an allocatable unit no record holds, whose home record is free and whose
- *    home slot no other bare unit holds (a map the pool does not use is zero);
+ *    an allocatable unit no record holds, whose home slot holds no intact
+ *    record and no other bare unit (a map the pool does not use is zero);
  *  - the allocators' summaries and counters agree with their bitmaps;
  *  - the record-slot bitmap marks exactly the non-free records and the home
  *    slots of the cached and bare units;

@@ -526,13 +526,13 @@ export class Pool {
    * freed, its intent cleared. A damaged bitmap (a bit of this run or slot already clear) shows
    * only here, when the release has happened. The intent's recovery rebuilds the bitmaps from the
    * truth — now, or at the next lock if it cannot — and the caller is told so. A store that fails
-   * underneath is no damage, and goes up as it is.
+   * underneath is no damage, and goes up as it is. `slot` -1: no slot to free.
    */
   private freeReleased(p: PoolParts, start: number, units: number, slot: number, pfn: number, done: string): void {
     const w = p.writer;
     try {
       p.units.markFree(start, units);
-      p.slots.markFree(slot, 1);
+      if (slot >= 0) p.slots.markFree(slot, 1);
     } catch (e) {
       if (!(e instanceof BitmapStateError)) throw e;
       let rebuilt = 'the bitmaps were rebuilt from the directory';
@@ -570,7 +570,9 @@ export class Pool {
       throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${pfn} was released by another open meanwhile`);
     }
     w.barrier();
-    this.freeReleased(p, unit, 1, home, pfn, 'its bit is cleared');
+    // Its home slot goes with it, unless a damaged record there holds the slot too (recovery keeps
+    // such a record as it is, and a bare unit beside it).
+    this.freeReleased(p, unit, 1, p.directory.isFree(home) ? home : -1, pfn, 'its bit is cleared');
   }
 
   /** The named allocation, or undefined. */
