@@ -583,3 +583,35 @@ describe('bare units: repair next to a damaged record', () => {
     }
   });
 });
+
+describe('bare units: two releases of one unit, and its next allocation', () => {
+  test('the release whose atomic AND found the bit clear is refused, even when the unit has been allocated again since', () => {
+    const { region, pool: winner } = barePool();
+    const loser = Pool.open(region);
+    try {
+      const unit = winner.alloc(1).pfn;
+      loser.alloc(1); // the loser claims an entry: its release goes through its cache
+      const { parts } = poolInternals(loser);
+      // Between the loser's look at the bit and its AND, the winner releases the unit; right after
+      // the AND, the winner allocates again: its list's top is the unit it just released.
+      const writer = parts.writer as unknown as { atomicAnd: (offset: number, bits: number) => number };
+      const atomicAnd = writer.atomicAnd;
+      let again = -1;
+      writer.atomicAnd = function (this: unknown, offset: number, bits: number) {
+        writer.atomicAnd = atomicAnd;
+        winner.release(unit, 1);
+        const seen = atomicAnd.call(this, offset, bits);
+        again = winner.alloc(1).pfn;
+        return seen;
+      };
+      expectError(() => loser.release(unit, 1), PoolError, 'NOT_ALLOCATED');
+      assert.equal(again, unit, 'the unit was allocated again');
+      assert.equal(parts.bare.has(unit), true, 'the new allocation stands');
+      assert.ok(loser.allocations().some((a) => a.pfn === unit));
+      assert.deepEqual(loser.check(), CLEAN);
+    } finally {
+      loser.close();
+      winner.close();
+    }
+  });
+});

@@ -1206,7 +1206,10 @@ export class Pool {
   /**
    * Releases bare unit `unit` onto the open's cache; false when the cache does not take it (the
    * pool lock's way then releases it or says why not). Its bit is cleared by one atomic AND, whose
-   * old value says whether this release did it or another release of the unit got there first.
+   * old value says whether this release did it or another release of the unit got there first —
+   * then this one is refused here: sent the pool lock's way, it would find the unit bare again
+   * once the other release's open allocated it anew (its list's top is that very unit), and
+   * release that new allocation under its holder.
    */
   private cachedBareRelease(p: PoolParts, unit: number): boolean {
     const e = this.cacheOf(p);
@@ -1220,7 +1223,7 @@ export class Pool {
       w.barrier();
       if (!p.bare.clear(unit)) {
         c.endOp(e);
-        return false;
+        throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${unit * p.unitPages} was released by another open meanwhile`);
       }
       w.barrier();
       c.setUnit(e, k, unit);
