@@ -615,3 +615,41 @@ describe('bare units: two releases of one unit, and its next allocation', () => 
     }
   });
 });
+
+describe('bare units: the superblock copies', () => {
+  test('a valid superblock copy that gives the pool a bare-unit map it has not is another layout: repair does not take it', () => {
+    const region = new MemoryRegion(4 * MiB);
+    const pool = Pool.create(region, { size: 4 * MiB, maxAllocations: CACHE_MIN_RECORDS, bareUnits: false });
+    let reopened: Pool | null = null;
+    try {
+      const g = pool.geometry;
+      const withMap = computeGeometry({ size: 4 * MiB, pageSize: 4096, orderPerBit: 0, maxRecords: CACHE_MIN_RECORDS, bareUnits: true });
+      const data = pool.alloc(4, { name: 'data' });
+      data.bytes().fill(0xff);
+      // Where a map would lie, this pool keeps its data.
+      assert.ok(withMap.bareUnits!.offset >= g.metadataBytes && withMap.bareUnits!.offset < (data.pfn + data.count) * 4096);
+      // The backup says the pool has a map: valid on its own (its checksum, its fields agree), and not this pool's layout.
+      const bytes = new Uint8Array(region.buffer);
+      const copy = bytes.subarray(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES);
+      const v = new DataView(copy.buffer, copy.byteOffset, SUPERBLOCK_BYTES);
+      v.setUint32(16, INCOMPAT_OPEN_CACHES | INCOMPAT_BARE_UNITS, true);
+      v.setBigUint64(196, BigInt(withMap.bareUnits!.offset), true);
+      v.setBigUint64(204, BigInt(withMap.bareUnits!.length), true);
+      v.setBigUint64(64, BigInt(withMap.metadataPages), true);
+      v.setUint32(252, crc32c(copy, 0, 252), true);
+      const primary = bytes.slice(0, SUPERBLOCK_BYTES);
+      assert.deepEqual(pool.check({ repair: true }).problems, []);
+      assert.deepEqual(bytes.slice(0, SUPERBLOCK_BYTES), primary, 'the primary, this pool\'s own, is kept');
+      assert.deepEqual(bytes.slice(SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BACKUP_OFFSET + SUPERBLOCK_BYTES), primary, 'and copied over the backup');
+      pool.close();
+      reopened = Pool.open(region);
+      assert.equal(reopened.usesBareUnits, false);
+      assert.deepEqual(reopened.allocations().map((a) => [a.name, a.count]), [['data', 4]]);
+      assert.ok(reopened.find('data')!.bytes().every((b) => b === 0xff));
+      assert.deepEqual(reopened.check(), CLEAN);
+    } finally {
+      reopened?.close();
+      pool.close();
+    }
+  });
+});

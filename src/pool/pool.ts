@@ -1453,8 +1453,13 @@ function typedBitmapDamage(e: unknown): unknown {
   return new PoolError('CORRUPT', `the pool's allocation bitmaps are damaged (${e.message}); run \`pmpool check --repair\``, { cause: e });
 }
 
+/**
+ * Whether two superblocks lay the pool out alike: the fields computeGeometry derives every area
+ * from — the bare-unit map's presence among them, which moves the end of the metadata and the
+ * first unit of data.
+ */
 function sameGeometry(a: Geometry, b: Geometry): boolean {
-  return a.pageSize === b.pageSize && a.pageCount === b.pageCount && a.orderPerBit === b.orderPerBit && a.maxRecords === b.maxRecords;
+  return a.pageSize === b.pageSize && a.pageCount === b.pageCount && a.orderPerBit === b.orderPerBit && a.maxRecords === b.maxRecords && (a.bareUnits === null) === (b.bareUnits === null);
 }
 
 /** The locking part of open options (what a sub-pool inherits from its parent). */
