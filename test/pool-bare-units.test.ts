@@ -253,6 +253,38 @@ describe('bare units', () => {
     }
   });
 
+  test('an allocation a dead owner made, released since by another open it was handed to: dissolving the owner frees it no second time', () => {
+    // The owner died between its allocation's bit (or commit) and the end of its intent; the pfn
+    // reached another open before the entry was dissolved, which released it onto its own list.
+    for (const owner of [undefined, 'kv']) {
+      const { region, pool: creator } = barePool();
+      creator.close();
+      const victim = Pool.open(region);
+      const other = Pool.open(region);
+      try {
+        const { parts } = poolInternals(victim);
+        const options = owner === undefined ? undefined : { owner };
+        const unit = victim.alloc(1, options).pfn;
+        dieInside(parts, entryOf(victim), 1, unit);
+        other.alloc(1); // the other open claims an entry
+        other.release(unit, 1, options); // onto its list
+        const op = poolInternals(other).parts;
+        assert.ok(op.caches.units(entryOf(other)).includes(unit));
+        const third = Pool.open(region); // dissolves the victim's entry
+        try {
+          assert.ok(third.recovered.some((line) => line.startsWith('dissolved cache entry')), third.recovered.join('\n'));
+          assert.equal(op.units.isUsed(unit, 1), true, `${owner ?? 'bare'}: still the other open's cached unit`);
+          assert.deepEqual(third.check(), CLEAN, owner ?? 'bare');
+        } finally {
+          third.close();
+        }
+      } finally {
+        other.close();
+        victim.close();
+      }
+    }
+  });
+
   test('a release that died past its bit, when another open\'s release got there first: the unit is that open\'s, not freed twice', () => {
     const { region, pool: creator } = barePool();
     creator.close();

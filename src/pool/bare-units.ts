@@ -53,7 +53,7 @@ export class BareUnits {
     this.words = present ? Math.ceil(unitCount / BARE_UNITS_PER_WORD) : 0;
   }
 
-  /** Unit `unit` is a bare allocation (its low-half bit; check() compares the halves). */
+  /** Unit `unit` is a bare allocation (its low-half bit; check() compares the halves). Only where `enabled`: without a map, the word read is not one. */
   has(unit: number): boolean {
     return (this.w.u32[this.word0 + (unit >>> 4)]! & (1 << (unit & 15))) !== 0;
   }

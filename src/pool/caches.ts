@@ -363,15 +363,21 @@ function dissolveUnder(p: PoolParts, e: number, rebuilding: boolean): void {
     const slot = homeSlotOfUnit(p.geometry, unit);
     const mine = d.claimedBy(slot) === CLAIM_BY_CACHE + e;
     if (op === CacheOp.Alloc) {
-      // The unit came off this list: it is the entry's. Made bare, or its record committed, the
-      // allocation stands; cut short before, the record is wiped and the unit free.
-      if (p.bare.enabled && p.bare.has(unit)) {
-        free.delete(unit);
-      } else if (d.state(slot) === RECORD_LIVE) {
+      // The unit came off this list. Made bare, or its record committed, the allocation stands —
+      // whoever holds it now. Else it was cut short before, and its record is wiped and the unit
+      // free — unless it was made after all and released since, by another open given its pfn
+      // before the entry was dissolved: then the unit may be on that open's list, or made again.
+      // Outside a rebuild (which marks the bitmap from the truth alone) that is told apart with
+      // every other entry still.
+      if ((p.bare.enabled && p.bare.has(unit)) || d.state(slot) === RECORD_LIVE) {
         free.delete(unit);
       } else if (d.state(slot) === 0) {
-        if (!d.isFree(slot)) d.wipeAll(slot);
-        free.add(unit);
+        const cutShort = () => {
+          if (!d.isFree(slot)) d.wipeAll(slot);
+          return rebuilding || unitIsNoOnes(p, e, unit);
+        };
+        if (rebuilding ? cutShort() : withOtherEntriesStill(p, e, cutShort)) free.add(unit);
+        else free.delete(unit);
       }
     } else if (op === CacheOp.Release) {
       // Not past its checks: a claim of this entry's is put back (the release did not happen).
@@ -390,7 +396,7 @@ function dissolveUnder(p: PoolParts, e: number, rebuilding: boolean): void {
       // finished. Cleared and not on the list: by this release — then the unit is no one's, and
       // goes back — or by another one of the same unit, which got there first and holds it now.
       // Inside a rebuild the bitmap is marked from the truth alone, and a unit no one's is free.
-      if (!p.bare.has(unit) && !free.has(unit) && !rebuilding && releasedByEntry(p, e, unit)) free.add(unit);
+      if (!p.bare.has(unit) && !free.has(unit) && !rebuilding && withOtherEntriesStill(p, e, () => unitIsNoOnes(p, e, unit))) free.add(unit);
     }
   }
   c.clear(e);
@@ -398,16 +404,12 @@ function dissolveUnder(p: PoolParts, e: number, rebuilding: boolean): void {
 }
 
 /**
- * Whether entry `e`'s interrupted release of bare unit `unit`, whose bit is clear and which is not
- * on `e`'s list, is the one that cleared it (under the pool lock and `e`'s lock). Another release
- * that clears a unit names it in its intent until the unit is on its list; it may be under way
- * now, without the pool lock, so every other entry's lock is taken first (a live owner is waited
- * for, a dead one's taken as it stands). Then the unit is no one's exactly when it is still marked
- * used, no list holds it, it is not bare, no record holds it, and no other entry's interrupted
- * operation names it (that entry's own dissolving settles it, and frees it if it must): only the
- * release that cleared it could have passed it on, and this one died before it did.
+ * Runs `fn` with every entry but `e` still (under the pool lock and `e`'s lock): each one's lock
+ * taken — a live owner's cached operation waited for, a dead one's lock taken as it stands — and
+ * given back after. Only the dissolving of a dead owner's operation needs it, to learn who holds
+ * a unit that caches move without the pool lock.
  */
-function releasedByEntry(p: PoolParts, e: number, unit: number): boolean {
+function withOtherEntriesStill<T>(p: PoolParts, e: number, fn: () => T): T {
   const c = p.caches;
   const runId = p.control.runId;
   const taken: number[] = [];
@@ -418,15 +420,29 @@ function releasedByEntry(p: PoolParts, e: number, unit: number): boolean {
       if (other === e || c.lockWord(other) === runId) continue;
       if (lockEntry(p, other, p.control.timeoutMs, false)) taken.push(other);
     }
-    if (p.bare.has(unit) || unit < p.geometry.reservedUnits || unit >= p.geometry.unitCount || !p.units.isUsed(unit, 1)) return false;
-    for (let other = 0; other < CACHE_ENTRIES; other++) {
-      if (other === e || c.owner(other) === 0) continue;
-      if (c.units(other).includes(unit) || (c.op(other) !== CacheOp.None && c.opUnit(other) === unit)) return false;
-    }
-    return !recordHolds(p, unit);
+    return fn();
   } finally {
     for (const other of taken) c.unlock(other);
   }
+}
+
+/**
+ * Whether `unit`, named by entry `e`'s interrupted operation and not on `e`'s list, is no one's
+ * (every other entry still: withOtherEntriesStill). A bare release that clears a unit's bit, or a
+ * cached release that wipes its record, names the unit in its intent until the unit is on its
+ * list; so the unit is no one's exactly when it is still marked used, no list holds it, it is not
+ * bare, no record holds it, and no other entry's interrupted operation names it (that entry's own
+ * dissolving settles it, and frees it if it must). Then only `e`'s operation could have passed it
+ * on, and it died before it did.
+ */
+function unitIsNoOnes(p: PoolParts, e: number, unit: number): boolean {
+  const c = p.caches;
+  if (unit < p.geometry.reservedUnits || unit >= p.geometry.unitCount || !p.units.isUsed(unit, 1) || (p.bare.enabled && p.bare.has(unit))) return false;
+  for (let other = 0; other < CACHE_ENTRIES; other++) {
+    if (other === e || c.owner(other) === 0) continue;
+    if (c.units(other).includes(unit) || (c.op(other) !== CacheOp.None && c.opUnit(other) === unit)) return false;
+  }
+  return !recordHolds(p, unit);
 }
 
 /**
