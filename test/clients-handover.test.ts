@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { Fdt, kexec, Pool } from '../src/index.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { expectError } from './support/expect.js';
+import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
 import { ClientError, MAP_COMPATIBLE, PersistentMap, readMapNode, setIncomingHandoverSource, verifyMapNode, writeMapNode } from '../src/clients/index.js';
 
 const MiB = 1024 * 1024;
@@ -153,6 +154,50 @@ describe('PersistentMap handover node', () => {
         // A closed map cannot be registered: its callback could only abort.
         expectError(() => PersistentMap.registerHandover(map, kexec.onHandover), ClientError, 'CLOSED');
       });
+    }
+  });
+
+  test('a map opened from its node consumes it: changed and closed, it is neither verified again nor carried to the next program', () => {
+    // A → B → C in place. A hands the map over; B opens it (verified against A's node), writes,
+    // closes it and hands over without it. A's node, carried on, would say one entry where the
+    // map holds two: C, and a second open in B, must open the map by name.
+    const { path, cleanup } = shmPath('map-consumed');
+    try {
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { PersistentMap } from ${JSON.stringify(new URL('../src/clients/index.js', PMPOOL_ENTRY).href)};
+         const pool = kexec.poolFromCommandLine();
+         const stage = Number(process.env.PMPOOL_TEST_STAGE ?? 0);
+         const open = () => {
+           try {
+             return PersistentMap.open(pool, 'kv');
+           } catch (e) {
+             process.stdout.write('stage ' + stage + ': ' + e.code + '\\n');
+             process.exit(1);
+           }
+         };
+         let map = open();
+         if (stage === 0) {
+           map.set('a', '1');
+           PersistentMap.registerHandover(map, kexec.onHandover);
+         } else if (stage === 1) {
+           map.set('b', '2');
+           map.close();
+           map = open();
+           process.stdout.write('B reopened ' + map.size + '\\n');
+           map.close();
+         } else {
+           process.stdout.write('C opened ' + map.size + ' carried ' + kexec.incoming().fdt.has('/clients/kv') + '\\n');
+           process.exit(0);
+         }
+         process.env.PMPOOL_TEST_STAGE = String(stage + 1);
+         await kexec.exec(process.execPath, [...process.execArgv, '--', ...process.argv.slice(1)]);`,
+        ['--', `--pmpool=${path},64M`],
+      );
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'B reopened 2\nC opened 2 carried false\n');
+    } finally {
+      cleanup();
     }
   });
 

@@ -36,7 +36,7 @@ import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, poolCall } from './client-header.js';
 import { describe, isDetached, isWellFormed, KIND_ASCII, KIND_BYTES, KIND_MASK, LENGTH_MASK, readLatin1, readUtf8, tooLarge, typedArrayLength, writeUtf8 } from './codec.js';
 import { ClientError } from './errors.js';
-import { incomingHandoverFdt, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
+import { incomingHandoverFdt, mapNodePath, readMapNode, verifyMapNode, writeMapNode, type MapHandoverInfo } from './map-handover.js';
 import { checkNow, computeStats } from './map-check.js';
 import { compactPending } from './map-compaction.js';
 import {
@@ -139,7 +139,8 @@ export class PersistentMap {
     const readOnly = options.readOnly === true;
     // A writer reads its incoming node first: a node for a map the pool does not hold is refused
     // before a new, empty map is created under the name.
-    const fdt = readOnly ? null : options.handover !== undefined ? options.handover : incomingHandoverFdt();
+    const fromIncoming = options.handover === undefined;
+    const fdt = readOnly ? null : fromIncoming ? incomingHandoverFdt() : options.handover!;
     const node = fdt === null ? undefined : readMapNode(fdt, name);
     const root = openRoot(pool, name, readOnly, options.create !== false, node !== undefined);
     const map = new PersistentMap(pool, name, root, readOnly);
@@ -148,7 +149,15 @@ export class PersistentMap {
         attachReader(map.s);
       } else {
         attachWriter(map.s);
-        if (node !== undefined) verifyMapNode(node, map.handoverInfo());
+        if (node !== undefined) {
+          verifyMapNode(node, map.handoverInfo());
+          // Consumed: the node describes the map as the previous program left it, and from here on
+          // this program changes it. Left in the incoming tree, a later open here (after close())
+          // would be verified against it, and the next handover would carry it on unchanged — to a
+          // program that refuses the map it no longer describes. The map's own callback, if it is
+          // registered, writes a fresh node; without one the next program opens the map by name.
+          if (fromIncoming) fdt!.remove(mapNodePath(name));
+        }
       }
     } catch (e) {
       map.s.lock.release();
