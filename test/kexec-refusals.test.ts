@@ -451,6 +451,46 @@ describe('handover edge cases', () => {
     }
   });
 
+  test('generations at the top of the u64 range: a blob is refused, a pool is not handed over, neither wraps to 0', () => {
+    const U64_MAX = 2n ** 64n - 1n;
+    const h = handedOver('generation-top');
+    try {
+      // A blob whose generation leaves no N + 1 for the next handover (and no N + 2 for its rollback).
+      for (const top of [U64_MAX, U64_MAX - 1n]) {
+        const fdt = Fdt.parse(h.prepared.bytes);
+        fdt.set('/', 'pmpool,generation', top);
+        fdt.set('/pools/default_pmpool', 'generation', top);
+        const blob = h.blob(fdt.toBytes());
+        const registry = new HandoverRegistry();
+        const e = expectHandoverError(() => registry.incoming(['node', `--pmpool-fdt=${blob}`]), 'BAD_BINDING');
+        assert.match(e.message, /generation/);
+        unlinkSync(blob);
+        // Refused, a cold start: this program's own handovers go on.
+        const pool = Pool.open(h.path);
+        registry.addPool(pool);
+        const before = pool.generation;
+        const prepared = registry.prepare();
+        assert.equal(prepared.generation, before + 1n);
+        prepared.abort(new Error('test'));
+        pool.close();
+      }
+      // A pool whose superblock is that far on: no handover, rather than a rollback that writes 2^64 (0 on disk).
+      const pool = Pool.open(h.path);
+      pool.setGeneration(U64_MAX - 1n);
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      expectHandoverError(() => registry.prepare(), 'STALE');
+      const a = pool.alloc(1);
+      pool.release(a.pfn, a.count);
+      pool.close();
+      const reopened = Pool.open(h.path);
+      assert.equal(reopened.generation, U64_MAX - 1n);
+      reopened.close();
+    } finally {
+      h.cleanup();
+    }
+  });
+
   test('a rollback resumes every pool even when restoring its generation fails', () => {
     const { path, cleanup } = shmPath('rollback-lock');
     try {

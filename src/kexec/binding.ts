@@ -59,10 +59,20 @@ function checkCompatible(fdt: Fdt, path: string, expected: string): void {
   );
 }
 
+/**
+ * The largest generation a handover may carry: the next program's handover is N + 1, and a
+ * rollback of that burns N + 2, both written as u64s (a superblock's generation field). Past it,
+ * a u64 store would wrap the pool's generation round to 0, where old blobs match again.
+ */
+export const MAX_GENERATION = 2n ** 64n - 3n;
+
 export function readRoot(fdt: Fdt): { generation: bigint; from: string | undefined } {
   checkCompatible(fdt, '/', ROOT_COMPATIBLE);
   const generation = required('/ pmpool,generation', () => fdt.getU64('/', 'pmpool,generation'));
   if (generation < 1n) throw new HandoverError('BAD_BINDING', '/ pmpool,generation must be at least 1');
+  if (generation > MAX_GENERATION) {
+    throw new HandoverError('BAD_BINDING', `/ pmpool,generation ${generation} leaves no generation for the next handover (at most ${MAX_GENERATION})`);
+  }
   let from: string | undefined;
   try {
     from = fdt.getString('/', 'pmpool,from');

@@ -12,7 +12,7 @@ import { Pool } from '../pool/index.js';
 import { describeValue } from '../util/options.js';
 import { checkOnHandoverOptions, checkPrepareOptions } from './arguments.js';
 import { SubRegion } from '../region/index.js';
-import { readRoot, readPoolNode, poolNames, writePoolNode, writeRoot, poolNodePath, DEFAULT_POOL_NAME } from './binding.js';
+import { readRoot, readPoolNode, poolNames, writePoolNode, writeRoot, poolNodePath, DEFAULT_POOL_NAME, MAX_GENERATION } from './binding.js';
 import { MAX_BLOB_BYTES, readBlob, removeBlob } from './blob.js';
 import { HandoverError } from './errors.js';
 
@@ -177,8 +177,20 @@ export class HandoverRegistry {
     // never be at: passed on, it would make the next program refuse the whole handover as stale.
     for (const name of poolNames(fdt)) if (!pools.some(([registered]) => registered === name)) fdt.remove(poolNodePath(name));
     let generation = incoming?.generation ?? 0n;
-    for (const [, pool] of pools) if (pool.generation > generation) generation = pool.generation;
+    let highest: [string, Pool] | undefined;
+    for (const entry of pools) {
+      if (entry[1].generation > generation) {
+        generation = entry[1].generation;
+        highest = entry;
+      }
+    }
     generation += 1n;
+    // A pool's superblock holds a u64: a generation past MAX_GENERATION + 1 would leave its
+    // rollback's burn (N + 2) to wrap round to 0, where a blob of an old handover matches again.
+    if (generation > MAX_GENERATION + 1n) {
+      const what = highest ? `pool ${highest[0]} (${highest[1].path})` : 'the incoming handover';
+      throw new HandoverError('STALE', `${what} is at generation ${generation - 1n}: no generation is left for a handover after it; nothing was changed`);
+    }
 
     this.inFlight = true;
     // The callbacks of this handover: one registered while it runs (by another callback) takes
