@@ -165,6 +165,39 @@ describe('handover edges', () => {
     }
   });
 
+  test("spawn() with stdio 'pipe': a new program that writes more than a pipe holds before it is ready still comes up, and its output reaches the caller whole", async () => {
+    const { path, cleanup } = shmPath('edge-spawn-pipe');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      // 1 MiB on stdout and 256 KiB on stderr before ready(): the caller gets the child only once
+      // spawn() resolves, so until then nobody else can read them.
+      const next = `import { writeSync } from 'node:fs';
+        import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        kexec.incoming();
+        writeSync(1, 'o'.repeat(1 << 20));
+        writeSync(2, 'e'.repeat(1 << 18));
+        kexec.ready();
+        writeSync(1, 'after');`;
+      const result = await spawnNext(registry, process.execPath, ['--input-type=module', '-e', next, '--'], { stdio: 'pipe', readyTimeoutMs: 5000 });
+      assert.equal(result.generation, 1n);
+      const text = (stream: NodeJS.ReadableStream | null) =>
+        new Promise<string>((resolve, reject) => {
+          let all = '';
+          stream!.setEncoding('latin1');
+          stream!.on('data', (chunk: string) => (all += chunk));
+          stream!.on('end', () => resolve(all));
+          stream!.on('error', reject);
+        });
+      const [out, err] = await Promise.all([text(result.child.stdout), text(result.child.stderr)]);
+      assert.equal(out, 'o'.repeat(1 << 20) + 'after');
+      assert.equal(err, 'e'.repeat(1 << 18));
+    } finally {
+      cleanup();
+    }
+  });
+
   test('spawn(): a new program that does not come up is ended with every process it started; one that reports ready without reading its blob leaves none', async () => {
     const { path, cleanup } = shmPath('edge-spawn');
     const { dir, cleanup: cleanDir } = tempDir();

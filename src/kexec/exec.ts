@@ -71,7 +71,11 @@ export const DEFAULT_STDIO_TIMEOUT_MS = 10_000;
 export interface SpawnOptions extends ReplaceOptions {
   /** How long the new program has to call kexec.ready(). Default 10 s. */
   readyTimeoutMs?: number;
-  /** stdio of the new program (fd 3 is taken by the ready pipe). Default inherit. */
+  /**
+   * stdio of the new program (fd 3 is taken by the ready pipe). Default inherit. With 'pipe', what
+   * the program writes before it is ready is kept for the caller: child.stdout and child.stderr
+   * are streams of this program's that start with it, and go on with the rest.
+   */
   stdio?: 'inherit' | 'ignore' | 'pipe';
 }
 
@@ -310,7 +314,9 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
     // node:child_process is loaded on first spawn: exec() and restore never need it.
     const { spawn: spawnChild } = process.getBuiltinModule('node:child_process');
     child = spawnChild(file, handoverArgs(args, blob, options), { env: { ...handoverEnv(blob, options), [READY_FD_ENV]: '3' }, stdio });
+    const bound = io === 'pipe' ? holdOutput(child) : undefined;
     await waitReady(child, options.readyTimeoutMs ?? 10_000);
+    bound?.();
   } catch (e) {
     if (child) await endNewProgram(child);
     if (blob) removeBlob(blob);
@@ -333,6 +339,46 @@ export async function spawnNext(registry: HandoverRegistry, file: string, args: 
   // (it restores nothing, or later) would leave it in /dev/shm for good.
   removeBlob(blob);
   return { child, generation: prepared.generation, closeFailures };
+}
+
+/**
+ * With { stdio: 'pipe' }, the new program's stdout and stderr are pipes that only this program
+ * reads, and the caller gets the child to read them from only once spawn() resolves. Left unread
+ * until then, a program that writes more than a pipe and Node's read-ahead hold (~128 KiB) before
+ * it calls kexec.ready() blocks in that write for good, and is rolled back as NOT_READY. So they
+ * are read from the start into a stream of this program's, which the caller gets in their place
+ * (child.stdout, child.stderr, child.stdio[1] and [2]) and reads from the first byte. Until the
+ * program is ready that stream holds whatever it is given; the function returned bounds it from
+ * then on, as a pipe is bounded: the pipe is read only as fast as the caller reads the stream.
+ */
+function holdOutput(child: ChildProcess): () => void {
+  const { PassThrough } = process.getBuiltinModule('node:stream');
+  const bounds: (() => void)[] = [];
+  for (const fd of [1, 2] as const) {
+    const pipe = child.stdio[fd];
+    if (!pipe) continue;
+    const held = new PassThrough();
+    let bounded = false;
+    const wait = () => {
+      pipe.pause();
+      held.once('drain', () => pipe.resume());
+    };
+    pipe.on('data', (chunk: Buffer) => {
+      if (!held.write(chunk) && bounded) wait();
+    });
+    pipe.once('end', () => held.end());
+    pipe.once('error', (e: Error) => held.destroy(e));
+    if (fd === 1) child.stdout = held;
+    else child.stderr = held;
+    child.stdio[fd] = held;
+    bounds.push(() => {
+      bounded = true;
+      if (held.writableNeedDrain) wait();
+    });
+  }
+  return () => {
+    for (const bound of bounds) bound();
+  };
 }
 
 /**
