@@ -13,7 +13,7 @@ import { spawnNext } from '../src/kexec/exec.js';
 import { HandoverRegistry } from '../src/kexec/handover.js';
 import { poolFromCommandLine } from '../src/kexec/restore.js';
 import { processStartTime } from '../src/sys/proc.js';
-import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
+import { PMPOOL_ENTRY, runModule, shmPath, startModule, tempDir } from './support/child.js';
 import { expectError } from './support/expect.js';
 
 const expectHandoverError = (fn: () => unknown, code: string): HandoverError => expectError(fn, HandoverError, code);
@@ -110,6 +110,47 @@ describe('handover edges', () => {
     } finally {
       process.chdir(cwd);
       cleanup();
+    }
+  });
+
+  test('--pmpool=PATH,SIZE started by several processes at once: each opens the one pool, none finds it half made', async () => {
+    const { dir, cleanup: cleanDir } = tempDir();
+    const go = join(dir, 'go');
+    // Each process loads pmpool, says so, and waits for the others before it takes the pool.
+    const source = `import { existsSync } from 'node:fs';
+      import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+      process.stdout.write('loaded\\n');
+      while (!existsSync(${JSON.stringify(go)}));
+      try {
+        const pool = kexec.poolFromCommandLine();
+        process.stdout.write('opened ' + pool.pageCount * pool.pageSize + '\\n');
+        pool.close();
+      } catch (e) {
+        process.stdout.write('refused ' + e.code + ': ' + e.message + '\\n');
+      }`;
+    try {
+      for (let round = 0; round < 8; round++) {
+        const { path, cleanup } = shmPath(`edge-create-race-${round}`);
+        try {
+          const children = Array.from({ length: 4 }, () => startModule(source, ['--', `--pmpool=${path},64M`]));
+          const outputs = children.map(
+            (child) =>
+              new Promise<string>((resolve) => {
+                let out = '';
+                child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+                child.on('close', () => resolve(out));
+              }),
+          );
+          await Promise.all(children.map((child) => new Promise((resolve) => child.stdout.once('data', resolve))));
+          writeFileSync(go, '');
+          for (const out of await Promise.all(outputs)) assert.equal(out, `loaded\nopened ${64 * 1024 * 1024}\n`);
+          rmSync(go);
+        } finally {
+          cleanup();
+        }
+      }
+    } finally {
+      cleanDir();
     }
   });
 

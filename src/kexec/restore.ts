@@ -12,6 +12,8 @@ import { checkArgv } from './arguments.js';
 import { HandoverError } from './errors.js';
 import type { Handover, HandoverRegistry } from './handover.js';
 import { bytesEqual } from '../util/bytes.js';
+import { dirname } from 'node:path';
+import { FLOCK_EXCLUSIVE, native } from '../sys/native.js';
 
 function asHandover(value: unknown, what = 'Pool.restore'): Handover {
   const h = value as Partial<Handover> | null;
@@ -141,13 +143,14 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
   // reserve it again: its predecessor did, under the same flag, and visiting every block of the
   // pool would make the restore O(size).
   const options = flag.preallocate ? { preallocate: true } : {};
-  let pool: Pool;
-  try {
-    pool = Pool.open(flag.path, options);
-  } catch (e) {
-    if (!(e instanceof RegionError) || e.code !== 'NOT_FOUND') throw e;
-    pool = Pool.create(flag.path, { size: flag.size, ...options });
-  }
+  const pool = whileNoOtherCreates(flag.path, () => {
+    try {
+      return Pool.open(flag.path, options);
+    } catch (e) {
+      if (!(e instanceof RegionError) || e.code !== 'NOT_FOUND') throw e;
+      return Pool.create(flag.path, { size: flag.size, ...options });
+    }
+  });
   if (pool.pageCount * pool.pageSize !== flag.size) {
     const actual = pool.pageCount * pool.pageSize;
     pool.close();
@@ -160,6 +163,32 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
     throw e;
   }
   return pool;
+}
+
+/**
+ * Runs `openOrCreate` holding an exclusive flock on the directory of `path`. Programs started
+ * together with the same flag (cluster workers, which get the same arguments) open or create the
+ * pool at once: Pool.create makes the file (O_EXCL) and writes the superblock last, so one that
+ * came second found the path taken (EXISTS) or a file with no pool in it yet (NOT_A_POOL, or no
+ * size at all), and was refused its pool. Under the lock, each finds no file or a whole pool. The
+ * lock is the directory's own, so nothing is left beside the pool; it goes with its descriptor
+ * (O_CLOEXEC). A directory that cannot be opened or locked is run without it, as before.
+ */
+function whileNoOtherCreates<T>(path: string, openOrCreate: () => T): T {
+  let fd: number | undefined;
+  try {
+    // "/.": the directory itself, even where it is reached through a symbolic link (open is O_NOFOLLOW).
+    fd = native.open(`${dirname(path)}/.`, false, false, true, 0);
+    native.flock(fd, FLOCK_EXCLUSIVE, false);
+  } catch {
+    if (fd !== undefined) native.close(fd);
+    fd = undefined;
+  }
+  try {
+    return openOrCreate();
+  } finally {
+    if (fd !== undefined) native.close(fd);
+  }
 }
 
 export function installRestoreHook(registry: HandoverRegistry): void {
