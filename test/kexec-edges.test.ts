@@ -175,6 +175,28 @@ describe('handover edges', () => {
     }
   });
 
+  test('a program given by -e whose only argument is --pmpool-fdt: incoming() takes the flag out of process.argv too', () => {
+    const { path, cleanup } = shmPath('edge-argv1');
+    try {
+      // Node gives a program run by -e its arguments from process.argv[1] on: there is no script.
+      const next = `import { kexec, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const flagged = () => process.argv.some((a) => a.startsWith('--pmpool-fdt='));
+        const before = flagged();
+        Pool.restore(kexec.incoming(), 'default_pmpool').close();
+        process.stdout.write(JSON.stringify({ before, after: flagged(), argv: process.argv.length }) + '\\n');`;
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         kexec.poolFromCommandLine();
+         await kexec.exec(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(next)}, '--']);`,
+        ['--', `--pmpool=${path},4M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout.trim()), { before: true, after: false, argv: 1 });
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a child the next program starts, before or after it reads its handover, gets neither PMPOOL_FDT nor --pmpool-fdt', () => {
     const { path, cleanup } = shmPath('edge-env');
     try {

@@ -149,8 +149,10 @@ export class HandoverRegistry {
     } finally {
       if (process.env[FDT_ENV] === path) delete process.env[FDT_ENV];
       // Nor does a child the program starts with its own arguments (cluster.fork passes them on).
+      // From argv[1] on: a program given by -e or -p has no script there, and its first argument
+      // is the flag when it has no other (a script's path, absolute, is never taken for it).
       if (argv === process.argv) {
-        for (let i = process.argv.length - 1; i >= 2; i--) if (process.argv[i]!.startsWith(FDT_FLAG)) process.argv.splice(i, 1);
+        for (let i = process.argv.length - 1; i >= 1; i--) if (process.argv[i]!.startsWith(FDT_FLAG)) process.argv.splice(i, 1);
       }
     }
   }
