@@ -201,6 +201,53 @@ describe('PersistentMap handover node', () => {
     }
   });
 
+  test('a map written once its handover callback has run is refused (BUSY) until the handover is undone: the next program gets the map its node describes', () => {
+    // exec() is not awaited: the rest of the caller's turn runs with the handover prepared, as
+    // does whatever runs while exec() waits for stdout to drain. A set then would change the
+    // map under the node its callback wrote, and the next program refuse the map.
+    const { path, cleanup } = shmPath('map-late-write');
+    try {
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+         import { PersistentMap } from ${JSON.stringify(new URL('../src/clients/index.js', PMPOOL_ENTRY).href)};
+         const pool = kexec.poolFromCommandLine();
+         const stage = Number(process.env.PMPOOL_TEST_STAGE ?? 0);
+         let map;
+         try {
+           map = PersistentMap.open(pool, 'kv');
+         } catch (e) {
+           process.stdout.write('stage ' + stage + ': ' + e.code + '\\n');
+           process.exit(1);
+         }
+         if (stage === 1) {
+           process.stdout.write('next opened ' + map.size + ' ' + map.get('a') + '\\n');
+           process.exit(0);
+         }
+         map.set('a', '1');
+         PersistentMap.registerHandover(map, kexec.onHandover);
+         // A handover undone (a callback that fails) gives the map back.
+         const off = kexec.onHandover('fails', () => { throw new Error('not now'); });
+         try { kexec.prepare(); } catch (e) { process.stdout.write('aborted ' + e.code + '\\n'); }
+         off();
+         map.set('a', '2');
+         process.env.PMPOOL_TEST_STAGE = '1';
+         const exec = kexec.exec(process.execPath, [...process.execArgv, '--', ...process.argv.slice(1)]);
+         try {
+           map.set('late', 'x');
+           process.stdout.write('late set accepted\\n');
+         } catch (e) {
+           process.stdout.write('late set ' + e.code + '\\n');
+         }
+         await exec;`,
+        ['--', `--pmpool=${path},64M`],
+      );
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'aborted CALLBACK_FAILED\nlate set BUSY\nnext opened 1 2\n');
+    } finally {
+      cleanup();
+    }
+  });
+
   test('writeMapNode rewrites a carried-forward node rather than merging into it', () => {
     const fdt = new Fdt();
     fdt.addNode('/clients/kv');

@@ -844,10 +844,9 @@ describe('PersistentMap open in a busy pool', () => {
       let map = PersistentMap.open(pool, 'stray');
       for (let i = 0; i < 2000; i++) map.set(`key ${i}`, `value ${i}`.repeat(4));
       // A quiesced pool refuses releases: clear() switches to the empty table, then cannot give the
-      // old table and the segments back. The writer goes on and closes cleanly.
-      pool.quiesce();
-      expectClientError(() => map.clear(), 'BUSY');
-      pool.resume();
+      // old table and the segments back. The writer goes on and closes cleanly. (Quiesced once the
+      // clear is under way: a map refuses to start a write in a quiesced pool.)
+      clearWithReleasesRefused(pool, map);
       assert.equal(map.size, 0);
       map.close();
 
@@ -870,9 +869,7 @@ describe('PersistentMap open in a busy pool', () => {
       const s = (map as unknown as { s: { pending: number[]; segQueued: Uint8Array } }).s;
       const marked = () => [...s.segQueued.keys()].filter((k) => s.segQueued[k] === 1).sort();
       assert.ok(s.pending.length > 0, 'the deletes left compaction candidates queued');
-      pool.quiesce();
-      expectClientError(() => map.clear(), 'BUSY');
-      pool.resume();
+      clearWithReleasesRefused(pool, map);
       // A segment marked queued but not on the queue could never be queued again (queue() skips it).
       assert.deepEqual(marked(), [...s.pending].sort());
       map.close();
@@ -882,6 +879,22 @@ describe('PersistentMap open in a busy pool', () => {
     }
   });
 });
+
+/**
+ * Runs map.clear() with the pool refusing releases from the moment the empty table is switched in
+ * (quiesced, as for a handover): the clear fails BUSY part-way, with the old runs not given back.
+ */
+function clearWithReleasesRefused(pool: Pool, map: PersistentMap): void {
+  setMapFaultHook((point) => {
+    if (point === 'clear:switched') pool.quiesce();
+  });
+  try {
+    expectClientError(() => map.clear(), 'BUSY');
+  } finally {
+    setMapFaultHook(null);
+    pool.resume();
+  }
+}
 
 /** The map's header run as words (the layout of docs/clients.md). */
 function headerWords(pool: Pool, name: string): Uint32Array {

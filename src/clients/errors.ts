@@ -8,7 +8,7 @@ export type ClientErrorCode =
   | 'NO_SPACE' // the pool (or the map's segment table) is full; nothing changed
   | 'WRONG_TYPE' // the name belongs to another client type, or to a plain allocation
   | 'INCOMPATIBLE' // an on-pool format version this code does not know
-  | 'BUSY' // another live opener holds the writer lock
+  | 'BUSY' // another live opener holds the writer lock, or the pool is quiesced for a handover
   | 'READ_ONLY' // a write through a read-only opener
   | 'NOT_FOUND' // no client by that name (and creation was not asked for)
   | 'CORRUPT' // a checksum or a structural invariant failed

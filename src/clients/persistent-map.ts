@@ -547,6 +547,11 @@ export class PersistentMap {
   private writable(): void {
     if (this.state !== State.Open || this.pool.closed) this.throwClosed();
     if (this.readOnly) throw new ClientError('READ_ONLY', `${this.s.what} was opened read-only`);
+    // Its pool quiesced, a handover is under way, and the map's node (handoverNode) may be written
+    // already: a write now, even one that needs no allocation from the pool, would change the map
+    // under it, and the next program refuse the map (HANDOVER_MISMATCH). Refused as an allocation
+    // is, until the next program takes over or the handover is undone.
+    if (this.pool.handingOver) throw new ClientError('BUSY', `${this.s.what}: its pool is quiesced for a handover`);
     if (!this.s.dirty) this.s.markDirty();
   }
 

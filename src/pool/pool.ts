@@ -882,6 +882,10 @@ export class Pool {
   resume(): void {
     this.quiesced = false;
   }
+  /** Whether a handover has quiesced this pool (quiesce() until resume()). */
+  get handingOver(): boolean {
+    return this.quiesced;
+  }
 
   /* ---------------- lifetime ---------------- */
 
