@@ -5,7 +5,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HandoverError, Pool, PoolError } from '../src/index.js';
@@ -154,6 +154,34 @@ describe('handover edges', () => {
     }
   });
 
+  test('--pmpool=PATH,SIZE in a directory another program keeps locked: the cold start waits a few seconds at most, then makes its pool', async () => {
+    const { dir, cleanup: cleanDir } = tempDir();
+    // flock(1) holds an exclusive lock on the directory itself for as long as it runs.
+    const holder = spawn('/usr/bin/flock', ['--exclusive', dir, 'sleep', '120'], { stdio: 'ignore' });
+    try {
+      // The lock taken: flock(1) has started its sleep under it (a non-blocking try fails).
+      for (let tries = 0; spawnSync('/usr/bin/flock', ['--exclusive', '--nonblock', dir, 'true']).status === 0; tries++) {
+        assert.ok(tries < 500, 'flock(1) took the lock');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const r = runModule(
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const pool = kexec.poolFromCommandLine();
+        process.stdout.write('opened ' + pool.pageCount * pool.pageSize + '\\n');
+        pool.close();`,
+        ['--', `--pmpool=${join(dir, 'pool')},4M`],
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, `opened ${4 * 1024 * 1024}\n`);
+      const pool = Pool.open(join(dir, 'pool'));
+      assert.equal(pool.check().ok, true);
+      pool.close();
+    } finally {
+      holder.kill('SIGKILL');
+      cleanDir();
+    }
+  });
+
   test('--pmpool=PATH,SIZE with another size than the pool handed over is refused, as at a cold start; the pool stays openable', () => {
     const { path, cleanup } = shmPath('edge-size');
     const { dir, cleanup: cleanDir } = tempDir();
@@ -204,7 +232,7 @@ describe('handover edges', () => {
       // each with the program's own arguments (as cluster.fork does).
       const child = `process.stdout.write(JSON.stringify({ env: process.env.PMPOOL_FDT ?? null, flag: process.argv.some((a) => a.startsWith('--pmpool-fdt=')) }) + '\\n')`;
       const next = `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
-        import { spawnSync } from 'node:child_process';
+        import { spawn, spawnSync } from 'node:child_process';
         const run = () => spawnSync(process.execPath, ['-e', ${JSON.stringify(child)}, '--', ...process.argv.slice(2)], { encoding: 'utf8' }).stdout.trim();
         const before = run();
         const pool = kexec.poolFromCommandLine();

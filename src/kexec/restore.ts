@@ -165,6 +165,10 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
   return pool;
 }
 
+/** How long a cold start waits for the lock on its pool's directory (whileNoOtherCreates). */
+const CREATE_LOCK_WAIT_MS = 5000;
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
 /**
  * Runs `openOrCreate` holding an exclusive flock on the directory of `path`. Programs started
  * together with the same flag (cluster workers, which get the same arguments) open or create the
@@ -179,7 +183,14 @@ function whileNoOtherCreates<T>(path: string, openOrCreate: () => T): T {
   try {
     // "/.": the directory itself, even where it is reached through a symbolic link (open is O_NOFOLLOW).
     fd = native.open(`${dirname(path)}/.`, false, false, true, 0);
-    native.flock(fd, FLOCK_EXCLUSIVE, false);
+    // Another program's open or create holds it for a millisecond or so. Any other holder (the
+    // directory is shared: /dev/shm) is not waited for past CREATE_LOCK_WAIT_MS: then the pool
+    // is opened as before the lock, and a create racing it is told apart by its errors.
+    const deadline = performance.now() + CREATE_LOCK_WAIT_MS;
+    while (!native.flock(fd, FLOCK_EXCLUSIVE, true)) {
+      if (performance.now() > deadline) throw new Error('the directory stays locked');
+      Atomics.wait(sleepCell, 0, 0, 1);
+    }
   } catch {
     if (fd !== undefined) native.close(fd);
     fd = undefined;
