@@ -14,6 +14,22 @@ function pmpool(...args: string[]) {
 }
 
 describe('pmpool CLI', () => {
+  test('info names each owner in quotes, and allocations without one apart: an owner named "(none)" is not taken for them', () => {
+    const { path, cleanup } = shmPath('cli-owners');
+    try {
+      assert.equal(pmpool('create', path, '--size', '4M').code, 0);
+      assert.equal(pmpool('alloc', path, '1').code, 0);
+      assert.equal(pmpool('alloc', path, '2', '--owner', '(none)').code, 0);
+      assert.equal(pmpool('alloc', path, '3', '--owner', 'say "hi"').code, 0);
+      const lines = pmpool('info', path).stdout.split('\n');
+      assert.ok(lines.includes('  no owner: 1 allocations, 1 pages'), lines.join('\n'));
+      assert.ok(lines.includes('  owner "(none)": 1 allocations, 2 pages'), lines.join('\n'));
+      assert.ok(lines.includes('  owner "say \\"hi\\"": 1 allocations, 3 pages'), lines.join('\n'));
+    } finally {
+      cleanup();
+    }
+  });
+
   test('info says how many free pages are held in opens\' caches', () => {
     const { path, cleanup } = shmPath('cli-cached');
     try {
@@ -127,7 +143,7 @@ describe('pmpool CLI', () => {
       const pfn = r.stdout.trim();
       r = pmpool('info', path);
       assert.equal(r.code, 0, r.stderr);
-      assert.ok(r.stdout.split('\n').includes(`  owner ${escaped}: 1 allocations, 1 pages`), r.stdout);
+      assert.ok(r.stdout.split('\n').includes(`  owner "${escaped}": 1 allocations, 1 pages`), r.stdout);
       assert.doesNotMatch(r.stdout, /^ +owner root/m, 'no line forged');
       assert.doesNotMatch(r.stdout, /\x1b/, 'no escape sequence reaches the terminal');
       // Refusals that quote the stored owner, or the name, are one line too.

@@ -100,7 +100,9 @@ export function infoCommand(args: string[], out: Out): number {
       `lock        ${s.lockBreaks} dead holder(s) recovered from`,
     ];
     // An owner is any program's label: escaped, it can neither forge a line nor reach the terminal.
-    for (const [owner, o] of Object.entries(s.byOwner)) lines.push(`  owner ${owner === '' ? '(none)' : oneLine(owner)}: ${o.allocations} allocations, ${o.pages} pages`);
+    // A stored owner in quotes (its own quotes escaped), allocations without one unquoted: an owner
+    // named "(none)", or "none", is not taken for them.
+    for (const [owner, o] of Object.entries(s.byOwner)) lines.push(`  ${owner === '' ? 'no owner' : `owner "${oneLine(owner).replace(/"/g, '\\"')}"`}: ${o.allocations} allocations, ${o.pages} pages`);
     out(lines.join('\n'));
     return 0;
   });
