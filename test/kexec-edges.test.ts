@@ -47,6 +47,31 @@ describe('handover edges', () => {
     }
   });
 
+  test('a handover quiesces the open sub-pools of its pools too, and gives them back with them', () => {
+    const { path, cleanup } = shmPath('edge-subpools');
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      const sub = pool.subpool('inner', { count: 1024 });
+      const subsub = sub.subpool('deeper', { count: 128 });
+      const registry = new HandoverRegistry();
+      registry.addPool(pool);
+      const prepared = registry.prepare();
+      for (const p of [pool, sub, subsub]) {
+        assert.equal(p.handingOver, true);
+        expectError(() => p.alloc(1), PoolError, 'QUIESCED');
+      }
+      prepared.abort(new Error('undone'));
+      for (const p of [pool, sub, subsub]) {
+        assert.equal(p.handingOver, false);
+        const a = p.alloc(1);
+        p.release(a.pfn, a.count);
+      }
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   test('an abort hook that starts the next handover gets its pools quiesced for it, not resumed under it', () => {
     const { path, cleanup } = shmPath('edge-retry');
     try {

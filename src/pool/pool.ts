@@ -875,11 +875,15 @@ export class Pool {
    */
   quiesce(): void {
     this.live();
+    // Its open sub-pools with it: each is a pool of its own in this one's pages, and a client in
+    // one (a map whose node the handover writes) must not change under the handover either.
+    for (const child of this.children) child.quiesce();
     // The next program is another open: this one's cached units go back to the pool first.
     this.returnCache();
     this.quiesced = true;
   }
   resume(): void {
+    for (const child of this.children) child.resume();
     this.quiesced = false;
   }
   /** Whether a handover has quiesced this pool (quiesce() until resume()). */
