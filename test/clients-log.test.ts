@@ -439,6 +439,27 @@ describe('LogRing damage and racing readers', () => {
     pool.close();
   });
 
+  test('a damaged wrap pad at the tail: the records an earlier lap left under it are not returned', () => {
+    const pool = memoryPool();
+    const ring = LogRing.open(pool, 'stale', { bytes: 4096 });
+    // Two laps of 128-byte records, then one of 1024 bytes with the head at 3200: a pad over [3200, 4096),
+    // whose body still holds records 18 to 24 of the previous lap.
+    for (let i = 1; i <= 57; i++) ring.append(`${i}:`.padEnd(100, '.'));
+    ring.append('big:'.padEnd(1000, '.'));
+    const bytes = pool.find('stale')!.bytes();
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // More records until the oldest one left is the pad.
+    while (Number(view.getBigUint64(TAIL_OFFSET, true)) % 4096 !== 3200) ring.append('more:'.padEnd(100, '.'));
+    const before = ring.records();
+    bytes[HEADER + 3200 + 9]! ^= 1; // the pad's seq
+    const after = ring.records();
+    const intact = new Map(before.map((r) => [r.seq, r.text]));
+    for (const r of after) assert.equal(intact.get(r.seq), r.text, `seq ${r.seq} is no record the ring held`);
+    assert.deepEqual(after.map((r) => r.seq), before.map((r) => r.seq));
+    ring.close();
+    pool.close();
+  });
+
   test('a head damaged to point inside a wrap pad: all the writer appends next comes back', () => {
     const pool = memoryPool();
     const ring = LogRing.open(pool, 'pad', { bytes: 4096 });

@@ -283,7 +283,13 @@ export class LogRing {
     }
     // 2. Write beyond the head, where no reader looks.
     const seq = this.nextSeq;
-    if (pad > 0) this.writeHeader(phys, INFO_PAD, seq, 0);
+    if (pad > 0) {
+      // The pad's body is cleared, not skipped: it still holds the records of an earlier lap, each
+      // with a valid CRC, and a reader that resynchronises through it (its header damaged, at the
+      // tail, with no seq yet to compare against) would return them. Fewer bytes than the record.
+      this.data.fill(0, phys + REC_HEADER, cap);
+      this.writeHeader(phys, INFO_PAD, seq, 0);
+    }
     const at = (pos + pad) % cap;
     if (text) writeUtf8(this.dataBuf, record as string, at + REC_HEADER, n);
     else this.data.set(record as Uint8Array, at + REC_HEADER);
