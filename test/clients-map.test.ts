@@ -12,7 +12,7 @@ import { MemoryRegion } from '../src/region/index.js';
 import { ClientError, LogRing, PersistentMap, MAX_KEY_BYTES, MAX_VALUE_BYTES, type MapKey, type MapValue } from '../src/clients/index.js';
 import { setMapFaultHook } from '../src/clients/persistent-map.js';
 import { readFixedHeader, TYPE_LOG, TYPE_MAP, writeFixedHeader } from '../src/clients/client-header.js';
-import { HDR_COUNT, HDR_SEQ, SEG_HEADER } from '../src/clients/map-layout.js';
+import { HDR_COUNT, HDR_SEQ, SEG_HEADER, SEGTAB } from '../src/clients/map-layout.js';
 import { PMPOOL_ENTRY, runModule, shmPath } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
 import { expectError, memoryPool as poolInMemory, NOT_OBJECTS, shown, statsText } from './support/expect.js';
@@ -976,6 +976,20 @@ describe('PersistentMap over damage and a dead writer: every loop ends', () => {
     assert.equal(r.signal, null, 'the reader returned (it was not killed at the deadline)');
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), [100, true]);
+  });
+
+  test('a segment table entry damaged to 0 after a crash: the open refuses, and the segment the table points into is not given back', () => {
+    const pool = memoryPool();
+    const map = PersistentMap.open(pool, 'kv');
+    for (let i = 0; i < 3000; i++) map.set(`key ${i}`, `value ${i}`);
+    assert.ok(pool.find('kv/s1'), 'two segments');
+    map.abandon(); // killed: the counters are not marked exact, the next open sweeps the pool
+    const pages = ownedPages(pool, 'kv');
+    headerWords(pool, 'kv')[SEGTAB] = 0; // segment 0's pfn
+    expectClientError(() => PersistentMap.open(pool, 'kv'), 'CORRUPT');
+    assert.ok(pool.find('kv/s0'), 'the records of segment 0 are still in the pool');
+    assert.equal(ownedPages(pool, 'kv'), pages);
+    pool.close();
   });
 
   test('a record whose lengths add up past 2^31 is reported where it is, not after a walk backwards', () => {

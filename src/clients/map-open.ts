@@ -134,8 +134,6 @@ function recover(s: MapState): void {
   // by the segment table, in O(1) whatever the pool holds. Only a crash leaves leftovers to give
   // back, and finding them takes a pass over the pool's allocations.
   const { table, stale } = h[HDR_CLEAN] === 1 ? { table: s.describedTable(desc), stale: [] } : sortOwnedRuns(s.ownedRuns(), s.name, desc, h);
-  // Allocated but never published, or unpublished but never released.
-  for (const run of stale) poolCall(() => s.pool.release(run.pfn, run.count, { owner: s.owner }), s.what);
   if (desc.pfn !== 0) {
     const bytes = 2 ** desc.log2 * 8;
     if (table === undefined || table.count * s.pageSize < bytes) {
@@ -163,6 +161,10 @@ function recover(s: MapState): void {
     s.markDirty();
   }
   if (s.count + s.tombs > s.cap) throw new ClientError('CORRUPT', `${s.what}: ${s.count} entries and ${s.tombs} tombstones in ${s.cap} slots`);
+  // Allocated but never published, or unpublished but never released: given back only now that the
+  // recount found no slot pointing into them. A segment table entry damaged to 0 makes a segment of
+  // live records look unpublished; the open refuses (above) and its records stay in the pool.
+  for (const run of stale) poolCall(() => s.pool.release(run.pfn, run.count, { owner: s.owner }), s.what);
   // Pick the roomiest small segment to go on appending to; queue the sparse ones.
   const best = pickActive(s.loaded, s.segDedicated, s.segCap, s.segUsed);
   if (best >= 0) s.active = best;
