@@ -992,6 +992,25 @@ describe('PersistentMap over damage and a dead writer: every loop ends', () => {
     pool.close();
   });
 
+  test('a segment table entry damaged to 0 in a clean-closed map: a set that needs a segment is CORRUPT, a ClientError', () => {
+    const pool = memoryPool();
+    let map = PersistentMap.open(pool, 'kv');
+    for (let i = 0; i < 3000; i++) map.set(`key ${i}`, `value ${i}`);
+    map.close();
+    headerWords(pool, 'kv')[SEGTAB] = 0; // segment 0's pfn: the pool still holds "kv/s0"
+    map = PersistentMap.open(pool, 'kv');
+    let code = '';
+    try {
+      for (let i = 0; i < 10_000; i++) map.set(`new ${i}`, 'x'.repeat(100));
+    } catch (e) {
+      assert.ok(e instanceof ClientError, String(e));
+      code = e.code;
+    }
+    assert.equal(code, 'CORRUPT');
+    assert.ok(pool.find('kv/s0'));
+    pool.close();
+  });
+
   test('a record whose lengths add up past 2^31 is reported where it is, not after a walk backwards', () => {
     const pool = memoryPool();
     const map = PersistentMap.open(pool, 'kv');

@@ -8,6 +8,7 @@
  * the spare, or unpublished and given back. Moving live records out of a
  * queued segment is map-compaction.ts; a segment's words are map-segments.ts.
  */
+import { PmpoolError } from '../errors.js';
 import { HUGE_EXTENT_BYTES, type Allocation } from '../index.js';
 import { poolCall } from './client-header.js';
 import { ClientError } from './errors.js';
@@ -42,14 +43,21 @@ const MAX_SPARES = 1;
 export function newRun(s: MapState, pages: number, name: string, what: string): Allocation {
   const extentPages = HUGE_EXTENT_BYTES / s.pageSize;
   let run: Allocation | undefined;
-  if (Number.isInteger(extentPages) && pages >= extentPages) {
-    try {
-      run = poolCall(() => s.pool.alloc(pages, { name, owner: s.owner, align: extentPages }), what);
-    } catch (e) {
-      if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+  try {
+    if (Number.isInteger(extentPages) && pages >= extentPages) {
+      try {
+        run = poolCall(() => s.pool.alloc(pages, { name, owner: s.owner, align: extentPages }), what);
+      } catch (e) {
+        if (!(e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+      }
     }
+    run ??= poolCall(() => s.pool.alloc(pages, { name, owner: s.owner }), what);
+  } catch (e) {
+    // The map gives back every run of its names it does not publish (at close, or at the next open
+    // after a crash): one still there is a run the header's damage unpublished, records and all.
+    if (e instanceof PmpoolError && e.code === 'NAME_TAKEN') throw new ClientError('CORRUPT', `${what}: the pool already holds "${name}", which the map does not publish`, { cause: e });
+    throw e;
   }
-  run ??= poolCall(() => s.pool.alloc(pages, { name, owner: s.owner }), what);
   return run;
 }
 
