@@ -36,8 +36,10 @@
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 /* ---------- files ---------- */
 
@@ -946,10 +948,22 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   int prof_saved = sigaction(SIGPROF, &ignore, &saved_prof) == 0;
+  /* A program that put its terminal in raw mode (process.stdin.setRawMode)
+     has it put back by Node as it exits (ResetStdio, uv_tty_reset_mode),
+     which execve skips: the next program — a shell, an editor — would start
+     with no echo and no line editing. libuv's reset puts back the mode its
+     first change found (async-signal-safe; nothing when it changed none).
+     The mode in force is put back if execve fails. */
+  struct termios saved_tty[3];
+  bool tty_saved[3];
+  for (int fd = 0; fd < 3; fd++) tty_saved[fd] = isatty(fd) && tcgetattr(fd, &saved_tty[fd]) == 0;
+  uv_tty_reset_mode();
   struct keeper *keeper = keeper_start(teardown);
   execve(file, args, envp);
   int err = errno;
   if (keeper) keeper_dismiss(keeper);
+  for (int fd = 0; fd < 3; fd++)
+    if (tty_saved[fd]) tcsetattr(fd, TCSANOW, &saved_tty[fd]);
   if (prof_saved) sigaction(SIGPROF, &saved_prof, NULL);
   for (int fd = 0; fd < 3; fd++) {
     if (saved_fd_flags[fd] >= 0) fcntl(fd, F_SETFD, saved_fd_flags[fd]);

@@ -47,6 +47,27 @@ describe('handover edges', () => {
     }
   });
 
+  test('a program that put its terminal in raw mode execs the next one on a terminal as Node leaves it at exit', () => {
+    // script(1) gives the program a terminal of its own; stty(1), exec'd in place, reads its mode.
+    const { dir, cleanup } = tempDir();
+    try {
+      const program = join(dir, 'raw.mjs');
+      writeFileSync(
+        program,
+        `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
+        process.stdin.setRawMode(true);
+        await kexec.exec('/bin/sh', ['-c', 'stty -a; echo "exec ok"']);`,
+      );
+      const r = spawnSync('/usr/bin/script', ['-qec', `${process.execPath} ${program}`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+      assert.match(r.stdout, /exec ok/, r.stdout + r.stderr);
+      // Raw mode is -icanon -echo; the terminal Node started on (script's, cooked) has both.
+      assert.match(r.stdout, /(^|[\s;])icanon([\s;]|$)/m, r.stdout);
+      assert.match(r.stdout, /(^|[\s;])echo([\s;]|$)/m, r.stdout);
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a handover quiesces the open sub-pools of its pools too, and gives them back with them', () => {
     const { path, cleanup } = shmPath('edge-subpools');
     try {
