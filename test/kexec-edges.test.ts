@@ -49,6 +49,7 @@ describe('handover edges', () => {
 
   test('a program that put its terminal in raw mode execs the next one on a terminal as Node leaves it at exit', () => {
     // script(1) gives the program a terminal of its own; stty(1), exec'd in place, reads its mode.
+    // The blob goes in the test's directory: a shell never reads it, and it goes with the directory.
     const { dir, cleanup } = tempDir();
     try {
       const program = join(dir, 'raw.mjs');
@@ -56,7 +57,7 @@ describe('handover edges', () => {
         program,
         `import { kexec } from ${JSON.stringify(PMPOOL_ENTRY)};
         process.stdin.setRawMode(true);
-        await kexec.exec('/bin/sh', ['-c', 'stty -a; echo "exec ok"']);`,
+        await kexec.exec('/bin/sh', ['-c', 'stty -a; echo "exec ok"'], { blobDir: ${JSON.stringify(dir)} });`,
       );
       const r = spawnSync('/usr/bin/script', ['-qec', `${process.execPath} ${program}`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
       assert.match(r.stdout, /exec ok/, r.stdout + r.stderr);
