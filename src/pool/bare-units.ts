@@ -26,7 +26,7 @@
  * atomic AND, whose old value says which of two releases of the same unit
  * did it. The layout is in docs/abi.md ("Bare units").
  */
-import { BARE_UNITS_PER_WORD } from './layout.js';
+import { BARE_UNITS_PER_WORD, homeSlotOfUnit } from './layout.js';
 import type { MetaWriter } from './meta-writer.js';
 import type { PoolParts } from './parts.js';
 
@@ -84,14 +84,7 @@ export class BareUnits {
   /** The bare allocations, in unit order (low halves: what allocations see). */
   units(): number[] {
     const out: number[] = [];
-    for (let i = 0; i < this.words; i++) {
-      let bits = this.word(i) & 0xffff;
-      while (bits !== 0) {
-        const j = 31 - Math.clz32(bits & -bits);
-        out.push(i * BARE_UNITS_PER_WORD + j);
-        bits &= bits - 1;
-      }
-    }
+    for (let i = 0; i < this.words; i++) pushUnits(out, i, this.word(i) & 0xffff);
     return out;
   }
 
@@ -108,6 +101,11 @@ function popcount16(x: number): number {
   x = (x & 0x3333) + ((x >>> 2) & 0x3333);
   x = (x + (x >>> 4)) & 0x0f0f;
   return (x + (x >>> 8)) & 0x1f;
+}
+
+/** Appends to `out` the units of word `i` whose bits are set in the 16-bit `mask`, in unit order. */
+function pushUnits(out: number[], i: number, mask: number): void {
+  for (let bits = mask; bits !== 0; bits &= bits - 1) out.push(i * BARE_UNITS_PER_WORD + (31 - Math.clz32(bits & -bits)));
 }
 
 /** Units set in either half of `word`, as a 16-bit mask: those that may be someone's. */
@@ -129,7 +127,7 @@ export function bareUnitProblem(
   if (unit < g.reservedUnits) return 'it lies in the metadata';
   if (unit >= g.unitCount) return `it is past the pool's ${g.unitCount} units`;
   if (!units.isFree(unit, 1)) return 'a record holds its pages';
-  const slot = unit % g.maxRecords;
+  const slot = homeSlotOfUnit(g, unit);
   // An intact record there contradicts the bit (the record has a checksum, the bit has none), and
   // so does one claimed by a release that stopped (recovery settles the claim first). A damaged
   // one does not: a bit flipped in a free record's state word must not cost a bare unit its
@@ -155,10 +153,8 @@ export function bareCandidates(b: BareUnits): number[] {
     const word = b.word(i);
     if (word === 0) continue;
     const both = word & (word >>> 16) & 0xffff;
-    for (let bits = eitherHalf(word); bits !== 0; bits &= bits - 1) {
-      const j = 31 - Math.clz32(bits & -bits);
-      ((both & (1 << j)) !== 0 ? sound : halves).push(i * BARE_UNITS_PER_WORD + j);
-    }
+    pushUnits(sound, i, both);
+    pushUnits(halves, i, eitherHalf(word) & ~both);
   }
   return sound.length === 0 ? halves : halves.length === 0 ? sound : sound.concat(halves);
 }
@@ -193,7 +189,7 @@ export function rebuildBareUnits(p: PoolParts): string[] {
     }
     const i = unit >>> 4;
     kept.set(i, (kept.get(i) ?? 0) | (1 << (unit & 15)));
-    const home = unit % p.geometry.maxRecords;
+    const home = homeSlotOfUnit(p.geometry, unit);
     homes.add(home);
     p.units.markUsed(unit, 1);
     if (p.slots.isFree(home, 1)) p.slots.markUsed(home, 1);
@@ -214,6 +210,6 @@ export function rebuildBareUnits(p: PoolParts): string[] {
 /** The units of word `i` whose bits are set in `mask`, as text. */
 export function unitList(i: number, mask: number): string {
   const out: number[] = [];
-  for (let bits = mask; bits !== 0; bits &= bits - 1) out.push(i * 16 + (31 - Math.clz32(bits & -bits)));
+  pushUnits(out, i, mask);
   return out.join(', ');
 }

@@ -27,7 +27,7 @@
  * Every check is O(metadata): a damaged directory or index costs no more than a sound one.
  */
 import { BitmapAllocator, BitmapStateError, ArrayWordStore, allocatorGeometry } from '../alloc/index.js';
-import { bareCandidates, bareUnitProblem, eitherHalf, unitList } from './bare-units.js';
+import { bareCandidates, bareUnitProblem, unitList } from './bare-units.js';
 import { CACHE_ENTRIES, CACHE_UNITS, CacheOp, cachedUnitProblem, entryIsZero } from './caches.js';
 import { RECORD_BYTES } from './layout.js';
 import type { RecordIndex } from './record-index.js';
@@ -83,14 +83,11 @@ export function checkParts(p: PoolParts): PartsReport {
     }
     const halves = (word & 0xffff) ^ (word >>> 16);
     if (halves !== 0) problems.push(`word ${i} of the bare-unit map is damaged: its halves differ at units ${unitList(i, halves)}`);
-    for (let bits = eitherHalf(word); bits !== 0; bits &= bits - 1) {
-      const unit = i * 16 + (31 - Math.clz32(bits & -bits));
-      if (unit < g.unitCount) bareHomes.add(homeSlotOfUnit(g, unit));
-    }
   }
   // In the order recovery takes them (sound words' units first): which of two units contending for
   // a home slot is named is the one repair clears.
   const bareUnits = b.enabled ? bareCandidates(b) : [];
+  for (const unit of bareUnits) if (unit < g.unitCount) bareHomes.add(homeSlotOfUnit(g, unit));
 
   // Directory records, one by one.
   let dishonoured = 0;
