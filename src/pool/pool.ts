@@ -1200,11 +1200,7 @@ export class Pool {
       d.uncommit(slot);
       w.barrier();
       d.wipe(slot);
-      c.setUnit(e, k, unit);
-      c.setCount(e, k + 1);
-      w.barrier();
-      c.endOp(e);
-      w.barrier();
+      this.listReleased(p, e, k, unit);
       return true;
     } finally {
       c.unlockOwn(e, p.control.runId);
@@ -1234,15 +1230,21 @@ export class Pool {
         throw new PoolError('NOT_ALLOCATED', `the allocation at pfn ${unit * p.unitPages} was released by another open meanwhile`);
       }
       w.barrier();
-      c.setUnit(e, k, unit);
-      c.setCount(e, k + 1);
-      w.barrier();
-      c.endOp(e);
-      w.barrier();
+      this.listReleased(p, e, k, unit);
       return true;
     } finally {
       c.unlockOwn(e, p.control.runId);
     }
+  }
+
+  /** The end of a cached release past its commit point: `unit` onto entry `e`'s list of `k`, the intent cleared. */
+  private listReleased(p: PoolParts, e: number, k: number, unit: number): void {
+    const c = p.caches;
+    c.setUnit(e, k, unit);
+    c.setCount(e, k + 1);
+    p.writer.barrier();
+    c.endOp(e);
+    p.writer.barrier();
   }
 
   /**
