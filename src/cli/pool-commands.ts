@@ -7,6 +7,7 @@ import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ABI_MAJOR, ABI_MINOR, Pool, PmpoolError, parseSize, type PoolStats } from '../index.js';
 import { integer, oneLine, UsageError, type Out } from './usage.js';
+import { sleepSync } from '../util/sleep.js';
 
 function parse(args: string[], options: NonNullable<Parameters<typeof parseArgs>[0]>['options'], positionals: number) {
   let parsed;
@@ -193,7 +194,7 @@ function writeStdoutSync(text: string): void {
       done += writeSync(1, bytes, done);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      sleepSync(10);
     }
   }
 }

@@ -14,8 +14,8 @@ import { Torn } from './map-runtime.js';
 import { forget } from './map-space.js';
 import type { MapState } from './map-state.js';
 import { readDescriptor } from './map-table.js';
+import { sleepSync } from '../util/sleep.js';
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 /** How long a reader waits for a live writer to finish releasing memory. */
 const READER_WAIT_MS = 10_000;
 
@@ -59,7 +59,7 @@ export function fresh(s: MapState): number {
       // (by a monotonic clock: the wall clock may be set back meanwhile).
       if (since === 0) since = performance.now();
       else if (performance.now() - since > READER_WAIT_MS) throw new ClientError('BUSY', `${s.what}: the writer has been restructuring the map for ${READER_WAIT_MS} ms (stopped?)`);
-      Atomics.wait(sleepCell, 0, 0, 1);
+      sleepSync(1);
     }
   }
 }

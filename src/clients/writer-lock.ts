@@ -22,6 +22,7 @@ import type { Region } from '../region/index.js';
 import { randomNonZeroU31 } from '../sys/random.js';
 import { judgedByMark, otherPidNamespace, ownIdentity, recordedThreadAlive, type ThreadIdentity } from '../sys/proc.js';
 import { ClientError } from './errors.js';
+import { sleepSync } from '../util/sleep.js';
 
 /* Word offsets from the lock's base (u32 index). */
 const TOKEN = 0;
@@ -64,10 +65,6 @@ export type MarkHeld = (id: number) => boolean | null;
 /** Tokens of the locks this JavaScript realm holds (a second open in the same thread is BUSY, not "dead"). */
 const heldTokens = new Set<number>();
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleepMs(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
-}
 
 /**
  * Whether the holder, whose lock word holds `token`, may still be running: its process (with
@@ -167,7 +164,7 @@ export class WriterLock {
         if (unconfirmedSince === 0) unconfirmedSince = now;
         dead = now - unconfirmedSince > IDENTITY_GRACE_MS;
         if (!dead) {
-          sleepMs(2);
+          sleepSync(2);
           continue;
         }
       } else {

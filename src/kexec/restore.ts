@@ -14,6 +14,7 @@ import type { Handover, HandoverRegistry } from './handover.js';
 import { bytesEqual } from '../util/bytes.js';
 import { dirname } from 'node:path';
 import { FLOCK_EXCLUSIVE, native } from '../sys/native.js';
+import { sleepSync } from '../util/sleep.js';
 
 function asHandover(value: unknown, what = 'Pool.restore'): Handover {
   const h = value as Partial<Handover> | null;
@@ -167,7 +168,6 @@ export function poolFromCommandLine(registry: HandoverRegistry, argv: readonly s
 
 /** How long a cold start waits for the lock on its pool's directory (whileNoOtherCreates). */
 const CREATE_LOCK_WAIT_MS = 5000;
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Runs `openOrCreate` holding an exclusive flock on the directory of `path`. Programs started
@@ -189,7 +189,7 @@ function whileNoOtherCreates<T>(path: string, openOrCreate: () => T): T {
     const deadline = performance.now() + CREATE_LOCK_WAIT_MS;
     while (!native.flock(fd, FLOCK_EXCLUSIVE, true)) {
       if (performance.now() > deadline) throw new Error('the directory stays locked');
-      Atomics.wait(sleepCell, 0, 0, 1);
+      sleepSync(1);
     }
   } catch {
     if (fd !== undefined) native.close(fd);

@@ -33,6 +33,7 @@ import { CLAIM_BY_CACHE, RECORD_LIVE } from './directory.js';
 import { BARE_UNITS_MIN_RECORDS, homeSlotOfUnit } from './layout.js';
 import type { MetaWriter } from './meta-writer.js';
 import type { PoolParts } from './parts.js';
+import { sleepSync } from '../util/sleep.js';
 
 /** Entries in the table: opens beyond these allocate through the pool lock alone. */
 export const CACHE_ENTRIES = 8;
@@ -221,8 +222,6 @@ export class CacheTable {
 
 /* ---------------- what the pool lock's holder does to the entries ---------------- */
 
-/** Pauses of a pool-lock holder waiting for an entry's owner, which holds its lock for well under a microsecond. */
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Takes entry `e`'s lock for the pool lock's holder (which the caller must be). A live owner in
@@ -260,7 +259,8 @@ export function lockEntry(p: PoolParts, e: number, timeoutMs: number, settle = t
     if (now - started > timeoutMs) {
       throw new PoolError('LOCK_TIMEOUT', `waited over ${timeoutMs} ms for cache entry ${e} of the pool, held by its owner (run ${seen}), which is alive`);
     }
-    Atomics.wait(sleepCell, 0, 0, Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - 64) >>> 6)));
+    // Pauses of a waiter for an owner that holds its lock for well under a microsecond.
+    sleepSync(Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - 64) >>> 6)));
   }
   // An owner clears its intent before it unlocks: one left over is a dead owner's — or this open's
   // own, left by an exception (a store that failed), for none of its cached operations runs while

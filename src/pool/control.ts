@@ -14,6 +14,7 @@ import { randomNonZeroU31 } from '../sys/random.js';
 import { PoolError } from './errors.js';
 import { isAlive, isAliveAcrossNamespaces, isAliveForWaiter, selfIdentity, type HolderIdentity, type ProcessIdentity } from './liveness.js';
 import type { MetaWriter } from './meta-writer.js';
+import { sleepSync } from '../util/sleep.js';
 
 /*
  * Control page layout, offsets from the start of the control area. The lock
@@ -145,13 +146,11 @@ const SPIN_ATTEMPTS = 2048;
 /** How often a waiter looks at the holder's liveness. */
 const LIVENESS_PERIOD_MS = 5;
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleepMs(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
-}
+/** A word of this realm's own, for pause(). */
+const spinCell = new Int32Array(new SharedArrayBuffer(4));
 /** Spins `n` times on a word of this process's own (an atomic load: the loop is not optimized away). */
 function pause(n: number): void {
-  for (let i = 0; i < n; i++) Atomics.load(sleepCell, 0);
+  for (let i = 0; i < n; i++) Atomics.load(spinCell, 0);
 }
 
 /** This process's id, read once: `process.pid` is an accessor, and lock() compares it on every call. */
@@ -297,7 +296,7 @@ export class Control {
       if (attempt < SPIN_ATTEMPTS) {
         if ((attempt & 127) !== 0) continue;
       } else {
-        sleepMs(Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - SPIN_ATTEMPTS) >>> 4)));
+        sleepSync(Math.min(1, 0.02 * 2 ** Math.min(6, (attempt - SPIN_ATTEMPTS) >>> 4)));
       }
       const now = performance.now();
       if (seen !== watched) {
