@@ -19,6 +19,7 @@ import { CACHE_BATCH, CACHE_ENTRIES, CACHE_ENTRY_LAYOUT, CACHE_MIN_RECORDS } fro
 import { BARE_UNITS_MAX_UNITS, INCOMPAT_BARE_UNITS, INCOMPAT_OPEN_CACHES, SUPERBLOCK_BACKUP_OFFSET, SUPERBLOCK_BYTES } from '../src/pool/layout.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { expectError } from './support/expect.js';
+import { withFailingBarrier } from './support/faults.js';
 
 const MiB = 1024 * 1024;
 const BARE_RELEASE = 4;
@@ -322,25 +323,17 @@ describe('bare units', () => {
       for (const op of ['alloc', 'release'] as const) {
         const { pool } = barePool();
         try {
-          const { parts } = poolInternals(pool);
           const held = pool.alloc(1);
-          const writer = parts.writer as unknown as { barrier: () => void };
-          const barrier = writer.barrier;
-          let n = 0;
-          writer.barrier = function (this: unknown) {
-            if (++n === failAt) throw new Error('EIO (injected)');
-            barrier.call(this);
-          };
           let threw = false;
-          try {
-            if (op === 'alloc') pool.alloc(1);
-            else pool.release(held.pfn, held.count);
-          } catch (e) {
-            assert.match(String(e), /EIO \(injected\)/);
-            threw = true;
-          } finally {
-            writer.barrier = barrier;
-          }
+          withFailingBarrier(pool, failAt, () => {
+            try {
+              if (op === 'alloc') pool.alloc(1);
+              else pool.release(held.pfn, held.count);
+            } catch (e) {
+              assert.match(String(e), /EIO \(injected\)/);
+              threw = true;
+            }
+          });
           assert.ok(threw || failAt > 3, `${op}, barrier ${failAt}: an operation of at most 3 barriers may finish`);
           const listed = pool.allocations().map((a) => a.pfn);
           if (op === 'release' && listed.includes(held.pfn)) pool.release(held.pfn, held.count);

@@ -16,6 +16,7 @@ import { poolInternals, type PoolParts } from '../src/pool/internals.js';
 import { CACHE_BATCH, CACHE_ENTRIES, CACHE_ENTRY_BYTES, CACHE_ENTRY_LAYOUT, CACHE_MIN_RECORDS, CACHE_TABLE, CACHE_UNITS } from '../src/pool/caches.js';
 import { crc32c } from '../src/util/crc32c.js';
 import { expectError } from './support/expect.js';
+import { withFailingBarrier } from './support/faults.js';
 import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
 import { Prng, testSeed } from './support/prng.js';
 
@@ -226,20 +227,10 @@ describe('per-open caches', () => {
       for (const op of ['alloc', 'release'] as const) {
         const { pool } = cachedPool();
         try {
-          const { parts } = poolInternals(pool);
           const held = pool.alloc(1);
-          const writer = parts.writer as unknown as { barrier: () => void };
-          const barrier = writer.barrier;
-          let n = 0;
-          writer.barrier = function (this: unknown) {
-            if (++n === failAt) throw new Error('EIO (injected)');
-            barrier.call(this);
-          };
-          try {
+          withFailingBarrier(pool, failAt, () => {
             assert.throws(() => (op === 'alloc' ? pool.alloc(1) : pool.release(held.pfn, held.count)), /EIO \(injected\)/);
-          } finally {
-            writer.barrier = barrier;
-          }
+          });
           if (op === 'release') {
             // The open's own pool-lock paths settle what its failed release left: the allocation is
             // there or not, and a release of it acts once.
