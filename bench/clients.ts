@@ -200,17 +200,42 @@ async function buildMap(d: Data, hugePages: boolean): Promise<BuiltMap> {
 }
 
 /**
- * The PersistentMap twice: on huge pages (as it runs) and on 4 KiB pages. Each is built and
- * updated once (the huge one first, as the only side was before); their gets are passes taken in
- * turn, the best of each kept, so that the machine's drift falls on both alike.
+ * Inserts are timed in INSERT_ROUNDS builds of each side, a fresh map on a fresh pool (a fresh Map)
+ * each time, the best kept: the first build in a process runs while V8 is still tiering the set path
+ * up, and on this VM memory the guest has not touched before costs the hypervisor's fault on top of
+ * the kernel's (the same 1,000,000 inserts measured 0.6 M/s in a process's first build, 1.2–1.4 M/s
+ * in its third). Steady state is what the figure is about, for every side alike; lmdb's puts, 20x
+ * slower than either, are timed once.
+ */
+const INSERT_ROUNDS = 2;
+
+/**
+ * The PersistentMap twice: on huge pages (as it runs) and on 4 KiB pages. Each is built
+ * INSERT_ROUNDS times (the huge one first in each round), the maps of the last round kept, and
+ * updated once; their gets are passes taken in turn, the best of each reported, so that the
+ * machine's drift falls on both alike.
  */
 async function benchPersistentMaps(d: Data): Promise<{ huge: Side; small: Side }> {
   const { getKeys, updateKeys, updateValues, n } = d;
-  const built: BuiltMap[] = [];
+  let built: BuiltMap[] = [];
+  const bestInsert = [0, 0];
+  const closeBuilt = () => {
+    for (const m of built) {
+      m.map.close();
+      m.pool.close();
+      rmSync(m.path, { force: true });
+    }
+    built = [];
+  };
   try {
-    built.push(await buildMap(d, true));
-    gc?.();
-    built.push(await buildMap(d, false));
+    for (let round = 0; round < INSERT_ROUNDS; round++) {
+      closeBuilt();
+      gc?.();
+      built.push(await buildMap(d, true));
+      gc?.();
+      built.push(await buildMap(d, false));
+      built.forEach((m, side) => (bestInsert[side] = Math.max(bestInsert[side]!, m.insert)));
+    }
     let sink = 0;
     const getPass = (m: BuiltMap) =>
       opsPerSec(n, () => {
@@ -233,7 +258,7 @@ async function benchPersistentMaps(d: Data): Promise<{ huge: Side; small: Side }
     const getsAfterUpdate = bestGets(2);
     if (sink !== 12 * n * VALUE_BYTES || built.some((m) => m.map.size !== n)) throw new Error('PersistentMap bench: wrong results');
     const [huge, small] = built.map((m, side) => ({
-      insert: m.insert,
+      insert: bestInsert[side]!,
       get: gets[side]!,
       update: updates[side]!,
       getAfterUpdate: getsAfterUpdate[side]!,
@@ -246,20 +271,21 @@ async function benchPersistentMaps(d: Data): Promise<{ huge: Side; small: Side }
     }));
     return { huge: huge!, small: small! };
   } finally {
-    for (const m of built) {
-      m.map.close();
-      m.pool.close();
-      rmSync(m.path, { force: true });
-    }
+    closeBuilt();
   }
 }
 
 function benchJsMap(d: Data): Side {
   const { insertKeys, insertValues, getKeys, updateKeys, updateValues, n } = d;
-  const map = new Map<string, string>();
-  const insert = opsPerSec(n, () => {
-    for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
-  });
+  let map = new Map<string, string>();
+  let insert = 0;
+  for (let round = 0; round < INSERT_ROUNDS; round++) {
+    map = new Map<string, string>();
+    gc?.();
+    insert = Math.max(insert, opsPerSec(n, () => {
+      for (let i = 0; i < n; i++) map.set(insertKeys[i]!, insertValues[i]!);
+    }));
+  }
   let sink = 0;
   const get = opsPerSec(n, () => {
     for (let i = 0; i < n; i++) sink += map.get(getKeys[i]!)!.length;
