@@ -272,6 +272,39 @@ describe('handover edges', () => {
     }
   });
 
+  test('a program that never read the handover it was started with still hands over: a refused blob is a warning there, not a failed handover', () => {
+    const { path, cleanup } = shmPath('edge-unread');
+    const { dir, cleanup: cleanDir } = tempDir();
+    try {
+      // Started with a blob that is not there (a damaged one is refused the same way), the program
+      // opens its pool cold and never calls incoming(); its own handover, the first, must go through.
+      const program = `import { kexec, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+        const warnings = [];
+        process.on('warning', (w) => warnings.push({ code: w.code, message: w.message }));
+        const pool = Pool.create(${JSON.stringify(path)}, { size: '4M' });
+        kexec.addPool(pool);
+        const first = kexec.prepare();
+        const generation = String(first.generation);
+        first.abort(new Error('inspected'));
+        const second = kexec.prepare();
+        second.abort(new Error('inspected'));
+        await new Promise((resolve) => setImmediate(resolve));
+        process.stdout.write(JSON.stringify({ generation, warnings, incoming: kexec.incoming() }) + '\\n');
+        pool.close();`;
+      const r = runModule(program, ['--', `--pmpool-fdt=${join(dir, 'missing.dtb')}`]);
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout.trim()) as { generation: string; warnings: { code: string; message: string }[]; incoming: null };
+      assert.equal(out.generation, '1');
+      assert.equal(out.incoming, null);
+      assert.equal(out.warnings.length, 1, 'told once, at the first handover');
+      assert.equal(out.warnings[0]!.code, 'PMPOOL_INCOMING_REFUSED');
+      assert.match(out.warnings[0]!.message, /UNSAFE_BLOB.*missing\.dtb/);
+    } finally {
+      cleanDir();
+      cleanup();
+    }
+  });
+
   test('a child the next program starts, before or after it reads its handover, gets neither PMPOOL_FDT nor --pmpool-fdt', () => {
     const { path, cleanup } = shmPath('edge-env');
     try {

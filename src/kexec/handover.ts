@@ -157,6 +157,23 @@ export class HandoverRegistry {
     }
   }
 
+  /**
+   * The incoming handover, for prepare() to carry forward. A program that never read it (it opened
+   * its pools cold, and reads no client node) learns here that it was refused — as a warning, once:
+   * its own handover takes nothing from that blob, and failing it would refuse the first upgrade of
+   * a program over a blob it ignored. A program that read it was told by incoming() itself.
+   */
+  private incomingToCarry(): Handover | null {
+    if (this.incomingCache !== undefined) return this.incomingCache;
+    try {
+      return this.incoming();
+    } catch (e) {
+      if (!(e instanceof HandoverError)) throw e;
+      process.emitWarning(`the handover this program was started with was refused (${e.code}: ${e.message}); its own handover carries nothing forward from it`, { code: 'PMPOOL_INCOMING_REFUSED' });
+      return null;
+    }
+  }
+
   /** @internal for tests: forget the cached incoming handover. */
   resetIncoming(): void {
     this.incomingCache = undefined;
@@ -172,7 +189,7 @@ export class HandoverRegistry {
     // One handover at a time: a second one (SIGHUP twice) would bump the generation under the first.
     options = checkPrepareOptions(options, 'prepare options');
     if (this.inFlight) throw new HandoverError('BUSY', 'a handover is already under way in this program');
-    const incoming = this.incoming();
+    const incoming = this.incomingToCarry();
     const fdt = incoming ? incoming.fdt.clone() : new Fdt();
     const pools = [...this.pools.entries()].filter(([, pool]) => !pool.closed);
     // A pool node carried in but not restored by this program describes a generation its pool will
