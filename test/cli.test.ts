@@ -49,6 +49,38 @@ describe('pmpool CLI', () => {
       cleanup();
     }
   });
+  test('create --no-bare-units makes a pool without the bare-unit map, which pmpool of ABI 2.1 opens; misused, it is bad usage', () => {
+    const { path, cleanup } = shmPath('cli-no-bare');
+    try {
+      // 64M: a pool big enough for caches, so bare units would be on without the flag.
+      let r = pmpool('create', path, '--size', '64M', '--no-bare-units', '--json');
+      assert.equal(r.code, 0, r.stderr);
+      r = pmpool('info', path, '--json');
+      assert.equal(r.code, 0, r.stderr);
+      const info = JSON.parse(r.stdout) as { caches: boolean; bareUnits: boolean; metadata: number };
+      assert.deepEqual([info.caches, info.bareUnits], [true, false]);
+      assert.equal(info.metadata, 84, 'the metadata of 2.1: no page for the map');
+      assert.match(pmpool('info', path).stdout, /^abi +2\.2, generation 0, per-open caches on, bare units off$/m);
+      assert.equal(pmpool('check', path).code, 0);
+      // A one-page allocation without a name or owner is then a record.
+      assert.equal(pmpool('alloc', path, '1').code, 0);
+      assert.equal((JSON.parse(pmpool('info', path, '--json').stdout) as { allocations: number }).allocations, 1);
+      rmSync(path, { force: true });
+      assert.equal(pmpool('create', path, '--size', '64M').code, 0);
+      assert.equal((JSON.parse(pmpool('info', path, '--json').stdout) as { bareUnits: boolean }).bareUnits, true, 'the default is unchanged');
+      rmSync(path, { force: true });
+      // The flag takes no value, has no positive form, and belongs to create only.
+      for (const args of [['create', path, '--size', '64M', '--no-bare-units=1'], ['create', path, '--size', '64M', '--bare-units'], ['info', path, '--no-bare-units']]) {
+        r = pmpool(...args);
+        assert.equal(r.code, 2, `pmpool ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /usage: pmpool create/);
+      }
+      assert.ok(!existsSync(path), 'no pool made by bad usage');
+    } finally {
+      cleanup();
+    }
+  });
+
   test('create, alloc (prints the pfn), info, map, check, release; --json', () => {
     const { path, cleanup } = shmPath('cli');
     try {
@@ -236,7 +268,7 @@ describe('pmpool CLI', () => {
     }
     // Every option a command takes is in the usage.
     for (const [command, options] of [
-      ['create', ['--size', '--page-size', '--order-per-bit', '--max-allocations', '--json']],
+      ['create', ['--size', '--page-size', '--order-per-bit', '--max-allocations', '--preallocate', '--no-bare-units', '--json']],
       ['map', ['--width', '--rows']],
       ['fdt check', ['--json', '--lint']],
       ['fdt pack', ['--free-space']],

@@ -59,7 +59,15 @@ function human(bytes: number): string {
 export function createCommand(args: string[], out: Out): number {
   const { values, positionals } = parse(
     args,
-    { size: { type: 'string' }, 'page-size': { type: 'string' }, 'order-per-bit': { type: 'string' }, 'max-allocations': { type: 'string' }, preallocate: { type: 'boolean' }, json: { type: 'boolean' } },
+    {
+      size: { type: 'string' },
+      'page-size': { type: 'string' },
+      'order-per-bit': { type: 'string' },
+      'max-allocations': { type: 'string' },
+      preallocate: { type: 'boolean' },
+      'no-bare-units': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
     1,
   );
   const size = sizeOption(values.size, '--size');
@@ -70,6 +78,9 @@ export function createCommand(args: string[], out: Out): number {
     orderPerBit: integer(values['order-per-bit'], '--order-per-bit'),
     maxAllocations: integer(values['max-allocations'], '--max-allocations'),
     preallocate: values.preallocate === true,
+    // Only the negative form: a map is made by default wherever the pool can have one, and
+    // `bareUnits: true` would not force one where it cannot (docs/abi.md, "Bare units").
+    bareUnits: values['no-bare-units'] === true ? false : undefined,
   });
   try {
     const s = pool.stats();

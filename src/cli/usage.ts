@@ -11,7 +11,7 @@ export type Out = (s: string) => void;
 export class UsageError extends Error {}
 
 export const POOL_USAGE = [
-  'usage: pmpool create PATH --size SIZE [--page-size 4K|2M] [--order-per-bit N] [--max-allocations N] [--preallocate] [--json]',
+  'usage: pmpool create PATH --size SIZE [--page-size 4K|2M] [--order-per-bit N] [--max-allocations N] [--preallocate] [--no-bare-units] [--json]',
   '       pmpool info PATH [--json]',
   '       pmpool map PATH [--width N] [--rows N]',
   '       pmpool check PATH [--repair] [--json]',
