@@ -959,8 +959,29 @@ static napi_value js_execve(napi_env env, napi_callback_info info) {
   for (int fd = 0; fd < 3; fd++) tty_saved[fd] = isatty(fd) && tcgetattr(fd, &saved_tty[fd]) == 0;
   uv_tty_reset_mode();
   struct keeper *keeper = keeper_start(teardown);
+  /* Node ignores SIGPIPE and SIGXFSZ as it starts. execve resets a handled
+     signal to its default but keeps an ignored one ignored, so a next
+     program that is not Node would inherit both: the writer of a pipeline
+     whose reader is gone gets EPIPE (an error message, or a loop for ever
+     when it does not check) instead of being ended quietly, a write past
+     RLIMIT_FSIZE fails with EFBIG instead of stopping the program. libuv's
+     spawn resets them in the child. Only an ignored one is touched, and as late as can be: from here
+     on, a write to a closed pipe by another thread ends the process as it
+     would end the next program. Put back if execve fails. */
+  static const int reset_signals[] = {SIGPIPE, SIGXFSZ};
+  struct sigaction saved_reset[2];
+  bool reset_done[2];
+  struct sigaction default_action;
+  memset(&default_action, 0, sizeof default_action);
+  default_action.sa_handler = SIG_DFL;
+  sigemptyset(&default_action.sa_mask);
+  for (int i = 0; i < 2; i++)
+    reset_done[i] = sigaction(reset_signals[i], NULL, &saved_reset[i]) == 0 && !(saved_reset[i].sa_flags & SA_SIGINFO) &&
+                    saved_reset[i].sa_handler == SIG_IGN && sigaction(reset_signals[i], &default_action, NULL) == 0;
   execve(file, args, envp);
   int err = errno;
+  for (int i = 0; i < 2; i++)
+    if (reset_done[i]) sigaction(reset_signals[i], &saved_reset[i], NULL);
   if (keeper) keeper_dismiss(keeper);
   for (int fd = 0; fd < 3; fd++)
     if (tty_saved[fd]) tcsetattr(fd, TCSANOW, &saved_tty[fd]);

@@ -2,6 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncOptionsWithStringEncoding, type SpawnSyncReturns } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PMPOOL_ENTRY, runModule, shmPath, tempDir } from './support/child.js';
@@ -313,6 +314,39 @@ describe('kexec chains of real programs', () => {
     assert.equal(/^after failure (.*)$/m.exec(r.stderr)![1], before, 'a failed exec puts the flags back: Node goes on writing');
     const seen = [...r.stdout.matchAll(/^fd(\d) (\d+)$/gm)].map((m) => [m[1], (parseInt(m[2]!, 8) & 0o4000) === 0]);
     assert.deepEqual(seen, [['0', true], ['1', true], ['2', true]], `the next program's stdio is blocking: ${r.stdout}`);
+  });
+  test('exec in place hands a next program that is not Node SIGPIPE and SIGXFSZ at their defaults, as spawn does; a failed exec leaves them ignored, as Node had them', () => {
+    // Node ignores both as it starts. A handled signal is reset by execve, an ignored one is
+    // inherited: a pipeline's writer gets EPIPE where it expected to be ended, a C program EFBIG
+    // where it expected to be stopped. The next program reports what it ignores (SigIgn, a mask of bit n-1
+    // for signal n), as does one that Node spawns, for comparison.
+    const report = 'exec grep "^SigIgn:" /proc/self/status';
+    const r = runPoolProgram(
+      'exec-signals',
+      `const { readFileSync } = await import('node:fs');
+       const { spawnSync } = await import('node:child_process');
+       const ignored = () => /^SigIgn:\\s*(\\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1];
+       process.stderr.write('before ' + ignored() + '\\n');
+       await kexec.exec('/nonexistent/pmpool-next', []).catch(() => {});
+       process.stderr.write('after failure ' + ignored() + '\\n');
+       process.stderr.write('spawned ' + spawnSync('/bin/sh', ['-c', ${JSON.stringify(report)}], { encoding: 'utf8' }).stdout);
+       await kexec.exec('/bin/sh', ['-c', 'rm -f "$PMPOOL_FDT"; ' + ${JSON.stringify(report)}, 'sh'], { passFlag: false });`,
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const mask = (text: string, label: string) => /^([0-9a-f]{16})$/.exec(new RegExp(`^${label}\\s*(\\S+)$`, 'm').exec(text)?.[1] ?? '')?.[1] ?? assert.fail(`no ${label} mask in:\n${text}`);
+    const names = (hex: string) =>
+      Object.entries(constants.signals)
+        .filter(([, n]) => ((BigInt(`0x${hex}`) >> BigInt(n - 1)) & 1n) === 1n)
+        .map(([name]) => name)
+        .sort();
+    const before = names(mask(r.stderr, 'before'));
+    assert.ok(before.includes('SIGPIPE') && before.includes('SIGXFSZ'), `the test's Node does ignore both: ${before.join(' ')}`);
+    assert.deepEqual(names(mask(r.stderr, 'after failure')), before, 'a failed exec puts them back: a write to a closed pipe stays EPIPE for Node');
+    const next = names(mask(r.stdout, 'SigIgn:'));
+    assert.ok(!next.includes('SIGPIPE') && !next.includes('SIGXFSZ'), `the next program ignores: ${next.join(' ')}`);
+    // SIGPROF alone stays ignored across the execve, on purpose (native/pmpool.c, js_execve: a
+    // profiler's signal in flight must not kill the next program).
+    assert.deepEqual(next, [...names(mask(r.stderr, 'spawned SigIgn:')), 'SIGPROF'].sort());
   });
   test('output queued in a stream the program put in place of process.stdout reaches the reader whole', () => {
     const { path, cleanup } = shmPath('flush-replaced');
