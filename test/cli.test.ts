@@ -200,6 +200,50 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('log dump, info and fdt dump escape Unicode format controls and line separators: a record cannot reorder what the terminal shows', () => {
+    const { path, cleanup } = shmPath('cli-bidi');
+    // A right-to-left override makes "exe.txt" of "\u202etxt.exe"; the isolates, marks and U+061C
+    // reorder as well, U+2028/U+2029 end a line where a terminal honours them, and the other
+    // format characters (U+FEFF, the soft hyphen, a tag) are invisible.
+    const hostile = ['\u202etxt.exe', 'a\u202ab\u202bc\u202cd\u202de', '\u2066x\u2067y\u2068z\u2069', '\u200el\u200fr\u061cy', 'one\u2028two\u2029three', '\ufeffsoft\u00adhyphen\u{e0041}'];
+    const escaped = ['\\u{202e}txt.exe', 'a\\u{202a}b\\u{202b}c\\u{202c}d\\u{202d}e', '\\u{2066}x\\u{2067}y\\u{2068}z\\u{2069}', '\\u{200e}l\\u{200f}r\\u{61c}y', 'one\\u{2028}two\\u{2029}three', '\\u{feff}soft\\xadhyphen\\u{e0041}'];
+    const controls = /[\p{Cf}\p{Zl}\p{Zp}]/u;
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const ring = LogRing.open(pool, 'app', { bytes: 8192 });
+      for (const text of hostile) ring.append(text);
+      // Letters of a right-to-left script and marks are text, not controls: shown as they are.
+      ring.append('עברית é ✓ 𝄞');
+      ring.close();
+      pool.alloc(1, { owner: '\u202eroot' });
+      pool.close();
+      let r = pmpool('log', 'dump', path, 'app');
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.split('\n').slice(1), [...escaped.map((e, i) => `${i + 1} ${e}`), '7 עברית é ✓ 𝄞', '']);
+      assert.doesNotMatch(r.stdout, controls);
+      // JSON carries the text as it is: its reader escapes (JSON.stringify leaves these raw).
+      r = pmpool('log', 'dump', path, 'app', '--json');
+      assert.deepEqual((JSON.parse(r.stdout) as { records: { text: string }[] }).records.slice(0, 6).map((x) => x.text), hostile);
+      r = pmpool('info', path);
+      assert.ok(r.stdout.split('\n').includes('  owner "\\u{202e}root": 1 allocations, 1 pages'), r.stdout);
+      assert.doesNotMatch(r.stdout, controls);
+      // A blob's names are bytes, one character each: the UTF-8 of U+202E is three of them, one a
+      // C1 control; the soft hyphen (0xAD) is the one format control a byte can be.
+      const blob = new Fdt();
+      blob.addNode('/aQQQbQc');
+      const bytes = Buffer.from(blob.toBytes());
+      Buffer.from([0xe2, 0x80, 0xae, 0x2d, 0xad]).copy(bytes, bytes.indexOf('QQQbQ'));
+      writeFileSync(`${path}.dtb`, bytes);
+      r = pmpool('fdt', 'dump', `${path}.dtb`);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\ta\u00e2\\x80\u00ae-\\xadc \{$/m);
+      assert.doesNotMatch(r.stdout, controls);
+    } finally {
+      cleanup();
+      rmSync(`${path}.dtb`, { force: true });
+    }
+  });
+
   test('release says how many pages it freed: the whole allocation, in units', () => {
     const { path, cleanup } = shmPath('cli-release');
     try {

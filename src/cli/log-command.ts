@@ -10,8 +10,9 @@
  *
  * Text output: a summary line starting with "#", then one line per record,
  * "<seq> <text>" for a text record (a backslash, \n, \r and \t escaped as
- * in C, the other control characters as \xHH, and the "0" of a leading "0x"
- * as \x30, so that it cannot read as bytes) and "<seq> 0x<hex>" for bytes.
+ * in C, the other control characters as \xHH, Unicode's format controls and
+ * line separators as \u{H…} (usage.ts, oneLine), and the "0" of a leading
+ * "0x" as \x30, so that it cannot read as bytes) and "<seq> 0x<hex>" for bytes.
  * JSON: { name, capacity, used, skipped, records: [{ seq, text } | { seq, base64 }] }.
  */
 import { ClientError, LogRing, PmpoolError, Pool } from '../index.js';

@@ -78,10 +78,13 @@ export function guessBootCpuid(root: FdtNode): number {
  * blob from anywhere may hold control characters there: printed raw (as dtc prints names), an ESC
  * would act on the terminal of whoever dumps the blob, a newline forge a line of the tree. Those
  * (C0, DEL, C1) are written as \xHH, which no name dtc compiles holds, so nothing that DTS can
- * carry changes.
+ * carry changes; so is the soft hyphen (0xAD), which a terminal shows as nothing and would hide a
+ * difference between two names. A name holds one character per byte (bytes.ts): the other format
+ * controls of Unicode (a right-to-left override) cannot be one, their UTF-8 bytes show as three
+ * characters, one of them C1 (U+202E as "â\x80®").
  */
 function visibleName(name: string): string {
-  return name.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return name.replace(/[\x00-\x1f\x7f-\x9f\xad]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** " = <value>" or "" for an empty (boolean) property. */
