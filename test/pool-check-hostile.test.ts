@@ -1,7 +1,7 @@
 /**
  * check(), repair and recovery over hostile metadata: indices with no empty entry or with entries
- * they must not hold, directories whose damaged records all claim the whole pool, a forged sequence
- * number, a damaged INDEX_ALL word. In each case: what is reported, that a repair converges (a
+ * they must not hold, directories whose damaged records all claim the whole pool or are thousands,
+ * a forged sequence number, a damaged INDEX_ALL word. In each case: what is reported, that a repair converges (a
  * second one changes nothing and reports what the first left), and that the honoured allocations
  * keep their bytes. Where damage once cost O(records × units) or O(records × index slots), the
  * pool is large enough that the old cost would take minutes: the test's own timeout is the bound.
@@ -19,18 +19,20 @@ import { crc32c } from '../src/util/crc32c.js';
 import { expectError } from './support/expect.js';
 
 const MiB = 1024 * 1024;
-// docs/abi.md, "Directory record": the state word, its CRC, pfn, page count and sequence number.
+// docs/abi.md, "Directory record": the state word, its CRC, pfn, page count, sequence number and name.
 const RECORD_BYTES = 128;
 const LIVE = 0x4556494c;
 const REC_CRC = 4;
 const REC_PFN = 8;
 const REC_PAGES = 16;
 const REC_SEQ = 24;
+const REC_NAME = 64;
 // docs/abi.md, "Control page": INDEX_ALL, and the intent op (4: a repair).
 const INDEX_ALL = 164;
 const INTENT_REPAIR = 4;
-// check()'s cap on the lines one index adds (src/pool/check.ts), and its summary line.
-const INDEX_PROBLEM_LINES = 32;
+// check()'s cap on the lines one kind of damage adds (an index's, the directory's corrupt records:
+// src/pool/check.ts); past it, a summary line.
+const PROBLEM_LINES = 32;
 
 const expectPoolError = (fn: () => unknown, code: string): PoolError => expectError(fn, PoolError, code);
 
@@ -226,10 +228,15 @@ describe("damaged records' plausible extents: O(records + words), not O(records 
     const f = everyRecordOverThePool();
     const pool = Pool.open(f.region);
     const report = pool.check();
-    assert.equal(report.problems.filter((p) => /is corrupt/.test(p)).length, RECORDS);
+    // Each record is corrupt and in use in a slot marked free: the first of each named, the rest counted.
+    const corrupt = [`... and ${RECORDS - PROBLEM_LINES} more corrupt records`];
+    assert.deepEqual(report.problems.filter((p) => /corrupt/.test(p)), [...Array.from({ length: PROBLEM_LINES }, (_, slot) => `record ${slot} is corrupt (checksum or state word; at metadata offset ${f.parts.directory.offsetOf(slot)}, 128 bytes)`), ...corrupt]);
+    assert.equal(report.problems.filter((p) => /^record slot \d+ is in use but marked free$/.test(p)).length, PROBLEM_LINES);
+    assert.ok(report.problems.includes(`... and ${RECORDS - PROBLEM_LINES} more record-slot bitmap disagreements`), report.problems.slice(-5).join('\n'));
     const repaired = repairConverges(pool);
-    assert.equal(repaired.problems.length, RECORDS);
-    assert.ok(repaired.problems.every((p) => /is corrupt/.test(p)));
+    assert.equal(repaired.problems.length, PROBLEM_LINES + 1);
+    assert.deepEqual(repaired.problems.slice(-1), corrupt);
+    assert.ok(repaired.problems.every((p) => /corrupt/.test(p)));
     expectPoolError(() => pool.alloc(1), 'NO_SPACE');
     pool.close();
   });
@@ -290,15 +297,49 @@ describe('check() over a damaged index: one pass, a bounded report', () => {
     junkIndex(f, 'nameIndex');
     const report = f.pool.check();
     const lines = report.problems.filter((p) => /name index/.test(p));
-    assert.equal(lines.length, INDEX_PROBLEM_LINES + 1, report.problems.slice(0, 3).join('\n'));
+    assert.equal(lines.length, PROBLEM_LINES + 1, report.problems.slice(0, 3).join('\n'));
     // Every entry is stray, and every record missing.
-    assert.equal(lines.at(-1), `... and ${f.g.indexSlots + n - INDEX_PROBLEM_LINES} more problems of the name index`);
+    assert.equal(lines.at(-1), `... and ${f.g.indexSlots + n - PROBLEM_LINES} more problems of the name index`);
     assert.equal(report.problems.length, lines.length, 'nothing else is wrong');
 
     const repaired = repairConverges(f.pool);
     assert.deepEqual(repaired.problems, []);
     for (let i = 0; i < n; i += 997) assert.ok(f.pool.find(`r${i}`), `r${i}`);
     assert.ok(f.pool.find('r7')!.bytes().every((x) => x === 7));
+    f.pool.close();
+  });
+
+  test('a directory of 3000 damaged records: the first 32 named, one line counts the rest; repair and the pages held as before', () => {
+    const n = 3000;
+    const f = fixture(16 * MiB, { maxAllocations: 4096 });
+    const kept = f.pool.alloc(4, { name: 'kept' });
+    kept.bytes().fill(9);
+    for (let i = 0; i < n; i++) f.pool.alloc(1, { name: `r${i}` });
+    const free = f.pool.stats().free;
+    const d = f.parts.directory;
+    const slots: number[] = [];
+    for (let slot = 0; slot < d.capacity; slot++) if (d.status(slot) === 'live' && d.pfn(slot) !== kept.pfn) slots.push(slot);
+    assert.equal(slots.length, n);
+    // One bit of each record's name flipped, as a bad write would: its checksum no longer matches,
+    // and its extent, still plausible, stays out of reuse.
+    for (const slot of slots) f.bytes[recordAt(f.g, slot) + REC_NAME]! ^= 0x01;
+    const corruptLine = /^record (\d+) is corrupt \(checksum or state word; at metadata offset \d+, 128 bytes\)$/;
+    const expectCorruptLines = (problems: string[]) => {
+      // The first ones by slot, then one line with the exact count of the rest.
+      const named = problems.filter((p) => corruptLine.test(p)).map((p) => Number(corruptLine.exec(p)![1]));
+      assert.deepEqual(named, slots.slice(0, PROBLEM_LINES), problems.slice(0, 3).join('\n'));
+      assert.deepEqual(problems.filter((p) => /more corrupt records/.test(p)), [`... and ${n - PROBLEM_LINES} more corrupt records`]);
+    };
+    const report = f.pool.check();
+    assert.equal(report.ok, false);
+    expectCorruptLines(report.problems);
+    assert.ok(report.problems.length < 4 * (PROBLEM_LINES + 1), `a bounded report: ${report.problems.length} lines`);
+
+    const repaired = repairConverges(f.pool);
+    expectCorruptLines(repaired.problems);
+    assert.deepEqual(repaired.problems.filter((p) => !corruptLine.test(p) && !/more corrupt records/.test(p)), [], 'the records stay damaged, and nothing else');
+    assert.equal(f.pool.stats().free, free, 'every damaged record\'s pages stay out of reuse');
+    assert.ok(f.pool.find('kept')!.bytes().every((x) => x === 9));
     f.pool.close();
   });
 

@@ -34,8 +34,32 @@ import type { RecordIndex } from './record-index.js';
 import { describeRecord, extentProblem, liveRecords, markPlausibleExtents, seqProblem, type LiveRecord } from './recovery.js';
 import { hashName, hashPfn, homeSlot, homeSlotOfUnit, unitsOf, type PoolParts } from './parts.js';
 
-/** Problem lines each index may add; past them, one line counts the rest. */
-const INDEX_PROBLEM_LINES = 32;
+/**
+ * Problem lines one kind of damage may add that a damaged region can make by the thousand (the
+ * directory's records, an index's entries, the unit bitmap's runs); past them, one line counts
+ * the rest. A directory overwritten with junk is one problem to its reader, not a line per record.
+ */
+const PROBLEM_LINES = 32;
+
+/** The problems of one such kind: the first PROBLEM_LINES named, and the exact number of the others. */
+class CappedLines {
+  private count = 0;
+  constructor(
+    private readonly problems: string[],
+    private readonly rest: (more: number) => string,
+  ) {}
+  /** Counts one problem; true when it is to be named (its line may cost lookups: built only then). */
+  named(): boolean {
+    return this.count++ < PROBLEM_LINES;
+  }
+  add(line: string): void {
+    if (this.named()) this.problems.push(line);
+  }
+  /** The line that counts the problems not named, if there were any. */
+  end(): void {
+    if (this.count > PROBLEM_LINES) this.problems.push(this.rest(this.count - PROBLEM_LINES));
+  }
+}
 
 export interface PartsReport {
   problems: string[];
@@ -89,26 +113,35 @@ export function checkParts(p: PoolParts): PartsReport {
   const bareUnits = b.enabled ? bareCandidates(b) : [];
   for (const unit of bareUnits) if (unit < g.unitCount) bareHomes.add(homeSlotOfUnit(g, unit));
 
-  // Directory records, one by one.
+  // Directory records, one by one. Every corrupt record is kept (its plausible extent, INDEX_ALL);
+  // the lines name the first of each kind.
   let dishonoured = 0;
   const corrupt: number[] = [];
+  const corruptLines = new CappedLines(problems, (more) => `... and ${more} more corrupt records`);
+  const uncommittedLines = new CappedLines(problems, (more) => `... and ${more} more uncommitted records`);
+  const slotLines = new CappedLines(problems, (more) => `... and ${more} more record-slot bitmap disagreements`);
   for (let slot = 0; slot < d.capacity; slot++) {
     const heldHome = cachedHomes.has(slot) || bareHomes.has(slot);
     if (d.state(slot) === 0 && p.slots.isFree(slot, 1) && !heldHome) {
       // Fast path for the common free record: all-zero check only.
       const status = d.status(slot);
-      if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
+      if (status === 'uncommitted') uncommittedLines.add(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
       continue;
     }
     const status = d.status(slot);
-    if (status === 'corrupt') corrupt.push(slot);
-    if (status === 'corrupt') problems.push(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
-    if (status === 'uncommitted') problems.push(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
+    if (status === 'corrupt') {
+      corrupt.push(slot);
+      corruptLines.add(`record ${slot} is corrupt (checksum or state word; at metadata offset ${d.offsetOf(slot)}, ${RECORD_BYTES} bytes)`);
+    }
+    if (status === 'uncommitted') uncommittedLines.add(`record ${slot} holds an uncommitted allocation (pfn ${d.pfn(slot)})`);
     const slotUsed = p.slots.isUsed(slot, 1);
-    if (status === 'free' && slotUsed && !heldHome) problems.push(`record slot ${slot} is marked in use but the record is free`);
-    if (status === 'free' && !slotUsed && heldHome) problems.push(`record slot ${slot} is the home slot of a ${cachedHomes.has(slot) ? 'cached' : 'bare'} unit but marked free`);
-    if (status !== 'free' && status !== 'uncommitted' && !slotUsed) problems.push(`record slot ${slot} is in use but marked free`);
+    if (status === 'free' && slotUsed && !heldHome) slotLines.add(`record slot ${slot} is marked in use but the record is free`);
+    if (status === 'free' && !slotUsed && heldHome) slotLines.add(`record slot ${slot} is the home slot of a ${cachedHomes.has(slot) ? 'cached' : 'bare'} unit but marked free`);
+    if (status !== 'free' && status !== 'uncommitted' && !slotUsed) slotLines.add(`record slot ${slot} is in use but marked free`);
   }
+  corruptLines.end();
+  uncommittedLines.end();
+  slotLines.end();
 
   // The unit bitmap the directory implies, built apart and compared.
   const expectedWords = new Uint32Array(allocatorGeometry(g.unitCount).wordCount);
@@ -227,7 +260,7 @@ export function checkParts(p: PoolParts): PartsReport {
 
 /**
  * Verifies one index against the entries it must hold (directory slot → key hash) in one pass over
- * its table, and names what is wrong: at most INDEX_PROBLEM_LINES lines, then a count of the rest —
+ * its table, and names what is wrong: at most PROBLEM_LINES lines, then a count of the rest —
  * a table overwritten with junk is one problem, not one line per entry.
  */
 function checkIndex(
@@ -238,9 +271,9 @@ function checkIndex(
   problems: string[],
   whyStray: (slot: number, hash: number) => string,
 ): void {
-  let faults = 0;
+  const lines = new CappedLines(problems, (more) => `... and ${more} more problems of the ${which} index`);
   index.verify(entries, (fault) => {
-    if (faults++ >= INDEX_PROBLEM_LINES) return;
+    if (!lines.named()) return;
     switch (fault.kind) {
       case 'stray':
         problems.push(`${which} index entry ${fault.position} points at record ${fault.slot}, which ${whyStray(fault.slot, fault.hash)}`);
@@ -256,14 +289,14 @@ function checkIndex(
         break;
     }
   });
-  if (faults > INDEX_PROBLEM_LINES) problems.push(`... and ${faults - INDEX_PROBLEM_LINES} more problems of the ${which} index`);
+  lines.end();
 }
 
 /** Reports each run where the stored bitmap and the implied one disagree, as pages. */
 function compareBitmaps(actual: BitmapAllocator, expected: BitmapAllocator, unitPages: number, problems: string[]): void {
   if (sameRuns(actual, expected)) return; // O(words); the unit-by-unit walk below runs only to name a disagreement
   const n = actual.unitCount;
-  let reported = 0;
+  const lines = new CappedLines(problems, (more) => `... and ${more} more bitmap disagreements`);
   for (let u = 0; u < n; ) {
     const a = actual.isUsed(u, 1);
     if (a === expected.isUsed(u, 1)) {
@@ -272,16 +305,14 @@ function compareBitmaps(actual: BitmapAllocator, expected: BitmapAllocator, unit
     }
     let end = u + 1;
     while (end < n && actual.isUsed(end, 1) === a && expected.isUsed(end, 1) !== a) end++;
-    if (reported++ < 32) {
-      problems.push(
-        a
-          ? `pages [${u * unitPages}, +${(end - u) * unitPages}) are marked used but no record owns them (a leak)`
-          : `pages [${u * unitPages}, +${(end - u) * unitPages}) are owned by a record but marked free`,
-      );
-    }
+    lines.add(
+      a
+        ? `pages [${u * unitPages}, +${(end - u) * unitPages}) are marked used but no record owns them (a leak)`
+        : `pages [${u * unitPages}, +${(end - u) * unitPages}) are owned by a record but marked free`,
+    );
     u = end;
   }
-  if (reported > 32) problems.push(`... and ${reported - 32} more bitmap disagreements`);
+  lines.end();
 }
 
 function sameRuns(a: BitmapAllocator, b: BitmapAllocator): boolean {
