@@ -13,7 +13,7 @@ import { MemoryRegion } from '../src/region/index.js';
 import { ClientError, LogRing, PersistentMap, type LogRecord } from '../src/clients/index.js';
 import { setLogFaultHook } from '../src/clients/log-ring.js';
 import { logCommand } from '../src/cli/log-command.js';
-import { crc32c } from '../src/util/crc32c.js';
+import { crc32c, crc32cWords } from '../src/util/crc32c.js';
 import { PMPOOL_ENTRY, runModule, shmPath, startModule } from './support/child.js';
 import { runCreationRace } from './support/creation-race.js';
 import { Prng, testSeed } from './support/prng.js';
@@ -497,6 +497,52 @@ describe('LogRing damage and racing readers', () => {
     assert.deepEqual(records.at(-2)!.seq, 39);
     assert.equal(again.stats().skipped, seq - 39 - 1);
     again.close();
+    pool.close();
+  });
+
+  test('a record with a valid CRC and a seq past 2^53 is damage: skipped, and the records after it returned and appended after', () => {
+    for (const forged of [2n ** 53n, 2n ** 60n + 12345n, 2n ** 64n - 1n]) {
+      const pool = memoryPool();
+      const ring = LogRing.open(pool, 'big', { bytes: 4096 });
+      for (let i = 1; i <= 10; i++) ring.append(`${i}:`.padEnd(100, '.')); // 128 bytes each, record i at (i - 1) * 128
+      ring.close();
+      // Record 1, the oldest, given a seq no writer writes and a CRC that matches it (seeded with the ring id).
+      const bytes = pool.find('big')!.bytes();
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      view.setBigUint64(HEADER + 4, forged, true);
+      const words = new Uint32Array(bytes.buffer, bytes.byteOffset + HEADER, 4);
+      const payload = view.getUint32(HEADER, true) & 0x3fffffff;
+      view.setUint32(HEADER + 12, crc32c(bytes, HEADER + 16, HEADER + 16 + payload, crc32cWords(words, 0, 3, view.getUint32(16, true))), true);
+      const expected = Array.from({ length: 9 }, (_, i) => i + 2);
+      const reader = LogRing.open(pool, 'big', { readOnly: true });
+      assert.deepEqual(reader.records().map((r) => r.seq), expected, `seq ${forged}`);
+      assert.equal(reader.stats().skipped, 1);
+      reader.close();
+      const again = LogRing.open(pool, 'big');
+      assert.equal(again.append('after'), 11, `seq ${forged}: the writer goes on from the last real record`);
+      assert.deepEqual(again.records().map((r) => r.seq), [...expected, 11]);
+      again.close();
+      pool.close();
+    }
+  });
+
+  test('seqs are numbered up to 2^53 - 1: an append past that is NO_SPACE, never a seq read back as another', () => {
+    const pool = memoryPool();
+    let ring = LogRing.open(pool, 'log', { bytes: 4096 });
+    ring.close();
+    // An empty ring whose next-seq hint says almost 2^53 (a ring with no record left trusts it).
+    const headerBytes = pool.find('log')!.bytes(0, HEADER);
+    new DataView(headerBytes.buffer, headerBytes.byteOffset, HEADER).setBigUint64(NEXT_SEQ_OFFSET, 2n ** 53n - 2n, true);
+    ring = LogRing.open(pool, 'log');
+    assert.equal(ring.append('a'), 2 ** 53 - 2);
+    assert.equal(ring.append('b'), 2 ** 53 - 1);
+    const e = expectClientError(() => ring.append('c'), 'NO_SPACE');
+    assert.match(e.message, /2\^53/);
+    assert.deepEqual(ring.records().map((r) => [r.seq, r.text]), [[2 ** 53 - 2, 'a'], [2 ** 53 - 1, 'b']], 'nothing changed');
+    ring.close();
+    ring = LogRing.open(pool, 'log');
+    expectClientError(() => ring.append('c'), 'NO_SPACE');
+    ring.close();
     pool.close();
   });
 

@@ -269,6 +269,13 @@ export class LogRing {
     if (!Number.isSafeInteger(end)) {
       throw new ClientError('NO_SPACE', `${this.what} has had ${pos} bytes appended over its life, the most its positions count (2^53); nothing changed: read its records, then destroy() it and create it again`);
     }
+    // Seqs, like positions, are exact only up to 2^53, where seq + 1 would round back onto seq: a seq
+    // number past it would be reused, and a scan reads any seq past it as damage. (A writer gets near
+    // only from a next-seq hint damaged upward: one record per 16 bytes never counts that far.)
+    const seq = this.nextSeq;
+    if (!Number.isSafeInteger(seq)) {
+      throw new ClientError('NO_SPACE', `${this.what} has numbered its records up to ${seq - 1}, the most a seq counts (2^53 - 1); nothing changed: read its records, then destroy() it and create it again`);
+    }
     // 1. Drop the oldest records the new one will overwrite: one store of the tail.
     if (end - this.tail > cap) {
       let t = this.tail;
@@ -282,7 +289,6 @@ export class LogRing {
       fault('log:tail-moved');
     }
     // 2. Write beyond the head, where no reader looks.
-    const seq = this.nextSeq;
     if (pad > 0) {
       // The pad's body is cleared, not skipped: it still holds the records of an earlier lap, each
       // with a valid CRC, and a reader that resynchronises through it (its header damaged, at the
@@ -418,7 +424,10 @@ export class LogRing {
       const next = lastSeq + 1;
       // Larger than the last one's: consecutive but where damage took records, of which the next seq
       // the writer went on from may be all that is left (a damaged head it wrote after).
-      const ordered = lastSeq === 0 ? seq >= 1 : seq >= next && seq - lastSeq < RESYNC_SPAN;
+      // No writer writes a seq past 2^53 - 1 (append refuses it), and one read as a double there is not
+      // the seq stored: a record that claims one is damage, whatever its CRC says. Taken, it would make
+      // every real record after it look out of order, and the writer go on from a seq past it.
+      const ordered = Number.isSafeInteger(seq) && (lastSeq === 0 ? seq >= 1 : seq >= next && seq - lastSeq < RESYNC_SPAN);
       if (!(fits && pos + length <= head && ordered && words[i + 3] === crc32c(data, phys + REC_HEADER, phys + REC_HEADER + n, crc32cWords(words, i, 3, this.ringId)))) {
         resyncing = true;
         pos += 16;
