@@ -8,7 +8,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { LogRing, PersistentMap, Pool } from '../src/index.js';
@@ -157,6 +157,73 @@ describe('the clients\' writer lock', () => {
       holder?.kill('SIGKILL');
       // The next program removes its blob first thing; killed before it got to, it leaves it.
       for (const f of readdirSync('/dev/shm')) if (f.startsWith(`pmpool-handover-${holder?.pid}-`)) rmSync(join('/dev/shm', f), { force: true });
+      cleanup();
+    }
+  });
+
+  test('a writer stopped (SIGSTOP) between its claim of the lock and its confirmation keeps the lock: BUSY, never broken', async () => {
+    const { path, cleanup } = shmPath('wl-stopped');
+    let claimer: ChildProcess | undefined;
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      try {
+        PersistentMap.open(pool, 'kv').close();
+        LogRing.open(pool, 'log', { bytes: 64 * 1024 }).close();
+        claimer = startModule(
+          `import { LogRing, PersistentMap, Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+           import { setWriterLockFaultHook } from ${JSON.stringify(new URL('./clients/writer-lock.js', PMPOOL_ENTRY).href)};
+           const pool = Pool.open(${JSON.stringify(path)});
+           // Stopped right after each claim, its identity not yet written.
+           setWriterLockFaultHook(() => process.kill(process.pid, 'SIGSTOP'));
+           process.stdout.write('claiming the map\\n');
+           const map = PersistentMap.open(pool, 'kv');
+           process.stdout.write('claiming the ring\\n');
+           const ring = LogRing.open(pool, 'log');
+           setWriterLockFaultHook(null);
+           map.set('who', 'the stopped writer');
+           ring.append('the stopped writer');
+           process.stdout.write('ready\\n');
+           setInterval(() => {}, 1000);`,
+        );
+        let said = '';
+        claimer.stdout!.on('data', (d: Buffer) => (said += d.toString()));
+        /** Once the claimer has said `line` and is stopped since. */
+        const stoppedAfter = async (line: string) => {
+          for (;;) {
+            if (claimer!.exitCode !== null) throw new Error(`the claimer exited (${claimer!.exitCode})`);
+            const stat = readFileSync(`/proc/${claimer!.pid}/stat`, 'utf8');
+            if (said.includes(`${line}\n`) && stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        };
+        // An open past its grace for a claimer that has not said who it is finds the claimer alive: BUSY, its lock kept.
+        await stoppedAfter('claiming the map');
+        expectBusy(() => PersistentMap.open(pool, 'kv'), /being opened for writing/);
+        claimer.kill('SIGCONT');
+        await stoppedAfter('claiming the ring');
+        expectBusy(() => LogRing.open(pool, 'log'), /being opened for writing/);
+        claimer.kill('SIGCONT');
+        await untilReady(claimer);
+        expectBusy(() => PersistentMap.open(pool, 'kv'), /by process \d+/);
+        expectBusy(() => LogRing.open(pool, 'log'), /by process \d+/);
+        claimer.kill('SIGKILL');
+        await new Promise((resolve) => claimer!.once('exit', resolve));
+        claimer = undefined;
+        const map = PersistentMap.open(pool, 'kv');
+        const ring = LogRing.open(pool, 'log');
+        try {
+          assert.equal(map.get('who'), 'the stopped writer');
+          assert.deepEqual(ring.records().map((r) => r.text), ['the stopped writer']);
+          assert.ok(map.check().ok);
+        } finally {
+          map.close();
+          ring.close();
+        }
+      } finally {
+        pool.close();
+      }
+    } finally {
+      claimer?.kill('SIGKILL');
       cleanup();
     }
   });

@@ -51,7 +51,7 @@ const MARKED = 0x80000000;
 /** Writers' liveness marks sit past the pools' opens' (run ids, below 2^31): id WRITER_MARKS + token. */
 const WRITER_MARKS = 2 ** 32;
 
-/** How long a lock word may stand without its holder's identity before that holder is deemed dead mid-acquire. */
+/** How long a lock word may stand without its holder's identity before that holder is judged by its liveness mark: dead mid-acquire when it holds none. */
 const IDENTITY_GRACE_MS = 200;
 
 /** A recorded holder: its identity, and whether it holds its liveness mark. */
@@ -61,6 +61,12 @@ export interface LockHolder extends ThreadIdentity {
 
 /** Whether anyone holds the liveness mark `id` on the pool's file (null: cannot tell). */
 export type MarkHeld = (id: number) => boolean | null;
+
+let faultHook: ((point: string) => void) | null = null;
+/** @internal a test stops a claimer here (SIGSTOP), between its claim of the lock word and its confirmation. */
+export function setWriterLockFaultHook(hook: ((point: string) => void) | null): void {
+  faultHook = hook;
+}
 
 /** Tokens of the locks this JavaScript realm holds (a second open in the same thread is BUSY, not "dead"). */
 const heldTokens = new Set<number>();
@@ -144,29 +150,50 @@ export class WriterLock {
    * dead holder's lock was broken (its last operation may be half done).
    */
   acquire(what: string): { broke: boolean } {
+    const token = randomNonZeroU31();
+    // The liveness mark before the claim: a contender that finds the token unconfirmed — this
+    // writer stopped, say by SIGSTOP, between its claim and its confirmation — sees the mark held
+    // and does not take the writer for dead. The kernel drops it with the process.
+    const marked = this.region?.holdLivenessMark?.(WRITER_MARKS + token) ?? false;
+    try {
+      return this.claim(what, token, marked);
+    } catch (e) {
+      if (marked) this.region?.releaseLivenessMark?.(WRITER_MARKS + token);
+      throw e;
+    }
+  }
+
+  private claim(what: string, token: number, marked: boolean): { broke: boolean } {
     const w = this.words;
     const b = this.base;
-    const token = randomNonZeroU31();
     let unconfirmedSince = 0;
     for (;;) {
       const seen = Atomics.compareExchange(w, b + TOKEN, 0, token);
       if (seen === 0) {
-        this.publish(token);
+        faultHook?.('lock:claimed');
+        this.publish(token, marked);
         return { broke: false };
       }
       let dead: boolean;
       if (heldTokens.has(seen)) {
         throw new ClientError('BUSY', `${what} is already open for writing in this thread; close it first`);
       } else if (Atomics.load(w, b + CONFIRM) !== seen) {
-        // The holder has not said who it is yet: give it a moment, then deem it dead mid-acquire
-        // (by a monotonic clock: the wall clock may be set back meanwhile).
+        // The holder has not said who it is yet: give it a moment (by a monotonic clock: the wall
+        // clock may be set back meanwhile).
         const now = performance.now();
         if (unconfirmedSince === 0) unconfirmedSince = now;
-        dead = now - unconfirmedSince > IDENTITY_GRACE_MS;
-        if (!dead) {
+        if (now - unconfirmedSince <= IDENTITY_GRACE_MS) {
           sleepSync(2);
           continue;
         }
+        // It holds its liveness mark, taken before its claim: alive, only slow or stopped. Without
+        // the mark (it died, it cannot take one here, or it is of a pmpool that claims first), it is
+        // deemed dead mid-acquire. (A held mark is its process's: the same token in another of the
+        // pool's locks, or a worker thread that died mid-acquire, keeps it BUSY, never broken.)
+        if (this.markHeld?.(WRITER_MARKS + seen) === true) {
+          throw new ClientError('BUSY', `${what} is being opened for writing by a process that has not yet said who it is (stopped?); a client has one writer at a time`);
+        }
+        dead = true;
       } else {
         const h = this.holder();
         dead = h === null ? false : !holderAlive(h, seen, this.markHeld);
@@ -182,18 +209,16 @@ export class WriterLock {
       }
       if (Atomics.compareExchange(w, b + TOKEN, seen, token) === seen) {
         Atomics.add(w, b + BREAKS, 1);
-        this.publish(token);
+        this.publish(token, marked);
         return { broke: true };
       }
     }
   }
 
-  private publish(token: number): void {
+  private publish(token: number, marked: boolean): void {
     const w = this.words;
     const b = this.base;
     const me = ownIdentity();
-    // The mark first: a contender of another PID namespace that sees the token confirmed finds it.
-    const marked = this.region?.holdLivenessMark?.(WRITER_MARKS + token) ?? false;
     Atomics.store(w, b + CONFIRM, 0);
     w[b + PID] = me.pid;
     w[b + THREAD] = me.threadId;
