@@ -72,10 +72,17 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   return make_int64(env, fd);
 }
 
+struct env_marks;
+static struct env_marks *marks_of(napi_env env, napi_callback_info info);
+static void forget_marks(struct env_marks *m, int32_t fd, int64_t offset);
+
 static napi_value js_close(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   int32_t fd;
   if (!arg_int32(env, argv[0], &fd, "fd")) return NULL;
+  /* The description's marks go with it (when this was its last descriptor); none is released by
+     number at this environment's teardown, when the number may name another file. */
+  forget_marks(marks_of(env, info), fd, -1);
   if (close(fd) < 0 && errno != EINTR) {
     throw_errno(env, errno, "close", NULL);
     return NULL;
@@ -438,7 +445,53 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
  * (F_OFD_GETLK): an answer /proc cannot give for a process of another PID namespace, whose
  * pid names nothing, or another process, in this one's. A mark is taken without waiting:
  * the byte is the open's own (its random run id), and one held by another is taken as
- * refused, not waited for. */
+ * refused, not waited for.
+ *
+ * And at the teardown of the environment that took it — a worker thread's end, by
+ * worker.terminate() too — though the descriptor stays open (nothing closes a worker's files,
+ * and a mapping would keep the description anyway): a mark says that its open's thread lives,
+ * not only its process. A worker ended between its claim of the pool lock and its identity has
+ * not said who it is, and only its mark can tell a waiter that it is gone. */
+
+/* The marks this environment (the main thread, or a worker) holds: released at its teardown. */
+struct env_marks {
+  size_t count, capacity;
+  struct held_mark {
+    int32_t fd;
+    int64_t offset;
+  } *held;
+};
+
+static struct env_marks *marks_of(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, &data);
+  return data;
+}
+
+/* Forgets the marks on `fd` at `offset` (-1: every offset). */
+static void forget_marks(struct env_marks *m, int32_t fd, int64_t offset) {
+  if (m == NULL) return;
+  for (size_t i = 0; i < m->count;) {
+    if (m->held[i].fd == fd && (offset < 0 || m->held[i].offset == offset)) m->held[i] = m->held[--m->count];
+    else i++;
+  }
+}
+
+static void release_env_marks(void *arg) {
+  struct env_marks *m = arg;
+  for (size_t i = 0; i < m->count; i++) {
+    struct flock l;
+    memset(&l, 0, sizeof l);
+    l.l_type = F_UNLCK;
+    l.l_whence = SEEK_SET;
+    l.l_start = (off_t)m->held[i].offset;
+    l.l_len = 1;
+    while (fcntl(m->held[i].fd, F_OFD_SETLK, &l) < 0 && errno == EINTR) {
+    }
+  }
+  free(m->held);
+  free(m);
+}
 
 static int mark_lock(int fd, int64_t offset, short type, int cmd, struct flock *out) {
   struct flock l;
@@ -464,6 +517,18 @@ static napi_value js_mark_hold(napi_env env, napi_callback_info info) {
   int32_t fd;
   int64_t offset;
   if (!mark_args(env, argv, &fd, &offset)) return NULL;
+  struct env_marks *m = marks_of(env, info);
+  /* Room first: a mark taken must be one this environment's teardown releases. */
+  if (m != NULL && m->count == m->capacity) {
+    size_t capacity = m->capacity ? 2 * m->capacity : 8;
+    struct held_mark *held = realloc(m->held, capacity * sizeof *held);
+    if (held == NULL) {
+      throw_errno(env, ENOMEM, "markHold", NULL);
+      return NULL;
+    }
+    m->held = held;
+    m->capacity = capacity;
+  }
   napi_value result;
   if (mark_lock(fd, offset, F_WRLCK, F_OFD_SETLK, NULL) < 0) {
     if (errno == EAGAIN || errno == EACCES) {
@@ -472,6 +537,12 @@ static napi_value js_mark_hold(napi_env env, napi_callback_info info) {
     }
     throw_errno(env, errno, "fcntl(F_OFD_SETLK)", NULL);
     return NULL;
+  }
+  if (m != NULL) {
+    forget_marks(m, fd, offset); /* taken again: one entry */
+    m->held[m->count].fd = fd;
+    m->held[m->count].offset = offset;
+    m->count++;
   }
   napi_get_boolean(env, true, &result);
   return result;
@@ -483,6 +554,7 @@ static napi_value js_mark_release(napi_env env, napi_callback_info info) {
   int32_t fd;
   int64_t offset;
   if (!mark_args(env, argv, &fd, &offset)) return NULL;
+  forget_marks(marks_of(env, info), fd, offset);
   if (mark_lock(fd, offset, F_UNLCK, F_OFD_SETLK, NULL) < 0) {
     throw_errno(env, errno, "fcntl(F_OFD_SETLK)", NULL);
     return NULL;
@@ -1051,15 +1123,22 @@ static napi_value js_checksum64(napi_env env, napi_callback_info info) {
 /* ---------- module ---------- */
 
 static napi_value init(napi_env env, napi_value exports) {
+  /* Without room for the list (or a hook to release it), marks are taken as before: they go
+     with the descriptor alone. */
+  struct env_marks *marks = calloc(1, sizeof *marks);
+  if (marks != NULL && napi_add_env_cleanup_hook(env, release_env_marks, marks) != napi_ok) {
+    free(marks);
+    marks = NULL;
+  }
   napi_property_descriptor props[] = {
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
-      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, marks},
       {"fstat", NULL, js_fstat, NULL, NULL, NULL, napi_default, NULL},
       {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_default, NULL},
       {"fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL},
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
-      {"markHold", NULL, js_mark_hold, NULL, NULL, NULL, napi_default, NULL},
-      {"markRelease", NULL, js_mark_release, NULL, NULL, NULL, napi_default, NULL},
+      {"markHold", NULL, js_mark_hold, NULL, NULL, NULL, napi_default, marks},
+      {"markRelease", NULL, js_mark_release, NULL, NULL, NULL, napi_default, marks},
       {"markHeld", NULL, js_mark_held, NULL, NULL, NULL, napi_default, NULL},
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_default, NULL},
       {"loadFile", NULL, js_load_file, NULL, NULL, NULL, napi_default, NULL},

@@ -15,6 +15,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, PoolError } from '../src/pool/index.js';
 import { poolInternals } from '../src/pool/internals.js';
@@ -318,6 +319,111 @@ describe('SIGKILL', () => {
       }
     } finally {
       holder?.kill('SIGKILL');
+      cleanup();
+    }
+  });
+
+  /**
+   * A process that opens the pool and allocates `name`, stopping itself (a real SIGSTOP) right after
+   * its compare-and-swap claims the pool lock — before it has written who it is beside the word.
+   */
+  const CLAIMER_SOURCE = `
+    import { writeSync } from 'node:fs';
+    import { Pool } from ${JSON.stringify(PMPOOL_ENTRY)};
+    import { poolInternals, setAttachHook } from ${JSON.stringify(INTERNALS_URL)};
+    const [path, name] = process.argv.slice(1);
+    setAttachHook(() => {}); // attached under a hook, the pool gets a traced writer, whose store log is set below
+    const pool = Pool.open(path);
+    setAttachHook(null);
+    const { parts } = poolInternals(pool);
+    const lockWord = pool.geometry.areas.control.offset + ${CONTROL_LAYOUT.LOCK_WORD};
+    let stopped = false;
+    parts.writer.log = { records: { push(r) {
+      // The store log sees the claim (a successful compare-and-swap) before the identity's stores.
+      if (!stopped && 'offset' in r && r.offset === lockWord && parts.writer.atomicLoad(lockWord) === parts.control.runId) {
+        stopped = true;
+        writeSync(1, 'claimed ' + parts.control.runId + '\\n');
+        process.kill(process.pid, 'SIGSTOP');
+      }
+      return 0;
+    } } };
+    pool.alloc(2, { name });
+    parts.writer.log = null;
+    writeSync(1, 'allocated\\n');
+    pool.close();
+  `;
+
+  /** Starts a claimer of `name`; resolves, with its run id, once it has claimed the lock and is stopped (state T in /proc). */
+  function startClaimer(path: string, name: string): { proc: ChildProcess; said: () => string; stopped: Promise<number>; exit: Promise<number | null> } {
+    const proc = startModule(CLAIMER_SOURCE, [path, name]);
+    let out = '';
+    let err = '';
+    proc.stdout!.on('data', (d: Buffer) => (out += d));
+    proc.stderr!.on('data', (d: Buffer) => (err += d));
+    const exit = new Promise<number | null>((resolve) => proc.once('exit', resolve));
+    const stopped = (async () => {
+      for (;;) {
+        if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`the claimer exited (${proc.exitCode ?? proc.signalCode}): ${err}`);
+        const claimed = /claimed (\d+)\n/.exec(out);
+        const stat = readFileSync(`/proc/${proc.pid}/stat`, 'utf8');
+        if (claimed && stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return Number(claimed[1]);
+        await sleep(5);
+      }
+    })();
+    return { proc, said: () => out, stopped, exit };
+  }
+
+  test('a claimer stopped (SIGSTOP) between its claim of the pool lock and its identity keeps the lock; killed there, its lock is broken', async () => {
+    const { path, cleanup } = shmPath('claim-stopped');
+    let claimer: ReturnType<typeof startClaimer> | undefined;
+    try {
+      // Opened before any claim, to look at the control page while the lock is held (an open waits only when it finds the lock held).
+      const pool = Pool.create(path, { size: '4M' });
+      try {
+        const { parts } = poolInternals(pool);
+        const control = pool.geometry.areas.control.offset;
+        /** The lock word names `run`, which has not confirmed it: the claimer is stopped in its window. */
+        const unconfirmed = (run: number) => {
+          assert.equal(parts.writer.atomicLoad(control + CONTROL_LAYOUT.LOCK_WORD), run);
+          assert.notEqual(parts.writer.atomicLoad(control + CONTROL_LAYOUT.OWNER_RUN_ID), run);
+        };
+
+        // Alive, though stopped: waited for past the identity grace (200 ms), then LOCK_TIMEOUT — never broken.
+        claimer = startClaimer(path, 'stopped');
+        unconfirmed(await claimer.stopped);
+        assert.throws(
+          () => Pool.open(path, { lockTimeoutMs: 2000 }).close(),
+          (e: unknown) => e instanceof PoolError && e.code === 'LOCK_TIMEOUT' && /not yet written who it is/.test(e.message),
+        );
+        // Resumed, it goes on as the one holder: its allocation made, no lock broken.
+        claimer.proc.kill('SIGCONT');
+        assert.equal(await claimer.exit, 0);
+        assert.ok(claimer.said().includes('allocated\n'));
+        claimer = undefined;
+        assert.ok(pool.find('stopped'));
+        assert.equal(pool.stats().lockBreaks, 0);
+        assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+
+        // Killed in the same window, stopped or not: its open's liveness mark goes with it, and its lock is broken.
+        claimer = startClaimer(path, 'killed');
+        unconfirmed(await claimer.stopped);
+        claimer.proc.kill('SIGKILL');
+        await claimer.exit;
+        claimer = undefined;
+        const again = Pool.open(path, { lockTimeoutMs: 10_000 });
+        try {
+          assert.equal(again.stats().lockBreaks, 1);
+          assert.equal(again.find('killed'), undefined);
+          assert.ok(again.find('stopped'));
+          assert.deepEqual(again.check(), { ok: true, problems: [], repaired: [] });
+        } finally {
+          again.close();
+        }
+      } finally {
+        pool.close();
+      }
+    } finally {
+      claimer?.proc.kill('SIGKILL');
       cleanup();
     }
   });

@@ -188,8 +188,8 @@ export class WriterLock {
         }
         // It holds its liveness mark, taken before its claim: alive, only slow or stopped. Without
         // the mark (it died, it cannot take one here, or it is of a pmpool that claims first), it is
-        // deemed dead mid-acquire. (A held mark is its process's: the same token in another of the
-        // pool's locks, or a worker thread that died mid-acquire, keeps it BUSY, never broken.)
+        // deemed dead mid-acquire. (A held mark is its thread's: the same token in another of the
+        // pool's locks keeps it BUSY, never broken; a worker thread's marks go as it ends.)
         if (this.markHeld?.(WRITER_MARKS + seen) === true) {
           throw new ClientError('BUSY', `${what} is being opened for writing by a process that has not yet said who it is (stopped?); a client has one writer at a time`);
         }

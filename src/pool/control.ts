@@ -117,7 +117,10 @@ export interface LockOptions {
   marked?: boolean;
 }
 
-/** How long a lock word may stand without its holder's identity before the holder is deemed dead mid-acquire. */
+/**
+ * How long a lock word may stand without its holder's identity before that holder is judged by
+ * its open's liveness mark: dead mid-acquire when the mark is not held (holderIsDead).
+ */
 const IDENTITY_GRACE_MS = 200;
 /**
  * The polite part of a wait: for its first POLITE_POLLS looks at the lock
@@ -230,6 +233,8 @@ export class Control {
   /** How long a waiter gives a live holder (LockOptions.timeoutMs); the cache entries' waits too. */
   readonly timeoutMs: number;
   private readonly identityGraceMs: number;
+  /** How a claimer that has not written its identity is judged past the grace (holderIsDead); undefined under an oracle. */
+  private readonly claimerMarkHeld: ((runId: number) => boolean | null) | undefined;
   /** How often a waiter looks at a holder's liveness (LockOptions.livenessPeriodMs); the cache entries' waits too. */
   readonly livenessPeriodMs: number;
   /** Set once lock() has found the lock held by another open: the pool is shared by busy processes. */
@@ -253,6 +258,8 @@ export class Control {
     this.aliveOpen = options.isAlive ?? ((id: HolderIdentity) => (judgedByMark(id.pidNs) ? isAliveAcrossNamespaces(id, markHeld) : isAlive(id)));
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.identityGraceMs = options.identityGraceMs ?? IDENTITY_GRACE_MS;
+    // An oracle (the crash simulation's) judges every holder there, and has no marks to ask.
+    this.claimerMarkHeld = options.isAlive === undefined ? markHeld : undefined;
     this.livenessPeriodMs = options.livenessPeriodMs ?? LIVENESS_PERIOD_MS;
   }
 
@@ -312,6 +319,11 @@ export class Control {
           return true;
         }
         if (now - started > this.timeoutMs) {
+          if (this.w.atomicLoad(this.base + OWNER_RUN_ID) !== seen) {
+            // The identity beside the word is an earlier holder's: not named, it would mislead.
+            const why = now - watchedSince > this.identityGraceMs ? 'its open is alive (its liveness mark is held): stopped (SIGSTOP, a debugger) or preempted between its claim and its identity' : `it is within the ${this.identityGraceMs} ms given to a claimer to write it`;
+            throw new PoolError('LOCK_TIMEOUT', `waited over ${this.timeoutMs} ms for the pool lock, claimed by run ${seen}, which has not yet written who it is; ${why}`);
+          }
           const owner = this.owner();
           throw new PoolError(
             'LOCK_TIMEOUT',
@@ -325,7 +337,18 @@ export class Control {
   private holderIsDead(seen: number, watchedMs: number): boolean {
     if (this.w.atomicLoad(this.base + OWNER_RUN_ID) !== seen) {
       // The holder took the word but has not written its identity yet — or died in between.
-      return watchedMs > this.identityGraceMs;
+      if (watchedMs <= this.identityGraceMs) return false;
+      // Past the grace, by its open's liveness mark, which the open took when it opened — before
+      // any claim, so a live claimer's word is never seen without it. Held, the claimer lives: slow,
+      // or stopped (SIGSTOP, a debugger) between its claim and its identity, and it goes on as the
+      // holder once resumed — a lock broken under it would have two holders. The kernel holds the
+      // mark while the process lives, stopped or not, and drops it when it dies; the addon
+      // releases a worker thread's as the thread ends (worker.terminate() included), its
+      // descriptor still open. Not held (it died, or it has no mark: its region has none, an
+      // older pmpool), it is deemed dead mid-acquire — and so it is where the mark cannot be told
+      // (no OFD locks), as before: unlike a confirmed holder, it has nothing else to be judged by,
+      // and taken for alive a dead one would hold the lock for good.
+      return this.claimerMarkHeld?.(seen) !== true;
     }
     return !this.alive(this.owner());
   }

@@ -43,9 +43,8 @@ export const selfIdentity = ownIdentity;
  * whether anyone holds the mark of run `runId` (null when it cannot tell: a region with no file, a
  * file system without OFD locks). What cannot be told is taken for alive — a lock broken under a
  * live holder corrupts the pool, one left held costs a LOCK_TIMEOUT — and so is a holder that
- * recorded no mark. The mark lives as long as the holder's descriptor: a worker thread of another
- * namespace that died holding the lock leaves it held until its process exits (this namespace
- * cannot see its threads).
+ * recorded no mark. The mark lives as long as the holder's descriptor and its thread: the addon
+ * releases a worker thread's marks as the thread ends, whose descriptors stay open.
  */
 export function isAliveAcrossNamespaces(id: HolderIdentity, markHeld: ((runId: number) => boolean | null) | undefined): boolean {
   if (id.bootHash !== bootHash()) return false;

@@ -101,7 +101,8 @@ export interface Region {
    * as it lives, and another open, of any process, asks whether a run's mark is still held — the
    * one question about a lock holder of another PID namespace that /proc cannot answer. A
    * FileRegion marks with an OFD lock on byte LIVENESS_MARKS + id of its file, which the kernel
-   * drops when the descriptor goes (close, death, execve). `livenessMarkHeld` is null when it
+   * drops when the descriptor goes (close, death, execve), and the addon when the thread that took
+   * it ends (a worker's descriptors stay open). `livenessMarkHeld` is null when it
    * cannot tell. A region without them (in memory: one process) leaves such holders to be taken
    * for alive.
    */
