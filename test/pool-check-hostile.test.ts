@@ -10,6 +10,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Pool, PoolError } from '../src/pool/index.js';
+import type { CountedCheckReport } from '../src/pool/pool.js';
 import { MemoryRegion } from '../src/region/index.js';
 import { poolInternals, type PoolParts } from '../src/pool/internals.js';
 import { CONTROL_LAYOUT } from '../src/pool/control.js';
@@ -71,8 +72,13 @@ function forgeCrc(f: Fixture, slot: number): void {
 }
 
 /** Two repairs: the second changes nothing and leaves the problems the first left. Returns the first. */
-function repairConverges(pool: Pool): { problems: string[]; repaired: string[] } {
-  const first = pool.check({ repair: true });
+/** The problems a report's lines stand for: one a line, N a "... and N more" line (no name here could forge one). */
+function countedByLines(problems: string[]): number {
+  return problems.reduce((sum, line) => sum + Number(/^\.\.\. and (\d+) more /.exec(line)?.[1] ?? 1), 0);
+}
+
+function repairConverges(pool: Pool): CountedCheckReport {
+  const first = pool.checkCounted({ repair: true });
   const second = pool.check({ repair: true });
   assert.deepEqual(second.repaired, [], 'a second repair finds nothing to change');
   assert.deepEqual(second.problems, first.problems, 'and leaves what the first left');
@@ -295,15 +301,17 @@ describe('check() over a damaged index: one pass, a bounded report', () => {
     for (let i = 0; i < n; i++) f.pool.alloc(1, { name: `r${i}` });
     f.pool.find('r7')!.bytes().fill(7);
     junkIndex(f, 'nameIndex');
-    const report = f.pool.check();
+    const report = f.pool.checkCounted();
     const lines = report.problems.filter((p) => /name index/.test(p));
     assert.equal(lines.length, PROBLEM_LINES + 1, report.problems.slice(0, 3).join('\n'));
     // Every entry is stray, and every record missing.
     assert.equal(lines.at(-1), `... and ${f.g.indexSlots + n - PROBLEM_LINES} more problems of the name index`);
     assert.equal(report.problems.length, lines.length, 'nothing else is wrong');
+    assert.equal(report.problemCount, f.g.indexSlots + n, 'each stray entry and each missing record counted once');
 
     const repaired = repairConverges(f.pool);
     assert.deepEqual(repaired.problems, []);
+    assert.equal(repaired.problemCount, 0);
     for (let i = 0; i < n; i += 997) assert.ok(f.pool.find(`r${i}`), `r${i}`);
     assert.ok(f.pool.find('r7')!.bytes().every((x) => x === 7));
     f.pool.close();
@@ -330,13 +338,17 @@ describe('check() over a damaged index: one pass, a bounded report', () => {
       assert.deepEqual(named, slots.slice(0, PROBLEM_LINES), problems.slice(0, 3).join('\n'));
       assert.deepEqual(problems.filter((p) => /more corrupt records/.test(p)), [`... and ${n - PROBLEM_LINES} more corrupt records`]);
     };
-    const report = f.pool.check();
+    const report = f.pool.checkCounted();
     assert.equal(report.ok, false);
     expectCorruptLines(report.problems);
     assert.ok(report.problems.length < 4 * (PROBLEM_LINES + 1), `a bounded report: ${report.problems.length} lines`);
+    // Counted exactly all the same: each line one problem, a counting line the N it stands for.
+    assert.equal(report.problemCount, countedByLines(report.problems));
+    assert.ok(report.problemCount >= n, `${report.problemCount} problems: every damaged record among them`);
 
     const repaired = repairConverges(f.pool);
     expectCorruptLines(repaired.problems);
+    assert.equal(repaired.problemCount, n, 'the damaged records, each counted once');
     assert.deepEqual(repaired.problems.filter((p) => !corruptLine.test(p) && !/more corrupt records/.test(p)), [], 'the records stay damaged, and nothing else');
     assert.equal(f.pool.stats().free, free, 'every damaged record\'s pages stay out of reuse');
     assert.ok(f.pool.find('kept')!.bytes().every((x) => x === 9));

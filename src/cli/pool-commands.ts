@@ -173,13 +173,13 @@ export function checkCommand(args: string[], out: Out): number {
     return withPool(
       positionals[0]!,
       (pool) => {
-        const report = pool.check({ repair: values.repair === true });
+        const { problemCount, ...report } = pool.checkCounted({ repair: values.repair === true });
         if (values.json) out(json(report));
         else {
           // A line may quote a record's name, as damaged or as forged as the rest of the record.
           for (const line of report.repaired) out(`repaired: ${oneLine(line)}`);
           for (const line of report.problems) out(`problem: ${oneLine(line)}`);
-          out(report.ok ? `${pool.path}: clean` : `${pool.path}: ${report.problems.length} problem(s)${values.repair ? '' : '; pmpool check --repair rebuilds what is derived'}`);
+          out(report.ok ? `${pool.path}: clean` : `${pool.path}: ${problemCount} problem(s)${values.repair ? '' : '; pmpool check --repair rebuilds what is derived'}`);
         }
         return report.ok ? 0 : 1;
       },

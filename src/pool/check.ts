@@ -41,13 +41,23 @@ import { hashName, hashPfn, homeSlot, homeSlotOfUnit, unitsOf, type PoolParts } 
  */
 const PROBLEM_LINES = 32;
 
+/** What one check found: its lines, and how many problems the lines that count the rest stand for past themselves. */
+interface Findings {
+  problems: string[];
+  /** Problems a "... and N more" line counts, less that line itself: the report's count is lines + this. */
+  uncounted: number;
+}
+
 /** The problems of one such kind: the first PROBLEM_LINES named, and the exact number of the others. */
 class CappedLines {
   private count = 0;
+  private readonly problems: string[];
   constructor(
-    private readonly problems: string[],
+    private readonly findings: Findings,
     private readonly rest: (more: number) => string,
-  ) {}
+  ) {
+    this.problems = findings.problems;
+  }
   /** Counts one problem; true when it is to be named (its line may cost lookups: built only then). */
   named(): boolean {
     return this.count++ < PROBLEM_LINES;
@@ -57,18 +67,23 @@ class CappedLines {
   }
   /** The line that counts the problems not named, if there were any. */
   end(): void {
-    if (this.count > PROBLEM_LINES) this.problems.push(this.rest(this.count - PROBLEM_LINES));
+    if (this.count <= PROBLEM_LINES) return;
+    this.problems.push(this.rest(this.count - PROBLEM_LINES));
+    this.findings.uncounted += this.count - PROBLEM_LINES - 1;
   }
 }
 
 export interface PartsReport {
   problems: string[];
+  /** Problems counted by the capped lines past those lines themselves (Findings.uncounted). */
+  uncounted: number;
   /** The sub-pools the pool honours under their names — those a sound name index leads to — each to be checked in turn. */
   subpools: LiveRecord[];
 }
 
 export function checkParts(p: PoolParts): PartsReport {
-  const problems: string[] = [];
+  const findings: Findings = { problems: [], uncounted: 0 };
+  const problems = findings.problems;
   const g = p.geometry;
   const d = p.directory;
   const unitPages = 2 ** g.orderPerBit;
@@ -117,9 +132,9 @@ export function checkParts(p: PoolParts): PartsReport {
   // the lines name the first of each kind.
   let dishonoured = 0;
   const corrupt: number[] = [];
-  const corruptLines = new CappedLines(problems, (more) => `... and ${more} more corrupt records`);
-  const uncommittedLines = new CappedLines(problems, (more) => `... and ${more} more uncommitted records`);
-  const slotLines = new CappedLines(problems, (more) => `... and ${more} more record-slot bitmap disagreements`);
+  const corruptLines = new CappedLines(findings, (more) => `... and ${more} more corrupt records`);
+  const uncommittedLines = new CappedLines(findings, (more) => `... and ${more} more uncommitted records`);
+  const slotLines = new CappedLines(findings, (more) => `... and ${more} more record-slot bitmap disagreements`);
   for (let slot = 0; slot < d.capacity; slot++) {
     const heldHome = cachedHomes.has(slot) || bareHomes.has(slot);
     if (d.state(slot) === 0 && p.slots.isFree(slot, 1) && !heldHome) {
@@ -236,26 +251,26 @@ export function checkParts(p: PoolParts): PartsReport {
   if (flag !== (indexAll ? 1 : 0)) problems.push(`the control page's INDEX_ALL word is ${flag}, but the directory implies ${indexAll ? 1 : 0}`);
   const pfnEntries = new Map<number, number>();
   for (const r of honoured) if (indexAll || r.slot !== homeSlot(g, r.pfn)) pfnEntries.set(r.slot, hashPfn(r.pfn));
-  compareBitmaps(p.units, expected, unitPages, problems);
+  compareBitmaps(p.units, expected, unitPages, findings);
   for (const problem of p.units.checkSummaries()) problems.push(`unit bitmap: ${problem}`);
   for (const problem of p.slots.checkSummaries()) problems.push(`record-slot bitmap: ${problem}`);
 
   // Each index holds its expected entries, reachable, and nothing else.
   const bySlot = new Map(live.map((r) => [r.slot, r]));
   const honouredSlots = new Set(honoured.map((r) => r.slot));
-  checkIndex('pfn', p.pfnIndex, pfnEntries, bySlot, problems, (slot, hash) => {
+  checkIndex('pfn', p.pfnIndex, pfnEntries, bySlot, findings, (slot, hash) => {
     const r = bySlot.get(slot);
     if (r === undefined || hashPfn(r.pfn) !== hash) return 'it does not describe';
     return indexAll ? 'is not honoured' : 'is in its home slot';
   });
-  checkIndex('name', p.nameIndex, nameEntries, bySlot, problems, (slot, hash) => {
+  checkIndex('name', p.nameIndex, nameEntries, bySlot, findings, (slot, hash) => {
     const r = bySlot.get(slot);
     if (r === undefined || r.name.length === 0 || hashName(r.name) !== hash) return 'it does not describe';
     // A lookup by name would hand out this record, and pages that may be another's.
     if (!honouredSlots.has(slot)) return 'is not honoured';
     return `is not the oldest record of its name (record ${names.get(Buffer.from(r.name).toString('latin1'))} is)`;
   });
-  return { problems, subpools: honoured.filter((r) => r.subpool && nameEntries.has(r.slot)) };
+  return { problems, uncounted: findings.uncounted, subpools: honoured.filter((r) => r.subpool && nameEntries.has(r.slot)) };
 }
 
 /**
@@ -268,10 +283,11 @@ function checkIndex(
   index: RecordIndex,
   entries: ReadonlyMap<number, number>,
   records: ReadonlyMap<number, LiveRecord>,
-  problems: string[],
+  findings: Findings,
   whyStray: (slot: number, hash: number) => string,
 ): void {
-  const lines = new CappedLines(problems, (more) => `... and ${more} more problems of the ${which} index`);
+  const lines = new CappedLines(findings, (more) => `... and ${more} more problems of the ${which} index`);
+  const problems = findings.problems;
   index.verify(entries, (fault) => {
     if (!lines.named()) return;
     switch (fault.kind) {
@@ -293,10 +309,11 @@ function checkIndex(
 }
 
 /** Reports each run where the stored bitmap and the implied one disagree, as pages. */
-function compareBitmaps(actual: BitmapAllocator, expected: BitmapAllocator, unitPages: number, problems: string[]): void {
+function compareBitmaps(actual: BitmapAllocator, expected: BitmapAllocator, unitPages: number, findings: Findings): void {
+  const problems = findings.problems;
   if (sameRuns(actual, expected)) return; // O(words); the unit-by-unit walk below runs only to name a disagreement
   const n = actual.unitCount;
-  const lines = new CappedLines(problems, (more) => `... and ${more} more bitmap disagreements`);
+  const lines = new CappedLines(findings, (more) => `... and ${more} more bitmap disagreements`);
   for (let u = 0; u < n; ) {
     const a = actual.isUsed(u, 1);
     if (a === expected.isUsed(u, 1)) {

@@ -53,6 +53,9 @@ import { ownerUsage } from './owner-usage.js';
 import { checkAlign, checkCount, checkLabel, checkMode, checkOpenOptions, checkPoolBoolean, checkTarget, poolOptions } from './arguments.js';
 import type { AllocOptions, CheckReport, PoolCreateOptions, PoolOpenOptions, PoolStats, ReleaseOptions } from './options.js';
 
+/** A check's report with the number of problems its lines stand for (Pool.checkCounted). */
+export type CountedCheckReport = CheckReport & { problemCount: number };
+
 /** The owner of every sub-pool's run in its parent. */
 const SUBPOOL_OWNER = 'pmpool:subpool';
 
@@ -725,6 +728,16 @@ export class Pool {
    * derived and restores a damaged superblock.
    */
   check(options: { repair?: boolean } = {}): CheckReport {
+    const { ok, problems, repaired } = this.checkCounted(options);
+    return { ok, problems, repaired };
+  }
+
+  /**
+   * @internal check(), with the number of problems its lines stand for: damage that comes by the
+   * thousand names its first cases and counts the rest on one line (check.ts). What `pmpool check`
+   * prints as "N problem(s)"; the report keeps the shape DESIGN.md §6 promises.
+   */
+  checkCounted(options: { repair?: boolean } = {}): CountedCheckReport {
     const p = this.live();
     options = poolOptions(options, 'check options');
     checkPoolBoolean(options.repair, 'repair');
@@ -739,6 +752,7 @@ export class Pool {
         for (const r of subpools) {
           const sub = this.checkSubpool(r.pfn, r.pageCount, decodeLabel(r.name), options.repair === true);
           report.problems.push(...sub.problems);
+          report.problemCount += sub.problemCount;
           report.repaired.push(...sub.repaired);
         }
         return { ...report, ok: report.problems.length === 0 };
@@ -748,10 +762,12 @@ export class Pool {
   }
 
   /** Checks this pool's own metadata (and repairs it); names the sub-pools to check next, as they stand after any repair. */
-  private checkLocked(p: PoolParts, repair: boolean): { report: CheckReport; subpools: LiveRecord[] } {
+  private checkLocked(p: PoolParts, repair: boolean): { report: CountedCheckReport; subpools: LiveRecord[] } {
     const found = checkParts(p);
     const before = [...this.superblockProblems(), ...found.problems];
-    if (!repair || before.length === 0) return { report: { ok: before.length === 0, problems: before, repaired: [] }, subpools: found.subpools };
+    if (!repair || before.length === 0) {
+      return { report: { ok: before.length === 0, problems: before, problemCount: before.length + found.uncounted, repaired: [] }, subpools: found.subpools };
+    }
     // Under an intent, like any operation: rebuildDerived() first clears the bitmaps, and a
     // crash before it re-marks every record must not leave owned pages free for the next locker.
     p.control.beginIntent(IntentOp.Repair, 0, 0, 0);
@@ -767,14 +783,14 @@ export class Pool {
     // A set: a damaged directory makes a line per record, and each line of before is looked up.
     const still = new Set(after);
     const repaired = [...before.filter((x) => !still.has(x)), ...changes];
-    return { report: { ok: after.length === 0, problems: after, repaired }, subpools: rebuilt.subpools };
+    return { report: { ok: after.length === 0, problems: after, problemCount: after.length + rebuilt.uncounted, repaired }, subpools: rebuilt.subpools };
   }
 
   /** Checks (and repairs) the sub-pool in `[pfn, +pageCount)`: its lines, each naming it. */
-  private checkSubpool(pfn: number, pageCount: number, name: string, repair: boolean): { problems: string[]; repaired: string[] } {
+  private checkSubpool(pfn: number, pageCount: number, name: string, repair: boolean): Omit<CountedCheckReport, 'ok'> {
     const what = `sub-pool "${name}" at pfn ${pfn}`;
     if (this.nesting >= MAX_SUBPOOL_NESTING) {
-      return { problems: [`${what} is nested ${this.nesting + 1} deep, past the ${MAX_SUBPOOL_NESTING} levels sub-pools may nest: not checked`], repaired: [] };
+      return { problems: [`${what} is nested ${this.nesting + 1} deep, past the ${MAX_SUBPOOL_NESTING} levels sub-pools may nest: not checked`], problemCount: 1, repaired: [] };
     }
     let sub: Pool;
     try {
@@ -783,14 +799,14 @@ export class Pool {
       sub = Pool.attach(slice, true, { ...this.lockOptions, allowDamagedSuperblock: true });
     } catch (e) {
       if (!(e instanceof PoolError) || e.code === 'LOCK_TIMEOUT') throw e;
-      return { problems: [`${what} holds no pool that can be opened: ${e.message}`], repaired: [] };
+      return { problems: [`${what} holds no pool that can be opened: ${e.message}`], problemCount: 1, repaired: [] };
     }
     sub.nesting = this.nesting + 1;
     try {
-      const report = sub.check({ repair });
+      const report = sub.checkCounted({ repair });
       const named = (lines: string[]) => lines.map((line) => `${what}: ${line}`);
       // An open that found a crashed operation has repaired it already: that is a change too.
-      return { problems: named(report.problems), repaired: named([...sub.recovered, ...report.repaired]) };
+      return { problems: named(report.problems), problemCount: report.problemCount, repaired: named([...sub.recovered, ...report.repaired]) };
     } finally {
       sub.close();
     }
