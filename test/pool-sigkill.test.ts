@@ -18,7 +18,7 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, PoolError } from '../src/pool/index.js';
-import { poolInternals } from '../src/pool/internals.js';
+import { poolInternals, setAttachHook } from '../src/pool/internals.js';
 import { CONTROL_LAYOUT } from '../src/pool/control.js';
 import { PersistentMap } from '../src/clients/index.js';
 import { LOCK_INDEX } from '../src/clients/client-header.js';
@@ -424,6 +424,50 @@ describe('SIGKILL', () => {
       }
     } finally {
       claimer?.proc.kill('SIGKILL');
+      cleanup();
+    }
+  });
+
+  test('an open whose identity write throws right after its claim takes the claim back: the lock is free for it and for others', () => {
+    const { path, cleanup } = shmPath('claim-throws');
+    try {
+      Pool.create(path, { size: '4M' }).close();
+      setAttachHook(() => {}); // attached under a hook, the pool gets a traced writer, whose store log is set below
+      const pool = Pool.open(path);
+      setAttachHook(null);
+      try {
+        const { parts } = poolInternals(pool);
+        const lockWord = pool.geometry.areas.control.offset + CONTROL_LAYOUT.LOCK_WORD;
+        let claimed = false;
+        let thrown = false;
+        parts.writer.log = { records: { push(r: { offset?: number }) {
+          // The claim (a compare-and-swap) is logged before the identity's stores: the first of those fails.
+          if (!claimed && r.offset === lockWord && parts.writer.atomicLoad(lockWord) === parts.control.runId) claimed = true;
+          else if (claimed && !thrown) {
+            thrown = true;
+            throw new RangeError('Maximum call stack size exceeded');
+          }
+          return 0;
+        } } } as unknown as typeof parts.writer.log;
+        assert.throws(() => pool.alloc(2, { name: 'first' }), RangeError);
+        parts.writer.log = null;
+        assert.ok(thrown, 'the identity write failed');
+        // Left claimed, the word would hold this open's run id under its live mark: waited for, never broken.
+        assert.equal(parts.writer.atomicLoad(lockWord), 0, 'the claim is taken back');
+        const other = Pool.open(path, { lockTimeoutMs: 2000 });
+        try {
+          other.alloc(1, { name: 'other' });
+          assert.equal(other.stats().lockBreaks, 0);
+        } finally {
+          other.close();
+        }
+        pool.alloc(2, { name: 'second' });
+        assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
+      } finally {
+        pool.close();
+      }
+    } finally {
+      setAttachHook(null);
       cleanup();
     }
   });

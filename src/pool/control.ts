@@ -267,10 +267,25 @@ export class Control {
   lock(): boolean {
     const at = this.base + LOCK_WORD;
     if (this.w.compareExchange(at, 0, this.runId) === 0) {
-      this.writeOwner();
+      this.confirmClaim();
       return false;
     }
     return this.lockSlow();
+  }
+
+  /**
+   * Writes this open's identity beside the lock word it has just claimed free. Should that throw (a
+   * stack overflow; a fault injected by a test), the claim is taken back before the error goes on:
+   * left in the word, unconfirmed under this open's liveness mark — held as long as the open
+   * lives — it would be waited for by every other open (holderIsDead), never broken.
+   */
+  private confirmClaim(): void {
+    try {
+      this.writeOwner();
+    } catch (e) {
+      this.w.compareExchange(this.base + LOCK_WORD, this.runId, 0);
+      throw e;
+    }
   }
 
   private lockSlow(): boolean {
@@ -292,7 +307,7 @@ export class Control {
           if (this.w.atomicLoad(at) !== 0) continue;
         }
         if (this.w.compareExchange(at, 0, this.runId) === 0) {
-          this.writeOwner();
+          this.confirmClaim();
           return false;
         }
         continue;
@@ -314,6 +329,8 @@ export class Control {
         lastCheck = now;
         if (this.holderIsDead(seen, now - watchedSince) && this.w.compareExchange(at, seen, this.runId) === seen) {
           this.brokenRunId = seen;
+          // Not confirmClaim(): a broken lock taken back would hand the dead holder's half-done
+          // operation to the next locker as a free word, with nothing to say it needs recovery.
           this.writeOwner();
           this.w.store32(this.base + LOCK_BREAKS, this.w.u32[(this.base + LOCK_BREAKS) >>> 2]! + 1);
           return true;
