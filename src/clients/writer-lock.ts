@@ -167,6 +167,8 @@ export class WriterLock {
     const w = this.words;
     const b = this.base;
     let unconfirmedSince = 0;
+    /** The unconfirmed token the grace is being timed for: a new one (its claimer died, another claimed) gets all of it. */
+    let unconfirmedToken = 0;
     for (;;) {
       const seen = Atomics.compareExchange(w, b + TOKEN, 0, token);
       if (seen === 0) {
@@ -181,7 +183,10 @@ export class WriterLock {
         // The holder has not said who it is yet: give it a moment (by a monotonic clock: the wall
         // clock may be set back meanwhile).
         const now = performance.now();
-        if (unconfirmedSince === 0) unconfirmedSince = now;
+        if (unconfirmedSince === 0 || seen !== unconfirmedToken) {
+          unconfirmedSince = now;
+          unconfirmedToken = seen;
+        }
         if (now - unconfirmedSince <= IDENTITY_GRACE_MS) {
           sleepSync(2);
           continue;
