@@ -425,6 +425,24 @@ describe('pmpool CLI', () => {
     }
   });
 
+  test('run: a command Node refuses to spawn at once (ENOTDIR, ENAMETOOLONG) is a "cannot start", exit 1, not an internal error', () => {
+    const { path, cleanup } = shmPath('cli-run-enotdir');
+    try {
+      // A path through a regular file (ENOTDIR), and one longer than PATH_MAX (ENAMETOOLONG):
+      // spawn() throws for these rather than emit 'error' as for an ENOENT.
+      for (const program of ['/etc/passwd/pmpool-no-such-program', `/${'x'.repeat(5000)}`]) {
+        const r = pmpool('run', '--pool', `${path}:4M`, '--', program);
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, /^pmpool run: cannot start .*(ENOTDIR|ENAMETOOLONG)/m);
+        assert.doesNotMatch(r.stderr, /internal error/);
+        assert.doesNotMatch(r.stderr, /started/);
+        assert.equal(existsSync(path), false, 'the pool made for it is gone');
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   test('run: a PATH that holds no pool, or a pool of another size, is refused with exit 1 before the program starts', () => {
     const { path, cleanup } = shmPath('cli-run-not-a-pool');
     try {

@@ -2,6 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CLI_PATH, shmPath } from './support/child.js';
 
 const APP = fileURLToPath(new URL('./support/counter-app.js', import.meta.url));
@@ -131,5 +134,33 @@ test('pmpool run: the program\'s stdout is its own output, byte for byte; the su
     assert.match(stderr, new RegExp(`^pmpool run: started \\S+ as pid ${own[1]}$`, 'm'));
   } finally {
     if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
+  }
+});
+
+test('pmpool run: a restart whose program can no longer be spawned (ENOTDIR) ends the supervisor with exit 1 and says why', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmpool-run-'));
+  const { path, cleanup } = shmPath('run-gone');
+  // The program lives in DIR/sub; when it runs, it puts a file where sub was and crashes, so the
+  // restart's path goes through a regular file: spawn() throws ENOTDIR rather than emit 'error'.
+  const sub = join(dir, 'sub');
+  const program = join(sub, 'prog');
+  mkdirSync(sub);
+  writeFileSync(program, `#!/bin/sh\nrm -rf '${sub}' && echo > '${sub}'\nexit 3\n`);
+  chmodSync(program, 0o755);
+  const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--pool', `${path}:4M`, '--', program], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  supervisor.stderr.on('data', (d) => (stderr += d));
+  supervisor.stdout.resume();
+  try {
+    const code = await new Promise<number | null>((resolve) => supervisor.on('close', (c) => resolve(c)));
+    assert.match(stderr, /ended \(exit 3\); restarting/);
+    assert.match(stderr, /^pmpool run: cannot start .*ENOTDIR/m);
+    assert.doesNotMatch(stderr, /internal error|Uncaught|at ChildProcess/);
+    assert.equal(code, 1, stderr);
+    assert.equal(existsSync(path), true, 'the pool a program ran with stays');
+  } finally {
+    if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
+    cleanup();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

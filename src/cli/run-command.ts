@@ -16,7 +16,7 @@
  *    it (as a shell reports it); stopped between a crash and its restart, with
  *    128 + the number of the signal that stopped it.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import { Pool, PoolError, parseSize } from '../index.js';
@@ -83,20 +83,30 @@ export function runCommand(args: string[], _out: Out, err: Out): Promise<number>
     let restartTimer: NodeJS.Timeout | undefined;
     /** When a SIGHUP was last forwarded to the running program (0: none to it). */
     let upgradeAskedAt = 0;
-    let child = start();
-    function start() {
-      const c = spawn(command[0]!, argv, { stdio: 'inherit' });
+    let child: ChildProcess | undefined;
+    /** The program could not be started: said once, and the supervisor ends with 1. */
+    function cannotStart(e: Error, noProcess = true): undefined {
+      err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
+      // A pool made for a program that never ran is not left behind.
+      if (created && restarts.length === 0 && noProcess) rmSync(pool.path, { force: true });
+      cleanup();
+      resolve(1);
+      return undefined;
+    }
+    function start(): ChildProcess | undefined {
+      let c: ChildProcess;
+      try {
+        c = spawn(command[0]!, argv, { stdio: 'inherit' });
+      } catch (e) {
+        // Node throws, rather than emit 'error', for most reasons a program cannot be started
+        // (ENOTDIR, ENAMETOOLONG, E2BIG, ELOOP...): the same refusal as an ENOENT.
+        return cannotStart(e as Error);
+      }
       upgradeAskedAt = 0;
       // No pid: the program could not be started (the 'error' below says why). On stderr, as
       // every word of the supervisor's: the program's stdout is its own (JSON, a pipe's data).
       if (c.pid !== undefined) err(`pmpool run: started ${command[0]} as pid ${c.pid}`);
-      c.on('error', (e) => {
-        err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
-        // A pool made for a program that never ran is not left behind.
-        if (created && restarts.length === 0 && c.pid === undefined) rmSync(pool.path, { force: true });
-        cleanup();
-        resolve(1);
-      });
+      c.on('error', (e) => void cannotStart(e, c.pid === undefined));
       c.on('exit', (code, signal) => {
         if (stopping || code === 0) {
           cleanup();
@@ -139,10 +149,12 @@ export function runCommand(args: string[], _out: Out, err: Out): Promise<number>
       }
       if (signal !== 'SIGHUP') stopping = true;
       else upgradeAskedAt = Date.now();
-      child.kill(signal);
+      child?.kill(signal);
     };
     const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGHUP', 'SIGINT', 'SIGTERM'] as const).map((s) => [s, forward(s)]);
     for (const [s, h] of handlers) process.on(s, h);
+    // Started once the handlers are in place: a start that fails at once removes them.
+    child = start();
     function cleanup() {
       for (const [s, h] of handlers) process.off(s, h);
     }
