@@ -164,3 +164,41 @@ test('pmpool run: a restart whose program can no longer be spawned (ENOTDIR) end
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('pmpool run: the pool it created stays when the program, after it ran, cannot be started again after an upgrade', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmpool-run-'));
+  const { path, cleanup } = shmPath('run-upgrade-gone');
+  // A program without a SIGHUP handler: the upgrade is a cold start of what is on disk, and
+  // nothing is there any more (a deployment that removed it). It ran with the pool: its state is there.
+  const program = join(dir, 'prog');
+  writeFileSync(program, `#!/bin/sh\necho "up $$"\nexec sleep 1000\n`);
+  chmodSync(program, 0o755);
+  const supervisor = spawn(process.execPath, [CLI_PATH, 'run', '--pool', `${path}:4M`, '--', program], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  supervisor.stdout.on('data', (d) => (stdout += d));
+  supervisor.stderr.on('data', (d) => (stderr += d));
+  try {
+    for (let i = 0; i < 600 && !/^up \d+$/m.test(stdout); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(stdout, /^up \d+$/m, stderr);
+    rmSync(program);
+    const exit = new Promise<number | null>((resolve) => supervisor.on('close', (c) => resolve(c)));
+    supervisor.kill('SIGHUP');
+    assert.equal(await exit, 1, stderr);
+    assert.match(stderr, /ended on the upgrade signal/);
+    assert.match(stderr, /^pmpool run: cannot start .*ENOENT/m);
+    assert.equal(existsSync(path), true, 'the pool the program ran with is not removed');
+  } finally {
+    if (supervisor.exitCode === null) supervisor.kill('SIGKILL');
+    const pid = /^up (\d+)$/m.exec(stdout)?.[1];
+    if (pid !== undefined) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* gone, as it should be */
+      }
+    }
+    cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

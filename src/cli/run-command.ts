@@ -83,12 +83,15 @@ export function runCommand(args: string[], _out: Out, err: Out): Promise<number>
     let restartTimer: NodeJS.Timeout | undefined;
     /** When a SIGHUP was last forwarded to the running program (0: none to it). */
     let upgradeAskedAt = 0;
+    /** Whether a program was ever started with the pool: from then on its state is there. */
+    let ran = false;
     let child: ChildProcess | undefined;
     /** The program could not be started: said once, and the supervisor ends with 1. */
     function cannotStart(e: Error, noProcess = true): undefined {
       err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
       // A pool made for a program that never ran is not left behind.
-      if (created && restarts.length === 0 && noProcess) rmSync(pool.path, { force: true });
+      // A cold start after an upgrade counts no restart: whether one ran is its own question.
+      if (created && !ran && noProcess) rmSync(pool.path, { force: true });
       cleanup();
       resolve(1);
       return undefined;
@@ -105,7 +108,10 @@ export function runCommand(args: string[], _out: Out, err: Out): Promise<number>
       upgradeAskedAt = 0;
       // No pid: the program could not be started (the 'error' below says why). On stderr, as
       // every word of the supervisor's: the program's stdout is its own (JSON, a pipe's data).
-      if (c.pid !== undefined) err(`pmpool run: started ${command[0]} as pid ${c.pid}`);
+      if (c.pid !== undefined) {
+        ran = true;
+        err(`pmpool run: started ${command[0]} as pid ${c.pid}`);
+      }
       c.on('error', (e) => void cannotStart(e, c.pid === undefined));
       c.on('exit', (code, signal) => {
         if (stopping || code === 0) {
