@@ -20,6 +20,18 @@ function expectBusy(open: () => unknown, holder: RegExp): void {
   assert.throws(open, (e: unknown) => e instanceof ClientError && e.code === 'BUSY' && holder.test(e.message), `BUSY naming ${holder}`);
 }
 
+/** The pool's map "kv" and ring "log", opened by this program for `fn` (the lock of a holder gone broken) and closed after it. */
+function withClients(pool: Pool, fn: (map: PersistentMap, ring: LogRing) => void): void {
+  const ring = LogRing.open(pool, 'log');
+  const map = PersistentMap.open(pool, 'kv');
+  try {
+    fn(map, ring);
+  } finally {
+    ring.close();
+    map.close();
+  }
+}
+
 describe('the clients\' writer lock', () => {
   test('a writer of another PID namespace is BUSY to this one while it lives; once it is killed, its lock is broken', async () => {
     const { path, cleanup } = shmPath('wl-pidns');
@@ -44,17 +56,12 @@ describe('the clients\' writer lock', () => {
         expectBusy(() => PersistentMap.open(pool, 'kv'), /by process \d+ of another PID namespace/);
         await killNamespace(holder);
         holder = undefined;
-        const ring = LogRing.open(pool, 'log');
-        const map = PersistentMap.open(pool, 'kv');
-        try {
+        withClients(pool, (map, ring) => {
           assert.deepEqual(ring.records().map((r) => r.text), ['from the other namespace']);
           assert.equal(map.get('who'), 'the other namespace');
           ring.append('here');
           map.set('who', 'here');
-        } finally {
-          ring.close();
-          map.close();
-        }
+        });
         assert.deepEqual(pool.check(), { ok: true, problems: [], repaired: [] });
       } finally {
         pool.close();
@@ -96,15 +103,10 @@ describe('the clients\' writer lock', () => {
         worker.postMessage('die');
         await died;
         await exited;
-        const map = PersistentMap.open(pool, 'kv');
-        const ring = LogRing.open(pool, 'log');
-        try {
+        withClients(pool, (map, ring) => {
           assert.equal(map.get('who'), 'the worker');
           assert.deepEqual(ring.records().map((r) => r.text), ['the worker']);
-        } finally {
-          map.close();
-          ring.close();
-        }
+        });
       } finally {
         pool.close();
       }
@@ -209,16 +211,11 @@ describe('the clients\' writer lock', () => {
         claimer.kill('SIGKILL');
         await new Promise((resolve) => claimer!.once('exit', resolve));
         claimer = undefined;
-        const map = PersistentMap.open(pool, 'kv');
-        const ring = LogRing.open(pool, 'log');
-        try {
+        withClients(pool, (map, ring) => {
           assert.equal(map.get('who'), 'the stopped writer');
           assert.deepEqual(ring.records().map((r) => r.text), ['the stopped writer']);
           assert.ok(map.check().ok);
-        } finally {
-          map.close();
-          ring.close();
-        }
+        });
       } finally {
         pool.close();
       }
