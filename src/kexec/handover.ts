@@ -164,7 +164,6 @@ export class HandoverRegistry {
    * a program over a blob it ignored. A program that read it was told by incoming() itself.
    */
   private incomingToCarry(): Handover | null {
-    if (this.incomingCache !== undefined) return this.incomingCache;
     try {
       return this.incoming();
     } catch (e) {

@@ -51,24 +51,21 @@ interface Findings {
 /** The problems of one such kind: the first PROBLEM_LINES named, and the exact number of the others. */
 class CappedLines {
   private count = 0;
-  private readonly problems: string[];
   constructor(
     private readonly findings: Findings,
     private readonly rest: (more: number) => string,
-  ) {
-    this.problems = findings.problems;
-  }
+  ) {}
   /** Counts one problem; true when it is to be named (its line may cost lookups: built only then). */
   named(): boolean {
     return this.count++ < PROBLEM_LINES;
   }
   add(line: string): void {
-    if (this.named()) this.problems.push(line);
+    if (this.named()) this.findings.problems.push(line);
   }
   /** The line that counts the problems not named, if there were any. */
   end(): void {
     if (this.count <= PROBLEM_LINES) return;
-    this.problems.push(this.rest(this.count - PROBLEM_LINES));
+    this.findings.problems.push(this.rest(this.count - PROBLEM_LINES));
     this.findings.uncounted += this.count - PROBLEM_LINES - 1;
   }
 }
@@ -310,7 +307,6 @@ function checkIndex(
 
 /** Reports each run where the stored bitmap and the implied one disagree, as pages. */
 function compareBitmaps(actual: BitmapAllocator, expected: BitmapAllocator, unitPages: number, findings: Findings): void {
-  const problems = findings.problems;
   if (sameRuns(actual, expected)) return; // O(words); the unit-by-unit walk below runs only to name a disagreement
   const n = actual.unitCount;
   const lines = new CappedLines(findings, (more) => `... and ${more} more bitmap disagreements`);
