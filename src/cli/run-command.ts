@@ -87,11 +87,11 @@ export function runCommand(args: string[], _out: Out, err: Out): Promise<number>
     let ran = false;
     let child: ChildProcess | undefined;
     /** The program could not be started: said once, and the supervisor ends with 1. */
-    function cannotStart(e: Error, noProcess = true): undefined {
+    function cannotStart(e: Error): undefined {
       err(`pmpool run: cannot start ${command[0]}: ${e.message}`);
       // A pool made for a program that never ran is not left behind.
       // A cold start after an upgrade counts no restart: whether one ran is its own question.
-      if (created && !ran && noProcess) rmSync(pool.path, { force: true });
+      if (created && !ran) rmSync(pool.path, { force: true });
       cleanup();
       resolve(1);
       return undefined;
@@ -112,7 +112,7 @@ export function runCommand(args: string[], _out: Out, err: Out): Promise<number>
         ran = true;
         err(`pmpool run: started ${command[0]} as pid ${c.pid}`);
       }
-      c.on('error', (e) => void cannotStart(e, c.pid === undefined));
+      c.on('error', (e) => void cannotStart(e));
       c.on('exit', (code, signal) => {
         if (stopping || code === 0) {
           cleanup();
