@@ -657,11 +657,11 @@ describe('PersistentMap basics', () => {
     map.set('gone', 'the old value');
     map.set('kept', 'another value');
     const reader = PersistentMap.open(pool, 'shared', { readOnly: true });
-    const internals = reader as unknown as { keyEquals(ref: number): boolean };
-    const keyEquals = internals.keyEquals.bind(reader);
+    const internals = reader as unknown as { keyAt(u32: Uint32Array, w: number, k: number): boolean };
+    const keyAt = internals.keyAt.bind(reader);
     let deleted = false;
-    internals.keyEquals = (ref: number) => {
-      const matched = keyEquals(ref);
+    internals.keyAt = (u32: Uint32Array, w: number, k: number) => {
+      const matched = keyAt(u32, w, k);
       if (matched && !deleted) {
         deleted = map.delete('gone');
       }

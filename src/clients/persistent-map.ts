@@ -188,17 +188,33 @@ export class PersistentMap {
     return this.find(h) >= 0;
   }
 
+  /**
+   * The value of the key in the scratch (hash h), or undefined: find() and readValue() in one
+   * pass, so that a get reads its slot and its record's words once each.
+   */
   private getFound(h: number): MapValue | undefined {
-    // The value of the record find() matched, not of whatever the slot holds now: a reader's
-    // writer may delete the key in between (the slot becomes TOMB, with no seqlock change),
-    // and the slot read again would send readValue to segment 0, offset 8.
-    return this.find(h) < 0 ? undefined : this.readValue(this.foundRef);
+    const s = this.s;
+    const cap = s.cap;
+    const slots = s.slots;
+    const mask = s.mask;
+    let i = h & mask;
+    for (let n = 0; n < cap; n++) {
+      const ref = slots[2 * i]!;
+      if (ref === EMPTY) return undefined;
+      if (slots[2 * i + 1] === h && ref !== TOMB) {
+        // The value of the record matched here, not of whatever the slot holds later: a reader's
+        // writer may delete the key meanwhile (the slot becomes TOMB, with no seqlock change).
+        const k = ref >>> 19;
+        const u32 = this.recordWords(k);
+        const w = (ref & 0x7ffff) << 1;
+        if (this.keyAt(u32, w, k)) return this.valueAt(u32, w, k, scratch.length);
+      }
+      i = (i + 1) & mask;
+    }
+    return cap === 0 ? undefined : s.bad('the table has no empty slot');
   }
 
-  /** The record find() last matched: a slot is read once per lookup. */
-  private foundRef = EMPTY;
-
-  /** The slot holding the key in the scratch, or -1 (its record's ref is left in foundRef). */
+  /** The slot holding the key in the scratch, or -1. */
   private find(h: number): number {
     const s = this.s;
     const slots = s.slots;
@@ -208,10 +224,7 @@ export class PersistentMap {
     for (let n = 0; n < s.cap; n++) {
       const ref = slots[2 * i]!;
       if (ref === EMPTY) return -1;
-      if (ref !== TOMB && slots[2 * i + 1] === h && this.keyEquals(ref)) {
-        this.foundRef = ref;
-        return i;
-      }
+      if (ref !== TOMB && slots[2 * i + 1] === h && this.keyEquals(ref)) return i;
       i = (i + 1) & mask;
     }
     return s.bad('the table has no empty slot');
@@ -239,9 +252,11 @@ export class PersistentMap {
 
   private keyEquals(ref: number): boolean {
     const k = ref >>> 19;
-    let u32 = this.s.segU32[k]!;
-    if (u32.length === 0) u32 = this.segment(k);
-    const w = (ref & 0x7ffff) << 1;
+    return this.keyAt(this.recordWords(k), (ref & 0x7ffff) << 1, k);
+  }
+
+  /** Whether the record at word w of segment k (its words u32) holds the key in the scratch. */
+  private keyAt(u32: Uint32Array, w: number, k: number): boolean {
     // Touch the record's second cache line now, so that its miss overlaps the first one's.
     if (w + 16 < u32.length) touched = u32[w + 16]!;
     const sc = scratch;
@@ -257,14 +272,18 @@ export class PersistentMap {
   }
 
   private readValue(ref: number): MapValue {
-    const s = this.s;
     const k = ref >>> 19;
-    let u32 = s.segU32[k]!;
-    if (u32.length === 0) u32 = this.segment(k);
-    const off = (ref & 0x7ffff) << 3;
-    const w = off >>> 2;
+    const u32 = this.recordWords(k);
+    const w = (ref & 0x7ffff) << 1;
+    return this.valueAt(u32, w, k, u32[w + 1]! & LENGTH_MASK);
+  }
+
+  /** The value of the record at word w of segment k (its words u32), whose key is keyBytes long. */
+  private valueAt(u32: Uint32Array, w: number, k: number, keyBytes: number): MapValue {
+    const s = this.s;
+    const off = w << 2;
     const vi = u32[w + 2]!;
-    const start = off + REC_HEADER + (u32[w + 1]! & LENGTH_MASK);
+    const start = off + REC_HEADER + keyBytes;
     const end = start + (vi & LENGTH_MASK);
     if (end > s.segCap[k]!) return this.malformed(off, k);
     // The common value, an ASCII string, here; the others in readItem.
@@ -275,8 +294,7 @@ export class PersistentMap {
   private readKey(ref: number): MapKey {
     const s = this.s;
     const k = ref >>> 19;
-    let u32 = s.segU32[k]!;
-    if (u32.length === 0) u32 = this.segment(k);
+    const u32 = this.recordWords(k);
     const off = (ref & 0x7ffff) << 3;
     const ki = u32[(off >>> 2) + 1]!;
     const start = off + REC_HEADER;
@@ -289,14 +307,16 @@ export class PersistentMap {
     return this.s.bad(`the record at ${off} of segment ${k} is malformed`);
   }
 
-  /** The segment's word view, loading it (readers) or refusing (a writer has every segment loaded). */
-  private segment(k: number): Uint32Array {
+  /** Segment k's words: a writer has every segment loaded; a reader loads it now (or refuses). */
+  private recordWords(k: number): Uint32Array {
     const s = this.s;
+    const u32 = s.segU32[k]!;
+    if (u32.length !== 0) return u32;
     if (!this.readOnly || k >= MAX_SEGMENTS) return s.bad(`a slot points into segment ${k}, which the map does not have`);
     loadSegment(s, k, true);
-    const u32 = s.segU32[k]!;
-    if (u32.length === 0) return s.bad(`segment ${k} is not published`);
-    return u32;
+    const loaded = s.segU32[k]!;
+    if (loaded.length === 0) return s.bad(`segment ${k} is not published`);
+    return loaded;
   }
 
   /* ---------------- iteration ---------------- */
