@@ -415,6 +415,8 @@ describe('pmpool CLI', () => {
       for (const [args, message] of [
         [['--pool', '--', 'true'], 'pmpool run: --pool needs PATH:SIZE\n'],
         [['--bogus', '--', 'true'], 'pmpool run: unknown option --bogus\n'],
+        // The program is handed one pool: a second --pool is a mistake, not a replacement of the first.
+        [['--pool', `${path}:4M`, `--pool=${path}-b:4M`, '--', 'true'], 'pmpool run: --pool given twice\n'],
       ] as const) {
         r = pmpool('run', ...args);
         assert.equal(r.code, 2);

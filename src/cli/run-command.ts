@@ -44,6 +44,7 @@ export function parseRunArgs(args: string[]): { pool?: { path: string; size: num
     const value = a === '--pool' ? own[++i] : a.startsWith('--pool=') ? a.slice(7) : undefined;
     // main() puts "pmpool run: " before the message; a bare --pool is missing its value, not unknown.
     if (value === undefined) throw new UsageError(a === '--pool' ? '--pool needs PATH:SIZE' : `unknown option ${a}`);
+    if (pool !== undefined) throw new UsageError('--pool given twice');
     const colon = value.lastIndexOf(':');
     if (colon <= 0) throw new UsageError(`--pool needs PATH:SIZE, got "${value}"`);
     // The program is handed --pmpool=PATH,SIZE, which takes absolute paths only.
