@@ -136,6 +136,26 @@ describe('windows of a MemoryRegion', () => {
     );
     assert.deepEqual(JSON.parse(out), { afterUnmaps: [0, 0], afterDrops: 0, keptMapped: false });
   });
+
+  test("a slice's dropped window does not leave its window of the region behind; one still held stays mapped", () => {
+    const out = inChild(
+      `import { MemoryRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+       const region = new MemoryRegion(1 << 20);
+       const slice = new SubRegion(region, 1 << 19, 1 << 19);
+       const nested = new SubRegion(slice, 0, 1 << 18);
+       const held = slice.map(0, 4096);
+       for (let i = 0; i < 1000; i++) { slice.map(0, 4096); nested.map(4096, 4096); }
+       await collect();
+       const afterDrops = [region.windows().length, slice.windows().length, nested.windows().length];
+       held.bytes()[0] = 7;
+       const seen = [held.mapped, new Uint8Array(region.buffer)[1 << 19]];
+       held.unmap();
+       process.stdout.write(JSON.stringify({ afterDrops, seen, afterUnmap: region.windows().length }));`,
+      [],
+      ['--expose-gc'],
+    );
+    assert.deepEqual(JSON.parse(out), { afterDrops: [1, 1, 0], seen: [true, 7], afterUnmap: 0 });
+  });
 });
 
 describe('files', () => {

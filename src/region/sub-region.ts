@@ -45,10 +45,21 @@ class SubWindow implements RegionWindow {
   }
   unmap(): void {
     this.unmapped = true;
+    innerOfDropped.unregister(this);
     this.inner.unmap();
     this.region.forget(this);
   }
 }
+
+/**
+ * The inner windows of slices' windows over a SharedArrayBuffer (a MemoryRegion's), unmapped when
+ * the slice's window is collected. Nothing else holds them (holdWhileBufferLives holds no window of
+ * a SharedArrayBuffer), and a MemoryRegion keeps its windows strongly, until unmap() or close():
+ * every window a slice dropped stayed with the region for its life. A window over an ArrayBuffer
+ * is not entered: held here it would hold its buffer, and the buffer its windows, for ever; the
+ * addon's finalizer unmaps it once the buffer goes.
+ */
+const innerOfDropped = new FinalizationRegistry<RegionWindow>((inner) => inner.unmap());
 
 export class SubRegion implements Region {
   private isClosed = false;
@@ -113,9 +124,11 @@ export class SubRegion implements Region {
 
   map(offset: number, length: number): RegionWindow {
     checkWindow(this, offset, length);
-    const w = new SubWindow(this, this.root.map(this.rootBase + offset, length), offset);
+    const inner = this.root.map(this.rootBase + offset, length);
+    const w = new SubWindow(this, inner, offset);
     this.live.add(w);
     holdWhileBufferLives(w);
+    if (!(inner.buffer instanceof ArrayBuffer)) innerOfDropped.register(w, inner, w);
     return w;
   }
 
