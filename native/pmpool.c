@@ -43,6 +43,13 @@
 
 /* ---------- files ---------- */
 
+struct env_marks;
+static struct env_marks *marks_of(napi_env env, napi_callback_info info);
+static void forget_marks(struct env_marks *m, int32_t fd, int64_t offset);
+static int room_for_fd(struct env_marks *m);
+static void remember_fd(struct env_marks *m, int32_t fd);
+static void forget_fd(struct env_marks *m, int32_t fd);
+
 /* open(path, create, exclusive, readOnly, mode) -> fd
  * Always O_NOFOLLOW (a symlink is refused with ELOOP), O_CLOEXEC (an fd
  * must not leak into a program started by execve) and O_NONBLOCK: a FIFO at
@@ -62,6 +69,12 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   int flags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (read_only ? O_RDONLY : O_RDWR);
   if (create) flags |= O_CREAT;
   if (exclusive) flags |= O_EXCL;
+  struct env_marks *m = marks_of(env, info);
+  /* Room first: a descriptor opened must be one this environment's teardown closes. */
+  if (!room_for_fd(m)) {
+    throw_errno(env, ENOMEM, "open", path);
+    return NULL;
+  }
   int fd;
   do fd = open(path, flags, (mode_t)mode);
   while (fd < 0 && errno == EINTR);
@@ -69,12 +82,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, "open", path);
     return NULL;
   }
+  remember_fd(m, fd);
   return make_int64(env, fd);
 }
-
-struct env_marks;
-static struct env_marks *marks_of(napi_env env, napi_callback_info info);
-static void forget_marks(struct env_marks *m, int32_t fd, int64_t offset);
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
@@ -83,6 +93,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   /* The description's marks go with it (when this was its last descriptor); none is released by
      number at this environment's teardown, when the number may name another file. */
   forget_marks(marks_of(env, info), fd, -1);
+  /* Forgotten whatever close(2) answers: the descriptor is released even when it fails. */
+  forget_fd(marks_of(env, info), fd);
   if (close(fd) < 0 && errno != EINTR) {
     throw_errno(env, errno, "close", NULL);
     return NULL;
@@ -448,18 +460,23 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
  * refused, not waited for.
  *
  * And at the teardown of the environment that took it — a worker thread's end, by
- * worker.terminate() too — though the descriptor stays open (nothing closes a worker's files,
- * and a mapping would keep the description anyway): a mark says that its open's thread lives,
- * not only its process. A worker ended between its claim of the pool lock and its identity has
- * not said who it is, and only its mark can tell a waiter that it is gone. */
+ * worker.terminate() too — before its descriptors are closed (a mapping would keep the
+ * description, and the mark with it, until its finalizer runs): a mark says that its open's
+ * thread lives, not only its process. A worker ended between its claim of the pool lock and its
+ * identity has not said who it is, and only its mark can tell a waiter that it is gone. */
 
-/* The marks this environment (the main thread, or a worker) holds: released at its teardown. */
+/* The marks this environment (the main thread, or a worker) holds, released at its teardown; and
+   the descriptors open() gave it and close() did not take back, closed then. Nothing else closes a
+   worker's files: a region or pool it left open kept both descriptors, and the region's flock,
+   for the life of the process (a program that recycles workers ran out of descriptors). */
 struct env_marks {
   size_t count, capacity;
   struct held_mark {
     int32_t fd;
     int64_t offset;
   } *held;
+  size_t fd_count, fd_capacity;
+  int32_t *fds;
 };
 
 static struct env_marks *marks_of(napi_env env, napi_callback_info info) {
@@ -477,6 +494,31 @@ static void forget_marks(struct env_marks *m, int32_t fd, int64_t offset) {
   }
 }
 
+/* Room for one more descriptor in the list (none kept without an environment: true). */
+static int room_for_fd(struct env_marks *m) {
+  if (m == NULL || m->fd_count < m->fd_capacity) return 1;
+  size_t capacity = m->fd_capacity ? 2 * m->fd_capacity : 8;
+  int32_t *fds = realloc(m->fds, capacity * sizeof *fds);
+  if (fds == NULL) return 0;
+  m->fds = fds;
+  m->fd_capacity = capacity;
+  return 1;
+}
+
+/* After room_for_fd. */
+static void remember_fd(struct env_marks *m, int32_t fd) {
+  if (m != NULL) m->fds[m->fd_count++] = fd;
+}
+
+static void forget_fd(struct env_marks *m, int32_t fd) {
+  if (m == NULL) return;
+  for (size_t i = 0; i < m->fd_count; i++)
+    if (m->fds[i] == fd) {
+      m->fds[i] = m->fds[--m->fd_count];
+      return;
+    }
+}
+
 static void release_env_marks(void *arg) {
   struct env_marks *m = arg;
   for (size_t i = 0; i < m->count; i++) {
@@ -489,7 +531,10 @@ static void release_env_marks(void *arg) {
     while (fcntl(m->held[i].fd, F_OFD_SETLK, &l) < 0 && errno == EINTR) {
     }
   }
+  /* The marks first: a descriptor closed while a mapping keeps its description would leave them. */
+  for (size_t i = 0; i < m->fd_count; i++) close(m->fds[i]);
   free(m->held);
+  free(m->fds);
   free(m);
 }
 
@@ -1124,14 +1169,14 @@ static napi_value js_checksum64(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   /* Without room for the list (or a hook to release it), marks are taken as before: they go
-     with the descriptor alone. */
+     with the descriptor alone; and descriptors stay open until this program closes them. */
   struct env_marks *marks = calloc(1, sizeof *marks);
   if (marks != NULL && napi_add_env_cleanup_hook(env, release_env_marks, marks) != napi_ok) {
     free(marks);
     marks = NULL;
   }
   napi_property_descriptor props[] = {
-      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, marks},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, marks},
       {"fstat", NULL, js_fstat, NULL, NULL, NULL, napi_default, NULL},
       {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_default, NULL},

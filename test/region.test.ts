@@ -146,6 +146,44 @@ describe('FileRegion over /dev/shm', () => {
     }
   });
 
+  test("a worker that ends with its region or pool open leaves no descriptor, and no flock, behind", () => {
+    const { path, cleanup } = shmPath('worker-fds');
+    try {
+      Pool.create(path, { size: 1 << 20 }).close();
+      // Each worker opens a region and a pool on the file and keeps them: one returns, one is terminated.
+      const child = runModule(
+        `import { readdirSync, readlinkSync } from 'node:fs';
+         import { Worker } from 'node:worker_threads';
+         import { FileRegion } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const path = process.argv[1];
+         const ofPath = (fd) => { try { return readlinkSync('/proc/self/fd/' + fd) === path; } catch { return false; } };
+         const count = () => readdirSync('/proc/self/fd').filter(ofPath).length;
+         const body = (stay) => \`const { FileRegion, Pool } = await import(\${JSON.stringify(${JSON.stringify(PMPOOL_ENTRY)})});
+           const region = FileRegion.open(\${JSON.stringify(path)});
+           region.map(0, 4096).bytes()[0];
+           Pool.open(\${JSON.stringify(path)}).alloc(1);
+           (await import('node:worker_threads')).parentPort.postMessage('open');
+           \${stay ? 'setInterval(() => {}, 1000);' : ''}\`;
+         const run = async (stay) => {
+           const worker = new Worker(\`import(\${JSON.stringify('data:text/javascript,' + encodeURIComponent(body(stay)))})\`, { eval: true });
+           await new Promise((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject); });
+           if (stay) await worker.terminate();
+           else await new Promise((resolve) => worker.once('exit', resolve));
+         };
+         for (let i = 0; i < 3; i++) { await run(false); await run(true); }
+         const left = count();
+         let exclusive;
+         try { FileRegion.open(path, { exclusive: true }).close(); exclusive = 'taken'; } catch (e) { exclusive = e.code; }
+         process.stdout.write(JSON.stringify({ left, exclusive }));`,
+        [path],
+      );
+      assert.equal(child.status, 0, child.stderr);
+      assert.deepEqual(JSON.parse(child.stdout), { left: 0, exclusive: 'taken' });
+    } finally {
+      cleanup();
+    }
+  });
+
   test("advice that discards contents never reaches the bytes around an unaligned window", () => {
     const { path, cleanup } = shmPath('advise');
     try {
