@@ -479,6 +479,36 @@ describe('LogRing damage and racing readers', () => {
     pool.close();
   });
 
+  test('a damaged oldest record makes the next append drop only the room it needs, not the intact records after it', () => {
+    // 128-byte records: 512 fill a ring of 64 KiB, and each append of one more drops exactly the oldest.
+    const damages: Array<[string, (info: number) => number]> = [
+      ['its pad bit set', (info) => (info | 0x80000000) >>> 0],
+      ['its length 1024 bytes larger', (info) => info + 1024],
+      ['its length 40 bytes smaller', (info) => info - 40],
+    ];
+    for (const [what, damage] of damages) {
+      const pool = memoryPool();
+      const ring = LogRing.open(pool, 'dmg', { bytes: 64 * 1024 });
+      for (let i = 1; i <= 600; i++) ring.append(`${i}:`.padEnd(100, '.'));
+      const bytes = pool.find('dmg')!.bytes();
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const at = HEADER + (Number(view.getBigUint64(TAIL_OFFSET, true)) % ring.capacity);
+      assert.equal(view.getBigUint64(at + 4, true), 89n, 'record 89 is the oldest');
+      view.setUint32(at, damage(view.getUint32(at, true)), true);
+      assert.deepEqual([ring.stats().firstSeq, ring.stats().records], [90, 511], `${what}: record 89 skipped, the others read`);
+      ring.append('601:'.padEnd(100, '.'));
+      const records = ring.records();
+      assert.deepEqual(records.map((r) => r.seq), Array.from({ length: 512 }, (_, i) => i + 90), `${what}: only the damaged record made room`);
+      for (const r of records) assert.equal(r.text, `${r.seq}:`.padEnd(100, '.'));
+      const reader = LogRing.open(pool, 'dmg', { readOnly: true });
+      assert.deepEqual(reader.records(), records);
+      assert.equal(reader.stats().skipped, 0);
+      reader.close();
+      ring.close();
+      pool.close();
+    }
+  });
+
   test('a record whose seq jumps past records damage took is returned, though no damaged bytes lie before it', () => {
     const pool = memoryPool();
     const ring = LogRing.open(pool, 'jump', { bytes: 4096 });

@@ -280,10 +280,7 @@ export class LogRing {
     if (end - this.tail > cap) {
       let t = this.tail;
       const minTail = end - cap;
-      while (t < minTail) {
-        const next = this.nextPosition(t);
-        t = next > t && next <= this.head ? next : minTail;
-      }
+      while (t < minTail) t = this.nextPosition(t);
       Atomics.store(this.big, TAIL, BigInt(t));
       this.tail = t;
       fault('log:tail-moved');
@@ -323,15 +320,30 @@ export class LogRing {
     return crc32c(this.data, at + REC_HEADER, at + REC_HEADER + n, crc32cWords(this.dataWords, at >>> 2, 3, this.ringId));
   }
 
-  /** The position after the record at `pos` (trusted: the writer's own records), or `pos` when it is unreadable. */
+  /**
+   * The position after the record at `pos`, or `pos + 16` when the record there is not one the
+   * writer can vouch for. Its length is taken when the record after it carries the seq that follows
+   * (a pad: the record at the ring's start carries the pad's own), one word read; else only when its
+   * CRC matches. A damaged length or pad bit is not believed: taken, it moved the tail over up to
+   * the whole ring of intact records to make room for one; stepping drops only the room needed.
+   */
   private nextPosition(pos: number): number {
     const cap = this.capacity;
+    const w = this.dataWords;
     const phys = pos % cap;
-    const info = this.dataWords[phys >>> 2]!;
-    if ((info & INFO_PAD) !== 0) return pos + (cap - phys);
+    const i = phys >>> 2;
+    const info = w[i]!;
     const n = info & LENGTH_MASK;
-    if (n > this.maxRecordBytes) return pos;
-    return pos + align16(REC_HEADER + n);
+    const isPad = (info & INFO_PAD) !== 0;
+    const next = pos + (isPad ? cap - phys : align16(REC_HEADER + n));
+    const sane = isPad ? n === 0 && (info & INFO_TEXT) === 0 : n <= this.maxRecordBytes && phys + (next - pos) <= cap;
+    if (!sane || next > this.head) return pos + REC_HEADER;
+    if (next < this.head) {
+      const j = (next % cap) >>> 2;
+      const seq = w[i + 1]! + w[i + 2]! * 2 ** 32;
+      if (w[j + 1]! + w[j + 2]! * 2 ** 32 === (isPad ? seq : seq + 1)) return next;
+    }
+    return w[i + 3] === this.recordCrc(phys, n) ? next : pos + REC_HEADER;
   }
 
   /* ---------------- reading ---------------- */
