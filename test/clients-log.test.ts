@@ -873,6 +873,35 @@ describe('LogRing.open with options that are not an object, or fields of the wro
     pool.close();
   });
 
+  test('a destroy() the pool refuses (quiesced for a handover) leaves the ring open, its writer able to append and destroy it later', () => {
+    const { path, cleanup } = shmPath('log-destroy-refused');
+    try {
+      const pool = Pool.create(path, { size: '4M' });
+      const ring = LogRing.open(pool, 'log', { bytes: 4096 });
+      ring.append('kept');
+      pool.quiesce();
+      expectClientError(() => ring.destroy(), 'BUSY');
+      pool.resume();
+      assert.equal(ring.closed, false, 'refused: the ring is still open');
+      assert.equal(ring.append('after'), 2);
+      // Still its writer: another process is refused the ring while this one holds it.
+      const other = runModule(
+        `import { Pool, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.open(process.argv[1]);
+         try { LogRing.open(pool, 'log'); process.stdout.write('opened'); } catch (e) { process.stdout.write(e.code); }
+         pool.close();`,
+        [path],
+      );
+      assert.equal(other.stdout, 'BUSY', other.stderr);
+      assert.deepEqual(ring.records().map((r) => r.text), ['kept', 'after']);
+      ring.destroy();
+      assert.equal(pool.find('log'), undefined);
+      pool.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a ring larger than the whole pool is NO_SPACE, a ClientError like every other refusal', () => {
     const pool = memoryPool(4 * MiB);
     const e = expectClientError(() => LogRing.open(pool, 'huge', { bytes: 8 * MiB }), 'NO_SPACE');

@@ -492,12 +492,17 @@ export class LogRing {
     else this.lock.release();
   }
 
-  /** Removes the ring from the pool: its run goes back (the writer only). */
+  /**
+   * Removes the ring from the pool: its run goes back (the writer only). A release the pool
+   * refuses (quiesced for a handover) leaves the ring open, its lock held: closed first, the ring
+   * could neither append nor be destroyed again, and its lock stood held for every other process.
+   */
   destroy(): void {
     this.writable();
+    poolCall(() => this.pool.release(this.root.pfn, this.root.count, { owner: this.owner }), this.what);
+    // The lock's words went with the run: forgotten, not released.
     this.closedFlag = true;
     this.lock.abandon();
-    poolCall(() => this.pool.release(this.root.pfn, this.root.count, { owner: this.owner }), this.what);
   }
 
   /** @internal crash simulation: drop the ring as a killed process would (its lock still held). */
