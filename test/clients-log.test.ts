@@ -720,7 +720,9 @@ describe('pmpool log dump', () => {
       assert.match(missing.err.join('\n'), /NOT_FOUND/);
       assert.equal(run(['dump', path, 'kv']).code, 1);
       assert.equal(run(['dump', `${path}-absent`, 'app']).code, 1);
-      for (const bad of [[], ['dump'], ['dump', path], ['show', path, 'app'], ['dump', path, 'app', '--yaml'], ['dump', path, 'app', 'extra'], ['dump', path, 'a/b']]) {
+      // A NAME that is no client name is bad usage whatever the pool: it is not opened for it.
+      const badNames = [['dump', path, 'a/b'], ['dump', `${path}-absent`, 'a/b'], ['dump', '/', 'a/b'], ['dump', `${path}-absent`, '']];
+      for (const bad of [[], ['dump'], ['dump', path], ['show', path, 'app'], ['dump', path, 'app', '--yaml'], ['dump', path, 'app', 'extra'], ...badNames]) {
         const r = run(bad);
         assert.equal(r.code, 2, JSON.stringify(bad));
         assert.match(r.err.join('\n'), /usage: pmpool log dump/);

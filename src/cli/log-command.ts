@@ -15,7 +15,8 @@
  * "0x" as \x30, so that it cannot read as bytes) and "<seq> 0x<hex>" for bytes.
  * JSON: { name, capacity, used, skipped, records: [{ seq, text } | { seq, base64 }] }.
  */
-import { ClientError, LogRing, PmpoolError, Pool } from '../index.js';
+import { LogRing, PmpoolError, Pool } from '../index.js';
+import { checkClientName } from '../clients/client-header.js';
 import { splitArgs, unknownOption } from './args.js';
 import { oneLine } from './usage.js';
 
@@ -37,6 +38,15 @@ export function logCommand(args: string[], out: Out, err: Out): number {
   }
   const [path, name] = positional as [string, string];
   const json = split.options.some((o) => o.name === '--json');
+  // A NAME that is no client name is bad usage, as a missing one is: told before the pool is opened
+  // (a missing or unreadable pool would make it exit 1, and the open records the dump in its lock).
+  try {
+    checkClientName(name);
+  } catch (e) {
+    err(`pmpool log: ${describeError(e)}`);
+    err(USAGE);
+    return 2;
+  }
   let pool: Pool;
   try {
     pool = Pool.open(path);
@@ -69,11 +79,6 @@ export function logCommand(args: string[], out: Out, err: Out): number {
     return 0;
   } catch (e) {
     err(`pmpool log: ${describeError(e)}`);
-    // A NAME that is no client name is bad usage, as a missing one is.
-    if (e instanceof ClientError && e.code === 'BAD_ARGUMENT') {
-      err(USAGE);
-      return 2;
-    }
     return 1;
   } finally {
     pool.close();
