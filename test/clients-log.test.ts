@@ -6,6 +6,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { Pool } from '../src/index.js';
@@ -621,6 +622,79 @@ describe('LogRing damage and racing readers', () => {
       });
       pool.close();
     }
+  });
+
+  test('property: damage never hides an intact record, and the next append drops only the room it needs', () => {
+    // Records of text, of random bytes and of small integers (whose words look like record headers
+    // to a scan that resynchronises through them), then bytes of the record space damaged, some of
+    // them in records' headers. A record is intact when no byte of its header, payload or padding
+    // was touched: every intact record must be read, and after one more append every intact record
+    // that starts past the room that append needed must still be.
+    const recordArb = fc.record({ kind: fc.constantFrom('text', 'bytes', 'small'), size: fc.oneof(fc.nat(200), fc.nat(1008)), seed: fc.nat() });
+    // Anywhere in the record space, in some record's header, or in the oldest one's (which the next append drops).
+    const damageArb = fc.record({ where: fc.constantFrom('anywhere', 'header', 'oldest'), pick: fc.nat(), byte: fc.oneof(fc.nat(15), fc.constantFrom(1, 3)), xor: fc.oneof(fc.integer({ min: 1, max: 255 }), fc.constant(0x80)) });
+    fc.assert(
+      fc.property(fc.constantFrom(4096, 8192), fc.array(recordArb, { maxLength: 200 }), fc.array(damageArb, { minLength: 1, maxLength: 4 }), fc.nat(1008), (bytesOption, specs, damages, nextSize) => {
+        const pool = memoryPool(4 * MiB);
+        try {
+          const ring = LogRing.open(pool, 'prop', { bytes: bytesOption });
+          const cap = ring.capacity;
+          const appended = new Map<number, Uint8Array>();
+          for (const { kind, size, seed } of specs) {
+            const n = Math.min(size, ring.maxRecordBytes);
+            const rng = new Prng(seed);
+            const record = kind === 'text' ? `${seed}:`.padEnd(n, '.').slice(0, n) : new Uint8Array(n).map(() => rng.int(kind === 'small' ? 4 : 256));
+            appended.set(ring.append(record), typeof record === 'string' ? new TextEncoder().encode(record) : record);
+          }
+          const bytes = pool.find('prop')!.bytes();
+          const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          const head = Number(view.getBigUint64(HEAD_OFFSET, true));
+          // The records as the writer laid them out, before any damage.
+          const laid: Array<{ pos: number; phys: number; length: number; seq: number }> = [];
+          for (let pos = Number(view.getBigUint64(TAIL_OFFSET, true)); pos < head; ) {
+            const phys = pos % cap;
+            const info = view.getUint32(HEADER + phys, true);
+            const length = info & 0x80000000 ? cap - phys : (16 + (info & 0x3fffffff) + 15) & ~15;
+            if (!(info & 0x80000000)) laid.push({ pos, phys, length, seq: Number(view.getBigUint64(HEADER + phys + 4, true)) });
+            pos += length;
+          }
+          const damaged = new Set<number>();
+          for (const { where, pick, byte, xor } of damages) {
+            const at = where === 'anywhere' || laid.length === 0 ? pick % cap : laid[where === 'oldest' ? 0 : pick % laid.length]!.phys + byte;
+            bytes[HEADER + at]! ^= xor;
+            damaged.add(at);
+          }
+          const intact = laid.filter((r) => ![...damaged].some((d) => d >= r.phys && d < r.phys + r.length));
+          const check = (records: LogRecord[], expected: number[], what: string) => {
+            for (let i = 0; i < records.length; i++) {
+              const r = records[i]!;
+              if (i > 0) assert.ok(r.seq > records[i - 1]!.seq, `${what}: seq ${r.seq} after ${records[i - 1]!.seq}`);
+              assert.deepEqual(r.bytes, appended.get(r.seq), `${what}: record ${r.seq} as appended`);
+            }
+            const seqs = new Set(records.map((r) => r.seq));
+            assert.deepEqual(expected.filter((seq) => !seqs.has(seq)), [], `${what}: intact records not returned`);
+          };
+          const reader = LogRing.open(pool, 'prop', { readOnly: true });
+          check(reader.records(), intact.map((r) => r.seq), 'reader');
+          // One more append: the room it needs ends at minTail; an intact record from there on stays.
+          const length = (16 + nextSize + 15) & ~15;
+          const phys = head % cap;
+          const minTail = head + (phys + length > cap ? cap - phys : 0) + length - cap;
+          const next = new Uint8Array(nextSize).fill(7);
+          const seq = ring.append(next);
+          appended.set(seq, next);
+          const kept = intact.filter((r) => r.pos >= minTail).map((r) => r.seq);
+          check(ring.records(), [...kept, seq], 'writer, after one more append');
+          check(reader.records(), [...kept, seq], 'reader, after one more append');
+          assert.equal(ring.records().at(-1)!.seq, seq);
+          reader.close();
+          ring.close();
+        } finally {
+          pool.close();
+        }
+      }),
+      { numRuns: 800 },
+    );
   });
 
   test('a reader beside a writer that wraps the ring thousands of times: every record intact and in order, none counted as damaged', async () => {
