@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { LogRing, PersistentMap, Pool } from '../src/index.js';
 import { ClientError } from '../src/clients/index.js';
-import { PMPOOL_ENTRY, shmPath, startModule } from './support/child.js';
+import { PMPOOL_ENTRY, runModule, shmPath, startModule } from './support/child.js';
 import { inNewPidNamespace, killNamespace, untilReady } from './support/pid-namespace.js';
 
 function expectBusy(open: () => unknown, holder: RegExp): void {
@@ -33,6 +33,39 @@ function withClients(pool: Pool, fn: (map: PersistentMap, ring: LogRing) => void
 }
 
 describe('the clients\' writer lock', () => {
+  test('a pool closed before its map and ring closes them first: their locks are free to another process, the map closed clean', () => {
+    const { path, cleanup } = shmPath('wl-pool-first');
+    try {
+      const pool = Pool.create(path, { size: '16M' });
+      const map = PersistentMap.open(pool, 'kv');
+      const ring = LogRing.open(pool, 'log', { bytes: 4096 });
+      for (let i = 0; i < 1000; i++) map.set(`key ${i}`, `value ${i}`);
+      ring.append('kept');
+      pool.close();
+      assert.equal(map.closed, true);
+      assert.equal(ring.closed, true);
+      map.close(); // their own close() afterwards is the no-op it is on any closed client
+      ring.close();
+      // Another process, while this one lives: before, both opens were BUSY, naming this process.
+      const other = runModule(
+        `import { Pool, PersistentMap, LogRing } from ${JSON.stringify(PMPOOL_ENTRY)};
+         const pool = Pool.open(process.argv[1]);
+         let sweeps = 0;
+         const all = pool.allocations.bind(pool);
+         pool.allocations = () => (sweeps++, all());
+         const map = PersistentMap.open(pool, 'kv');
+         const ring = LogRing.open(pool, 'log');
+         process.stdout.write(JSON.stringify({ size: map.size, last: map.get('key 999'), sweeps, records: ring.records().map((r) => r.text) }));
+         pool.close();`,
+        [path],
+      );
+      assert.equal(other.status, 0, other.stderr);
+      assert.deepEqual(JSON.parse(other.stdout), { size: 1000, last: 'value 999', sweeps: 0, records: ['kept'] });
+    } finally {
+      cleanup();
+    }
+  });
+
   test('a writer of another PID namespace is BUSY to this one while it lives; once it is killed, its lock is broken', async () => {
     const { path, cleanup } = shmPath('wl-pidns');
     let holder: ChildProcess | undefined;

@@ -274,6 +274,41 @@ describe('Pool basics', () => {
     assert.equal(sub2.closed, true);
   });
 
+  test('onClose: callbacks run first, in order, once each, while the memory is mapped; a throw stops neither the others nor the close', () => {
+    const region = new MemoryRegion(16 * MiB);
+    const pool = Pool.create(region, { size: region.size });
+    const sub = pool.subpool('s', { count: 512 });
+    const run = pool.alloc(1, { name: 'state' });
+    const seen: string[] = [];
+    const twice = () => seen.push('twice');
+    pool.onClose(() => {
+      // Still open and writable: a client records its state here.
+      run.bytes()[0] = 42;
+      seen.push(`first, sub closed: ${sub.closed}`);
+    });
+    pool.onClose(twice);
+    const unregistered = pool.onClose(() => seen.push('unregistered'));
+    pool.onClose(twice);
+    pool.onClose(() => {
+      throw new Error('a client failed to close');
+    });
+    sub.onClose(() => seen.push(`sub, parent closed: ${pool.closed}`));
+    pool.onClose(() => seen.push('after the throw'));
+    unregistered();
+    unregistered(); // undoing twice is harmless
+    assert.throws(() => pool.close(), /a client failed to close/);
+    assert.deepEqual(seen, ['first, sub closed: false', 'twice', 'twice', 'after the throw', 'sub, parent closed: false']);
+    assert.equal(pool.closed, true);
+    assert.equal(sub.closed, true);
+    pool.close(); // idempotent: nothing runs again
+    assert.equal(seen.length, 5);
+    const again = Pool.open(region);
+    assert.equal(again.find('state')!.bytes()[0], 42, 'the callback wrote while the pool was mapped');
+    for (const bad of [undefined, null, 'close', {}]) expectError(() => again.onClose(bad as never), PoolError, 'BAD_ARGUMENT');
+    again.close();
+    expectError(() => again.onClose(() => {}), PoolError, 'CLOSED');
+  });
+
   test("a parent's check reaches its sub-pools, and its repair restores one subpool() refused to open", () => {
     const region = new MemoryRegion(16 * MiB);
     const pool = Pool.create(region, { size: region.size });

@@ -104,6 +104,8 @@ export class LogRing {
   private readonly lock: WriterLock;
   private ringId = 0;
   private closedFlag = false;
+  /** Undoes the pool.onClose that closes the ring with its pool (a pool closed first left its lock held). */
+  private unregisterClose = (): void => {};
   /* writer state */
   private head = 0;
   private tail = 0;
@@ -169,6 +171,7 @@ export class LogRing {
       ring.closedFlag = true;
       throw e;
     }
+    ring.unregisterClose = pool.onClose(() => ring.close());
     return ring;
   }
 
@@ -487,6 +490,7 @@ export class LogRing {
   close(): void {
     if (this.closedFlag) return;
     this.closedFlag = true;
+    this.unregisterClose();
     if (this.readOnly) return;
     if (this.pool.closed) this.lock.abandon();
     else this.lock.release();
@@ -502,12 +506,14 @@ export class LogRing {
     poolCall(() => this.pool.release(this.root.pfn, this.root.count, { owner: this.owner }), this.what);
     // The lock's words went with the run: forgotten, not released.
     this.closedFlag = true;
+    this.unregisterClose();
     this.lock.abandon();
   }
 
   /** @internal crash simulation: drop the ring as a killed process would (its lock still held). */
   abandon(): void {
     this.closedFlag = true;
+    this.unregisterClose();
     this.lock.abandon();
   }
 }

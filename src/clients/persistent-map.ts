@@ -115,6 +115,8 @@ export class PersistentMap {
   private state = State.Open;
   /** What undoes each registerHandover of this map: close() and destroy() run them. */
   private readonly handoverRegistrations = new Set<() => void>();
+  /** Undoes the pool.onClose that closes the map with its pool (a pool closed first left its lock held). */
+  private unregisterClose = (): void => {};
 
   private constructor(pool: Pool, name: string, root: Allocation, readOnly: boolean) {
     this.pool = pool;
@@ -164,6 +166,7 @@ export class PersistentMap {
       map.state = State.Closed;
       throw e;
     }
+    map.unregisterClose = pool.onClose(() => map.close());
     return map;
   }
 
@@ -650,6 +653,7 @@ export class PersistentMap {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     this.unregisterHandovers();
+    this.unregisterClose();
     if (this.readOnly) return;
     if (this.pool.closed) {
       // The memory is gone; the lock stays held and the next writer breaks it.
@@ -670,6 +674,7 @@ export class PersistentMap {
     resetToEmpty(s);
     this.state = State.Closed;
     this.unregisterHandovers();
+    this.unregisterClose();
     s.lock.abandon();
     poolCall(() => this.pool.release(s.root.pfn, s.root.count, { owner: s.owner }), s.what);
   }
@@ -677,6 +682,7 @@ export class PersistentMap {
   /** @internal crash simulation: drop the map as a killed process would (lock held, counters as they are). */
   abandon(): void {
     this.state = State.Closed;
+    this.unregisterClose();
     this.s.lock.abandon();
   }
 

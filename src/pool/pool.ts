@@ -87,6 +87,8 @@ export class Pool {
   private readonly metaWindow: RegionWindow;
   private readonly chunks = new Map<number, RegionWindow>();
   private readonly children = new Set<Pool>();
+  /** What onClose() registered: run by close() while the pool's memory is still mapped. */
+  private readonly closeCallbacks = new Set<() => void>();
   private quiesced = false;
   private sb: Superblock;
   /** How this open locks; its sub-pools lock the same way. */
@@ -909,12 +911,39 @@ export class Pool {
 
   /* ---------------- lifetime ---------------- */
 
+  /**
+   * Registers `callback` to run when the pool closes, before anything else close() does: while the
+   * pool's memory is still mapped and writable. A client that keeps state in the pool (a lock word,
+   * counters, a clean-close flag) closes itself there, so that a pool closed before its clients
+   * leaves nothing held: past close() it could only drop its memory, a lock in it still held for
+   * every other process while this one lives. Callbacks run in the order registered, each once;
+   * one that throws does not stop the others or the close, and the first error is thrown after.
+   * Returns the function that unregisters it (a client closed on its own calls it).
+   */
+  onClose(callback: () => void): () => void {
+    if (typeof callback !== 'function') throw new PoolError('BAD_ARGUMENT', `onClose needs a function, got ${describeValue(callback)}`);
+    this.live();
+    // Wrapped, so that one function registered twice is two registrations, each undone by its own.
+    const entry = (): void => callback();
+    this.closeCallbacks.add(entry);
+    return () => void this.closeCallbacks.delete(entry);
+  }
+
   /** Unmaps the pool; closes its file if the pool opened it. Sub-pools opened from it are closed first. */
   close(): void {
     if (this.parts === null) return;
     // A flush that fails (msync: EIO, ENOSPC) must not leave the pool half closed: sub-pools,
     // mappings, the fd and its flock are released all the same, and the failure is thrown after.
     let failure: unknown;
+    // Its clients first (while the memory is mapped), each once: one may close another.
+    for (const callback of [...this.closeCallbacks]) {
+      if (!this.closeCallbacks.delete(callback)) continue;
+      try {
+        callback();
+      } catch (e) {
+        failure ??= e;
+      }
+    }
     for (const child of this.children) {
       try {
         child.close();
