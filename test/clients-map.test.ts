@@ -1160,6 +1160,39 @@ describe('PersistentMap crash simulation', () => {
       }
     }
   });
+  test('a crash while a refused insert puts the table back is a crash, not NO_SPACE: the next writer gives back the run it left', () => {
+    // An insert that grows the table (the pool has room for that) and then finds no room for its
+    // value's segment puts the smaller table back. Killed there, the writer must stop there: its
+    // crash is not taken for a failed undo and the set reported refused, with the writer going on
+    // beside a table run it allocated and never published.
+    const pool = memoryPool(16 * MiB);
+    try {
+      let map = PersistentMap.open(pool, 'undo');
+      for (let i = 0; i < 768; i++) map.set(`k${i}`, 'v');
+      // All the pool has free but 4 pages: the grown table's (2,048 slots).
+      for (let st = pool.stats(); st.free > 4; st = pool.stats()) pool.alloc(Math.min(st.largestFree, st.free - 4), { owner: 'filler' });
+      const points: string[] = [];
+      setMapFaultHook((point) => {
+        points.push(point);
+        if (point === 'resize:allocated' && points.filter((p) => p === point).length === 2) throw new Crash(point);
+      });
+      try {
+        assert.throws(() => map.set('big', new Uint8Array(300_000)), Crash);
+      } finally {
+        setMapFaultHook(null);
+      }
+      assert.deepEqual(points, ['resize:allocated', 'resize:built', 'resize:switched', 'resize:allocated'], 'grown, then killed putting the table back');
+      map.abandon();
+      map = PersistentMap.open(pool, 'undo', { handover: null });
+      assert.equal(map.has('big'), false);
+      assert.equal(map.size, 768);
+      assert.deepEqual(map.check(), { ok: true, problems: [] });
+      assert.equal(ownedPages(pool, 'undo'), map.stats().pages, 'the run the dead writer allocated was given back');
+      map.close();
+    } finally {
+      pool.close();
+    }
+  });
 });
 
 describe('PersistentMap.open with options that are not an object, or fields of the wrong type', () => {

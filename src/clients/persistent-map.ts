@@ -31,6 +31,7 @@
  * word-level table and segment work in map-table.ts and map-segments.ts; the
  * fault hook, key scratch and copy slab in map-runtime.ts.
  */
+import { PmpoolError } from '../errors.js';
 import { Fdt, type Allocation, type Pool } from '../index.js';
 import { describeValue } from '../util/options.js';
 import { checkClientName, checkOpenArguments, poolCall } from './client-header.js';
@@ -453,8 +454,11 @@ export class PersistentMap {
       if (grownFrom >= 0 && e instanceof ClientError && e.code === 'NO_SPACE') {
         try {
           resize(s, grownFrom);
-        } catch {
-          /* the larger table stays: the map is whole, only roomier */
+        } catch (undo) {
+          // Refused by the pool or the map, the larger table stays: the map is whole, only roomier.
+          // Anything else (the crash simulation's kill, a bug) is not a refusal to swallow: the run
+          // resize allocated is left for the next open's sweep, as after any crash.
+          if (!(undo instanceof PmpoolError)) throw undo;
         }
       }
       throw e;
