@@ -1160,34 +1160,56 @@ describe('PersistentMap crash simulation', () => {
       }
     }
   });
-  test('a crash while a refused insert puts the table back is a crash, not NO_SPACE: the next writer gives back the run it left', () => {
-    // An insert that grows the table (the pool has room for that) and then finds no room for its
-    // value's segment puts the smaller table back. Killed there, the writer must stop there: its
-    // crash is not taken for a failed undo and the set reported refused, with the writer going on
-    // beside a table run it allocated and never published.
+  test('an insert refused room leaves the table as it was: a live iterator goes on; killed past its room, the next writer gives it back', () => {
+    // 768 entries: the next insert grows the table (2,048 slots, 4 pages). Its value, 300,000 bytes,
+    // takes a segment of its own (74 pages).
+    const fill = (map: PersistentMap) => {
+      for (let i = 0; i < 768; i++) map.set(`k${i}`, 'v');
+    };
+    const squeeze = (pool: Pool, free: number) => {
+      for (let st = pool.stats(); st.free > free; st = pool.stats()) pool.alloc(Math.min(st.largestFree, st.free - free), { owner: 'filler' });
+    };
+    // Room for neither, and room for the segment but not the table: refused either way, and the
+    // table never switched, so an iteration under way goes on (a grown table put back ended it CHANGED).
+    for (const free of [4, 75]) {
+      const pool = memoryPool(16 * MiB);
+      try {
+        const map = PersistentMap.open(pool, 'refused');
+        fill(map);
+        squeeze(pool, free);
+        const usage = pool.stats().free;
+        const keys = map.keys();
+        assert.equal(keys.next().done, false);
+        assert.throws(() => map.set('big', new Uint8Array(300_000)), (e: unknown) => e instanceof ClientError && e.code === 'NO_SPACE');
+        assert.equal([...keys].length, 767, `${free} pages free: the iteration went on after the refusal`);
+        assert.equal(map.has('big'), false);
+        assert.equal(map.size, 768);
+        assert.equal(pool.stats().free, usage, `${free} pages free: the segment reserved for the record went back`);
+        assert.deepEqual(map.check(), { ok: true, problems: [] });
+        map.close();
+      } finally {
+        pool.close();
+      }
+    }
+    // Killed between its room and its table: the map is whole, and the next writer gives the room back.
     const pool = memoryPool(16 * MiB);
     try {
-      let map = PersistentMap.open(pool, 'undo');
-      for (let i = 0; i < 768; i++) map.set(`k${i}`, 'v');
-      // All the pool has free but 4 pages: the grown table's (2,048 slots).
-      for (let st = pool.stats(); st.free > 4; st = pool.stats()) pool.alloc(Math.min(st.largestFree, st.free - 4), { owner: 'filler' });
-      const points: string[] = [];
+      let map = PersistentMap.open(pool, 'killed');
+      fill(map);
       setMapFaultHook((point) => {
-        points.push(point);
-        if (point === 'resize:allocated' && points.filter((p) => p === point).length === 2) throw new Crash(point);
+        if (point === 'resize:allocated') throw new Crash(point);
       });
       try {
         assert.throws(() => map.set('big', new Uint8Array(300_000)), Crash);
       } finally {
         setMapFaultHook(null);
       }
-      assert.deepEqual(points, ['resize:allocated', 'resize:built', 'resize:switched', 'resize:allocated'], 'grown, then killed putting the table back');
       map.abandon();
-      map = PersistentMap.open(pool, 'undo', { handover: null });
+      map = PersistentMap.open(pool, 'killed', { handover: null });
       assert.equal(map.has('big'), false);
       assert.equal(map.size, 768);
       assert.deepEqual(map.check(), { ok: true, problems: [] });
-      assert.equal(ownedPages(pool, 'undo'), map.stats().pages, 'the run the dead writer allocated was given back');
+      assert.equal(ownedPages(pool, 'killed'), map.stats().pages, 'the runs the dead writer allocated were given back');
       map.close();
     } finally {
       pool.close();

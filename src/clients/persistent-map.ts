@@ -60,7 +60,7 @@ import { attachReader, attachWriter, openRoot } from './map-open.js';
 import { fresh, shared } from './map-reader.js';
 import { resetToEmpty, resize } from './map-resize.js';
 import { copyOut, fault, scratch, Torn } from './map-runtime.js';
-import { compactionDue, dequeue, dropRecord, freeSegment, loadSegment, queue, reserve } from './map-space.js';
+import { compactionDue, dequeue, dropRecord, emptied, freeSegment, loadSegment, queue, reserve } from './map-space.js';
 import { MapState } from './map-state.js';
 
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from './map-layout.js';
@@ -420,48 +420,46 @@ export class PersistentMap {
       throw new ClientError('BAD_VALUE', `a value must be a string or a Uint8Array, got ${describe(value)}`);
     }
     // Whether an insert would resize the table; if not, the record is written before the probe,
-    // while the key's slot is on its way from memory (a resize must come first: it may refuse).
+    // while the key's slot is on its way from memory.
     const n = s.count + 1;
     const mayResize = (n + s.tombs) * 4 > s.cap * 3 || (s.cap > 2 ** MIN_TABLE_LOG2 && n * 16 < s.cap);
+    const bytes = align8(REC_HEADER + klen + vmax);
     let pos = 0;
-    /** The table's log2 before a resize this set made: undone when the set is refused after it. */
-    let grownFrom = -1;
+    let k: number;
     if (mayResize) {
       pos = s.cap === 0 ? -1 : this.probe(h);
+      // The record's room first, then the table: an insert the pool refuses room for then leaves
+      // the table as it was. Grown first, the table had to be put back, a switch of tables that
+      // ended every live iterator (CHANGED) over an insert that did not happen.
+      k = reserve(s, bytes);
       if (pos < 0) {
         const log2 = targetLog2(n);
         const fromLog2 = s.cap === 0 ? -1 : Math.log2(s.cap);
         try {
           resize(s, log2);
-          grownFrom = fromLog2;
         } catch (e) {
           // A smaller table is only the map giving pages back: a pool too full to give it one is
           // no reason to refuse the insert, which the present table has room for.
-          if (!(log2 < fromLog2 && e instanceof ClientError && e.code === 'NO_SPACE')) throw e;
+          if (!(log2 < fromLog2 && e instanceof ClientError && e.code === 'NO_SPACE')) {
+            // Refused: a segment reserved for this record alone goes back (the active one keeps its
+            // room for the next append); a release the pool refuses too leaves it to the map's
+            // strays. Anything else (the crash simulation's kill) stops here, for the next open.
+            if (e instanceof PmpoolError && s.segDedicated[k] && s.segLive[k] === 0) {
+              try {
+                emptied(s, k);
+              } catch (undo) {
+                if (!(undo instanceof PmpoolError)) throw undo;
+              }
+            }
+            throw e;
+          }
         }
         pos = this.probe(h);
       }
     } else {
       touched = s.slots[2 * (h & s.mask)]!;
-    }
-    // Write the record where nothing points yet.
-    let k: number;
-    try {
-      k = reserve(s, align8(REC_HEADER + klen + vmax));
-    } catch (e) {
-      // Refused with the table resized for it: back to the table it had, the pool willing (the old
-      // one's pages went back to it a moment ago). Every entry is where it was either way.
-      if (grownFrom >= 0 && e instanceof ClientError && e.code === 'NO_SPACE') {
-        try {
-          resize(s, grownFrom);
-        } catch (undo) {
-          // Refused by the pool or the map, the larger table stays: the map is whole, only roomier.
-          // Anything else (the crash simulation's kill, a bug) is not a refusal to swallow: the run
-          // resize allocated is left for the next open's sweep, as after any crash.
-          if (!(undo instanceof PmpoolError)) throw undo;
-        }
-      }
-      throw e;
+      // Write the record where nothing points yet.
+      k = reserve(s, bytes);
     }
     const u8 = s.segU8[k]!;
     const u32 = s.segU32[k]!;
