@@ -44,6 +44,10 @@ describe('the clients\' writer lock', () => {
       pool.close();
       assert.equal(map.closed, true);
       assert.equal(ring.closed, true);
+      // A use afterwards says why they are closed.
+      for (const use of [() => map.get('key 1'), () => ring.append('late')]) {
+        assert.throws(use, (e: unknown) => e instanceof ClientError && e.code === 'CLOSED' && /its pool is closed/.test(e.message));
+      }
       map.close(); // their own close() afterwards is the no-op it is on any closed client
       ring.close();
       // Another process, while this one lives: before, both opens were BUSY, naming this process.

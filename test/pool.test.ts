@@ -309,6 +309,26 @@ describe('Pool basics', () => {
     expectError(() => again.onClose(() => {}), PoolError, 'CLOSED');
   });
 
+  test('onClose: a callback that closes the pool itself ends that close; the outer one stops there', () => {
+    const region = new MemoryRegion(16 * MiB);
+    const pool = Pool.create(region, { size: region.size });
+    const sub = pool.subpool('s', { count: 512 });
+    const seen: string[] = [];
+    pool.onClose(() => {
+      seen.push('closes the pool');
+      pool.close();
+      seen.push(`closed inside: ${pool.closed}`);
+    });
+    pool.onClose(() => seen.push('the next callback'));
+    pool.close(); // before: a TypeError, the outer close going on over the closed pool's parts
+    assert.deepEqual(seen, ['closes the pool', 'the next callback', 'closed inside: true']);
+    assert.equal(pool.closed, true);
+    assert.equal(sub.closed, true);
+    const again = Pool.open(region);
+    assert.ok(again.check().ok);
+    again.close();
+  });
+
   test("a parent's check reaches its sub-pools, and its repair restores one subpool() refused to open", () => {
     const region = new MemoryRegion(16 * MiB);
     const pool = Pool.create(region, { size: region.size });

@@ -473,8 +473,9 @@ export class LogRing {
   /* ---------------- lifetime ---------------- */
 
   private live(): void {
-    if (this.closedFlag) throw new ClientError('CLOSED', `${this.what} is closed`);
+    // Its pool's closing first: pool.close() closes the ring too (onClose), and says why.
     if (this.pool.closed) throw new ClientError('CLOSED', `${this.what}: its pool is closed`);
+    if (this.closedFlag) throw new ClientError('CLOSED', `${this.what} is closed`);
   }
 
   private writable(): void {
@@ -491,9 +492,9 @@ export class LogRing {
     if (this.closedFlag) return;
     this.closedFlag = true;
     this.unregisterClose();
+    // Open, its pool is too: pool.close() closes the ring first (onClose).
     if (this.readOnly) return;
-    if (this.pool.closed) this.lock.abandon();
-    else this.lock.release();
+    this.lock.release();
   }
 
   /**

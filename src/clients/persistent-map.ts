@@ -581,7 +581,7 @@ export class PersistentMap {
   }
 
   private throwClosed(): never {
-    throw new ClientError('CLOSED', this.state !== State.Open ? `${this.s.what} is closed` : `${this.s.what}: its pool is closed`);
+    throw new ClientError('CLOSED', this.pool.closed ? `${this.s.what}: its pool is closed` : `${this.s.what} is closed`);
   }
 
   /**
@@ -656,12 +656,8 @@ export class PersistentMap {
     this.state = State.Closed;
     this.unregisterHandovers();
     this.unregisterClose();
+    // Open, its pool is too: pool.close() closes the map first (onClose).
     if (this.readOnly) return;
-    if (this.pool.closed) {
-      // The memory is gone; the lock stays held and the next writer breaks it.
-      this.s.lock.abandon();
-      return;
-    }
     if (this.s.dirty) this.s.persistCounters();
     this.s.lock.release();
   }

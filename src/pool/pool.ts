@@ -944,6 +944,11 @@ export class Pool {
         failure ??= e;
       }
     }
+    // A callback that closed the pool itself: that close did the rest.
+    if (this.parts === null) {
+      if (failure !== undefined) throw failure;
+      return;
+    }
     for (const child of this.children) {
       try {
         child.close();
